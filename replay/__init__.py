@@ -1,0 +1,1 @@
+"""mmreplay: the trace format, the simulator, analytics and the CLI (no bcc needed)."""

@@ -1,0 +1,5 @@
+import sys
+
+from replay.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The mmreplay command line: one module per subcommand."""

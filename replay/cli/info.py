@@ -1,0 +1,85 @@
+"""`mmreplay info TRACE`: what a trace holds, from its manifest and file footers only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from replay.trace.reader import Trace
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("info", help="summarize a trace or replay results (manifest, rows per table, lost events)")
+    p.add_argument("trace", help="trace or results directory")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def summary(trace: Trace) -> dict[str, Any]:
+    """The facts `info` prints, as a JSON-ready dict."""
+    m = trace.manifest
+    return {
+        "path": str(trace.path),
+        "format": m.format,
+        "version": f"{m.version}.{m.minor}",
+        "kind": m.kind,
+        "source": m.source,
+        "created": m.created,
+        "host": vars(m.host),
+        "clock": m.clock,
+        "start_ns": m.start_ns,
+        "end_ns": m.end_ns,
+        "duration_s": (m.end_ns - m.start_ns) / 1e9,
+        "command": m.command,
+        "tools": m.tools,
+        "probes": [vars(p) for p in m.probes],
+        "lost_events": m.lost_events,
+        "tables": {
+            name: {"rows": trace.rows(name), "bytes": trace.info(name).bytes, "file": trace.info(name).path.name}
+            for name in trace.tables
+        },
+        "extra": m.extra,
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render(s: dict[str, Any]) -> str:
+    h = s["host"]
+    lines = [
+        f"trace      {s['path']}",
+        f"format     {s['format']} {s['version']} ({s['kind']}, {s['source']}), created {s['created']}",
+        f"host       {h['hostname'] or '?'}: Linux {h['kernel_release']} {h['arch']}, {h['cpus']} CPUs, "
+        f"page {h['page_size']} B, preempt {h['preempt_model']}",
+        f"clock      {s['clock']}",
+        f"span       {s['start_ns']} .. {s['end_ns']} ns ({s['duration_s']:.3f} s)",
+    ]
+    if s["command"]:
+        lines.append(f"command    {' '.join(s['command'])}")
+    lines.append(f"lost       {s['lost_events']} events")
+    if s["probes"]:
+        lines += ["", f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'unmatched':>9}  reason"]
+        for p in s["probes"]:
+            lines.append(
+                f"{p['name']:<28} {p['tier']:>4} {p['status']:<9} {p['events']:>12} {p['lost']:>8} "
+                f"{p['unmatched']:>9}  {p['reason']}".rstrip()
+            )
+    lines += ["", f"{'table':<20} {'rows':>12} {'size':>10}"]
+    for name, t in s["tables"].items():
+        lines.append(f"{name:<20} {t['rows']:>12} {_size(t['bytes']):>10}")
+    total = sum(t["rows"] for t in s["tables"].values())
+    lines.append(f"{'total':<20} {total:>12} {_size(sum(t['bytes'] for t in s['tables'].values())):>10}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    s = summary(Trace.open(args.trace))
+    print(json.dumps(s, indent=2) if args.json else render(s))
+    return 0

@@ -1,0 +1,20 @@
+"""`mmreplay repair TRACE`: recover a trace whose recording was killed before it finished."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser("repair", help="recover an interrupted trace, keeping every chunk fully written")
+    p.add_argument("trace", help="trace directory")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from replay.trace.repair import repair
+
+    for r in repair(args.trace):
+        print(f"{r.table:<20} {r.rows:>12} rows  {r.action}")
+    return 0

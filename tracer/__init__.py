@@ -1,0 +1,1 @@
+"""Live recording with bcc. Imported only by `mmreplay record` and `mmreplay doctor`."""
