@@ -1,0 +1,1 @@
+"""The discrete-event simulator of the mm and its locks."""

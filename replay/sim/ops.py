@@ -1,0 +1,123 @@
+"""The simulator's input: per-thread streams of operations (the reconstructed work).
+
+Work reconstruction (replay/workload/) turns a trace into a ``Workload``; the
+synthesizer and the tests build them directly. The simulator (replay/sim/)
+executes a Workload under a policy set. Durations are CPU work in ns *as
+recorded*; the simulator decides how long they take under other policies
+(waiting, spinning, preemption, flush costs come on top).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class LockRef:
+    """A lock instance: its class (schema.LOCK_CLASSES) and kernel address."""
+
+    lock_class: str
+    addr: int
+
+
+@dataclass(frozen=True)
+class Think:
+    """CPU work outside any modelled lock (user code or unrelated kernel work); preemptible."""
+
+    ns: int
+    at_ns: int | None = None  # recorded start, for open replay and the identity check
+
+
+@dataclass(frozen=True)
+class Block:
+    """Off-CPU time not caused by a modelled lock (I/O, sleeping, waiting for a child)."""
+
+    ns: int
+    at_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Critical:
+    """Acquire ``lock`` in ``mode``, run ``body`` (nested sections, gathers), spend
+    ``hold_ns`` of CPU, release.
+
+    ``hold_ns`` is the hold time *excluding* what ``body`` takes. Nesting
+    expresses lock order (mm_take_all_locks is a chain hundreds deep; the
+    simulator must not recurse on it).
+    """
+
+    lock: LockRef
+    mode: str  # "read" | "write"
+    hold_ns: int
+    body: tuple[Op, ...] = ()
+    at_ns: int | None = None  # recorded start of the acquire attempt
+    recorded_wait_ns: int | None = None  # what the trace saw; used by the as-recorded policy
+    derived: bool = False  # hold_ns comes from the missing-holds model, not a measurement
+
+
+@dataclass(frozen=True)
+class Gather:
+    """An mmu_gather: unmap and free ``pages`` base pages (and ``pt_pages`` page-table
+    pages) of mm ``mm``, flushing the TLB as the gather policy dictates."""
+
+    pages: int
+    pt_pages: int = 0
+    mm: int = 0
+    fullmm: bool = False
+    recorded_flushes: int | None = None
+    recorded_ns: int | None = None  # recorded duration of the whole gather, when known
+    at_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """A labelled operation whose end-to-end latency is reported: a page fault, a
+    munmap, an mmap, an exit. Its ``body`` is what it did."""
+
+    kind: str  # fault | mmap | munmap | mprotect | madvise | brk | mremap | exit | fork | other
+    body: tuple[Op, ...]
+    at_ns: int | None = None
+    recorded_ns: int | None = None
+
+
+Op = Think | Block | Critical | Gather | Span
+
+
+@dataclass
+class Thread:
+    """One task's ordered work. ``mm`` groups threads sharing an address space
+    (TLB shootdowns go to the CPUs running the same mm)."""
+
+    tid: int
+    pid: int
+    ops: list[Op]
+    mm: int = 0
+    comm: str = ""
+    start_ns: int = 0  # recorded first activity; threads start then in both modes
+    prio: int = 120
+
+
+@dataclass
+class Workload:
+    """Everything the simulator needs to replay a trace or a synthetic pattern."""
+
+    threads: list[Thread]
+    cpus: int
+    name: str = ""
+    #: lock classes whose hold times were derived by the missing-holds model
+    derived_classes: frozenset[str] = frozenset()
+    #: provenance: trace path, manifest facts, reconstruction notes
+    meta: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def lock_classes(self) -> set[str]:
+        seen: set[str] = set()
+        stack: list[Op] = [op for t in self.threads for op in t.ops]
+        while stack:
+            op = stack.pop()
+            if isinstance(op, Critical):
+                seen.add(op.lock.lock_class)
+                stack.extend(op.body)
+            elif isinstance(op, Span):
+                stack.extend(op.body)
+        return seen
