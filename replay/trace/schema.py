@@ -1,7 +1,7 @@
 """The trace format's tables: every column's Arrow type, unit, meaning and source.
 
 This module *is* the contract described in docs/TRACE_FORMAT.md; the document's
-column tables are generated from it (``python -m replay.trace.schema``) and a
+column tables are generated from it (``python -m replay.trace.docgen``) and a
 test keeps the two identical.
 
 Conventions shared by every table:
@@ -20,7 +20,6 @@ Conventions shared by every table:
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -365,28 +364,3 @@ def describe(t: pa.DataType) -> str:
         "string": "Utf8",
         "double": "Float64",
     }.get(str(t), str(t))
-
-
-def markdown(kind: str = "trace") -> str:
-    """The column reference of docs/TRACE_FORMAT.md, generated from TABLES."""
-    out: list[str] = []
-    for t in TABLES_BY_NAME.values():
-        if t.kind != kind:
-            continue
-        out.append(f"### `{t.name}`\n")
-        out.append(f"{t.doc}\n")
-        out.append(f"Filled by: {t.source}.\n")
-        out.append("| column | type | unit | meaning |")
-        out.append("|---|---|---|---|")
-        for c in t.columns:
-            null = " (nullable)" if c.nullable else ""
-            meaning = c.meaning
-            if c.values:
-                meaning += ": " + ", ".join(f"`{v}`" for v in c.values)
-            out.append(f"| `{c.name}` | {describe(c.type)}{null} | {c.unit} | {meaning} |")
-        out.append("")
-    return "\n".join(out)
-
-
-if __name__ == "__main__":
-    sys.stdout.write(markdown(sys.argv[1] if len(sys.argv) > 1 else "trace"))

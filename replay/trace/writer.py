@@ -59,8 +59,8 @@ def conform(table: Table, data: TableLike) -> pa.Table:
     elif hasattr(data, "to_arrow") and not isinstance(data, pa.Table):  # polars DataFrame
         data = data.to_arrow()
     elif isinstance(data, Mapping):
-        data = pa.table({k: (v if isinstance(v, (pa.Array, pa.ChunkedArray)) else _to_arrow(v))
-                         for k, v in data.items()})
+        types = {c.name: c.type for c in table.columns if not c.is_enum}
+        data = pa.table({k: _to_arrow(v, types.get(k)) for k, v in data.items()})
     columns = []
     for col in table.columns:
         if col.name not in data.column_names:
@@ -79,10 +79,15 @@ def conform(table: Table, data: TableLike) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def _to_arrow(v: Any) -> pa.Array:
-    if isinstance(v, np.ndarray):
-        return pa.array(v)
-    return pa.array(list(v))
+def _to_arrow(v: Any, type: pa.DataType | None) -> pa.Array | pa.ChunkedArray:
+    if isinstance(v, (pa.Array, pa.ChunkedArray)):
+        return v
+    if not isinstance(v, np.ndarray):
+        v = list(v)
+    try:
+        return pa.array(v, type=type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        raise ValueError(f"cannot convert to {type}: {e}") from None
 
 
 class TraceWriter:
