@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.synth.template import Chain, Ctx, Mark, Node, Repeat, Span, Work
+from replay.synth.template import Chain, Ctx, Kernel, Mark, Node, Repeat, Span, Work
 
 PAGE = 4096
 PTRS_PER_PMD = 512  # PTEs per page-table page: one page-table lock covers 2 MiB
@@ -140,7 +140,7 @@ def fault(kind: str, base: Value, mm: Value, mm_id: Value, error_code: int, p: P
         nodes.append(hold("mmap_lock", mm, "read", "fault", (ptl_hold,), role))
     else:
         nodes.append(ptl_hold)
-    return tuple(nodes)
+    return (Kernel(tuple(nodes)),)
 
 
 def gather(pages: int, mm: Value, mm_id: Value, base: Value, *, freed: bool, fullmm: bool = False,
@@ -301,7 +301,8 @@ def _take_all_locks(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
                        for j in range(n))
         take = hold("mmap_lock", mm, "write", "take_all",
                     (Chain(links, "take_all:step", "take_all:drop", (Work("take_all:register"),)),))
-        return (Work("think:kvm_create"), take, Work("think:kvm_destroy"), Work("block:srcu", block=True))
+        # ioctl(KVM_CREATE_VM) and close(vm) are not syscalls of the trace format: Kernel groups
+        return (Kernel((Work("think:kvm_create"), take)), Work("think:kvm_destroy"), Work("block:srcu", block=True))
 
     # the faulters, forked after setup: mmap one page of file (nr + k) mod n, write it, munmap
     def file(c: Ctx) -> np.ndarray:
@@ -321,7 +322,7 @@ def _fork(parent_mm: int, parent_pid: int) -> tuple[Node, ...]:
     """dup_mmap under the parent's mmap_lock: link each child VMA into i_mmap / its anon_vma root."""
     links: list[Node] = [hold("i_mmap_rwsem", file_addr(5000 + j), "write", "fork") for j in range(SHARED_LIBS)]
     links += [hold("anon_vma", anon_addr(10 * parent_pid + j), "write", "fork") for j in range(ANON_VMAS)]
-    return (hold("mmap_lock", parent_mm, "write", "fork", tuple(links)), Work("fork:own"))
+    return (Kernel((hold("mmap_lock", parent_mm, "write", "fork", tuple(links)), Work("fork:own"))),)
 
 
 def _exit(t: TaskInfo, pages: int, base: int, libs: range, anon_roots: list[Value]) -> Span:
@@ -391,7 +392,7 @@ def _kbuild(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
     return (
         Work("think:user"),
         *_fork(mm_addr(t.pid), t.pid),
-        Work("exec:own", role=1),
+        Kernel((Work("exec:own", role=1),)),
         *maps,
         compile_unit,
         # after exec the compiler's anon VMAs have roots of their own

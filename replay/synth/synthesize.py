@@ -166,18 +166,19 @@ def synthesize(
     infos = tasks_for(pattern, params)
     seconds_ns = seconds * 1e9
 
-    compiled: list[Compiled] = []
+    # Estimate the size from the first two tasks (the others repeat the second) before building them all.
+    share = min(1.0, cpus / tasks)
     estimate = 0.0
-    for t in infos:
+    for t in infos[:2]:
         c = compile_template(pattern.build(t, params, pages))
-        compiled.append(c)
-        share = min(1.0, cpus / tasks)
-        estimate += _estimate_rows(c, seconds_ns * share / c.mean_ns(model))
+        weight = 1 if t.index == 0 else tasks - 1
+        estimate += weight * _estimate_rows(c, seconds_ns * share / c.mean_ns(model))
     if estimate > MAX_ROWS:
         raise UsageError(
             f"{name} with {tasks} tasks for {seconds} s would hold about {estimate / 1e6:.0f} M rows "
             f"(limit {MAX_ROWS // 1_000_000} M); use fewer --seconds or a smaller --region"
         )
+    compiled = [compile_template(pattern.build(t, params, pages)) for t in infos]
 
     runs: list[TaskRun] = []
     for t, c in zip(infos, compiled, strict=True):

@@ -7,6 +7,8 @@ A template is a tuple of nodes:
 * ``Span(table, cols, body)`` — an interval row of ``table`` around ``body``
   (a syscall, a lock hold, a gather, a page-free burst);
 * ``Mark(table, cols)`` — a point row at the current time (a fault, a TLB flush);
+* ``Kernel(body)`` — ``body`` runs in the kernel without a row of its own (a
+  page fault's service and its lock holds): never preempted or cut inside;
 * ``Repeat(n, body)`` — ``body`` n times (the pages of a region);
 * ``Chain(links, step, drop, inner)`` — lock holds nested ``len(links)`` deep
   (mm_take_all_locks), compiled without recursion.
@@ -58,6 +60,11 @@ class Span:
 
 
 @dataclass(frozen=True, eq=False)
+class Kernel:
+    body: tuple[Any, ...]
+
+
+@dataclass(frozen=True, eq=False)
 class Repeat:
     n: int
     body: tuple[Any, ...]
@@ -75,7 +82,8 @@ class Chain:
     role: int = 0
 
 
-Node = Work | Mark | Span | Repeat | Chain
+Node = Work | Mark | Span | Kernel | Repeat | Chain
+NO_ROW = -1  # emitter of a Kernel group: it only keeps preemption out
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +210,13 @@ def _compile(nodes: Sequence[Node], b: _Builder, depth: dict[int, int], in_span:
             first = part.leaves
             part.extend(body)
             part.add_inst(e, first, part.leaves - 1, d)
+        elif isinstance(node, Kernel):
+            body = _compile(node.body, b, depth, in_span + 1)
+            if body.leaves == 0:
+                raise ValueError("a Kernel group needs at least one Work in its body")
+            first = part.leaves
+            part.extend(body)
+            part.add_inst(NO_ROW, first, part.leaves - 1, 0)
         elif isinstance(node, Repeat):
             body = _compile(node.body, b, depth, in_span)
             part.extend(_tile(body, node.n))
@@ -257,7 +272,8 @@ def compile_template(nodes: Sequence[Node]) -> Compiled:
     m = part.leaves
     if m == 0:
         raise ValueError("a template needs at least one Work")
-    spans = inst[inst[:, 2] >= 0]
+    spans = inst[inst[:, 2] >= 0]  # row-producing spans and Kernel groups
+    inst = inst[inst[:, 0] != NO_ROW]
     inside = np.zeros(m + 2, np.int64)
     np.add.at(inside, spans[:, 1] + 1, 1)
     np.add.at(inside, spans[:, 2] + 1, -1)
