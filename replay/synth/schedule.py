@@ -37,7 +37,6 @@ class TaskRun:
 
     timeline: Timeline
     tid_of_leaf: Callable[[int], int]
-    free: np.ndarray = field(init=False)  # global boundary indices where it may be preempted
     blocks: np.ndarray = field(init=False)  # global leaf indices of its sleeps
     pos: int = 0
     wake: float = 0.0
@@ -46,21 +45,25 @@ class TaskRun:
     stop: int = 0  # boundary index where the recording ends for this task
 
     def __post_init__(self) -> None:
-        self.free = self.timeline.free_boundaries()
         self.blocks = self.timeline.block_leaves()
-        self._free_v = self.timeline.v[self.free]
 
     @property
     def v(self) -> np.ndarray:
         return self.timeline.v
 
+    def release(self) -> None:
+        """Drop the big arrays once the task's rows are out (keeps the shifts)."""
+        self.blocks = np.zeros(0, np.int64)
+        self.timeline.v = np.zeros(0)
+
     def next_free(self, at_v: float) -> int:
-        i = int(np.searchsorted(self._free_v, at_v, "left"))
-        return int(self.free[i]) if i < self.free.size else self.v.size - 1
+        """The first preemptible boundary at or after own-clock time ``at_v``."""
+        return self.timeline.next_free(int(np.searchsorted(self.v, at_v, "left")))
 
     def last_free(self, at_v: float) -> int:
-        i = int(np.searchsorted(self._free_v, at_v, "right")) - 1
-        return max(int(self.free[i]), self.pos) if i >= 0 else self.pos
+        """The last preemptible boundary at or before ``at_v``, but not before where it is now."""
+        b = self.timeline.last_free(int(np.searchsorted(self.v, at_v, "right")) - 1)
+        return self.pos if b is None else max(b, self.pos)
 
     def next_block(self) -> int:
         i = int(np.searchsorted(self.blocks, self.pos, "left"))

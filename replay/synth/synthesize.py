@@ -27,8 +27,11 @@ from replay.trace.writer import TraceWriter
 
 #: Where the synthetic clock starts (a monotonic clock is never near 0 on a live host).
 BASE_NS = 1_000_000_000
-#: Refuse syntheses estimated to hold more rows than this (memory: ~100 bytes a row while building).
-MAX_ROWS = 30_000_000
+#: Refuse syntheses estimated to hold more rows than this (peak memory is ~160 bytes a row: 48 tasks of
+#: page_fault1_threads for 0.1 s are 9.1 M rows, 1.4 GB, 7 s on the project host).
+MAX_ROWS = 20_000_000
+#: Rows per chunk handed to the writer.
+WRITE_CHUNK = 1 << 20
 #: The tables a synthetic trace declares even when they stay empty (a probe that saw nothing).
 TABLES = ("tasks", "syscalls", "lock_holds", "lock_waits", "gathers", "page_free_batches", "tlb_flushes",
           "page_faults", "sched_switch", "sched_wakeup")
@@ -45,18 +48,43 @@ class Synthesis:
     iterations: dict[int, int] = field(default_factory=dict)  # task tid -> complete iterations
 
 
+@dataclass(frozen=True)
+class _Const:
+    """A column piece holding one value n times, materialized only chunk by chunk when written."""
+
+    value: Any
+    n: int
+
+
 @dataclass
 class _Rows:
-    """Rows of one table being assembled, with the sort keys that give the trace-wide seq."""
+    """Rows of one table being assembled, with the keys that give the trace-wide seq:
+    (ts, cpu, pri1, pri2) -- pri1 the template position, pri2 puts marks and outer spans first."""
 
-    cols: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    keys: list[np.ndarray] = field(default_factory=list)  # (n, 3): cpu, pri1, pri2
+    cols: dict[str, list[Any]] = field(default_factory=dict)
+    pri: list[tuple[Any, Any]] = field(default_factory=list)
 
-    def add(self, values: dict[str, Any], n: int, keys: np.ndarray) -> None:
+    def add(self, values: dict[str, Any], n: int, pri1: Any, pri2: Any) -> None:
         for name, v in values.items():
             arr = np.asarray(v)
-            self.cols.setdefault(name, []).append(np.broadcast_to(arr, (n,)) if arr.ndim == 0 else arr)
-        self.keys.append(keys)
+            self.cols.setdefault(name, []).append(_Const(arr[()], n) if arr.ndim == 0 else arr)
+        self.pri.append((pri1 if np.ndim(pri1) else _Const(pri1, n), pri2 if np.ndim(pri2) else _Const(pri2, n)))
+
+
+def _concat(pieces: list[Any]) -> Any:
+    """Join column pieces; stays a _Const when every piece is the same constant."""
+    if all(isinstance(p, _Const) for p in pieces) and len({p.value for p in pieces}) == 1:
+        return _Const(pieces[0].value, sum(p.n for p in pieces))
+    return np.concatenate([np.full(p.n, p.value) if isinstance(p, _Const) else p for p in pieces])
+
+
+def _length(cols: dict[str, Any]) -> int:
+    col = cols.get("seq", cols.get("tid"))
+    return col.n if isinstance(col, _Const) else len(col)
+
+
+def _materialize(col: Any, lo: int, hi: int) -> np.ndarray:
+    return np.full(min(hi, col.n) - lo, col.value) if isinstance(col, _Const) else col[lo:hi]
 
 
 def _estimate_rows(compiled: Compiled, iterations: float) -> float:
@@ -73,10 +101,10 @@ def _timeline(compiled: Compiled, model: Model, rng: np.random.Generator, need_n
         k *= 2
 
 
-def _enum_codes(table: str, name: str, value: Any, n: int) -> Any:
+def _enum_codes(table: str, name: str, value: Any) -> Any:
     col = next(c for c in TABLES_BY_NAME[table].columns if c.name == name)
     if col.is_enum and isinstance(value, str):
-        return np.full(n, col.values.index(value), np.int16)
+        return np.int16(col.values.index(value))
     return value
 
 
@@ -106,23 +134,20 @@ def _emit_task(run: TaskRun, task: TaskInfo, tables: dict[str, _Rows], real_base
         kk, rep = k[sel], c.inst_rep[inst[sel]]
         ts = np.rint(run.real(start_v[sel]) + real_base).astype(np.int64)
         values: dict[str, Any] = {"ts": ts, "cpu": np.int32(task.cpu)}
-        tid = np.full(sel.size, task.tid, np.int64) if em.role == 0 else np.asarray(task.child_tid(kk), np.int64)
+        tid = np.full(sel.size, task.tid, np.int32) if em.role == 0 else np.asarray(task.child_tid(kk), np.int32)
         values["tid"] = tid
-        values["pid"] = np.full(sel.size, task.pid, np.int64) if em.role == 0 else tid
+        values["pid"] = np.full(sel.size, task.pid, np.int32) if em.role == 0 else tid
         if em.interval:
             end = np.rint(run.real(end_v[sel], end=True) + real_base).astype(np.int64)
             values["dur"] = end - ts
             values["incomplete"] = False
         ctx = Ctx(kk, rep)
         for name, v in em.cols.items():
-            values[name] = _enum_codes(em.table, name, column(v, ctx), sel.size)
+            values[name] = _enum_codes(em.table, name, column(v, ctx))
         if em.table == "lock_holds":
             values.update(wait=np.int64(0), success=True, stack_id=np.int32(-1), depth=c.inst_depth[inst[sel]])
-        keys = np.empty((sel.size, 3), np.int64)
-        keys[:, 0] = task.cpu
-        keys[:, 1] = first[sel]
-        keys[:, 2] = np.where(is_span[sel], -last[sel], np.iinfo(np.int64).min)  # marks first, outer spans first
-        tables[em.table].add(values, sel.size, keys)
+        pri2 = -last[sel] if em.interval else np.iinfo(np.int64).min  # marks first, then outer spans first
+        tables[em.table].add(values, sel.size, first[sel], pri2)
     return run.stop // m
 
 
@@ -196,6 +221,7 @@ def synthesize(
     for run, t in zip(runs, infos, strict=True):
         iterations[t.tid] = _emit_task(run, t, tables, BASE_NS)
         _role_switches(run, t, sched)
+        run.release()  # its timeline is no longer needed
     _add_sched(tables, sched)
     _add_tasks(tables, infos)
     data = _finish(tables)
@@ -212,7 +238,11 @@ def synthesize(
     with TraceWriter(out, source="synthetic", host=host, command=command, force=force, extra=extra) as w:
         for table in TABLES:
             w.declare(table)
-            rows[table] = w.write(table, data[table]) if table in data else 0
+            rows[table] = 0
+            cols = data.pop(table, None)  # written in chunks and dropped, to bound the memory of conversion
+            n = _length(cols) if cols else 0
+            for lo in range(0, n, WRITE_CHUNK):
+                rows[table] += w.write(table, {k: _materialize(v, lo, lo + WRITE_CHUNK) for k, v in cols.items()})
             if table != "tasks":
                 w.add_probe(Probe(name=f"synthetic:{table}", tier=TIERS.get(table, 1), status="recorded",
                                   reason="synthesized by mmreplay synth", events=rows[table]))
@@ -235,21 +265,19 @@ def _add_sched(tables: dict[str, _Rows], sched: SchedRows) -> None:
     if sched.switch:
         a = np.array(sched.switch, dtype=np.float64)
         n = len(a)
-        keys = np.column_stack([a[:, 1], np.full(n, -1), np.zeros(n)]).astype(np.int64)
         tables["sched_switch"].add({
             "ts": np.rint(a[:, 0] + BASE_NS).astype(np.int64), "cpu": a[:, 1].astype(np.int32),
             "prev_tid": a[:, 2].astype(np.int32), "prev_prio": np.int32(PRIO), "prev_state": a[:, 3].astype(np.int64),
             "next_tid": a[:, 4].astype(np.int32), "next_prio": np.int32(PRIO),
-        }, n, keys)
+        }, n, -1, 0)
     if sched.wakeup:
         n = len(sched.wakeup)
         ts, cpu, tid, kind, waker = zip(*sched.wakeup, strict=True)
-        keys = np.column_stack([np.array(cpu), np.full(n, -2), np.zeros(n)]).astype(np.int64)
         tables["sched_wakeup"].add({
             "ts": np.rint(np.array(ts) + BASE_NS).astype(np.int64), "cpu": np.array(cpu, np.int32),
             "tid": np.array(tid, np.int32), "prio": np.int32(PRIO), "target_cpu": np.array(cpu, np.int32),
             "kind": np.array(kind), "waker_tid": np.array(waker, np.int32),
-        }, n, keys)
+        }, n, -2, 0)
 
 
 def _add_tasks(tables: dict[str, _Rows], infos: list[TaskInfo]) -> None:
@@ -261,7 +289,7 @@ def _add_tasks(tables: dict[str, _Rows], infos: list[TaskInfo]) -> None:
     children: set[int] = set()
     for name in ("syscalls", "lock_holds", "page_faults", "gathers", "page_free_batches", "tlb_flushes"):
         for arr in tables[name].cols.get("tid", []):
-            children.update(np.unique(arr).tolist())
+            children.update([int(arr.value)] if isinstance(arr, _Const) else np.unique(arr).tolist())
     child_comm = {t.index: t.child_comm for t in infos}
     for tid in sorted(children - set(seen)):
         from replay.synth.patterns import CHILD_TID_BASE, CHILD_TIDS_PER_TASK
@@ -275,31 +303,42 @@ def _add_tasks(tables: dict[str, _Rows], infos: list[TaskInfo]) -> None:
     }
 
 
-def _finish(tables: dict[str, _Rows]) -> dict[str, dict[str, np.ndarray]]:
-    """Concatenate, give every event row its trace-wide seq (ts, then cpu, then template order), sort."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    order_parts, owners = [], []
+def _finish(tables: dict[str, _Rows]) -> dict[str, dict[str, Any]]:
+    """Concatenate, give every event row its trace-wide seq (ts, then cpu, then template order), sort.
+
+    Pieces are released as they are joined; constant columns stay constants."""
+    out: dict[str, dict[str, Any]] = {}
+    owners: list[tuple[str, int]] = []
+    key_parts: list[list[np.ndarray]] = [[], [], [], []]
     for name, r in tables.items():
-        if not r.keys:
+        if not r.pri:
             continue
-        cols = {k: np.concatenate(v) for k, v in r.cols.items()}
-        keys = np.concatenate(r.keys)
+        cols = {k: _concat(r.cols.pop(k)) for k in list(r.cols)}
+        n = cols["ts"].shape[0]
+        pri1, pri2 = _concat([p for p, _ in r.pri]), _concat([p for _, p in r.pri])
+        for i, part in enumerate((cols["ts"], cols["cpu"], pri1, pri2)):
+            key_parts[i].append(np.asarray(_materialize(part, 0, n), np.int64))
+        r.pri.clear()
         out[name] = cols
-        order_parts.append(np.column_stack([cols["ts"], keys]))
-        owners.append((name, len(keys)))
-    if order_parts:
-        allk = np.concatenate(order_parts)
-        order = np.lexsort((allk[:, 3], allk[:, 2], allk[:, 1], allk[:, 0]))
+        owners.append((name, n))
+    if owners:
+        keys = [np.concatenate(parts) for parts in key_parts]
+        key_parts.clear()
+        order = np.lexsort(keys[::-1])
+        del keys
         seq = np.empty(len(order), np.int64)
         seq[order] = np.arange(len(order), dtype=np.int64)
+        del order
         pos = 0
         for name, n in owners:
             s = seq[pos: pos + n]
             pos += n
             by_seq = np.argsort(s, kind="stable")
-            cols = {k: (v[by_seq] if v.shape[0] == n else v) for k, v in out[name].items()}
+            cols = out[name]
+            for k in list(cols):
+                if not isinstance(cols[k], _Const):
+                    cols[k] = cols[k][by_seq]
             cols["seq"] = s[by_seq]
-            out[name] = cols
-    if "tasks" in tables and tables["tasks"].cols:
+    if tables["tasks"].cols:
         out["tasks"] = {k: np.concatenate(v) for k, v in tables["tasks"].cols.items()}
     return out

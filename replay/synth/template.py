@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -314,15 +315,29 @@ class Timeline:
     def leaf_role(self, leaf: np.ndarray | int) -> np.ndarray:
         return self.compiled.leaf_role[np.asarray(leaf) % self.compiled.leaves]
 
-    def free_boundaries(self) -> np.ndarray:
-        """Global indices of the preemptible boundaries (outside every span)."""
-        c = self.compiled
-        m = c.leaves
-        local = np.nonzero(c.free[:m])[0]
-        idx = (np.arange(self.iterations)[:, None] * m + local[None, :]).ravel()
-        if c.free[m]:
-            idx = np.append(idx, self.iterations * m)
-        return idx
+    @cached_property
+    def _free_local(self) -> np.ndarray:
+        return np.nonzero(self.compiled.free[: self.compiled.leaves])[0]
+
+    def next_free(self, g: int) -> int:
+        """The first preemptible boundary at or after global boundary ``g`` (the timeline's end if none)."""
+        free, m, end = self._free_local, self.compiled.leaves, self.leaves
+        if free.size == 0 or g >= end:
+            return end
+        k, j = divmod(g, m)
+        i = int(np.searchsorted(free, j, "left"))
+        return min(end, k * m + int(free[i]) if i < free.size else (k + 1) * m + int(free[0]))
+
+    def last_free(self, g: int) -> int | None:
+        """The last preemptible boundary at or before global boundary ``g`` (None if none)."""
+        free, m = self._free_local, self.compiled.leaves
+        if free.size == 0 or g < 0:
+            return None
+        k, j = divmod(min(g, self.leaves), m)
+        i = int(np.searchsorted(free, j, "right")) - 1
+        if i >= 0:
+            return k * m + int(free[i])
+        return (k - 1) * m + int(free[-1]) if k > 0 else None
 
     def block_leaves(self) -> np.ndarray:
         m = self.compiled.leaves
