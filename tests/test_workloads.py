@@ -163,3 +163,16 @@ def test_a_binary_older_than_its_source_is_rebuilt():
     assert rebuilt == binary and binary.stat().st_mtime > 1
     again = binary.stat().st_mtime_ns
     assert wl.build("mmap1_threads").stat().st_mtime_ns == again  # up to date: left alone
+
+
+def test_the_module_cli_lists_describes_and_prints_a_runnable_command(capsys):
+    cli = importlib.import_module("tracer.workloads.__main__")
+    assert cli.main(["list"]) == 0
+    assert "take-all-locks" in capsys.readouterr().out
+    assert cli.main(["command", "mmap2_threads", "2", "0.2", "region_bytes=65536"]) == 0
+    argv = capsys.readouterr().out.split()
+    assert argv[1:] == ["-t", "2", "-d", "0.2", "-m", "threads", "-s", "65536"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and wl.parse_summary(proc.stdout).iterations > 0
+    assert cli.main(["command", "nope", "1", "1"]) == 2
+    assert "unknown workload" in capsys.readouterr().err
