@@ -19,6 +19,7 @@ from replay.synth.model import LogNormal, Model
 from replay.synth.patterns import PATTERNS
 from replay.synth.synthesize import synthesize
 from replay.trace.reader import Trace
+from replay.trace.writer import write_trace
 
 INTERVALS = ("syscalls", "lock_holds", "gathers", "page_free_batches")
 SMALL_REGION = 16  # pages
@@ -230,3 +231,13 @@ def test_cli_writes_a_trace_refuses_to_overwrite_and_overwrites_with_force(tmp_p
     assert main([*args, "--force"]) == 0
     assert main(["synth", "--list"]) == 0
     assert "take-all-locks" in capsys.readouterr().out
+
+
+def test_fit_of_a_trace_without_gathers_keeps_the_holds_that_would_contain_one(tmp_path):
+    full = synth(tmp_path, "mmap1_processes", seconds=0.01)
+    tier1 = {name: full.arrow(name) for name in full.tables if name != "gathers"}
+    write_trace(tmp_path / "tier1", tier1, source="recorded")
+    fitted, report = fit_model(Trace.open(tmp_path / "tier1"))
+    assert "hold:mmap_lock:munmap" in report.kept and "hold:mmap_lock:munmap" not in fitted.fitted
+    assert "hold:mmap_lock:mmap" in fitted.fitted  # mmap gathers nothing: still fitted
+    assert any("no gathers table" in n for n in report.notes)

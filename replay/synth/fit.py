@@ -15,6 +15,10 @@ What a trace can tell, and what this fits from it:
   that hold no page fault and no context switch of that tid.
 
 A key needs at least ``MIN_SAMPLES`` samples; otherwise it keeps its default.
+Without a ``gathers`` table (a tier-1 recording), the mmap_lock holds of
+munmap, madvise and exit contain their gather's zap and free time, which the
+synthetic templates add on their own (``zap:page``, ``free:page``): those
+keys keep their defaults rather than count the gather twice.
 Not fittable from tier-1/tier-2 traces, so always kept: fault service time
 (a fault is recorded at entry only), per-page zap and free costs, user time
 between page touches, sleeps. Lock waits are reported, never used: a wait
@@ -139,9 +143,16 @@ def fit_model(trace: Trace, base: Model | None = None) -> tuple[Model, FitReport
     where: dict[str, str] = {}
 
     def add(key: str, values: np.ndarray, source: str) -> None:
+        if key in gather_keys and not trace.has("gathers"):
+            return
         if key in model.dists and values.size:
             samples.setdefault(key, []).append(values)
             where.setdefault(key, source)
+
+    gather_keys = {"hold:mmap_lock:munmap", "hold:mmap_lock:madvise", "hold:mmap_lock:exit"}
+    if not trace.has("gathers"):
+        report.notes.append("no gathers table (tier 2): " + ", ".join(sorted(gather_keys))
+                            + " would include the gather's zap and free time; kept default")
 
     df = _intervals(trace)
     if not df.is_empty():
