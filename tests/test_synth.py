@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from replay.cli.main import main
 from replay.synth.fit import fit_model
-from replay.synth.model import LogNormal, Model
+from replay.synth.model import Empirical, LogNormal, Model
 from replay.synth.patterns import PATTERNS
 from replay.synth.synthesize import synthesize
 from replay.trace.reader import Trace
@@ -209,6 +209,8 @@ def test_one_cpu_never_runs_two_tasks_at_once(tmp_path, tasks, cpus, seed):
         (["synth", "mmap1_threads", "-o", "X", "--seconds", "-1"], "--seconds must be more than 0"),
         (["synth", "mmap1_threads", "-o", "X", "--region", "1000"], "--region must be"),
         (["synth", "mmap1_threads", "-o", "X", "--fault-lock", "bkl"], "--fault-lock must be one of"),
+        (["synth", "mmap1_threads", "-o", "X", "--fit-kind", "gamma"], "--fit-kind must be one of"),
+        (["synth", "mmap1_threads", "-o", "X", "--fit-kind", "empirical"], "--fit-kind needs --fit"),
         (["synth", "mmap1_threads", "-o", "X", "--fit", "/nonexistent/trace"], "no such trace directory"),
         (["synth", "page_fault1_threads", "-o", "X", "--tasks", "4096", "--seconds", "3600"], "M rows"),
     ],
@@ -241,3 +243,23 @@ def test_fit_of_a_trace_without_gathers_keeps_the_holds_that_would_contain_one(t
     assert "hold:mmap_lock:munmap" in report.kept and "hold:mmap_lock:munmap" not in fitted.fitted
     assert "hold:mmap_lock:mmap" in fitted.fitted  # mmap gathers nothing: still fitted
     assert any("no gathers table" in n for n in report.notes)
+
+
+def test_empirical_fit_keeps_the_two_modes_a_lognormal_would_blur(tmp_path):
+    fast, slow = np.full(100, 200.0), np.full(101, 5000.0)  # half the holds 200 ns, half 5 µs
+    bimodal = Empirical(tuple(np.concatenate([fast, slow])))
+    model = Model()
+    model.dists["hold:i_mmap_rwsem:munmap"] = bimodal
+    trace = synth(tmp_path, "mmap-file", tasks=2, seconds=0.01, model=model)
+    fitted, _ = fit_model(trace, kind="empirical")
+    got = fitted["hold:i_mmap_rwsem:munmap"]
+    assert isinstance(got, Empirical)
+    assert float(got.quantile(0.25)) == pytest.approx(200, rel=0.02)
+    assert float(got.quantile(0.75)) == pytest.approx(5000, rel=0.02)
+    lognormal, _ = fit_model(trace)
+    assert float(lognormal["hold:i_mmap_rwsem:munmap"].median) == pytest.approx(1000, rel=0.3)  # between the modes
+    out = tmp_path / "again"
+    assert main(["synth", "mmap-file", "-o", str(out), "--tasks", "1", "--seconds", "0.002",
+                 "--fit", str(trace.path), "--fit-kind", "empirical"]) == 0
+    described = Trace.open(out).manifest.extra["synth"]["model"]["hold:i_mmap_rwsem:munmap"]
+    assert described["kind"] == "empirical" and described["fitted"] and len(described["quantiles_ns"]) == 201

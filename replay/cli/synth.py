@@ -30,6 +30,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--seed", default="0", help="random seed; the same seed gives identical files (default 0)")
     p.add_argument("--fit", metavar="TRACE",
                    help="fit hold, syscall and think-time distributions from a recorded trace")
+    p.add_argument("--fit-kind", default="lognormal", help="what --fit fits: 'lognormal' or 'empirical' "
+                   "(the samples' quantiles, for multi-modal holds) (default lognormal)")
     p.add_argument("--region", default=None, help="bytes mapped per iteration by page_fault*, mmap*, tlb_flush*, "
                    "fork-exit (default: the workload's, 128 MiB for most)")
     p.add_argument("--files", default="256", help="take-all-locks: file VMAs (and as many anon VMAs) (default 256)")
@@ -87,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
         region_pages = region // PAGE
     if args.fault_lock not in FAULT_LOCKS:
         raise UsageError(f"--fault-lock must be one of {', '.join(FAULT_LOCKS)}, not {args.fault_lock!r}")
+    from replay.synth.fit import FIT_KINDS
+
+    if args.fit_kind not in FIT_KINDS:
+        raise UsageError(f"--fit-kind must be one of {', '.join(FIT_KINDS)}, not {args.fit_kind!r}")
+    if args.fit_kind != "lognormal" and not args.fit:
+        raise UsageError("--fit-kind needs --fit TRACE")
     if args.preempt not in PREEMPT_MODELS:
         raise UsageError(f"--preempt must be one of {', '.join(PREEMPT_MODELS)}, not {args.preempt!r}")
 
@@ -98,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     model = Model()
     fit_lines: list[str] = []
     if args.fit:
-        model, report = fit_model(Trace.open(args.fit))
+        model, report = fit_model(Trace.open(args.fit), kind=args.fit_kind)
         fit_lines = report.lines()
     result = synthesize(
         args.name, args.output, tasks=tasks, cpus=cpus, seconds=seconds, seed=seed, model=model,

@@ -2,7 +2,10 @@
 
 What a trace can tell, and what this fits from it:
 
-* ``hold:<class>:<op>``: lognormal of the *own* time of successful, complete
+Each key becomes a lognormal (maximum likelihood) or, with ``kind="empirical"``,
+the table of the samples' quantiles (for multi-modal holds).
+
+* ``hold:<class>:<op>``: the *own* time of successful, complete
   lock holds (hold minus the holds, gathers and free bursts nested directly in
   it, by interval containment within the tid). The operation is the innermost
   syscall containing the hold (mmap, munmap, madvise, brk, exit_group -> exit);
@@ -10,8 +13,8 @@ What a trace can tell, and what this fits from it:
   hold is fork's or mm_take_all_locks', and a leaf i_mmap_rwsem / anon_vma
   hold is fork's (dup_mmap). Page-table-lock holds outside syscalls and
   gathers are faults'. Holds inside mprotect/mremap fit nothing.
-* ``syscall:<name>``: lognormal of the syscalls' own time (minus nested holds).
-* ``think:user``: lognormal of the gaps between consecutive syscalls of a tid
+* ``syscall:<name>``: the syscalls' own time (minus nested holds).
+* ``think:user``: the gaps between consecutive syscalls of a tid
   that hold no page fault and no context switch of that tid.
 
 A key needs at least ``MIN_SAMPLES`` samples; otherwise it keeps its default.
@@ -32,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from replay.synth.model import LogNormal, Model
+from replay.synth.model import Empirical, LogNormal, Model
 from replay.trace.reader import Trace
 
 MIN_SAMPLES = 20
@@ -135,8 +138,14 @@ def _gaps(trace: Trace) -> np.ndarray:
     return (sc["gap_end"] - sc["gap_start"]).to_numpy()
 
 
-def fit_model(trace: Trace, base: Model | None = None) -> tuple[Model, FitReport]:
-    """A copy of ``base`` (default: the defaults) with every key the trace supports fitted."""
+FIT_KINDS = ("lognormal", "empirical")
+
+
+def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") -> tuple[Model, FitReport]:
+    """A copy of ``base`` (default: the defaults) with every key the trace supports fitted,
+    as lognormals or as empirical quantile tables (``kind``)."""
+    if kind not in FIT_KINDS:
+        raise ValueError(f"fit kind must be one of {FIT_KINDS}, not {kind!r}")
     model = Model(dict((base or Model()).dists), dict((base or Model()).fitted))
     report = FitReport()
     samples: dict[str, list[np.ndarray]] = {}
@@ -160,14 +169,14 @@ def fit_model(trace: Trace, base: Model | None = None) -> tuple[Model, FitReport
         if partial:
             report.notes.append(f"{partial} intervals partly overlap the one before them in their tid; "
                                 "not treated as nested")
-        kind = df["kind"].to_numpy()
+        row_kind = df["kind"].to_numpy()
         a = df["a"].to_numpy()
         b = df["b"].to_numpy()
         names = np.where(syscall_of >= 0, a[np.maximum(syscall_of, 0)], "")
-        sys_rows = kind == _KIND_SYSCALL
+        sys_rows = row_kind == _KIND_SYSCALL
         for name in np.unique(a[sys_rows]):
             add(f"syscall:{name}", own[sys_rows & (a == name)], f"{name} syscalls' own time")
-        holds = kind == _KIND_HOLD
+        holds = row_kind == _KIND_HOLD
         for cls in np.unique(a[holds]):
             of_cls = holds & (a == cls)
             for sysname, op in _OP_OF_SYSCALL.items():
@@ -196,11 +205,11 @@ def fit_model(trace: Trace, base: Model | None = None) -> tuple[Model, FitReport
         values = np.concatenate(samples[key]) if key in samples else np.zeros(0)
         values = values[values > 0]
         if values.size >= MIN_SAMPLES:
-            d = LogNormal.fit(values, "")
+            d = LogNormal.fit(values, "") if kind == "lognormal" else Empirical.fit(values, "")
             source = f"{trace.path}: {values.size} {where[key]}"
             model.replace(key, d, source)
-            report.fitted.append(f"{key}: median {d.median:.0f} ns, sigma {d.sigma:.3f} from {values.size} "
-                                 f"{where[key]}")
+            shape = f"sigma {d.sigma:.3f}" if kind == "lognormal" else f"p99 {float(d.quantile(0.99)):.0f} ns"
+            report.fitted.append(f"{key}: {kind}, median {d.median:.0f} ns, {shape} from {values.size} {where[key]}")
         else:
             report.kept.append(key if values.size == 0 else f"{key} (only {values.size} samples)")
     return model, report

@@ -75,6 +75,55 @@ class LogNormal:
         return cls(float(np.exp(logs.mean())), float(logs.std(ddof=1)), basis)
 
 
+@dataclass(frozen=True)
+class Empirical:
+    """A duration distribution given by its quantiles (ns) at evenly spaced probabilities
+    0, 1/(n-1), ..., 1; sampled by inverse CDF, interpolating log-linearly between them."""
+
+    quantiles: tuple[float, ...]
+    basis: str = ""
+
+    def __post_init__(self) -> None:
+        q = np.asarray(self.quantiles, dtype=np.float64)
+        if q.size < 2 or not np.all(np.isfinite(q)) or np.any(q <= 0) or np.any(np.diff(q) < 0):
+            raise ValueError("quantiles must be at least two positive, finite, non-decreasing ns values")
+
+    def _logq(self) -> np.ndarray:
+        return np.log(np.asarray(self.quantiles, dtype=np.float64))
+
+    def quantile(self, p: float | np.ndarray) -> np.ndarray:
+        n = len(self.quantiles)
+        return np.exp(np.interp(np.asarray(p) * (n - 1), np.arange(n), self._logq()))
+
+    @property
+    def median(self) -> float:
+        return float(self.quantile(0.5))
+
+    @property
+    def sigma(self) -> float:
+        """Standard deviation of ln(duration), for reports."""
+        return float(np.std(np.log(self.quantile(np.linspace(0.0005, 0.9995, 1000)))))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.quantile(np.linspace(0.0005, 0.9995, 1000))))
+
+    def sample(self, rng: np.random.Generator, shape: int | tuple[int, ...]) -> np.ndarray:
+        return self.quantile(rng.random(shape))
+
+    @classmethod
+    def fit(cls, samples: np.ndarray, basis: str, points: int = 201) -> Empirical:
+        """The samples' quantiles (non-positive samples dropped)."""
+        x = np.asarray(samples, dtype=np.float64)
+        x = x[x > 0]
+        if x.size < 2:
+            raise ValueError("need at least two positive samples for an empirical distribution")
+        return cls(tuple(float(v) for v in np.quantile(x, np.linspace(0, 1, points))), basis)
+
+
+Dist = LogNormal | Empirical
+
+
 def _d(median: float, sigma: float = 0.3, basis: str = _MEASURED) -> LogNormal:
     return LogNormal(median, sigma, basis)
 
@@ -135,13 +184,13 @@ DEFAULTS: dict[str, LogNormal] = {
 class Model:
     """The distributions a synthesis uses, and where each came from."""
 
-    dists: dict[str, LogNormal] = field(default_factory=lambda: dict(DEFAULTS))
+    dists: dict[str, Dist] = field(default_factory=lambda: dict(DEFAULTS))
     fitted: dict[str, str] = field(default_factory=dict)  # key -> what it was fitted from
 
-    def __getitem__(self, key: str) -> LogNormal:
+    def __getitem__(self, key: str) -> Dist:
         return self.dists[key]
 
-    def with_(self, **changes: LogNormal) -> Model:
+    def with_(self, **changes: Dist) -> Model:
         """A copy with some distributions replaced (keys use ``__`` for ``:``)."""
         dists = dict(self.dists)
         for k, v in changes.items():
@@ -151,16 +200,22 @@ class Model:
             dists[key] = v
         return Model(dists, dict(self.fitted))
 
-    def replace(self, key: str, dist: LogNormal, source: str) -> None:
+    def replace(self, key: str, dist: Dist, source: str) -> None:
         if key not in self.dists:
             raise KeyError(key)
         self.dists[key] = replace(dist, basis=source)
         self.fitted[key] = source
 
     def describe(self) -> dict[str, dict[str, object]]:
-        """JSON-ready: key -> median, sigma, basis, fitted."""
-        return {
-            k: {"median_ns": round(d.median, 3), "sigma": round(d.sigma, 4), "basis": d.basis,
-                "fitted": k in self.fitted}
-            for k, d in sorted(self.dists.items())
-        }
+        """JSON-ready: key -> kind, median, sigma (of ln ns), basis, fitted (+ quantiles if empirical)."""
+        out: dict[str, dict[str, object]] = {}
+        for k, d in sorted(self.dists.items()):
+            entry: dict[str, object] = {
+                "kind": "empirical" if isinstance(d, Empirical) else "lognormal",
+                "median_ns": round(d.median, 3), "sigma": round(d.sigma, 4), "basis": d.basis,
+                "fitted": k in self.fitted,
+            }
+            if isinstance(d, Empirical):
+                entry["quantiles_ns"] = [round(q, 1) for q in d.quantiles]
+            out[k] = entry
+        return out
