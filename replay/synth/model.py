@@ -190,16 +190,6 @@ class Model:
     def __getitem__(self, key: str) -> Dist:
         return self.dists[key]
 
-    def with_(self, **changes: Dist) -> Model:
-        """A copy with some distributions replaced (keys use ``__`` for ``:``)."""
-        dists = dict(self.dists)
-        for k, v in changes.items():
-            key = k.replace("__", ":")
-            if key not in dists:
-                raise KeyError(key)
-            dists[key] = v
-        return Model(dists, dict(self.fitted))
-
     def replace(self, key: str, dist: Dist, source: str) -> None:
         if key not in self.dists:
             raise KeyError(key)

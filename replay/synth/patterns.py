@@ -50,7 +50,7 @@ EC_READ, EC_WRITE, EC_COW = 0x4, 0x6, 0x7  # x86 error code: user, +write, +pres
 
 TASK_TID_BASE = 2000
 CHILD_TID_BASE = 100_000
-CHILD_TIDS_PER_TASK = 1_000_000
+CHILD_TIDS_PER_TASK = 400_000  # 4096 tasks' children still fit an Int32 tid
 
 Value = int | bool | str | Callable[[Ctx], np.ndarray]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from replay.errors import UsageError
 from replay.synth.model import Model
-from replay.synth.patterns import PATTERNS, Params, TaskInfo, tasks_for
+from replay.synth.patterns import CHILD_TID_BASE, CHILD_TIDS_PER_TASK, PATTERNS, Params, TaskInfo, tasks_for
 from replay.synth.schedule import PRIO, TASK_DEAD, TASK_INTERRUPTIBLE, SchedRows, TaskRun, schedule_cpu
 from replay.synth.template import Compiled, Ctx, Timeline, column, compile_template, evaluate
 from replay.trace.manifest import Host, Manifest, Probe
@@ -209,6 +209,8 @@ def synthesize(
     for t, c in zip(infos, compiled, strict=True):
         rng = np.random.default_rng([seed, t.index])
         tl = _timeline(c, model, rng, seconds_ns)
+        if tl.compiled.leaf_role.any() and tl.iterations > CHILD_TIDS_PER_TASK:
+            raise UsageError(f"{name}: more than {CHILD_TIDS_PER_TASK} children per task; use fewer --seconds")
         runs.append(TaskRun(tl, _tid_of_leaf(tl, t)))
     sched = SchedRows()
     for cpu in range(cpus):
@@ -250,7 +252,8 @@ def synthesize(
     return Synthesis(manifest, rows, iterations)
 
 
-def _tid_of_leaf(tl: Timeline, t: TaskInfo):  # noqa: ANN202 - a closure
+def _tid_of_leaf(tl: Timeline, t: TaskInfo) -> Callable[[int], int]:
+    """Which task runs leaf ``leaf``: the task itself, or the child its iteration forked."""
     m = tl.compiled.leaves
     roles = tl.compiled.leaf_role
 
@@ -292,8 +295,6 @@ def _add_tasks(tables: dict[str, _Rows], infos: list[TaskInfo]) -> None:
             children.update([int(arr.value)] if isinstance(arr, _Const) else np.unique(arr).tolist())
     child_comm = {t.index: t.child_comm for t in infos}
     for tid in sorted(children - set(seen)):
-        from replay.synth.patterns import CHILD_TID_BASE, CHILD_TIDS_PER_TASK
-
         seen[tid] = (tid, child_comm.get((tid - CHILD_TID_BASE) // CHILD_TIDS_PER_TASK, "child"))
     tids = sorted(seen)
     tables["tasks"].cols = {

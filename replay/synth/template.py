@@ -27,7 +27,7 @@ iteration forks (fork-exit, kbuild), so one CPU stream holds both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -379,6 +379,6 @@ class Ctx:
 
 def column(value: Any, ctx: Ctx) -> Any:
     """A column value for the instances of ``ctx``: call it if it is callable."""
-    if isinstance(value, Callable):  # type: ignore[arg-type]
+    if callable(value):
         return value(ctx)
     return value
