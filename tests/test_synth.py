@@ -187,15 +187,42 @@ def test_fit_recovers_known_lognormal_parameters(tmp_path):
     assert fitted["fault:anon"] == Model()["fault:anon"] and "fault:anon" in report.kept
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(tasks=st.integers(1, 5), cpus=st.integers(1, 3), seed=st.integers(0, 2**32))
-def test_one_cpu_never_runs_two_tasks_at_once(tmp_path, tasks, cpus, seed):
-    trace = synth(tmp_path / str(seed), "mmap-merge", tasks=tasks, cpus=cpus, seed=seed, seconds=0.008)
-    top = intervals(trace).filter(pl.col("table") == "syscalls").sort("cpu", "ts")
+def running_tid_checks(trace: Trace) -> tuple[int, int]:
+    """(switches whose prev is not the CPU's previous next, event rows of a tid not running on their CPU)."""
+    sw = trace.read("sched_switch").sort("seq")
+    breaks = 0
+    for _, g in sw.group_by("cpu"):
+        prev, nxt = g["prev_tid"].to_list(), g["next_tid"].to_list()
+        breaks += sum(1 for i in range(1, len(prev)) if prev[i] != nxt[i - 1])
+    events = pl.concat([trace.scan(t).select("seq", "cpu", "tid") for t in (*INTERVALS, "page_faults")]).collect()
+    if sw.is_empty():  # then each CPU ran one task all along
+        per_cpu = events.group_by("cpu").agg(pl.col("tid").n_unique().alias("n"))
+        return breaks, int((per_cpu["n"] - 1).sum())
+    first = sw.group_by("cpu").agg(pl.col("prev_tid").first().alias("initial"))
+    current = events.sort("seq").join_asof(
+        sw.select("seq", "cpu", pl.col("next_tid").alias("running")).sort("seq"), on="seq", by="cpu",
+        strategy="backward", check_sortedness=False,
+    ).join(first, on="cpu", how="left")
+    running = current["running"].fill_null(current["initial"])
+    return breaks, int((running != current["tid"]).sum())
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(["mmap-merge", "fork-exit", "take-all-locks", "page_fault3_threads", "kbuild"]),
+    tasks=st.integers(1, 5),
+    cpus=st.integers(1, 3),
+    seed=st.integers(0, 2**32),
+)
+def test_a_cpu_runs_one_task_at_a_time_and_its_switches_chain(tmp_path, name, tasks, cpus, seed):
+    seconds = 0.4 if name == "kbuild" else 0.008
+    trace = synth(tmp_path / str(seed), name, tasks=tasks, cpus=cpus, seed=seed, seconds=seconds)
+    top = intervals(trace).filter(pl.col("table") == "syscalls")
     for _, g in top.group_by("cpu"):
         g = g.sort("ts")
         ends = (g["ts"] + g["dur"]).to_numpy()
         assert np.all(g["ts"].to_numpy()[1:] >= ends[:-1])
+    assert running_tid_checks(trace) == (0, 0)
     assert nesting(intervals(trace))[0] == 0
 
 
