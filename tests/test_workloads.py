@@ -137,6 +137,22 @@ def test_mmap1_does_not_touch_what_it_maps():
 def test_take_all_locks_creates_vms_on_dev_kvm_while_the_others_fault():
     if not Path("/dev/kvm").exists():
         pytest.skip("/dev/kvm is absent on this host")
+    proc = subprocess.Popen(wl.command("take-all-locks", 2, 0, files=64), stdout=subprocess.PIPE, text=True)
+    try:
+        opened: set[str] = set()
+        deadline = time.monotonic() + 10
+        while "/dev/kvm" not in opened and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for fd in Path(f"/proc/{proc.pid}/fd").iterdir():
+                try:
+                    opened.add(os.readlink(fd))
+                except OSError:
+                    pass
+        assert "/dev/kvm" in opened  # the kernel's view: the program holds /dev/kvm open
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and int(wl.parse_summary(out).fields["vms_created"]) > 0
     proc, _ = run("take-all-locks", 3, 0.4, files=64)
     assert proc.returncode == 0, proc.stderr
     s = wl.parse_summary(proc.stdout)
