@@ -139,15 +139,30 @@ def test_counts_scale_with_tasks_and_seconds_and_saturate_at_the_cpus(tmp_path):
     assert shared.read("tasks").height == 4
 
 
-def test_faults_take_mmap_lock_for_read_only_when_asked(tmp_path):
-    vma = synth(tmp_path, "page_fault1_threads", tasks=2, seconds=0.002)
-    old = synth(tmp_path / "old", "page_fault1_threads", tasks=2, seconds=0.002, fault_lock="mmap_lock")
-    reads = old.read("lock_holds").filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "read"))
-    assert reads.height == old.rows("page_faults") > 0
-    assert vma.read("lock_holds").filter(pl.col("mode") == "read").height == 0
+def test_faults_and_madvise_take_mmap_lock_for_read_only_when_asked(tmp_path):
+    vma = synth(tmp_path, "tlb_flush2_threads", tasks=2, seconds=0.002)
+    old = synth(tmp_path / "old", "tlb_flush2_threads", tasks=2, seconds=0.002, fault_lock="mmap_lock")
+    for trace, per_op in ((vma, 0), (old, 1)):
+        reads = trace.read("lock_holds").filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "read"))
+        calls = trace.read("syscalls").group_by("name").len()
+        n = dict(zip(calls["name"].cast(pl.String).to_list(), calls["len"].to_list(), strict=True))
+        # munmap always downgrades to read for its zap; faults and MADV_DONTNEED only without per-VMA locks
+        assert reads.height == n["munmap"] + per_op * (trace.rows("page_faults") + n["madvise"]) > 0
     # threads share one mm: one mmap_lock for all of them
     writes = vma.read("lock_holds").filter(pl.col("lock_class") == "mmap_lock")
     assert writes["lock_addr"].n_unique() == 1 and writes["tid"].n_unique() == 2
+
+
+def test_munmap_detaches_under_write_then_zaps_under_read(tmp_path):
+    trace = synth(tmp_path, "page_fault1_processes", tasks=1, seconds=0.002)
+    holds = trace.read("lock_holds").filter(pl.col("lock_class") == "mmap_lock").sort("ts")
+    munmap = trace.read("syscalls").filter(pl.col("name") == "munmap").row(0, named=True)
+    inside = holds.filter((pl.col("ts") >= munmap["ts"]) & (pl.col("ts") < munmap["ts"] + munmap["dur"]))
+    assert inside["mode"].cast(pl.String).to_list() == ["write", "read"]
+    write, read = inside.row(0, named=True), inside.row(1, named=True)
+    assert write["ts"] + write["dur"] <= read["ts"]
+    gathers = trace.read("gathers").filter((pl.col("ts") >= read["ts"]) & (pl.col("ts") < read["ts"] + read["dur"]))
+    assert gathers.height == 1 and gathers["pages"][0] == SMALL_REGION + 1  # the pages and their page table
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
@@ -267,8 +282,9 @@ def test_fit_of_a_trace_without_gathers_keeps_the_holds_that_would_contain_one(t
     tier1 = {name: full.arrow(name) for name in full.tables if name != "gathers"}
     write_trace(tmp_path / "tier1", tier1, source="recorded")
     fitted, report = fit_model(Trace.open(tmp_path / "tier1"))
-    assert "hold:mmap_lock:munmap" in report.kept and "hold:mmap_lock:munmap" not in fitted.fitted
-    assert "hold:mmap_lock:mmap" in fitted.fitted  # mmap gathers nothing: still fitted
+    assert "hold:mmap_lock:munmap_zap" in report.kept and "hold:mmap_lock:munmap_zap" not in fitted.fitted
+    # mmap, and munmap's write part before the downgrade, hold no gather: still fitted
+    assert "hold:mmap_lock:mmap" in fitted.fitted and "hold:mmap_lock:munmap" in fitted.fitted
     assert any("no gathers table" in n for n in report.notes)
 
 
@@ -290,3 +306,18 @@ def test_empirical_fit_keeps_the_two_modes_a_lognormal_would_blur(tmp_path):
                  "--fit", str(trace.path), "--fit-kind", "empirical"]) == 0
     described = Trace.open(out).manifest.extra["synth"]["model"]["hold:i_mmap_rwsem:munmap"]
     assert described["kind"] == "empirical" and described["fitted"] and len(described["quantiles_ns"]) == 201
+
+
+def test_mprotect_split_shares_the_root_anon_vma_and_mmap_merge_does_not(tmp_path):
+    split = synth(tmp_path, "mprotect-split", tasks=3, seconds=0.002)
+    anon = split.read("lock_holds").filter(pl.col("lock_class") == "anon_vma")
+    assert anon["lock_addr"].n_unique() == 1 and anon["tid"].n_unique() == 3
+    calls = split.read("syscalls").group_by("tid").len()["len"].to_list()
+    assert anon.height == sum(4 * ((n + 1) // 2) + 3 * (n // 2) for n in calls)  # 4 holds to split, 3 to merge
+    merge = synth(tmp_path, "mmap-merge", tasks=3, seconds=0.002)
+    anon = merge.read("lock_holds").filter(pl.col("lock_class") == "anon_vma")
+    assert anon.group_by("lock_addr").agg(pl.col("tid").n_unique())["tid"].to_list() == [1, 1, 1]
+    # as recorded on 6.18: every first write of the remapped page falls back to mmap_lock read
+    reads = merge.read("lock_holds").filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "read"))
+    munmaps = merge.read("syscalls").filter(pl.col("name") == "munmap").height
+    assert reads.height == merge.rows("page_faults") + munmaps

@@ -71,7 +71,7 @@ def run(name: str, tasks: int = 2, seconds: float = 0.3, tmp: Path | None = None
 
 def test_names_cover_every_will_it_scale_pattern_in_both_modes_and_the_review_workloads():
     expected = {f"{t}_{m}" for t in WILL_IT_SCALE for m in ("processes", "threads")}
-    expected |= {"mmap-file", "mmap-merge", "take-all-locks", "fork-exit", "kbuild"}
+    expected |= {"mmap-file", "mmap-merge", "mprotect-split", "take-all-locks", "fork-exit", "kbuild"}
     assert set(wl.names()) == expected
     assert wl.names() == sorted(wl.names())
 
@@ -90,6 +90,7 @@ def test_unknown_name_is_a_usage_error_that_lists_the_names():
         ("page_fault1_threads", 2, 1, {"region_bytes": 0}),
         ("page_fault1_threads", 2, 1, {"files": 3}),
         ("mmap-merge", 2, 1, {"mode": "threads"}),
+        ("mprotect-split", 2, 1, {"mode": "threads"}),
         ("kbuild", 2, 1, {"mode": "fibers"}),
     ],
 )

@@ -113,12 +113,19 @@ class MmapFile(Workload):
 
 @dataclass(frozen=True)
 class MmapMerge(Workload):
-    """N forked children loop munmap + mmap(MAP_FIXED) of their own anon page under one root anon_vma."""
+    """N forked children loop munmap + mmap(MAP_FIXED) of their own anon page of an inherited VMA
+    (the 2011 review's anon_vma test; on Linux 6.x only the first round takes the shared root)."""
 
     def check(self) -> None:
         super().check()
         if self.mode != "processes":
-            raise UsageError("mmap-merge needs forked children sharing one root anon_vma: mode must be 'processes'")
+            raise UsageError(f"{self.program.replace('_', '-')} needs forked children sharing one root anon_vma: "
+                             "mode must be 'processes'")
+
+
+@dataclass(frozen=True)
+class MprotectSplit(MmapMerge):
+    """N forked children loop mprotect split + merge of their own page of one inherited VMA (root anon_vma)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,7 @@ def _catalogue() -> dict[str, Workload]:
                                         f"tasks are {mode}", mode=mode, **params)
     out["mmap-file"] = MmapFile(program="mmap_file", description=MmapFile.__doc__ or "")
     out["mmap-merge"] = MmapMerge(program="mmap_merge", description=MmapMerge.__doc__ or "")
+    out["mprotect-split"] = MprotectSplit(program="mprotect_split", description=MprotectSplit.__doc__ or "")
     out["take-all-locks"] = TakeAllLocks(program="take_all_locks", description=TakeAllLocks.__doc__ or "")
     out["fork-exit"] = ForkExit(program="fork_exit", description=ForkExit.__doc__ or "")
     out["kbuild"] = Kbuild(program="kbuild", description=Kbuild.__doc__ or "")

@@ -19,7 +19,7 @@ the table of the samples' quantiles (for multi-modal holds).
 
 A key needs at least ``MIN_SAMPLES`` samples; otherwise it keeps its default.
 Without a ``gathers`` table (a tier-1 recording), the mmap_lock holds of
-munmap, madvise and exit contain their gather's zap and free time, which the
+munmap (the read part, after the downgrade), madvise and exit contain their gather's zap and free time, which the
 synthetic templates add on their own (``zap:page``, ``free:page``): those
 keys keep their defaults rather than count the gather twice.
 Not fittable from tier-1/tier-2 traces, so always kept: fault service time
@@ -39,7 +39,8 @@ from replay.synth.model import Empirical, LogNormal, Model
 from replay.trace.reader import Trace
 
 MIN_SAMPLES = 20
-_OP_OF_SYSCALL = {"mmap": "mmap", "munmap": "munmap", "madvise": "madvise", "brk": "brk", "exit_group": "exit"}
+_OP_OF_SYSCALL = {"mmap": "mmap", "munmap": "munmap", "madvise": "madvise", "brk": "brk", "exit_group": "exit",
+                  "mprotect": "mprotect"}
 _KIND_SYSCALL, _KIND_HOLD, _KIND_OTHER = 0, 1, 2
 
 
@@ -158,7 +159,7 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
             samples.setdefault(key, []).append(values)
             where.setdefault(key, source)
 
-    gather_keys = {"hold:mmap_lock:munmap", "hold:mmap_lock:madvise", "hold:mmap_lock:exit"}
+    gather_keys = {"hold:mmap_lock:munmap_zap", "hold:mmap_lock:madvise", "hold:mmap_lock:exit"}
     if not trace.has("gathers"):
         report.notes.append("no gathers table (tier 2): " + ", ".join(sorted(gather_keys))
                             + " would include the gather's zap and free time; kept default")
@@ -183,6 +184,10 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
                 sel = of_cls & (names == sysname)
                 if cls == "page_table_lock":
                     continue  # inside syscalls these are zaps: per-page, not per-hold
+                if cls == "mmap_lock" and sysname == "munmap":  # detach under write, zap after the downgrade
+                    add("hold:mmap_lock:munmap", own[sel & (b == "write")], "mmap_lock write holds inside munmap")
+                    add("hold:mmap_lock:munmap_zap", own[sel & (b == "read")], "mmap_lock read holds inside munmap")
+                    continue
                 add(f"hold:{cls}:{op}", own[sel], f"{cls} holds inside {sysname}")
             outside = of_cls & (syscall_of < 0)
             if cls == "mmap_lock":

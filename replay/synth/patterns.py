@@ -12,16 +12,19 @@ Code paths modelled (Linux 6.x unless said): mmap links a file VMA into
 i_mmap under i_mmap_rwsem (write) inside mmap_lock (write); munmap holds
 mmap_lock for write while it detaches VMAs, zaps the pages in an mmu_gather
 (page-table lock per 2 MiB of PTEs, a TLB flush and a page-free burst per
-~10k pages) and unlinks the VMAs from i_mmap / the anon_vma; MADV_DONTNEED
-does its gather under mmap_lock held for read; faults take the per-VMA lock
-(not a lock class here) or, with ``fault_lock="mmap_lock"`` (kernels before
-6.4, the 2011 review's kernels), mmap_lock for read, and the PTE lock;
+~10k pages) and unlinks the VMAs from i_mmap / the anon_vma after downgrading
+mmap_lock to read (a write hold, then a read hold, as recorded); MADV_DONTNEED
+does its gather under the per-VMA lock (not a lock class here; 6.18 as
+recorded) and faults take the per-VMA lock too, or, with
+``fault_lock="mmap_lock"`` (kernels before 6.4, the 2011 review's kernels),
+both take mmap_lock for read; faults then take the PTE lock;
 KVM_CREATE_VM's mm_take_all_locks holds mmap_lock for write and then every
 i_mmap_rwsem and every anon_vma root of the mm, nested; fork's dup_mmap holds
 the parent's mmap_lock for write and links each file VMA (i_mmap) and anon
 VMA (anon_vma root) of the child; exit_mmap does a full-mm gather and unlinks
-every VMA. Simplifications, on purpose: munmap does not downgrade mmap_lock to
-read; mm_drop_all_locks releases in reverse order (the kernel walks the VMAs
+every VMA. Simplifications, on purpose: exit_mmap's gather is under one
+mmap_lock write hold (the kernel zaps under read, then frees page tables
+under write, and its gather spans both); mm_drop_all_locks releases in reverse order (the kernel walks the VMAs
 forward) so holds nest; the VMA write locks of mm_take_all_locks are not a
 lock class of the trace format and are folded into the mmap_lock hold.
 """
@@ -191,18 +194,30 @@ def mmap(mm: Value, length: int, ret: Value, *, file: Value | None = None, anon_
 
 def munmap(mm: Value, mm_id: Value, base: Value, length: int, present: int, *, freed: bool,
            file: Value | None = None, anon_vma: Value | None = None, remote: bool = False, role: int = 0) -> Span:
+    """munmap: detach under mmap_lock write, then downgrade to read (mmap_write_downgrade in
+    vms_complete_munmap_vmas) for the gather and the i_mmap / anon_vma unlinks."""
     pt_pages = -(-present // PTRS_PER_PMD) if present else 0
     inner: list[Node] = [gather(present, mm, mm_id, base, freed=freed, pt_pages=pt_pages, remote=remote, role=role)]
     if file is not None:
         inner.append(hold("i_mmap_rwsem", file, "write", "munmap", role=role))
     if anon_vma is not None:
         inner.append(hold("anon_vma", anon_vma, "write", "munmap", role=role))
-    return syscall("munmap", (hold("mmap_lock", mm, "write", "munmap", tuple(inner), role),), base, length, 0, role)
+    detach = hold("mmap_lock", mm, "write", "munmap", role=role)
+    zap = hold("mmap_lock", mm, "read", "munmap_zap", tuple(inner), role)
+    return syscall("munmap", (detach, zap), base, length, 0, role)
 
 
-def madvise_dontneed(mm: Value, mm_id: Value, addr: Value, *, freed: bool, remote: bool) -> Span:
+def madvise_dontneed(mm: Value, mm_id: Value, addr: Value, p: Params, *, freed: bool, remote: bool) -> Span:
+    """MADV_DONTNEED of one page: a gather under the VMA lock (6.x; not a lock class here) or,
+    with ``fault_lock="mmap_lock"``, under mmap_lock read."""
     g = gather(1, mm, mm_id, addr, freed=freed, remote=remote)
-    return syscall("madvise", (hold("mmap_lock", mm, "read", "madvise", (g,)),), addr, PAGE, 0)
+    body = (hold("mmap_lock", mm, "read", "madvise", (g,)),) if p.fault_lock == "mmap_lock" else (g,)
+    return syscall("madvise", body, addr, PAGE, 0)
+
+
+def mm_ptl_addr(mm_id: int) -> int:
+    """mm->page_table_lock (taken by anon_vma_prepare and page-table allocation), one per mm."""
+    return PTL_BASE + (mm_id << 28) + 0x0FFF_FFC0
 
 
 # -- patterns ------------------------------------------------------------------------
@@ -260,7 +275,7 @@ def _wis(test: str, mode: str) -> Callable[[TaskInfo, Params, int], tuple[Node, 
             mmap(mm, length, base, file=file),
             Repeat(pages, (
                 Work("think:touch"), *fault(kind, base, mm, t.pid, EC_WRITE, p),
-                Work("think:user"), madvise_dontneed(mm, t.pid, page, freed=not shared, remote=remote),
+                Work("think:user"), madvise_dontneed(mm, t.pid, page, p, freed=not shared, remote=remote),
                 Work("think:touch"), *fault("read", base, mm, t.pid, EC_READ, p),
             )),
             Work("think:user"),
@@ -278,17 +293,43 @@ def _mmap_file(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
 
 
 def _mmap_merge(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
-    mm, root = mm_addr(t.pid), anon_addr(0)  # every child shares the parent's root anon_vma
+    """The steady state measured on Linux 6.18 (tier-1 recording of the program): the remapped
+    page does not merge back (the forked neighbours' anon_vma chains are not singular, so
+    is_mergeable_anon_vma refuses), so its first write falls back from the VMA lock to
+    mmap_lock read (one read hold per fault, as recorded) and anon_vma_prepare gives it a
+    fresh anon_vma of its own, which the next munmap unlinks. The shared root anon_vma is
+    only taken by the first iteration's splits: see mprotect-split for a loop that keeps
+    taking it."""
+    mm = mm_addr(t.pid)
     page = _region_base(t, 2 * p.tasks + 1) + (2 * t.index + 1) * PAGE
-    split = hold("anon_vma", root, "write", "munmap")
-    unmap = syscall("munmap", (hold("mmap_lock", mm, "write", "munmap", (
-        split, hold("anon_vma", root, "write", "munmap"),  # __split_vma on both sides of the page
-        gather(1, mm, t.pid, page, freed=True),
-        hold("anon_vma", root, "write", "munmap"),  # unlink_anon_vmas of the removed VMA
-    )),), page, PAGE, 0)
-    remap = mmap(mm, PAGE, page, anon_vma=root)  # vma_merge with both neighbours under the root lock
-    return (Work("think:user"), unmap, Work("think:user"), remap, Work("think:touch"),
-            *fault("anon", page, mm, t.pid, EC_WRITE, p))
+    own = anon_addr(2000 + t.index)  # the page's own anon_vma (the allocator hands the same one back)
+    unmap = munmap(mm, t.pid, page, PAGE, 1, freed=True, anon_vma=own)
+    remap = mmap(mm, PAGE, page)
+
+    def ptl(c: Ctx) -> np.ndarray:
+        return ptl_addr(t.pid, _page_addr(page)(c))
+
+    prepare = hold("anon_vma", own, "write", "fault", (hold("page_table_lock", mm_ptl_addr(t.pid), "write", "fault"),))
+    first_write = Kernel((
+        Mark("page_faults", {"address": _page_addr(page), "ip": FAULT_IP, "error_code": EC_WRITE}),
+        Work("fault:anon"),
+        hold("mmap_lock", mm, "read", "fault", (prepare, hold("page_table_lock", ptl, "write", "fault"))),
+    ))
+    return (Work("think:user"), unmap, Work("think:user"), remap, Work("think:touch"), first_write)
+
+
+def _mprotect_split(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
+    """mprotect(PROT_READ) of the child's page splits its inherited VMA twice (anon_vma_clone
+    and vma_prepare, each under the shared ROOT anon_vma); mprotect(PROT_READ|PROT_WRITE)
+    merges the three pieces back (vma_prepare, and unlink_anon_vmas of the two removed)."""
+    mm, root = mm_addr(t.pid), anon_addr(0)
+    page = _region_base(t, 2 * p.tasks + 1) + (2 * t.index + 1) * PAGE
+
+    def change(n_root_holds: int) -> Span:
+        roots = tuple(hold("anon_vma", root, "write", "mprotect") for _ in range(n_root_holds))
+        return syscall("mprotect", (hold("mmap_lock", mm, "write", "mprotect", roots),), page, PAGE, 0)
+
+    return (Work("think:user"), change(4), Work("think:user"), change(3))
 
 
 def _take_all_locks(t: TaskInfo, p: Params, pages: int) -> tuple[Node, ...]:
@@ -424,6 +465,9 @@ def _catalogue() -> dict[str, Pattern]:
                                "(i_mmap_rwsem)", "processes", 1, _mmap_file)
     out["mmap-merge"] = Pattern("mmap-merge", "forked children loop munmap + mmap(MAP_FIXED) of their own anon "
                                 "page under one root anon_vma (anon_vma)", "processes", 1, _mmap_merge)
+    out["mprotect-split"] = Pattern("mprotect-split", "forked children loop mprotect split + merge of their own "
+                                    "page of one inherited VMA under the shared root anon_vma (anon_vma)",
+                                    "processes", 1, _mprotect_split)
     out["take-all-locks"] = Pattern("take-all-locks", "task 0 loops KVM_CREATE_VM: mm_take_all_locks nests every "
                                     "i_mmap_rwsem and anon_vma of its mm inside mmap_lock; the others map and fault "
                                     "the same files", "processes", 1, _take_all_locks)
