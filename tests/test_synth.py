@@ -321,3 +321,17 @@ def test_mprotect_split_shares_the_root_anon_vma_and_mmap_merge_does_not(tmp_pat
     reads = merge.read("lock_holds").filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "read"))
     munmaps = merge.read("syscalls").filter(pl.col("name") == "munmap").height
     assert reads.height == merge.rows("page_faults") + munmaps
+
+
+def test_fit_of_a_trace_with_only_mmap_lock_holds_keeps_the_holds_that_nest_others(tmp_path):
+    full = synth(tmp_path, "take-all-locks", tasks=2, seconds=0.02)
+    tier1 = {name: full.arrow(name) for name in full.tables}
+    holds = full.read("lock_holds")
+    tier1["lock_holds"] = holds.filter(pl.col("lock_class") == "mmap_lock")
+    write_trace(tmp_path / "tier1", tier1, source="recorded")
+    fitted, report = fit_model(Trace.open(tmp_path / "tier1"))
+    assert "hold:mmap_lock:take_all" in report.kept and "hold:mmap_lock:take_all" not in fitted.fitted
+    assert any("no i_mmap_rwsem/anon_vma holds" in n for n in report.notes)
+    fitted_full, _ = fit_model(full)  # with the chain recorded, the own time is what the model drew
+    assert fitted_full["hold:mmap_lock:take_all"].median == pytest.approx(Model()["hold:mmap_lock:take_all"].median,
+                                                                          rel=0.15)

@@ -153,7 +153,7 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
     where: dict[str, str] = {}
 
     def add(key: str, values: np.ndarray, source: str) -> None:
-        if key in gather_keys and not trace.has("gathers"):
+        if key in excluded:
             return
         if key in model.dists and values.size:
             samples.setdefault(key, []).append(values)
@@ -163,6 +163,14 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
     if not trace.has("gathers"):
         report.notes.append("no gathers table (tier 2): " + ", ".join(sorted(gather_keys))
                             + " would include the gather's zap and free time; kept default")
+    # mm_take_all_locks and dup_mmap nest i_mmap_rwsem / anon_vma holds that only tier 2 records
+    nesting_keys = {"hold:mmap_lock:take_all", "hold:mmap_lock:fork"}
+    nested_recorded = trace.has("lock_holds") and trace.scan("lock_holds").filter(
+        pl.col("lock_class").is_in(["i_mmap_rwsem", "anon_vma"])).select(pl.len()).collect().item() > 0
+    if not nested_recorded:
+        report.notes.append("no i_mmap_rwsem/anon_vma holds (tier 2): " + ", ".join(sorted(nesting_keys))
+                            + " would include the nested holds; kept default")
+    excluded = (gather_keys if not trace.has("gathers") else set()) | (nesting_keys if not nested_recorded else set())
 
     df = _intervals(trace)
     if not df.is_empty():
