@@ -22,11 +22,13 @@ KVM_CREATE_VM's mm_take_all_locks holds mmap_lock for write and then every
 i_mmap_rwsem and every anon_vma root of the mm, nested; fork's dup_mmap holds
 the parent's mmap_lock for write and links each file VMA (i_mmap) and anon
 VMA (anon_vma root) of the child; exit_mmap does a full-mm gather and unlinks
-every VMA. Simplifications, on purpose: exit_mmap's gather is under one
-mmap_lock write hold (the kernel zaps under read, then frees page tables
-under write, and its gather spans both); mm_drop_all_locks releases in reverse order (the kernel walks the VMAs
-forward) so holds nest; the VMA write locks of mm_take_all_locks are not a
-lock class of the trace format and are folded into the mmap_lock hold.
+every VMA. mmap-merge follows the steady state recorded on 6.18 (see
+``_mmap_merge``). Simplifications, on purpose: exit_mmap's gather is under
+one mmap_lock write hold (the kernel zaps under read, then frees page tables
+under write, and its gather spans both); mm_drop_all_locks releases in
+reverse order (the kernel walks the VMAs forward) so holds nest; the VMA
+write locks of mm_take_all_locks are not a lock class of the trace format
+and are folded into the mmap_lock hold.
 """
 
 from __future__ import annotations
@@ -59,15 +61,19 @@ Value = int | bool | str | Callable[[Ctx], np.ndarray]
 
 
 def mm_addr(pid: int) -> int:
+    """The mm_struct (its mmap_lock) of process ``pid``."""
     return MM_BASE + pid * 0x1000
 
 
 def file_addr(file_id: int | np.ndarray) -> int | np.ndarray:
-    return FILE_BASE + np.asarray(file_id, dtype=np.uint64) * 0x400 if isinstance(file_id, np.ndarray) \
-        else FILE_BASE + file_id * 0x400
+    """The address_space (its i_mmap_rwsem) of file ``file_id``."""
+    if isinstance(file_id, np.ndarray):
+        return np.uint64(FILE_BASE) + file_id.astype(np.uint64) * np.uint64(0x400)
+    return FILE_BASE + file_id * 0x400
 
 
 def anon_addr(anon_id: int) -> int:
+    """The (root) anon_vma ``anon_id``."""
     return ANON_BASE + anon_id * 0x80
 
 
