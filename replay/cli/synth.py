@@ -35,8 +35,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--region", default=None, help="bytes mapped per iteration by page_fault*, mmap*, tlb_flush*, "
                    "fork-exit (default: the workload's, 128 MiB for most)")
     p.add_argument("--files", default="256", help="take-all-locks: file VMAs (and as many anon VMAs) (default 256)")
-    p.add_argument("--fault-lock", default="vma", help="what a fault locks: 'vma' (per-VMA lock, Linux 6.4+) or "
-                   "'mmap_lock' (mmap_lock read, older kernels) (default vma)")
+    p.add_argument("--fault-lock", default="vma", help="what faults and MADV_DONTNEED lock: 'vma' (per-VMA lock, as "
+                   "on Linux 6.18) or 'mmap_lock' (mmap_lock read, kernels before 6.4) (default vma)")
     p.add_argument("--preempt", default="voluntary", help="preemption model written to the manifest "
                    "(none, voluntary, full) (default voluntary)")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace directory")

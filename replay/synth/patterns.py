@@ -470,7 +470,8 @@ def _catalogue() -> dict[str, Pattern]:
     out["mmap-file"] = Pattern("mmap-file", "forked tasks loop mmap/munmap of one page of one shared file "
                                "(i_mmap_rwsem)", "processes", 1, _mmap_file)
     out["mmap-merge"] = Pattern("mmap-merge", "forked children loop munmap + mmap(MAP_FIXED) of their own anon "
-                                "page under one root anon_vma (anon_vma)", "processes", 1, _mmap_merge)
+                                "page of an inherited VMA (6.x: after round one, own anon_vmas; faults take "
+                                "mmap_lock read)", "processes", 1, _mmap_merge)
     out["mprotect-split"] = Pattern("mprotect-split", "forked children loop mprotect split + merge of their own "
                                     "page of one inherited VMA under the shared root anon_vma (anon_vma)",
                                     "processes", 1, _mprotect_split)
