@@ -208,6 +208,14 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
                 add(f"hold:{cls}:fork", own[outside & ~has_child], f"leaf {cls} holds outside syscalls")
     add("think:user", _gaps(trace), "gaps between a tid's syscalls without faults or switches")
 
+    if trace.has("page_faults") and trace.rows("page_faults") > 1:
+        gaps = (trace.scan("page_faults").select("tid", "ts").sort("tid", "ts")
+                .with_columns(pl.col("ts").diff().over("tid").alias("gap"))
+                .filter(pl.col("gap").is_not_null() & (pl.col("gap") < 100_000))
+                .select(pl.len().alias("n"), pl.col("gap").median().alias("median")).collect())
+        if gaps["n"][0]:
+            report.notes.append(f"{gaps['n'][0]} fault-to-fault gaps under 100 µs, median {gaps['median'][0]:.0f} ns: "
+                                "fault service plus user time, not separable; fault:* and think:touch kept")
     if trace.has("lock_waits"):
         waits = trace.scan("lock_waits").group_by("lock_class").agg(
             pl.len().alias("n"), pl.col("dur").median().alias("median")).sort("lock_class").collect()
