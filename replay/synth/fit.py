@@ -1,0 +1,236 @@
+"""Fit the synthesizer's distributions from a recorded trace (``mmreplay synth --fit TRACE``).
+
+What a trace can tell, and what this fits from it:
+
+Each key becomes a lognormal (maximum likelihood) or, with ``kind="empirical"``,
+the table of the samples' quantiles (for multi-modal holds).
+
+* ``hold:<class>:<op>``: the *own* time of successful, complete
+  lock holds (hold minus the holds, gathers and free bursts nested directly in
+  it, by interval containment within the tid). The operation is the innermost
+  syscall containing the hold (mmap, munmap, madvise, brk, exit_group -> exit);
+  outside any syscall, a mmap_lock read hold is a fault's, a mmap_lock write
+  hold is fork's or mm_take_all_locks', and a leaf i_mmap_rwsem / anon_vma
+  hold is fork's (dup_mmap). Page-table-lock holds outside syscalls and
+  gathers are faults'. Holds inside mprotect/mremap fit nothing.
+* ``syscall:<name>``: the syscalls' own time (minus nested holds).
+* ``think:user``: the gaps between consecutive syscalls of a tid
+  that hold no page fault and no context switch of that tid.
+
+A key needs at least ``MIN_SAMPLES`` samples; otherwise it keeps its default.
+Without a ``gathers`` table (a tier-1 recording), the mmap_lock holds of
+munmap (the read part, after the downgrade), madvise and exit contain their gather's zap and free time, which the
+synthetic templates add on their own (``zap:page``, ``free:page``): those
+keys keep their defaults rather than count the gather twice.
+Not fittable from tier-1/tier-2 traces, so always kept: fault service time
+(a fault is recorded at entry only), per-page zap and free costs, user time
+between page touches, sleeps. Lock waits are reported, never used: a wait
+is not a hold, and this synthesizer generates uncontended timelines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from replay.synth.model import Empirical, LogNormal, Model
+from replay.trace.reader import Trace
+
+MIN_SAMPLES = 20
+_OP_OF_SYSCALL = {"mmap": "mmap", "munmap": "munmap", "madvise": "madvise", "brk": "brk", "exit_group": "exit",
+                  "mprotect": "mprotect"}
+_KIND_SYSCALL, _KIND_HOLD, _KIND_OTHER = 0, 1, 2
+
+
+@dataclass
+class FitReport:
+    fitted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [*(f"fitted {x}" for x in self.fitted), *(f"note: {x}" for x in self.notes),
+                f"kept default ({len(self.kept)}): {', '.join(self.kept)}" if self.kept else "kept default: none"]
+
+
+def _intervals(trace: Trace) -> pl.DataFrame:
+    """Every interval of the trace that can nest: syscalls, lock holds, gathers, page-free bursts."""
+    parts = []
+    if trace.has("syscalls"):
+        parts.append(trace.scan("syscalls").filter(~pl.col("incomplete")).select(
+            "tid", "ts", "dur", pl.lit(_KIND_SYSCALL).alias("kind"), pl.col("name").cast(pl.String).alias("a"),
+            pl.lit("").alias("b"), pl.lit(0, pl.Int32).alias("depth")))
+    if trace.has("lock_holds"):
+        parts.append(trace.scan("lock_holds").filter(pl.col("success") & ~pl.col("incomplete")).select(
+            "tid", "ts", "dur", pl.lit(_KIND_HOLD).alias("kind"), pl.col("lock_class").cast(pl.String).alias("a"),
+            pl.col("mode").cast(pl.String).alias("b"), pl.col("depth")))
+    for name in ("gathers", "page_free_batches"):
+        if trace.has(name):
+            parts.append(trace.scan(name).filter(~pl.col("incomplete")).select(
+                "tid", "ts", "dur", pl.lit(_KIND_OTHER).alias("kind"), pl.lit(name).alias("a"), pl.lit("").alias("b"),
+                pl.lit(0, pl.Int32).alias("depth")))
+    if not parts:
+        return pl.DataFrame()
+    outer_first = [False, False, True]  # at equal starts the longer interval encloses the shorter
+    return pl.concat(parts, how="vertical_relaxed").sort(["tid", "ts", "dur"], descending=outer_first).collect()
+
+
+def _nesting(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per interval: own time, innermost enclosing syscall row (-1), inside a gather, has children;
+    and how many intervals partially overlap their predecessor (ignored as children)."""
+    tid = df["tid"].to_numpy()
+    ts = df["ts"].to_numpy()
+    dur = df["dur"].to_numpy()
+    end = ts + dur
+    kind = df["kind"].to_numpy()
+    is_gather = (df["a"] == "gathers").to_numpy()
+    n = len(df)
+    child_sum = np.zeros(n, np.int64)
+    syscall_of = np.full(n, -1, np.int64)
+    in_gather = np.zeros(n, bool)
+    has_child = np.zeros(n, bool)
+    partial = 0
+    stack: list[int] = []
+    cur_tid = None
+    for i in range(n):
+        if tid[i] != cur_tid:
+            stack.clear()
+            cur_tid = tid[i]
+        while stack and end[stack[-1]] <= ts[i]:
+            stack.pop()
+        if stack:
+            top = stack[-1]
+            if end[i] <= end[top]:
+                child_sum[top] += dur[i]
+                has_child[top] = True
+                syscall_of[i] = top if kind[top] == _KIND_SYSCALL else syscall_of[top]
+                in_gather[i] = is_gather[top] or in_gather[top]
+            else:
+                partial += 1
+                stack.clear()
+        stack.append(i)
+    return dur - child_sum, syscall_of, in_gather, has_child, partial
+
+
+def _gaps(trace: Trace) -> np.ndarray:
+    """Gaps between consecutive syscalls of a tid with no fault and no switch-out of that tid inside."""
+    if not trace.has("syscalls"):
+        return np.zeros(0)
+    sc = (trace.scan("syscalls").select("tid", "ts", "dur").sort(["tid", "ts"])
+          .with_columns((pl.col("ts") + pl.col("dur")).shift(1).over("tid").alias("gap_start"))
+          .filter(pl.col("gap_start").is_not_null() & (pl.col("ts") >= pl.col("gap_start")))
+          .select("tid", pl.col("gap_start"), pl.col("ts").alias("gap_end")).sort("gap_end").collect())
+    if sc.is_empty():
+        return np.zeros(0)
+    blockers = []
+    if trace.has("page_faults"):
+        blockers.append(trace.scan("page_faults").select("tid", "ts"))
+    if trace.has("sched_switch"):
+        blockers.append(trace.scan("sched_switch").select(pl.col("prev_tid").alias("tid"), "ts"))
+    if blockers:
+        b = pl.concat(blockers).with_columns(pl.col("tid").cast(pl.Int32)).sort("ts").collect()
+        # both sides are sorted by time; polars cannot verify that per tid group, hence no check
+        sc = sc.with_columns(pl.col("tid").cast(pl.Int32)).join_asof(
+            b.rename({"ts": "blocker"}), left_on="gap_end", right_on="blocker", by="tid", strategy="backward",
+            check_sortedness=False)
+        sc = sc.filter(pl.col("blocker").is_null() | (pl.col("blocker") < pl.col("gap_start")))
+    return (sc["gap_end"] - sc["gap_start"]).to_numpy()
+
+
+FIT_KINDS = ("lognormal", "empirical")
+
+
+def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") -> tuple[Model, FitReport]:
+    """A copy of ``base`` (default: the defaults) with every key the trace supports fitted,
+    as lognormals or as empirical quantile tables (``kind``)."""
+    if kind not in FIT_KINDS:
+        raise ValueError(f"fit kind must be one of {FIT_KINDS}, not {kind!r}")
+    model = Model(dict((base or Model()).dists), dict((base or Model()).fitted))
+    report = FitReport()
+    samples: dict[str, list[np.ndarray]] = {}
+    where: dict[str, str] = {}
+
+    def add(key: str, values: np.ndarray, source: str) -> None:
+        if key in excluded:
+            return
+        if key in model.dists and values.size:
+            samples.setdefault(key, []).append(values)
+            where.setdefault(key, source)
+
+    gather_keys = {"hold:mmap_lock:munmap_zap", "hold:mmap_lock:madvise", "hold:mmap_lock:exit"}
+    if not trace.has("gathers"):
+        report.notes.append("no gathers table (tier 2): " + ", ".join(sorted(gather_keys))
+                            + " would include the gather's zap and free time; kept default")
+    # mm_take_all_locks and dup_mmap nest i_mmap_rwsem / anon_vma holds that only tier 2 records
+    nesting_keys = {"hold:mmap_lock:take_all", "hold:mmap_lock:fork"}
+    nested_recorded = trace.has("lock_holds") and trace.scan("lock_holds").filter(
+        pl.col("lock_class").is_in(["i_mmap_rwsem", "anon_vma"])).select(pl.len()).collect().item() > 0
+    if not nested_recorded:
+        report.notes.append("no i_mmap_rwsem/anon_vma holds (tier 2): " + ", ".join(sorted(nesting_keys))
+                            + " would include the nested holds; kept default")
+    excluded = (gather_keys if not trace.has("gathers") else set()) | (nesting_keys if not nested_recorded else set())
+
+    df = _intervals(trace)
+    if not df.is_empty():
+        own, syscall_of, in_gather, has_child, partial = _nesting(df)
+        if partial:
+            report.notes.append(f"{partial} intervals partly overlap the one before them in their tid; "
+                                "not treated as nested")
+        row_kind = df["kind"].to_numpy()
+        a = df["a"].to_numpy()
+        b = df["b"].to_numpy()
+        names = np.where(syscall_of >= 0, a[np.maximum(syscall_of, 0)], "")
+        sys_rows = row_kind == _KIND_SYSCALL
+        for name in np.unique(a[sys_rows]):
+            add(f"syscall:{name}", own[sys_rows & (a == name)], f"{name} syscalls' own time")
+        holds = row_kind == _KIND_HOLD
+        for cls in np.unique(a[holds]):
+            of_cls = holds & (a == cls)
+            for sysname, op in _OP_OF_SYSCALL.items():
+                sel = of_cls & (names == sysname)
+                if cls == "page_table_lock":
+                    continue  # inside syscalls these are zaps: per-page, not per-hold
+                if cls == "mmap_lock" and sysname == "munmap":  # detach under write, zap after the downgrade
+                    add("hold:mmap_lock:munmap", own[sel & (b == "write")], "mmap_lock write holds inside munmap")
+                    add("hold:mmap_lock:munmap_zap", own[sel & (b == "read")], "mmap_lock read holds inside munmap")
+                    continue
+                add(f"hold:{cls}:{op}", own[sel], f"{cls} holds inside {sysname}")
+            outside = of_cls & (syscall_of < 0)
+            if cls == "mmap_lock":
+                add("hold:mmap_lock:fault", own[outside & (b == "read")], "mmap_lock read holds outside syscalls")
+                for op in ("fork", "take_all"):
+                    add(f"hold:mmap_lock:{op}", own[outside & (b == "write")], "mmap_lock write holds outside syscalls")
+            elif cls == "page_table_lock":
+                add("hold:page_table_lock:fault", own[outside & ~in_gather], "page_table_lock holds outside gathers")
+            elif cls in ("i_mmap_rwsem", "anon_vma"):
+                add(f"hold:{cls}:fork", own[outside & ~has_child], f"leaf {cls} holds outside syscalls")
+    add("think:user", _gaps(trace), "gaps between a tid's syscalls without faults or switches")
+
+    if trace.has("page_faults") and trace.rows("page_faults") > 1:
+        gaps = (trace.scan("page_faults").select("tid", "ts").sort("tid", "ts")
+                .with_columns(pl.col("ts").diff().over("tid").alias("gap"))
+                .filter(pl.col("gap").is_not_null() & (pl.col("gap") < 100_000))
+                .select(pl.len().alias("n"), pl.col("gap").median().alias("median")).collect())
+        if gaps["n"][0]:
+            report.notes.append(f"{gaps['n'][0]} fault-to-fault gaps under 100 µs, median {gaps['median'][0]:.0f} ns: "
+                                "fault service plus user time, not separable; fault:* and think:touch kept")
+    if trace.has("lock_waits"):
+        waits = trace.scan("lock_waits").group_by("lock_class").agg(
+            pl.len().alias("n"), pl.col("dur").median().alias("median")).sort("lock_class").collect()
+        for row in waits.iter_rows(named=True):
+            report.notes.append(f"{row['n']} {row['lock_class']} waits (median {row['median']:.0f} ns) "
+                                "are waits, not holds: not fitted")
+    for key in sorted(model.dists):
+        values = np.concatenate(samples[key]) if key in samples else np.zeros(0)
+        values = values[values > 0]
+        if values.size >= MIN_SAMPLES:
+            d = LogNormal.fit(values, "") if kind == "lognormal" else Empirical.fit(values, "")
+            source = f"{trace.path}: {values.size} {where[key]}"
+            model.replace(key, d, source)
+            shape = f"sigma {d.sigma:.3f}" if kind == "lognormal" else f"p99 {float(d.quantile(0.99)):.0f} ns"
+            report.fitted.append(f"{key}: {kind}, median {d.median:.0f} ns, {shape} from {values.size} {where[key]}")
+        else:
+            report.kept.append(key if values.size == 0 else f"{key} (only {values.size} samples)")
+    return model, report
