@@ -1,0 +1,70 @@
+"""Scheduling latency: from a task's wakeup to the context switch that runs it.
+
+Recorded traces: for every wake event (sched_waking, sched_wakeup,
+sched_wakeup_new) the next sched_switch event of that tid (ordered by the
+trace-wide ``seq``) decides. If it switches the task *in*, that is the end of
+the latency; if it switches the task *out*, the task was already running and
+the wakeup is not a latency. Several wake events of one sleep (waking then
+wakeup) count once, from the first, as `perf sched latency` and Trace Compass
+measure from the waker's request. Tasks that were preempted (runnable without
+a wakeup) are not counted. Replay results: the injected probe's latencies
+(``sim_probe``, one row per wakeup, ``dur`` is the latency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import polars as pl
+
+from replay.analytics.grouping import group, with_comm
+from replay.analytics.source import Source, labels_to_text
+from replay.analytics.stats import distribution, log2_histogram
+
+SCHED_KEYS = ("task", "cpu", "seed")
+
+
+def latencies(src: Source) -> pl.LazyFrame:
+    """One row per wakeup that ended in a switch-in: ts (wake), dur (latency, ns), cpu (run on), tid."""
+    if src.is_results:
+        lf = src.scan("sched_latency", "the scheduling latency")
+        if "dur" not in lf.collect_schema() and "latency" in lf.collect_schema():
+            lf = lf.rename({"latency": "dur"})
+        return lf
+    switch = src.scan("sched_switch", "the scheduling latency (sched_wakeup -> sched_switch)")
+    wake = src.scan("sched_wakeup", "the scheduling latency (sched_wakeup -> sched_switch)")
+    events = pl.concat([
+        switch.select("seq", "ts", pl.col("next_tid").alias("tid"), pl.lit(True).alias("switch_in"), "cpu"),
+        switch.select("seq", "ts", pl.col("prev_tid").alias("tid"), pl.lit(False).alias("switch_in"), "cpu"),
+    ]).filter(pl.col("tid") != 0).sort("seq")
+    wakes = wake.filter(pl.col("tid") != 0).select("seq", pl.col("ts").alias("wake_ts"), "tid").sort("seq")
+    matched = wakes.join_asof(
+        events.rename({"seq": "switch_seq"}),
+        left_on="seq",
+        right_on="switch_seq",
+        by="tid",
+        strategy="forward",
+        allow_exact_matches=False,
+        check_sortedness=False,  # both sides are sorted by seq just above
+    ).filter(pl.col("switch_in"))
+    return (
+        matched.group_by("tid", "switch_seq")
+        .agg(pl.col("wake_ts").min(), pl.col("ts").first(), pl.col("cpu").first())
+        .select(pl.col("wake_ts").alias("ts"), (pl.col("ts") - pl.col("wake_ts")).alias("dur"), "cpu", "tid")
+        .sort("ts", "tid")
+    )
+
+
+def sched_latency(src: Source, by: Sequence[str]) -> pl.LazyFrame:
+    """Wakeup-to-run latency per group: count, total, mean, min, p50, p99, max (ns)."""
+    lf, keys = group(latencies(src), src, "sched_latency", by, SCHED_KEYS)
+    out = lf.group_by(keys).agg(distribution("dur"))
+    return labels_to_text(with_comm(out, src, keys)).sort(
+        [*src.keys, "max_ns", *keys], descending=[*(False for _ in src.keys), True, *(False for _ in keys)]
+    )
+
+
+def sched_hist(src: Source, by: Sequence[str]) -> pl.LazyFrame:
+    """log2 histogram of wakeup-to-run latencies."""
+    lf, keys = group(latencies(src), src, "sched_latency", by, SCHED_KEYS)
+    return labels_to_text(log2_histogram(lf, "dur", keys))
