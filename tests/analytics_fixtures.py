@@ -64,7 +64,7 @@ def lock_waits() -> dict[str, list]:
         rows.append((30_000_000 + j * 10_000, d, 0, 100, ANON_VMA, WRITE, "anon_vma", 4))
     for j, d in enumerate((100, 200, 300, 70_000)):
         rows.append((40_000_000 + j * 100_000, d, 1, 102, PTL, SPIN, "page_table_lock", 3))
-    ts, dur, cpu, tid, addr, flags, cls, stack = zip(*rows)
+    ts, dur, cpu, tid, addr, flags, cls, stack = zip(*rows, strict=True)
     n = len(rows)
     return {
         "ts": ts, "dur": dur, "seq": range(n), "cpu": cpu, "pid": [100] * n, "tid": tid, "lock_addr": u64(addr),
@@ -81,7 +81,7 @@ def lock_holds() -> dict[str, list]:
     rows.append((12_000_000, 0, 0, 102, MMAP_LOCK, "mmap_lock", "write", False, 1))
     rows += [(13_000_000, 3000, 0, 100, 0xFFFF888000004000, "i_mmap_rwsem", "write", True, 4),
              (14_000_000, 5000, 0, 100, 0xFFFF888000004000, "i_mmap_rwsem", "write", True, 4)]
-    ts, dur, wait, tid, addr, cls, mode, ok, stack = zip(*rows)
+    ts, dur, wait, tid, addr, cls, mode, ok, stack = zip(*rows, strict=True)
     n = len(rows)
     return {
         "ts": ts, "dur": dur, "wait": wait, "seq": range(1000, 1000 + n), "cpu": [0] * n, "pid": [100] * n,

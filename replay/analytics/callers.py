@@ -53,7 +53,7 @@ class SymbolTable:
         df = trace.scan("symbols").select("addr", "name").sort("addr").collect()
         addrs = df["addr"].to_numpy().astype(np.uint64)
         names = np.asarray(df["name"].to_list(), dtype=object)
-        by_name = dict(zip(df["name"].to_list(), df["addr"].to_list()))
+        by_name = dict(zip(df["name"].to_list(), df["addr"].to_list(), strict=True))
         ranges = [(by_name[a], by_name[b]) for a, b in SECTIONS if a in by_name and b in by_name]
         return cls(addrs, names, ranges)
 
@@ -78,7 +78,10 @@ class SymbolTable:
 
 def frame_names(names: np.ndarray, offsets: np.ndarray, ips: np.ndarray) -> list[str]:
     """`name+0xoff` like perf, or the bare hex address when no symbol covers it."""
-    return [f"{n}+{hex(int(o))}" if n is not None else hex(int(ip)) for n, o, ip in zip(names, offsets, ips)]
+    return [
+        f"{n}+{hex(int(o))}" if n is not None else hex(int(ip))
+        for n, o, ip in zip(names, offsets, ips, strict=True)
+    ]
 
 
 def stack_callers(trace: Trace) -> pl.LazyFrame:
@@ -98,7 +101,7 @@ def stack_callers(trace: Trace) -> pl.LazyFrame:
     ips = flat["ips"].to_numpy().astype(np.uint64)
     names, offsets = symbols.lookup(ips)
     flat = flat.with_columns(
-        pl.Series("function", [n if n is not None else hex(int(ip)) for n, ip in zip(names, ips)], pl.String),
+        pl.Series("function", [n if n is not None else hex(int(i)) for n, i in zip(names, ips, strict=True)]),
         pl.Series("site", frame_names(names, offsets, ips), pl.String),
         pl.Series("is_lock", symbols.is_lock_function(ips, names), pl.Boolean),
     )

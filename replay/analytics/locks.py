@@ -99,7 +99,9 @@ def stacks(src: Source, by: Sequence[str]) -> pl.LazyFrame:
     lf, keys = group(lf, src, "lock_waits", by, LOCK_KEYS)
     keys = [k for k in keys if k != "stack_id"]
     agg = lf.group_by([*keys, "stack_id"]).agg(
-        pl.len().cast(pl.Int64).alias("count"), pl.col("dur").sum().alias("total_ns"), pl.col("dur").max().alias("max_ns")
+        pl.len().cast(pl.Int64).alias("count"),
+        pl.col("dur").sum().alias("total_ns"),
+        pl.col("dur").max().alias("max_ns"),
     )
     named = agg.join(stack_callers(src.trace).rename({"caller": "top_caller"}), on="stack_id", how="left")
     out = named.select([*keys, "stack_id", "count", "total_ns", "max_ns", "top_caller", "frames"])

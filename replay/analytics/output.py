@@ -24,7 +24,8 @@ def table(df: pl.DataFrame) -> str:
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(df.columns)]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+        cols = zip(cells, widths, numeric, strict=True)
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in cols).rstrip()
 
     return "\n".join([line(list(df.columns)), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
