@@ -112,4 +112,5 @@ def stack_callers(trace: Trace) -> pl.LazyFrame:
     )
     none = pl.DataFrame({"stack_id": [-1], "caller": [NO_STACK], "caller_site": [NO_STACK], "frames": [""]},
                         schema=schema)
-    return pl.concat([callers.cast(schema), none.filter(~pl.col("stack_id").is_in(callers["stack_id"]))]).lazy()
+    parts = [callers.cast(schema)] + ([] if -1 in set(callers["stack_id"].to_list()) else [none])
+    return pl.concat(parts).lazy()

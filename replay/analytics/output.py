@@ -5,6 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 FORMATS = ("table", "csv", "json")
+#: Address columns, printed in hex in the text table (CSV and JSON keep the integers).
+ADDRESSES = ("lock_addr", "addr", "mm", "address", "ip", "callsite", "callback")
 
 
 def _cell(v: object) -> str:
@@ -20,6 +22,12 @@ def _cell(v: object) -> str:
 def table(df: pl.DataFrame) -> str:
     """Columns aligned, numbers right-aligned, nulls as "-"."""
     numeric = [dt.is_numeric() for dt in df.dtypes]
+    df = df.with_columns(
+        pl.col(c).map_elements(hex, return_dtype=pl.String)
+        for c in ADDRESSES
+        if c in df.columns and df.schema[c].is_integer()
+    )
+    numeric[:] = [dt.is_numeric() or c in ADDRESSES for c, dt in zip(df.columns, df.dtypes, strict=True)]
     rows = [[_cell(v) for v in row] for row in df.iter_rows()]
     widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(df.columns)]
 

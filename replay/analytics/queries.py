@@ -79,16 +79,17 @@ def get(name: str) -> Query:
         raise UsageError(f"unknown query {name!r} (mmreplay query TRACE --list shows them)") from None
 
 
-def build(src: Source, name: str, by: Sequence[str] = (), other: Source | None = None) -> pl.LazyFrame:
-    """The query's LazyFrame (nothing read yet)."""
+def build(src: Source, name: str, by: Sequence[str] | None = None, other: Source | None = None) -> pl.LazyFrame:
+    """The query's LazyFrame (nothing read yet); ``by=None`` groups by the query's default keys."""
     q = get(name)
+    by = q.default_by if by is None else by
     with polars_errors(f"query {name!r}"):
         if q.two_inputs:
             return q.fn(src, tuple(by), other)
         return q.fn(src, tuple(by))
 
 
-def run(src: Source, name: str, by: Sequence[str] = (), other: Source | None = None,
+def run(src: Source, name: str, by: Sequence[str] | None = None, other: Source | None = None,
         limit: int | None = None) -> pl.DataFrame:
     """Build and collect a query; polars errors become one-line UsageErrors."""
     lf = build(src, name, by, other)
