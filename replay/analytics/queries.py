@@ -27,6 +27,7 @@ class Query:
     default_by: tuple[str, ...]
     reads: str
     two_inputs: bool = False
+    default_limit: int | None = None  # listings print their top rows unless --limit says otherwise
 
     @property
     def summary(self) -> str:
@@ -41,12 +42,13 @@ QUERIES: dict[str, Query] = {
         Query("holds", locks.holds, locks.LOCK_KEYS, ("class",), "lock_holds"),
         Query("wait_hist", locks.wait_hist, locks.LOCK_KEYS, ("class",), "lock_waits"),
         Query("hold_hist", locks.hold_hist, locks.LOCK_KEYS, ("class",), "lock_holds"),
-        Query("stacks", locks.stacks, locks.LOCK_KEYS, (), "lock_waits + stacks + symbols"),
+        Query("stacks", locks.stacks, locks.LOCK_KEYS, (), "lock_waits + stacks + symbols", default_limit=20),
         Query("tlb", tlb.tlb, tlb.TLB_KEYS, ("reason",), "tlb_flushes"),
         Query("tlb_hist", tlb.tlb_hist, tlb.TLB_KEYS, (), "tlb_flushes"),
         Query("gathers", gathers.gather_sizes, gathers.GATHER_KEYS, (), "gathers or page_free_batches"),
         Query("gather_hist", gathers.gather_hist, gathers.GATHER_KEYS, (), "gathers or page_free_batches"),
-        Query("preempt_off", preempt.preempt_off, (), (), "lock_waits (spinning) + lock_holds, or sim_preempt_off"),
+        Query("preempt_off", preempt.preempt_off, (), (), "lock_waits (spinning) + lock_holds, or sim_preempt_off",
+              default_limit=20),
         Query("preempt_summary", preempt.preempt_summary, preempt.PREEMPT_KEYS, ("source",),
               "lock_waits (spinning) + lock_holds, or sim_preempt_off"),
         Query("sched_latency", sched.sched_latency, sched.SCHED_KEYS, (), "sched_wakeup + sched_switch, or sim_probe"),

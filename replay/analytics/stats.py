@@ -2,8 +2,7 @@
 
 Percentiles are nearest-rank (the smallest recorded value with at least q of
 the samples at or below it), so p50/p99/max are always values that occurred,
-as in HdrHistogram and `perf lock contention`'s max; polars calls this
-interpolation "equiprobable".
+as in HdrHistogram and `perf lock contention`'s max.
 """
 
 from __future__ import annotations
@@ -15,9 +14,28 @@ import polars as pl
 FIELDS = ("count", "total", "mean", "min", "p50", "p99", "max")
 
 
+def _has_equiprobable() -> bool:
+    try:
+        pl.Series([1]).quantile(0.5, "equiprobable")
+    except (ValueError, TypeError, pl.exceptions.PolarsError):
+        return False
+    return True
+
+
+#: polars' "equiprobable" interpolation is the nearest rank (checked by the tests) and 3x
+#: faster than sorting each group; older polars lack it and get the sort.
+_EQUIPROBABLE = _has_equiprobable()
+
+
 def quantile(col: str | pl.Expr, q: float) -> pl.Expr:
-    """Nearest-rank quantile of an integer column: the ceil(q*n)-th smallest value, exactly."""
-    c = (pl.col(col) if isinstance(col, str) else col).drop_nulls()
+    """Nearest-rank quantile of an integer column: the ceil(q*n)-th smallest value.
+
+    Exact for values below 2^53 (polars computes quantiles in Float64): 104 days in ns.
+    """
+    c = pl.col(col) if isinstance(col, str) else col
+    if _EQUIPROBABLE:  # quantile() skips nulls itself
+        return c.quantile(q, "equiprobable").cast(pl.Int64)
+    c = c.drop_nulls()
     rank = (c.len() * q).ceil().cast(pl.Int64).clip(1) - 1
     return c.sort().get(rank, null_on_oob=True).cast(pl.Int64)
 

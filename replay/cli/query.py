@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--by", action="append", metavar="KEY[,KEY]",
                    help="grouping keys (query-specific: class, caller, task, ...; 'none' for no grouping)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
-    p.add_argument("--limit", type=int, metavar="N", help="print at most N rows")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="print at most N rows (0: all; stacks and preempt_off default to 20)")
     p.add_argument("--sql", metavar="SELECT", help="run SQL over every table (and the derived views) instead")
     p.add_argument("--list", action="store_true", help="list the named queries and the SQL tables of the input")
     p.add_argument("--against", metavar="PATH",
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sql is not None:
         if args.name or args.by:
             raise UsageError("--sql takes no query name and no --by")
-        df = run_sql(src, args.sql, args.limit)
+        df = run_sql(src, args.sql, args.limit or None)
     else:
         if not args.name:
             raise UsageError("name a query or give --sql (mmreplay query TRACE --list shows the queries)")
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             other = Source.open(against) if against else None
         elif args.against:
             raise UsageError(f"--against is only for the compare query, not {args.name!r}")
-        df = queries.run(src, args.name, by, other, args.limit)
+        limit = q.default_limit if args.limit is None else (args.limit or None)
+        df = queries.run(src, args.name, by, other, limit)
     sys.stdout.write(output.render(df, args.format) + "\n")
     return 0
 
