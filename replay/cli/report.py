@@ -25,9 +25,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from replay.analytics import report
     from replay.analytics.source import Source
-    from replay.errors import UsageError
+    from replay.errors import MmreplayError, UsageError
+
+    try:
+        from replay.analytics import report
+    except ImportError as e:
+        raise MmreplayError(f"mmreplay report needs matplotlib ({e}); pip install 'mmreplay[report]'") from None
 
     out = Path(args.output)
     if out.exists() and not args.force:
