@@ -34,11 +34,14 @@ SHARES = {"lock_waits": 0.40, "lock_holds": 0.30, "tlb_flushes": 0.10, "sched_sw
 CHUNK = 1_000_000
 THREADS, LOCKS, STACKS, SYMBOLS = 256, 5000, 1000, 5000
 KERNEL = 0xFFFFFFFF81000000
+_clock: dict[str, int] = dict.fromkeys(SHARES, 0)  # last ts written per table
 
 
-def _chunk(name: str, n: int, start: int, rng: np.random.Generator) -> dict[str, object]:
-    ts = start + np.cumsum(rng.integers(50, 500, n))
-    seq = np.arange(start, start + n)
+def _chunk(name: str, n: int, rng: np.random.Generator) -> dict[str, object]:
+    ts = _clock[name] + np.cumsum(rng.integers(50, 500, n))
+    _clock[name] = int(ts[-1])
+    # seq must order events trace-wide as ts does (the scheduling-latency join relies on it)
+    seq = ts * len(SHARES) + list(SHARES).index(name)
     tid = rng.integers(1000, 1000 + THREADS, n).astype(np.int32)
     cpu = rng.integers(0, 64, n).astype(np.int32)
     dur = rng.lognormal(8, 2, n).astype(np.int64)
@@ -94,7 +97,7 @@ def build(path: Path, rows: int) -> None:
             total, start = int(rows * share), 0
             while start < total:
                 n = min(CHUNK, total - start)
-                w.write(name, _chunk(name, n, start, rng))
+                w.write(name, _chunk(name, n, rng))
                 start += n
 
 

@@ -32,18 +32,20 @@ def sections(src: Source) -> pl.LazyFrame:
             *([] if "source" in schema else [pl.lit("simulated").alias("source")]),
             *([] if "lock_class" in schema else [pl.lit(None, pl.String).alias("lock_class")]),
         )
+    # lock_class stays an Enum (the same one in both tables) until the output: filtering and
+    # concatenating enum codes is several times faster than strings on large traces
     parts = []
     if src.has("lock_waits"):
         parts.append(
             src.scan("lock_waits", "")
             .filter((pl.col("flags") & SPIN) != 0)
-            .select(*_COLS, pl.lit("spin_wait").alias("source"), pl.col("lock_class").cast(pl.String))
+            .select(*_COLS, pl.lit("spin_wait").alias("source"), "lock_class")
         )
     if src.has("lock_holds"):
         parts.append(
             src.scan("lock_holds", "")
-            .filter(pl.col("lock_class").cast(pl.String).is_in(SPIN_CLASSES))
-            .select(*_COLS, pl.lit("spin_hold").alias("source"), pl.col("lock_class").cast(pl.String))
+            .filter(pl.col("lock_class").is_in(SPIN_CLASSES))
+            .select(*_COLS, pl.lit("spin_hold").alias("source"), "lock_class")
         )
     if not parts:
         src.require("lock_waits", "the preempt-off sections (spinning waits in lock_waits, or sim_preempt_off)")
