@@ -158,6 +158,12 @@ def page_faults() -> dict[str, list]:
             "ip": u64([0x401000] * n), "error_code": [6] * n}
 
 
+def ipis() -> dict[str, object]:
+    """Two shootdown IPIs sent by tid 101."""
+    return {"ts": [50_000_500, 50_004_500], "seq": [2100, 2101], "cpu": [0, 0], "pid": [100, 100], "tid": [101, 101],
+            "target_cpu": [1, -1], "ncpus": [1, 1], "callsite": u64([K + 0x800] * 2), "callback": u64([K + 0x900] * 2)}
+
+
 def recorded_tables(extra_symbols: list[tuple[int, str]] = ()) -> dict[str, object]:
     wake, switch = sched_tables()
     syms = sorted([*SYMBOLS, *extra_symbols])
@@ -172,6 +178,7 @@ def recorded_tables(extra_symbols: list[tuple[int, str]] = ()) -> dict[str, obje
         "sched_switch": switch,
         "syscalls": syscalls(),
         "page_faults": page_faults(),
+        "ipis": ipis(),
         "stacks": {"stack_id": list(STACKS), "ips": pa.array(list(STACKS.values()), pa.list_(pa.uint64()))},
         "symbols": {"addr": u64(a for a, _ in syms), "name": [n for _, n in syms], "module": [""] * len(syms),
                     "file": [None] * len(syms), "line": pa.array([None] * len(syms), pa.int32())},

@@ -14,7 +14,7 @@ from tests import analytics_fixtures as fx
 
 SLICES = {"lock_hold": "lock_holds", "lock_wait": "lock_waits", "syscall": "syscalls", "gather": "gathers",
           "page_free": "page_free_batches"}
-INSTANTS = {"page_fault": "page_faults", "tlb_flush": "tlb_flushes"}
+INSTANTS = {"page_fault": "page_faults", "tlb_flush": "tlb_flushes", "ipi": "ipis"}
 
 
 def export(tmp_path: Path, src: Path, capsys: pytest.CaptureFixture) -> dict:

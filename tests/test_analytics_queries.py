@@ -214,6 +214,24 @@ def test_compare_joins_recorded_and_simulated_per_policy_set(results: Path, trac
     assert q(trace, "compare", "class", other=results).equals(df)
 
 
+def test_results_listings_keep_the_top_rows_of_every_policy_set(results: Path) -> None:
+    df = queries.run(Source.open(results), "preempt_off", limit=1)
+    assert sorted(df.select("policy_set", "dur").rows()) == [("mutex", 100), ("spinlock", 7000)]
+
+
+def test_results_cannot_group_by_caller_without_stacks(results: Path, capsys: pytest.CaptureFixture) -> None:
+    rc, _, err = cli(capsys, str(results), "waits", "--by", "caller")
+    assert rc == 2 and "sim_lock_waits" in err and "'stack_id'" in err
+
+
+def test_an_empty_table_gives_an_empty_summary(tmp_path: Path) -> None:
+    empty = {k: v[:0] for k, v in fx.lock_waits().items()}
+    empty["lock_addr"] = fx.u64([])
+    path = tmp_path / "t"
+    fx.write_trace(path, {"lock_waits": empty}, host=fx.HOST)
+    assert q(path, "waits", "class").height == 0
+
+
 def test_results_lacking_a_table_raise_a_missing_table_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = fx.write_results(tmp_path / "r", only=("sim_lock_waits",))
     assert main(["query", str(path), "sched_latency"]) == 2

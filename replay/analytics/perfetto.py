@@ -2,8 +2,8 @@
 
 One ``"X"`` (complete) event per interval row — lock holds and waits, system
 calls, mmu_gather windows, page-free bursts, preempt-off sections of replay
-results — and one ``"i"`` (instant, thread scope) per page fault and TLB
-flush, on its pid/tid; ``"M"`` metadata events name processes and threads from
+results — and one ``"i"`` (instant, thread scope) per page fault, TLB flush
+and IPI sent, on its pid/tid; ``"M"`` metadata events name processes and threads from
 the ``tasks`` table. Times are microseconds (floats, ns precision kept).
 Replay results have no processes: each (policy set, seed) becomes one
 process, named so, holding its simulated threads.
@@ -25,7 +25,8 @@ import polars as pl
 
 from replay.analytics.source import Source
 
-CATEGORIES = ("lock_hold", "lock_wait", "syscall", "gather", "page_free", "preempt_off", "page_fault", "tlb_flush")
+CATEGORIES = ("lock_hold", "lock_wait", "syscall", "gather", "page_free", "preempt_off", "page_fault", "tlb_flush",
+              "ipi")
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ FAMILIES = (
     Family("preempt_off", "preempt_off", "X", pl.lit("preempt off"), ("reason", "source")),
     Family("page_faults", "page_fault", "i", pl.lit("page fault"), ("address", "ip", "error_code")),
     Family("tlb_flushes", "tlb_flush", "i", pl.concat_str([pl.lit("tlb flush "), _text("reason")]), ("pages",)),
+    Family("ipis", "ipi", "i", pl.lit("IPI sent"), ("target_cpu", "ncpus", "callsite", "callback")),
 )
-_ADDRESSES = {"lock_addr", "mm", "address", "ip", "arg0", "arg1"}
+_ADDRESSES = {"lock_addr", "mm", "address", "ip", "arg0", "arg1", "callsite", "callback"}
 
 
 def _process_ids(src: Source) -> pl.DataFrame | None:

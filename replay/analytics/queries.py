@@ -93,10 +93,17 @@ def build(src: Source, name: str, by: Sequence[str] | None = None, other: Source
 
 def run(src: Source, name: str, by: Sequence[str] | None = None, other: Source | None = None,
         limit: int | None = None) -> pl.DataFrame:
-    """Build and collect a query; polars errors become one-line UsageErrors."""
+    """Build and collect a query; polars errors become one-line UsageErrors.
+
+    ``limit`` keeps the first rows; for the listings of replay results (queries with a
+    default limit) it keeps the first rows of each policy set, so every set is shown.
+    """
     lf = build(src, name, by, other)
     if limit is not None:
-        lf = lf.head(limit)
+        if get(name).default_limit is not None and src.is_results:
+            lf = lf.filter(pl.int_range(pl.len()).over("policy_set") < limit)
+        else:
+            lf = lf.head(limit)
     with polars_errors(f"query {name!r}"):
         return lf.collect()
 

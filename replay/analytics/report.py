@@ -143,8 +143,14 @@ def preempt_section(src: Source) -> Section:
             secs = secs.with_columns(pl.format("{} cpu{}", "policy_set", "cpu").alias("lane"))
         else:
             secs = secs.with_columns(pl.format("cpu{}", "cpu").alias("lane"))
-        top = secs.sort("dur", descending=True).head(TIMELINE_TOP)
-        s.figures.append(Figure("preempt_timeline", f"The {top.height} longest preempt-off sections",
+        top = secs.sort("dur", descending=True)
+        if src.is_results:  # the longest of each policy set, so every set is on the timeline
+            per_set = max(1, TIMELINE_TOP // secs["policy_set"].n_unique())
+            top = top.filter(pl.int_range(pl.len()).over("policy_set") < per_set)
+        else:
+            top = top.head(TIMELINE_TOP)
+        which = "per policy set" if src.is_results else ""
+        s.figures.append(Figure("preempt_timeline", f"The {top.height} longest preempt-off sections {which}".strip(),
                                 "Each bar is one section at its time on its CPU, labelled with its length"
                                 + ("" if src.is_results else " (recorded: spinning waits and spinlock holds, "
                                    "lower bounds of the true sections)") + ".",
