@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from replay.trace.manifest import Host
-from replay.trace.schema import TABLES_BY_NAME, Column, Table, register
+from replay.trace.schema import LOCK_CLASSES, TABLES_BY_NAME, Column, Table, register
 from replay.trace.writer import write_trace
 
 HOST = Host(kernel_release="6.1.0-test", arch="x86_64", page_size=4096, cpus=2, preempt_model="voluntary",
@@ -195,60 +195,82 @@ def write_recorded(path: Path, *, only: tuple[str, ...] | None = None, **kwargs:
 
 
 # -- replay results ---------------------------------------------------------------------------------
+# Mirrors the results tables the simulator defines (replay/trace/schema.py on the replay branch):
+# when they are registered, these definitions are not used and the data below must fit theirs.
 
+_ENUM = pa.dictionary(pa.int16(), pa.string())
 _SIM = (Column("policy_set", pa.string(), "-", "policy set"), Column("seed", pa.int32(), "-", "seed"))
-_COMMON = (Column("ts", pa.int64(), "ns", "start"), Column("dur", pa.int64(), "ns", "length"),
-           Column("cpu", pa.int32(), "-", "CPU"), Column("tid", pa.int32(), "-", "thread"))
-_LOCK = (Column("lock_addr", pa.uint64(), "address", "lock"), Column("lock_class", pa.string(), "-", "class"),
-         Column("mode", pa.string(), "-", "read or write"))
+_TS = Column("ts", pa.int64(), "ns", "start")
+_DUR = Column("dur", pa.int64(), "ns", "length")
+_CPU_TID = (Column("cpu", pa.int32(), "-", "CPU"), Column("tid", pa.int32(), "-", "thread"))
+_LOCK = (Column("lock_addr", pa.uint64(), "address", "lock"),
+         Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES),
+         Column("mode", _ENUM, "-", "read or write", values=("read", "write")))
+PREEMPT_CAUSES = ("spinlock", "spin-wait", "gather", "ptl", "recorded-spin")
+PROBE_CAUSES = ("idle", "preemptible", "spinlock", "spin-wait", "gather", "ptl", "recorded-spin", "kernel", "switch")
 SIM_TABLES = {
-    "sim_lock_waits": _SIM + _COMMON + _LOCK,
-    "sim_lock_holds": _SIM + _COMMON + _LOCK,
-    "sim_preempt_off": _SIM + _COMMON,
-    "sim_probe": _SIM + _COMMON,
-    "sim_ops": _SIM + _COMMON + (Column("op", pa.string(), "-", "operation"),),
+    "sim_lock_waits": (*_SIM, _TS, _DUR, *_CPU_TID, *_LOCK, Column("spun_ns", pa.int64(), "ns", "spinning"),
+                       Column("slept", pa.bool_(), "-", "slept")),
+    "sim_lock_holds": (*_SIM, _TS, _DUR, Column("wait", pa.int64(), "ns", "wait"), *_CPU_TID, *_LOCK,
+                       Column("depth", pa.int32(), "count", "depth"),
+                       Column("derived", pa.bool_(), "-", "from the missing-holds model")),
+    "sim_ops": (*_SIM, _TS, _DUR, *_CPU_TID, Column("kind", pa.string(), "-", "operation kind")),
+    "sim_preempt_off": (*_SIM, _TS, _DUR, *_CPU_TID,
+                        Column("cause", _ENUM, "-", "cause", values=PREEMPT_CAUSES),
+                        Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True)),
+    "sim_probe": (*_SIM, _TS, Column("latency", pa.int64(), "ns", "wake-up to running"), *_CPU_TID,
+                  Column("cause", _ENUM, "-", "why the probe waited", values=PROBE_CAUSES)),
 }
 
 
 def _ensure_sim_tables() -> None:
-    """Register minimal definitions of the results tables unless replay/ already did."""
+    """Register the results tables unless replay/ already did (then its definitions apply)."""
     for name, cols in SIM_TABLES.items():
         if name not in TABLES_BY_NAME:
             register(Table(name, "fixture", "mmreplay replay", cols, kind="results"))
 
 
-def _sim(rows: list[tuple], extra: tuple[str, ...] = ()) -> dict[str, list]:
-    cols = ["policy_set", "seed", "ts", "dur", "cpu", "tid", *extra]
+def _sim(rows: list[tuple], cols: tuple[str, ...]) -> dict[str, object]:
     out: dict[str, object] = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
     if "lock_addr" in out:
         out["lock_addr"] = u64(out["lock_addr"])
     return out
 
 
-def results_tables() -> dict[str, dict[str, list]]:
+def results_tables() -> dict[str, dict[str, object]]:
     """Two policy sets over two seeds.
 
     sim_lock_waits, mmap_lock: spinlock 1000, 2000 (seed 0), 3000, 4000 (seed 1): p50 2000, max 4000;
       mutex 10_000 (seed 0), 20_000 (seed 1): p50 10_000; mutex anon_vma 500 (seed 0).
-    sim_probe latencies: spinlock 100, 200, 300; mutex 1000, 2000.
-    sim_preempt_off: spinlock 5000 (cpu 0), 7000 (cpu 1); mutex 100.
+    sim_lock_holds: spinlock 50_000, mutex 60_000 (derived from the missing-holds model).
+    sim_probe latencies: spinlock 100, 200 (cause spinlock), 300 (idle); mutex 1000, 2000 (preemptible).
+    sim_preempt_off: spinlock 5000 (cpu 0), 7000 (cpu 1, a gather); mutex 100.
     """
-    lock = [("spinlock", 0, 1000, 1000, 0, 101, MMAP_LOCK, "mmap_lock", "write"),
-            ("spinlock", 0, 5000, 2000, 1, 102, MMAP_LOCK, "mmap_lock", "read"),
-            ("spinlock", 1, 1000, 3000, 0, 101, MMAP_LOCK, "mmap_lock", "write"),
-            ("spinlock", 1, 5000, 4000, 1, 102, MMAP_LOCK, "mmap_lock", "read"),
-            ("mutex", 0, 1000, 10_000, 0, 101, MMAP_LOCK, "mmap_lock", "write"),
-            ("mutex", 1, 1000, 20_000, 0, 101, MMAP_LOCK, "mmap_lock", "write"),
-            ("mutex", 0, 9000, 500, 1, 100, ANON_VMA, "anon_vma", "write")]
-    holds = [("spinlock", 0, 3000, 50_000, 0, 101, MMAP_LOCK, "mmap_lock", "write"),
-             ("mutex", 0, 3000, 60_000, 0, 101, MMAP_LOCK, "mmap_lock", "write")]
-    probe = [("spinlock", 0, 100, 100, 0, 999), ("spinlock", 0, 200, 200, 0, 999), ("spinlock", 1, 100, 300, 1, 999),
-             ("mutex", 0, 100, 1000, 0, 999), ("mutex", 1, 100, 2000, 1, 999)]
-    poff = [("spinlock", 0, 1000, 5000, 0, 101), ("spinlock", 0, 2000, 7000, 1, 102), ("mutex", 0, 1000, 100, 0, 101)]
+    key = ("policy_set", "seed", "ts", "dur", "cpu", "tid")
+    lock = [("spinlock", 0, 1000, 1000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 1000, False),
+            ("spinlock", 0, 5000, 2000, 1, 102, MMAP_LOCK, "mmap_lock", "read", 2000, False),
+            ("spinlock", 1, 1000, 3000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 3000, False),
+            ("spinlock", 1, 5000, 4000, 1, 102, MMAP_LOCK, "mmap_lock", "read", 4000, False),
+            ("mutex", 0, 1000, 10_000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 1000, True),
+            ("mutex", 1, 1000, 20_000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 1000, True),
+            ("mutex", 0, 9000, 500, 1, 100, ANON_VMA, "anon_vma", "write", 500, False)]
+    holds = [("spinlock", 0, 3000, 50_000, 1000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 0, False),
+             ("mutex", 0, 3000, 60_000, 10_000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 0, True)]
+    probe = [("spinlock", 0, 100, 100, 0, 101, "spinlock"), ("spinlock", 0, 200, 200, 0, 101, "spinlock"),
+             ("spinlock", 1, 100, 300, 1, -1, "idle"), ("mutex", 0, 100, 1000, 0, 101, "preemptible"),
+             ("mutex", 1, 100, 2000, 1, 101, "preemptible")]
+    poff = [("spinlock", 0, 1000, 5000, 0, 101, "spinlock", "mmap_lock"),
+            ("spinlock", 0, 2000, 7000, 1, 102, "gather", None),
+            ("mutex", 0, 1000, 100, 0, 101, "ptl", "page_table_lock")]
     ops = [("spinlock", 0, 0, 12_000, 0, 101, "munmap"), ("mutex", 0, 0, 15_000, 0, 101, "munmap")]
-    ex = ("lock_addr", "lock_class", "mode")
-    return {"sim_lock_waits": _sim(lock, ex), "sim_lock_holds": _sim(holds, ex), "sim_probe": _sim(probe),
-            "sim_preempt_off": _sim(poff), "sim_ops": _sim(ops, ("op",))}
+    lk = ("lock_addr", "lock_class", "mode")
+    return {
+        "sim_lock_waits": _sim(lock, (*key, *lk, "spun_ns", "slept")),
+        "sim_lock_holds": _sim(holds, (*key[:4], "wait", *key[4:], *lk, "depth", "derived")),
+        "sim_probe": _sim(probe, ("policy_set", "seed", "ts", "latency", "cpu", "tid", "cause")),
+        "sim_preempt_off": _sim(poff, (*key, "cause", "lock_class")),
+        "sim_ops": _sim(ops, (*key, "kind")),
+    }
 
 
 def write_results(path: Path, *, only: tuple[str, ...] | None = None, trace: Path | None = None) -> Path:

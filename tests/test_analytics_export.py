@@ -56,10 +56,15 @@ def test_metadata_names_processes_and_threads_from_the_tasks_table(
 
 def test_results_become_one_process_per_policy_set_and_seed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     doc = export(tmp_path, fx.write_results(tmp_path / "r"), capsys)
-    procs = {e["pid"]: e["args"]["name"] for e in doc["traceEvents"] if e["ph"] == "M"}
+    meta = [e for e in doc["traceEvents"] if e["ph"] == "M"]
+    procs = {e["pid"]: e["args"]["name"] for e in meta if e["name"] == "process_name"}
     assert sorted(procs.values()) == ["mutex seed 0", "mutex seed 1", "spinlock seed 0", "spinlock seed 1"]
+    assert {(e["pid"], e["tid"], e["args"]["name"]) for e in meta if e["name"] == "thread_name"} == {
+        (pid, -2, "probe") for pid in procs}
     cats = Counter(e["cat"] for e in doc["traceEvents"] if e["ph"] != "M")
-    assert cats == {"lock_wait": 7, "lock_hold": 2, "preempt_off": 3, "syscall": 2}
+    assert cats == {"lock_wait": 7, "lock_hold": 2, "preempt_off": 3, "syscall": 2, "probe": 5}
+    probe = [e for e in doc["traceEvents"] if e.get("cat") == "probe"]
+    assert sorted(e["dur"] for e in probe) == [0.1, 0.2, 0.3, 1.0, 2.0] and {e["tid"] for e in probe} == {-2}
     off = [e for e in doc["traceEvents"] if e.get("cat") == "preempt_off"]
     assert sorted(procs[e["pid"]] for e in off) == ["mutex seed 0", "spinlock seed 0", "spinlock seed 0"]
 

@@ -214,6 +214,24 @@ def test_compare_joins_recorded_and_simulated_per_policy_set(results: Path, trac
     assert q(trace, "compare", "class", other=results).equals(df)
 
 
+def test_results_say_how_many_holds_rest_on_the_missing_holds_model(results: Path) -> None:
+    df = q(results, "locks", "class")
+    assert row(df, policy_set="mutex", lock_class="mmap_lock")["hold_derived"] == 1
+    assert row(df, policy_set="spinlock", lock_class="mmap_lock")["hold_derived"] == 0
+
+
+def test_results_probe_latency_splits_by_what_it_waited_for(results: Path) -> None:
+    df = q(results, "sched_latency", "cause")
+    assert row(df, policy_set="spinlock", cause="spinlock")["max_ns"] == 200
+    assert row(df, policy_set="spinlock", cause="idle")["count"] == 1
+
+
+def test_results_preempt_off_sections_carry_their_cause(results: Path) -> None:
+    df = q(results, "preempt_summary", "source")
+    assert sorted(df.select("policy_set", "source", "max_ns").rows()) == [
+        ("mutex", "ptl", 100), ("spinlock", "gather", 7000), ("spinlock", "spinlock", 5000)]
+
+
 def test_results_listings_keep_the_top_rows_of_every_policy_set(results: Path) -> None:
     df = queries.run(Source.open(results), "preempt_off", limit=1)
     assert sorted(df.select("policy_set", "dur").rows()) == [("mutex", 100), ("spinlock", 7000)]

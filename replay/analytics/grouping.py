@@ -119,6 +119,7 @@ KEYS: dict[str, Key] = {
         Key("fullmm", "whole-mm teardown gather or not", ("fullmm",), _column("fullmm")),
         Key("name", "operation (system call) name", ("name",), _column("name", "op", "kind")),
         Key("source", "which table or rule a row comes from", ("source",), _column("source")),
+        Key("cause", "what the simulated probe waited for (results)", ("cause",), _column("cause")),
     )
 }
 

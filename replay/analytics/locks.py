@@ -25,7 +25,11 @@ def _summary(src: Source, table: str, by: Sequence[str], prefix: str, col: str, 
     if table == "lock_holds" and "success" in lf.collect_schema():
         lf = lf.filter(pl.col("success"))
     lf, keys = group(lf, src, table, by, LOCK_KEYS)
-    return lf.group_by(keys).agg(distribution(col, prefix)), keys
+    aggs = distribution(col, prefix)
+    if "derived" in lf.collect_schema():
+        # replay marks holds that come from the missing-holds model: say how many figures rest on it
+        aggs.append(pl.col("derived").sum().cast(pl.Int64).alias(f"{prefix}derived"))
+    return lf.group_by(keys).agg(aggs), keys
 
 
 def waits(src: Source, by: Sequence[str]) -> pl.LazyFrame:
@@ -64,6 +68,7 @@ def locks(src: Source, by: Sequence[str]) -> pl.LazyFrame:
     for p in ("wait_", "hold_"):
         lf = lf.with_columns(pl.col(f"{p}count").fill_null(0), pl.col(f"{p}total_ns").fill_null(0))
     order = [*keys, *(e.meta.output_name() for p in ("wait_", "hold_") for e in distribution("dur", p))]
+    order += [c for c in lf.collect_schema().names() if c.endswith("_derived")]
     return _finish(lf.select(order), src, keys, "wait_total_ns" if have_w else "hold_total_ns")
 
 

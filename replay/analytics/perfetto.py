@@ -6,7 +6,8 @@ results — and one ``"i"`` (instant, thread scope) per page fault, TLB flush
 and IPI sent, on its pid/tid; ``"M"`` metadata events name processes and threads from
 the ``tasks`` table. Times are microseconds (floats, ns precision kept).
 Replay results have no processes: each (policy set, seed) becomes one
-process, named so, holding its simulated threads.
+process, named so, holding its simulated threads and a "probe" thread (tid -2)
+with the injected probe's waits (``sim_probe``).
 
 Events are produced as polars frames and serialized with ``write_ndjson``, so
 exporting millions of rows stays fast; the file is still a single JSON object.
@@ -25,8 +26,8 @@ import polars as pl
 
 from replay.analytics.source import Source
 
-CATEGORIES = ("lock_hold", "lock_wait", "syscall", "gather", "page_free", "preempt_off", "page_fault", "tlb_flush",
-              "ipi")
+CATEGORIES = ("lock_hold", "lock_wait", "syscall", "gather", "page_free", "preempt_off", "probe", "page_fault",
+              "tlb_flush", "ipi")
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,17 @@ FAMILIES = (
     Family("gathers", "gather", "X", pl.when(pl.col("fullmm")).then(pl.lit("mmu_gather (fullmm)"))
            .otherwise(pl.lit("mmu_gather")), ("pages", "flushes", "mm")),
     Family("page_free_batches", "page_free", "X", pl.lit("page free burst"), ("pages", "batched")),
-    Family("preempt_off", "preempt_off", "X", pl.lit("preempt off"), ("reason", "source")),
+    Family("preempt_off", "preempt_off", "X",
+           pl.concat_str([pl.lit("preempt off "), _text("cause")], ignore_nulls=True), ("cause", "lock_class")),
+    Family("sched_latency", "probe", "X", pl.concat_str([pl.lit("probe wait "), _text("cause")], ignore_nulls=True),
+           ("cause", "cpu")),
     Family("page_faults", "page_fault", "i", pl.lit("page fault"), ("address", "ip", "error_code")),
     Family("tlb_flushes", "tlb_flush", "i", pl.concat_str([pl.lit("tlb flush "), _text("reason")]), ("pages",)),
     Family("ipis", "ipi", "i", pl.lit("IPI sent"), ("target_cpu", "ncpus", "callsite", "callback")),
 )
 _ADDRESSES = {"lock_addr", "mm", "address", "ip", "arg0", "arg1", "callsite", "callback"}
+_LABELS = {"mode", "reason", "op", "cause", "lock_class", "kind"}
+PROBE_TID = -2  # the simulator's own id for its probe task
 
 
 def _process_ids(src: Source) -> pl.DataFrame | None:
@@ -82,15 +88,21 @@ def _process_ids(src: Source) -> pl.DataFrame | None:
 
 
 def _events(src: Source, fam: Family, runs: pl.DataFrame | None) -> pl.LazyFrame | None:
-    table = "preempt_off" if fam.table == "preempt_off" else fam.table
-    if fam.table == "preempt_off" and not src.is_results:
-        return None  # recorded traces have no preempt-off events (the query derives them from spin waits)
+    table = fam.table
+    if table in ("preempt_off", "sched_latency") and not src.is_results:
+        return None  # recorded traces have no such events (the queries derive them from other tables)
     if not src.has(table):
         return None
     lf = src.scan(table, "export")
     schema = lf.collect_schema()
-    if fam.cat == "syscall" and "name" not in schema and "op" in schema:  # sim_ops names it op
-        lf = lf.rename({"op": "name"})
+    if fam.cat == "syscall" and "name" not in schema:  # sim_ops names it kind
+        for alt in ("kind", "op"):
+            if alt in schema:
+                lf = lf.rename({alt: "name"})
+                break
+        schema = lf.collect_schema()
+    if fam.cat == "probe":  # the probe is no workload thread: one track of its own per run
+        lf = lf.rename({"latency": "dur"}).with_columns(pl.lit(PROBE_TID).alias("tid"))
         schema = lf.collect_schema()
     if runs is not None:
         if "policy_set" not in schema:
@@ -98,7 +110,7 @@ def _events(src: Source, fam: Family, runs: pl.DataFrame | None) -> pl.LazyFrame
         lf = lf.with_columns(pl.col("policy_set").cast(pl.String)).join(
             runs.lazy().select("policy_set", "seed", "pid"), on=["policy_set", "seed"], how="left")
     args = [
-        _hex(a) if a in _ADDRESSES and schema[a].is_integer() else _text(a) if a in ("mode", "reason", "op")
+        _hex(a) if a in _ADDRESSES and schema[a].is_integer() else _text(a) if a in _LABELS
         else pl.col(a)
         for a in fam.args if a in schema
     ]
@@ -125,6 +137,9 @@ def _metadata(src: Source, runs: pl.DataFrame | None) -> list[dict]:
     if runs is not None:
         for r in runs.iter_rows(named=True):
             out.append({"ph": "M", "name": "process_name", "pid": r["pid"], "tid": 0, "args": {"name": r["pname"]}})
+            if src.has("sched_latency"):
+                out.append({"ph": "M", "name": "thread_name", "pid": r["pid"], "tid": PROBE_TID,
+                            "args": {"name": "probe"}})
         return out
     if not src.trace.has("tasks"):
         return out

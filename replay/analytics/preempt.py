@@ -1,6 +1,7 @@
 """Sections that run with preemption disabled: the longest ones and their distribution.
 
-Replay results record them directly (``sim_preempt_off``). A recorded trace has
+Replay results record them directly (``sim_preempt_off``; its ``cause`` becomes
+``source``: spinlock, spin-wait, gather, ptl, ...). A recorded trace has
 no preempt_disable/enable events (that needs CONFIG_PREEMPT_TRACER); what it
 does show are sections that certainly run with preemption off: waits spinning
 on a spinlock (``lock_waits`` with LCB_F_SPIN) and holds of spinlock classes
@@ -28,8 +29,9 @@ def sections(src: Source) -> pl.LazyFrame:
     if src.is_results:
         lf = src.scan("preempt_off", "the preempt-off sections")
         schema = lf.collect_schema()
+        source = pl.col("cause").cast(pl.String) if "cause" in schema else pl.lit("simulated")
         return lf.with_columns(
-            *([] if "source" in schema else [pl.lit("simulated").alias("source")]),
+            *([] if "source" in schema else [source.alias("source")]),
             *([] if "lock_class" in schema else [pl.lit(None, pl.String).alias("lock_class")]),
         )
     # lock_class stays an Enum (the same one in both tables) until the output: filtering and

@@ -8,7 +8,8 @@ the wakeup is not a latency. Several wake events of one sleep (waking then
 wakeup) count once, from the first, as `perf sched latency` and Trace Compass
 measure from the waker's request. Tasks that were preempted (runnable without
 a wakeup) are not counted. Replay results: the injected probe's latencies
-(``sim_probe``, one row per wakeup, ``dur`` is the latency).
+(``sim_probe``, one row per wakeup; its ``latency`` is read as ``dur``, its
+``cause`` says what the probe waited for and is a --by key).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from replay.analytics.grouping import group, with_comm
 from replay.analytics.source import Source, labels_to_text
 from replay.analytics.stats import distribution, log2_histogram
 
-SCHED_KEYS = ("task", "cpu", "seed")
+SCHED_KEYS = ("task", "cpu", "seed", "cause")
 
 
 def latencies(src: Source) -> pl.LazyFrame:

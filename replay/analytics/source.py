@@ -29,7 +29,7 @@ SIM_TWINS: dict[str, str] = {
 #: Columns that are low-cardinality labels: cast to Utf8 on output, so that recorded
 #: (pl.Enum) and simulated (Utf8 or Categorical) frames join and print alike.
 LABELS = ("lock_class", "mode", "reason", "name", "kind", "op", "policy_set", "type", "source", "comm", "caller",
-          "caller_site")
+          "caller_site", "cause")
 
 
 @dataclass
