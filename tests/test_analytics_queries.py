@@ -214,6 +214,14 @@ def test_compare_joins_recorded_and_simulated_per_policy_set(results: Path, trac
     assert q(trace, "compare", "class", other=results).equals(df)
 
 
+def test_compare_counts_runs_without_events_and_classes_never_simulated(results: Path, trace: Path) -> None:
+    df = q(results, "compare", "class", other=trace)
+    ptl = row(df, metric="wait", policy_set="spinlock", lock_class="page_table_lock")
+    assert (ptl["rec_count"], ptl["sim_count_per_seed"], ptl["seeds"], ptl["sim_p50_ns"]) == (4, 0.0, 2, None)
+    # one hold in seed 0 and none in seed 1: half a hold per run, not one
+    assert row(df, metric="hold", policy_set="mutex", lock_class="mmap_lock")["sim_count_per_seed"] == 0.5
+
+
 def test_results_say_how_many_holds_rest_on_the_missing_holds_model(results: Path) -> None:
     df = q(results, "locks", "class")
     assert row(df, policy_set="mutex", lock_class="mmap_lock")["hold_derived"] == 1

@@ -105,3 +105,11 @@ def test_report_refuses_to_overwrite_without_force(tmp_path: Path, trace: Path, 
     (tmp_path / "report.html").write_text("mine")
     assert main(["report", str(trace), "-o", str(tmp_path / "report.html")]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_results_whose_trace_moved_still_get_a_report(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = fx.write_results(tmp_path / "res", trace=tmp_path / "gone")
+    out = tmp_path / "report.html"
+    assert main(["report", str(results), "-o", str(out)]) == 0
+    assert "give --against TRACE" in capsys.readouterr().err
+    assert "Recorded versus simulated" not in out.read_text()

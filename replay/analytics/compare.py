@@ -43,8 +43,13 @@ def pair(a: Source, b: Source | None) -> tuple[Source, Source]:
 
 
 def compare(src: Source, by: Sequence[str], other: Source | None = None) -> pl.LazyFrame:
-    """Per metric (wait, hold), policy set and group: recorded vs simulated count, mean, p50, p99, max."""
+    """Per metric (wait, hold), policy set and group: recorded vs simulated count, mean, p50, p99, max.
+
+    Every group seen on either side appears for every policy set: a lock class that waited in
+    the recording but never in a simulation shows ``sim_count_per_seed`` 0, not nothing.
+    """
     results, trace = pair(src, other)
+    seeds = results.runs().group_by("policy_set").agg(pl.len().cast(pl.Int64).alias("seeds")).lazy()
     frames = []
     for metric, table in _METRICS:
         if not (results.has(table) and trace.has(table)):
@@ -53,13 +58,20 @@ def compare(src: Source, by: Sequence[str], other: Source | None = None) -> pl.L
         rec_lf, rec_keys = group(trace.scan(table, "compare"), trace, table, by, COMPARE_KEYS)
         if table == "lock_holds" and "success" in trace.schema(table):
             rec_lf = rec_lf.filter(pl.col("success"))
-        sim = labels_to_text(
-            sim_lf.group_by(keys).agg(*_stats("sim_"), pl.col("seed").n_unique().alias("seeds"))
-        ).with_columns((pl.col("sim_count") / pl.col("seeds")).alias("sim_count_per_seed"))
+        sim = labels_to_text(sim_lf.group_by(keys).agg(_stats("sim_")))
         rec = labels_to_text(rec_lf.group_by(rec_keys).agg(_stats("rec_")))
-        joined = sim.join(rec, on=rec_keys, how="left").with_columns(
-            pl.lit(metric).alias("metric"),
-            *((pl.col(f"sim_{s}_ns") / pl.col(f"rec_{s}_ns")).alias(f"{s}_ratio") for s in ("p50", "p99", "max")),
+        groups = pl.concat([seeds.select("policy_set").join(rec.select(rec_keys), how="cross"), sim.select(keys)])
+        joined = (
+            groups.unique()
+            .join(seeds, on="policy_set", how="left")
+            .join(rec, on=rec_keys, how="left", nulls_equal=True)
+            .join(sim, on=keys, how="left", nulls_equal=True)
+            .with_columns(pl.col("rec_count").fill_null(0), pl.col("sim_count").fill_null(0))
+            .with_columns(
+                pl.lit(metric).alias("metric"),
+                (pl.col("sim_count") / pl.col("seeds")).alias("sim_count_per_seed"),
+                *((pl.col(f"sim_{s}_ns") / pl.col(f"rec_{s}_ns")).alias(f"{s}_ratio") for s in ("p50", "p99", "max")),
+            )
         )
         frames.append(
             joined.select(

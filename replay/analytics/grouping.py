@@ -150,8 +150,8 @@ def with_comm(lf: pl.LazyFrame, src: Source, keys: Sequence[str]) -> pl.LazyFram
     if "tid" not in keys:
         return lf
     tasks = src.tasks()
-    if tasks is None:
-        return lf.with_columns(pl.lit(None, pl.String).alias("comm"))
+    if tasks is None:  # replay results and traces without a tasks table: no names to give
+        return lf
     out = lf.join(tasks.select("tid", "comm"), on="tid", how="left")
     cols = out.collect_schema().names()
     i = cols.index("tid") + 1

@@ -75,12 +75,7 @@ def _process_ids(src: Source) -> pl.DataFrame | None:
     """For results: (policy_set, seed) -> a synthetic pid and its name."""
     if not src.is_results:
         return None
-    frames = [src.trace.scan(t).select("policy_set", "seed") for t in src.trace.tables
-              if "policy_set" in src.trace.scan(t).collect_schema() and "seed" in src.trace.scan(t).collect_schema()]
-    if not frames:
-        return pl.DataFrame(schema={"policy_set": pl.String, "seed": pl.Int32, "pid": pl.Int32, "pname": pl.String})
-    runs = pl.concat([f.with_columns(pl.col("policy_set").cast(pl.String)) for f in frames]).unique().sort(
-        "policy_set", "seed").collect()
+    runs = src.runs()
     return runs.with_columns(
         pl.int_range(1, runs.height + 1, dtype=pl.Int32).alias("pid"),
         pl.format("{} seed {}", "policy_set", "seed").alias("pname"),

@@ -87,6 +87,20 @@ class Source:
             self._schemas[name] = self.trace.scan(name).collect_schema()
         return self._schemas[name]
 
+    def runs(self) -> pl.DataFrame:
+        """The (policy_set, seed) runs of replay results, from every table that has both columns.
+
+        Read from all tables because a run may leave some of them without rows (no contention).
+        """
+        frames = []
+        for name in self.trace.tables:
+            lf = self.trace.scan(name)
+            if {"policy_set", "seed"} <= set(lf.collect_schema().names()):
+                frames.append(lf.select(pl.col("policy_set").cast(pl.String), pl.col("seed").cast(pl.Int32)))
+        if not frames:
+            return pl.DataFrame(schema={"policy_set": pl.String, "seed": pl.Int32})
+        return pl.concat(frames).unique().sort("policy_set", "seed").collect()
+
     def tasks(self) -> pl.LazyFrame | None:
         """tid -> comm (first name seen), or None when the input has no tasks table."""
         if not self.trace.has("tasks"):

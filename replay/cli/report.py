@@ -39,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
     src = Source.open(args.trace)
-    against = args.against or (src.trace.manifest.extra.get("trace") if src.is_results else None)
-    other = Source.open(against) if against else None
+    other = None
+    if args.against:
+        other = Source.open(args.against)
+    elif src.is_results and src.trace.manifest.extra.get("trace"):
+        # the trace the results were replayed from, if it is still where the manifest says
+        try:
+            other = Source.open(src.trace.manifest.extra["trace"])
+        except MmreplayError as e:
+            print(f"mmreplay: note: no recorded-vs-simulated section ({e}); give --against TRACE", file=sys.stderr)
     files = report.write(src, out, other)
     print(f"wrote {files[0]} and {len(files) - 1} PNG files beside it", file=sys.stderr)
     return 0
