@@ -75,13 +75,18 @@ def timeline(sections: pl.DataFrame, lanes: str, title: str) -> bytes:
     t0 = sections["ts"].min()
     span = max((sections["ts"] + sections["dur"]).max() - t0, 1)
     lane_names = sorted(set(sections[lanes].cast(pl.String).to_list()))
-    for r in sections.iter_rows(named=True):
+    labelled: dict[int, list[float]] = {}
+    for r in sections.sort("dur", descending=True).iter_rows(named=True):
         y = lane_names.index(str(r[lanes]))
         start = (r["ts"] - t0) / 1e6
         width = max(r["dur"], span * 0.004) / 1e6
-        ax.broken_barh([(start, width)], (y - 0.35, 0.7), color="#cc6677")
-        ax.annotate(f"{r['dur'] / 1000:.1f} µs", (start + width, y), fontsize="x-small", va="center",
-                    xytext=(2, 0), textcoords="offset points")
+        ax.broken_barh([(start, width)], (y - 0.35, 0.7), color="#cc6677", edgecolor="#882255", linewidth=0.5)
+        # label the longest first and skip labels that would land on one already drawn in the lane
+        end = start + width
+        if all(abs(end - other) > span / 1e6 * 0.08 for other in labelled.setdefault(y, [])):
+            labelled[y].append(end)
+            ax.annotate(f"{r['dur'] / 1000:.1f} µs", (end, y), fontsize="x-small", va="center",
+                        xytext=(2, 0), textcoords="offset points")
     ax.set_yticks(range(len(lane_names)), lane_names)
     ax.set_xlabel("time since the first section shown (ms)")
     ax.set_title(title)

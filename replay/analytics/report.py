@@ -72,6 +72,9 @@ def lock_section(src: Source) -> Section:
     def figure() -> None:
         waits = src.scan("lock_waits", "the wait CDF").select(pl.col(key).cast(pl.String), "dur").collect()
         per = "policy set" if src.is_results else "lock class"
+        if waits.height == 0:
+            s.notes.append(f"{src.name_of('lock_waits')} has no rows: no contended lock waits to plot")
+            return
         s.figures.append(Figure("wait_cdf", f"Lock wait CDF per {per}",
                                 f"Contended lock waits ({src.name_of('lock_waits')}), one curve per {per}.",
                                 plots.cdf(_curves(waits, key), f"Lock wait time per {per}", "wait (µs)")))
@@ -91,6 +94,9 @@ def sched_section(src: Source) -> Section:
     def figure() -> None:
         lat = latencies(src).collect()
         key = "policy_set" if src.is_results else None
+        if lat.height == 0:
+            s.notes.append("no wakeup-to-run latencies in this input")
+            return
         per = "per policy set" if src.is_results else "all woken tasks"
         s.figures.append(Figure("sched_cdf", f"Scheduling latency CDF ({per})",
                                 "Wakeup to switch-in of the woken task" if not src.is_results
@@ -140,22 +146,25 @@ def preempt_section(src: Source) -> Section:
             s.notes.append("no preempt-off sections in this input")
             return
         if src.is_results:
-            secs = secs.with_columns(pl.format("{} cpu{}", "policy_set", "cpu").alias("lane"))
+            secs = secs.with_columns(pl.format("{} seed {} cpu{}", "policy_set", "seed", "cpu").alias("lane"))
         else:
             secs = secs.with_columns(pl.format("cpu{}", "cpu").alias("lane"))
         top = secs.sort("dur", descending=True)
+        per_set = TIMELINE_TOP
         if src.is_results:  # the longest of each policy set, so every set is on the timeline
             per_set = max(1, TIMELINE_TOP // secs["policy_set"].n_unique())
             top = top.filter(pl.int_range(pl.len()).over("policy_set") < per_set)
         else:
             top = top.head(TIMELINE_TOP)
-        which = "per policy set" if src.is_results else ""
-        s.figures.append(Figure("preempt_timeline", f"The {top.height} longest preempt-off sections {which}".strip(),
+        title = (f"The longest preempt-off sections, {per_set} of each policy set" if src.is_results
+                 else f"The {top.height} longest preempt-off sections")
+        s.figures.append(Figure("preempt_timeline", title,
                                 "Each bar is one section at its time on its CPU, labelled with its length"
                                 + ("" if src.is_results else " (recorded: spinning waits and spinlock holds, "
                                    "lower bounds of the true sections)") + ".",
                                 plots.timeline(top, "lane", "Longest preempt-off sections")))
-        s.tables.append(("Longest preempt-off sections", queries.run(src, "preempt_off", [], limit=10)))
+        limit = 5 if src.is_results else 10  # per policy set for results
+        s.tables.append(("Longest preempt-off sections", queries.run(src, "preempt_off", [], limit=limit)))
 
     _attempt(s, figure)
     return s
