@@ -53,6 +53,7 @@ QUERIES: dict[str, Query] = {
               "lock_waits (spinning) + lock_holds, or sim_preempt_off"),
         Query("sched_latency", sched.sched_latency, sched.SCHED_KEYS, (), "sched_wakeup + sched_switch, or sim_probe"),
         Query("sched_hist", sched.sched_hist, sched.SCHED_KEYS, (), "sched_wakeup + sched_switch, or sim_probe"),
+        Query("sched_delay", sched.sched_delay, sched.SCHED_KEYS, ("task",), "sched_wakeup + sched_switch"),
         Query("ops", ops.ops, ops.OPS_KEYS, ("name",), "syscalls, or sim_ops"),
         Query("compare", compare.compare, compare.COMPARE_KEYS, ("class",),
               "results + the recorded trace (lock_waits, lock_holds)", two_inputs=True),
