@@ -303,6 +303,12 @@ def test_cli_errors_are_one_line_and_exit_2(trace: Path, capsys: pytest.CaptureF
     assert message in err and err.count("\n") == 1
 
 
+def test_grouping_by_caller_needs_the_stacks_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = fx.write_recorded(tmp_path / "t", only=("lock_waits",))
+    rc, _, err = cli(capsys, str(path), "waits", "--by", "caller")
+    assert rc == 2 and "no 'stacks' table, needed for grouping by caller" in err
+
+
 def test_cli_missing_table_names_the_probe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = fx.write_recorded(tmp_path / "t", only=("lock_waits",))
     rc, _, err = cli(capsys, str(path), "tlb")

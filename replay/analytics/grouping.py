@@ -93,6 +93,7 @@ def _type(lf: pl.LazyFrame, schema: pl.Schema, src: Source, table: str) -> pl.La
 def _caller(lf: pl.LazyFrame, schema: pl.Schema, src: Source, table: str) -> pl.LazyFrame:
     if "stack_id" not in schema:
         raise _lacks(src, table, "stack_id")
+    src.trace.require("stacks", "grouping by caller")
     # Categorical: grouping millions of rows by a string key is twice as slow as by its codes
     callers = stack_callers(src.trace).select(
         "stack_id", pl.col("caller").cast(pl.Categorical), pl.col("caller_site").cast(pl.Categorical)
