@@ -70,7 +70,8 @@ class SymbolTable:
 
     def is_lock_function(self, ips: np.ndarray, names: np.ndarray) -> np.ndarray:
         ips = np.asarray(ips, dtype=np.uint64)
-        out = np.array([n is not None and LOCK_FUNCTION.match(n) is not None for n in names], dtype=bool)
+        verdict = {n: LOCK_FUNCTION.match(n) is not None for n in set(names) if n is not None}  # once per name
+        out = np.array([verdict.get(n, False) for n in names], dtype=bool)
         for lo, hi in self.lock_ranges:
             out |= (ips >= np.uint64(lo)) & (ips < np.uint64(hi))
         return out
