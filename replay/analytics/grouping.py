@@ -80,7 +80,9 @@ def _mode(lf: pl.LazyFrame, schema: pl.Schema, src: Source, table: str) -> pl.La
     if "mode" in schema:
         return lf
     if "flags" in schema:
-        return lf.with_columns(mode_from_flags(pl.col("flags")).alias("mode"))
+        # grouped as a Boolean "is read" (twice as fast as a string key on millions of rows);
+        # source.labels_to_text turns it into "read"/"write" on output
+        return lf.with_columns(((pl.col("flags") & READ) != 0).alias("mode"))
     raise _lacks(src, table, "mode")
 
 

@@ -116,4 +116,6 @@ def labels_to_text(lf: pl.LazyFrame) -> pl.LazyFrame:
         for c in LABELS
         if c in schema and isinstance(schema[c], (pl.Enum, pl.Categorical))
     ]
+    if schema.get("mode") == pl.Boolean:  # a mode derived from contention flags (grouping._mode)
+        casts.append(pl.when(pl.col("mode")).then(pl.lit("read")).otherwise(pl.lit("write")).alias("mode"))
     return lf.with_columns(casts) if casts else lf
