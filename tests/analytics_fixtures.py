@@ -207,6 +207,7 @@ _LOCK = (Column("lock_addr", pa.uint64(), "address", "lock"),
          Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES),
          Column("mode", _ENUM, "-", "read or write", values=("read", "write")))
 PREEMPT_CAUSES = ("spinlock", "spin-wait", "gather", "ptl", "recorded-spin")
+SWITCH_REASONS = ("dispatch", "preempt", "block", "sleep-lock", "exit", "probe-end")
 PROBE_CAUSES = ("idle", "preemptible", "spinlock", "spin-wait", "gather", "ptl", "recorded-spin", "kernel", "switch")
 SIM_TABLES = {
     "sim_lock_waits": (*_SIM, _TS, _DUR, *_CPU_TID, *_LOCK, Column("spun_ns", pa.int64(), "ns", "spinning"),
@@ -217,9 +218,15 @@ SIM_TABLES = {
     "sim_ops": (*_SIM, _TS, _DUR, *_CPU_TID, Column("kind", pa.string(), "-", "operation kind")),
     "sim_preempt_off": (*_SIM, _TS, _DUR, *_CPU_TID,
                         Column("cause", _ENUM, "-", "cause", values=PREEMPT_CAUSES),
-                        Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True)),
+                        Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True),
+                        Column("cut", pa.bool_(), "-", "closed because the task left its CPU")),
     "sim_probe": (*_SIM, _TS, Column("latency", pa.int64(), "ns", "wake-up to running"), *_CPU_TID,
                   Column("cause", _ENUM, "-", "why the probe waited", values=PROBE_CAUSES)),
+    "sim_sched": (*_SIM, _TS, Column("cpu", pa.int32(), "-", "CPU"),
+                  Column("prev_tid", pa.int32(), "-", "leaving"),
+                  Column("next_tid", pa.int32(), "-", "getting the CPU"),
+                  Column("reason", _ENUM, "-", "why prev left", values=SWITCH_REASONS),
+                  Column("wait", pa.int64(), "ns", "time next was runnable before getting the CPU")),
 }
 
 
@@ -245,6 +252,7 @@ def results_tables() -> dict[str, dict[str, object]]:
     sim_lock_holds: spinlock 50_000, mutex 60_000 (derived from the missing-holds model).
     sim_probe latencies: spinlock 100, 200 (cause spinlock), 300 (idle); mutex 1000, 2000 (preemptible).
     sim_preempt_off: spinlock 5000 (cpu 0), 7000 (cpu 1, a gather); mutex 100.
+    sim_sched run delays of workload tasks: spinlock 0, 500, 3000; mutex 700.
     """
     key = ("policy_set", "seed", "ts", "dur", "cpu", "tid")
     lock = [("spinlock", 0, 1000, 1000, 0, 101, MMAP_LOCK, "mmap_lock", "write", 1000, False),
@@ -259,24 +267,53 @@ def results_tables() -> dict[str, dict[str, object]]:
     probe = [("spinlock", 0, 100, 100, 0, 101, "spinlock"), ("spinlock", 0, 200, 200, 0, 101, "spinlock"),
              ("spinlock", 1, 100, 300, 1, -1, "idle"), ("mutex", 0, 100, 1000, 0, 101, "preemptible"),
              ("mutex", 1, 100, 2000, 1, 101, "preemptible")]
-    poff = [("spinlock", 0, 1000, 5000, 0, 101, "spinlock", "mmap_lock"),
-            ("spinlock", 0, 2000, 7000, 1, 102, "gather", None),
-            ("mutex", 0, 1000, 100, 0, 101, "ptl", "page_table_lock")]
+    poff = [("spinlock", 0, 1000, 5000, 0, 101, "spinlock", "mmap_lock", False),
+            ("spinlock", 0, 2000, 7000, 1, 102, "gather", None, False),
+            ("mutex", 0, 1000, 100, 0, 101, "ptl", "page_table_lock", True)]
     ops = [("spinlock", 0, 0, 12_000, 0, 101, "munmap"), ("mutex", 0, 0, 15_000, 0, 101, "munmap")]
+    # switch-ins: tid 101 waited 0 and 3000, tid 102 500 (spinlock); the idle task (-1) is no workload task
+    sched = [("spinlock", 0, 0, 0, -1, 101, "dispatch", 0), ("spinlock", 0, 10_000, 0, 101, 102, "preempt", 500),
+             ("spinlock", 0, 20_000, 0, 102, 101, "block", 3000), ("spinlock", 0, 30_000, 0, 101, -1, "exit", 0),
+             ("mutex", 0, 0, 0, -1, 101, "dispatch", 700)]
     lk = ("lock_addr", "lock_class", "mode")
     return {
         "sim_lock_waits": _sim(lock, (*key, *lk, "spun_ns", "slept")),
         "sim_lock_holds": _sim(holds, (*key[:4], "wait", *key[4:], *lk, "depth", "derived")),
         "sim_probe": _sim(probe, ("policy_set", "seed", "ts", "latency", "cpu", "tid", "cause")),
-        "sim_preempt_off": _sim(poff, (*key, "cause", "lock_class")),
+        "sim_preempt_off": _sim(poff, (*key, "cause", "lock_class", "cut")),
         "sim_ops": _sim(ops, (*key, "kind")),
+        "sim_sched": _sim(sched, ("policy_set", "seed", "ts", "cpu", "prev_tid", "next_tid", "reason", "wait")),
     }
+
+
+def _fill_missing(name: str, data: dict[str, object]) -> dict[str, object]:
+    """Give columns the registered definition has and these rows lack a neutral value.
+
+    replay/ owns the results schema and may add columns; the figures asserted here never
+    depend on them, so the fixture keeps writing under a newer definition.
+    """
+    n = len(next(iter(data.values())))  # type: ignore[arg-type]
+    out = dict(data)
+    for col in TABLES_BY_NAME[name].columns:
+        if col.name in out:
+            continue
+        if col.nullable:
+            out[col.name] = pa.nulls(n, col.type)
+        elif col.is_enum:
+            out[col.name] = [col.values[0]] * n
+        elif pa.types.is_boolean(col.type):
+            out[col.name] = [False] * n
+        elif pa.types.is_string(col.type):
+            out[col.name] = [""] * n
+        else:
+            out[col.name] = pa.array([0] * n, col.type)
+    return out
 
 
 def write_results(path: Path, *, only: tuple[str, ...] | None = None, trace: Path | None = None) -> Path:
     """Replay results in the trace format (manifest kind "results")."""
     _ensure_sim_tables()
-    tables = results_tables()
+    tables = {name: _fill_missing(name, data) for name, data in results_tables().items()}
     if only is not None:
         tables = {k: v for k, v in tables.items() if k in only}
     extra = {"trace": str(trace)} if trace is not None else {}

@@ -240,6 +240,12 @@ def test_results_preempt_off_sections_carry_their_cause(results: Path) -> None:
         ("mutex", "ptl", 100), ("spinlock", "gather", 7000), ("spinlock", "spinlock", 5000)]
 
 
+def test_results_run_delays_come_from_the_simulated_switches(results: Path) -> None:
+    df = q(results, "sched_delay")  # default --by task
+    assert sorted(df.select("policy_set", "tid", "count", "total_ns", "max_ns").rows()) == [
+        ("mutex", 101, 1, 700, 700), ("spinlock", 101, 2, 3000, 3000), ("spinlock", 102, 1, 500, 500)]
+
+
 def test_results_listings_keep_the_top_rows_of_every_policy_set(results: Path) -> None:
     df = queries.run(Source.open(results), "preempt_off", limit=1)
     assert sorted(df.select("policy_set", "dur").rows()) == [("mutex", 100), ("spinlock", 7000)]

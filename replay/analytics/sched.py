@@ -22,7 +22,6 @@ import polars as pl
 from replay.analytics.grouping import group, with_comm
 from replay.analytics.source import Source, labels_to_text
 from replay.analytics.stats import distribution, log2_histogram
-from replay.errors import UsageError
 
 SCHED_KEYS = ("task", "cpu", "seed", "cause")
 
@@ -44,8 +43,13 @@ def latencies(src: Source, preempted: bool = False) -> pl.LazyFrame:
     """
     if src.is_results:
         if preempted:
-            raise UsageError("run delays are measured on recorded traces; replay results have the probe's "
-                             "latency (sched_latency)")
+            # sim_sched: every simulated switch-in with the time its task was runnable before it
+            lf = src.scan("sched_delay", "the run delays (simulated context switches)")
+            return lf.filter(pl.col("next_tid") >= 0).select(
+                *(c for c in ("policy_set", "seed") if c in lf.collect_schema()),
+                pl.col("ts"), pl.col("wait").alias("dur"), "cpu", pl.col("next_tid").alias("tid"),
+                *(["reason"] if "reason" in lf.collect_schema() else []),
+            )
         lf = src.scan("sched_latency", "the scheduling latency")
         if "dur" not in lf.collect_schema() and "latency" in lf.collect_schema():
             lf = lf.rename({"latency": "dur"})
@@ -82,10 +86,16 @@ def latencies(src: Source, preempted: bool = False) -> pl.LazyFrame:
 
 
 def sched_delay(src: Source, by: Sequence[str]) -> pl.LazyFrame:
-    """Run delay per group, as `perf sched latency`: waits after a wakeup or a preemption (ns)."""
-    lf, keys = group(latencies(src, preempted=True), src, "sched_latency", by, SCHED_KEYS)
+    """Run delay per group, as `perf sched latency`: waits after a wakeup or a preemption (ns).
+
+    Replay results: every simulated switch-in of a workload task (``sim_sched``, its ``wait``).
+    """
+    lf, keys = group(latencies(src, preempted=True), src, "sched_delay", by, SCHED_KEYS)
     out = lf.group_by(keys).agg(distribution("dur"))
-    return labels_to_text(with_comm(out, src, keys)).sort(["max_ns", *keys], descending=[True, *(False for _ in keys)])
+    lead = [k for k in src.keys if k in keys]
+    return labels_to_text(with_comm(out, src, keys)).sort(
+        [*lead, "max_ns", *keys], descending=[*(False for _ in lead), True, *(False for _ in keys)]
+    )
 
 
 def sched_latency(src: Source, by: Sequence[str]) -> pl.LazyFrame:

@@ -24,6 +24,7 @@ SIM_TWINS: dict[str, str] = {
     "syscalls": "sim_ops",
     "preempt_off": "sim_preempt_off",
     "sched_latency": "sim_probe",
+    "sched_delay": "sim_sched",
 }
 
 #: Columns that are low-cardinality labels: cast to Utf8 on output, so that recorded
