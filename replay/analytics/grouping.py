@@ -50,6 +50,10 @@ def mode_from_flags(flags: pl.Expr) -> pl.Expr:
     return pl.when((flags & READ) != 0).then(pl.lit("read")).otherwise(pl.lit("write"))
 
 
+#: Adds a key's columns to a table's frame: (frame, its schema, the input, recorded table name) -> frame.
+Derive = Callable[[pl.LazyFrame, pl.Schema, Source, str], pl.LazyFrame]
+
+
 @dataclass(frozen=True)
 class Key:
     """A grouping name, the columns it outputs and how it derives them."""
@@ -57,10 +61,10 @@ class Key:
     name: str
     help: str
     columns: tuple[str, ...]
-    derive: Callable[[pl.LazyFrame, pl.Schema, Source, str], pl.LazyFrame]
+    derive: Derive
 
 
-def _column(col: str, *alternatives: str) -> Callable[[pl.LazyFrame, pl.Schema, Source, str], pl.LazyFrame]:
+def _column(col: str, *alternatives: str) -> Derive:
     """Key read from a column (or the first of its alternatives present, renamed to ``col``)."""
 
     def derive(lf: pl.LazyFrame, schema: pl.Schema, src: Source, table: str) -> pl.LazyFrame:
@@ -136,14 +140,14 @@ def group(
     """
     schema = lf.collect_schema()
     cols = [k for k in src.keys if k in schema]
-    done: set[str] = set()
+    done: set[Derive] = set()
     for name in by:
         if name not in allowed:
             raise UsageError(f"unknown --by {name!r} for this query (choose from: {', '.join(allowed)})")
         key = KEYS[name]
         if key.derive not in done:  # caller and site share one join
             lf = key.derive(lf, schema, src, table)
-            done.add(key.derive)  # type: ignore[arg-type]
+            done.add(key.derive)
         cols += [c for c in key.columns if c not in cols]
     return lf, cols
 

@@ -20,7 +20,9 @@ from replay.errors import MissingTableError
 LOCK_KEYS = ("class", "caller", "site", "task", "pid", "lock", "mode", "type", "cpu", "seed")
 
 
-def _summary(src: Source, table: str, by: Sequence[str], prefix: str, col: str, needed_for: str) -> pl.LazyFrame:
+def _summary(
+    src: Source, table: str, by: Sequence[str], prefix: str, col: str, needed_for: str
+) -> tuple[pl.LazyFrame, list[str]]:
     lf = src.scan(table, needed_for)
     if table == "lock_holds" and "success" in lf.collect_schema():
         lf = lf.filter(pl.col("success"))

@@ -69,6 +69,10 @@ def listing(src: Any, tables: dict[str, Any]) -> str:
         by = f"  [--by {','.join(q.keys)}; default {','.join(q.default_by) or 'none'}]" if q.keys else ""
         lines.append(f"  {q.name:<{w}}  {q.summary}")
         lines.append(f"  {'':<{w}}  reads {q.reads}{by}")
+    from replay.analytics.grouping import KEYS
+
+    lines += ["", "--by keys:"]
+    lines += [f"  {k.name:<8} {k.help}" for k in KEYS.values()]
     lines += ["", "SQL tables (--sql):"]
     for name, lf in tables.items():
         lines.append(f"  {name}: {', '.join(lf.collect_schema().names())}")
