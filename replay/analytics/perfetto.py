@@ -26,9 +26,6 @@ import polars as pl
 
 from replay.analytics.source import Source
 
-CATEGORIES = ("lock_hold", "lock_wait", "syscall", "gather", "page_free", "preempt_off", "probe", "page_fault",
-              "tlb_flush", "ipi")
-
 
 @dataclass(frozen=True)
 class Family:
@@ -97,7 +94,9 @@ def _events(src: Source, fam: Family, runs: pl.DataFrame | None) -> pl.LazyFrame
                 break
         schema = lf.collect_schema()
     if fam.cat == "probe":  # the probe is no workload thread: one track of its own per run
-        lf = lf.rename({"latency": "dur"}).with_columns(pl.lit(PROBE_TID).alias("tid"))
+        if "latency" in schema:
+            lf = lf.rename({"latency": "dur"})
+        lf = lf.with_columns(pl.lit(PROBE_TID).alias("tid"))
         schema = lf.collect_schema()
     if runs is not None:
         if "policy_set" not in schema:
