@@ -369,3 +369,54 @@ def test_every_value_falls_in_exactly_its_log2_bucket(xs: list[int]) -> None:
         inside = [x for x in xs if lo <= x <= hi]
         assert len(inside) == n
         assert (b == -1 and lo == hi == 0) or (lo == 2**b and hi == 2 ** (b + 1) - 1)
+
+
+def reference_latencies(switches: list[tuple], wakes: list[tuple], preempted: bool) -> list[tuple[int, int, int]]:
+    """The definition in docs/QUERIES.md, directly: (tid, start ts, latency) per switch-in that ends a wait."""
+    events = sorted([(seq, ts, "switch", prev, state, nxt) for seq, ts, prev, state, nxt in switches]
+                    + [(seq, ts, "wake", tid, 0, 0) for seq, ts, tid in wakes])
+    starts = [(seq, ts, tid) for seq, ts, kind, tid, _, _ in events if kind == "wake" and tid != 0]
+    if preempted:
+        starts += [(seq, ts, prev) for seq, ts, kind, prev, state, _ in events
+                   if kind == "switch" and prev != 0 and state & 0xFF == 0]
+    ends: dict[tuple[int, int], tuple[int, int]] = {}  # (tid, switch seq) -> (earliest start, switch ts)
+    for seq, ts, tid in starts:
+        nxt = next(((s, t, n == tid) for s, t, k, p, _, n in events
+                    if s > seq and k == "switch" and tid in (p, n)), None)
+        if nxt is not None and nxt[2]:
+            key = (tid, nxt[0])
+            ends[key] = (min(ts, ends.get(key, (ts, 0))[0]), nxt[1])
+    return sorted((tid, start, end - start) for (tid, _), (start, end) in ends.items())
+
+
+sched_events = st.lists(
+    st.tuples(st.booleans(), st.integers(1, 4), st.integers(0, 4), st.sampled_from([0, 1, 2, 0x100])),
+    min_size=1, max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sched_events, st.booleans())
+def test_scheduling_latency_join_matches_its_definition(events: list[tuple], preempted: bool) -> None:
+    import tempfile
+
+    from replay.analytics.sched import latencies
+
+    switches, wakes = [], []
+    for seq, (is_switch, a, b, state) in enumerate(events):
+        ts = 1000 * seq + 7  # ts increases with seq, as in a trace
+        if is_switch:
+            switches.append((seq, ts, a, state, b if b != a else 0))  # a task never switches to itself
+        else:
+            wakes.append((seq, ts, a))
+    want = reference_latencies(switches, wakes, preempted)
+    with tempfile.TemporaryDirectory() as d:
+        s_cols = ("seq", "ts", "prev_tid", "prev_state", "next_tid")
+        sw = {c: [r[i] for r in switches] for i, c in enumerate(s_cols)}
+        sw |= {"cpu": [0] * len(switches), "prev_prio": [120] * len(switches), "next_prio": [120] * len(switches)}
+        wk = {"seq": [r[0] for r in wakes], "ts": [r[1] for r in wakes], "tid": [r[2] for r in wakes]}
+        n = len(wakes)
+        wk |= {"cpu": [0] * n, "prio": [120] * n, "target_cpu": [0] * n, "kind": ["wakeup"] * n, "waker_tid": [1] * n}
+        fx.write_trace(Path(d) / "t", {"sched_switch": sw, "sched_wakeup": wk}, host=fx.HOST)
+        got = latencies(Source.open(Path(d) / "t"), preempted=preempted).collect()
+    assert sorted(got.select("tid", "ts", "dur").rows()) == want
