@@ -327,6 +327,7 @@ def test_sql_sees_every_table_and_the_derived_views(trace: Path) -> None:
                       "GROUP BY c.caller ORDER BY total DESC")
     assert df.row(0) == ("do_user_addr_fault", 2_550_000)
     assert run_sql(src, "SELECT max(dur) AS m FROM sched_latencies").item() == 10_000
+    assert run_sql(src, "SELECT count(*) AS n FROM run_delays").item() == 4  # + 101's return after preemption
     assert run_sql(src, "SELECT count(*) AS n FROM preempt_sections").item() == 4
     assert run_sql(src, "SELECT count(*) AS n FROM lock_waits WHERE lock_class = 'anon_vma'").item() == 3
 

@@ -2,8 +2,9 @@
 
 Besides the stored tables (recorded names, or the ``sim_*`` names of replay
 results) the context holds derived views: ``callers`` (stack_id -> caller,
-caller_site, frames), ``sched_latencies`` (one row per wakeup-to-run latency)
-and ``preempt_sections`` (the preempt-off sections of the preempt_off query).
+caller_site, frames), ``sched_latencies`` (one row per wakeup-to-run latency),
+``run_delays`` (the same plus waits after preemption, as sched_delay) and
+``preempt_sections`` (the preempt-off sections of the preempt_off query).
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ def views(src: Source) -> dict[str, pl.LazyFrame]:
     out = {name: src.trace.scan(name) for name in src.trace.tables}
     if src.trace.has("stacks"):
         out["callers"] = stack_callers(src.trace)
-    for name, make in (("sched_latencies", latencies), ("preempt_sections", sections)):
+    derived = (
+        ("sched_latencies", lambda: latencies(src)),
+        ("run_delays", lambda: latencies(src, preempted=True)),
+        ("preempt_sections", lambda: sections(src)),
+    )
+    for name, make in derived:
         try:
-            out[name] = labels_to_text(make(src))
+            out[name] = labels_to_text(make())
         except MmreplayError:  # the input lacks what the view is derived from
             pass
     return out
