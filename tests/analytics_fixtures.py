@@ -227,6 +227,13 @@ SIM_TABLES = {
                   Column("next_tid", pa.int32(), "-", "getting the CPU"),
                   Column("reason", _ENUM, "-", "why prev left", values=SWITCH_REASONS),
                   Column("wait", pa.int64(), "ns", "time next was runnable before getting the CPU")),
+    "sim_comparison": (Column("metric", pa.string(), "-", "metric"),
+                       Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True),
+                       Column("kind", pa.string(), "-", "operation kind", nullable=True),
+                       Column("base", pa.string(), "-", "base set"), Column("other", pa.string(), "-", "other set"),
+                       *(Column(c, pa.float64(), "-", c) for c in ("base_mean", "other_mean", "diff_mean")),
+                       *(Column(c, pa.float64(), "-", c, nullable=True) for c in ("ci_low", "ci_high")),
+                       Column("seeds", pa.int32(), "count", "seeds"), Column("derived", pa.bool_(), "-", "derived")),
 }
 
 
@@ -283,6 +290,12 @@ def results_tables() -> dict[str, dict[str, object]]:
         "sim_preempt_off": _sim(poff, (*key, "cause", "lock_class", "cut")),
         "sim_ops": _sim(ops, (*key, "kind")),
         "sim_sched": _sim(sched, ("policy_set", "seed", "ts", "cpu", "prev_tid", "next_tid", "reason", "wait")),
+        # mutex vs spinlock: the wait p99 rises (interval excludes 0), the makespan does not move
+        "sim_comparison": _sim(
+            [("makespan_ns", None, None, "spinlock", "mutex", 1e6, 1.001e6, 1e3, -5e3, 7e3, 2, False),
+             ("wait_p99_ns", "mmap_lock", None, "spinlock", "mutex", 4000.0, 20_000.0, 16_000.0, 15e3, 17e3, 2, False)],
+            ("metric", "lock_class", "kind", "base", "other", "base_mean", "other_mean", "diff_mean", "ci_low",
+             "ci_high", "seeds", "derived")),
     }
 
 

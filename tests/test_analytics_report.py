@@ -89,6 +89,11 @@ def test_results_report_has_one_curve_per_policy_set_and_the_comparison(
     assert "Not shown: " in dom and "no 'tlb_flushes' table" in dom
     # sched latency: 3 probes, 600 ns in total
     assert table_row(dom, "Scheduling latency", "spinlock")[:3] == ["spinlock", "3", "0.60"]
+    # the simulator's differences, those whose interval excludes 0 first
+    caption = next(c for c in re.findall(r"<caption>([^<]*)</caption>", dom) if c.startswith("Differences"))
+    start = dom.index(caption)
+    rows = re.findall(r"<tr><td>(\w+)</td>", dom[start:dom.index("</table>", start)])
+    assert rows == ["wait_p99_ns", "makespan_ns"]
 
 
 def test_page_is_self_contained_and_the_pngs_beside_it_match_the_embedded_ones(

@@ -183,10 +183,34 @@ def compare_section(src: Source, other: Source | None) -> Section | None:
     return s
 
 
+def policy_section(src: Source) -> Section | None:
+    """The simulator's own between-policy differences with their 95% intervals (sim_comparison)."""
+    if not (src.is_results and src.trace.has("sim_comparison")):
+        return None
+    s = Section("Policy sets compared (differences over seeds)")
+    df = src.trace.read("sim_comparison")
+    if df.height == 0:
+        s.notes.append("sim_comparison has no rows")
+        return s
+    significant = (pl.col("ci_low") > 0) | (pl.col("ci_high") < 0)
+    relative = (pl.col("diff_mean") / pl.col("base_mean")).abs()
+    df = df.with_columns(significant.fill_null(False).alias("ci_excludes_0"), relative.alias("_rel")).sort(
+        ["ci_excludes_0", "_rel"], descending=True, nulls_last=True
+    ).drop("_rel")
+    s.tables.append(("Differences other − base, mean over paired seeds, with the 95% t-interval; "
+                     "intervals that exclude 0 first", labels_text(df)))
+    return s
+
+
+def labels_text(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col(c).cast(pl.String) for c, t in df.schema.items()
+                           if isinstance(t, (pl.Enum, pl.Categorical)))
+
+
 def build(src: Source, other: Source | None = None) -> list[Section]:
     out = [lock_section(src), sched_section(src), tlb_section(src), gather_section(src), preempt_section(src)]
-    cmp = compare_section(src, other)
-    return out + ([cmp] if cmp else [])
+    extra = [policy_section(src), compare_section(src, other)]
+    return out + [s for s in extra if s is not None]
 
 
 # -- HTML --------------------------------------------------------------------------------------------
