@@ -70,7 +70,8 @@ def test_trace_report_renders_titles_figures_and_the_lock_numbers(
               "Preemption-off sections"):
         assert f"<h2>{h}</h2>" in dom
     figures = re.findall(r'<figure id="(\w+)"><img alt="([^"]+)" src="data:image/png;base64,', dom)
-    assert [f for f, _ in figures] == ["wait_cdf", "sched_cdf", "flush_hist", "gather_hist", "preempt_timeline"]
+    assert [f for f, _ in figures] == ["wait_cdf", "sched_cdf", "delay_cdf", "flush_hist", "gather_hist",
+                                       "preempt_timeline"]
     assert "Lock wait CDF per lock class" in dict(figures)["wait_cdf"]
     # mmap_lock: 100 waits, total 5050 µs, p50 50 µs, p99 99 µs, max 100 µs; 10 holds, total 550 µs
     assert table_row(dom, "Lock summary by class", "mmap_lock")[:11] == [
@@ -85,6 +86,7 @@ def test_results_report_has_one_curve_per_policy_set_and_the_comparison(
     results = fx.write_results(tmp_path / "res", trace=trace)
     dom = render_dom(report(tmp_path, results, capsys))
     assert "Lock wait CDF per policy set" in dom and "<h2>Recorded versus simulated</h2>" in dom
+    assert "Run delay CDF (per policy set)" in dom  # from sim_sched
     # tables the results lack are named, with the probe, instead of failing the report
     assert "Not shown: " in dom and "no 'tlb_flushes' table" in dom
     # sched latency: 3 probes, 600 ns in total

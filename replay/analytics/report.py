@@ -105,7 +105,19 @@ def sched_section(src: Source) -> Section:
         s.tables.append(("Scheduling latency", queries.run(src, "sched_latency", [] if src.is_results else ["task"],
                                                            limit=TABLE_ROWS)))
 
+    def delay() -> None:
+        lat = latencies(src, preempted=True).collect()
+        if lat.height == 0:
+            return
+        key = "policy_set" if src.is_results else None
+        per = "per policy set" if src.is_results else "all tasks"
+        what = ("every simulated switch-in of a workload task (sim_sched)" if src.is_results
+                else "wakeup or preemption to switch-in, as perf sched latency measures it")
+        s.figures.append(Figure("delay_cdf", f"Run delay CDF ({per})", f"Time runnable before running: {what}.",
+                                plots.cdf(_curves(lat, key), f"Run delay ({per})", "delay (µs)")))
+
     _attempt(s, figure)
+    _attempt(s, delay)
     return s
 
 
