@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from replay.analytics import perf_lock, queries
 from replay.analytics.source import Source
@@ -61,6 +63,31 @@ def test_verbose_output_keeps_stacks_and_applies_mmreplays_caller_rule() -> None
 def test_text_without_a_table_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no `perf lock contention` table"):
         perf_lock.parse("perf: command not found\n")
+
+
+def perf_time(ns: int, width: int = 12) -> str:
+    """A duration as perf 6.1 prints it (lock_stat_key_print_time in tools/perf/builtin-lock.c)."""
+    for base, unit in ((3600e9, "h "), (60e9, "m "), (1e9, "s "), (1e6, "ms"), (1e3, "us")):
+        if ns >= base:
+            return f"{ns / base:{width - 3}.2f} {unit}"
+    return f"{ns:{width - 3}d} ns"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 10**6), st.integers(0, 10**13), st.integers(0, 10**13),
+                          st.sampled_from(["rwsem:W", "spinlock", "mutex"]), st.sampled_from(["a", "do_x", "f2"])),
+                min_size=1, max_size=20))
+def test_every_duration_perf_prints_parses_back_within_its_printed_resolution(rows: list[tuple]) -> None:
+    lines = [" contended   total wait     max wait     avg wait         type   caller", ""]
+    for n, total, mx, typ, caller in rows:
+        lines.append(f"{n:10d}   {perf_time(total)}   {perf_time(mx)}   {perf_time(total // n)}   {typ:>10}   "
+                     f"{caller}+0x1f")
+    df = perf_lock.parse("\n".join(lines) + "\n")
+    assert df["contended"].to_list() == [r[0] for r in rows]
+    for got, (_, total, mx, typ, caller) in zip(df.iter_rows(named=True), rows, strict=True):
+        assert abs(got["total_ns"] - total) <= got["total_resolution_ns"]
+        assert abs(got["max_ns"] - mx) <= perf_lock.resolution(perf_time(mx).strip())
+        assert (got["type"], got["caller"], got["caller_site"]) == (typ, caller, f"{caller}+0x1f")
 
 
 # -- end to end: the same events through mmreplay -------------------------------------------------

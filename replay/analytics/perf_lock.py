@@ -28,7 +28,8 @@ import polars as pl
 from replay.analytics.callers import LOCK_FUNCTION
 from replay.errors import UsageError
 
-UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
+#: perf's units (lock_stat_key_print_time): "h" and "m" appear for totals over a minute.
+UNITS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 #: Header labels of perf's table, in the words perf prints (builtin-lock.c), and our column names.
 HEADERS = {
     "contended": "contended",
@@ -44,7 +45,7 @@ HEADERS = {
     "symbol": "symbol",
 }
 _HEADER = re.compile("|".join(re.escape(h) for h in sorted(HEADERS, key=len, reverse=True)))
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ns|us|ms|s)\b")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ns|us|ms|s|m|h)\b")
 _FRAME = re.compile(r"^\s+(0x[0-9a-f]+)\s*(\S*)\s*$")
 
 
