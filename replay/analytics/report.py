@@ -31,7 +31,9 @@ TABLE_ROWS = 15
 
 @dataclass
 class Figure:
-    key: str  # file-name part: report-<key>.png
+    """One plot: embedded in the page and written beside it as <stem>-<key>.png."""
+
+    key: str
     title: str
     caption: str
     png: bytes
@@ -39,6 +41,8 @@ class Figure:
 
 @dataclass
 class Section:
+    """One heading of the page with its figures, tables and notes on what could not be shown."""
+
     title: str
     figures: list[Figure] = field(default_factory=list)
     tables: list[tuple[str, pl.DataFrame]] = field(default_factory=list)
@@ -59,10 +63,14 @@ def _curves(df: pl.DataFrame, key: str | None) -> dict[str, np.ndarray]:
 
 
 def _attempt(section: Section, what: Callable[[], None]) -> None:
+    """Run one part of a section; a missing table or unreadable data becomes a note, not a failed report."""
     try:
         what()
     except MmreplayError as e:
         section.notes.append(str(e))
+    except pl.exceptions.PolarsError as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        section.notes.append(f"{section.title.lower()} could not be computed: {first}")
 
 
 def lock_section(src: Source) -> Section:
