@@ -77,3 +77,25 @@ def test_export_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytes
     assert "--force" in capsys.readouterr().err and out.read_text() == "keep"
     assert main(["export", str(src), "--perfetto", "-o", str(out), "--force"]) == 0
     assert json.loads(out.read_text())["traceEvents"][0]["ph"] == "M"
+
+
+def test_real_recording_exports_properly_nested_slices_at_exact_nanoseconds(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Perfetto reads µs floats back to integer ns and wants the slices of a thread nested, never crossing
+    real = Path(__file__).parent / "data" / "real_page_fault1"
+    doc = export(tmp_path, real, capsys)
+    holds = Trace.open(real).read("lock_holds")
+    exported = sorted(round(e["ts"] * 1000) for e in doc["traceEvents"] if e.get("cat") == "lock_hold")
+    assert exported == sorted(holds["ts"].to_list())
+    tracks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for e in doc["traceEvents"]:
+        if e["ph"] == "X":
+            start = round(e["ts"] * 1000)
+            tracks.setdefault((e["pid"], e["tid"]), []).append((start, start + round(e["dur"] * 1000)))
+    for slices in tracks.values():
+        open_ends: list[int] = []
+        for start, end in sorted(slices, key=lambda s: (s[0], -s[1])):
+            while open_ends and open_ends[-1] <= start:
+                open_ends.pop()
+            assert not open_ends or end <= open_ends[-1], "slices cross"
+            open_ends.append(end)
