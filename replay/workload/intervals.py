@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -243,7 +244,7 @@ def load(trace: Trace) -> Recorded:
 
 
 def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dict[int, list[Interval]],
-                   mm_of: object, notes: Counter[str]) -> None:
+                   mm_of: Callable[[int], int], notes: Counter[str]) -> None:
     """Tier 1 has no gather window: rebuild one from the batched free bursts and the TLB flushes the
     task raised inside the same system call. A lock wait between two bursts splits the gather (the
     kernel frees in unmap_vmas, takes i_mmap in free_pgtables, then flushes in tlb_finish_mmu)."""
@@ -268,14 +269,10 @@ def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dic
         span_starts = [s.start for s in spans]
         lock_starts = sorted([iv.start for iv in t.intervals if iv.kind == "critical"] + [w.start for w in t.waits])
 
-        def container(ts: int) -> Interval | None:
-            k = bisect_left(span_starts, ts + 1) - 1
-            return spans[k] if k >= 0 and spans[k].start <= ts <= spans[k].end else None
-
         group: list[tuple[int, int, int, int, str]] = []
         group_span: Interval | None = None
         for ev in evs:
-            span = container(ev[0])
+            span = _container(spans, span_starts, ev[0])
             if group:
                 last = max(e[1] for e in group)
                 k = bisect_left(lock_starts, last)
@@ -293,8 +290,14 @@ def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dic
         1 for t in threads.values() for iv in t.intervals if iv.kind == "gather")
 
 
+def _container(spans: list[Interval], starts: list[int], ts: int) -> Interval | None:
+    """The system call (sorted by start) that contains time ``ts``, if any."""
+    k = bisect_left(starts, ts + 1) - 1
+    return spans[k] if k >= 0 and spans[k].start <= ts <= spans[k].end else None
+
+
 def _emit_gather(t: ThreadRecord, group: list[tuple[int, int, int, int, str]], span: Interval | None,
-                 mm_of: object) -> None:
+                 mm_of: Callable[[int], int]) -> None:
     pages = sum(e[3] for e in group)
     if pages == 0:
         return  # flushes with nothing freed (mprotect, a stray flush): not an mmu_gather
