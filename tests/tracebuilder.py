@@ -45,6 +45,10 @@ FILE_B = 0xFFFF_8880_2000_0200
 ANON_VMA_ROOT = 0xFFFF_8880_3000_0040  # a root anon_vma shared by forked children
 
 
+TIER1_TABLES = ("lock_holds", "lock_waits", "syscalls", "page_faults", "page_free_batches", "tlb_flushes",
+                "sched_switch", "sched_wakeup", "ipis")
+
+
 def mm_addr(pid: int) -> int:
     """The mm_struct (and so mmap_lock) address the builder gives process ``pid``."""
     return MM_BASE + pid * 0x1000
@@ -266,7 +270,9 @@ class TraceBuilder:
 
     def tables(self, tier: int = 1) -> dict[str, list[dict[str, Any]]]:
         """Every table as row dicts, with seq numbered by (ts, creation order)."""
-        rows = {k: [dict(r) for r in v] for k, v in self._rows.data.items()}
+        # every probe of the tier ran, so each of its tables exists, empty or not
+        rows: dict[str, list[dict[str, Any]]] = {name: [] for name in TIER1_TABLES}
+        rows.update({k: [dict(r) for r in v] for k, v in self._rows.data.items()})
         holds = []
         for h, depth in self._holds:
             if h.lock_class == "mmap_lock" or tier >= 2:
@@ -278,6 +284,8 @@ class TraceBuilder:
         rows["lock_holds"] = holds
         if tier < 2:
             rows.pop("gathers", None)
+        else:
+            rows.setdefault("gathers", [])
         events = [(r.get("_open", r["ts"]), r["_n"], r) for v in rows.values() for r in v]
         for seq, (_, _, r) in enumerate(sorted(events, key=lambda e: (e[0], e[1]))):
             r["seq"] = seq
