@@ -390,3 +390,49 @@ def markdown(kind: str = "trace") -> str:
 
 if __name__ == "__main__":
     sys.stdout.write(markdown(sys.argv[1] if len(sys.argv) > 1 else "trace"))
+
+
+# --- Replay results: figures over seeds (replay/compare.py, written by `mmreplay replay -o`) ------
+
+_METRIC = Column("metric", pa.string(), "-", "metric name (e.g. wait_p99_ns, makespan_ns; docs/SIMULATOR.md)")
+_METRIC_CLASS = Column("lock_class", ENUM, "-", "lock class the metric is about (null: not per class)",
+                       values=LOCK_CLASSES, nullable=True)
+_METRIC_KIND = Column("kind", pa.string(), "-", "operation kind the metric is about (null: not per kind)",
+                      nullable=True)
+_DERIVED = Column("derived", pa.bool_(), "-", "the figure rests on hold times from the missing-holds model")
+
+RESULT_TABLES: tuple[Table, ...] = (
+    Table(
+        "sim_summary",
+        "Every metric of every replay: one row per (policy set, seed, metric).",
+        "mmreplay replay (replay/compare.py)",
+        (
+            Column("policy_set", pa.string(), "-", "policy set of the run (replay/policies)"),
+            Column("seed", pa.int32(), "-", "seed of the run"),
+            _METRIC, _METRIC_CLASS, _METRIC_KIND,
+            Column("value", pa.float64(), "metric unit", "the value (unit in the metric name: _ns, count)"),
+            _DERIVED,
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_comparison",
+        "Differences between policy sets (other minus base), paired by seed, with a 95% t-interval.",
+        "mmreplay replay (replay/compare.py)",
+        (
+            _METRIC, _METRIC_CLASS, _METRIC_KIND,
+            Column("base", pa.string(), "-", "policy set compared against (the first one given)"),
+            Column("other", pa.string(), "-", "policy set compared"),
+            Column("base_mean", pa.float64(), "metric unit", "mean of base over the paired seeds"),
+            Column("other_mean", pa.float64(), "metric unit", "mean of other over the paired seeds"),
+            Column("diff_mean", pa.float64(), "metric unit", "mean per-seed difference other - base"),
+            Column("ci_low", pa.float64(), "metric unit", "95% t-interval low (null: one seed)", nullable=True),
+            Column("ci_high", pa.float64(), "metric unit", "95% t-interval high (null: one seed)", nullable=True),
+            Column("seeds", pa.int32(), "count", "seeds paired"),
+            _DERIVED,
+        ),
+        kind="results",
+    ),
+)
+for _t in RESULT_TABLES:
+    register(_t)
