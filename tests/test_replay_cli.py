@@ -144,3 +144,32 @@ def test_costs_file_is_read(capsys, trace_path, tmp_path):
     costs.write_text('{"no_such_cost": 1}')
     rc, _, err = replay(capsys, trace_path, "--compare", "current", "--seeds", "1", "--costs", costs)
     assert rc == 2 and "no_such_cost" in err
+
+
+def test_comparing_policies_the_trace_cannot_inform_says_so(capsys, tmp_path):
+    b = TraceBuilder()
+    t = b.thread(1)
+    with t.fault(0x1000):
+        t.run(500)
+    rc, out, _ = replay(capsys, b.write(tmp_path / "t"), "--compare", "2.6.39", "current", "--seeds", "1")
+    assert rc == 0
+    assert "differ in mmu_gather policy but the trace has no gather" in out
+    assert "differ for i_mmap_rwsem but the trace has no i_mmap_rwsem activity" in out
+
+
+def test_progress_is_silent_for_short_batches_and_reports_long_ones():
+    import io
+
+    from replay.batch import Progress
+
+    quiet = io.StringIO()
+    p = Progress(4, stream=quiet)
+    p.update(1, 0.5)
+    p.close()
+    assert quiet.getvalue() == ""
+    loud = io.StringIO()
+    p = Progress(4, stream=loud, delay_s=0.0)
+    p.update(1, 0.5)
+    p.update(4, 0.0)
+    assert loud.getvalue().splitlines()[0].startswith("mmreplay replay: 1/4 runs done,  37.5%")
+    assert "4/4 runs done, 100.0%" in loud.getvalue()
