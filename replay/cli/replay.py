@@ -317,8 +317,12 @@ def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
         n = max((c.seeds for c in rows), default=0)
         lines += ["", f"== {other} vs {base} (difference over {n} paired seed(s), 95% CI) =="]
         lines.append(f"{'metric':<34}{base:>12}{other:>12}{'diff':>12}{'95% CI':>26}{'change':>9}")
+        unchanged = 0
         for c in sorted(rows, key=lambda c: (c.key.lock_class or "", c.key.kind or "", c.key.metric)):
-            if c.key.metric not in shown or (c.base_mean == 0 and c.other_mean == 0):
+            if c.key.metric not in shown:
+                continue
+            if c.diff_mean == 0 and c.ci_low in (None, 0) and c.ci_high in (None, 0):
+                unchanged += 1
                 continue
             derived_any |= c.derived
             key = str(c.key)
@@ -327,6 +331,8 @@ def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
             sig = "*" if c.significant else ""
             lines.append(f"{key + (mark if c.derived else ''):<34}{fmt(c.base_mean, key):>12}"
                          f"{fmt(c.other_mean, key):>12}{fmt(c.diff_mean, key):>12}{ci:>26}{change + sig:>9}")
+        if unchanged:
+            lines.append(f"({unchanged} more figure(s) identical in every seed)")
         lines.append("(* the 95% interval excludes zero)" if n > 1 else "(one seed: no interval)")
     if derived_any:
         lines += ["", f"{mark} rests on hold times derived by the missing-holds model for "
