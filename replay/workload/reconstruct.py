@@ -12,8 +12,8 @@ Per thread (docs/SIMULATOR.md, "Work reconstruction"):
   a lock taken inside a gather window splits the gather around it;
 * the gaps between them become ``Think`` (on CPU) or ``Block`` (off CPU with
   prev_state≠0, from sched_switch). Time runnable but preempted is dropped: the
-  simulator schedules the threads itself. A critical section's trailing on-CPU
-  gap is its ``hold_ns``.
+  simulator schedules the threads itself. A critical section with nothing inside
+  but CPU time has it as ``hold_ns``; otherwise its gaps are ops of its body.
 
 Every op keeps its recorded start (``at_ns``) for open replay and the identity check.
 """
@@ -194,8 +194,10 @@ def _op(iv: Interval, body: list[Op]) -> Op:
     if iv.kind == "gather":
         return Gather(iv.pages, 0, mm=iv.mm, fullmm=iv.fullmm, recorded_flushes=iv.flushes,
                       recorded_ns=iv.end - iv.start, at_ns=iv.start)
+    # A section that only computes is all hold_ns; otherwise its on-CPU gaps stay Think ops of the
+    # body, in order, so the layout does not depend on where a simulator puts hold_ns.
     hold = 0
-    if body and isinstance(body[-1], Think):
+    if len(body) == 1 and isinstance(body[0], Think):
         hold = body.pop().ns
     return Critical(iv.lock, iv.mode, hold, tuple(body), at_ns=iv.start,
                     recorded_wait_ns=iv.body_start - iv.start, derived=iv.derived)
