@@ -3,6 +3,7 @@ reproduces the recorded timeline exactly — every operation's start and end, ev
 
 from __future__ import annotations
 
+import pytest
 from tracebuilder import ANON_VMA_ROOT, FILE_A, TraceBuilder
 
 from replay.policies.sets import resolve
@@ -35,11 +36,12 @@ def contended_trace(path):
     return b.write(path)
 
 
-def test_as_recorded_replay_reproduces_the_recorded_timeline(tmp_path):
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_as_recorded_replay_reproduces_the_recorded_timeline(tmp_path, mode):
     trace = Trace.open(contended_trace(tmp_path / "t"))
     w = reconstruct(trace)
     config = SimConfig(cpus=len(w.threads), policy=resolve("as-recorded"), preempt="full", seed=0,
-                       costs=Costs.zero(), probe=False)
+                       mode=mode, costs=Costs.zero(), probe=False)
     res = simulate(w, config)
 
     kinds = {"exit_group": "exit"}
