@@ -495,12 +495,26 @@ class Engine:
 
     def step(self, th: SimThread, now: int, completed: bool) -> None:
         """Run ``th`` from ``now`` until it starts a segment that others may interleave with, waits or leaves."""
+        n = 0  # instructions executed here (written back on the way out)
+        try:
+            n = self._step(th, now, completed)
+        finally:
+            self.instr += n
+            self.events += n
+
+    def _step(self, th: SimThread, now: int, completed: bool) -> int:
         heap = self.heap
         code = th.code
         points = th.points
         cst = self.c
         full = self.full
         percpu = self.percpu
+        probe_pending = self.probe_pending
+        rq = self.rq
+        slice_ns = cst.timeslice_ns
+        locks = self.locks
+        lock_info = self.lock_info
+        n = 0
         while True:
             if completed:
                 completed = False
@@ -538,32 +552,31 @@ class Engine:
             pc = th.pc
             c = th.cpu
             if points[pc] and th.pcount == 0 and (
-                self.probe_pending[c] >= 0 or (self.rq and now - th.slice_start >= cst.timeslice_ns)
+                probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)
             ):
                 self.preempt(th, now)
-                return
+                return n
             ins = code[pc]
             op = ins[0]
-            self.instr += 1
-            self.events += 1
+            n += 1
             # --- instructions that start a segment set d (work) and pre (preemptible mid-way)
-            if op == USER or op == KERN:
+            if op <= KERN:  # USER or KERN
                 if th.fresh:
                     th.rem = ins[1]
                     th.fresh = False
                 d = th.rem
                 if op == USER:
                     pre = True
-                    if self.rq:
-                        cut = th.slice_start + cst.timeslice_ns - now
+                    if rq:
+                        cut = th.slice_start + slice_ns - now
                         if 0 < cut < d:
                             d = cut
                 else:
                     pre = full and th.pcount == 0
             elif op == ACQ:
                 lid = ins[1]
-                lk = self.locks[lid]
-                info = self.lock_info[lid]
+                lk = locks[lid]
+                info = lock_info[lid]
                 if th.granted:
                     th.granted = False
                     wait = now - th.wait_start
@@ -572,7 +585,7 @@ class Engine:
                                             "write" if ins[2] else "read", th.spun, th.slept))
                     th.held.append((lid, now, wait, len(th.held), ins[4]))
                     th.debt += self.lock_cost[lid]
-                    th.pc += 1
+                    th.pc = pc + 1
                     continue
                 th.recorded_wait = ins[3]
                 if lk.acquire(th, now, ins[2]):
@@ -580,35 +593,36 @@ class Engine:
                         self.poff_inc(th, now, "spinlock", info.lock_class)
                     th.held.append((lid, now, 0, len(th.held), ins[4]))
                     th.debt += self.lock_cost[lid]
-                    th.pc += 1
+                    th.pc = pc + 1
                     continue
                 # parked by the lock (spinning, sleeping or a recorded wait)
                 th.wait_start = now
                 th.spun = 0
-                th.slept = th.slept if th.state == SLEEP else False
+                if th.state != SLEEP:
+                    th.slept = False
                 th.waiting_lock = lk
                 self._queue(info.lock_class, now, +1)
-                return
+                return n
             elif op == REL:
                 lid = ins[1]
-                lk = self.locks[lid]
+                lk = locks[lid]
                 h = th.held.pop()
-                info = self.lock_info[lid]
+                info = lock_info[lid]
                 self.rows_holds.append((h[1], now - h[1], h[2], c, th.tid, info.addr, info.lock_class,
                                         "write" if ins[2] else "read", h[3], h[4]))
                 lk.release(th, now, ins[2])
                 if lk.preempt_off:
                     self.poff_dec(th, now)
-                th.pc += 1
+                th.pc = pc + 1
                 continue
             elif op == SPAN_B:
                 th.spans.append((now, c))
-                th.pc += 1
+                th.pc = pc + 1
                 continue
             elif op == SPAN_E:
                 start, c0 = th.spans.pop()
                 self.rows_ops.append((start, now - start, c0, th.tid, self.kinds[ins[1]]))
-                th.pc += 1
+                th.pc = pc + 1
                 continue
             elif op == GB:
                 th.g_pending = 0
@@ -618,7 +632,7 @@ class Engine:
                 th.g_broken = False
                 if percpu:
                     self.poff_inc(th, now, "gather", None)
-                th.pc += 1
+                th.pc = pc + 1
                 continue
             elif op == GZAP:
                 if th.fresh:
@@ -629,62 +643,63 @@ class Engine:
                 d = th.rem
                 pre = False
             elif op == GFLUSH or op == GE:
-                n = th.g_pending
-                if op == GFLUSH and n < th.g_cap:
-                    th.pc += 1
+                pend = th.g_pending
+                if op == GFLUSH and pend < th.g_cap:
+                    th.pc = pc + 1
                     continue
                 if th.fresh:
                     th.fresh = False
-                    if n or th.g_full:
-                        th.debt += self.flush(th, now, n, th.g_full)
-                    th.rem = round(th.g_free * n) + (th.g_pt if op == GE else 0)
+                    if pend or th.g_full:
+                        th.debt += self.flush(th, now, pend, th.g_full)
+                    th.rem = round(th.g_free * pend) + (th.g_pt if op == GE else 0)
                 d = th.rem
                 pre = full and not percpu and th.pcount == 0
             elif op == GPOINT:
                 if not percpu:
-                    th.pc += 1
+                    th.pc = pc + 1
                     continue
                 if th.g_broken:
                     th.g_broken = False
                     self.poff_inc(th, now, "gather", None)
-                    th.pc += 1
+                    th.pc = pc + 1
                     th.fresh = True
                     continue
-                if not (self.probe_pending[c] >= 0 or (self.rq and now - th.slice_start >= cst.timeslice_ns)):
-                    th.pc += 1
+                if not (probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)):
+                    th.pc = pc + 1
                     continue
                 # need_resched: tlb_finish_mmu (flush + free what is pending), preempt_enable, cond_resched
-                n = th.g_pending
+                pend = th.g_pending
                 if th.fresh:
                     th.fresh = False
-                    if n:
-                        th.debt += self.flush(th, now, n, False)
-                    th.rem = round(th.g_free * n)
+                    if pend:
+                        th.debt += self.flush(th, now, pend, False)
+                    th.rem = round(th.g_free * pend)
                 d = th.rem
                 pre = False
             elif op == BLOCK or op == UNTIL:
                 until = now + ins[1] if op == BLOCK else ins[1]
-                th.pc += 1
+                th.pc = pc + 1
                 th.fresh = True
                 if op == UNTIL and until <= now:
                     continue
                 th.state = BLOCKED
                 self.leave_cpu(th, now, "block")
                 self.push(until + (self.wake_cost() if op == BLOCK else 0), E_WAKE, th.idx, th.gen)
-                return
+                return n
             elif op == END:
                 th.state = DONE
                 self.done += 1
                 if now > self.makespan:
                     self.makespan = now
                 self.leave_cpu(th, now, "exit")
-                return
+                return n
             else:
                 raise AssertionError(f"bad opcode {op}")
             # --- start a segment of d ns work (+ pending overhead)
             debt = th.debt
-            th.debt = 0
-            self.overhead_ns += debt
+            if debt:
+                th.debt = 0
+                self.overhead_ns += debt
             th.rem -= d
             th.seg_work = d
             th.seg_debt = debt
@@ -694,13 +709,13 @@ class Engine:
             th.seg_end = end
             if not heap or end < heap[0][0]:
                 now = end  # nothing can happen before the segment ends: go on inline
-                self.events += 1
+                n += 1
                 completed = True
                 continue
             th.gen += 1
-            self.push(end, E_SEG, th.idx, th.gen)
-            return
-
+            self.seq += 1
+            heapq.heappush(heap, (end, self.seq, E_SEG, th.idx, th.gen))
+            return n
 
 def _idx(th: SimThread) -> int:
     return th.idx

@@ -15,7 +15,6 @@ from replay.sim.engine import Engine
 from replay.sim.ops import Workload
 from replay.sim.program import flatten
 from replay.trace.schema import SIM_TABLES, TABLES_BY_NAME
-from replay.trace.writer import conform
 
 PREEMPT_MODELS = ("none", "voluntary", "full")
 MODES = ("closed", "open")
@@ -85,15 +84,23 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
 
 
 def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
-    cols = _COLUMNS[name]
-    data: dict[str, object] = {c: list(v) for c, v in zip(cols, zip(*rows, strict=True), strict=True)} if rows \
-        else {c: pa.array([], TABLES_BY_NAME[name].schema.field(c).type if c not in ("lock_class", "mode", "cause",
-                                                                                      "reason") else pa.string())
-              for c in cols}
+    """Rows of engine tuples (in _COLUMNS order) to an Arrow table of exactly the results schema."""
+    table = TABLES_BY_NAME[name]
+    cols = dict(zip(_COLUMNS[name], zip(*rows, strict=True), strict=True)) if rows else {}
     n = len(rows)
-    data["policy_set"] = pa.array([config.policy.name] * n, pa.string())
-    data["seed"] = pa.array([config.seed] * n, pa.int32())
-    return conform(TABLES_BY_NAME[name], data)
+    arrays = []
+    for col in table.columns:
+        if col.name == "policy_set":
+            arrays.append(pa.array([config.policy.name] * n, pa.string()))
+        elif col.name == "seed":
+            arrays.append(pa.array([config.seed] * n, pa.int32()))
+        elif col.is_enum:
+            code = {v: i for i, v in enumerate(col.values)}
+            codes = pa.array([code[v] if v is not None else None for v in cols.get(col.name, ())], pa.int16())
+            arrays.append(pa.DictionaryArray.from_arrays(codes, pa.array(col.values, pa.string())))
+        else:
+            arrays.append(pa.array(cols.get(col.name, ()), col.type))
+    return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
 def _pct(values: np.ndarray, q: float) -> float:
