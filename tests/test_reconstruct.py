@@ -245,6 +245,33 @@ def test_derived_hold_never_outlives_the_operation_containing_it(tmp_path):
     assert derived_holds(w, "i_mmap_rwsem")[(1, b.start_ns)] == 2_000
 
 
+def test_bracketed_hold_takes_the_median_handoff_hold_that_fits_under_its_bound(tmp_path):
+    b = TraceBuilder()
+    a, c, d = b.thread(1), b.thread(2), b.thread(3)
+    for _ in range(12):  # A hands i_mmap to C every round: 12 hand-off samples of exactly 3000 ns
+        base = max(a.now, c.now)
+        a.run(base - a.now)
+        c.run(base + 500 - c.now)
+        with a.syscall("munmap"), a.mmap_lock("write"):
+            with a.lock("i_mmap_rwsem", FILE_A, wait=1_000):
+                a.run(3_000)
+        with c.syscall("munmap"), c.mmap_lock("write"):
+            with c.lock("i_mmap_rwsem", FILE_A, wait=3_500):
+                c.run(700)  # bound 700: no sample fits under it, so the bracket stands
+    d.run(c.now + 10_000 - d.now)
+    with d.syscall("munmap"), d.mmap_lock("write"):
+        with d.lock("i_mmap_rwsem", FILE_A, wait=200):
+            d.run(3_200)
+        d.run(20_000)  # the bracket alone would say 23 µs
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    holds = derived_holds(w, "i_mmap_rwsem")
+    assert sorted({h for (tid, _), h in holds.items() if tid == 1}) == [3_000]
+    assert sorted({h for (tid, _), h in holds.items() if tid == 2}) == [700]
+    assert [h for (tid, _), h in holds.items() if tid == 3] == [3_000]
+    assert w.meta["derived_hold_sources"] == {"i_mmap_rwsem: hand-off": 12, "i_mmap_rwsem: bracket": 12,
+                                              "i_mmap_rwsem: sampled": 1}
+
+
 def test_hold_with_no_evidence_takes_the_default(tmp_path):
     b = TraceBuilder()
     t = b.thread(1)

@@ -51,6 +51,7 @@ class Interval:
     wait: int | None = None
     derived: bool = False
     exclusive_wait: bool = True  # a derived wait whose successor's acquisition bounds our release
+    evidence: str = ""  # derived holds: which evidence of the missing-holds model decided the hold
     pages: int = 0
     flushes: int | None = None
     fullmm: bool = False
