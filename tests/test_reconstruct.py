@@ -333,3 +333,19 @@ def test_any_timeline_lays_out_as_recorded(tmp_path_factory, programs):
     for t in w.threads:
         ends = [p.end for p in layout(w) if p.tid == t.tid and p.depth == 0]
         assert max(ends) == max(e for tid, _, _, e, _ in recorded_intervals(trace) if tid == t.tid and e)
+
+
+def test_a_lock_taken_inside_a_gather_window_splits_the_gather_and_keeps_its_pages():
+    from collections import Counter
+
+    from replay.sim.ops import LockRef
+    from replay.workload.intervals import Interval
+    from replay.workload.reconstruct import nest
+
+    gather = Interval("gather", 0, 0, 1_000, 0, pages=90, flushes=3, recorded_ns=1_000)
+    lock = Interval("critical", 400, 450, 500, 1, lock=LockRef("i_mmap_rwsem", FILE_A), wait=50)
+    roots = nest([gather, lock], Counter())
+    assert [(r.kind, r.start, r.end) for r in roots] == [("gather", 0, 400), ("critical", 400, 500),
+                                                         ("gather", 500, 1_000)]
+    assert roots[0].pages + roots[2].pages == 90 and roots[0].flushes + roots[2].flushes == 3
+    assert roots[0].pages == 40  # shared by time: 400 of the 900 ns outside the lock
