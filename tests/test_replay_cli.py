@@ -173,3 +173,12 @@ def test_progress_is_silent_for_short_batches_and_reports_long_ones():
     p.update(4, 0.0)
     assert loud.getvalue().splitlines()[0].startswith("mmreplay replay: 1/4 runs done,  37.5%")
     assert "4/4 runs done, 100.0%" in loud.getvalue()
+
+
+def test_a_tier2_trace_has_nothing_to_flag(capsys, tmp_path):
+    b = TraceBuilder()
+    t = b.thread(1)
+    with t.syscall("munmap"), t.mmap_lock("write"), t.lock("i_mmap_rwsem", FILE_A, wait=300):
+        t.run(400)
+    rc, out, _ = replay(capsys, b.write(tmp_path / "t", tier=2), "--compare", "2.6.39", "current", "--seeds", "1")
+    assert rc == 0 and "†" not in out and "derived" not in out

@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description="Reconstruct the recorded per-thread work, replay it in the simulator under each policy "
         "set and seed, and report lock waits and holds, operation latency, preempt-off sections, probe "
         "scheduling latency, CPU spent spinning, context switches, TLB flushes, IPIs and makespan, with "
-        "the difference between sets and its 95%% confidence interval over seeds.",
+        "the difference between sets and its 95% confidence interval over seeds.",
     )
     p.add_argument("trace", help="trace directory")
     p.add_argument("--compare", nargs="+", metavar="SET",
