@@ -295,9 +295,11 @@ class Engine:
         self.leave_cpu(th, now, "sleep-lock")
 
     def grant_spin(self, th: SimThread, at: int) -> None:
+        th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
         self.push(at, E_GRANT, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
+        th.waiting_lock = None
         th.granted = True
         th.state = READY
         self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
@@ -380,7 +382,7 @@ class Engine:
             self.switch_to_probe(th, c, t)
             return
         self.probe_pending[c] = t + irq
-        if th.state == SPIN and not th.waiting_lock.preempt_off:
+        if th.state == SPIN and th.waiting_lock is not None and not th.waiting_lock.preempt_off:
             self.probe_cause[c] = "preemptible"
             th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
             return
@@ -494,15 +496,10 @@ class Engine:
             )
 
     def step(self, th: SimThread, now: int, completed: bool) -> None:
-        """Run ``th`` from ``now`` until it starts a segment that others may interleave with, waits or leaves."""
-        n = 0  # instructions executed here (written back on the way out)
-        try:
-            n = self._step(th, now, completed)
-        finally:
-            self.instr += n
-            self.events += n
+        """Run ``th`` from ``now`` until it starts a segment that others may interleave with, waits or leaves.
 
-    def _step(self, th: SimThread, now: int, completed: bool) -> int:
+        ``completed``: the thread's current segment has just ended at ``now``.
+        """
         heap = self.heap
         code = th.code
         points = th.points
@@ -554,8 +551,10 @@ class Engine:
             if points[pc] and th.pcount == 0 and (
                 probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)
             ):
+                self.instr += n
+                self.events += n
                 self.preempt(th, now)
-                return n
+                return
             ins = code[pc]
             op = ins[0]
             n += 1
@@ -590,7 +589,11 @@ class Engine:
                 th.recorded_wait = ins[3]
                 if lk.acquire(th, now, ins[2]):
                     if lk.preempt_off:
-                        self.poff_inc(th, now, "spinlock", info.lock_class)
+                        if th.pcount == 0:
+                            th.poff_start = now
+                            th.poff_cause = "spinlock"
+                            th.poff_class = info.lock_class
+                        th.pcount += 1
                     th.held.append((lid, now, 0, len(th.held), ins[4]))
                     th.debt += self.lock_cost[lid]
                     th.pc = pc + 1
@@ -602,7 +605,9 @@ class Engine:
                     th.slept = False
                 th.waiting_lock = lk
                 self._queue(info.lock_class, now, +1)
-                return n
+                self.instr += n
+                self.events += n
+                return
             elif op == REL:
                 lid = ins[1]
                 lk = locks[lid]
@@ -612,7 +617,10 @@ class Engine:
                                         "write" if ins[2] else "read", h[3], h[4]))
                 lk.release(th, now, ins[2])
                 if lk.preempt_off:
-                    self.poff_dec(th, now)
+                    th.pcount -= 1
+                    if th.pcount == 0:
+                        self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause,
+                                               th.poff_class))
                 th.pc = pc + 1
                 continue
             elif op == SPAN_B:
@@ -685,14 +693,18 @@ class Engine:
                 th.state = BLOCKED
                 self.leave_cpu(th, now, "block")
                 self.push(until + (self.wake_cost() if op == BLOCK else 0), E_WAKE, th.idx, th.gen)
-                return n
+                self.instr += n
+                self.events += n
+                return
             elif op == END:
                 th.state = DONE
                 self.done += 1
                 if now > self.makespan:
                     self.makespan = now
+                self.instr += n
+                self.events += n
                 self.leave_cpu(th, now, "exit")
-                return n
+                return
             else:
                 raise AssertionError(f"bad opcode {op}")
             # --- start a segment of d ns work (+ pending overhead)
@@ -715,7 +727,9 @@ class Engine:
             th.gen += 1
             self.seq += 1
             heapq.heappush(heap, (end, self.seq, E_SEG, th.idx, th.gen))
-            return n
+            self.instr += n
+            self.events += n
+            return
 
 def _idx(th: SimThread) -> int:
     return th.idx

@@ -111,17 +111,17 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 code.append(op[1])
                 points.append(full)
                 continue
-            if open_mode and user and getattr(op, "at_ns", None) is not None:
+            if open_mode and user and op.at_ns is not None:
                 code.append((UNTIL, op.at_ns))
                 points.append(True)
-            if isinstance(op, Think):
+            if type(op) is Think:
                 if op.ns > 0:
                     code.append((USER if user else KERN, op.ns))
                     points.append(user or full)
-            elif isinstance(op, Block):
+            elif type(op) is Block:
                 code.append((BLOCK, op.ns))
                 points.append(True)
-            elif isinstance(op, Critical):
+            elif type(op) is Critical:
                 key = (op.lock.lock_class, op.lock.addr)
                 lid = lock_ids.get(key)
                 if lid is None:
@@ -139,7 +139,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                     points.append(full)
                 stack.append((_CLOSE, (REL, lid, write)))
                 stack.extend(reversed(op.body))
-            elif isinstance(op, Span):
+            elif type(op) is Span:
                 k = kind_ids.get(op.kind)
                 if k is None:
                     k = kind_ids[op.kind] = len(kinds)
@@ -149,7 +149,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 depth += 1
                 stack.append((_CLOSE, (SPAN_E, k)))
                 stack.extend(reversed(op.body))
-            elif isinstance(op, Gather):
+            elif type(op) is Gather:
                 zap, free = _gather_costs(op, costs)
                 code.append((GB, op.fullmm, op.pt_pages * costs.free_pt_page_ns))
                 points.append(user or full)

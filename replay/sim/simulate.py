@@ -103,6 +103,14 @@ def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
+def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their names for a string or dictionary column."""
+    arr = col.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    return arr.indices.to_numpy(zero_copy_only=False), arr.dictionary.to_pylist()
+
+
 def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else 0.0
 
@@ -132,11 +140,12 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
     m["preempt_off_p99_ns"] = _pct(poff, 99)
     holds = tables["sim_lock_holds"]
     if holds.num_rows:
-        cls = np.asarray(holds.column("lock_class").to_pylist())
+        cls, names = _codes(holds.column("lock_class"))
         wait = holds.column("wait").to_numpy()
         dur = holds.column("dur").to_numpy()
-        for name in sorted(set(cls.tolist())):
-            sel = cls == name
+        for code in np.unique(cls):
+            name = names[code]
+            sel = cls == code
             m[f"acquisitions:{name}"] = float(sel.sum())
             m[f"wait_mean_ns:{name}"] = float(wait[sel].mean())
             m[f"wait_p50_ns:{name}"] = _pct(wait[sel], 50)
@@ -148,10 +157,11 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
         m[f"waiters_mean:{name}"] = area / span  # time-average number of waiters (Little's L)
     ops = tables["sim_ops"]
     if ops.num_rows:
-        kinds = np.asarray(ops.column("kind").to_pylist())
+        kinds, names = _codes(ops.column("kind"))
         dur = ops.column("dur").to_numpy()
-        for k in sorted(set(kinds.tolist())):
-            sel = kinds == k
+        for code in np.unique(kinds):
+            k = names[code]
+            sel = kinds == code
             m[f"op_count:{k}"] = float(sel.sum())
             m[f"op_latency_p50_ns:{k}"] = _pct(dur[sel], 50)
             m[f"op_latency_p99_ns:{k}"] = _pct(dur[sel], 99)
