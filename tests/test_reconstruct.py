@@ -349,3 +349,34 @@ def test_a_lock_taken_inside_a_gather_window_splits_the_gather_and_keeps_its_pag
                                                          ("gather", 500, 1_000)]
     assert roots[0].pages + roots[2].pages == 90 and roots[0].flushes + roots[2].flushes == 3
     assert roots[0].pages == 40  # shared by time: 400 of the 900 ns outside the lock
+
+
+def test_per_vma_fault_lasts_until_its_page_table_lock_release_in_tier2(tmp_path):
+    b = TraceBuilder()
+    t = b.thread(7)
+    with t.fault(0x1000, vma_lock=True, entry_ns=300):
+        with t.lock("page_table_lock", mm_addr(7) + 0x40):
+            t.run(60)
+    t.run(5_000)
+    with t.fault(0x2000, vma_lock=True):
+        t.run(200)
+    path = b.write(tmp_path / "t", tier=2)
+    w = reconstruct(Trace.open(path))
+    first, _, second = w.threads[0].ops
+    assert (first.kind, first.recorded_ns) == ("fault", 360)
+    assert second.recorded_ns == 0  # nothing measured: the fault's time is not known
+
+
+def test_page_table_lock_sections_inside_a_gather_are_folded_into_it():
+    from collections import Counter
+
+    from replay.sim.ops import LockRef
+    from replay.workload.intervals import Interval
+    from replay.workload.reconstruct import nest
+
+    gather = Interval("gather", 0, 0, 1_000, 0, pages=90, flushes=3, recorded_ns=1_000)
+    ptl = Interval("critical", 100, 100, 900, 1, lock=LockRef("page_table_lock", 1), wait=0)
+    notes = Counter()
+    roots = nest([gather, ptl], notes)
+    assert [(r.kind, r.start, r.end, r.pages) for r in roots] == [("gather", 0, 1_000, 90)]
+    assert sum(notes.values()) == 1

@@ -25,6 +25,8 @@ LCB_SPIN, LCB_READ, LCB_WRITE, LCB_MUTEX = 1, 2, 4, 32
 LOCAL_FLUSH_REASONS = ("TLB_LOCAL_SHOOTDOWN", "TLB_LOCAL_MM_SHOOTDOWN")
 REMOTE_FLUSH_REASON = "TLB_REMOTE_SEND_IPI"
 SPAN_KIND = {"exit_group": "exit"}
+#: a fault's lock holds follow its entry (and each other) within this gap
+FAULT_CHAIN_GAP_NS = 20_000
 #: outside a system call, free bursts further apart than this are separate gathers
 GATHER_SPLIT_GAP_NS = 100_000
 
@@ -187,31 +189,17 @@ def load(trace: Trace) -> Recorded:
     else:
         notes["no syscalls table: mmap/munmap latencies not reported"] += 1
 
-    # page faults: tier 1 gives the entry only; the fault lasts until it releases the mmap_lock
-    # read hold it takes (the first one it attempts before the thread's next fault or syscall)
+    # page faults: the trace gives the entry only; a fault lasts until it releases the last lock
+    # it was seen holding (tier 1: its mmap_lock read hold; tier 2 also the page-table lock)
     if trace.has("page_faults"):
         faults: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
         for tid, ts, seq, pid in _rows(trace, "page_faults", ["tid", "ts", "seq", "pid"]):
             faults[tid].append((ts, seq, pid))
         for tid, rows in faults.items():
             t = thread(tid, rows[0][2])
-            reads = sorted((iv for iv in t.intervals if iv.kind == "critical" and iv.lock.lock_class == "mmap_lock"
-                            and iv.mode == "read"), key=lambda iv: iv.start)
-            read_starts = [iv.start for iv in reads]
-            sys_starts = sorted(iv.start for iv in syscalls.get(tid, ()))
-            used: set[int] = set()
-            for i, (ts, seq, _pid) in enumerate(rows):
-                limit = rows[i + 1][0] if i + 1 < len(rows) else None
-                k = bisect_left(sys_starts, ts)
-                if k < len(sys_starts) and (limit is None or sys_starts[k] < limit):
-                    limit = sys_starts[k]
-                j = bisect_left(read_starts, ts)
-                end = ts
-                if j < len(reads) and j not in used and (limit is None or read_starts[j] < limit):
-                    used.add(j)
-                    end = reads[j].end
-                else:
-                    notes["faults without an mmap_lock hold (per-VMA lock?): zero duration"] += 1
+            for ts, end, seq in _fault_extents(rows, t.intervals, syscalls.get(tid, ())):
+                if end == ts:
+                    notes["faults without a measured lock hold (per-VMA lock, tier 1): zero duration"] += 1
                 t.intervals.append(Interval("span", ts, ts, end, seq, span_kind="fault", recorded_ns=end - ts))
 
     # gathers
@@ -242,6 +230,29 @@ def load(trace: Trace) -> Recorded:
     _names(trace, threads)
     return Recorded(threads, hold_classes, {pid: mm(pid) for pid in {t.pid for t in threads.values()}},
                     gather_source, notes)
+
+
+def _fault_extents(faults: list[tuple[int, int, int]], intervals: list[Interval],
+                   syscalls: list[Interval]) -> list[tuple[int, int, int]]:
+    """(entry, end, seq) of each fault of one thread: the end is the release of the last measured
+    lock hold in a chain that starts within FAULT_CHAIN_GAP_NS of the entry (each link within the
+    gap of the previous release), before the thread's next fault or system call."""
+    holds = sorted((iv for iv in intervals if iv.kind == "critical"), key=lambda iv: iv.start)
+    starts = [iv.start for iv in holds]
+    sys_starts = sorted(iv.start for iv in syscalls)
+    out = []
+    for i, (ts, seq, _pid) in enumerate(faults):
+        limit = faults[i + 1][0] if i + 1 < len(faults) else None
+        k = bisect_left(sys_starts, ts)
+        if k < len(sys_starts) and (limit is None or sys_starts[k] < limit):
+            limit = sys_starts[k]
+        end = ts
+        j = bisect_left(starts, ts)
+        while j < len(holds) and (limit is None or starts[j] < limit) and starts[j] - end <= FAULT_CHAIN_GAP_NS:
+            end = max(end, holds[j].end)
+            j += 1
+        out.append((ts, end, seq))
+    return out
 
 
 def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dict[int, list[Interval]],

@@ -72,6 +72,11 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
 # -- nesting ----------------------------------------------------------------------------------
 
 
+#: locks an mmu_gather takes itself (zap under the PTE lock, frees under the zone lock): the gather
+#: policy models them, so recorded sections of these classes inside a gather window are folded into it
+GATHER_LOCK_CLASSES = frozenset({"page_table_lock", "zone_lock"})
+
+
 def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
     """Arrange one thread's intervals into a forest by time containment; returns the roots.
 
@@ -88,6 +93,10 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
             stack.pop()
         while stack:
             top = stack[-1]
+            if top.kind == "gather" and iv.kind == "critical" and iv.lock.lock_class in GATHER_LOCK_CLASSES:
+                iv = None  # the zap's page-table lock / the free path's zone lock: the gather models it
+                notes["lock sections inside gathers folded into the gather (its policy models them)"] += 1
+                break
             if top.kind == "gather":
                 stack.pop()
                 rest = _split_gather(top, iv)
@@ -109,6 +118,8 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
                 iv.body_start = max(iv.body_start, iv.start)
                 notes["intervals starting inside a lock wait moved to its acquisition"] += 1
             break
+        if iv is None:
+            continue
         iv.body_start = min(iv.body_start, iv.end)
         (stack[-1].children if stack else roots).append(iv)
         stack.append(iv)
