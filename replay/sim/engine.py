@@ -212,7 +212,8 @@ class Engine:
     def poff_dec(self, th: SimThread, now: int) -> None:
         th.pcount -= 1
         if th.pcount == 0:
-            self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class))
+            self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class,
+                                   False))
 
     def _queue(self, cls: str, now: int, delta: int) -> None:
         n = self.nwait.get(cls, 0)
@@ -232,7 +233,7 @@ class Engine:
         for h in th.held:
             self.locks[h[0]].owner_off_cpu(th, now)
         if th.pcount > 0:  # slept in atomic context (e.g. Block under a spinlock): close the section
-            self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause, th.poff_class))
+            self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause, th.poff_class, True))
             if reason != "exit":
                 self.atomic_sleeps += 1
         self.cpu_next(c, now, th.tid, reason)
@@ -620,7 +621,7 @@ class Engine:
                     th.pcount -= 1
                     if th.pcount == 0:
                         self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause,
-                                               th.poff_class))
+                                               th.poff_class, False))
                 th.pc = pc + 1
                 continue
             elif op == SPAN_B:
@@ -652,7 +653,7 @@ class Engine:
                 pre = False
             elif op == GFLUSH or op == GE:
                 pend = th.g_pending
-                if op == GFLUSH and pend < th.g_cap:
+                if op == GFLUSH and pend <= th.g_cap:  # room left (the batch grew if it could)
                     th.pc = pc + 1
                     continue
                 if th.fresh:

@@ -56,7 +56,7 @@ _COLUMNS = {
     "sim_lock_waits": ("ts", "dur", "cpu", "tid", "lock_addr", "lock_class", "mode", "spun_ns", "slept"),
     "sim_lock_holds": ("ts", "dur", "wait", "cpu", "tid", "lock_addr", "lock_class", "mode", "depth", "derived"),
     "sim_ops": ("ts", "dur", "cpu", "tid", "kind"),
-    "sim_preempt_off": ("ts", "dur", "cpu", "tid", "cause", "lock_class"),
+    "sim_preempt_off": ("ts", "dur", "cpu", "tid", "cause", "lock_class", "cut"),
     "sim_probe": ("ts", "latency", "cpu", "tid", "cause"),
     "sim_sched": ("ts", "cpu", "prev_tid", "next_tid", "reason", "wait"),
 }

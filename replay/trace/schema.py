@@ -465,6 +465,8 @@ SIM_TABLES: tuple[Table, ...] = (
             _SIM_CPU, _SIM_TID,
             Column("cause", ENUM, "-", "what disabled preemption first", values=SIM_PREEMPT_CAUSES),
             Column("lock_class", ENUM, "-", "lock class for lock causes", values=LOCK_CLASSES, nullable=True),
+            Column("cut", pa.bool_(), "-", "closed because the task left its CPU with preemption still "
+                   "disabled (it slept in atomic context); the section resumes when it runs again"),
         ),
         kind="results",
     ),
