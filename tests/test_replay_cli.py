@@ -182,3 +182,13 @@ def test_a_tier2_trace_has_nothing_to_flag(capsys, tmp_path):
         t.run(400)
     rc, out, _ = replay(capsys, b.write(tmp_path / "t", tier=2), "--compare", "2.6.39", "current", "--seeds", "1")
     assert rc == 0 and "†" not in out and "derived" not in out
+
+
+@pytest.mark.parametrize("value, metric, text", [
+    (1_500, "wait_p99_ns:i_mmap_rwsem", "1.5 µs"), (2.5e9, "makespan_ns", "2.5 s"), (870, "spin_cpu_ns", "870 ns"),
+    (-360_000.4, "context_switches", "-360,000"), (4.25, "waiters_mean:mmap_lock", "4.25"), (None, "x_ns", "-"),
+])
+def test_figures_are_printed_in_readable_units(value, metric, text):
+    from replay.cli.replay import fmt
+
+    assert fmt(value, metric) == text

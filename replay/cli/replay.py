@@ -250,9 +250,9 @@ def fmt(value: float | None, metric: str) -> str:
         if a >= 1e3:
             return f"{value / 1e3:.3g} µs"
         return f"{value:.0f} ns"
-    if abs(value - round(value)) < 1e-9:
+    if abs(value - round(value)) < 1e-9 or abs(value) >= 100:
         return f"{value:,.0f}"
-    return f"{value:,.3g}"
+    return f"{value:.3g}"
 
 
 def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
