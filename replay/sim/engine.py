@@ -158,7 +158,6 @@ class Engine:
         self.probe_wake = [0] * cpus
         self.probe_cause = [""] * cpus
         self.probe_tid = [IDLE_TID] * cpus
-        self.mm_on: dict[int, set[SimThread]] = {}
         # accounting
         self.events = 0
         self.instr = 0
@@ -227,9 +226,6 @@ class Engine:
         self.cur[c] = None
         th.oncpu = False
         th.cpu = -1
-        s = self.mm_on.get(th.mm)
-        if s is not None:
-            s.discard(th)
         for h in th.held:
             self.locks[h[0]].owner_off_cpu(th, now)
         if th.pcount > 0:  # slept in atomic context (e.g. Block under a spinlock): close the section
@@ -255,10 +251,6 @@ class Engine:
         th.oncpu = True
         th.state = RUN
         th.slice_start = now
-        s = self.mm_on.get(th.mm)
-        if s is None:
-            s = self.mm_on[th.mm] = set()
-        s.add(th)
         if th.pcount > 0:
             th.poff_start = now
         self.switches += 1
@@ -327,14 +319,13 @@ class Engine:
         self.tlb_flushes += 1
         if fullmm:
             return cost
-        others = self.mm_on.get(th.mm)
-        if others and len(others) > 1:
+        mm = th.mm
+        others = [r for r in self.cur if r is not None and r is not th and r.mm == mm]
+        if others:
             steal = c.ipi_handler_ns + cost
-            for r in sorted(others, key=_idx):
-                if r is th:
-                    continue
+            for r in others:
                 self.ipis += 1
-                if r.state == RUN:
+                if r.state == RUN:  # the handler runs inside whatever the target was doing
                     r.seg_end += steal
                     r.seg_debt += steal
                     self.overhead_ns += steal
@@ -454,6 +445,7 @@ class Engine:
         step = self.step
         progress = self.progress
         next_report = 1 << 16
+        free_switch = self.c.context_switch_ns == 0
         while heap:
             t, _, ev, x, g = pop(heap)
             if ev == E_SEG:
@@ -467,10 +459,24 @@ class Engine:
                 self.events += 1
                 th.runnable_at = t
                 th.state = READY
-                if self.idle:
-                    self.dispatch(self.idle.pop(), th, t, IDLE_TID, "dispatch")
-                else:
+                if not self.idle:
                     self.rq.append(th)
+                elif free_switch:  # nothing to wait for: run it now without a zero-length event
+                    c = self.idle.pop()
+                    self.rows_sched.append((t, c, IDLE_TID, th.tid, "dispatch", 0))
+                    self.cur[c] = th
+                    th.cpu = c
+                    th.oncpu = True
+                    th.state = RUN
+                    th.slice_start = t
+                    if th.pcount > 0:
+                        th.poff_start = t
+                    self.switches += 1
+                    th.seg_over = False
+                    th.seg_work = 0
+                    step(th, t, False)
+                else:
+                    self.dispatch(self.idle.pop(), th, t, IDLE_TID, "dispatch")
             elif ev == E_GRANT:
                 th = threads[x]
                 self.events += 1
@@ -731,6 +737,3 @@ class Engine:
             self.instr += n
             self.events += n
             return
-
-def _idx(th: SimThread) -> int:
-    return th.idx

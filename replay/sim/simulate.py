@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from replay.errors import UsageError
 from replay.policies.sets import PolicySet
@@ -86,7 +87,10 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
 def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
     """Rows of engine tuples (in _COLUMNS order) to an Arrow table of exactly the results schema."""
     table = TABLES_BY_NAME[name]
-    cols = dict(zip(_COLUMNS[name], zip(*rows, strict=True), strict=True)) if rows else {}
+    names = _COLUMNS[name]
+    by_name = {c.name: c for c in table.columns}
+    struct = pa.struct([(n, pa.string() if by_name[n].is_enum else by_name[n].type) for n in names])
+    cols = dict(zip(names, pa.array(rows, type=struct).flatten(), strict=True))  # one C-level pass
     n = len(rows)
     arrays = []
     for col in table.columns:
@@ -95,11 +99,11 @@ def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
         elif col.name == "seed":
             arrays.append(pa.array([config.seed] * n, pa.int32()))
         elif col.is_enum:
-            code = {v: i for i, v in enumerate(col.values)}
-            codes = pa.array([code[v] if v is not None else None for v in cols.get(col.name, ())], pa.int16())
-            arrays.append(pa.DictionaryArray.from_arrays(codes, pa.array(col.values, pa.string())))
+            vocabulary = pa.array(col.values, pa.string())
+            codes = pc.index_in(cols[col.name], value_set=vocabulary).cast(pa.int16())
+            arrays.append(pa.DictionaryArray.from_arrays(codes, vocabulary))
         else:
-            arrays.append(pa.array(cols.get(col.name, ()), col.type))
+            arrays.append(cols[col.name])
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
