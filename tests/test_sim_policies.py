@@ -219,3 +219,44 @@ def test_remote_cpus_running_the_mm_get_shootdown_ipis():
     other = Thread(tid=3, pid=3, mm=8, ops=[Think(50_000)])
     res = simulate(Workload([t1, t2, other], cpus=3), SimConfig(cpus=3, policy=resolve("current"), probe=False))
     assert res.metrics["ipis"] == 1 and res.metrics["tlb_flushes"] == 1
+
+
+# ------------------------------------------------------------------ the result contract
+
+
+def test_result_tables_have_exactly_the_results_schema_and_carry_the_run(tmp_path):
+    from replay.trace.schema import SIM_TABLES
+
+    lock = LockRef("anon_vma", 9)
+    w = Workload([Thread(tid=i, pid=1, mm=1, ops=[Think(3_000), Critical(lock, "write", 2_000, (Gather(700),))] * 5)
+                  for i in range(1, 5)], cpus=2)
+    res = simulate(w, SimConfig(cpus=2, policy=resolve("2.6.39"), seed=42, probe_period_ns=5_000))
+    assert set(res.tables) == {t.name for t in SIM_TABLES}
+    for t in SIM_TABLES:
+        table = res.tables[t.name]
+        assert table.schema.equals(t.schema), t.name
+        assert t.kind == "results" and table.column_names[:2] == ["policy_set", "seed"]
+        assert set(table.column("policy_set").to_pylist()) <= {"2.6.39"}
+        assert set(table.column("seed").to_pylist()) <= {42}
+    assert res.tables["sim_lock_waits"].num_rows > 0 and res.tables["sim_probe"].num_rows > 0
+
+
+def test_progress_is_reported_up_to_completion():
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=i, pid=1, ops=[Critical(lock, "write", 100)] * 20_000) for i in (1, 2)], cpus=2)
+    seen: list[float] = []
+    simulate(w, SimConfig(cpus=2, policy=resolve("current"), probe=False), progress=seen.append)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
+
+
+def test_unknown_lock_classes_are_rejected_by_name():
+    w = Workload([Thread(tid=1, pid=1, ops=[Critical(LockRef("i_mmap", 1), "write", 100)])], cpus=1)
+    with pytest.raises(ValueError, match="i_mmap"):
+        simulate(w, SimConfig(cpus=1, policy=resolve("current")))
+
+
+@pytest.mark.parametrize(("field", "value"), [("cpus", 0), ("preempt", "rt"), ("mode", "replay")])
+def test_nonsense_configs_are_usage_errors(field, value):
+    kwargs = {"cpus": 1, "policy": resolve("current"), field: value}
+    with pytest.raises(UsageError):
+        SimConfig(**kwargs)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from replay.sim.costs import Costs
 from replay.sim.ops import Block, Critical, Gather, Span, Think, Workload
+from replay.trace.schema import LOCK_CLASSES
 
 # opcodes
 USER = 0  # (ns): user-mode work, preemptible everywhere
@@ -125,6 +126,9 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 key = (op.lock.lock_class, op.lock.addr)
                 lid = lock_ids.get(key)
                 if lid is None:
+                    if op.lock.lock_class not in LOCK_CLASSES:
+                        raise ValueError(f"thread {th.tid}: unknown lock class {op.lock.lock_class!r}; "
+                                         f"known: {', '.join(LOCK_CLASSES)}")
                     lid = lock_ids[key] = len(locks)
                     locks.append(LockInfo(op.lock.lock_class, op.lock.addr, lock_policy(op.lock.lock_class)))
                 if op.mode not in ("read", "write"):

@@ -101,6 +101,8 @@ def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
         elif col.is_enum:
             vocabulary = pa.array(col.values, pa.string())
             codes = pc.index_in(cols[col.name], value_set=vocabulary).cast(pa.int16())
+            if codes.null_count != cols[col.name].null_count:
+                raise ValueError(f"{name}.{col.name}: a value outside {col.values}")
             arrays.append(pa.DictionaryArray.from_arrays(codes, vocabulary))
         else:
             arrays.append(cols[col.name])
