@@ -137,6 +137,5 @@ def derive_holds(rec: Recorded) -> Counter[str]:
             w.evidence = source
             sources[f"{w.lock.lock_class}: {source}"] += 1
         t.intervals.extend(t.waits)
-        t.intervals.sort(key=Interval.key)
         t.waits = []
     return sources

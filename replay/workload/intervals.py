@@ -225,8 +225,7 @@ def load(trace: Trace) -> Recorded:
         notes["no sched_switch table: all gaps taken as on-CPU think time"] += 1
 
     for t in threads.values():
-        t.intervals.sort(key=Interval.key)
-        t.waits.sort(key=Interval.key)
+        t.waits.sort(key=Interval.key)  # holds.py walks them in order; intervals are sorted where needed
     _names(trace, threads)
     return Recorded(threads, hold_classes, {pid: mm(pid) for pid in {t.pid for t in threads.values()}},
                     gather_source, notes)

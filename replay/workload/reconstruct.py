@@ -83,12 +83,17 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
     Children lie within their parent's body (after the lock was acquired); gathers take
     no children: a lock inside a gather window splits the gather around it.
     """
-    heap = [(iv.key(), id(iv), iv) for iv in intervals]
-    heapq.heapify(heap)
+    order = sorted(intervals, key=Interval.key)
+    pending: list[tuple[tuple[int, int, int, int], int, Interval]] = []  # split gathers' remainders
     roots: list[Interval] = []
     stack: list[Interval] = []
-    while heap:
-        _, _, iv = heapq.heappop(heap)
+    i = 0
+    while i < len(order) or pending:
+        if pending and (i == len(order) or pending[0][0] < order[i].key()):
+            iv = heapq.heappop(pending)[2]
+        else:
+            iv = order[i]
+            i += 1
         while stack and stack[-1].end <= iv.start:
             stack.pop()
         while stack:
@@ -101,7 +106,7 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
                 stack.pop()
                 rest = _split_gather(top, iv)
                 if rest is not None:
-                    heapq.heappush(heap, (rest.key(), id(rest), rest))
+                    heapq.heappush(pending, (rest.key(), id(rest), rest))
                 notes["gathers split around a lock taken inside them"] += 1
                 continue
             if iv.end > top.end:  # overlaps without nesting
@@ -161,6 +166,10 @@ class _Gaps:
         if b <= a:
             return out
         k = max(bisect_left(self.starts, a) - 1, 0)
+        off = self.off
+        if (k >= len(off) or off[k].end <= a) and (k + 1 >= len(off) or off[k + 1].start >= b):
+            if k >= len(off) or off[k].start >= b or off[k].end <= a:
+                return [Think(b - a, at_ns=a)]  # the common case: on CPU throughout
         cur = a
         while k < len(self.off) and self.off[k].start < b:
             o = self.off[k]
