@@ -116,7 +116,7 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
                     notes["derived holds shortened by a measured interval"] += 1
                     continue
                 iv.end = top.end
-                notes["derived holds shortened by a measured interval" if iv.derived
+                notes["derived holds shortened to end with the interval around their start" if iv.derived
                       else "overlapping measured intervals clipped to the outer one"] += 1
             if iv.start < top.body_start:
                 iv.start = min(top.body_start, iv.end)
