@@ -29,7 +29,8 @@ COSTS = Costs()  # integer per-page costs: the gather work below is exact
 
 
 def ops_strategy(min_rank: int, depth: int, under_spin: bool):
-    leaves = [st.builds(Think, st.integers(1, 20_000))]
+    at = st.one_of(st.none(), st.integers(0, 200_000))
+    leaves = [st.builds(Think, st.integers(1, 20_000), at)]
     leaves.append(st.builds(Gather, st.integers(0, 1_500), st.integers(0, 3)))
     if not under_spin:
         leaves.append(st.builds(Block, st.integers(1, 30_000)))
@@ -63,15 +64,16 @@ workloads = st.builds(
     st.integers(1, 4),
 )
 configs = st.builds(
-    lambda cpus, pol, pre, seed, period: SimConfig(cpus=cpus, policy=resolve(pol), preempt=pre, seed=seed,
-                                                   costs=replace(COSTS, timeslice_ns=40_000),
-                                                   probe_period_ns=period),
+    lambda cpus, pol, pre, seed, period, mode: SimConfig(cpus=cpus, policy=resolve(pol), preempt=pre, seed=seed,
+                                                         costs=replace(COSTS, timeslice_ns=40_000),
+                                                         probe_period_ns=period, mode=mode),
     st.integers(1, 4),
     st.sampled_from(["2.6.39", "3.0", "current", "as-recorded", "i_mmap_rwsem=qspinlock,gather=percpu",
                      "anon_vma=mutex,page_table_lock=qspinlock"]),
     st.sampled_from(["none", "voluntary", "full"]),
     st.integers(0, 2**31 - 1),
     st.sampled_from([7_000, 20_000, 1_000_000]),
+    st.sampled_from(["closed", "open"]),
 )
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

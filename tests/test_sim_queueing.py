@@ -101,6 +101,8 @@ def test_run_queue_wait_matches_erlang_c(cpus, rho):
     assert len(waits) == sample.n  # one dispatch per arrival: no slices were cut
     theory = erlang_c_wait(cpus, sample.rate_per_ns, sample.mean_service_ns)
     assert waits.mean() == pytest.approx(theory, rel=0.05)
+    # Little's law for the run queue: the engine's queue-length integral = λ·W from the switch log
+    assert res.metrics["runq_mean"] == pytest.approx(waits.sum() / res.metrics["makespan_ns"], rel=1e-9)
 
 
 def test_littles_law_time_average_waiters_equal_rate_times_mean_wait():

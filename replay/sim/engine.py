@@ -152,6 +152,8 @@ class Engine:
         self.last_tid = [IDLE_TID] * cpus
         self.idle = list(range(cpus - 1, -1, -1))  # pop() gives CPU 0 first
         self.rq: deque[SimThread] = deque()
+        self.rq_area = 0  # integral of the run-queue length over time (Little's L)
+        self.rq_last = 0
         self.preempted: list[SimThread | None] = [None] * cpus
         self.probe_running = [False] * cpus
         self.probe_pending = [-1] * cpus  # time need_resched is set for the probe (wake + irq), -1 none
@@ -239,6 +241,8 @@ class Engine:
             self.rows_sched.append((now, c, prev, PROBE_TID, reason, 0))
             self.start_probe(c, now)
         elif self.rq:
+            self.rq_area += len(self.rq) * (now - self.rq_last)
+            self.rq_last = now
             self.dispatch(c, self.rq.popleft(), now, prev, reason)
         else:
             self.idle.append(c)
@@ -434,6 +438,8 @@ class Engine:
         else:
             th.state = READY
             th.runnable_at = now
+            self.rq_area += len(self.rq) * (now - self.rq_last)
+            self.rq_last = now
             self.rq.append(th)
             self.leave_cpu(th, now, "preempt")
 
@@ -460,6 +466,8 @@ class Engine:
                 th.runnable_at = t
                 th.state = READY
                 if not self.idle:
+                    self.rq_area += len(self.rq) * (t - self.rq_last)
+                    self.rq_last = t
                     self.rq.append(th)
                 elif free_switch:  # nothing to wait for: run it now without a zero-length event
                     c = self.idle.pop()

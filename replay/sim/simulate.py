@@ -159,6 +159,7 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
             m[f"hold_mean_ns:{name}"] = float(dur[sel].mean())
             m[f"hold_p99_ns:{name}"] = _pct(dur[sel], 99)
     span = eng.makespan or 1
+    m["runq_mean"] = eng.rq_area / span  # time-average run-queue length
     for name, area in eng.wait_area.items():
         m[f"waiters_mean:{name}"] = area / span  # time-average number of waiters (Little's L)
     ops = tables["sim_ops"]
