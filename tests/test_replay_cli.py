@@ -192,3 +192,15 @@ def test_figures_are_printed_in_readable_units(value, metric, text):
     from replay.cli.replay import fmt
 
     assert fmt(value, metric) == text
+
+
+def test_unmeasured_faults_are_explained(capsys, tmp_path):
+    b = TraceBuilder()
+    t = b.thread(1)
+    for _ in range(3):
+        with t.fault(0x1000, vma_lock=True):
+            t.run(300)
+    with t.fault(0x2000):
+        t.run(300)
+    rc, out, _ = replay(capsys, b.write(tmp_path / "t"), "--compare", "current", "--seeds", "1")
+    assert rc == 0 and "3 faults have no measured end" in out and "covers the 1 measured ones" in out

@@ -134,6 +134,20 @@ def check_tables(trace: Any, sets: list[Any], workload: Any) -> list[str]:
     return notes
 
 
+def workload_notes(workload: Any) -> list[str]:
+    """What the reader of the figures must know about the reconstruction."""
+    from replay.sim.ops import Span
+    from replay.workload.intervals import UNMEASURED_FAULTS
+
+    notes = []
+    unmeasured = workload.meta.get("notes", {}).get(UNMEASURED_FAULTS, 0)
+    if unmeasured:
+        measured = sum(1 for op in _ops(workload) if isinstance(op, Span) and op.kind == "fault")
+        notes.append(f"{unmeasured:,} faults have no measured end (per-VMA lock; tier 1 has no fault-exit event): "
+                     f"their time is replayed as think time; fault latency covers the {measured:,} measured ones")
+    return notes
+
+
 def _ops(workload: Any) -> Any:
     from replay.sim.ops import Critical, Span
 
@@ -161,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
-    notes = check_tables(trace, sets, workload)
+    notes = check_tables(trace, sets, workload) + workload_notes(workload)
     preempt = opts.preempt
     if preempt is None:
         preempt, note = preempt_default(trace.manifest.host.preempt_model)

@@ -25,6 +25,10 @@ LCB_SPIN, LCB_READ, LCB_WRITE, LCB_MUTEX = 1, 2, 4, 32
 LOCAL_FLUSH_REASONS = ("TLB_LOCAL_SHOOTDOWN", "TLB_LOCAL_MM_SHOOTDOWN")
 REMOTE_FLUSH_REASON = "TLB_REMOTE_SEND_IPI"
 SPAN_KIND = {"exit_group": "exit"}
+#: note naming the faults whose end no event shows (served under the per-VMA lock, tier 1)
+UNMEASURED_FAULTS = "faults with no measured end (per-VMA lock, tier 1): not replayed as operations"
+#: lock classes of the scheduler itself: the simulator models scheduling, their recorded waits are dropped
+SCHEDULER_CLASSES = frozenset({"runqueue_lock"})
 #: a fault's lock holds follow its entry (and each other) within this gap
 FAULT_CHAIN_GAP_NS = 20_000
 #: outside a system call, free bursts further apart than this are separate gathers
@@ -86,17 +90,18 @@ class ThreadRecord:
     intervals: list[Interval] = field(default_factory=list)
     waits: list[Interval] = field(default_factory=list)  # contended waits of classes without hold data
     off_cpu: list[OffCpu] = field(default_factory=list)
+    instants: list[int] = field(default_factory=list)  # events with no duration (unmeasured fault entries)
     first_sched: int | None = None
     last_out: int | None = None  # final switch-out (blocked) after which the thread never ran again
 
     def first_ns(self) -> int:
-        starts = [iv.start for iv in self.intervals] + [w.start for w in self.waits]
+        starts = [iv.start for iv in self.intervals] + [w.start for w in self.waits] + self.instants
         if self.first_sched is not None:
             starts.append(self.first_sched)
         return min(starts)
 
     def last_ns(self) -> int:
-        ends = [iv.end for iv in self.intervals] + [w.end for w in self.waits]
+        ends = [iv.end for iv in self.intervals] + [w.end for w in self.waits] + self.instants
         if self.last_out is not None:
             ends.append(self.last_out)
         return max(ends)
@@ -171,6 +176,9 @@ def load(trace: Trace) -> Recorded:
         ):
             if cls in hold_classes:
                 continue  # already inside the measured acquisition's wait
+            if cls in SCHEDULER_CLASSES:
+                notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
+                continue
             if ret != 0:
                 notes["aborted waits (ret<0) left as think time"] += 1
                 continue
@@ -199,7 +207,9 @@ def load(trace: Trace) -> Recorded:
             t = thread(tid, rows[0][2])
             for ts, end, seq in _fault_extents(rows, t.intervals, syscalls.get(tid, ())):
                 if end == ts:
-                    notes["faults without a measured lock hold (per-VMA lock, tier 1): zero duration"] += 1
+                    notes[UNMEASURED_FAULTS] += 1  # its time stays in the surrounding think time
+                    t.instants.append(ts)
+                    continue
                 t.intervals.append(Interval("span", ts, ts, end, seq, span_kind="fault", recorded_ns=end - ts))
 
     # gathers

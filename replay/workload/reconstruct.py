@@ -118,6 +118,10 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
                 iv.end = top.end
                 notes["derived holds shortened to end with the interval around their start" if iv.derived
                       else "overlapping measured intervals clipped to the outer one"] += 1
+            if iv.derived and iv.body_start <= top.body_start:
+                iv = None  # e.g. the rwsem's wait_lock: part of the slow path of the lock being waited for
+                notes["lock waits inside another lock's wait folded into it"] += 1
+                break
             if iv.start < top.body_start:
                 iv.start = min(top.body_start, iv.end)
                 iv.body_start = max(iv.body_start, iv.start)
@@ -224,7 +228,7 @@ def _op(iv: Interval, body: list[Op]) -> Op:
 
 
 def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
-    if not t.intervals:
+    if not t.intervals and not t.instants:
         return Thread(t.tid, t.pid, [], mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, prio=t.prio)
     roots = nest(t.intervals, notes)
     gaps = _Gaps(t.off_cpu, notes)
