@@ -185,6 +185,8 @@ def _gather(pages, policy, costs=None, preempt="full", probe=False):
 
 def test_percpu_gather_flushes_every_506_pages_and_preemptible_every_10k():
     assert _gather(5_000, "gather=percpu").metrics["tlb_flushes"] == 10  # 9 full batches + the final flush
+    # 1024-page zap blocks (!PREEMPT): the batch still flushes when it fills, inside a block
+    assert _gather(5_000, "gather=percpu", preempt="none").metrics["tlb_flushes"] == 10
     assert _gather(5_000, "gather=preemptible").metrics["tlb_flushes"] == 1
     assert _gather(25_000, "gather=preemptible").metrics["tlb_flushes"] == 3
 

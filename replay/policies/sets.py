@@ -37,6 +37,9 @@ class PolicySet:
     locks: Mapping[str, str]
     gather: str
 
+    def __hash__(self) -> int:  # the mapping is read-only: hash its items (SimConfig stays hashable)
+        return hash((self.name, tuple(sorted(self.locks.items())), self.gather))
+
     def lock_policy(self, lock_class: str) -> str:
         """The policy of ``lock_class`` (classes the set does not name are spinlocks, like "other")."""
         return self.locks.get(lock_class, "spinlock")

@@ -667,7 +667,8 @@ class Engine:
                 pre = False
             elif op == GFLUSH or op == GE:
                 pend = th.g_pending
-                if op == GFLUSH and pend <= th.g_cap:  # room left (the batch grew if it could)
+                if op == GFLUSH and (pend < th.g_cap if percpu else pend <= th.g_cap):  # room left
+                    # (the per-CPU batch flushes when full; the on-stack one grew if it could)
                     th.pc = pc + 1
                     continue
                 if th.fresh:

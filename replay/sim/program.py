@@ -157,15 +157,20 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 zap, free = _gather_costs(op, costs)
                 code.append((GB, op.fullmm, op.pt_pages * costs.free_pt_page_ns))
                 points.append(user or full)
-                left = op.pages
-                while left > 0:
-                    n = min(block, left)
-                    code.append((GZAP, n, round(zap * n), free))
+                # chunks end at zap-block ends (resched points) and, for the per-CPU gather, where its
+                # 506-page batch fills (tlb_remove_page flushes there, inside the block)
+                done = 0
+                batch = costs.percpu_batch_pages
+                while done < op.pages:
+                    block_end = min(op.pages, (done // block + 1) * block)
+                    end = min(block_end, (done // batch + 1) * batch) if percpu else block_end
+                    n = end - done
+                    code.append((GZAP, n, round(zap * end) - round(zap * done), free))
                     points.append(False)
                     code.append((GFLUSH,))
                     points.append(full and not percpu)
-                    left -= n
-                    if left > 0:
+                    done = end
+                    if done == block_end and done < op.pages:
                         code.append((GPOINT,))
                         points.append(True)
                 code.append((GE,))
