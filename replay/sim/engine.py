@@ -173,7 +173,7 @@ class Engine:
         self.atomic_sleeps = 0
         self.probe_overruns = 0
         self.done = 0
-        self.makespan = 0
+        self.end = 0  # when the last thread finished
         self.nwait: dict[str, int] = {}
         self.wait_area: dict[str, int] = {}
         self.wait_last: dict[str, int] = {}
@@ -184,11 +184,14 @@ class Engine:
         self.rows_poff: list[tuple] = []
         self.rows_probe: list[tuple] = []
         self.rows_sched: list[tuple] = []
+        #: simulated time starts with the first thread (traces carry absolute monotonic times)
+        self.t0 = min((t.start_ns for t in workload.threads), default=0)
+        self.rq_last = self.t0
         for th, t in zip(self.threads, workload.threads, strict=True):
             self.push(t.start_ns, E_WAKE, th.idx, th.gen)
         if probe:
             for c in range(cpus):
-                self.push(self.rng.randrange(max(1, probe_period_ns)), E_PWAKE, c, 0)
+                self.push(self.t0 + self.rng.randrange(max(1, probe_period_ns)), E_PWAKE, c, 0)
 
     # ----------------------------------------------------------------- helpers
     def push(self, t: int, ev: int, x: int, g: int) -> None:
@@ -715,8 +718,8 @@ class Engine:
             elif op == END:
                 th.state = DONE
                 self.done += 1
-                if now > self.makespan:
-                    self.makespan = now
+                if now > self.end:
+                    self.end = now
                 self.instr += n
                 self.events += n
                 self.leave_cpu(th, now, "exit")

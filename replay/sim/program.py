@@ -39,6 +39,7 @@ NAMES = ("user", "kern", "block", "until", "acquire", "release", "span", "span-e
 SLEEPING_CLASSES = frozenset({"mmap_lock", "i_mmap_rwsem", "anon_vma"})
 
 _CLOSE = "close"  # (_CLOSE, instruction) on the flatten stack: leave a Critical/Span
+_HOLD = "hold"  # (_HOLD, ns) on the flatten stack: a Critical's own hold time, after its body
 
 
 @dataclass
@@ -107,10 +108,14 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
         while stack:
             op = stack.pop()
             user = depth == 0
-            if type(op) is tuple:  # (_CLOSE, instruction)
-                depth -= 1
-                code.append(op[1])
-                points.append(full)
+            if type(op) is tuple:
+                if op[0] is _HOLD:
+                    code.append((KERN, op[1]))
+                    points.append(full)
+                else:  # (_CLOSE, instruction)
+                    depth -= 1
+                    code.append(op[1])
+                    points.append(full)
                 continue
             if open_mode and user and op.at_ns is not None:
                 code.append((UNTIL, op.at_ns))
@@ -138,10 +143,9 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 code.append((ACQ, lid, write, op.recorded_wait_ns or 0, op.derived))
                 points.append(user or full or (voluntary and sleeping))
                 depth += 1
-                if op.hold_ns > 0:
-                    code.append((KERN, op.hold_ns))
-                    points.append(full)
                 stack.append((_CLOSE, (REL, lid, write)))
+                if op.hold_ns > 0:  # ops.Critical: run the body, then spend hold_ns, then release
+                    stack.append((_HOLD, op.hold_ns))
                 stack.extend(reversed(op.body))
             elif type(op) is Span:
                 k = kind_ids.get(op.kind)

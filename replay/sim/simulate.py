@@ -123,7 +123,7 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
     m: dict[str, float] = {
-        "makespan_ns": float(eng.makespan),
+        "makespan_ns": float(max(0, eng.end - eng.t0)),
         "events": float(eng.events),
         "instructions": float(eng.instr),
         "work_cpu_ns": float(eng.work_ns),
@@ -156,9 +156,12 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
             m[f"wait_mean_ns:{name}"] = float(wait[sel].mean())
             m[f"wait_p50_ns:{name}"] = _pct(wait[sel], 50)
             m[f"wait_p99_ns:{name}"] = _pct(wait[sel], 99)
+            m[f"wait_max_ns:{name}"] = float(wait[sel].max())
             m[f"hold_mean_ns:{name}"] = float(dur[sel].mean())
+            m[f"hold_p50_ns:{name}"] = _pct(dur[sel], 50)
             m[f"hold_p99_ns:{name}"] = _pct(dur[sel], 99)
-    span = eng.makespan or 1
+            m[f"hold_max_ns:{name}"] = float(dur[sel].max())
+    span = max(1, eng.end - eng.t0)
     m["runq_mean"] = eng.rq_area / span  # time-average run-queue length
     for name, area in eng.wait_area.items():
         m[f"waiters_mean:{name}"] = area / span  # time-average number of waiters (Little's L)
@@ -172,6 +175,7 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
             m[f"op_count:{k}"] = float(sel.sum())
             m[f"op_latency_p50_ns:{k}"] = _pct(dur[sel], 50)
             m[f"op_latency_p99_ns:{k}"] = _pct(dur[sel], 99)
+            m[f"op_latency_max_ns:{k}"] = float(dur[sel].max())
     return m
 
 
