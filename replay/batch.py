@@ -118,7 +118,8 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
 
 
 class Progress:
-    """Progress of a batch on stderr: silent for the first second, then at most twice a second."""
+    """Progress of a batch on stderr: silent for the first second; then on a terminal one line
+    rewritten at most twice a second, elsewhere a line per finished run or every 10 s."""
 
     def __init__(self, total: int, stream: TextIO | None = None, delay_s: float = 1.0):
         self.total = total
@@ -127,13 +128,20 @@ class Progress:
         self.t0 = time.monotonic()
         self.delay_s = delay_s
         self.last = 0.0
+        self.last_done = 0
         self.shown = False
 
     def update(self, done: int, fraction: float) -> None:
         now = time.monotonic()
-        if now - self.t0 < self.delay_s or (now - self.last < 0.5 and done < self.total):
+        if now - self.t0 < self.delay_s:
+            return
+        if self.tty:
+            if now - self.last < 0.5 and done < self.total:
+                return
+        elif done == self.last_done and now - self.last < 10.0:
             return
         self.last = now
+        self.last_done = done
         pct = 100.0 * (done + fraction) / max(self.total, 1)
         line = f"mmreplay replay: {done}/{self.total} runs done, {pct:5.1f}% ({now - self.t0:.0f} s)"
         self.stream.write(("\r" + line) if self.tty else line + "\n")
