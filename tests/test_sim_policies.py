@@ -263,3 +263,21 @@ def test_nonsense_configs_are_usage_errors(field, value):
     kwargs = {"cpus": 1, "policy": resolve("current"), field: value}
     with pytest.raises(UsageError):
         SimConfig(**kwargs)
+
+
+def test_service_time_perturbation_is_seeded_and_keeps_the_mean_work():
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=i, pid=1, ops=[Think(2_000), Critical(lock, "write", 1_000)] * 500) for i in (1, 2)],
+                 cpus=2)
+
+    def run(seed, perturb):
+        return simulate(w, SimConfig(cpus=2, policy=resolve("current"), probe=False, seed=seed, perturb=perturb))
+
+    exact = run(1, 0.0).metrics["work_cpu_ns"]
+    a, b, c = run(1, 0.3), run(1, 0.3), run(2, 0.3)
+    assert a.metrics == b.metrics
+    assert a.metrics["work_cpu_ns"] != c.metrics["work_cpu_ns"]
+    for r in (a, c):
+        assert r.metrics["work_cpu_ns"] == pytest.approx(exact, rel=0.03)  # 2000 samples, cv 0.3: se ≈ 0.7%
+    with pytest.raises(UsageError):
+        SimConfig(cpus=1, policy=resolve("current"), perturb=-0.1)

@@ -9,6 +9,8 @@ and resched points.
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,8 +82,11 @@ def tlb_flush_ns(pages: int, c: Costs, fullmm: bool = False) -> int:
 
 
 def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, preempt: str, open_mode: bool,
-            costs: Costs) -> Program:
+            costs: Costs, perturb: float = 0.0, seed: int = 0) -> Program:
     """Flatten every thread of ``workload``; ``lock_policy(lock_class)`` names each class's policy.
+
+    ``perturb`` > 0 multiplies every Think and hold time by a lognormal factor of mean 1 and
+    that coefficient of variation, drawn from ``seed`` (service-time noise for spreads over seeds).
 
     A boundary is a preemption point when the thread is in user mode there, under
     full preemption anywhere, under voluntary preemption also at might_sleep()
@@ -100,6 +105,16 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     voluntary = preempt == "voluntary"
     code_all: list[list[tuple]] = []
     points_all: list[list[bool]] = []
+    if perturb > 0:
+        rng = random.Random(seed * 0x9E3779B1 + 0x5EED)
+        sigma = math.sqrt(math.log(1 + perturb * perturb))
+        mu = -sigma * sigma / 2
+
+        def scale(ns: int) -> int:
+            return round(ns * rng.lognormvariate(mu, sigma))
+    else:
+        def scale(ns: int) -> int:
+            return ns
     for th in workload.threads:
         code: list[tuple] = []
         points: list[bool] = []
@@ -110,7 +125,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
             user = depth == 0
             if type(op) is tuple:
                 if op[0] is _HOLD:
-                    code.append((KERN, op[1]))
+                    code.append((KERN, scale(op[1])))
                     points.append(full)
                 else:  # (_CLOSE, instruction)
                     depth -= 1
@@ -122,7 +137,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 points.append(True)
             if type(op) is Think:
                 if op.ns > 0:
-                    code.append((USER if user else KERN, op.ns))
+                    code.append((USER if user else KERN, scale(op.ns)))
                     points.append(user or full)
             elif type(op) is Block:
                 code.append((BLOCK, op.ns))

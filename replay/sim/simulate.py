@@ -33,6 +33,8 @@ class SimConfig:
     costs: Costs = field(default_factory=Costs)
     probe: bool = True
     probe_period_ns: int = 1_000_000
+    #: coefficient of variation of a mean-1 lognormal factor on every Think and hold time (seeded); 0 = as given
+    perturb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
@@ -41,6 +43,9 @@ class SimConfig:
             raise UsageError(f"unknown preemption model {self.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
         if self.mode not in MODES:
             raise UsageError(f"unknown replay mode {self.mode!r}; known: {', '.join(MODES)}")
+        if not 0 <= self.perturb <= 2:
+            raise UsageError(f"service-time perturbation must be a coefficient of variation in [0, 2], "
+                             f"not {self.perturb}")
         if self.probe and self.probe_period_ns < 1:
             raise UsageError(f"probe period must be positive, not {self.probe_period_ns}")
 
@@ -66,7 +71,7 @@ _COLUMNS = {
 def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None) -> SimResult:
     """Replay ``workload`` once under ``config``; the same config gives the same result."""
     program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
-                      config.mode == "open", config.costs)
+                      config.mode == "open", config.costs, config.perturb, config.seed)
     eng = Engine(program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
                  config.mode == "open", config.probe, config.probe_period_ns, progress)
     eng.run()
