@@ -281,6 +281,19 @@ def test_hold_with_no_evidence_takes_the_default(tmp_path):
     assert list(derived_holds(w, "anon_vma").values()) == [DEFAULT_HOLD_NS]
 
 
+def test_wait_outside_any_operation_takes_the_typical_hold_not_the_gap_to_the_next_event(tmp_path):
+    b = TraceBuilder()
+    t = b.thread(1)
+    with t.lock("other", 0xFFFF_8881_0000_0040, wait=300):  # e.g. inside an untraced system call
+        t.run(50)
+    t.run(1_000_000)
+    with t.syscall("mmap"):
+        t.run(100)
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    assert list(derived_holds(w, "other").values()) == [DEFAULT_HOLD_NS]
+    assert w.meta["derived_hold_sources"] == {"other: typical": 1}
+
+
 def test_missing_hold_data_is_a_one_line_missing_table_error(tmp_path):
     b = TraceBuilder()
     munmap(b.thread(1))

@@ -17,9 +17,10 @@ released it is not recorded. Three pieces of evidence bound it, tried in order
    not sleep). That is an upper bound, often far above the hold, so when the
    class has at least ``MIN_SAMPLES`` hand-off holds the hold is the median of
    those that fit under the bound (**sampled**); otherwise the bound itself.
-3. **typical** — no bound at all (a wait outside any recorded operation, at
-   the end of the thread): the median hand-off hold of the class, else
-   ``DEFAULT_HOLD_NS``.
+3. **typical** — the wait lies outside every recorded operation: the thread's
+   next event says nothing about the release (it may be running untraced
+   kernel code), so the hold is the median hand-off hold of the class, else
+   ``DEFAULT_HOLD_NS``, capped by the next event.
 
 benchmarks/missing_holds_error.py measures the error against simulated ground
 truth: hand-off holds come out ~30 ns long (the hand-off itself), sampled ones
@@ -114,25 +115,21 @@ def derive_holds(rec: Recorded) -> Counter[str]:
             if h is not None and w.exclusive_wait:
                 end = min(h, parent_end) if parent_end is not None else h
                 source = "hand-off"
-            else:
-                bounds = [b for b in (parent_end, nxt, h) if b is not None]
+            elif parent_end is not None:
+                bound = min(b for b in (parent_end, nxt, h) if b is not None) - acquired
                 sample = samples.get(w.lock.lock_class, [])
-                bound = min(bounds) - acquired if bounds else None
-                if len(sample) >= MIN_SAMPLES:
-                    # median of the class's hand-off holds that fit under the bound
-                    k = len(sample) if bound is None else bisect_right(sample, bound)
-                    if k:
-                        end = acquired + sample[(k - 1) // 2]
-                        source = "sampled"
-                    else:
-                        end = acquired + bound
-                        source = "bracket"
-                elif bound is not None:
-                    end = acquired + bound
-                    source = "bracket"
-                else:
-                    end = acquired + (int(statistics.median(sample)) if sample else DEFAULT_HOLD_NS)
-                    source = "typical"
+                # the median of the class's hand-off holds that fit under the bound
+                k = bisect_right(sample, bound) if len(sample) >= MIN_SAMPLES else 0
+                end = acquired + (sample[(k - 1) // 2] if k else bound)
+                source = "sampled" if k else "bracket"
+            else:
+                # outside every recorded operation the thread's next event is no sign of a release
+                # (it may be running untraced kernel code): take the class's typical hold
+                sample = samples.get(w.lock.lock_class, [])
+                hold = int(statistics.median(sample)) if sample else DEFAULT_HOLD_NS
+                caps = [b - acquired for b in (nxt, h) if b is not None]
+                end = acquired + min([hold, *caps])
+                source = "typical"
             w.end = max(end, acquired)
             w.evidence = source
             sources[f"{w.lock.lock_class}: {source}"] += 1
