@@ -53,7 +53,7 @@ def time_engine(w: Workload, cfg: SimConfig) -> tuple[float, int, float]:
     """(engine-only seconds, events, end-to-end seconds)."""
     pol = cfg.policy
     prog = flatten(w, pol.lock_policy, pol.gather, cfg.preempt, cfg.mode == "open", cfg.costs)
-    eng = Engine(prog, w, cfg.cpus, cfg.preempt, pol.gather, cfg.seed, cfg.costs, cfg.mode == "open", cfg.probe,
+    eng = Engine(prog, w, cfg.cpus, cfg.preempt, pol.gather, cfg.seed, cfg.costs, cfg.probe,
                  cfg.probe_period_ns)
     t0 = time.perf_counter()
     eng.run()

@@ -281,3 +281,16 @@ def test_service_time_perturbation_is_seeded_and_keeps_the_mean_work():
         assert r.metrics["work_cpu_ns"] == pytest.approx(exact, rel=0.03)  # 2000 samples, cv 0.3: se ≈ 0.7%
     with pytest.raises(UsageError):
         SimConfig(cpus=1, policy=resolve("current"), perturb=-0.1)
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_a_spinlock_holder_sleeping_while_its_waiter_takes_the_only_cpu_is_a_reported_deadlock(probe):
+    from replay.errors import MmreplayError
+
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = _two_threads([Critical(lock, "write", 100, (Block(10_000),))], [Critical(lock, "write", 100)], cpus=1)
+    with pytest.raises(MmreplayError, match="deadlocked"):
+        simulate(w, SimConfig(cpus=1, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
+    # with a second CPU the holder gets back on and the run completes, counting the atomic sleep
+    res = simulate(w, SimConfig(cpus=2, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
+    assert res.metrics["atomic_sleeps"] == 1

@@ -59,12 +59,17 @@ class SimThread:
     """Mutable state of one simulated thread (allocated once per run)."""
 
     __slots__ = (
+        # identity, program counter, where it is
         "idx", "tid", "mm", "code", "points", "pc", "state", "cpu", "oncpu", "gen",
+        # the current segment: work left in the instruction, its end, its work and overhead parts
         "rem", "fresh", "seg_start", "seg_end", "seg_work", "seg_debt", "segpre", "seg_over", "debt",
+        # preempt count and the open preempt-off section
         "pcount", "poff_start", "poff_cause", "poff_class",
+        # locks held and the acquisition under way
         "held", "wait_start", "spin_start", "spun", "slept", "granted", "recorded_wait", "waiting_lock",
+        # open spans and the gather under way
         "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
-        "slice_start", "runnable_at", "tid_prio",
+        "slice_start", "runnable_at",
     )
 
     def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
@@ -111,7 +116,7 @@ class Engine:
     """One simulation run: build with a flattened Program, call ``run()``."""
 
     def __init__(self, program: Program, workload: Workload, cpus: int, preempt: str, gather: str, seed: int,
-                 costs: Costs, open_mode: bool, probe: bool, probe_period_ns: int,
+                 costs: Costs, probe: bool, probe_period_ns: int,
                  progress: Callable[[float], None] | None = None):
         if cpus < 1:
             raise ValueError("cpus must be at least 1")
@@ -345,6 +350,8 @@ class Engine:
     def probe_wake_ev(self, c: int, t: int) -> None:
         if self.done == len(self.threads):
             return
+        if not any(self.probe_running) and all(e[2] >= E_PWAKE for e in self.heap):
+            return  # only probe timers are left: the threads are deadlocked; let the run end and say so
         self.push(t + self.probe_period, E_PWAKE, c, 0)
         if self.probe_running[c] or self.probe_pending[c] >= 0:
             self.probe_overruns += 1

@@ -73,7 +73,7 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
     program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
                       config.mode == "open", config.costs, config.perturb, config.seed)
     eng = Engine(program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
-                 config.mode == "open", config.probe, config.probe_period_ns, progress)
+                 config.probe, config.probe_period_ns, progress)
     eng.run()
     if progress is not None:
         progress(1.0)
