@@ -132,11 +132,11 @@ def _mm_of_pid(trace: Trace) -> dict[int, int]:
     votes: dict[int, Counter[int]] = defaultdict(Counter)
     for pid, addr, n in (
         trace.scan("lock_holds").filter(pl.col("lock_class") == "mmap_lock")
-        .group_by("pid", "lock_addr").len().collect().rows()
+        .group_by("pid", "lock_addr").len().sort("pid", "lock_addr").collect().rows()
     ):
         votes[pid][addr] += n
     if trace.has("gathers"):
-        for pid, mm, n in trace.scan("gathers").group_by("pid", "mm").len().collect().rows():
+        for pid, mm, n in trace.scan("gathers").group_by("pid", "mm").len().sort("pid", "mm").collect().rows():
             votes[pid][mm] += n
     return {pid: c.most_common(1)[0][0] for pid, c in votes.items()}
 
