@@ -207,3 +207,16 @@ def test_unmeasured_faults_are_explained(capsys, tmp_path):
         t.run(300)
     rc, out, _ = replay(capsys, b.write(tmp_path / "t"), "--compare", "current", "--seeds", "1")
     assert rc == 0 and "3 faults have no measured end" in out and "covers the 1 measured ones" in out
+
+
+def test_missing_optional_tables_are_reported_not_fatal(capsys, tmp_path):
+    b = TraceBuilder()
+    t = b.thread(1)
+    with t.syscall("munmap"), t.mmap_lock("write"):
+        t.run(400)
+    t.sleep(1_000)
+    path = b.write(tmp_path / "t", omit=("sched_switch", "page_free_batches"))
+    rc, out, _ = replay(capsys, path, "--compare", "current", "--seeds", "1")
+    assert rc == 0
+    assert "no sched_switch table: all gaps taken as on-CPU think time" in out
+    assert "no gathers or page_free_batches" in out

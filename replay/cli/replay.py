@@ -139,8 +139,9 @@ def workload_notes(workload: Any) -> list[str]:
     from replay.sim.ops import Span
     from replay.workload.intervals import UNMEASURED_FAULTS
 
-    notes = []
-    unmeasured = workload.meta.get("notes", {}).get(UNMEASURED_FAULTS, 0)
+    recon = workload.meta.get("notes", {})
+    notes = [n for n in recon if n.startswith("no ")]  # a table the trace lacks, and what follows from it
+    unmeasured = recon.get(UNMEASURED_FAULTS, 0)
     if unmeasured:
         measured = sum(1 for op in _ops(workload) if isinstance(op, Span) and op.kind == "fault")
         notes.append(f"{unmeasured:,} faults have no measured end (per-VMA lock; tier 1 has no fault-exit event): "
