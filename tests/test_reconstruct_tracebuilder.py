@@ -56,3 +56,14 @@ def test_truth_keeps_every_hold_and_omit_drops_tables(tmp_path):
         ("mmap_lock", 200, 300 + 400 + 100 * 20 + 2), ("i_mmap_rwsem", 300, 400)]
     trace = Trace.open(b.write(tmp_path / "t", omit=("sched_switch", "ipis")))
     assert not trace.has("sched_switch") and not trace.has("ipis") and trace.has("sched_wakeup")
+
+
+def test_wait_none_queues_behind_the_last_release(tmp_path):
+    b = TraceBuilder()
+    a, c = b.thread(1), b.thread(2)
+    with a.lock("i_mmap_rwsem", FILE_A, wait=None):  # free: no wait
+        a.run(1_000)
+    c.run(300)
+    with c.lock("i_mmap_rwsem", FILE_A, wait=None):  # arrives at 300, A releases at 1000
+        c.run(50)
+    assert [(h.tid, h.wait, h.hold) for h in b.truth] == [(1, 0, 1_000), (2, 700, 50)]

@@ -18,10 +18,11 @@ models::
     t.sleep(50_000)                                # sched_switch out (prev_state=1) and back in
     b.write(tmp_path / "t", tier=1)
 
-The builder does not simulate contention: waits are what the test says they
-are, and threads must be put on distinct CPUs (the default) if their timelines
-overlap. ``b.truth`` keeps every lock hold, including those tier 1 cannot see,
-so tests can check the missing-holds model against the ground truth.
+The builder does not schedule: waits are what the test says they are (or,
+with ``wait=None``, until the lock's last release written so far), and threads
+must be put on distinct CPUs (the default) if their timelines overlap.
+``b.truth`` keeps every lock hold, including those tier 1 cannot see, so
+tests can check the missing-holds model against the ground truth.
 """
 
 from __future__ import annotations
@@ -180,18 +181,25 @@ class ThreadBuilder:
     # -- locks ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def mmap_lock(self, mode: str, *, wait: int = 0, sleeping: bool = False) -> Iterator[ThreadBuilder]:
+    def mmap_lock(self, mode: str, *, wait: int | None = 0, sleeping: bool = False) -> Iterator[ThreadBuilder]:
         """mmap_lock of this thread's process: tier 1 records every acquisition (lock_holds)."""
         with self.lock("mmap_lock", mm_addr(self.pid), mode, wait=wait, sleeping=sleeping):
             yield self
 
     @contextlib.contextmanager
-    def lock(self, lock_class: str, addr: int, mode: str = "write", *, wait: int = 0, flags: int | None = None,
-             sleeping: bool = False) -> Iterator[ThreadBuilder]:
+    def lock(self, lock_class: str, addr: int, mode: str = "write", *, wait: int | None = 0,
+             flags: int | None = None, sleeping: bool = False) -> Iterator[ThreadBuilder]:
         """Hold a lock around the body. A wait > 0 is contended: it writes a lock_waits row (what
         lock:contention_begin/end see). Hold times reach the trace for mmap_lock always and for
         other classes only when the trace is written with ``tier=2``. ``sleeping`` puts the
-        waiter off-CPU for the wait (a sleeping lock's slow path)."""
+        waiter off-CPU for the wait (a sleeping lock's slow path).
+
+        ``wait=None`` derives the wait from the lock itself: the thread waits until the last
+        release written so far (FIFO hand-off), so write contending threads in arrival order.
+        """
+        key = (lock_class, addr)
+        if wait is None:
+            wait = max(0, self.b._free_at.get(key, 0) - self.now)
         h = Hold(self.tid, lock_class, addr, mode, start=self.now, acquired=self.now + wait)
         if wait:
             if flags is None:
@@ -211,6 +219,7 @@ class ThreadBuilder:
         yield self
         self.held.pop()
         h.released = self.now
+        self.b._free_at[key] = max(self.b._free_at.get(key, 0), self.now)
         self.b._holds.append((h, depth))
 
     # -- page freeing -----------------------------------------------------------------------
@@ -251,6 +260,7 @@ class TraceBuilder:
         self.threads: dict[int, ThreadBuilder] = {}
         self.truth: list[Hold] = []
         self._holds: list[tuple[Hold, int]] = []
+        self._free_at: dict[tuple[str, int], int] = {}  # last release written per lock (wait=None)
         self._rows = _Rows()
 
     def thread(self, tid: int, *, pid: int | None = None, comm: str = "worker", cpu: int | None = None,
