@@ -417,3 +417,31 @@ def test_runqueue_lock_waits_are_left_to_the_simulators_scheduler(tmp_path):
     w = reconstruct(Trace.open(b.write(tmp_path / "t")))
     assert w.lock_classes == {"mmap_lock"} and w.derived_classes == frozenset()
     assert any("runqueue_lock" in k for k in w.meta["notes"])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plans=st.lists(st.lists(st.tuples(st.integers(0, 800), st.integers(50, 2_000)), min_size=1, max_size=6),
+                      min_size=2, max_size=4))
+def test_handoff_holds_equal_the_true_holds_under_fifo_contention(tmp_path_factory, plans):
+    from replay.workload.holds import derive_holds
+    from replay.workload.intervals import load
+
+    b = TraceBuilder(cpus=4)
+    threads = [b.thread(100 + i) for i in range(len(plans))]
+    todo = {t.tid: list(plan) for t, plan in zip(threads, plans, strict=True)}
+    for t in threads:
+        t.run(todo[t.tid][0][0])
+    while any(todo.values()):  # acquire in arrival order so the builder's FIFO waits are consistent
+        t = min((t for t in threads if todo[t.tid]), key=lambda t: (t.now, t.tid))
+        _, hold = todo[t.tid].pop(0)
+        with t.lock("i_mmap_rwsem", FILE_A, wait=None):
+            t.run(hold)
+        if todo[t.tid]:
+            t.run(todo[t.tid][0][0])
+    rec = load(Trace.open(b.write(tmp_path_factory.mktemp("t") / "t")))
+    derive_holds(rec)
+    truth = {(h.tid, h.start): h.hold for h in b.truth}
+    for t in rec.threads.values():
+        for iv in t.intervals:
+            if iv.evidence == "hand-off":
+                assert iv.end - iv.body_start == truth[(t.tid, iv.start)]
