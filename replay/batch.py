@@ -42,6 +42,7 @@ class Settings:
     mode: str
     costs: Costs
     probe: bool = True
+    keep_tables: bool = True  # False: return metrics only (no RESULTS directory to write)
 
 
 def run_one(workload: Workload, spec: RunSpec, settings: Settings,
@@ -55,7 +56,7 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
     result = simulate(workload, config, progress=progress)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
-    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables))
+    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables) if settings.keep_tables else {})
 
 
 def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> None:

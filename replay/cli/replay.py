@@ -182,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         preempt, note = preempt_default(trace.manifest.host.preempt_model)
         if note:
             notes.append(note)
-    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=opts.mode, costs=costs)
+    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=opts.mode, costs=costs,
+                        keep_tables=bool(args.output))
     specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
     progress = Progress(len(specs))
     runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
