@@ -45,6 +45,7 @@ from replay.sim.program import (
     Program,
     tlb_flush_ns,
 )
+from replay.trace.schema import LOCK_CLASSES
 
 # thread states
 RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE = range(7)
@@ -179,9 +180,12 @@ class Engine:
         self.probe_overruns = 0
         self.done = 0
         self.end = 0  # when the last thread finished
-        self.nwait: dict[str, int] = {}
-        self.wait_area: dict[str, int] = {}
-        self.wait_last: dict[str, int] = {}
+        # waiters per lock class (index in LOCK_CLASSES) and its integral over time (Little's L)
+        self.nwait = [0] * len(LOCK_CLASSES)
+        self.wait_area = [0] * len(LOCK_CLASSES)
+        self.wait_last = [0] * len(LOCK_CLASSES)
+        self.contended = [False] * len(LOCK_CLASSES)
+        self.lock_cls = [LOCK_CLASSES.index(info.lock_class) for info in program.locks]
         # event logs (tuples; turned into Arrow tables by replay.sim.simulate)
         self.rows_waits: list[tuple] = []
         self.rows_holds: list[tuple] = []
@@ -224,11 +228,14 @@ class Engine:
             self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class,
                                    False))
 
-    def _queue(self, cls: str, now: int, delta: int) -> None:
-        n = self.nwait.get(cls, 0)
-        self.wait_area[cls] = self.wait_area.get(cls, 0) + n * (now - self.wait_last.get(cls, now))
-        self.wait_last[cls] = now
-        self.nwait[cls] = n + delta
+    def _queue(self, lid: int, now: int, delta: int) -> None:
+        k = self.lock_cls[lid]
+        n = self.nwait[k]
+        if n:
+            self.wait_area[k] += n * (now - self.wait_last[k])
+        self.wait_last[k] = now
+        self.nwait[k] = n + delta
+        self.contended[k] = True
 
     # ------------------------------------------------------- CPU hand-over
     def leave_cpu(self, th: SimThread, now: int, reason: str) -> None:
@@ -301,7 +308,8 @@ class Engine:
 
     def grant_spin(self, th: SimThread, at: int) -> None:
         th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
-        self.push(at, E_GRANT, th.idx, th.gen)
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
@@ -604,7 +612,7 @@ class Engine:
                 if th.granted:
                     th.granted = False
                     wait = now - th.wait_start
-                    self._queue(info.lock_class, now, -1)
+                    self._queue(lid, now, -1)
                     self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
                                             "write" if ins[2] else "read", th.spun, th.slept))
                     th.held.append((lid, now, wait, len(th.held), ins[4]))
@@ -629,7 +637,7 @@ class Engine:
                 if th.state != SLEEP:
                     th.slept = False
                 th.waiting_lock = lk
-                self._queue(info.lock_class, now, +1)
+                self._queue(lid, now, +1)
                 self.instr += n
                 self.events += n
                 return

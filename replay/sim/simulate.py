@@ -15,7 +15,7 @@ from replay.sim.costs import Costs
 from replay.sim.engine import Engine
 from replay.sim.ops import Workload
 from replay.sim.program import flatten
-from replay.trace.schema import SIM_TABLES, TABLES_BY_NAME
+from replay.trace.schema import LOCK_CLASSES, SIM_TABLES, TABLES_BY_NAME
 
 PREEMPT_MODELS = ("none", "voluntary", "full")
 MODES = ("closed", "open")
@@ -168,8 +168,9 @@ def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
             m[f"hold_max_ns:{name}"] = float(dur[sel].max())
     span = max(1, eng.end - eng.t0)
     m["runq_mean"] = eng.rq_area / span  # time-average run-queue length
-    for name, area in eng.wait_area.items():
-        m[f"waiters_mean:{name}"] = area / span  # time-average number of waiters (Little's L)
+    for k, name in enumerate(LOCK_CLASSES):
+        if eng.contended[k]:
+            m[f"waiters_mean:{name}"] = eng.wait_area[k] / span  # time-average number of waiters (Little's L)
     ops = tables["sim_ops"]
     if ops.num_rows:
         kinds, names = _codes(ops.column("kind"))
