@@ -718,6 +718,11 @@ class Engine:
                     th.rem = round(th.g_free * pend)
                 d = th.rem
                 pre = False
+            elif th.debt:  # BLOCK, UNTIL, END: pay pending overhead (lock costs) before leaving the CPU
+                th.seg_over = True
+                d = 0
+                pre = False
+                n -= 1  # the instruction itself runs after the payment
             elif op == BLOCK or op == UNTIL:
                 until = now + ins[1] if op == BLOCK else ins[1]
                 th.pc = pc + 1
