@@ -126,6 +126,8 @@ def test_results_directory_holds_every_run_and_info_reads_it(capsys, trace_path,
     assert "sim_summary" in capsys.readouterr().out
     rc, _, err = replay(capsys, trace_path, "--seeds", "1", "-o", res)
     assert rc == 2 and "--force" in err
+    rc, _, err = replay(capsys, res, "--seeds", "1")
+    assert rc == 2 and err.count("\n") == 1 and "holds replay results, not a trace" in err
     assert replay(capsys, trace_path, "--seeds", "1", "-o", res, "--force")[0] == 0
 
 

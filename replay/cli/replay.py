@@ -172,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
     opts = check_options(args)
     costs = Costs.load(args.costs) if args.costs else Costs()
     trace = Trace.open(args.trace)
+    if trace.manifest.kind != "trace":
+        raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
+                         f"({trace.manifest.extra.get('trace', 'see its manifest')})")
     sets = [resolve(s) for s in opts.sets]
     workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
     if not workload.threads:
