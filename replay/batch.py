@@ -78,6 +78,13 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
     fill("sim_lock_holds", "lock_class", "wait", "wait")
     fill("sim_lock_holds", "lock_class", "dur", "hold")
     fill("sim_ops", "kind", "dur", "op_latency")
+    # the longest preempt-off section per cause (spinlock, gather, ...): what the longest one is made of
+    poff = tables.get("sim_preempt_off")
+    if poff is not None and poff.num_rows:
+        causes = np.asarray(poff.column("cause").to_pylist())
+        durs = np.asarray(poff.column("dur").to_numpy(), dtype=float)
+        for cause in sorted(set(causes.tolist())):
+            metrics.setdefault(f"preempt_off_max_ns:{cause}", float(durs[causes == cause].max()))
 
 
 # -- process pool -------------------------------------------------------------------------------

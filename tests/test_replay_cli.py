@@ -76,7 +76,7 @@ def test_report_covers_every_figure_and_flags_derived_ones(capsys, trace_path):
     rc, out, _ = replay(capsys, trace_path, "--compare", "2.6.39", "3.0", "--seeds", "2")
     assert rc == 0
     for needle in ("== 2.6.39", "== 3.0", "== 3.0 vs 2.6.39", "i_mmap_rwsem†", "munmap", "fault",
-                   "wait p99", "hold max", "longest preempt-off section", "probe latency p99",
+                   "wait p99", "hold max", "longest preempt-off section", "longest by cause", "probe latency p99",
                    "CPU time spinning", "context switches", "TLB flushes", "IPIs", "makespan", "95% CI",
                    "† rests on hold times derived by the missing-holds model"):
         assert needle in out, needle

@@ -327,6 +327,12 @@ def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
                 derived_any |= s.derived
                 spread = f"  ± {fmt(s.sd, key)} sd" if s.seeds > 1 and s.sd else ""
                 lines.append(f"{label + (mark if s.derived else ''):<30}{fmt(s.mean, key):>12}{spread}")
+                if key == "preempt_off_max_ns":
+                    causes = sorted(((v.mean, k.split(":", 1)[1]) for k, v in m.items()
+                                     if k.startswith("preempt_off_max_ns:")), reverse=True)
+                    if causes:
+                        lines.append(f"{'  longest by cause':<30}" + ", ".join(
+                            f"{c} {fmt(v, key)}" for v, c in causes))
     by_pair: dict[tuple[str, str], list[Any]] = {}
     for c in comparisons:
         by_pair.setdefault((c.base, c.other), []).append(c)
