@@ -509,7 +509,8 @@ for _t in SIM_TABLES:
 _METRIC = Column("metric", pa.string(), "-", "metric name (e.g. wait_p99_ns, makespan_ns; docs/SIMULATOR.md)")
 _METRIC_CLASS = Column("lock_class", ENUM, "-", "lock class the metric is about (null: not per class)",
                        values=LOCK_CLASSES, nullable=True)
-_METRIC_KIND = Column("kind", pa.string(), "-", "operation kind the metric is about (null: not per kind)",
+_METRIC_KIND = Column("kind", pa.string(), "-",
+                      "operation kind (fault, munmap, ...) or preempt-off cause the metric is about (null: neither)",
                       nullable=True)
 _DERIVED = Column("derived", pa.bool_(), "-", "the figure rests on hold times from the missing-holds model")
 
