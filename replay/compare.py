@@ -7,7 +7,8 @@ Student t-interval on those paired differences: mean ± t(0.975, n−1)·s/√n.
 With one seed there is no interval (None).
 
 Metric keys are ``name`` or ``name:qualifier``; a qualifier that is a lock
-class (schema.LOCK_CLASSES) is one, anything else is an operation kind.
+class (schema.LOCK_CLASSES) is one, anything else is an operation kind (or,
+for preempt_off_max_ns, the cause of the section).
 """
 
 from __future__ import annotations
