@@ -178,6 +178,7 @@ class Engine:
         self.ipis = 0
         self.atomic_sleeps = 0
         self.probe_overruns = 0
+        self.instr_at_probe = -1  # instructions executed at the last probe wake-up (deadlock check)
         self.done = 0
         self.end = 0  # when the last thread finished
         # waiters per lock class (index in LOCK_CLASSES) and its integral over time (Little's L)
@@ -358,8 +359,10 @@ class Engine:
     def probe_wake_ev(self, c: int, t: int) -> None:
         if self.done == len(self.threads):
             return
-        if not any(self.probe_running) and all(e[2] >= E_PWAKE for e in self.heap):
+        if self.instr == self.instr_at_probe and not any(self.probe_running) \
+                and all(e[2] >= E_PWAKE for e in self.heap):
             return  # only probe timers are left: the threads are deadlocked; let the run end and say so
+        self.instr_at_probe = self.instr
         self.push(t + self.probe_period, E_PWAKE, c, 0)
         if self.probe_running[c] or self.probe_pending[c] >= 0:
             self.probe_overruns += 1
@@ -401,7 +404,7 @@ class Engine:
             th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
             return
         if th.pcount > 0:
-            self.probe_cause[c] = th.poff_cause if th.poff_cause != "recorded-spin" else "recorded-spin"
+            self.probe_cause[c] = th.poff_cause
         elif th.state == RUN and th.seg_over:
             self.probe_cause[c] = "switch"
         else:
