@@ -329,7 +329,7 @@ def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
                 lines.append(f"{label + (mark if s.derived else ''):<30}{fmt(s.mean, key):>12}{spread}")
                 if key == "preempt_off_max_ns":
                     causes = sorted(((v.mean, k.split(":", 1)[1]) for k, v in m.items()
-                                     if k.startswith("preempt_off_max_ns:")), reverse=True)
+                                     if k.startswith("preempt_off_max_ns:") and v.mean > 0), reverse=True)
                     if causes:
                         lines.append(f"{'  longest by cause':<30}" + ", ".join(
                             f"{c} {fmt(v, key)}" for v, c in causes))
