@@ -294,3 +294,26 @@ def test_a_spinlock_holder_sleeping_while_its_waiter_takes_the_only_cpu_is_a_rep
     # with a second CPU the holder gets back on and the run completes, counting the atomic sleep
     res = simulate(w, SimConfig(cpus=2, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
     assert res.metrics["atomic_sleeps"] == 1
+
+
+@pytest.mark.parametrize(("policy", "knob"), [("i_mmap_rwsem=mutex", "mutex_handoff_after_ns"),
+                                              ("i_mmap_rwsem=rwsem", "rwsem_handoff_after_ns")])
+def test_spinners_steal_from_a_sleeper_only_until_it_has_waited_the_handoff_time(policy, knob):
+    """T1 blocks holding the lock, so T2 goes to sleep; then T1 and T3 keep handing the lock to each
+    other by optimistic spinning. T2 gets it once it has waited the hand-off time, not before."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    loop = [Think(50), Critical(lock, "write", 2_000)] * 200
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))] + loop),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=loop, start_ns=4_990),  # tries at 5 040: T1 runs again, so T3 spins
+    ]
+    w = Workload(threads, cpus=3)
+
+    def t2_wait(after_ns):
+        costs = replace(Costs.zero(), **{knob: after_ns})
+        res = simulate(w, SimConfig(cpus=3, policy=resolve(policy), costs=costs, probe=False))
+        return next(r["wait"] for r in res.tables["sim_lock_holds"].to_pylist() if r["tid"] == 2)
+
+    assert 50_000 <= t2_wait(50_000) <= 50_000 + 2 * 2_050
+    assert t2_wait(10**12) > 700_000  # without the hand-off rule it starves until the others finish
