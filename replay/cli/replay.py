@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
     notes = check_tables(trace, sets, workload) + workload_notes(workload)
+    if "as-recorded" in opts.sets and (opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus):
+        notes.append("as-recorded replays the recorded waits verbatim: with other CPUs or tasks than recorded "
+                     "it is no longer the identity baseline")
     preempt = opts.preempt
     if preempt is None:
         preempt, note = preempt_default(trace.manifest.host.preempt_model)
