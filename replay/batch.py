@@ -44,6 +44,7 @@ class Settings:
     costs: Costs
     probe: bool = True
     keep_tables: bool = True  # False: return metrics only (no RESULTS directory to write)
+    perturb: float = 0.0  # coefficient of variation of the seeded service-time noise (SimConfig.perturb)
 
 
 def run_one(workload: Workload, spec: RunSpec, settings: Settings,
@@ -53,7 +54,8 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
     from replay.sim import SimConfig, simulate
 
     config = SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
-                       seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe)
+                       seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
+                       perturb=settings.perturb)
     result = simulate(workload, config, progress=progress)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)

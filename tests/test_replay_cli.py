@@ -50,6 +50,8 @@ def replay(capsys, *args):
     (["--mode", "ajar"], "unknown --mode"),
     (["--policy", "i_mmap_rwsem=ticket"], "unknown lock policy 'ticket'"),
     (["--policy", "bkl=mutex"], "unknown lock class 'bkl'"),
+    (["--perturb", "3"], "--perturb is a coefficient of variation"),
+    (["--perturb", "lots"], "--perturb needs a number"),
 ])
 def test_nonsense_options_are_one_line_usage_errors(capsys, trace_path, args, fragment):
     rc, out, err = replay(capsys, trace_path, *args)
@@ -222,3 +224,14 @@ def test_missing_optional_tables_are_reported_not_fatal(capsys, tmp_path):
     assert rc == 0
     assert "no sched_switch table: all gaps taken as on-CPU think time" in out
     assert "no gathers or page_free_batches" in out
+
+
+def test_calibration_and_perturbation_are_applied_and_reported(capsys, trace_path):
+    rc, out, _ = replay(capsys, trace_path, "--compare", "current", "--seeds", "2", "--calibrate", "--perturb", "0.3",
+                        "--json")
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["perturb"] == 0.3
+    assert any(n.startswith("wakeup_ns") for n in doc["calibration"])
+    makespan = [s for s in doc["summary"] if s["metric"] == "makespan_ns"][0]
+    assert makespan["sd"] > 0  # perturbed service times differ between seeds

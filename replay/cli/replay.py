@@ -45,6 +45,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--mode", default="closed", metavar="closed|open",
                    help="closed: think time after each op's simulated end (default); open: recorded start times")
     p.add_argument("--costs", metavar="FILE", help="cost constants (TOML or JSON), see replay/sim/costs.py")
+    p.add_argument("--calibrate", action="store_true",
+                   help="replace the costs the trace measures (wake-up latency, page free/zap) with its figures")
+    p.add_argument("--perturb", metavar="CV", default="0",
+                   help="seeded lognormal noise on think and hold times, as a coefficient of variation "
+                        "(default 0: seeds differ only in wake-up jitter and probe timing)")
     p.add_argument("--jobs", metavar="N", default="1", help="replays run in parallel on N processes (default 1)")
     p.add_argument("-o", "--output", metavar="RESULTS", help="write every simulated event and figure here")
     p.add_argument("--force", action="store_true", help="overwrite an existing RESULTS directory")
@@ -63,6 +68,7 @@ class Options:
     seeds: int
     mode: str
     jobs: int
+    perturb: float = 0.0
 
 
 def _int(name: str, text: str | None, minimum: int) -> int | None:
@@ -90,6 +96,12 @@ def check_options(args: argparse.Namespace) -> Options:
         raise UsageError(f"--scale-tasks needs a number, not {args.scale_tasks!r}") from None
     if not (scale > 0) or math.isinf(scale):
         raise UsageError(f"--scale-tasks must be a positive number (got {args.scale_tasks})")
+    try:
+        perturb = float(args.perturb)
+    except ValueError:
+        raise UsageError(f"--perturb needs a number, not {args.perturb!r}") from None
+    if not 0 <= perturb <= 2:
+        raise UsageError(f"--perturb is a coefficient of variation in [0, 2] (got {args.perturb})")
     if args.preempt is not None and args.preempt not in PREEMPT_MODELS:
         raise UsageError(f"unknown --preempt {args.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
     if args.mode not in ("closed", "open"):
@@ -103,7 +115,7 @@ def check_options(args: argparse.Namespace) -> Options:
         if name in names:
             raise UsageError(f"policy set {name!r} given twice")
         names.append(name)
-    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs)
+    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb)
 
 
 def preempt_default(recorded: str) -> tuple[str, str]:
@@ -176,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
                          f"({trace.manifest.extra.get('trace', 'see its manifest')})")
     sets = [resolve(s) for s in opts.sets]
+    calibration: tuple[str, ...] = ()
+    if args.calibrate:
+        from replay.sim.calibrate import calibrate
+
+        cal = calibrate(trace, base=costs)
+        costs, calibration = cal.costs, cal.notes
     workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
@@ -189,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             notes.append(note)
     settings = Settings(cpus=workload.cpus, preempt=preempt, mode=opts.mode, costs=costs,
-                        keep_tables=bool(args.output))
+                        keep_tables=bool(args.output), perturb=opts.perturb)
     specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
     progress = Progress(len(specs))
     runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
@@ -200,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarize(by_set, dependent)
     comparisons = compare(by_set, base=sets[0].name, dependent=dependent)
     facts = _facts(trace, workload, sets, settings, opts, notes)
+    facts["calibration"] = list(calibration)
     if args.output:
         write_results(args.output, runs, comparisons, dependent=dependent, host=_host(trace, settings),
                       command=["mmreplay", *sys.argv[1:]], extra=facts, force=args.force)
@@ -233,6 +252,7 @@ def _facts(trace: Any, workload: Any, sets: list[Any], settings: Any, opts: Opti
         "scale_tasks": opts.scale_tasks,
         "preempt": settings.preempt,
         "mode": settings.mode,
+        "perturb": settings.perturb,
         "seeds": list(range(opts.seeds)),
         "policy_sets": [{"name": s.name, "locks": dict(s.locks), "gather": s.gather} for s in sets],
         "derived_classes": sorted(workload.derived_classes),
@@ -289,6 +309,7 @@ def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
         + ("; derived" + mark + ": " + ", ".join(facts["derived_classes"]) if facts["derived_classes"] else ""),
     ]
     lines += [f"note       {n}" for n in facts["notes"]]
+    lines += [f"calibrated {n}" for n in facts.get("calibration", [])]
     by_set: dict[str, dict[str, Any]] = {}
     for s in summaries:
         by_set.setdefault(s.policy_set, {})[str(s.key)] = s
