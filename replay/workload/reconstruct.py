@@ -118,7 +118,7 @@ def nest(intervals: list[Interval], notes: Counter[str]) -> list[Interval]:
                 iv.end = top.end
                 notes["derived holds shortened to end with the interval around their start" if iv.derived
                       else "overlapping measured intervals clipped to the outer one"] += 1
-            if iv.derived and iv.body_start <= top.body_start:
+            if iv.derived and top.kind == "critical" and iv.body_start <= top.body_start:
                 iv = None  # e.g. the rwsem's wait_lock: part of the slow path of the lock being waited for
                 notes["lock waits inside another lock's wait folded into it"] += 1
                 break
