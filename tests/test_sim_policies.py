@@ -317,3 +317,19 @@ def test_spinners_steal_from_a_sleeper_only_until_it_has_waited_the_handoff_time
 
     assert 50_000 <= t2_wait(50_000) <= 50_000 + 2 * 2_050
     assert t2_wait(10**12) > 700_000  # without the hand-off rule it starves until the others finish
+
+
+def test_hand_offs_across_sockets_cost_the_remote_line_transfer():
+    lock = LockRef("page_table_lock", 1)
+    threads = [Thread(tid=i, pid=1, ops=[Critical(lock, "write", 50) for _ in range(300)]) for i in range(1, 9)]
+    w = Workload(threads, cpus=8)
+
+    def makespan(per_socket):
+        costs = replace(Costs(), cpus_per_socket=per_socket)
+        res = simulate(w, SimConfig(cpus=8, policy=resolve("page_table_lock=qspinlock"), costs=costs, probe=False))
+        return res.metrics["makespan_ns"]
+
+    one, two = makespan(0), makespan(4)
+    assert two > one
+    # at most every hand-off pays the difference
+    assert two - one <= 8 * 300 * (Costs().line_transfer_remote_ns - Costs().line_transfer_ns)

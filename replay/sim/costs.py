@@ -24,7 +24,11 @@ class Costs:
     # --- locks: perfbook (McKenney, "Is Parallel Programming Hard", CPU-cost table, Nehalem)
     cas_ns: int = 12  #: uncontended CAS: mutex/rwsem fast path (acquire + release)
     spin_lock_unlock_ns: int = 26  #: uncontended spin_lock + spin_unlock
-    line_transfer_ns: int = 31  #: cache-line transfer, same socket (95 ns cross socket: override)
+    line_transfer_ns: int = 31  #: cache-line transfer, same socket
+    line_transfer_remote_ns: int = 95  #: cache-line transfer, cross socket
+    #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
+    #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
+    cpus_per_socket: int = 0
     #: ticket lock hand-off: each waiter re-reads the line after a release, serialized at the
     #: directory; the next owner is on average half-way, so hand-off = line_transfer * (1 + (k-1)/2)
     #: for k waiters (Boyd-Wickizer et al., "Non-scalable locks are dangerous", OLS 2012).
@@ -131,6 +135,7 @@ class Costs:
         """No overheads at all: locks, switches, wake-ups and flushes are free (queueing-theory tests)."""
         return replace(
             cls(),
-            cas_ns=0, spin_lock_unlock_ns=0, line_transfer_ns=0, context_switch_ns=0, wakeup_ns=0,
+            cas_ns=0, spin_lock_unlock_ns=0, line_transfer_ns=0, line_transfer_remote_ns=0, context_switch_ns=0,
+            wakeup_ns=0,
             wake_jitter_ns=0, probe_irq_ns=0, invlpg_ns=0, full_flush_ns=0, shootdown_ns=0, ipi_handler_ns=0,
         )

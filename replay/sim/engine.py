@@ -137,13 +137,13 @@ class Engine:
         self.locks = []
         for info in program.locks:
             if info.policy == "spinlock":
-                lk = SpinLock(self, costs.line_transfer_ns, costs.ticket_handoff_per_waiter)
+                lk = SpinLock(self, costs.ticket_handoff_per_waiter)
             elif info.policy == "qspinlock":
-                lk = SpinLock(self, costs.line_transfer_ns, 0.0)
+                lk = SpinLock(self, 0.0)
             elif info.policy == "mutex":
-                lk = Mutex(self, costs.line_transfer_ns, costs.mutex_handoff_after_ns)
+                lk = Mutex(self, costs.mutex_handoff_after_ns)
             elif info.policy == "rwsem":
-                lk = RWSem(self, costs.line_transfer_ns, costs.rwsem_handoff_after_ns)
+                lk = RWSem(self, costs.rwsem_handoff_after_ns)
             elif info.policy == "as-recorded":
                 lk = Recorded(self, info.lock_class in SLEEPING_CLASSES)
             else:
@@ -207,6 +207,13 @@ class Engine:
     def push(self, t: int, ev: int, x: int, g: int) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, ev, x, g))
+
+    def line(self, a: int, b: int) -> int:
+        """Cost of moving a cache line from CPU ``a`` to CPU ``b`` (a lock hand-off)."""
+        per = self.c.cpus_per_socket
+        if per and a // per != b // per:
+            return self.c.line_transfer_remote_ns
+        return self.c.line_transfer_ns
 
     def wake_cost(self) -> int:
         j = self.c.wake_jitter_ns

@@ -27,13 +27,12 @@ class SpinLock:
 
     preempt_off = True
     sleeping = False
-    __slots__ = ("eng", "owner", "q", "line", "per_waiter")
+    __slots__ = ("eng", "owner", "q", "per_waiter")
 
-    def __init__(self, eng: Engine, line_ns: int, per_waiter: float):
+    def __init__(self, eng: Engine, per_waiter: float):
         self.eng = eng
         self.owner: SimThread | None = None
         self.q: deque[SimThread] = deque()
-        self.line = line_ns
         self.per_waiter = per_waiter
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
@@ -51,7 +50,8 @@ class SpinLock:
         k = len(self.q)
         nxt = self.q.popleft()
         self.owner = nxt
-        self.eng.grant_spin(nxt, now + round(self.line * (1 + self.per_waiter * (k - 1))))
+        line = self.eng.line(th.cpu, nxt.cpu)
+        self.eng.grant_spin(nxt, now + round(line * (1 + self.per_waiter * (k - 1))))
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
         pass
@@ -67,14 +67,13 @@ class Mutex:
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "owner", "spinners", "sleepers", "line", "handoff_after")
+    __slots__ = ("eng", "owner", "spinners", "sleepers", "handoff_after")
 
-    def __init__(self, eng: Engine, line_ns: int, handoff_after_ns: int):
+    def __init__(self, eng: Engine, handoff_after_ns: int):
         self.eng = eng
         self.owner: SimThread | None = None
         self.spinners: deque[SimThread] = deque()
         self.sleepers: deque[SimThread] = deque()
-        self.line = line_ns
         self.handoff_after = handoff_after_ns
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
@@ -100,7 +99,7 @@ class Mutex:
         elif spinners:
             nxt = spinners.popleft()
             self.owner = nxt
-            self.eng.grant_spin(nxt, now + self.line)
+            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
         else:
             self.owner = None
 
@@ -129,15 +128,14 @@ class RWSem:
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "line", "handoff_after")
+    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "handoff_after")
 
-    def __init__(self, eng: Engine, line_ns: int, handoff_after_ns: int):
+    def __init__(self, eng: Engine, handoff_after_ns: int):
         self.eng = eng
         self.writer: SimThread | None = None
         self.readers = 0
         self.spinners: deque[SimThread] = deque()
         self.sleepers: deque[tuple[SimThread, bool]] = deque()
-        self.line = line_ns
         self.handoff_after = handoff_after_ns
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
@@ -168,7 +166,7 @@ class RWSem:
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
             self.writer = nxt
-            self.eng.grant_spin(nxt, now + self.line)
+            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
