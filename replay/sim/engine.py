@@ -271,7 +271,8 @@ class Engine:
             self.idle.append(c)
             self.rows_sched.append((now, c, prev, IDLE_TID, reason, 0))
 
-    def dispatch(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+    def bind(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+        """Put ``th`` on CPU ``c`` (the switch itself is the caller's: an overhead segment or none)."""
         self.rows_sched.append((now, c, prev, th.tid, reason, now - th.runnable_at))
         self.cur[c] = th
         th.cpu = c
@@ -281,6 +282,9 @@ class Engine:
         if th.pcount > 0:
             th.poff_start = now
         self.switches += 1
+
+    def dispatch(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+        self.bind(c, th, now, prev, reason)
         self.start_overhead(th, now, self.c.context_switch_ns)
 
     def start_overhead(self, th: SimThread, now: int, ns: int) -> None:
@@ -498,16 +502,7 @@ class Engine:
                     self.rq_last = t
                     self.rq.append(th)
                 elif free_switch:  # nothing to wait for: run it now without a zero-length event
-                    c = self.idle.pop()
-                    self.rows_sched.append((t, c, IDLE_TID, th.tid, "dispatch", 0))
-                    self.cur[c] = th
-                    th.cpu = c
-                    th.oncpu = True
-                    th.state = RUN
-                    th.slice_start = t
-                    if th.pcount > 0:
-                        th.poff_start = t
-                    self.switches += 1
+                    self.bind(self.idle.pop(), th, t, IDLE_TID, "dispatch")
                     th.seg_over = False
                     th.seg_work = 0
                     step(th, t, False)
