@@ -364,3 +364,162 @@ def describe(t: pa.DataType) -> str:
         "string": "Utf8",
         "double": "Float64",
     }.get(str(t), str(t))
+
+
+# --- Replay results: simulated events (replay/sim/, owned by the simulator) ------------------
+# Each row carries the policy set and seed of the run first, then the recorded tables' column
+# names (ts, dur, cpu, tid, lock_addr, lock_class, mode) so one query works on both.
+
+SIM_PREEMPT_CAUSES = ("spinlock", "spin-wait", "gather", "ptl", "recorded-spin")
+SIM_PROBE_CAUSES = ("idle", "preemptible", "spinlock", "spin-wait", "gather", "ptl", "recorded-spin", "kernel",
+                    "switch")
+SIM_SWITCH_REASONS = ("dispatch", "preempt", "block", "sleep-lock", "exit", "probe-end")
+
+_POLICY = Column("policy_set", pa.string(), "-", "policy set of the run (replay/policies)")
+_SEED = Column("seed", pa.int32(), "-", "seed of the run")
+_SIM_CPU = Column("cpu", pa.int32(), "-", "simulated CPU")
+_SIM_TID = Column("tid", pa.int32(), "-", "thread id (as in the workload)")
+_SIM_MODE = Column("mode", ENUM, "-", "read or write", values=LOCK_MODES)
+
+SIM_TABLES: tuple[Table, ...] = (
+    Table(
+        "sim_lock_waits",
+        "Simulated contended lock acquisitions: attempt to running with the lock.",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("acquire attempt"),
+            Column("dur", pa.int64(), "ns", "wait: attempt until the task runs holding the lock"),
+            _SIM_CPU, _SIM_TID,
+            Column("lock_addr", pa.uint64(), "address", "lock address"),
+            _CLASS, _SIM_MODE,
+            Column("spun_ns", pa.int64(), "ns", "part of the wait spent spinning on a CPU"),
+            Column("slept", pa.bool_(), "-", "the waiter slept (left its CPU)"),
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_lock_holds",
+        "Simulated lock holds, every acquisition (contended or not).",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("lock acquired (task runs holding it)"),
+            Column("dur", pa.int64(), "ns", "hold time: acquired to released"),
+            Column("wait", pa.int64(), "ns", "attempt to acquired (0 uncontended)"),
+            _SIM_CPU, _SIM_TID,
+            Column("lock_addr", pa.uint64(), "address", "lock address"),
+            _CLASS, _SIM_MODE,
+            Column("depth", pa.int32(), "count", "locks the task already held"),
+            Column("derived", pa.bool_(), "-", "hold time came from the missing-holds model"),
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_ops",
+        "Simulated end-to-end latency of labelled operations (Span: fault, munmap, exit, ...).",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("operation start"),
+            Column("dur", pa.int64(), "ns", "latency: start to end"),
+            _SIM_CPU, _SIM_TID,
+            Column("kind", pa.string(), "-", "operation kind (ops.Span.kind)"),
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_preempt_off",
+        "Simulated sections with preemption disabled (per task, closed at any switch).",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("preemption disabled"),
+            Column("dur", pa.int64(), "ns", "section length"),
+            _SIM_CPU, _SIM_TID,
+            Column("cause", ENUM, "-", "what disabled preemption first", values=SIM_PREEMPT_CAUSES),
+            Column("lock_class", ENUM, "-", "lock class for lock causes", values=LOCK_CLASSES, nullable=True),
+            Column("cut", pa.bool_(), "-", "closed because the task left its CPU with preemption still "
+                   "disabled (it slept in atomic context); the section resumes when it runs again"),
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_probe",
+        "Wake-ups of the injected cyclictest-like probe and their scheduling latency.",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("probe timer expiry (wake-up)"),
+            Column("latency", pa.int64(), "ns", "wake-up to running"),
+            _SIM_CPU,
+            Column("tid", pa.int32(), "-", "task on the CPU at the wake-up (-1 idle)"),
+            Column("cause", ENUM, "-", "why the probe waited", values=SIM_PROBE_CAUSES),
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_sched",
+        "Simulated context switches (tid -1: idle, -2: the probe).",
+        "replay simulator",
+        (
+            _POLICY, _SEED,
+            _ts("switch begins (the next task's context-switch cost follows)"),
+            _SIM_CPU,
+            Column("prev_tid", pa.int32(), "-", "task leaving the CPU"),
+            Column("next_tid", pa.int32(), "-", "task getting the CPU"),
+            Column("reason", ENUM, "-", "why prev left", values=SIM_SWITCH_REASONS),
+            Column("wait", pa.int64(), "ns", "time next was runnable before getting the CPU"),
+        ),
+        kind="results",
+    ),
+)
+for _t in SIM_TABLES:
+    register(_t)
+
+
+# --- Replay results: figures over seeds (replay/compare.py, written by `mmreplay replay -o`) ------
+
+_METRIC = Column("metric", pa.string(), "-", "metric name (e.g. wait_p99_ns, makespan_ns; docs/SIMULATOR.md)")
+_METRIC_CLASS = Column("lock_class", ENUM, "-", "lock class the metric is about (null: not per class)",
+                       values=LOCK_CLASSES, nullable=True)
+_METRIC_KIND = Column("kind", pa.string(), "-",
+                      "operation kind (fault, munmap, ...) or preempt-off cause the metric is about (null: neither)",
+                      nullable=True)
+_DERIVED = Column("derived", pa.bool_(), "-", "the figure rests on hold times from the missing-holds model")
+
+RESULT_TABLES: tuple[Table, ...] = (
+    Table(
+        "sim_summary",
+        "Every metric of every replay: one row per (policy set, seed, metric).",
+        "mmreplay replay (replay/compare.py)",
+        (
+            Column("policy_set", pa.string(), "-", "policy set of the run (replay/policies)"),
+            Column("seed", pa.int32(), "-", "seed of the run"),
+            _METRIC, _METRIC_CLASS, _METRIC_KIND,
+            Column("value", pa.float64(), "metric unit", "the value (unit in the metric name: _ns, count)"),
+            _DERIVED,
+        ),
+        kind="results",
+    ),
+    Table(
+        "sim_comparison",
+        "Differences between policy sets (other minus base), paired by seed, with a 95% t-interval.",
+        "mmreplay replay (replay/compare.py)",
+        (
+            _METRIC, _METRIC_CLASS, _METRIC_KIND,
+            Column("base", pa.string(), "-", "policy set compared against (the first one given)"),
+            Column("other", pa.string(), "-", "policy set compared"),
+            Column("base_mean", pa.float64(), "metric unit", "mean of base over the paired seeds"),
+            Column("other_mean", pa.float64(), "metric unit", "mean of other over the paired seeds"),
+            Column("diff_mean", pa.float64(), "metric unit", "mean per-seed difference other - base"),
+            Column("ci_low", pa.float64(), "metric unit", "95% t-interval low (null: one seed)", nullable=True),
+            Column("ci_high", pa.float64(), "metric unit", "95% t-interval high (null: one seed)", nullable=True),
+            Column("seeds", pa.int32(), "count", "seeds paired"),
+            _DERIVED,
+        ),
+        kind="results",
+    ),
+)
+for _t in RESULT_TABLES:
+    register(_t)

@@ -1,0 +1,155 @@
+"""Simulator speed: simulated events per second on one core, and the same M/M/1 model in SimPy.
+
+    PYTHONPATH=. python3 benchmarks/replay_speed.py            # speed
+    PYTHONPATH=. python3 benchmarks/replay_speed.py --validate # + M/M/1 at rho 0.9 with 2M customers
+
+Reports, for (1) a realistic mm workload (the 2011 review's mmap-file pattern: N
+tasks mmap/fault/munmap one shared file, probe on, policy "current") and (2) an
+M/M/1 lock queue (open arrivals, no overheads): engine-only events/s (run loop),
+end-to-end events/s (flatten + run + tables + metrics) and, for M/M/1, customers/s
+against SimPy running the identical arrival and service sequence. "Events" are the
+engine's state transitions: instructions executed plus scheduler, grant and probe
+events (SimPy's count is its scheduled events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from replay.policies import resolve
+from replay.sim import Costs, SimConfig, simulate
+from replay.sim.engine import Engine
+from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
+from replay.sim.program import flatten
+from replay.sim.queueing import mm1_wait, poisson_lock_workload
+
+
+def mmap_file(ntasks: int = 16, loops: int = 400, pages: int = 64, seed: int = 0) -> Workload:
+    """N tasks loop: mmap one page of a shared file, fault 3 pages, think, munmap (i_mmap + a gather)."""
+    rng = random.Random(seed)
+    imap = LockRef("i_mmap_rwsem", 0xA000)
+    threads = []
+    for k in range(ntasks):
+        mm = 100 + k
+        mml = LockRef("mmap_lock", 0x1000 + k)
+        ptl = LockRef("page_table_lock", 0x2000 + k)
+        ops: list = []
+        for _ in range(loops):
+            ops.append(Span("mmap", (Critical(mml, "write", 800, body=(Critical(imap, "write", 300),)),)))
+            for _ in range(3):
+                ops.append(Span("fault", (Critical(mml, "read", 500, body=(Critical(ptl, "write", 200),)),)))
+            ops.append(Think(rng.randrange(2000, 6000)))
+            ops.append(Span("munmap", (Critical(mml, "write", 500, body=(
+                Critical(imap, "write", 400), Gather(pages, pt_pages=1, mm=mm))),)))
+            if rng.random() < 0.05:
+                ops.append(Block(20_000))
+        threads.append(Thread(tid=k + 1, pid=k + 1, ops=ops, mm=mm))
+    return Workload(threads, cpus=8, name="mmap-file")
+
+
+def time_engine(w: Workload, cfg: SimConfig) -> tuple[float, int, float]:
+    """(engine-only seconds, events, end-to-end seconds)."""
+    pol = cfg.policy
+    prog = flatten(w, pol.lock_policy, pol.gather, cfg.preempt, cfg.mode == "open", cfg.costs)
+    eng = Engine(prog, w, cfg.cpus, cfg.preempt, pol.gather, cfg.seed, cfg.costs, cfg.probe,
+                 cfg.probe_period_ns)
+    t0 = time.perf_counter()
+    eng.run()
+    engine_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    simulate(w, cfg)
+    return engine_s, eng.events, time.perf_counter() - t0
+
+
+def simpy_mm1(arrivals: list[int], services: list[int], cpus: int = 0) -> tuple[float, int, float]:
+    """The same FIFO single-server queue in SimPy: (seconds, events, mean wait). With ``cpus``,
+    each customer first takes a CPU from a pool, as every mmreplay thread does."""
+    import simpy
+
+    env = simpy.Environment()
+    lock = simpy.Resource(env, capacity=1)
+    pool = simpy.Resource(env, capacity=cpus) if cpus else None
+    waits: list[float] = []
+
+    def customer(s: int):
+        cpu = pool.request() if pool is not None else None
+        if cpu is not None:
+            yield cpu
+        t = env.now
+        with lock.request() as req:
+            yield req
+            waits.append(env.now - t)
+            yield env.timeout(s)
+        if cpu is not None:
+            pool.release(cpu)
+
+    def source():
+        for a, s in zip(arrivals, services, strict=True):
+            yield env.timeout(a - env.now)
+            env.process(customer(s))
+
+    env.process(source())
+    t0 = time.perf_counter()
+    env.run()
+    dt = time.perf_counter() - t0
+    return dt, next(env._eid), sum(waits) / len(waits)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=200_000)
+    ap.add_argument("--validate", action="store_true", help="also M/M/1 at rho 0.9 with 2M customers")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N timings (the machine is shared)")
+    args = ap.parse_args()
+    reps = max(1, args.repeat)
+
+    def best(f):
+        runs = [f() for _ in range(reps)]
+        return tuple(min(r[i] for r in runs) if isinstance(runs[0][i], float) else runs[0][i]
+                     for i in range(len(runs[0])))
+
+    w = mmap_file()
+    cfg = SimConfig(cpus=8, policy=resolve("current"), preempt="full", seed=1)
+    eng_s, events, e2e_s = best(lambda: time_engine(w, cfg))
+    print(f"best of {reps}; realistic mmap-file (16 tasks, 8 CPUs, probe on, current, full): {events:,} events")
+    print(f"  engine only : {events / eng_s:12,.0f} events/s ({eng_s:.2f} s)")
+    print(f"  end to end  : {events / e2e_s:12,.0f} events/s ({e2e_s:.2f} s, incl. flatten, tables, metrics)")
+
+    n = args.customers
+    mm1, sample = poisson_lock_workload(n, 0.7, "exp", 1_000_000, seed=1)
+    mcfg = SimConfig(cpus=200, policy=resolve("i_mmap_rwsem=spinlock"), mode="open", costs=Costs.zero(),
+                     probe=False)
+    ops = sorted((op.at_ns, op.hold_ns) for t in mm1.threads for op in t.ops)
+    arr, svc = [a for a, _ in ops], [s for _, s in ops]
+    runs = [(time_engine(mm1, mcfg), simpy_mm1(arr, svc), simpy_mm1(arr, svc, cpus=200)) for _ in range(reps)]
+    eng_s = min(r[0][0] for r in runs)
+    e2e_s = min(r[0][2] for r in runs)
+    events = runs[0][0][1]
+    sp_s = min(r[1][0] for r in runs)
+    sp_events, sp_wait = runs[0][1][1], runs[0][1][2]
+    spc_s = min(r[2][0] for r in runs)
+    spc_events = runs[0][2][1]
+    sim_wait = simulate(mm1, mcfg).metrics["wait_mean_ns:i_mmap_rwsem"]
+    print(f"M/M/1 rho=0.7, {n:,} customers: mean wait mmreplay {sim_wait:,.0f} ns, SimPy {sp_wait:,.0f} ns")
+    print(f"  mmreplay engine : {events / eng_s:12,.0f} events/s  {n / eng_s:10,.0f} customers/s ({eng_s:.2f} s)")
+    print(f"  mmreplay e2e    : {events / e2e_s:12,.0f} events/s  {n / e2e_s:10,.0f} customers/s ({e2e_s:.2f} s)")
+    print(f"  SimPy           : {sp_events / sp_s:12,.0f} events/s  {n / sp_s:10,.0f} customers/s ({sp_s:.2f} s)")
+    print(f"  SimPy + CPU pool: {spc_events / spc_s:12,.0f} events/s  {n / spc_s:10,.0f} customers/s ({spc_s:.2f} s)"
+          "  (each customer also takes a CPU, as in mmreplay)")
+    print(f"  speed-up (customers/s, engine / e2e): {sp_s / eng_s:.1f}x / {sp_s / e2e_s:.1f}x vs SimPy, "
+          f"{spc_s / eng_s:.1f}x / {spc_s / e2e_s:.1f}x vs SimPy + CPU pool")
+
+    if args.validate:
+        for service in ("exp", "det"):
+            big, s = poisson_lock_workload(2_000_000, 0.9, service, 1_000_000, seed=2)
+            r = simulate(big, mcfg)
+            got = r.metrics["wait_mean_ns:i_mmap_rwsem"]
+            want = mm1_wait(0.9e-6, 1e6) if service == "exp" else mm1_wait(0.9e-6, 1e6) / 2
+            print(f"M/{'M' if service == 'exp' else 'D'}/1 rho=0.9, 2M customers: {got:,.0f} ns vs "
+                  f"{want:,.0f} ns ({got / want - 1:+.1%})")
+
+
+if __name__ == "__main__":
+    main()

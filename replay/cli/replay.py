@@ -1,0 +1,392 @@
+"""`mmreplay replay TRACE`: replay the recorded work under policy sets and compare them over seeds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from replay.errors import UsageError
+
+DEFAULT_SETS = ("as-recorded", "current")
+DEFAULT_SEEDS = 5
+PREEMPT_MODELS = ("none", "voluntary", "full")
+#: recorded preemption models that behave like one of ours
+PREEMPT_EQUIVALENT = {"lazy": "full", "rt": "full"}
+DERIVED_MARK = "†"
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "replay",
+        help="replay a trace under lock / mmu_gather policy sets and compare them",
+        description="Reconstruct the recorded per-thread work, replay it in the simulator under each policy "
+        "set and seed, and report lock waits and holds, operation latency, preempt-off sections, probe "
+        "scheduling latency, CPU spent spinning, context switches, TLB flushes, IPIs and makespan, with "
+        "the difference between sets and its 95% confidence interval over seeds.",
+    )
+    p.add_argument("trace", help="trace directory")
+    p.add_argument("--compare", nargs="+", metavar="SET",
+                   help="policy sets: 2.6.39, 3.0, current, as-recorded, or CLASS=POLICY[,...] "
+                        f"(default: {' '.join(DEFAULT_SETS)}); the first is the base of the differences")
+    p.add_argument("--policy", action="append", default=[], metavar="CLASS=POLICY",
+                   help="add one more set: 'current' with these overrides (repeatable; gather=percpu|preemptible)")
+    p.add_argument("--cpus", metavar="N", help="simulated CPUs (default: the recorded host's)")
+    p.add_argument("--scale-tasks", metavar="K", default="1",
+                   help="replicate (K>1) or drop (K<1) the recorded tasks (default 1)")
+    p.add_argument("--preempt", metavar="MODEL",
+                   help="preemption model: none, voluntary, full (default: the recorded one)")
+    p.add_argument("--seeds", metavar="S", default=str(DEFAULT_SEEDS),
+                   help=f"seeds per set (default {DEFAULT_SEEDS}); differences are paired by seed")
+    p.add_argument("--mode", default="closed", metavar="closed|open",
+                   help="closed: think time after each op's simulated end (default); open: recorded start times")
+    p.add_argument("--costs", metavar="FILE", help="cost constants (TOML or JSON), see replay/sim/costs.py")
+    p.add_argument("--calibrate", action="store_true",
+                   help="replace the costs the trace measures (wake-up latency, page free/zap) with its figures")
+    p.add_argument("--perturb", metavar="CV", default="0",
+                   help="seeded lognormal noise on think and hold times, as a coefficient of variation "
+                        "(default 0: seeds differ only in wake-up jitter and probe timing)")
+    p.add_argument("--jobs", metavar="N", default="1", help="replays run in parallel on N processes (default 1)")
+    p.add_argument("-o", "--output", metavar="RESULTS", help="write every simulated event and figure here")
+    p.add_argument("--force", action="store_true", help="overwrite an existing RESULTS directory")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    return p
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line, checked."""
+
+    sets: tuple[str, ...]
+    cpus: int | None
+    scale_tasks: float
+    preempt: str | None
+    seeds: int
+    mode: str
+    jobs: int
+    perturb: float = 0.0
+
+
+def _int(name: str, text: str | None, minimum: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name} needs an integer, not {text!r}") from None
+    if value < minimum:
+        raise UsageError(f"{name} must be at least {minimum} (got {value})")
+    return value
+
+
+def check_options(args: argparse.Namespace) -> Options:
+    """Turn the raw arguments into Options; every nonsense value is a one-line UsageError."""
+    from replay.policies.sets import resolve
+
+    cpus = _int("--cpus", args.cpus, 1)
+    seeds = _int("--seeds", args.seeds, 1)
+    jobs = _int("--jobs", args.jobs, 1)
+    try:
+        scale = float(args.scale_tasks)
+    except ValueError:
+        raise UsageError(f"--scale-tasks needs a number, not {args.scale_tasks!r}") from None
+    if not (scale > 0) or math.isinf(scale):
+        raise UsageError(f"--scale-tasks must be a positive number (got {args.scale_tasks})")
+    try:
+        perturb = float(args.perturb)
+    except ValueError:
+        raise UsageError(f"--perturb needs a number, not {args.perturb!r}") from None
+    if not 0 <= perturb <= 2:
+        raise UsageError(f"--perturb is a coefficient of variation in [0, 2] (got {args.perturb})")
+    if args.preempt is not None and args.preempt not in PREEMPT_MODELS:
+        raise UsageError(f"unknown --preempt {args.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
+    if args.mode not in ("closed", "open"):
+        raise UsageError(f"unknown --mode {args.mode!r}; known: closed, open")
+    specs = list(args.compare or (() if args.policy else DEFAULT_SETS))
+    if args.policy:
+        specs.append(",".join(args.policy))
+    names = []
+    for spec in specs:
+        name = resolve(spec).name  # raises UsageError on an unknown set, class or policy
+        if name in names:
+            raise UsageError(f"policy set {name!r} given twice")
+        names.append(name)
+    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb)
+
+
+def preempt_default(recorded: str) -> tuple[str, str]:
+    """The model to simulate when --preempt is not given, and a note when it is not the recorded one."""
+    if recorded in PREEMPT_MODELS:
+        return recorded, ""
+    model = PREEMPT_EQUIVALENT.get(recorded, "voluntary")
+    return model, f"recorded preemption model {recorded!r} replayed as {model!r}; use --preempt to choose"
+
+
+def check_tables(trace: Any, sets: list[Any], workload: Any) -> list[str]:
+    """Refuse comparisons the trace has no data for (MissingTableError names the probe); return notes
+    on compared policies the workload gives nothing to act on."""
+    from replay.sim.ops import Gather
+
+    notes = []
+    if len({s.gather for s in sets}) > 1:
+        if not (trace.has("gathers") or trace.has("page_free_batches")):
+            trace.require("page_free_batches", needed_for="comparing mmu_gather policies")
+        if not any(isinstance(op, Gather) for op in _ops(workload)):
+            notes.append("the policy sets differ in mmu_gather policy but the trace has no gather to replay")
+    classes = workload.lock_classes
+    differing = sorted(c for c in ("i_mmap_rwsem", "anon_vma") if len({s.lock_policy(c) for s in sets}) > 1)
+    if differing and not set(differing) & classes and not trace.has("lock_waits"):
+        trace.require("lock_waits", needed_for=f"comparing {' and '.join(differing)} policies")
+    notes += [f"the policy sets differ for {c} but the trace has no {c} activity (tier 1 sees only contended "
+              "acquisitions): the difference cannot show" for c in differing if c not in classes]
+    return notes
+
+
+def workload_notes(workload: Any) -> list[str]:
+    """What the reader of the figures must know about the reconstruction."""
+    from replay.sim.ops import Span
+    from replay.workload.intervals import UNMEASURED_FAULTS
+
+    recon = workload.meta.get("notes", {})
+    notes = [n for n in recon if n.startswith("no ")]  # a table the trace lacks, and what follows from it
+    unmeasured = recon.get(UNMEASURED_FAULTS, 0)
+    if unmeasured:
+        measured = sum(1 for op in _ops(workload) if isinstance(op, Span) and op.kind == "fault")
+        notes.append(f"{unmeasured:,} faults have no measured end (per-VMA lock; tier 1 has no fault-exit event): "
+                     f"their time is replayed as think time; fault latency covers the {measured:,} measured ones")
+    return notes
+
+
+def _ops(workload: Any) -> Any:
+    from replay.sim.ops import Critical, Span
+
+    todo = [op for t in workload.threads for op in t.ops]
+    while todo:
+        op = todo.pop()
+        yield op
+        if isinstance(op, Critical | Span):
+            todo.extend(op.body)
+
+
+def run(args: argparse.Namespace) -> int:
+    from replay.batch import Progress, RunSpec, Settings, run_all
+    from replay.compare import compare, derived_dependent, summarize
+    from replay.policies.sets import resolve
+    from replay.results import write_results
+    from replay.sim.costs import Costs
+    from replay.trace.reader import Trace
+    from replay.workload import reconstruct, scale_tasks
+
+    opts = check_options(args)
+    costs = Costs.load(args.costs) if args.costs else Costs()
+    trace = Trace.open(args.trace)
+    if trace.manifest.kind != "trace":
+        raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
+                         f"({trace.manifest.extra.get('trace', 'see its manifest')})")
+    sets = [resolve(s) for s in opts.sets]
+    calibration: tuple[str, ...] = ()
+    if args.calibrate:
+        from replay.sim.calibrate import calibrate
+
+        cal = calibrate(trace, base=costs)
+        costs, calibration = cal.costs, cal.notes
+    workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
+    if not workload.threads:
+        raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
+    notes = check_tables(trace, sets, workload) + workload_notes(workload)
+    if "as-recorded" in opts.sets and (opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus):
+        notes.append("as-recorded replays the recorded waits verbatim: with other CPUs or tasks than recorded "
+                     "it is no longer the identity baseline")
+    preempt = opts.preempt
+    if preempt is None:
+        preempt, note = preempt_default(trace.manifest.host.preempt_model)
+        if note:
+            notes.append(note)
+    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=opts.mode, costs=costs,
+                        keep_tables=bool(args.output), perturb=opts.perturb)
+    specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
+    progress = Progress(len(specs))
+    runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
+    progress.close()
+
+    by_set = {s.name: {r.seed: r.metrics for r in runs if r.policy_set == s.name} for s in sets}
+    dependent = derived_dependent(workload)
+    summaries = summarize(by_set, dependent)
+    comparisons = compare(by_set, base=sets[0].name, dependent=dependent)
+    facts = _facts(trace, workload, sets, settings, opts, notes)
+    facts["calibration"] = list(calibration)
+    if args.output:
+        write_results(args.output, runs, comparisons, dependent=dependent, host=_host(trace, settings),
+                      command=["mmreplay", *sys.argv[1:]], extra=facts, force=args.force)
+        facts["results"] = str(args.output)
+    if args.json:
+        print(json.dumps({
+            **facts,
+            "summary": [{"metric": str(s.key), "policy_set": s.policy_set, "mean": s.mean, "sd": s.sd,
+                         "seeds": s.seeds, "derived": s.derived} for s in summaries],
+            "comparison": [{"metric": str(c.key), "base": c.base, "other": c.other, "base_mean": c.base_mean,
+                            "other_mean": c.other_mean, "diff_mean": c.diff_mean, "ci_low": c.ci_low,
+                            "ci_high": c.ci_high, "seeds": c.seeds, "derived": c.derived} for c in comparisons],
+        }, indent=2))
+    else:
+        print(render(facts, summaries, comparisons))
+    return 0
+
+
+def _host(trace: Any, settings: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(trace.manifest.host, cpus=settings.cpus, preempt_model=settings.preempt)
+
+
+def _facts(trace: Any, workload: Any, sets: list[Any], settings: Any, opts: Options, notes: list[str]) -> dict:
+    return {
+        "trace": str(trace.path),
+        "threads": len(workload.threads),
+        "cpus": settings.cpus,
+        "recorded_cpus": trace.manifest.host.cpus,
+        "scale_tasks": opts.scale_tasks,
+        "preempt": settings.preempt,
+        "mode": settings.mode,
+        "perturb": settings.perturb,
+        "seeds": list(range(opts.seeds)),
+        "policy_sets": [{"name": s.name, "locks": dict(s.locks), "gather": s.gather} for s in sets],
+        "derived_classes": sorted(workload.derived_classes),
+        "workload": {k: v for k, v in workload.meta.items() if k != "trace"},
+        "notes": notes,
+    }
+
+
+# -- text report ---------------------------------------------------------------------------------
+
+_LOCK_COLS = [("wait", "p50"), ("wait", "p99"), ("wait", "max"), ("hold", "p50"), ("hold", "p99"), ("hold", "max")]
+_OP_COLS = ["p50", "p99", "max"]
+_SCALARS = [
+    ("preempt_off_max_ns", "longest preempt-off section"),
+    ("preempt_off_p99_ns", "preempt-off p99"),
+    ("probe_latency_p50_ns", "probe latency p50"),
+    ("probe_latency_p99_ns", "probe latency p99"),
+    ("probe_latency_max_ns", "probe latency max"),
+    ("spin_cpu_ns", "CPU time spinning"),
+    ("context_switches", "context switches"),
+    ("tlb_flushes", "TLB flushes"),
+    ("ipis", "IPIs"),
+    ("makespan_ns", "makespan"),
+]
+
+
+def fmt(value: float | None, metric: str) -> str:
+    """A figure in readable units: ns metrics as ns/µs/ms/s, counts as integers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric.endswith("_ns") or re.search(r"_ns$|_ns:", metric):
+        a = abs(value)
+        if a >= 1e9:
+            return f"{value / 1e9:.3g} s"
+        if a >= 1e6:
+            return f"{value / 1e6:.3g} ms"
+        if a >= 1e3:
+            return f"{value / 1e3:.3g} µs"
+        return f"{value:.0f} ns"
+    if abs(value - round(value)) < 1e-9 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def render(facts: dict, summaries: list[Any], comparisons: list[Any]) -> str:
+    """The human report: per set the figures (means over seeds), then each set against the first."""
+    mark = DERIVED_MARK
+    derived_any = False
+    lines = [
+        f"replay     {facts['trace']}: {facts['threads']} tasks on {facts['cpus']} CPUs "
+        f"(recorded {facts['recorded_cpus']}), {facts['mode']}, preempt {facts['preempt']}, "
+        f"{len(facts['seeds'])} seed(s)" + (f", tasks x{facts['scale_tasks']:g}" if facts["scale_tasks"] != 1 else ""),
+        "holds      measured: " + (", ".join(facts["workload"].get("measured_hold_classes", [])) or "none")
+        + ("; derived" + mark + ": " + ", ".join(facts["derived_classes"]) if facts["derived_classes"] else ""),
+    ]
+    lines += [f"note       {n}" for n in facts["notes"]]
+    lines += [f"calibrated {n}" for n in facts.get("calibration", [])]
+    by_set: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        by_set.setdefault(s.policy_set, {})[str(s.key)] = s
+    for ps in facts["policy_sets"]:
+        name = ps["name"]
+        m = by_set.get(name, {})
+        locks = ", ".join(f"{c}={p}" for c, p in ps["locks"].items() if c in ("i_mmap_rwsem", "anon_vma"))
+        lines += ["", f"== {name} ({locks}, gather {ps['gather']}) =="]
+        classes = sorted({k.split(":", 1)[1] for k in m if k.startswith(("wait_p99_ns:", "hold_p99_ns:"))})
+        if classes:
+            head = f"{'lock class':<18}" + "".join(f"{w + ' ' + q:>11}" for w, q in _LOCK_COLS) + f"{'acquired':>11}"
+            lines.append(head)
+            for c in classes:
+                flag = any(m[k].derived for k in m if k.endswith(":" + c))
+                derived_any |= flag
+                row = f"{c + (mark if flag else ''):<18}"
+                for w, q in _LOCK_COLS:
+                    key = f"{w}_{q}_ns:{c}"
+                    row += f"{fmt(m[key].mean if key in m else None, key):>11}"
+                acq = m.get(f"acquisitions:{c}")
+                row += f"{fmt(acq.mean if acq else None, 'acquisitions'):>11}"
+                lines.append(row)
+        kinds = sorted({k.split(":", 1)[1] for k in m if k.startswith("op_latency_p99_ns:")})
+        if kinds:
+            lines.append(f"{'operation':<18}" + "".join(f"{'latency ' + q:>14}" for q in _OP_COLS) + f"{'count':>11}")
+            for kd in kinds:
+                flag = m[f"op_latency_p99_ns:{kd}"].derived
+                derived_any |= flag
+                row = f"{kd + (mark if flag else ''):<18}"
+                for q in _OP_COLS:
+                    key = f"op_latency_{q}_ns:{kd}"
+                    row += f"{fmt(m[key].mean if key in m else None, key):>14}"
+                cnt = m.get(f"op_count:{kd}")
+                row += f"{fmt(cnt.mean if cnt else None, 'count'):>11}"
+                lines.append(row)
+        for key, label in _SCALARS:
+            if key in m:
+                s = m[key]
+                derived_any |= s.derived
+                spread = f"  ± {fmt(s.sd, key)} sd" if s.seeds > 1 and s.sd else ""
+                lines.append(f"{label + (mark if s.derived else ''):<30}{fmt(s.mean, key):>12}{spread}")
+                if key == "preempt_off_max_ns":
+                    causes = sorted(((v.mean, k.split(":", 1)[1]) for k, v in m.items()
+                                     if k.startswith("preempt_off_max_ns:") and v.mean > 0), reverse=True)
+                    if causes:
+                        lines.append(f"{'  longest by cause':<30}" + ", ".join(
+                            f"{c} {fmt(v, key)}" for v, c in causes))
+    by_pair: dict[tuple[str, str], list[Any]] = {}
+    for c in comparisons:
+        by_pair.setdefault((c.base, c.other), []).append(c)
+    shown = {k for k, _ in _SCALARS} | {"wait_p99_ns", "hold_p99_ns", "wait_max_ns", "op_latency_p99_ns",
+                                        "op_latency_max_ns", "wait_p50_ns", "op_latency_p50_ns"}
+    for (base, other), rows in by_pair.items():
+        n = max((c.seeds for c in rows), default=0)
+        lines += ["", f"== {other} vs {base} (difference over {n} paired seed(s), 95% CI) =="]
+        lines.append(f"{'metric':<34}{base:>12}{other:>12}{'diff':>12}{'95% CI':>26}{'change':>9}")
+        unchanged = 0
+        for c in sorted(rows, key=lambda c: (c.key.lock_class or "", c.key.kind or "", c.key.metric)):
+            if c.key.metric not in shown:
+                continue
+            if c.diff_mean == 0 and c.ci_low in (None, 0) and c.ci_high in (None, 0):
+                unchanged += 1
+                continue
+            derived_any |= c.derived
+            key = str(c.key)
+            ci = "-" if c.ci_low is None else f"[{fmt(c.ci_low, key)}, {fmt(c.ci_high, key)}]"
+            change = f"{100 * c.diff_mean / c.base_mean:+.0f}%" if c.base_mean else ""
+            sig = "*" if c.significant else ""
+            lines.append(f"{key + (mark if c.derived else ''):<34}{fmt(c.base_mean, key):>12}"
+                         f"{fmt(c.other_mean, key):>12}{fmt(c.diff_mean, key):>12}{ci:>26}{change + sig:>9}")
+        if unchanged:
+            lines.append(f"({unchanged} more figure(s) identical in every seed)")
+        lines.append("(* the 95% interval excludes zero)" if n > 1 else "(one seed: no interval)")
+    if derived_any:
+        lines += ["", f"{mark} rests on hold times derived by the missing-holds model for "
+                  f"{', '.join(facts['derived_classes'])} (the trace has their waits, not their holds); "
+                  "see docs/SIMULATOR.md, \"Missing holds\"."]
+    if facts.get("results"):
+        lines += ["", f"results    {facts['results']} (mmreplay info {facts['results']})"]
+    return "\n".join(lines)

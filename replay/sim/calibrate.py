@@ -1,0 +1,123 @@
+"""Costs calibrated from a trace: figures the trace measures replace the defaults.
+
+DESIGN.md §5: "calibrate on the host where you can: the trace itself holds
+wakeup→run latencies and flush sizes". What a trace can measure:
+
+* wake-up latency: ``sched_wakeup`` (kind ``wakeup``) → the next ``sched_switch``
+  onto the woken task. The simulator's wake-up is ``wakeup_ns`` + Exp(mean
+  ``wake_jitter_ns``) before the switch, so ``wakeup_ns`` = 5th percentile and
+  ``wake_jitter_ns`` = (median − 5th percentile) / ln 2 (the median of an
+  exponential is its mean · ln 2); latencies over 1 ms (run-queue waits) are
+  left out.
+* page freeing: ``page_free_batches`` bursts freed through the gather path:
+  ``free_page_ns`` = median of ``dur / (pages − 1)`` over bursts of ≥ 16 pages.
+* zapping (tier 2 ``gathers``): per-page gather time minus the freeing and the
+  modelled flushes: ``zap_page_ns`` = median of
+  ``(dur − flushes · flush cost) / pages − free_page_ns`` over gathers of ≥ 64 pages.
+
+Everything else (context switch, lock costs, TLB flush and IPI costs) keeps its
+default: no tracepoint times it. Each figure is reported with its sample count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import polars as pl
+
+from replay.sim.costs import Costs
+from replay.sim.program import tlb_flush_ns
+from replay.trace.reader import Trace
+
+MIN_SAMPLES = 20
+MAX_WAKE_NS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrated costs and one line per figure saying where it came from."""
+
+    costs: Costs
+    notes: tuple[str, ...]
+
+
+def _wake_latencies(trace: Trace) -> pl.Series:
+    wakes = (
+        trace.scan("sched_wakeup")
+        .filter(pl.col("kind") == "wakeup")
+        .select(pl.col("ts").alias("wake_ts"), "tid")
+        .sort("wake_ts")
+    )
+    runs = (
+        trace.scan("sched_switch")
+        .select(pl.col("ts").alias("run_ts"), pl.col("next_tid").alias("tid"))
+        .sort("run_ts")
+    )
+    joined = wakes.join_asof(runs, left_on="wake_ts", right_on="run_ts", by="tid", strategy="forward")
+    return (
+        joined.select((pl.col("run_ts") - pl.col("wake_ts")).alias("lat"))
+        .drop_nulls()
+        .filter(pl.col("lat").is_between(0, MAX_WAKE_NS))
+        .collect()["lat"]
+    )
+
+
+def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
+    """``base`` (default: Costs()) with every figure the trace can measure replaced."""
+    costs = base or Costs()
+    notes: list[str] = []
+    changes: dict[str, int] = {}
+
+    if trace.has("sched_wakeup") and trace.has("sched_switch"):
+        lat = _wake_latencies(trace)
+        if len(lat) >= MIN_SAMPLES:
+            q05 = float(lat.quantile(0.05))
+            med = float(lat.median())
+            changes["wakeup_ns"] = round(q05)
+            changes["wake_jitter_ns"] = round(max(0.0, med - q05) / math.log(2))
+            notes.append(f"wakeup_ns = {changes['wakeup_ns']}, wake_jitter_ns = {changes['wake_jitter_ns']}: "
+                         f"{len(lat)} wake-up → switch-in latencies (5th percentile, median)")
+        else:
+            notes.append(f"wakeup_ns, wake_jitter_ns: default ({len(lat)} wake-ups, need {MIN_SAMPLES})")
+    else:
+        notes.append("wakeup_ns, wake_jitter_ns: default (no sched_wakeup/sched_switch tables)")
+
+    free_ns = costs.free_page_ns
+    if trace.has("page_free_batches"):
+        per = (
+            trace.scan("page_free_batches")
+            .filter(pl.col("batched") & (pl.col("pages") >= 16) & ~pl.col("incomplete"))
+            .select((pl.col("dur") / (pl.col("pages") - 1)).alias("per"))
+            .collect()["per"]
+        )
+        if len(per) >= MIN_SAMPLES:
+            free_ns = changes["free_page_ns"] = round(float(per.median()))
+            notes.append(f"free_page_ns = {free_ns}: median over {len(per)} batched free bursts of ≥ 16 pages")
+        else:
+            notes.append(f"free_page_ns: default ({len(per)} batched bursts of ≥ 16 pages, need {MIN_SAMPLES})")
+    else:
+        notes.append("free_page_ns: default (no page_free_batches table)")
+
+    if trace.has("gathers"):
+        g = (
+            trace.scan("gathers")
+            .filter((pl.col("pages") >= 64) & ~pl.col("incomplete"))
+            .select("dur", "pages", "flushes", "fullmm")
+            .collect()
+        )
+        per = [
+            (dur - fl * tlb_flush_ns(max(1, pages // max(1, fl)), costs, fullmm)) / pages - free_ns
+            for dur, pages, fl, fullmm in g.iter_rows()
+        ]
+        if len(per) >= MIN_SAMPLES:
+            changes["zap_page_ns"] = max(0, round(sorted(per)[len(per) // 2]))
+            notes.append(f"zap_page_ns = {changes['zap_page_ns']}: median over {len(per)} gathers of ≥ 64 pages "
+                         "(minus freeing and modelled flushes)")
+        else:
+            notes.append(f"zap_page_ns: default ({len(per)} gathers of ≥ 64 pages, need {MIN_SAMPLES})")
+    else:
+        notes.append("zap_page_ns: default (no gathers table: tier 2)")
+
+    notes.append("context switch, lock, TLB flush and IPI costs: defaults (no tracepoint times them)")
+    return Calibration(replace(costs, **changes), tuple(notes))

@@ -1,0 +1,141 @@
+"""Cost constants of the simulated machine, with their sources.
+
+Every figure is a default for a recent single-socket x86-64 machine; override
+them with ``Costs.load(file)`` (TOML or JSON, flat ``name = value``) after
+calibrating on the host. Figures marked *assumption* have no published source
+we could cite; calibrate them from a trace (``gathers.dur``/``pages``,
+``sched_wakeup`` → ``sched_switch``) before trusting absolute numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from replay.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Durations in ns (probabilities and page counts where named so)."""
+
+    # --- locks: perfbook (McKenney, "Is Parallel Programming Hard", CPU-cost table, Nehalem)
+    cas_ns: int = 12  #: uncontended CAS: mutex/rwsem fast path (acquire + release)
+    spin_lock_unlock_ns: int = 26  #: uncontended spin_lock + spin_unlock
+    line_transfer_ns: int = 31  #: cache-line transfer, same socket
+    line_transfer_remote_ns: int = 95  #: cache-line transfer, cross socket
+    #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
+    #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
+    cpus_per_socket: int = 0
+    #: ticket lock hand-off: each waiter re-reads the line after a release, serialized at the
+    #: directory; the next owner is on average half-way, so hand-off = line_transfer * (1 + (k-1)/2)
+    #: for k waiters (Boyd-Wickizer et al., "Non-scalable locks are dangerous", OLS 2012).
+    ticket_handoff_per_waiter: float = 0.5
+    #: a mutex waiter that has slept this long gets the lock handed to it before optimistic
+    #: spinners (approximates MUTEX_FLAG_HANDOFF, kernel/locking/mutex.c) -- assumption 1 ms.
+    mutex_handoff_after_ns: int = 1_000_000
+    #: rwsem: RWSEM_WAIT_TIMEOUT = DIV_ROUND_UP(HZ, 250) jiffies = 4 ms (kernel/locking/rwsem.c).
+    rwsem_handoff_after_ns: int = 4_000_000
+
+    # --- scheduling: lmbench / perf bench sched pipe
+    context_switch_ns: int = 1_700  #: context switch (lmbench lat_ctx, 2 processes, small footprint)
+    #: wake-up to runnable; with a 1.7 us switch a pipe round trip (2 wakes + 2 switches) is 3.7 us,
+    #: the low end of `perf bench sched pipe` (3.7-8.8 us per round trip).
+    wakeup_ns: int = 150
+    #: exponential jitter (mean) added to every wake-up; spans the 3.7-8.8 us round-trip range -- seeded.
+    wake_jitter_ns: int = 1_000
+    #: CFS slice with two runnable tasks at sched_latency = 6 ms (kernel/sched/fair.c, pre-EEVDF).
+    timeslice_ns: int = 3_000_000
+
+    # --- the injected cyclictest-like probe: OSPERT'13 cyclictest on an idle mainline box:
+    #     avg ~2.9 us, max ~20 us.  timer irq + wake-up path chosen so idle latency = 1.2 + 1.7 = 2.9 us.
+    probe_irq_ns: int = 1_200
+    probe_run_ns: int = 1_000  #: probe body (read clock, compute, arm timer) -- assumption
+
+    # --- TLB: arch/x86/mm/tlb.c
+    invlpg_ns: int = 100  #: per-page INVLPG
+    full_flush_ns: int = 920  #: full flush ~2.3k cycles incl. refill, at 2.5 GHz
+    flush_ceiling_pages: int = 33  #: tlb_single_page_flush_ceiling: above it, a full flush
+    #: sender-side cost of a remote shootdown (send IPIs, wait for acks) -- assumption, ~2 us
+    #: (Amit, "Optimizing the TLB Shootdown Algorithm", USENIX ATC 2017, reports a few us).
+    shootdown_ns: int = 2_000
+    ipi_handler_ns: int = 500  #: interrupt entry/exit on the target, on top of its flush -- assumption
+
+    # --- mmu_gather (include/asm-generic/tlb.h, mm/memory.c)
+    zap_page_ns: int = 40  #: clear one PTE and queue the page (zap_pte_range) -- assumption
+    free_page_ns: int = 60  #: free one gathered page (free_pages_and_swap_cache) -- assumption
+    free_pt_page_ns: int = 200  #: free one page-table page -- assumption
+    percpu_batch_pages: int = 506  #: 2.6.39 FREE_PTE_NR on x86 (per-CPU mmu_gathers)
+    zap_block_preempt_pages: int = 8  #: 2.6.39 ZAP_BLOCK_SIZE under CONFIG_PREEMPT
+    zap_block_nopreempt_pages: int = 1024  #: 2.6.39 ZAP_BLOCK_SIZE without CONFIG_PREEMPT
+    ptl_chunk_pages: int = 512  #: 3.0+: one PTE page (PTRS_PER_PTE) is zapped under its page-table lock
+    local_batch_pages: int = 8  #: 3.0+: MMU_GATHER_BUNDLE on-stack local batch
+    batch_pages: int = 510  #: 3.0+: pointers in one page-sized batch (MAX_GATHER_BATCH)
+    max_gather_pages: int = 10_000  #: 3.0+: MAX_GATHER_BATCH_COUNT * MAX_GATHER_BATCH before a flush
+    #: probability that the GFP_NOWAIT allocation of a further batch page fails (seeded).
+    batch_alloc_fail_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise UsageError(f"cost {f.name} must be a non-negative number, not {v!r}")
+        if self.batch_alloc_fail_p > 1:
+            raise UsageError(f"cost batch_alloc_fail_p must be a probability, not {self.batch_alloc_fail_p}")
+        for name in ("zap_block_preempt_pages", "zap_block_nopreempt_pages", "ptl_chunk_pages",
+                     "percpu_batch_pages", "local_batch_pages", "batch_pages", "max_gather_pages"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"cost {name} must be at least 1")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Costs:
+        """Defaults overridden by a TOML (.toml) or JSON file of ``name = value`` pairs."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise UsageError(f"{p}: cannot read cost file: {e.strerror}") from None
+        try:
+            if p.suffix == ".toml":
+                if sys.version_info < (3, 11):
+                    raise UsageError(f"{p}: TOML cost files need Python 3.11+; use JSON")
+                import tomllib
+
+                data = tomllib.loads(text)
+            else:
+                data = json.loads(text)
+        except ValueError as e:
+            raise UsageError(f"{p}: not a valid {p.suffix.lstrip('.') or 'JSON'} cost file: {e}") from None
+        return cls.from_mapping(data, where=str(p))
+
+    @classmethod
+    def from_mapping(cls, data: object, where: str = "costs") -> Costs:
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: expected a table of name = value")
+        known = {f.name: f for f in fields(cls)}
+        bad = sorted(set(data) - set(known))
+        if bad:
+            raise UsageError(f"{where}: unknown cost {bad[0]!r}; known: {', '.join(known)}")
+        out = {}
+        for k, v in data.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise UsageError(f"{where}: cost {k} must be a number, not {v!r}")
+            out[k] = int(v) if known[k].type == "int" and float(v).is_integer() else v
+            if known[k].type == "int" and not float(v).is_integer():
+                raise UsageError(f"{where}: cost {k} must be an integer number of ns, not {v!r}")
+        try:
+            return replace(cls(), **out)
+        except UsageError as e:
+            raise UsageError(f"{where}: {e}") from None
+
+    @classmethod
+    def zero(cls) -> Costs:
+        """No overheads at all: locks, switches, wake-ups and flushes are free (queueing-theory tests)."""
+        return replace(
+            cls(),
+            cas_ns=0, spin_lock_unlock_ns=0, line_transfer_ns=0, line_transfer_remote_ns=0, context_switch_ns=0,
+            wakeup_ns=0,
+            wake_jitter_ns=0, probe_irq_ns=0, invlpg_ns=0, full_flush_ns=0, shootdown_ns=0, ipi_handler_ns=0,
+        )

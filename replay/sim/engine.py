@@ -1,0 +1,776 @@
+"""The discrete-event engine: CPUs, a scheduler, threads executing flattened programs.
+
+Design for speed (benchmarks/replay_speed.py): integer time in ns; one heap of
+plain tuples ``(time, seq, event, index, generation)``; threads are slotted
+objects allocated once; instructions are tuples built once by replay.sim.program.
+A thread whose next segment ends before the earliest pending event runs on
+inline without touching the heap (nothing can interleave with it, so this is
+exact). A stale segment-end event (the segment was stretched by an interrupt or
+cut by a preemption) is recognised by its generation and dropped.
+
+Scheduling model (docs/SIMULATOR.md): one global FIFO run queue; a woken thread
+takes an idle CPU or queues; a running thread yields at its next preemption
+point once its slice is over and others wait; the per-CPU probe wakes
+periodically and preempts at the first point the preemption model and the
+thread's preempt count allow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+
+from replay.errors import MmreplayError
+from replay.sim.costs import Costs
+from replay.sim.locks import Mutex, Recorded, RWSem, SpinLock
+from replay.sim.ops import Workload
+from replay.sim.program import (
+    ACQ,
+    BLOCK,
+    END,
+    GB,
+    GE,
+    GFLUSH,
+    GPOINT,
+    GZAP,
+    KERN,
+    REL,
+    SLEEPING_CLASSES,
+    SPAN_B,
+    SPAN_E,
+    UNTIL,
+    USER,
+    Program,
+    tlb_flush_ns,
+)
+from replay.trace.schema import LOCK_CLASSES
+
+# thread states
+RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE = range(7)
+# events
+E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND = range(5)
+
+IDLE_TID = -1
+PROBE_TID = -2
+
+
+class SimThread:
+    """Mutable state of one simulated thread (allocated once per run)."""
+
+    __slots__ = (
+        # identity, program counter, where it is
+        "idx", "tid", "mm", "code", "points", "pc", "state", "cpu", "oncpu", "gen",
+        # the current segment: work left in the instruction, its end, its work and overhead parts
+        "rem", "fresh", "seg_start", "seg_end", "seg_work", "seg_debt", "segpre", "seg_over", "debt",
+        # preempt count and the open preempt-off section
+        "pcount", "poff_start", "poff_cause", "poff_class",
+        # locks held and the acquisition under way
+        "held", "wait_start", "spin_start", "spun", "slept", "granted", "recorded_wait", "waiting_lock",
+        # open spans and the gather under way
+        "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
+        "slice_start", "runnable_at",
+    )
+
+    def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
+        self.idx = idx
+        self.tid = tid
+        self.mm = mm
+        self.code = code
+        self.points = points
+        self.pc = 0
+        self.state = BLOCKED
+        self.cpu = -1
+        self.oncpu = False
+        self.gen = 0
+        self.rem = 0
+        self.fresh = True
+        self.seg_start = self.seg_end = self.seg_work = self.seg_debt = 0
+        self.segpre = False
+        self.seg_over = False
+        self.debt = 0
+        self.pcount = 0
+        self.poff_start = 0
+        self.poff_cause = ""
+        self.poff_class: str | None = None
+        self.held: list[tuple] = []
+        self.wait_start = 0
+        self.spin_start = 0
+        self.spun = 0
+        self.slept = False
+        self.granted = False
+        self.recorded_wait = 0
+        self.waiting_lock = None
+        self.spans: list[tuple[int, int]] = []
+        self.g_pending = 0
+        self.g_cap = 0
+        self.g_full = False
+        self.g_pt = 0
+        self.g_broken = False
+        self.g_free = 0.0
+        self.slice_start = 0
+        self.runnable_at = 0
+
+
+class Engine:
+    """One simulation run: build with a flattened Program, call ``run()``."""
+
+    def __init__(self, program: Program, workload: Workload, cpus: int, preempt: str, gather: str, seed: int,
+                 costs: Costs, probe: bool, probe_period_ns: int,
+                 progress: Callable[[float], None] | None = None):
+        if cpus < 1:
+            raise ValueError("cpus must be at least 1")
+        self.c = costs
+        self.cpus = cpus
+        self.full = preempt == "full"
+        self.percpu = gather == "percpu"
+        self.rng = random.Random(seed)
+        self.progress = progress
+        self.probe = probe
+        self.probe_period = probe_period_ns
+        self.heap: list[tuple] = []
+        self.seq = 0
+        self.threads = [SimThread(i, t.tid, t.mm, program.code[i], program.points[i])
+                        for i, t in enumerate(workload.threads)]
+        self.total_instr = sum(len(c) for c in program.code) or 1
+        self.locks = []
+        for info in program.locks:
+            if info.policy == "spinlock":
+                lk = SpinLock(self, costs.ticket_handoff_per_waiter)
+            elif info.policy == "qspinlock":
+                lk = SpinLock(self, 0.0)
+            elif info.policy == "mutex":
+                lk = Mutex(self, costs.mutex_handoff_after_ns)
+            elif info.policy == "rwsem":
+                lk = RWSem(self, costs.rwsem_handoff_after_ns)
+            elif info.policy == "as-recorded":
+                lk = Recorded(self, info.lock_class in SLEEPING_CLASSES)
+            else:
+                raise ValueError(f"unknown lock policy {info.policy!r}")
+            self.locks.append(lk)
+        self.lock_info = program.locks
+        self.lock_cost = [costs.spin_lock_unlock_ns if isinstance(lk, SpinLock)
+                          else (0 if isinstance(lk, Recorded) else costs.cas_ns) for lk in self.locks]
+        self.kinds = program.kinds
+        # CPUs
+        self.cur: list[SimThread | None] = [None] * cpus
+        self.last_tid = [IDLE_TID] * cpus
+        self.idle = list(range(cpus - 1, -1, -1))  # pop() gives CPU 0 first
+        self.rq: deque[SimThread] = deque()
+        self.rq_area = 0  # integral of the run-queue length over time (Little's L)
+        self.rq_last = 0
+        self.preempted: list[SimThread | None] = [None] * cpus
+        self.probe_running = [False] * cpus
+        self.probe_pending = [-1] * cpus  # time need_resched is set for the probe (wake + irq), -1 none
+        self.probe_wake = [0] * cpus
+        self.probe_cause = [""] * cpus
+        self.probe_tid = [IDLE_TID] * cpus
+        # accounting
+        self.events = 0
+        self.instr = 0
+        self.work_ns = 0
+        self.overhead_ns = 0
+        self.spin_ns = 0
+        self.probe_cpu_ns = 0
+        self.switches = 0
+        self.tlb_flushes = 0
+        self.ipis = 0
+        self.atomic_sleeps = 0
+        self.probe_overruns = 0
+        self.instr_at_probe = -1  # instructions executed at the last probe wake-up (deadlock check)
+        self.done = 0
+        self.end = 0  # when the last thread finished
+        # waiters per lock class (index in LOCK_CLASSES) and its integral over time (Little's L)
+        self.nwait = [0] * len(LOCK_CLASSES)
+        self.wait_area = [0] * len(LOCK_CLASSES)
+        self.wait_last = [0] * len(LOCK_CLASSES)
+        self.contended = [False] * len(LOCK_CLASSES)
+        self.lock_cls = [LOCK_CLASSES.index(info.lock_class) for info in program.locks]
+        # event logs (tuples; turned into Arrow tables by replay.sim.simulate)
+        self.rows_waits: list[tuple] = []
+        self.rows_holds: list[tuple] = []
+        self.rows_ops: list[tuple] = []
+        self.rows_poff: list[tuple] = []
+        self.rows_probe: list[tuple] = []
+        self.rows_sched: list[tuple] = []
+        #: simulated time starts with the first thread (traces carry absolute monotonic times)
+        self.t0 = min((t.start_ns for t in workload.threads), default=0)
+        self.rq_last = self.t0
+        for th, t in zip(self.threads, workload.threads, strict=True):
+            self.push(t.start_ns, E_WAKE, th.idx, th.gen)
+        if probe:
+            for c in range(cpus):
+                self.push(self.t0 + self.rng.randrange(max(1, probe_period_ns)), E_PWAKE, c, 0)
+
+    # ----------------------------------------------------------------- helpers
+    def push(self, t: int, ev: int, x: int, g: int) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, ev, x, g))
+
+    def line(self, a: int, b: int) -> int:
+        """Cost of moving a cache line from CPU ``a`` to CPU ``b`` (a lock hand-off)."""
+        per = self.c.cpus_per_socket
+        if per and a // per != b // per:
+            return self.c.line_transfer_remote_ns
+        return self.c.line_transfer_ns
+
+    def wake_cost(self) -> int:
+        j = self.c.wake_jitter_ns
+        return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
+
+    def need_resched(self, th: SimThread, now: int) -> bool:
+        c = th.cpu
+        return self.probe_pending[c] >= 0 or (bool(self.rq) and now - th.slice_start >= self.c.timeslice_ns)
+
+    def poff_inc(self, th: SimThread, now: int, cause: str, cls: str | None) -> None:
+        if th.pcount == 0:
+            th.poff_start = now
+            th.poff_cause = cause
+            th.poff_class = cls
+        th.pcount += 1
+
+    def poff_dec(self, th: SimThread, now: int) -> None:
+        th.pcount -= 1
+        if th.pcount == 0:
+            self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class,
+                                   False))
+
+    def _queue(self, lid: int, now: int, delta: int) -> None:
+        k = self.lock_cls[lid]
+        n = self.nwait[k]
+        if n:
+            self.wait_area[k] += n * (now - self.wait_last[k])
+        self.wait_last[k] = now
+        self.nwait[k] = n + delta
+        self.contended[k] = True
+
+    # ------------------------------------------------------- CPU hand-over
+    def leave_cpu(self, th: SimThread, now: int, reason: str) -> None:
+        c = th.cpu
+        self.cur[c] = None
+        th.oncpu = False
+        th.cpu = -1
+        for h in th.held:
+            self.locks[h[0]].owner_off_cpu(th, now)
+        if th.pcount > 0:  # slept in atomic context (e.g. Block under a spinlock): close the section
+            self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause, th.poff_class, True))
+            if reason != "exit":
+                self.atomic_sleeps += 1
+        self.cpu_next(c, now, th.tid, reason)
+
+    def cpu_next(self, c: int, now: int, prev: int, reason: str) -> None:
+        if self.probe_pending[c] >= 0:
+            self.rows_sched.append((now, c, prev, PROBE_TID, reason, 0))
+            self.start_probe(c, now)
+        elif self.rq:
+            self.rq_area += len(self.rq) * (now - self.rq_last)
+            self.rq_last = now
+            self.dispatch(c, self.rq.popleft(), now, prev, reason)
+        else:
+            self.idle.append(c)
+            self.rows_sched.append((now, c, prev, IDLE_TID, reason, 0))
+
+    def bind(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+        """Put ``th`` on CPU ``c`` (the switch itself is the caller's: an overhead segment or none)."""
+        self.rows_sched.append((now, c, prev, th.tid, reason, now - th.runnable_at))
+        self.cur[c] = th
+        th.cpu = c
+        th.oncpu = True
+        th.state = RUN
+        th.slice_start = now
+        if th.pcount > 0:
+            th.poff_start = now
+        self.switches += 1
+
+    def dispatch(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+        self.bind(c, th, now, prev, reason)
+        self.start_overhead(th, now, self.c.context_switch_ns)
+
+    def start_overhead(self, th: SimThread, now: int, ns: int) -> None:
+        self.overhead_ns += ns
+        th.seg_over = True
+        th.segpre = False
+        th.seg_start = now
+        th.seg_end = now + ns
+        th.seg_work = 0
+        th.seg_debt = ns
+        th.gen += 1
+        self.push(now + ns, E_SEG, th.idx, th.gen)
+
+    # ----------------------------------------------------- lock callbacks
+    def spin(self, th: SimThread, now: int, preempt_off: bool) -> None:
+        th.state = SPIN
+        th.spin_start = now
+        if preempt_off:
+            self.poff_inc(th, now, "spin-wait", self.lock_info[th.code[th.pc][1]].lock_class)
+
+    def sleep_on_lock(self, th: SimThread, now: int) -> None:
+        th.state = SLEEP
+        th.slept = True
+        self.leave_cpu(th, now, "sleep-lock")
+
+    def spin_to_sleep(self, th: SimThread, now: int) -> None:
+        d = now - th.spin_start
+        th.spun += d
+        self.spin_ns += d
+        th.state = SLEEP
+        th.slept = True
+        self.leave_cpu(th, now, "sleep-lock")
+
+    def grant_spin(self, th: SimThread, at: int) -> None:
+        th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
+
+    def grant_sleeper(self, th: SimThread, now: int) -> None:
+        th.waiting_lock = None
+        th.granted = True
+        th.state = READY
+        self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
+
+    def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool) -> None:
+        """as-recorded: wait ``wait`` ns on the CPU (preempt off) or asleep."""
+        if sleeping:
+            th.state = SLEEP
+            th.slept = True
+            th.granted = True
+            self.leave_cpu(th, now, "sleep-lock")
+            self.push(now + max(0, wait - self.c.context_switch_ns), E_WAKE, th.idx, th.gen)
+        else:
+            th.state = SPIN
+            th.spin_start = now
+            self.poff_inc(th, now, "recorded-spin", self.lock_info[th.code[th.pc][1]].lock_class)
+            self.push(now + wait, E_GRANT, th.idx, th.gen)
+
+    # ---------------------------------------------------------- TLB flushes
+    def flush(self, th: SimThread, now: int, pages: int, fullmm: bool) -> int:
+        """Flush the TLB for a gather of ``pages``; returns the initiator's cost, stretches the targets'."""
+        c = self.c
+        cost = tlb_flush_ns(pages, c, fullmm)
+        self.tlb_flushes += 1
+        if fullmm:
+            return cost
+        mm = th.mm
+        others = [r for r in self.cur if r is not None and r is not th and r.mm == mm]
+        if others:
+            steal = c.ipi_handler_ns + cost
+            for r in others:
+                self.ipis += 1
+                if r.state == RUN:  # the handler runs inside whatever the target was doing
+                    r.seg_end += steal
+                    r.seg_debt += steal
+                    self.overhead_ns += steal
+                    r.gen += 1
+                    self.push(r.seg_end, E_SEG, r.idx, r.gen)
+            cost += c.shootdown_ns
+        return cost
+
+    # ----------------------------------------------------------------- probe
+    def probe_wake_ev(self, c: int, t: int) -> None:
+        if self.done == len(self.threads):
+            return
+        if self.instr == self.instr_at_probe and not any(self.probe_running) \
+                and all(e[2] >= E_PWAKE for e in self.heap):
+            return  # only probe timers are left: the threads are deadlocked; let the run end and say so
+        self.instr_at_probe = self.instr
+        self.push(t + self.probe_period, E_PWAKE, c, 0)
+        if self.probe_running[c] or self.probe_pending[c] >= 0:
+            self.probe_overruns += 1
+            return
+        cst = self.c
+        irq = cst.probe_irq_ns + (round(self.rng.expovariate(1.0 / cst.wake_jitter_ns)) if cst.wake_jitter_ns else 0)
+        self.probe_wake[c] = t
+        th = self.cur[c]
+        if th is None:
+            if self.preempted[c] is not None:  # cannot happen: the probe is not running
+                raise AssertionError("preempted thread without a running probe")
+            self.idle.remove(c)
+            self.probe_pending[c] = t + irq
+            self.probe_cause[c] = "idle"
+            self.probe_tid[c] = IDLE_TID
+            self.rows_sched.append((t, c, IDLE_TID, PROBE_TID, "dispatch", 0))
+            self.start_probe(c, t)
+            return
+        self.probe_tid[c] = th.tid
+        if th.state == RUN and not th.seg_over and th.segpre and th.pcount == 0:
+            # preempt mid-segment: keep what is left of the work for later
+            done = t - th.seg_start
+            if done < th.seg_debt:
+                th.debt += th.seg_debt - done
+                self.overhead_ns -= th.seg_debt - done
+                done_work = 0
+            else:
+                done_work = done - th.seg_debt
+            self.work_ns += done_work
+            th.rem += th.seg_work - done_work
+            th.gen += 1
+            self.probe_pending[c] = t + irq
+            self.probe_cause[c] = "preemptible"
+            self.switch_to_probe(th, c, t)
+            return
+        self.probe_pending[c] = t + irq
+        if th.state == SPIN and th.waiting_lock is not None and not th.waiting_lock.preempt_off:
+            self.probe_cause[c] = "preemptible"
+            th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
+            return
+        if th.pcount > 0:
+            self.probe_cause[c] = th.poff_cause
+        elif th.state == RUN and th.seg_over:
+            self.probe_cause[c] = "switch"
+        else:
+            self.probe_cause[c] = "kernel"
+        if th.state == RUN:  # the timer interrupt steals from the running segment
+            th.seg_end += irq
+            th.seg_debt += irq
+            self.overhead_ns += irq
+            th.gen += 1
+            self.push(th.seg_end, E_SEG, th.idx, th.gen)
+
+    def switch_to_probe(self, th: SimThread, c: int, now: int) -> None:
+        th.state = PREEMPTED
+        self.preempted[c] = th
+        for h in th.held:
+            self.locks[h[0]].owner_off_cpu(th, now)
+        th.oncpu = False
+        self.rows_sched.append((now, c, th.tid, PROBE_TID, "preempt", 0))
+        self.start_probe(c, now)
+
+    def start_probe(self, c: int, now: int) -> None:
+        ready = self.probe_pending[c]
+        start = now if now > ready else ready
+        sw = self.c.context_switch_ns
+        wake = self.probe_wake[c]
+        self.rows_probe.append((wake, start + sw - wake, c, self.probe_tid[c], self.probe_cause[c]))
+        self.probe_pending[c] = -1
+        self.probe_running[c] = True
+        end = start + sw + self.c.probe_run_ns
+        self.probe_cpu_ns += end - now
+        self.switches += 1
+        self.push(end, E_PEND, c, 0)
+
+    def probe_end(self, c: int, t: int) -> None:
+        self.probe_running[c] = False
+        th = self.preempted[c]
+        if th is None:
+            self.cpu_next(c, t, PROBE_TID, "probe-end")
+            return
+        self.preempted[c] = None
+        self.rows_sched.append((t, c, PROBE_TID, th.tid, "probe-end", 0))
+        th.state = RUN
+        th.oncpu = True
+        self.switches += 1
+        self.start_overhead(th, t, self.c.context_switch_ns)
+
+    def preempt(self, th: SimThread, now: int) -> None:
+        """At a preemption point with need_resched: to the probe, or to the run queue's head."""
+        c = th.cpu
+        if self.probe_pending[c] >= 0:
+            self.switch_to_probe(th, c, now)
+        else:
+            th.state = READY
+            th.runnable_at = now
+            self.rq_area += len(self.rq) * (now - self.rq_last)
+            self.rq_last = now
+            self.rq.append(th)
+            self.leave_cpu(th, now, "preempt")
+
+    # ------------------------------------------------------------- the loop
+    def run(self) -> None:
+        heap = self.heap
+        pop = heapq.heappop
+        threads = self.threads
+        step = self.step
+        progress = self.progress
+        next_report = 1 << 16
+        free_switch = self.c.context_switch_ns == 0
+        while heap:
+            t, _, ev, x, g = pop(heap)
+            if ev == E_SEG:
+                th = threads[x]
+                if th.gen != g:
+                    continue
+                self.events += 1
+                step(th, t, True)
+            elif ev == E_WAKE:
+                th = threads[x]
+                self.events += 1
+                th.runnable_at = t
+                th.state = READY
+                if not self.idle:
+                    self.rq_area += len(self.rq) * (t - self.rq_last)
+                    self.rq_last = t
+                    self.rq.append(th)
+                elif free_switch:  # nothing to wait for: run it now without a zero-length event
+                    self.bind(self.idle.pop(), th, t, IDLE_TID, "dispatch")
+                    th.seg_over = False
+                    th.seg_work = 0
+                    step(th, t, False)
+                else:
+                    self.dispatch(self.idle.pop(), th, t, IDLE_TID, "dispatch")
+            elif ev == E_GRANT:
+                th = threads[x]
+                self.events += 1
+                d = t - th.spin_start
+                th.spun += d
+                self.spin_ns += d
+                th.granted = True
+                th.state = RUN
+                step(th, t, False)
+            elif ev == E_PWAKE:
+                self.events += 1
+                self.probe_wake_ev(x, t)
+            else:
+                self.events += 1
+                self.probe_end(x, t)
+            if progress is not None and self.events >= next_report:
+                next_report += 1 << 16
+                progress(min(1.0, self.instr / self.total_instr))
+        if self.done != len(threads):
+            stuck = [th.tid for th in threads if th.state != DONE]
+            raise MmreplayError(
+                f"the simulation deadlocked with {len(stuck)} threads unfinished (e.g. tids {stuck[:5]}): "
+                "a thread slept holding a spinlock while spinners took every CPU; use more CPUs or another policy"
+            )
+
+    def step(self, th: SimThread, now: int, completed: bool) -> None:
+        """Run ``th`` from ``now`` until it starts a segment that others may interleave with, waits or leaves.
+
+        ``completed``: the thread's current segment has just ended at ``now``.
+        """
+        heap = self.heap
+        code = th.code
+        points = th.points
+        cst = self.c
+        full = self.full
+        percpu = self.percpu
+        probe_pending = self.probe_pending
+        rq = self.rq
+        slice_ns = cst.timeslice_ns
+        locks = self.locks
+        lock_info = self.lock_info
+        n = 0
+        while True:
+            if completed:
+                completed = False
+                self.work_ns += th.seg_work
+                if th.seg_over:
+                    th.seg_over = False
+                elif th.rem == 0:
+                    ins = code[th.pc]
+                    op = ins[0]
+                    if op == GZAP:
+                        th.g_pending += ins[1]
+                        th.g_free = ins[3]
+                        if not percpu:
+                            self.poff_dec(th, now)
+                            cap = th.g_cap
+                            maxp = cst.max_gather_pages
+                            while th.g_pending > cap and cap < maxp:
+                                if cst.batch_alloc_fail_p and self.rng.random() < cst.batch_alloc_fail_p:
+                                    break
+                                cap = min(maxp, cap + cst.batch_pages)
+                            th.g_cap = cap
+                    elif op == GFLUSH:
+                        th.g_pending = 0
+                    elif op == GPOINT:  # percpu break: the pending pages were flushed, preemption enabled
+                        th.g_pending = 0
+                        self.poff_dec(th, now)
+                        th.g_broken = True
+                        continue  # re-run GPOINT after the preemption point
+                    elif op == GE:
+                        th.g_pending = 0
+                        if percpu:
+                            self.poff_dec(th, now)
+                    th.pc += 1
+                    th.fresh = True
+            pc = th.pc
+            c = th.cpu
+            if points[pc] and th.pcount == 0 and (
+                probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)
+            ):
+                self.instr += n
+                self.events += n
+                self.preempt(th, now)
+                return
+            ins = code[pc]
+            op = ins[0]
+            n += 1
+            # --- instructions that start a segment set d (work) and pre (preemptible mid-way)
+            if op <= KERN:  # USER or KERN
+                if th.fresh:
+                    th.rem = ins[1]
+                    th.fresh = False
+                d = th.rem
+                if op == USER:
+                    pre = True
+                    if rq:
+                        cut = th.slice_start + slice_ns - now
+                        if 0 < cut < d:
+                            d = cut
+                else:
+                    pre = full and th.pcount == 0
+            elif op == ACQ:
+                lid = ins[1]
+                lk = locks[lid]
+                info = lock_info[lid]
+                if th.granted:
+                    th.granted = False
+                    wait = now - th.wait_start
+                    self._queue(lid, now, -1)
+                    self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
+                                            "write" if ins[2] else "read", th.spun, th.slept))
+                    th.held.append((lid, now, wait, len(th.held), ins[4]))
+                    th.debt += self.lock_cost[lid]
+                    th.pc = pc + 1
+                    continue
+                th.recorded_wait = ins[3]
+                if lk.acquire(th, now, ins[2]):
+                    if lk.preempt_off:
+                        if th.pcount == 0:
+                            th.poff_start = now
+                            th.poff_cause = "spinlock"
+                            th.poff_class = info.lock_class
+                        th.pcount += 1
+                    th.held.append((lid, now, 0, len(th.held), ins[4]))
+                    th.debt += self.lock_cost[lid]
+                    th.pc = pc + 1
+                    continue
+                # parked by the lock (spinning, sleeping or a recorded wait)
+                th.wait_start = now
+                th.spun = 0
+                if th.state != SLEEP:
+                    th.slept = False
+                th.waiting_lock = lk
+                self._queue(lid, now, +1)
+                self.instr += n
+                self.events += n
+                return
+            elif op == REL:
+                lid = ins[1]
+                lk = locks[lid]
+                h = th.held.pop()
+                info = lock_info[lid]
+                self.rows_holds.append((h[1], now - h[1], h[2], c, th.tid, info.addr, info.lock_class,
+                                        "write" if ins[2] else "read", h[3], h[4]))
+                lk.release(th, now, ins[2])
+                if lk.preempt_off:
+                    th.pcount -= 1
+                    if th.pcount == 0:
+                        self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause,
+                                               th.poff_class, False))
+                th.pc = pc + 1
+                continue
+            elif op == SPAN_B:
+                th.spans.append((now, c))
+                th.pc = pc + 1
+                continue
+            elif op == SPAN_E:
+                start, c0 = th.spans.pop()
+                self.rows_ops.append((start, now - start, c0, th.tid, self.kinds[ins[1]]))
+                th.pc = pc + 1
+                continue
+            elif op == GB:
+                th.g_pending = 0
+                th.g_cap = cst.percpu_batch_pages if percpu else cst.local_batch_pages
+                th.g_full = ins[1]
+                th.g_pt = ins[2]
+                th.g_broken = False
+                if percpu:
+                    self.poff_inc(th, now, "gather", None)
+                th.pc = pc + 1
+                continue
+            elif op == GZAP:
+                if th.fresh:
+                    th.rem = ins[2]
+                    th.fresh = False
+                    if not percpu:
+                        self.poff_inc(th, now, "ptl", None)
+                d = th.rem
+                pre = False
+            elif op == GFLUSH or op == GE:
+                pend = th.g_pending
+                if op == GFLUSH and (pend < th.g_cap if percpu else pend <= th.g_cap):  # room left
+                    # (the per-CPU batch flushes when full; the on-stack one grew if it could)
+                    th.pc = pc + 1
+                    continue
+                if th.fresh:
+                    th.fresh = False
+                    if pend or th.g_full:
+                        th.debt += self.flush(th, now, pend, th.g_full)
+                    th.rem = round(th.g_free * pend) + (th.g_pt if op == GE else 0)
+                d = th.rem
+                pre = full and not percpu and th.pcount == 0
+            elif op == GPOINT:
+                if not percpu:
+                    th.pc = pc + 1
+                    continue
+                if th.g_broken:
+                    th.g_broken = False
+                    self.poff_inc(th, now, "gather", None)
+                    th.pc = pc + 1
+                    th.fresh = True
+                    continue
+                if not (probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)):
+                    th.pc = pc + 1
+                    continue
+                # need_resched: tlb_finish_mmu (flush + free what is pending), preempt_enable, cond_resched
+                pend = th.g_pending
+                if th.fresh:
+                    th.fresh = False
+                    if pend:
+                        th.debt += self.flush(th, now, pend, False)
+                    th.rem = round(th.g_free * pend)
+                d = th.rem
+                pre = False
+            elif th.debt:  # BLOCK, UNTIL, END: pay pending overhead (lock costs) before leaving the CPU
+                th.seg_over = True
+                d = 0
+                pre = False
+                n -= 1  # the instruction itself runs after the payment
+            elif op == BLOCK or op == UNTIL:
+                until = now + ins[1] if op == BLOCK else ins[1]
+                th.pc = pc + 1
+                th.fresh = True
+                if op == UNTIL and until <= now:
+                    continue
+                th.state = BLOCKED
+                self.leave_cpu(th, now, "block")
+                self.push(until + (self.wake_cost() if op == BLOCK else 0), E_WAKE, th.idx, th.gen)
+                self.instr += n
+                self.events += n
+                return
+            elif op == END:
+                th.state = DONE
+                self.done += 1
+                if now > self.end:
+                    self.end = now
+                self.instr += n
+                self.events += n
+                self.leave_cpu(th, now, "exit")
+                return
+            else:
+                raise AssertionError(f"bad opcode {op}")
+            # --- start a segment of d ns work (+ pending overhead)
+            debt = th.debt
+            if debt:
+                th.debt = 0
+                self.overhead_ns += debt
+            th.rem -= d
+            th.seg_work = d
+            th.seg_debt = debt
+            th.segpre = pre
+            th.seg_start = now
+            end = now + d + debt
+            th.seg_end = end
+            if not heap or end < heap[0][0]:
+                now = end  # nothing can happen before the segment ends: go on inline
+                n += 1
+                completed = True
+                continue
+            th.gen += 1
+            self.seq += 1
+            heapq.heappush(heap, (end, self.seq, E_SEG, th.idx, th.gen))
+            self.instr += n
+            self.events += n
+            return

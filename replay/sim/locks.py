@@ -1,0 +1,222 @@
+"""Lock policies as the simulator executes them.
+
+Each lock instance is one object with ``acquire(th, now, write) -> bool`` (True:
+granted at once, the caller goes on; False: the lock parked the thread as a
+spinner or a sleeper through the engine), ``release(th, now, write)``,
+``owner_off_cpu(th, now)`` (optimistic spinners stop when the owner leaves its
+CPU) and ``abort_spin(th, now)`` (a spinning mutex/rwsem waiter that must
+reschedule goes to sleep instead). Grants go back through the engine:
+``grant_spin(th, at)`` for a waiter on its CPU, ``grant_sleeper(th, now)`` for
+one that must be woken. The models are in docs/SIMULATOR.md.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from replay.sim.engine import Engine, SimThread
+
+
+class SpinLock:
+    """Ticket spinlock (FIFO; hand-off grows with waiters) or, with ``per_waiter=0``, an MCS qspinlock.
+
+    Spinning and holding disable preemption (the engine counts it: ``preempt_off``).
+    """
+
+    preempt_off = True
+    sleeping = False
+    __slots__ = ("eng", "owner", "q", "per_waiter")
+
+    def __init__(self, eng: Engine, per_waiter: float):
+        self.eng = eng
+        self.owner: SimThread | None = None
+        self.q: deque[SimThread] = deque()
+        self.per_waiter = per_waiter
+
+    def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        if self.owner is None:
+            self.owner = th
+            return True
+        self.q.append(th)
+        self.eng.spin(th, now, True)
+        return False
+
+    def release(self, th: SimThread, now: int, write: bool) -> None:
+        if not self.q:
+            self.owner = None
+            return
+        k = len(self.q)
+        nxt = self.q.popleft()
+        self.owner = nxt
+        line = self.eng.line(th.cpu, nxt.cpu)
+        self.eng.grant_spin(nxt, now + round(line * (1 + self.per_waiter * (k - 1))))
+
+    def owner_off_cpu(self, th: SimThread, now: int) -> None:
+        pass
+
+    def abort_spin(self, th: SimThread, now: int) -> None:  # spinlock waiters never abort
+        raise AssertionError("a spinlock waiter cannot abort its spin")
+
+
+class Mutex:
+    """Sleeping mutex: fast path; optimistic spinning (FIFO, like the OSQ) while the owner
+    is on a CPU; otherwise sleep. Unlock hands the lock to the first spinner, or to the
+    first sleeper when there is no spinner or it has waited ``handoff_after`` ns."""
+
+    preempt_off = False
+    sleeping = True
+    __slots__ = ("eng", "owner", "spinners", "sleepers", "handoff_after")
+
+    def __init__(self, eng: Engine, handoff_after_ns: int):
+        self.eng = eng
+        self.owner: SimThread | None = None
+        self.spinners: deque[SimThread] = deque()
+        self.sleepers: deque[SimThread] = deque()
+        self.handoff_after = handoff_after_ns
+
+    def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        owner = self.owner
+        if owner is None:
+            self.owner = th
+            return True
+        if owner.oncpu and not self.eng.need_resched(th, now):
+            self.spinners.append(th)
+            self.eng.spin(th, now, False)
+        else:
+            self.sleepers.append(th)
+            self.eng.sleep_on_lock(th, now)
+        return False
+
+    def release(self, th: SimThread, now: int, write: bool) -> None:
+        sleepers, spinners = self.sleepers, self.spinners
+        if sleepers and (not spinners or now - sleepers[0].wait_start >= self.handoff_after):
+            nxt = sleepers.popleft()
+            self.owner = nxt
+            self.eng.grant_sleeper(nxt, now)
+            self._spinners_sleep(now)
+        elif spinners:
+            nxt = spinners.popleft()
+            self.owner = nxt
+            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
+        else:
+            self.owner = None
+
+    def _spinners_sleep(self, now: int) -> None:
+        while self.spinners:
+            s = self.spinners.popleft()
+            self.sleepers.append(s)
+            self.eng.spin_to_sleep(s, now)
+
+    def owner_off_cpu(self, th: SimThread, now: int) -> None:
+        if self.owner is th and self.spinners:
+            self._spinners_sleep(now)
+
+    def abort_spin(self, th: SimThread, now: int) -> None:
+        self.spinners.remove(th)
+        self.sleepers.append(th)
+        self.eng.spin_to_sleep(th, now)
+
+
+class RWSem:
+    """Reader/writer semaphore: shared readers; writer preference (a reader queues behind
+    any waiting writer); writers spin optimistically while a writer owner runs, and a
+    spinning writer steals the lock at release before sleepers (unless the first sleeper
+    has waited ``handoff_after`` ns). Sleepers are served FIFO; a reader at the head is
+    woken with every reader queued before the next writer."""
+
+    preempt_off = False
+    sleeping = True
+    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "handoff_after")
+
+    def __init__(self, eng: Engine, handoff_after_ns: int):
+        self.eng = eng
+        self.writer: SimThread | None = None
+        self.readers = 0
+        self.spinners: deque[SimThread] = deque()
+        self.sleepers: deque[tuple[SimThread, bool]] = deque()
+        self.handoff_after = handoff_after_ns
+
+    def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        if write:
+            if self.writer is None and self.readers == 0:
+                self.writer = th
+                return True
+            w = self.writer
+            if w is not None and w.oncpu and not self.eng.need_resched(th, now):
+                self.spinners.append(th)
+                self.eng.spin(th, now, False)
+                return False
+        elif self.writer is None and not self.sleepers and not self.spinners:
+            self.readers += 1
+            return True
+        self.sleepers.append((th, write))
+        self.eng.sleep_on_lock(th, now)
+        return False
+
+    def release(self, th: SimThread, now: int, write: bool) -> None:
+        if write:
+            self.writer = None
+        else:
+            self.readers -= 1
+            if self.readers:
+                return
+        sleepers, spinners = self.sleepers, self.spinners
+        if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
+            nxt = spinners.popleft()
+            self.writer = nxt
+            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
+        elif sleepers:
+            if sleepers[0][1]:
+                nxt = sleepers.popleft()[0]
+                self.writer = nxt
+                self.eng.grant_sleeper(nxt, now)
+            else:
+                while sleepers and not sleepers[0][1]:
+                    self.readers += 1
+                    self.eng.grant_sleeper(sleepers.popleft()[0], now)
+            self._spinners_sleep(now)
+
+    def _spinners_sleep(self, now: int) -> None:
+        while self.spinners:
+            s = self.spinners.popleft()
+            self.sleepers.append((s, True))
+            self.eng.spin_to_sleep(s, now)
+
+    def owner_off_cpu(self, th: SimThread, now: int) -> None:
+        if self.writer is th and self.spinners:
+            self._spinners_sleep(now)
+
+    def abort_spin(self, th: SimThread, now: int) -> None:
+        self.spinners.remove(th)
+        self.sleepers.append((th, True))
+        self.eng.spin_to_sleep(th, now)
+
+
+class Recorded:
+    """The identity baseline: no exclusion; each acquisition waits what the trace recorded,
+    on its CPU with preemption off for classes that spin today, asleep for the others."""
+
+    __slots__ = ("eng", "preempt_off", "sleeping")
+
+    def __init__(self, eng: Engine, sleeping: bool):
+        self.eng = eng
+        self.sleeping = sleeping
+        self.preempt_off = not sleeping
+
+    def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        wait = th.recorded_wait
+        if wait <= 0:
+            return True
+        self.eng.timed_wait(th, now, wait, self.sleeping)
+        return False
+
+    def release(self, th: SimThread, now: int, write: bool) -> None:
+        pass
+
+    def owner_off_cpu(self, th: SimThread, now: int) -> None:
+        pass
+
+    def abort_spin(self, th: SimThread, now: int) -> None:
+        raise AssertionError("as-recorded waits do not abort")

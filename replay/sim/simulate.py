@@ -1,0 +1,188 @@
+"""simulate(): one run of a Workload under a policy set, preemption model and seed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from replay.errors import UsageError
+from replay.policies.sets import PolicySet
+from replay.sim.costs import Costs
+from replay.sim.engine import Engine
+from replay.sim.ops import Workload
+from replay.sim.program import flatten
+from replay.trace.schema import LOCK_CLASSES, SIM_TABLES, TABLES_BY_NAME
+
+PREEMPT_MODELS = ("none", "voluntary", "full")
+MODES = ("closed", "open")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How to run: CPUs, policies, preemption model, seed, replay mode, costs and the probe."""
+
+    cpus: int
+    policy: PolicySet
+    preempt: str = "full"  # none | voluntary | full
+    seed: int = 0
+    mode: str = "closed"  # closed | open: each top-level op starts no earlier than its recorded at_ns
+    costs: Costs = field(default_factory=Costs)
+    probe: bool = True
+    probe_period_ns: int = 1_000_000
+    #: coefficient of variation of a mean-1 lognormal factor on every Think and hold time (seeded); 0 = as given
+    perturb: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.cpus < 1:
+            raise UsageError(f"--cpus must be at least 1, not {self.cpus}")
+        if self.preempt not in PREEMPT_MODELS:
+            raise UsageError(f"unknown preemption model {self.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
+        if self.mode not in MODES:
+            raise UsageError(f"unknown replay mode {self.mode!r}; known: {', '.join(MODES)}")
+        if not 0 <= self.perturb <= 2:
+            raise UsageError(f"service-time perturbation must be a coefficient of variation in [0, 2], "
+                             f"not {self.perturb}")
+        if self.probe and self.probe_period_ns < 1:
+            raise UsageError(f"probe period must be positive, not {self.probe_period_ns}")
+
+
+@dataclass
+class SimResult:
+    """Per-run event tables (results kind, with policy_set and seed) and flat scalar metrics."""
+
+    tables: dict[str, pa.Table]
+    metrics: dict[str, float]
+
+
+_COLUMNS = {
+    "sim_lock_waits": ("ts", "dur", "cpu", "tid", "lock_addr", "lock_class", "mode", "spun_ns", "slept"),
+    "sim_lock_holds": ("ts", "dur", "wait", "cpu", "tid", "lock_addr", "lock_class", "mode", "depth", "derived"),
+    "sim_ops": ("ts", "dur", "cpu", "tid", "kind"),
+    "sim_preempt_off": ("ts", "dur", "cpu", "tid", "cause", "lock_class", "cut"),
+    "sim_probe": ("ts", "latency", "cpu", "tid", "cause"),
+    "sim_sched": ("ts", "cpu", "prev_tid", "next_tid", "reason", "wait"),
+}
+
+
+def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None) -> SimResult:
+    """Replay ``workload`` once under ``config``; the same config gives the same result."""
+    program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
+                      config.mode == "open", config.costs, config.perturb, config.seed)
+    eng = Engine(program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
+                 config.probe, config.probe_period_ns, progress)
+    eng.run()
+    if progress is not None:
+        progress(1.0)
+    rows = {
+        "sim_lock_waits": eng.rows_waits,
+        "sim_lock_holds": eng.rows_holds,
+        "sim_ops": eng.rows_ops,
+        "sim_preempt_off": eng.rows_poff,
+        "sim_probe": eng.rows_probe,
+        "sim_sched": eng.rows_sched,
+    }
+    tables = {name: _table(name, r, config) for name, r in rows.items()}
+    return SimResult(tables, _metrics(eng, tables))
+
+
+def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
+    """Rows of engine tuples (in _COLUMNS order) to an Arrow table of exactly the results schema."""
+    table = TABLES_BY_NAME[name]
+    names = _COLUMNS[name]
+    by_name = {c.name: c for c in table.columns}
+    struct = pa.struct([(n, pa.string() if by_name[n].is_enum else by_name[n].type) for n in names])
+    cols = dict(zip(names, pa.array(rows, type=struct).flatten(), strict=True))  # one C-level pass
+    n = len(rows)
+    arrays = []
+    for col in table.columns:
+        if col.name == "policy_set":
+            arrays.append(pa.array([config.policy.name] * n, pa.string()))
+        elif col.name == "seed":
+            arrays.append(pa.array([config.seed] * n, pa.int32()))
+        elif col.is_enum:
+            vocabulary = pa.array(col.values, pa.string())
+            codes = pc.index_in(cols[col.name], value_set=vocabulary).cast(pa.int16())
+            if codes.null_count != cols[col.name].null_count:
+                raise ValueError(f"{name}.{col.name}: a value outside {col.values}")
+            arrays.append(pa.DictionaryArray.from_arrays(codes, vocabulary))
+        else:
+            arrays.append(cols[col.name])
+    return pa.Table.from_arrays(arrays, schema=table.schema)
+
+
+def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and their names for a string or dictionary column."""
+    arr = col.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    return arr.indices.to_numpy(zero_copy_only=False), arr.dictionary.to_pylist()
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
+    m: dict[str, float] = {
+        "makespan_ns": float(max(0, eng.end - eng.t0)),
+        "events": float(eng.events),
+        "instructions": float(eng.instr),
+        "work_cpu_ns": float(eng.work_ns),
+        "overhead_cpu_ns": float(eng.overhead_ns),
+        "spin_cpu_ns": float(eng.spin_ns),
+        "probe_cpu_ns": float(eng.probe_cpu_ns),
+        "context_switches": float(eng.switches),
+        "tlb_flushes": float(eng.tlb_flushes),
+        "ipis": float(eng.ipis),
+        "atomic_sleeps": float(eng.atomic_sleeps),
+        "probe_overruns": float(eng.probe_overruns),
+    }
+    probe = np.asarray(tables["sim_probe"].column("latency").to_numpy(), dtype=float)
+    m["probe_samples"] = float(len(probe))
+    m["probe_latency_p50_ns"] = _pct(probe, 50)
+    m["probe_latency_p99_ns"] = _pct(probe, 99)
+    m["probe_latency_max_ns"] = float(probe.max()) if len(probe) else 0.0
+    poff = tables["sim_preempt_off"].column("dur").to_numpy()
+    m["preempt_off_max_ns"] = float(poff.max()) if len(poff) else 0.0
+    m["preempt_off_p99_ns"] = _pct(poff, 99)
+    holds = tables["sim_lock_holds"]
+    if holds.num_rows:
+        cls, names = _codes(holds.column("lock_class"))
+        wait = holds.column("wait").to_numpy()
+        dur = holds.column("dur").to_numpy()
+        for code in np.unique(cls):
+            name = names[code]
+            sel = cls == code
+            m[f"acquisitions:{name}"] = float(sel.sum())
+            m[f"wait_mean_ns:{name}"] = float(wait[sel].mean())
+            m[f"wait_p50_ns:{name}"] = _pct(wait[sel], 50)
+            m[f"wait_p99_ns:{name}"] = _pct(wait[sel], 99)
+            m[f"wait_max_ns:{name}"] = float(wait[sel].max())
+            m[f"hold_mean_ns:{name}"] = float(dur[sel].mean())
+            m[f"hold_p50_ns:{name}"] = _pct(dur[sel], 50)
+            m[f"hold_p99_ns:{name}"] = _pct(dur[sel], 99)
+            m[f"hold_max_ns:{name}"] = float(dur[sel].max())
+    span = max(1, eng.end - eng.t0)
+    m["runq_mean"] = eng.rq_area / span  # time-average run-queue length
+    for k, name in enumerate(LOCK_CLASSES):
+        if eng.contended[k]:
+            m[f"waiters_mean:{name}"] = eng.wait_area[k] / span  # time-average number of waiters (Little's L)
+    ops = tables["sim_ops"]
+    if ops.num_rows:
+        kinds, names = _codes(ops.column("kind"))
+        dur = ops.column("dur").to_numpy()
+        for code in np.unique(kinds):
+            k = names[code]
+            sel = kinds == code
+            m[f"op_count:{k}"] = float(sel.sum())
+            m[f"op_latency_p50_ns:{k}"] = _pct(dur[sel], 50)
+            m[f"op_latency_p99_ns:{k}"] = _pct(dur[sel], 99)
+            m[f"op_latency_max_ns:{k}"] = float(dur[sel].max())
+    return m
+
+
+__all__ = ["SIM_TABLES", "SimConfig", "SimResult", "simulate"]

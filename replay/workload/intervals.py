@@ -1,0 +1,368 @@
+"""The recorded intervals of each thread, read from a trace: the raw material of reconstruction.
+
+Every operation the simulator replays starts life here as an ``Interval`` of one
+tid: a system call or page fault (``span``), a lock acquisition (``critical``:
+attempt → acquired → released), or an mmu_gather (``gather``). Off-CPU time
+comes from sched_switch as ``OffCpu`` pieces. Nothing here nests or derives;
+reconstruct.py and holds.py do that.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from replay.sim.ops import LockRef
+from replay.trace.reader import Trace
+
+#: lock_waits flags (LCB_F_*)
+LCB_SPIN, LCB_READ, LCB_WRITE, LCB_MUTEX = 1, 2, 4, 32
+#: tlb_flush reasons a task raises for its own work (the others are received, not initiated)
+LOCAL_FLUSH_REASONS = ("TLB_LOCAL_SHOOTDOWN", "TLB_LOCAL_MM_SHOOTDOWN")
+REMOTE_FLUSH_REASON = "TLB_REMOTE_SEND_IPI"
+SPAN_KIND = {"exit_group": "exit"}
+#: note naming the faults whose end no event shows (served under the per-VMA lock, tier 1)
+UNMEASURED_FAULTS = "faults with no measured end (per-VMA lock, tier 1): not replayed as operations"
+#: lock classes of the scheduler itself: the simulator models scheduling, their recorded waits are dropped
+SCHEDULER_CLASSES = frozenset({"runqueue_lock"})
+#: a fault's lock holds follow its entry (and each other) within this gap
+FAULT_CHAIN_GAP_NS = 20_000
+#: outside a system call, free bursts further apart than this are separate gathers
+GATHER_SPLIT_GAP_NS = 100_000
+
+RANK = {"span": 0, "critical": 1, "gather": 2}
+
+
+@dataclass(eq=False)
+class Interval:
+    """One recorded (or, for ``derived`` criticals, partly modelled) operation of a thread.
+
+    ``start`` is the attempt (for a critical, the start of its wait), ``body_start``
+    where the work inside begins (for a critical, the moment it acquired the lock),
+    ``end`` the release / return.
+    """
+
+    kind: str  # span | critical | gather
+    start: int
+    body_start: int
+    end: int
+    seq: int
+    span_kind: str = ""
+    lock: LockRef | None = None
+    mode: str = "write"
+    wait: int | None = None
+    derived: bool = False
+    exclusive_wait: bool = True  # a derived wait whose successor's acquisition bounds our release
+    evidence: str = ""  # derived holds: which evidence of the missing-holds model decided the hold
+    pages: int = 0
+    flushes: int | None = None
+    fullmm: bool = False
+    mm: int = 0
+    recorded_ns: int | None = None
+    children: list[Interval] = field(default_factory=list)
+
+    def key(self) -> tuple[int, int, int, int]:
+        """Sort order for nesting: outer before inner (earlier start, later end, span before lock)."""
+        return (self.start, -self.end, RANK[self.kind], self.seq)
+
+
+@dataclass(frozen=True)
+class OffCpu:
+    """A stretch off CPU: ``blocked`` (switched out with prev_state≠0) or preempted (runnable)."""
+
+    start: int
+    end: int
+    blocked: bool
+
+
+@dataclass
+class ThreadRecord:
+    """Everything the trace says one thread did."""
+
+    tid: int
+    pid: int
+    comm: str = ""
+    prio: int = 120
+    intervals: list[Interval] = field(default_factory=list)
+    waits: list[Interval] = field(default_factory=list)  # contended waits of classes without hold data
+    off_cpu: list[OffCpu] = field(default_factory=list)
+    instants: list[int] = field(default_factory=list)  # events with no duration (unmeasured fault entries)
+    first_sched: int | None = None
+    last_out: int | None = None  # final switch-out (blocked) after which the thread never ran again
+
+    def first_ns(self) -> int:
+        starts = [iv.start for iv in self.intervals] + [w.start for w in self.waits] + self.instants
+        if self.first_sched is not None:
+            starts.append(self.first_sched)
+        return min(starts)
+
+    def last_ns(self) -> int:
+        ends = [iv.end for iv in self.intervals] + [w.end for w in self.waits] + self.instants
+        if self.last_out is not None:
+            ends.append(self.last_out)
+        return max(ends)
+
+
+@dataclass
+class Recorded:
+    """The whole trace, per thread, plus facts reconstruction reports."""
+
+    threads: dict[int, ThreadRecord]
+    hold_classes: set[str]  # classes whose holds the trace measured
+    mm_of_pid: dict[int, int]
+    gather_source: str  # "gathers" (tier 2) | "page_free_batches" (tier 1) | "none"
+    notes: Counter[str] = field(default_factory=Counter)
+
+
+def _rows(trace: Trace, name: str, columns: list[str], *filters: pl.Expr) -> list[tuple]:
+    lf = trace.scan(name)
+    for f in filters:
+        lf = lf.filter(f)
+    lf = lf.select(columns)
+    sort = [c for c in ("tid", "ts", "seq") if c in columns]
+    return lf.sort(sort).collect().rows()
+
+
+def _mm_of_pid(trace: Trace) -> dict[int, int]:
+    """Each process's mm_struct address: the mmap_lock it takes most often (its pid if never seen)."""
+    votes: dict[int, Counter[int]] = defaultdict(Counter)
+    for pid, addr, n in (
+        trace.scan("lock_holds").filter(pl.col("lock_class") == "mmap_lock")
+        .group_by("pid", "lock_addr").len().sort("pid", "lock_addr").collect().rows()
+    ):
+        votes[pid][addr] += n
+    if trace.has("gathers"):
+        for pid, mm, n in trace.scan("gathers").group_by("pid", "mm").len().sort("pid", "mm").collect().rows():
+            votes[pid][mm] += n
+    return {pid: c.most_common(1)[0][0] for pid, c in votes.items()}
+
+
+def load(trace: Trace) -> Recorded:
+    """Read the intervals of every thread that did mm work (lock, syscall, fault or gather)."""
+    trace.require("lock_holds", needed_for="work reconstruction (mmap_lock holds and page-fault durations)")
+    threads: dict[int, ThreadRecord] = {}
+    notes: Counter[str] = Counter()
+    mm_of_pid = _mm_of_pid(trace)
+
+    def thread(tid: int, pid: int) -> ThreadRecord:
+        t = threads.get(tid)
+        if t is None:
+            t = threads[tid] = ThreadRecord(tid, pid)
+        return t
+
+    def mm(pid: int) -> int:
+        return mm_of_pid.get(pid, pid)
+
+    # lock holds (tier 1: mmap_lock; tier 2: rwsems and mutexes too)
+    hold_classes: set[str] = set()
+    for tid, ts, seq, pid, dur, wait, addr, cls, mode, ok in _rows(
+        trace, "lock_holds", ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class", "mode", "success"]
+    ):
+        hold_classes.add(cls)
+        if not ok:
+            notes["failed trylocks skipped"] += 1
+            continue
+        thread(tid, pid).intervals.append(Interval(
+            "critical", ts - wait, ts, ts + dur, seq, lock=LockRef(cls, addr), mode=mode, wait=wait))
+
+    # contended waits of classes the trace has no holds for → holds derived later (holds.py)
+    if trace.has("lock_waits"):
+        for tid, ts, seq, pid, dur, addr, flags, ret, cls in _rows(
+            trace, "lock_waits", ["tid", "ts", "seq", "pid", "dur", "lock_addr", "flags", "ret", "lock_class"]
+        ):
+            if cls in hold_classes:
+                continue  # already inside the measured acquisition's wait
+            if cls in SCHEDULER_CLASSES:
+                notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
+                continue
+            if ret != 0:
+                notes["aborted waits (ret<0) left as think time"] += 1
+                continue
+            mode = "read" if flags & LCB_READ else "write"
+            thread(tid, pid).waits.append(Interval(
+                "critical", ts, ts + dur, ts + dur, seq, lock=LockRef(cls, addr), mode=mode, wait=dur, derived=True,
+                exclusive_wait=not flags & LCB_READ))
+
+    # system calls
+    syscalls: dict[int, list[Interval]] = defaultdict(list)
+    if trace.has("syscalls"):
+        for tid, ts, seq, pid, dur, name in _rows(trace, "syscalls", ["tid", "ts", "seq", "pid", "dur", "name"]):
+            iv = Interval("span", ts, ts, ts + dur, seq, span_kind=SPAN_KIND.get(name, name), recorded_ns=dur)
+            thread(tid, pid).intervals.append(iv)
+            syscalls[tid].append(iv)
+    else:
+        notes["no syscalls table: mmap/munmap latencies not reported"] += 1
+
+    # page faults: the trace gives the entry only; a fault lasts until it releases the last lock
+    # it was seen holding (tier 1: its mmap_lock read hold; tier 2 also the page-table lock)
+    if trace.has("page_faults"):
+        faults: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        for tid, ts, seq, pid in _rows(trace, "page_faults", ["tid", "ts", "seq", "pid"]):
+            faults[tid].append((ts, seq, pid))
+        for tid, rows in faults.items():
+            t = thread(tid, rows[0][2])
+            for ts, end, seq in _fault_extents(rows, t.intervals, syscalls.get(tid, ())):
+                if end == ts:
+                    notes[UNMEASURED_FAULTS] += 1  # its time stays in the surrounding think time
+                    t.instants.append(ts)
+                    continue
+                t.intervals.append(Interval("span", ts, ts, end, seq, span_kind="fault", recorded_ns=end - ts))
+
+    # gathers
+    if trace.has("gathers"):
+        gather_source = "gathers"
+        for tid, ts, seq, pid, dur, gmm, fullmm, flushes, pages in _rows(
+            trace, "gathers", ["tid", "ts", "seq", "pid", "dur", "mm", "fullmm", "flushes", "pages"]
+        ):
+            thread(tid, pid).intervals.append(Interval(
+                "gather", ts, ts, ts + dur, seq, pages=pages, flushes=flushes, fullmm=fullmm, mm=gmm,
+                recorded_ns=dur))
+    elif trace.has("page_free_batches"):
+        gather_source = "page_free_batches"
+        _tier1_gathers(trace, threads, syscalls, mm, notes)
+    else:
+        gather_source = "none"
+        notes["no gathers or page_free_batches: page freeing not modelled"] += 1
+
+    # scheduling: off-CPU pieces of the threads we keep
+    if trace.has("sched_switch"):
+        _off_cpu(trace, threads)
+    else:
+        notes["no sched_switch table: all gaps taken as on-CPU think time"] += 1
+
+    for t in threads.values():
+        t.waits.sort(key=Interval.key)  # holds.py walks them in order; intervals are sorted where needed
+    _names(trace, threads)
+    return Recorded(threads, hold_classes, {pid: mm(pid) for pid in {t.pid for t in threads.values()}},
+                    gather_source, notes)
+
+
+def _fault_extents(faults: list[tuple[int, int, int]], intervals: list[Interval],
+                   syscalls: list[Interval]) -> list[tuple[int, int, int]]:
+    """(entry, end, seq) of each fault of one thread: the end is the release of the last measured
+    lock hold in a chain that starts within FAULT_CHAIN_GAP_NS of the entry (each link within the
+    gap of the previous release), before the thread's next fault or system call."""
+    holds = sorted((iv for iv in intervals if iv.kind == "critical"), key=lambda iv: iv.start)
+    starts = [iv.start for iv in holds]
+    sys_starts = sorted(iv.start for iv in syscalls)
+    out = []
+    for i, (ts, seq, _pid) in enumerate(faults):
+        limit = faults[i + 1][0] if i + 1 < len(faults) else None
+        k = bisect_left(sys_starts, ts)
+        if k < len(sys_starts) and (limit is None or sys_starts[k] < limit):
+            limit = sys_starts[k]
+        end = ts
+        j = bisect_left(starts, ts)
+        while j < len(holds) and (limit is None or starts[j] < limit) and starts[j] - end <= FAULT_CHAIN_GAP_NS:
+            end = max(end, holds[j].end)
+            j += 1
+        out.append((ts, end, seq))
+    return out
+
+
+def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dict[int, list[Interval]],
+                   mm_of: Callable[[int], int], notes: Counter[str]) -> None:
+    """Tier 1 has no gather window: rebuild one from the batched free bursts and the TLB flushes the
+    task raised inside the same system call. A lock wait between two bursts splits the gather (the
+    kernel frees in unmap_vmas, takes i_mmap in free_pgtables, then flushes in tlb_finish_mmu)."""
+    events: dict[int, list[tuple[int, int, int, int, str]]] = defaultdict(list)  # tid → (ts, end, seq, pages, what)
+    pids: dict[int, int] = {}
+    for tid, ts, seq, pid, dur, pages in _rows(
+        trace, "page_free_batches", ["tid", "ts", "seq", "pid", "dur", "pages"], pl.col("batched")
+    ):
+        events[tid].append((ts, ts + dur, seq, pages, "free"))
+        pids[tid] = pid
+    if trace.has("tlb_flushes"):
+        for tid, ts, seq, reason in _rows(
+            trace, "tlb_flushes", ["tid", "ts", "seq", "reason"],
+            pl.col("reason").cast(pl.String).is_in([*LOCAL_FLUSH_REASONS, REMOTE_FLUSH_REASON]),
+        ):
+            if tid in events:
+                events[tid].append((ts, ts, seq, 0, "remote" if reason == REMOTE_FLUSH_REASON else "local"))
+    for tid, evs in events.items():
+        evs.sort(key=lambda e: (e[0], e[2]))
+        t = threads.get(tid) or threads.setdefault(tid, ThreadRecord(tid, pids[tid]))
+        spans = sorted(syscalls.get(tid, ()), key=lambda s: s.start)
+        span_starts = [s.start for s in spans]
+        lock_starts = sorted([iv.start for iv in t.intervals if iv.kind == "critical"] + [w.start for w in t.waits])
+
+        group: list[tuple[int, int, int, int, str]] = []
+        group_span: Interval | None = None
+        for ev in evs:
+            span = _container(spans, span_starts, ev[0])
+            if group:
+                last = max(e[1] for e in group)
+                k = bisect_left(lock_starts, last)
+                lock_between = k < len(lock_starts) and lock_starts[k] < ev[0]
+                far = span is None and ev[0] - last > GATHER_SPLIT_GAP_NS
+                if span is not group_span or lock_between or far:
+                    _emit_gather(t, group, group_span, mm_of)
+                    group = []
+            if not group:
+                group_span = span
+            group.append(ev)
+        if group:
+            _emit_gather(t, group, group_span, mm_of)
+    notes["gathers rebuilt from page_free_batches + tlb_flushes (tier 1)"] += sum(
+        1 for t in threads.values() for iv in t.intervals if iv.kind == "gather")
+
+
+def _container(spans: list[Interval], starts: list[int], ts: int) -> Interval | None:
+    """The system call (sorted by start) that contains time ``ts``, if any."""
+    k = bisect_left(starts, ts + 1) - 1
+    return spans[k] if k >= 0 and spans[k].start <= ts <= spans[k].end else None
+
+
+def _emit_gather(t: ThreadRecord, group: list[tuple[int, int, int, int, str]], span: Interval | None,
+                 mm_of: Callable[[int], int]) -> None:
+    pages = sum(e[3] for e in group)
+    if pages == 0:
+        return  # flushes with nothing freed (mprotect, a stray flush): not an mmu_gather
+    start = min(e[0] for e in group)
+    end = max(e[1] for e in group)
+    local = sum(1 for e in group if e[4] == "local")
+    remote = sum(1 for e in group if e[4] == "remote")
+    t.intervals.append(Interval(
+        "gather", start, start, end, min(e[2] for e in group), pages=pages, flushes=max(local, remote),
+        fullmm=span is not None and span.span_kind == "exit", mm=mm_of(t.pid), recorded_ns=end - start))
+
+
+def _off_cpu(trace: Trace, threads: dict[int, ThreadRecord]) -> None:
+    """Pair each thread's switch-out with its next switch-in."""
+    tids = list(threads)
+    df = (trace.scan("sched_switch")
+          .filter(pl.col("prev_tid").is_in(tids) | pl.col("next_tid").is_in(tids))
+          .select("ts", "seq", "prev_tid", "prev_prio", "prev_state", "next_tid")
+          .sort("ts", "seq").collect())
+    out_at: dict[int, tuple[int, bool]] = {}
+    for ts, _seq, prev, prio, state, nxt in df.rows():
+        if prev in threads:
+            t = threads[prev]
+            t.prio = prio
+            if t.first_sched is None:
+                t.first_sched = ts
+            out_at[prev] = (ts, state != 0)
+        if nxt in threads:
+            t = threads[nxt]
+            if t.first_sched is None:
+                t.first_sched = ts
+            if nxt in out_at:
+                start, blocked = out_at.pop(nxt)
+                t.off_cpu.append(OffCpu(start, ts, blocked))
+    for tid, (ts, blocked) in out_at.items():
+        if blocked:
+            threads[tid].last_out = ts
+
+
+def _names(trace: Trace, threads: dict[int, ThreadRecord]) -> None:
+    if not trace.has("tasks"):
+        return
+    for tid, pid, comm in trace.scan("tasks").select("tid", "pid", "comm").collect().rows():
+        t = threads.get(tid)
+        if t is not None:
+            t.comm = comm
+            t.pid = pid

@@ -1,0 +1,335 @@
+"""Policy sets, cost files and the behaviour each lock and gather policy must show."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from replay.errors import UsageError
+from replay.policies import NAMED_SETS, resolve
+from replay.sim import Costs, SimConfig, simulate
+from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
+
+# ------------------------------------------------------------------ policy sets
+
+
+def test_named_sets_follow_the_kernel_history():
+    old, v30, cur = NAMED_SETS["2.6.39"], NAMED_SETS["3.0"], NAMED_SETS["current"]
+    assert (old.lock_policy("i_mmap_rwsem"), old.lock_policy("anon_vma"), old.gather) == ("spinlock", "spinlock",
+                                                                                          "percpu")
+    assert (v30.lock_policy("i_mmap_rwsem"), v30.lock_policy("anon_vma"), v30.gather) == ("mutex", "mutex",
+                                                                                          "preemptible")
+    assert (cur.lock_policy("i_mmap_rwsem"), cur.lock_policy("anon_vma"), cur.gather) == ("rwsem", "rwsem",
+                                                                                          "preemptible")
+    for s in (old, v30, cur):
+        assert s.lock_policy("mmap_lock") == "rwsem"
+        for spin in ("page_table_lock", "zone_lock", "runqueue_lock"):
+            assert s.lock_policy(spin) == "spinlock"
+    assert set(NAMED_SETS["as-recorded"].locks.values()) == {"as-recorded"}
+
+
+def test_overrides_apply_over_current():
+    s = resolve("i_mmap_rwsem=spinlock, gather=percpu")
+    assert s.lock_policy("i_mmap_rwsem") == "spinlock" and s.gather == "percpu"
+    assert s.lock_policy("anon_vma") == "rwsem"
+    assert resolve(["anon_vma=mutex", "page_table_lock=qspinlock"]).lock_policy("page_table_lock") == "qspinlock"
+
+
+@pytest.mark.parametrize(
+    "spec", ["2.6.40", "i_mmap=mutex", "anon_vma=semaphore", "gather=lazy", "", "3.0,gather=percpu"]
+)
+def test_bad_policy_specs_are_one_line_usage_errors(spec):
+    with pytest.raises(UsageError) as e:
+        resolve(spec)
+    assert "\n" not in str(e.value) and str(e.value)
+
+
+# ------------------------------------------------------------------ costs
+
+
+def test_cost_files_override_defaults(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("context_switch_ns = 2500\nbatch_alloc_fail_p = 0.25\n")
+    c = Costs.load(toml)
+    assert c.context_switch_ns == 2500 and c.batch_alloc_fail_p == 0.25 and c.cas_ns == Costs().cas_ns
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"invlpg_ns": 120}))
+    assert Costs.load(js).invlpg_ns == 120
+
+
+@pytest.mark.parametrize("content", ['{"context_switch": 1}', '{"cas_ns": -1}', '{"cas_ns": "fast"}', "{nope",
+                                     '{"cas_ns": 1.5}'])
+def test_bad_cost_files_are_usage_errors(tmp_path, content):
+    p = tmp_path / "c.json"
+    p.write_text(content)
+    with pytest.raises(UsageError):
+        Costs.load(p)
+
+
+def test_missing_cost_file_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="cannot read"):
+        Costs.load(tmp_path / "absent.toml")
+
+
+# ------------------------------------------------------------------ mm_take_all_locks
+
+
+def take_all_locks(depth: int, lock_class: str, rounds: int) -> Workload:
+    """One task nests ``depth`` locks (like mm_take_all_locks walking every VMA: 100 ns of walking,
+    then the next lock), does 1 µs of work holding them all, and drops them; ``rounds`` times."""
+    ops: list = []
+    for _ in range(rounds):
+        chain: tuple = (Think(1_000),)
+        for i in reversed(range(depth)):
+            chain = (Think(100), Critical(LockRef(lock_class, 0x10_000 + i), "write", 0, chain))
+        ops.append(Span("mmu_notifier_register", chain))
+        ops.append(Think(50_000))
+    return Workload([Thread(tid=1, pid=1, ops=ops)], cpus=1)
+
+
+def _run(w, policy, preempt="full", cpus=1, period=40_000, costs=None, seed=3, probe=True):
+    return simulate(w, SimConfig(cpus=cpus, policy=resolve(policy), preempt=preempt, seed=seed, probe=probe,
+                                 probe_period_ns=period, costs=costs or Costs()))
+
+
+def test_a_chain_of_500_spinlocks_is_one_long_preempt_off_section_the_probe_waits_for():
+    w = take_all_locks(500, "i_mmap_rwsem", rounds=20)
+    res = _run(w, "i_mmap_rwsem=spinlock")
+    chain_ns = 500 * (100 + Costs().spin_lock_unlock_ns)
+    assert res.metrics["preempt_off_max_ns"] >= chain_ns - 100
+    sections = res.tables["sim_preempt_off"]
+    assert sections.num_rows == 20  # one per round: the nested locks never re-enable preemption
+    assert res.metrics["probe_latency_max_ns"] >= 0.8 * chain_ns
+
+
+@pytest.mark.parametrize("policy", ["i_mmap_rwsem=mutex", "i_mmap_rwsem=rwsem"])
+def test_a_chain_of_500_sleeping_locks_leaves_the_probe_unharmed_under_full_preemption(policy):
+    w = take_all_locks(500, "i_mmap_rwsem", rounds=20)
+    res = _run(w, policy)
+    assert res.metrics["preempt_off_max_ns"] == 0
+    c = Costs()
+    wake_path = c.probe_irq_ns + c.context_switch_ns
+    # the probe waits only for the wake path, its jitter and the segment's timer interrupt
+    assert res.metrics["probe_latency_max_ns"] < wake_path + 12 * c.wake_jitter_ns
+
+
+def test_voluntary_preemption_points_at_might_sleep_shorten_the_wait_that_none_imposes():
+    w = take_all_locks(500, "i_mmap_rwsem", rounds=20)
+    none = _run(w, "i_mmap_rwsem=mutex", preempt="none")
+    vol = _run(w, "i_mmap_rwsem=mutex", preempt="voluntary")
+    assert none.metrics["probe_latency_max_ns"] > 3 * vol.metrics["probe_latency_max_ns"]
+
+
+# ------------------------------------------------------------------ locks
+
+
+def _two_threads(first_ops, second_ops, cpus=2):
+    return Workload([Thread(tid=1, pid=1, ops=first_ops), Thread(tid=2, pid=1, ops=second_ops, start_ns=1_000)],
+                    cpus=cpus)
+
+
+def test_mutex_waiter_spins_while_the_owner_runs_and_sleeps_when_it_blocks():
+    lock = LockRef("i_mmap_rwsem", 1)
+    running = _two_threads([Critical(lock, "write", 50_000)], [Critical(lock, "write", 100)])
+    w = _run(running, "i_mmap_rwsem=mutex", cpus=2, probe=False).tables["sim_lock_waits"].to_pylist()
+    assert len(w) == 1 and not w[0]["slept"] and w[0]["spun_ns"] == w[0]["dur"] > 40_000
+    blocked = _two_threads([Critical(lock, "write", 100, (Block(50_000),))], [Critical(lock, "write", 100)])
+    w = _run(blocked, "i_mmap_rwsem=mutex", cpus=2, probe=False).tables["sim_lock_waits"].to_pylist()
+    assert len(w) == 1 and w[0]["slept"] and w[0]["spun_ns"] == 0
+
+
+def test_ticket_hand_off_slows_with_waiters_where_mcs_does_not():
+    lock = LockRef("page_table_lock", 1)
+    threads = [Thread(tid=i, pid=1, ops=[Critical(lock, "write", 50) for _ in range(300)]) for i in range(1, 9)]
+    w = Workload(threads, cpus=8)
+    costs = replace(Costs(), line_transfer_ns=100)
+    ticket = simulate(w, SimConfig(cpus=8, policy=resolve("page_table_lock=spinlock"), costs=costs, probe=False))
+    mcs = simulate(w, SimConfig(cpus=8, policy=resolve("page_table_lock=qspinlock"), costs=costs, probe=False))
+    assert ticket.metrics["makespan_ns"] > 1.5 * mcs.metrics["makespan_ns"]
+    assert ticket.metrics["spin_cpu_ns"] > mcs.metrics["spin_cpu_ns"]
+
+
+def test_rwsem_readers_share_and_a_waiting_writer_blocks_new_readers():
+    lock = LockRef("mmap_lock", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "read", 20_000)]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "read", 20_000)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 1_000)], start_ns=2_000),
+        Thread(tid=4, pid=1, ops=[Critical(lock, "read", 1_000)], start_ns=3_000),
+    ]
+    res = simulate(Workload(threads, cpus=4), SimConfig(cpus=4, policy=resolve("current"), probe=False))
+    holds = {r["tid"]: r for r in res.tables["sim_lock_holds"].to_pylist()}
+    assert holds[2]["wait"] == 0  # readers share
+    assert holds[3]["ts"] >= holds[2]["ts"] + holds[2]["dur"]  # the writer waits for both readers
+    assert holds[4]["ts"] >= holds[3]["ts"] + holds[3]["dur"]  # the late reader queues behind the writer
+
+
+@pytest.mark.parametrize("lock_class", ["page_table_lock", "i_mmap_rwsem"])
+def test_as_recorded_replays_the_recorded_wait_verbatim(lock_class):
+    lock = LockRef(lock_class, 1)
+    w = Workload([Thread(tid=1, pid=1, ops=[Think(1_000), Critical(lock, "write", 500, recorded_wait_ns=7_000)])],
+                 cpus=1)
+    res = simulate(w, SimConfig(cpus=1, policy=resolve("as-recorded"), probe=False))
+    assert res.tables["sim_lock_holds"].column("wait").to_pylist() == [7_000]
+
+
+# ------------------------------------------------------------------ gathers and TLB flushes
+
+
+def _gather(pages, policy, costs=None, preempt="full", probe=False):
+    w = Workload([Thread(tid=1, pid=1, ops=[Gather(pages, pt_pages=2)], mm=1)], cpus=1)
+    return simulate(w, SimConfig(cpus=1, policy=resolve(policy), preempt=preempt, probe=probe,
+                                 costs=costs or Costs()))
+
+
+def test_percpu_gather_flushes_every_506_pages_and_preemptible_every_10k():
+    assert _gather(5_000, "gather=percpu").metrics["tlb_flushes"] == 10  # 9 full batches + the final flush
+    # 1024-page zap blocks (!PREEMPT): the batch still flushes when it fills, inside a block
+    assert _gather(5_000, "gather=percpu", preempt="none").metrics["tlb_flushes"] == 10
+    assert _gather(5_000, "gather=preemptible").metrics["tlb_flushes"] == 1
+    assert _gather(25_000, "gather=preemptible").metrics["tlb_flushes"] == 3
+
+
+def test_failing_batch_allocations_fall_back_to_the_on_stack_batch():
+    costs = replace(Costs(), batch_alloc_fail_p=1.0)
+    # every PTE page (512 pages) fills the 8-entry local batch: a flush per page-table page
+    assert _gather(5_000, "gather=preemptible", costs).metrics["tlb_flushes"] == 10
+
+
+def test_percpu_gather_without_resched_requests_is_one_preempt_off_section():
+    res = _gather(5_000, "gather=percpu")
+    assert res.tables["sim_preempt_off"].num_rows == 1
+    c = Costs()
+    assert res.metrics["preempt_off_max_ns"] >= 5_000 * (c.zap_page_ns + c.free_page_ns)
+
+
+def test_percpu_gather_breaks_at_zap_blocks_for_the_probe_under_full_but_not_under_none():
+    full = _gather(200_000, "gather=percpu", preempt="full", probe=True)
+    none = _gather(200_000, "gather=percpu", preempt="none", probe=True)
+    assert full.metrics["probe_latency_max_ns"] < none.metrics["probe_latency_max_ns"]
+    # preemptible gathers hold preemption off only while zapping one page-table page (+ a timer interrupt)
+    pre = _gather(200_000, "gather=preemptible", preempt="full", probe=True)
+    c = Costs()
+    assert 512 * c.zap_page_ns <= pre.metrics["preempt_off_max_ns"] <= 512 * c.zap_page_ns + c.probe_irq_ns \
+        + 8 * c.wake_jitter_ns
+
+
+def test_remote_cpus_running_the_mm_get_shootdown_ipis():
+    t1 = Thread(tid=1, pid=1, mm=7, ops=[Think(2_000), Gather(10)])
+    t2 = Thread(tid=2, pid=1, mm=7, ops=[Think(50_000)])
+    other = Thread(tid=3, pid=3, mm=8, ops=[Think(50_000)])
+    res = simulate(Workload([t1, t2, other], cpus=3), SimConfig(cpus=3, policy=resolve("current"), probe=False))
+    assert res.metrics["ipis"] == 1 and res.metrics["tlb_flushes"] == 1
+
+
+# ------------------------------------------------------------------ the result contract
+
+
+def test_result_tables_have_exactly_the_results_schema_and_carry_the_run(tmp_path):
+    from replay.trace.schema import SIM_TABLES
+
+    lock = LockRef("anon_vma", 9)
+    w = Workload([Thread(tid=i, pid=1, mm=1, ops=[Think(3_000), Critical(lock, "write", 2_000, (Gather(700),))] * 5)
+                  for i in range(1, 5)], cpus=2)
+    res = simulate(w, SimConfig(cpus=2, policy=resolve("2.6.39"), seed=42, probe_period_ns=5_000))
+    assert set(res.tables) == {t.name for t in SIM_TABLES}
+    for t in SIM_TABLES:
+        table = res.tables[t.name]
+        assert table.schema.equals(t.schema), t.name
+        assert t.kind == "results" and table.column_names[:2] == ["policy_set", "seed"]
+        assert set(table.column("policy_set").to_pylist()) <= {"2.6.39"}
+        assert set(table.column("seed").to_pylist()) <= {42}
+    assert res.tables["sim_lock_waits"].num_rows > 0 and res.tables["sim_probe"].num_rows > 0
+
+
+def test_progress_is_reported_up_to_completion():
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=i, pid=1, ops=[Critical(lock, "write", 100)] * 20_000) for i in (1, 2)], cpus=2)
+    seen: list[float] = []
+    simulate(w, SimConfig(cpus=2, policy=resolve("current"), probe=False), progress=seen.append)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
+
+
+def test_unknown_lock_classes_are_rejected_by_name():
+    w = Workload([Thread(tid=1, pid=1, ops=[Critical(LockRef("i_mmap", 1), "write", 100)])], cpus=1)
+    with pytest.raises(ValueError, match="i_mmap"):
+        simulate(w, SimConfig(cpus=1, policy=resolve("current")))
+
+
+@pytest.mark.parametrize(("field", "value"), [("cpus", 0), ("preempt", "rt"), ("mode", "replay")])
+def test_nonsense_configs_are_usage_errors(field, value):
+    kwargs = {"cpus": 1, "policy": resolve("current"), field: value}
+    with pytest.raises(UsageError):
+        SimConfig(**kwargs)
+
+
+def test_service_time_perturbation_is_seeded_and_keeps_the_mean_work():
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=i, pid=1, ops=[Think(2_000), Critical(lock, "write", 1_000)] * 500) for i in (1, 2)],
+                 cpus=2)
+
+    def run(seed, perturb):
+        return simulate(w, SimConfig(cpus=2, policy=resolve("current"), probe=False, seed=seed, perturb=perturb))
+
+    exact = run(1, 0.0).metrics["work_cpu_ns"]
+    a, b, c = run(1, 0.3), run(1, 0.3), run(2, 0.3)
+    assert a.metrics == b.metrics
+    assert a.metrics["work_cpu_ns"] != c.metrics["work_cpu_ns"]
+    for r in (a, c):
+        assert r.metrics["work_cpu_ns"] == pytest.approx(exact, rel=0.03)  # 2000 samples, cv 0.3: se ≈ 0.7%
+    with pytest.raises(UsageError):
+        SimConfig(cpus=1, policy=resolve("current"), perturb=-0.1)
+
+
+@pytest.mark.parametrize("probe", [False, True])
+def test_a_spinlock_holder_sleeping_while_its_waiter_takes_the_only_cpu_is_a_reported_deadlock(probe):
+    from replay.errors import MmreplayError
+
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = _two_threads([Critical(lock, "write", 100, (Block(10_000),))], [Critical(lock, "write", 100)], cpus=1)
+    with pytest.raises(MmreplayError, match="deadlocked"):
+        simulate(w, SimConfig(cpus=1, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
+    # with a second CPU the holder gets back on and the run completes, counting the atomic sleep
+    res = simulate(w, SimConfig(cpus=2, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
+    assert res.metrics["atomic_sleeps"] == 1
+
+
+@pytest.mark.parametrize(("policy", "knob"), [("i_mmap_rwsem=mutex", "mutex_handoff_after_ns"),
+                                              ("i_mmap_rwsem=rwsem", "rwsem_handoff_after_ns")])
+def test_spinners_steal_from_a_sleeper_only_until_it_has_waited_the_handoff_time(policy, knob):
+    """T1 blocks holding the lock, so T2 goes to sleep; then T1 and T3 keep handing the lock to each
+    other by optimistic spinning. T2 gets it once it has waited the hand-off time, not before."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    loop = [Think(50), Critical(lock, "write", 2_000)] * 200
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))] + loop),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=loop, start_ns=4_990),  # tries at 5 040: T1 runs again, so T3 spins
+    ]
+    w = Workload(threads, cpus=3)
+
+    def t2_wait(after_ns):
+        costs = replace(Costs.zero(), **{knob: after_ns})
+        res = simulate(w, SimConfig(cpus=3, policy=resolve(policy), costs=costs, probe=False))
+        return next(r["wait"] for r in res.tables["sim_lock_holds"].to_pylist() if r["tid"] == 2)
+
+    assert 50_000 <= t2_wait(50_000) <= 50_000 + 2 * 2_050
+    assert t2_wait(10**12) > 700_000  # without the hand-off rule it starves until the others finish
+
+
+def test_hand_offs_across_sockets_cost_the_remote_line_transfer():
+    lock = LockRef("page_table_lock", 1)
+    threads = [Thread(tid=i, pid=1, ops=[Critical(lock, "write", 50) for _ in range(300)]) for i in range(1, 9)]
+    w = Workload(threads, cpus=8)
+
+    def makespan(per_socket):
+        costs = replace(Costs(), cpus_per_socket=per_socket)
+        res = simulate(w, SimConfig(cpus=8, policy=resolve("page_table_lock=qspinlock"), costs=costs, probe=False))
+        return res.metrics["makespan_ns"]
+
+    one, two = makespan(0), makespan(4)
+    assert two > one
+    # at most every hand-off pays the difference
+    assert two - one <= 8 * 300 * (Costs().line_transfer_remote_ns - Costs().line_transfer_ns)
