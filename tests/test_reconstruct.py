@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tracebuilder import ANON_VMA_ROOT, FILE_A, TraceBuilder, mm_addr
 
 from replay.errors import MissingTableError, UsageError
 from replay.sim.ops import Block, Critical, Gather, Span, Think
@@ -13,6 +12,7 @@ from replay.trace import Trace
 from replay.workload import reconstruct
 from replay.workload.holds import DEFAULT_HOLD_NS
 from replay.workload.timeline import layout
+from tests.tracebuilder import ANON_VMA_ROOT, FILE_A, TraceBuilder, mm_addr
 
 
 def munmap(t, *, mmap_wait=0, i_mmap_wait=0, i_mmap_hold=400, pages=64, flushes=1, lock_addr=FILE_A):

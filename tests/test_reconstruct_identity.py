@@ -4,13 +4,13 @@ reproduces the recorded timeline exactly — every operation's start and end, ev
 from __future__ import annotations
 
 import pytest
-from tracebuilder import ANON_VMA_ROOT, FILE_A, TraceBuilder
 
 from replay.policies.sets import resolve
 from replay.sim import SimConfig, simulate
 from replay.sim.costs import Costs
 from replay.trace import Trace
 from replay.workload import reconstruct
+from tests.tracebuilder import ANON_VMA_ROOT, FILE_A, TraceBuilder
 
 
 def contended_trace(path):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tracebuilder import FILE_A, TraceBuilder, mm_addr
-
 from replay.trace import Trace
+from tests.tracebuilder import FILE_A, TraceBuilder, mm_addr
 
 
 def sample(b: TraceBuilder) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tracebuilder import FILE_A, TraceBuilder
 
 from replay.cli.main import main
 from replay.trace import Trace
+from tests.tracebuilder import FILE_A, TraceBuilder
 
 
 @pytest.fixture(scope="module")
