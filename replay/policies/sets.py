@@ -11,7 +11,10 @@ current    rwsem        rwsem      spinlock         preemptible
 ========== ============ ========== ================ =========================
 
 ``mmap_lock`` is an rwsem, ``zone_lock`` and ``runqueue_lock`` are spinlocks in
-every set. ``as-recorded`` replays every lock with the waits the trace saw (the
+every set. ``other`` (slab, lruvec, a filesystem's mutexes: whatever the lock-class
+rules do not name) mixes sleeping and spinning locks that none of these changes
+touched, so every set replays it with the waits the trace saw; a spinlock model
+there would invent preempt-off sections out of sleeping mutexes. ``as-recorded`` replays every lock with the waits the trace saw (the
 identity baseline). Explicit mappings such as ``"i_mmap_rwsem=spinlock,gather=percpu"``
 override the ``current`` set.
 """
@@ -41,8 +44,8 @@ class PolicySet:
         return hash((self.name, tuple(sorted(self.locks.items())), self.gather))
 
     def lock_policy(self, lock_class: str) -> str:
-        """The policy of ``lock_class`` (classes the set does not name are spinlocks, like "other")."""
-        return self.locks.get(lock_class, "spinlock")
+        """The policy of ``lock_class`` (a class the set does not name is replayed as recorded)."""
+        return self.locks.get(lock_class, "as-recorded")
 
 
 def _set(name: str, i_mmap: str, anon_vma: str, gather: str) -> PolicySet:
@@ -53,7 +56,7 @@ def _set(name: str, i_mmap: str, anon_vma: str, gather: str) -> PolicySet:
         "page_table_lock": "spinlock",
         "zone_lock": "spinlock",
         "runqueue_lock": "spinlock",
-        "other": "spinlock",
+        "other": "as-recorded",
     }
     return PolicySet(name, MappingProxyType(locks), gather)
 
