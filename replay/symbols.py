@@ -1,0 +1,413 @@
+"""Kernel symbols: /proc/kallsyms snapshots, DWARF file:line, offline symbolization.
+
+Three pieces, used by record (to snapshot what a trace needs) and by every
+later stage (to print stacks on another machine):
+
+* ``Kallsyms`` — /proc/kallsyms (or a saved copy) as sorted numpy arrays, with
+  scalar and vectorized address lookup;
+* ``DwarfLines`` — address → (file, line) from an ELF's DWARF line program
+  (vmlinux, a ``.ko`` or any ELF built with ``-g``), parsing only the
+  compilation units that cover the addresses asked for;
+* ``symbol_rows`` and ``Symbolizer`` — the trace's ``symbols`` table, written
+  from a Kallsyms snapshot and read back to turn stack ips into "func+0xoff".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from replay.errors import MmreplayError
+
+#: Bound on the offset into the highest-addressed symbol, whose end kallsyms does not tell.
+LAST_SYMBOL_SPAN = 1 << 16
+
+# When several symbols share an address, the one kept: functions before data,
+# global before local, and names without a leading underscore (aliases such as
+# _stext/_text) last.
+_TYPE_RANK = {"T": 0, "t": 1, "W": 2, "w": 3}
+
+
+class KallsymsError(MmreplayError):
+    """kallsyms cannot be used (unreadable, empty, or addresses hidden by kptr_restrict)."""
+
+
+@dataclass(frozen=True)
+class Kallsyms:
+    """A kallsyms snapshot: one symbol per distinct address, sorted by address.
+
+    ``ends[i]`` is the next symbol's address (the best bound kallsyms gives on
+    the extent of symbol ``i``).
+    """
+
+    addrs: np.ndarray  # uint64, strictly increasing
+    ends: np.ndarray  # uint64
+    names: np.ndarray  # object (str)
+    modules: np.ndarray  # object (str, "" for vmlinux)
+    types: np.ndarray  # <U1, the kallsyms type letter
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] = "/proc/kallsyms") -> Kallsyms:
+        """Parse a kallsyms file; raises KallsymsError if it is unusable."""
+        p = Path(path)
+        try:
+            text = p.read_text(errors="replace")
+        except OSError as e:
+            raise KallsymsError(f"{p}: cannot read ({e.strerror or e})") from None
+        return cls.parse(text, source=str(p))
+
+    @classmethod
+    def parse(cls, text: str, source: str = "kallsyms") -> Kallsyms:
+        addrs: list[int] = []
+        names: list[str] = []
+        modules: list[str] = []
+        types: list[str] = []
+        zero = 0
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            try:
+                addr = int(parts[0], 16)
+            except ValueError:
+                continue
+            if addr == 0:
+                zero += 1
+                continue
+            addrs.append(addr)
+            types.append(parts[1])
+            names.append(parts[2])
+            modules.append(parts[3].strip("[]") if len(parts) > 3 else "")
+        if not addrs:
+            if zero:
+                raise KallsymsError(
+                    f"{source}: every address is 0 — kernel addresses are hidden "
+                    f"(kernel.kptr_restrict={_kptr_restrict()}, or not running as root); "
+                    "run as root with 'sysctl kernel.kptr_restrict=0' or pass a kallsyms copy taken as root"
+                )
+            raise KallsymsError(f"{source}: no symbols found (not a kallsyms file?)")
+        return cls.from_arrays(addrs, names, modules, types)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        addrs: Sequence[int] | np.ndarray,
+        names: Sequence[str],
+        modules: Sequence[str] | None = None,
+        types: Sequence[str] | None = None,
+    ) -> Kallsyms:
+        """Build from unsorted columns; keeps one symbol per address (see _TYPE_RANK)."""
+        a = np.asarray(addrs, dtype=np.uint64)
+        n = np.asarray(names, dtype=object)
+        m = np.asarray(modules if modules is not None else [""] * len(a), dtype=object)
+        t = np.asarray(types if types is not None else ["T"] * len(a), dtype="<U1")
+        rank = np.fromiter((_TYPE_RANK.get(x, 4) for x in t), dtype=np.int8, count=len(t))
+        underscore = np.fromiter((s.startswith("_") for s in n), dtype=bool, count=len(n))
+        order = np.lexsort((underscore, rank, a))  # last key is primary
+        a, n, m, t = a[order], n[order], m[order], t[order]
+        first = np.ones(len(a), dtype=bool)
+        first[1:] = a[1:] != a[:-1]
+        a, n, m, t = a[first], n[first], m[first], t[first]
+        ends = np.empty_like(a)
+        ends[:-1] = a[1:]
+        if len(a):
+            ends[-1] = a[-1] + np.uint64(LAST_SYMBOL_SPAN)
+        return cls(a, ends, n, m, t)
+
+    def __len__(self) -> int:
+        return len(self.addrs)
+
+    def lookup_many(self, addresses: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorized lookup: (symbol index or -1, offset into the symbol) per address."""
+        q = np.asarray(addresses, dtype=np.uint64)
+        idx = np.searchsorted(self.addrs, q, side="right").astype(np.int64) - 1
+        ok = idx >= 0
+        safe = np.where(ok, idx, 0)
+        ok &= q < self.ends[safe]
+        offsets = np.where(ok, q - self.addrs[safe], np.uint64(0))
+        return np.where(ok, idx, -1), offsets
+
+    def lookup(self, addr: int) -> tuple[str, str, int] | None:
+        """(name, module, offset) of the symbol covering ``addr``, or None."""
+        idx, off = self.lookup_many(np.array([addr], dtype=np.uint64))
+        i = int(idx[0])
+        if i < 0:
+            return None
+        return str(self.names[i]), str(self.modules[i]), int(off[0])
+
+    def address_of(self, name: str) -> int | None:
+        """Start address of the first symbol called ``name`` (linear scan; for a few names only)."""
+        hits = np.flatnonzero(self.names == name)
+        return int(self.addrs[hits[0]]) if len(hits) else None
+
+
+def _kptr_restrict() -> str:
+    try:
+        return Path("/proc/sys/kernel/kptr_restrict").read_text().strip()
+    except OSError:
+        return "?"
+
+
+# ---- DWARF ------------------------------------------------------------------
+
+
+class DwarfError(MmreplayError):
+    """An ELF file is unreadable or has no DWARF line information."""
+
+
+class DwarfLines:
+    """Address → (file, line) from an ELF's DWARF line programs.
+
+    Only the compilation units covering the addresses looked up are decoded
+    (found through .debug_aranges when present), so a vmlinux costs as much as
+    the CUs a trace touches, not the whole kernel. Addresses are ELF (link-time)
+    addresses; see ``symbol_rows`` for the KASLR slide.
+    """
+
+    def __init__(self, elf_path: str | os.PathLike[str]):
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        self.path = Path(elf_path)
+        try:
+            self._file = open(self.path, "rb")  # kept open: CUs are parsed lazily
+            self._elf = ELFFile(self._file)
+        except (OSError, ELFError) as e:
+            raise DwarfError(f"{self.path}: not a readable ELF file ({e})") from None
+        if not self._elf.has_dwarf_info() or self._elf.get_section_by_name(".debug_line") is None:
+            self._file.close()
+            raise DwarfError(f"{self.path}: no DWARF line information (build with -g / CONFIG_DEBUG_INFO)")
+        self._dwarf = self._elf.get_dwarf_info()
+        self._aranges = self._dwarf.get_aranges()
+        self._cu_offsets: list[int] | None = None
+        self._done: set[int] = set()
+        # Accumulated rows of every decoded CU, merged into sorted arrays on demand.
+        self._addr_parts: list[np.ndarray] = []
+        self._line_parts: list[np.ndarray] = []
+        self._file_parts: list[np.ndarray] = []
+        self._end_parts: list[np.ndarray] = []
+        self._files: list[str] = []
+        self._file_ids: dict[str, int] = {}
+        self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> DwarfLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def symbol_address(self, name: str) -> int | None:
+        """Value of ``name`` in the ELF symbol table (used to compute the KASLR slide)."""
+        symtab = self._elf.get_section_by_name(".symtab")
+        if symtab is None:
+            return None
+        syms = symtab.get_symbol_by_name(name)
+        return int(syms[0]["st_value"]) if syms else None
+
+    def lookup(self, addr: int) -> tuple[str, int] | None:
+        files, lines = self.lookup_many([addr])
+        return None if files[0] is None else (files[0], int(lines[0]))
+
+    def lookup_many(self, addresses: Iterable[int]) -> tuple[list[str | None], np.ndarray]:
+        """(file or None, line or 0) for each address."""
+        q = np.asarray(list(addresses), dtype=np.uint64)
+        self._load_cus_for(q)
+        if self._sorted is None:
+            return [None] * len(q), np.zeros(len(q), dtype=np.int64)
+        addr, line, file_id, end = self._sorted
+        idx = np.searchsorted(addr, q, side="right").astype(np.int64) - 1
+        ok = idx >= 0
+        safe = np.where(ok, idx, 0)
+        ok &= ~end[safe]
+        files = [self._files[file_id[i]] if good else None for i, good in zip(safe, ok, strict=True)]
+        return files, np.where(ok, line[safe], 0)
+
+    # -- loading ------------------------------------------------------------------
+
+    def _load_cus_for(self, q: np.ndarray) -> None:
+        if self._aranges is not None:
+            wanted = set()
+            for a in np.unique(q):
+                off = self._aranges.cu_offset_at_addr(int(a))
+                if off is not None:
+                    wanted.add(off)
+        else:
+            if self._cu_offsets is None:
+                self._cu_offsets = [cu.cu_offset for cu in self._dwarf.iter_CUs()]
+            wanted = set(self._cu_offsets)
+        todo = wanted - self._done
+        if not todo:
+            return
+        for off in sorted(todo):
+            cu = self._dwarf.get_CU_at(off)
+            self._decode_cu(cu)
+            self._done.add(off)
+        self._merge()
+
+    def _decode_cu(self, cu) -> None:  # cu: elftools CompileUnit
+        lp = self._dwarf.line_program_for_CU(cu)
+        if lp is None:
+            return
+        top = cu.get_top_DIE()
+        comp_dir = _attr_str(top, "DW_AT_comp_dir")
+        version = lp.header["version"]
+        dirs = [_decode(d) for d in lp.header["include_directory"]]
+        file_names: list[str] = []
+        for fe in lp.header["file_entry"]:
+            name = _decode(fe.name)
+            d = fe.dir_index
+            if version >= 5:
+                base = dirs[d] if d < len(dirs) else ""
+            else:
+                base = comp_dir if d == 0 else (dirs[d - 1] if d - 1 < len(dirs) else "")
+            if base and not name.startswith("/"):
+                if not base.startswith("/") and comp_dir and base != comp_dir:
+                    base = os.path.join(comp_dir, base)
+                name = os.path.join(base, name)
+            file_names.append(os.path.normpath(name))
+        first_file = 0 if version >= 5 else 1
+        addrs: list[int] = []
+        lines: list[int] = []
+        fids: list[int] = []
+        ends: list[bool] = []
+        for entry in lp.get_entries():
+            st = entry.state
+            if st is None:
+                continue
+            fi = st.file - first_file
+            fname = file_names[fi] if 0 <= fi < len(file_names) else "??"
+            fid = self._file_ids.get(fname)
+            if fid is None:
+                fid = self._file_ids[fname] = len(self._files)
+                self._files.append(fname)
+            addrs.append(st.address)
+            lines.append(st.line)
+            fids.append(fid)
+            ends.append(bool(st.end_sequence))
+        if addrs:
+            self._addr_parts.append(np.asarray(addrs, dtype=np.uint64))
+            self._line_parts.append(np.asarray(lines, dtype=np.int64))
+            self._file_parts.append(np.asarray(fids, dtype=np.int64))
+            self._end_parts.append(np.asarray(ends, dtype=bool))
+
+    def _merge(self) -> None:
+        if not self._addr_parts:
+            return
+        addr = np.concatenate(self._addr_parts)
+        line = np.concatenate(self._line_parts)
+        fid = np.concatenate(self._file_parts)
+        end = np.concatenate(self._end_parts)
+        # At one address, an end_sequence row sorts before the row that starts the
+        # next sequence there, and among real rows the last one wins (the line
+        # program's own rule); a stable sort on address keeps program order.
+        order = np.lexsort((~end, addr))
+        addr, line, fid, end = addr[order], line[order], fid[order], end[order]
+        self._addr_parts, self._line_parts = [addr], [line]
+        self._file_parts, self._end_parts = [fid], [end]
+        self._sorted = (addr, line, fid, end)
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _attr_str(die, name: str) -> str:
+    attr = die.attributes.get(name)
+    return _decode(attr.value) if attr is not None else ""
+
+
+# ---- the trace's symbols table ----------------------------------------------
+
+
+def kaslr_slide(kallsyms: Kallsyms, dwarf: DwarfLines) -> int:
+    """Runtime minus link-time address of vmlinux, from `_text` (or `_stext`) in both."""
+    for anchor in ("_text", "_stext", "startup_64"):
+        runtime = kallsyms.address_of(anchor)
+        linked = dwarf.symbol_address(anchor)
+        if runtime is not None and linked is not None:
+            return runtime - linked
+    raise DwarfError(f"{dwarf.path}: cannot match its symbols to kallsyms (no _text/_stext in both)")
+
+
+def symbol_rows(
+    kallsyms: Kallsyms,
+    addresses: np.ndarray | Sequence[int],
+    vmlinux: Path | None = None,
+) -> dict[str, list | np.ndarray]:
+    """Columns of the trace's ``symbols`` table for the symbols covering ``addresses``.
+
+    ``addr`` is a uint64 array (kernel addresses overflow Arrow's int64
+    inference), the other columns are lists; TraceWriter.write takes the dict.
+
+    With ``vmlinux`` (an ELF with DWARF matching the running kernel), vmlinux
+    symbols get the file:line of their first instruction; module symbols and
+    symbols the DWARF does not cover keep file/line null.
+    """
+    idx, _ = kallsyms.lookup_many(np.asarray(addresses, dtype=np.uint64))
+    used = np.unique(idx[idx >= 0])
+    rows: dict[str, list | np.ndarray] = {
+        "addr": kallsyms.addrs[used].copy(),
+        "name": [str(n) for n in kallsyms.names[used]],
+        "module": [str(m) for m in kallsyms.modules[used]],
+        "file": [None] * len(used),
+        "line": [None] * len(used),
+    }
+    if vmlinux is not None and len(used):
+        with DwarfLines(vmlinux) as dwarf:
+            slide = kaslr_slide(kallsyms, dwarf)
+            core = [k for k, m in enumerate(rows["module"]) if m == ""]
+            linked = [int(rows["addr"][k]) - slide for k in core]
+            files, lines = dwarf.lookup_many(linked)
+            for k, f, ln in zip(core, files, lines, strict=True):
+                if f is not None:
+                    rows["file"][k] = f
+                    rows["line"][k] = int(ln)
+    return rows
+
+
+class Symbolizer:
+    """Offline symbolization from a trace's ``symbols`` table (or any Kallsyms)."""
+
+    def __init__(self, kallsyms: Kallsyms):
+        self.kallsyms = kallsyms
+
+    @classmethod
+    def from_trace(cls, trace) -> Symbolizer:  # trace: replay.trace.reader.Trace
+        """Build from the trace's ``symbols`` table (MissingTableError if it has none)."""
+        trace.require("symbols", "symbolizing kernel stacks")
+        df = trace.read("symbols")
+        return cls(
+            Kallsyms.from_arrays(
+                df["addr"].to_numpy().astype(np.uint64),
+                df["name"].to_list(),
+                df["module"].to_list(),
+            )
+        )
+
+    def name(self, ip: int) -> str | None:
+        """Bare function name covering ``ip`` (what lock classification matches on)."""
+        hit = self.kallsyms.lookup(ip)
+        return hit[0] if hit else None
+
+    def symbolize(self, ip: int) -> str:
+        """"func+0xoff" (with " [module]" for modules), or the hex address if unknown."""
+        return self.symbolize_many([ip])[0]
+
+    def symbolize_many(self, ips: np.ndarray | Sequence[int]) -> list[str]:
+        q = np.asarray(ips, dtype=np.uint64)
+        idx, off = self.kallsyms.lookup_many(q)
+        out = []
+        for a, i, o in zip(q, idx, off, strict=True):
+            if i < 0:
+                out.append(f"0x{int(a):x}")
+                continue
+            mod = self.kallsyms.modules[i]
+            out.append(f"{self.kallsyms.names[i]}+0x{int(o):x}" + (f" [{mod}]" if mod else ""))
+        return out
