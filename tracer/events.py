@@ -1,0 +1,170 @@
+"""The BPF event records of bpf/mmreplay.h as numpy structured dtypes.
+
+This module mirrors bpf/mmreplay.h EXACTLY (tests/test_events_layout.py
+compiles the header with gcc and checks every size and offset). A ring-buffer
+record is one ``struct mmr_batch``: decode it with :func:`split_batch`, which
+returns the batch's slots grouped by kind without a Python call per event.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EVENT_SIZE = 64
+BATCH_EVENTS = 256
+MAX_KINDS = 24
+
+# Event kinds (MMR_EV_*): also the index of a probe family's counters in mmr_stats.
+EV_LOCK_HOLD = 1
+EV_LOCK_WAIT = 2
+EV_TLB_FLUSH = 3
+EV_PAGE_FREE = 4
+EV_PAGE_FAULT = 5
+EV_SYSCALL = 6
+EV_SCHED_SWITCH = 7
+EV_SCHED_WAKEUP = 8
+EV_IPI = 9
+
+F_INCOMPLETE = 1
+F_NO_START = 2
+
+_HEAD = [
+    ("ts", "<u8", 0),
+    ("seq", "<u8", 8),
+    ("pid", "<i4", 16),
+    ("tid", "<i4", 20),
+    ("cpu", "<u2", 24),
+    ("kind", "u1", 26),
+    ("flags", "u1", 27),
+]
+
+
+def _struct(fields: list[tuple[str, str, int]]) -> np.dtype:
+    """A 64-byte slot dtype from (name, type, offset) after the common head."""
+    all_fields = _HEAD + fields
+    return np.dtype(
+        {
+            "names": [f[0] for f in all_fields],
+            "formats": [f[1] for f in all_fields],
+            "offsets": [f[2] for f in all_fields],
+            "itemsize": EVENT_SIZE,
+        }
+    )
+
+
+#: struct name in bpf/mmreplay.h -> dtype
+DTYPES: dict[str, np.dtype] = {
+    "mmr_event_head": np.dtype(
+        {
+            "names": [f[0] for f in _HEAD] + ["_kind_specific"],
+            "formats": [f[1] for f in _HEAD] + ["<i4"],
+            "offsets": [f[2] for f in _HEAD] + [28],
+            "itemsize": 32,
+        }
+    ),
+    "mmr_lock_hold": _struct(
+        [
+            ("stack_id", "<i4", 28),
+            ("dur", "<u8", 32),
+            ("wait", "<u8", 40),
+            ("lock_addr", "<u8", 48),
+            ("depth", "<i4", 56),
+            ("mode", "u1", 60),
+            ("success", "u1", 61),
+            ("lock_class", "u1", 62),
+        ]
+    ),
+    "mmr_lock_wait": _struct(
+        [
+            ("stack_id", "<i4", 28),
+            ("dur", "<u8", 32),
+            ("lock_addr", "<u8", 40),
+            ("lcb_flags", "<u4", 48),
+            ("ret", "<i4", 52),
+            ("begins", "<i4", 56),
+        ]
+    ),
+    "mmr_tlb_flush": _struct([("reason", "<i4", 28), ("pages", "<i8", 32)]),
+    "mmr_page_free": _struct([("batched", "<i4", 28), ("dur", "<u8", 32), ("pages", "<i8", 40)]),
+    "mmr_page_fault": _struct([("address", "<u8", 32), ("ip", "<u8", 40), ("error_code", "<u8", 48)]),
+    "mmr_syscall": _struct(
+        [("nr", "<i4", 28), ("dur", "<u8", 32), ("arg0", "<u8", 40), ("arg1", "<u8", 48), ("ret", "<i8", 56)]
+    ),
+    "mmr_sched_switch": _struct(
+        [("prev_prio", "<i4", 28), ("prev_state", "<i8", 32), ("next_tid", "<i4", 40), ("next_prio", "<i4", 44)]
+    ),
+    "mmr_sched_wakeup": _struct(
+        [("woken_tid", "<i4", 28), ("prio", "<i4", 32), ("target_cpu", "<i4", 36), ("wake_kind", "<i4", 40)]
+    ),
+    "mmr_ipi": _struct(
+        [("target_cpu", "<i4", 28), ("callsite", "<u8", 32), ("callback", "<u8", 40), ("ncpus", "<i4", 48)]
+    ),
+    "mmr_stat": np.dtype([("events", "<u8"), ("lost", "<u8"), ("unmatched", "<u8")]),
+}
+
+BATCH_HEAD = np.dtype(
+    {
+        "names": ["cpu", "count", "flush_ts", "kind_count"],
+        "formats": ["<u4", "<u4", "<u8", ("<u2", (MAX_KINDS,))],
+        "offsets": [0, 4, 8, 16],
+        "itemsize": 64,
+    }
+)
+BATCH_SIZE = BATCH_HEAD.itemsize + BATCH_EVENTS * EVENT_SIZE
+DTYPES["mmr_batch"] = np.dtype(
+    {
+        "names": ["cpu", "count", "flush_ts", "kind_count", "ev"],
+        "formats": ["<u4", "<u4", "<u8", ("<u2", (MAX_KINDS,)), ("u1", (BATCH_EVENTS * EVENT_SIZE,))],
+        "offsets": [0, 4, 8, 16, 64],
+        "itemsize": BATCH_SIZE,
+    }
+)
+
+#: event kind -> dtype of its slots
+KIND_DTYPES: dict[int, np.dtype] = {
+    EV_LOCK_HOLD: DTYPES["mmr_lock_hold"],
+    EV_LOCK_WAIT: DTYPES["mmr_lock_wait"],
+    EV_TLB_FLUSH: DTYPES["mmr_tlb_flush"],
+    EV_PAGE_FREE: DTYPES["mmr_page_free"],
+    EV_PAGE_FAULT: DTYPES["mmr_page_fault"],
+    EV_SYSCALL: DTYPES["mmr_syscall"],
+    EV_SCHED_SWITCH: DTYPES["mmr_sched_switch"],
+    EV_SCHED_WAKEUP: DTYPES["mmr_sched_wakeup"],
+    EV_IPI: DTYPES["mmr_ipi"],
+}
+
+_SLOT = np.dtype((np.void, EVENT_SIZE))
+
+
+def slots(batches: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """The valid 64-byte slots of one or more concatenated batches, as a void array."""
+    raw = np.frombuffer(batches, dtype=np.uint8) if not isinstance(batches, np.ndarray) else batches.view(np.uint8)
+    n = raw.size // BATCH_SIZE
+    heads = raw[: n * BATCH_SIZE].reshape(n, BATCH_SIZE)
+    counts = heads[:, :64].copy().view(BATCH_HEAD)["count"].ravel()
+    counts = np.minimum(counts, BATCH_EVENTS)
+    ev = heads[:, 64:].reshape(n, BATCH_EVENTS, EVENT_SIZE)
+    mask = np.arange(BATCH_EVENTS)[None, :] < counts[:, None]
+    return np.ascontiguousarray(ev[mask]).view(_SLOT).ravel()
+
+
+def split_by_kind(slot_array: np.ndarray) -> dict[int, np.ndarray]:
+    """Group slots by their kind byte and view each group with its kind's dtype."""
+    if slot_array.size == 0:
+        return {}
+    kinds = slot_array.view(np.uint8).reshape(-1, EVENT_SIZE)[:, 26]
+    out: dict[int, np.ndarray] = {}
+    for k in np.unique(kinds):
+        dt = KIND_DTYPES.get(int(k))
+        if dt is None:
+            continue
+        out[int(k)] = slot_array[kinds == k].view(dt)
+    return out
+
+
+def split_batch(batches: bytes | bytearray | memoryview | np.ndarray) -> dict[int, np.ndarray]:
+    """Decode concatenated ring-buffer records (struct mmr_batch) into per-kind record arrays."""
+    return split_by_kind(slots(batches))
+
+
+# ---- tier 2 (R2) ----
