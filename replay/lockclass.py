@@ -502,7 +502,9 @@ def classify_waits(
         joined = (
             df.select("_row", pl.col("tid").cast(pl.Int64), pl.col("ts").cast(pl.Int64), pl.col("dur").cast(pl.Int64))
             .sort("ts")
-            .join_asof(starts, left_on="ts", right_on="_lock_start", by="tid", strategy="backward", check_sortedness=False)
+            .join_asof(
+                starts, left_on="ts", right_on="_lock_start", by="tid", strategy="backward", check_sortedness=False
+            )
             .sort("_row")
         )
         inside = (joined["_acquired"].is_not_null() & (joined["ts"] + joined["dur"] <= joined["_acquired"])).fill_null(
