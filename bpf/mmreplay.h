@@ -179,5 +179,83 @@ struct mmr_stat {
 };
 
 /* ---- tier 2 (R2) ---- */
+/* fentry/kprobe programs (bpf/tier2_*.c), decoded by tracer/tier2.py. Lock
+ * acquisitions and releases are sent as edges and paired in user space
+ * (nesting, holds cut by the start or stop of the recording); gathers and
+ * mm_take_all_locks are paired in the kernel, their open windows read from
+ * the maps at stop. */
+#define MMR_EV_T2_LOCK_ACQUIRE 16  /* down_*, mutex_lock*: returned (acquired or failed) */
+#define MMR_EV_T2_LOCK_RELEASE 17  /* up_*, mutex_unlock, downgrade_write (write side) */
+#define MMR_EV_T2_GATHER 18        /* tlb_gather_mmu -> tlb_finish_mmu */
+#define MMR_EV_T2_TAKE_ALL 19      /* mm_take_all_locks entry -> return */
+
+#define MMR_LOCK_RWSEM 0
+#define MMR_LOCK_MUTEX 1
+
+/* head.ts: when the lock call returned; head.seq: its order */
+struct mmr_t2_acquire {
+	MMR_EVENT_HEAD;
+	mmr_s32 stack_id;   /* kernel stack at the lock call (-1: none) */
+	mmr_u64 wait;       /* lock call entry -> return */
+	mmr_u64 lock_addr;
+	mmr_u8 mode;        /* 0 read, 1 write (mutexes: write) */
+	mmr_u8 success;     /* 0: trylock failed or killable/interruptible interrupted */
+	mmr_u8 lock_type;   /* MMR_LOCK_* */
+	mmr_u8 trylock;
+	mmr_u32 _pad[3];
+};
+
+struct mmr_t2_release {
+	MMR_EVENT_HEAD;
+	mmr_s32 _pad0;
+	mmr_u64 lock_addr;
+	mmr_u8 mode;
+	mmr_u8 lock_type;
+	mmr_u8 _pad1[6];
+	mmr_u64 _pad[2];
+};
+
+/* head.ts: tlb_gather_mmu; flags MMR_F_NO_START: the gather began before the
+ * recording (ts 0, dur holds the end time); MMR_F_INCOMPLETE: cut. */
+struct mmr_t2_gather {
+	MMR_EVENT_HEAD;
+	mmr_s32 flushes;    /* tlb_flush_mmu calls in the window */
+	mmr_u64 dur;
+	mmr_u64 mm;
+	mmr_s64 pages;      /* kmem:mm_page_free_batched hits of this task in the window */
+	mmr_u8 fullmm;
+	mmr_u8 _pad1[7];
+};
+
+struct mmr_t2_take_all {
+	MMR_EVENT_HEAD;
+	mmr_s32 ret;        /* 0 or -EINTR */
+	mmr_u64 dur;
+	mmr_u64 mm;
+	mmr_u64 _pad[2];
+};
+
+/* Values of the per-task maps that hold open windows; read at stop. */
+struct mmr_t2_gather_open {
+	mmr_u64 ts;
+	mmr_u64 seq;
+	mmr_u64 mm;
+	mmr_u64 tlb;
+	mmr_s64 pages;
+	mmr_s32 pid;
+	mmr_s32 flushes;
+	mmr_u16 cpu;
+	mmr_u8 fullmm;
+	mmr_u8 _pad[5];
+};
+
+struct mmr_t2_take_all_open {
+	mmr_u64 ts;
+	mmr_u64 seq;
+	mmr_u64 mm;
+	mmr_s32 pid;
+	mmr_u16 cpu;
+	mmr_u16 _pad;
+};
 
 #endif /* MMREPLAY_H */

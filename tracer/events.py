@@ -168,3 +168,57 @@ def split_batch(batches: bytes | bytearray | memoryview | np.ndarray) -> dict[in
 
 
 # ---- tier 2 (R2) ----
+# Mirrors the tier-2 section of bpf/mmreplay.h; decoded by tracer/tier2.py.
+
+EV_T2_LOCK_ACQUIRE = 16
+EV_T2_LOCK_RELEASE = 17
+EV_T2_GATHER = 18
+EV_T2_TAKE_ALL = 19
+
+LOCK_RWSEM = 0
+LOCK_MUTEX = 1
+
+DTYPES.update(
+    {
+        "mmr_t2_acquire": _struct(
+            [
+                ("stack_id", "<i4", 28),
+                ("wait", "<u8", 32),
+                ("lock_addr", "<u8", 40),
+                ("mode", "u1", 48),
+                ("success", "u1", 49),
+                ("lock_type", "u1", 50),
+                ("trylock", "u1", 51),
+            ]
+        ),
+        "mmr_t2_release": _struct([("lock_addr", "<u8", 32), ("mode", "u1", 40), ("lock_type", "u1", 41)]),
+        "mmr_t2_gather": _struct(
+            [("flushes", "<i4", 28), ("dur", "<u8", 32), ("mm", "<u8", 40), ("pages", "<i8", 48), ("fullmm", "u1", 56)]
+        ),
+        "mmr_t2_take_all": _struct([("ret", "<i4", 28), ("dur", "<u8", 32), ("mm", "<u8", 40)]),
+        "mmr_t2_gather_open": np.dtype(
+            {
+                "names": ["ts", "seq", "mm", "tlb", "pages", "pid", "flushes", "cpu", "fullmm"],
+                "formats": ["<u8", "<u8", "<u8", "<u8", "<i8", "<i4", "<i4", "<u2", "u1"],
+                "offsets": [0, 8, 16, 24, 32, 40, 44, 48, 50],
+                "itemsize": 56,
+            }
+        ),
+        "mmr_t2_take_all_open": np.dtype(
+            {
+                "names": ["ts", "seq", "mm", "pid", "cpu"],
+                "formats": ["<u8", "<u8", "<u8", "<i4", "<u2"],
+                "offsets": [0, 8, 16, 24, 28],
+                "itemsize": 32,
+            }
+        ),
+    }
+)
+KIND_DTYPES.update(
+    {
+        EV_T2_LOCK_ACQUIRE: DTYPES["mmr_t2_acquire"],
+        EV_T2_LOCK_RELEASE: DTYPES["mmr_t2_release"],
+        EV_T2_GATHER: DTYPES["mmr_t2_gather"],
+        EV_T2_TAKE_ALL: DTYPES["mmr_t2_take_all"],
+    }
+)
