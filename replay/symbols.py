@@ -15,7 +15,7 @@ later stage (to print stacks on another machine):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +181,12 @@ class DwarfLines:
         if not self._elf.has_dwarf_info() or self._elf.get_section_by_name(".debug_line") is None:
             self._file.close()
             raise DwarfError(f"{self.path}: no DWARF line information (build with -g / CONFIG_DEBUG_INFO)")
+        if self._elf.header["e_type"] == "ET_REL":
+            self._file.close()
+            raise DwarfError(
+                f"{self.path}: a relocatable object (.o/.ko) has one address space per section; "
+                "use DwarfFunctions for its functions' file:line"
+            )
         self._dwarf = self._elf.get_dwarf_info()
         self._aranges = self._dwarf.get_aranges()
         self._cu_offsets: list[int] | None = None
@@ -255,24 +261,8 @@ class DwarfLines:
         lp = self._dwarf.line_program_for_CU(cu)
         if lp is None:
             return
-        top = cu.get_top_DIE()
-        comp_dir = _attr_str(top, "DW_AT_comp_dir")
-        version = lp.header["version"]
-        dirs = [_decode(d) for d in lp.header["include_directory"]]
-        file_names: list[str] = []
-        for fe in lp.header["file_entry"]:
-            name = _decode(fe.name)
-            d = fe.dir_index
-            if version >= 5:
-                base = dirs[d] if d < len(dirs) else ""
-            else:
-                base = comp_dir if d == 0 else (dirs[d - 1] if d - 1 < len(dirs) else "")
-            if base and not name.startswith("/"):
-                if not base.startswith("/") and comp_dir and base != comp_dir:
-                    base = os.path.join(comp_dir, base)
-                name = os.path.join(base, name)
-            file_names.append(os.path.normpath(name))
-        first_file = 0 if version >= 5 else 1
+        file_names = _line_program_files(lp, cu)
+        first_file = 0 if lp.header["version"] >= 5 else 1
         addrs: list[int] = []
         lines: list[int] = []
         fids: list[int] = []
@@ -314,6 +304,71 @@ class DwarfLines:
         self._sorted = (addr, line, fid, end)
 
 
+def _line_program_files(lp, cu) -> list[str]:
+    """Full paths of a line program's file table, in its own indexing (DWARF 5: from 0, else from 1)."""
+    comp_dir = _attr_str(cu.get_top_DIE(), "DW_AT_comp_dir")
+    version = lp.header["version"]
+    dirs = [_decode(d) for d in lp.header["include_directory"]]
+    out: list[str] = []
+    for fe in lp.header["file_entry"]:
+        name = _decode(fe.name)
+        d = fe.dir_index
+        if version >= 5:
+            base = dirs[d] if d < len(dirs) else ""
+        else:
+            base = comp_dir if d == 0 else (dirs[d - 1] if d - 1 < len(dirs) else "")
+        if base and not name.startswith("/"):
+            if not base.startswith("/") and comp_dir and base != comp_dir:
+                base = os.path.join(comp_dir, base)
+            name = os.path.join(base, name)
+        out.append(os.path.normpath(name))
+    return out
+
+
+class DwarfFunctions:
+    """Function name -> (file, line) of its definition, from DW_TAG_subprogram DIEs.
+
+    The way to symbolize a kernel module (.ko): in a relocatable object every
+    section starts at address 0, so addresses cannot be looked up, but names
+    can. Reads every DIE once, which is fine for a module and too slow for a
+    whole vmlinux (use DwarfLines there).
+    """
+
+    def __init__(self, elf_path: str | os.PathLike[str]):
+        from elftools.common.exceptions import DWARFError, ELFError
+        from elftools.elf.elffile import ELFFile
+
+        self.path = Path(elf_path)
+        self.functions: dict[str, tuple[str, int]] = {}
+        try:
+            with open(self.path, "rb") as f:
+                elf = ELFFile(f)
+                if not elf.has_dwarf_info():
+                    raise DwarfError(f"{self.path}: no DWARF information (build with -g / CONFIG_DEBUG_INFO)")
+                dwarf = elf.get_dwarf_info()
+                for cu in dwarf.iter_CUs():
+                    lp = dwarf.line_program_for_CU(cu)
+                    files = _line_program_files(lp, cu) if lp is not None else []
+                    first = 0 if lp is not None and lp.header["version"] >= 5 else 1
+                    for die in cu.iter_DIEs():
+                        if die.tag != "DW_TAG_subprogram" or "DW_AT_declaration" in die.attributes:
+                            continue
+                        name = _attr_str(die, "DW_AT_name")
+                        fattr = die.attributes.get("DW_AT_decl_file")
+                        lattr = die.attributes.get("DW_AT_decl_line")
+                        if not name or fattr is None or lattr is None:
+                            continue
+                        fi = int(fattr.value) - first
+                        if 0 <= fi < len(files):
+                            self.functions.setdefault(name, (files[fi], int(lattr.value)))
+        except (OSError, ELFError, DWARFError) as e:
+            raise DwarfError(f"{self.path}: not a readable ELF file with DWARF ({e})") from None
+
+    def lookup(self, name: str) -> tuple[str, int] | None:
+        """(file, line) where function ``name`` (clone suffixes like .isra.0 ignored) is defined."""
+        return self.functions.get(name.split(".", 1)[0])
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -340,6 +395,7 @@ def symbol_rows(
     kallsyms: Kallsyms,
     addresses: np.ndarray | Sequence[int],
     vmlinux: Path | None = None,
+    modules: Mapping[str, Path] | None = None,
 ) -> dict[str, list | np.ndarray]:
     """Columns of the trace's ``symbols`` table for the symbols covering ``addresses``.
 
@@ -348,7 +404,9 @@ def symbol_rows(
 
     With ``vmlinux`` (an ELF with DWARF matching the running kernel), vmlinux
     symbols get the file:line of their first instruction; module symbols and
-    symbols the DWARF does not cover keep file/line null.
+    symbols the DWARF does not cover keep file/line null. ``modules`` maps a
+    module name to its ``.ko`` with DWARF; its symbols get the file:line where
+    the function is defined (DwarfFunctions).
     """
     idx, _ = kallsyms.lookup_many(np.asarray(addresses, dtype=np.uint64))
     used = np.unique(idx[idx >= 0])
@@ -369,6 +427,15 @@ def symbol_rows(
                 if f is not None:
                     rows["file"][k] = f
                     rows["line"][k] = int(ln)
+    for mod, ko in (modules or {}).items():
+        ks = [k for k, m in enumerate(rows["module"]) if m == mod]
+        if not ks:
+            continue
+        funcs = DwarfFunctions(ko)
+        for k in ks:
+            hit = funcs.lookup(rows["name"][k])
+            if hit is not None:
+                rows["file"][k], rows["line"][k] = hit
     return rows
 
 

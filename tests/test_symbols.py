@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from replay.symbols import (
     DwarfError,
+    DwarfFunctions,
     DwarfLines,
     Kallsyms,
     KallsymsError,
@@ -195,3 +196,54 @@ def test_symbol_rows_with_vmlinux_apply_the_kaslr_slide(elf: Path) -> None:
     assert rows["name"] == ["helper", "main", "modfunc"]
     assert rows["file"] == [src, src, None]
     assert rows["line"] == [1, 8, None]
+
+
+# ---- kernel modules: relocatable objects ---------------------------------------------
+
+MODULE_SOURCE = """\
+int helper(int x) {
+	return x * 3;
+}
+
+__attribute__((section(".text.unlikely"))) int cold(int x) {
+	return x + 1;
+}
+
+int modfunc(void) {
+	return helper(2) + cold(1);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def ko(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A relocatable object with two text sections, like a .ko (both start at address 0)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc not installed")
+    d = tmp_path_factory.mktemp("ko")
+    (d / "mod.c").write_text(MODULE_SOURCE)
+    subprocess.run(["gcc", "-g", "-O0", "-c", "-o", str(d / "mod.ko"), str(d / "mod.c")], check=True)
+    return d / "mod.ko"
+
+
+def test_dwarf_functions_give_each_module_function_its_definition_line(ko: Path) -> None:
+    funcs = DwarfFunctions(ko)
+    src = str(ko.parent / "mod.c")
+    assert funcs.lookup("helper") == (src, 1)
+    assert funcs.lookup("cold") == (src, 5)
+    assert funcs.lookup("modfunc.isra.0") == (src, 9)
+    assert funcs.lookup("absent") is None
+
+
+def test_dwarf_lines_refuse_relocatable_objects_whose_sections_overlap(ko: Path) -> None:
+    with pytest.raises(DwarfError, match="relocatable"):
+        DwarfLines(ko)
+
+
+def test_symbol_rows_fill_module_symbols_from_their_ko(ko: Path) -> None:
+    ks = Kallsyms.parse(
+        "ffffffffc0201000 t helper\t[mod]\nffffffffc0201100 t modfunc\t[mod]\nffffffffc0202000 t other\t[x]\n"
+    )
+    rows = symbol_rows(ks, [0xFFFFFFFFC0201004, 0xFFFFFFFFC0201104, 0xFFFFFFFFC0202004], modules={"mod": ko})
+    src = str(ko.parent / "mod.c")
+    assert rows["file"] == [src, src, None] and rows["line"] == [1, 9, None]
