@@ -52,6 +52,7 @@ _TRACING_PREFIXES = (
     "perf_trace_",
     "trace_event_raw_event_",
     "bpf_prog_",
+    "bpf_trampoline_",  # fentry programs (tier 2) run from a trampoline
     "__bpf_prog_run",
     "perf_tp_event",
     "perf_trace_run_bpf_submit",
@@ -154,6 +155,9 @@ RULES: tuple[Rule, ...] = (
             "oom_reap_task_mm", "oom_reap_task", "mmu_notifier_register", "__mmu_notifier_register",
             "mpol_rebind_mm", "replace_mm_exe_file", "m_start", "lock_vma_range", "proc_pid_cmdline_read",
             "mwriteprotect_range", "mfill_atomic", "expand_stack", "account_locked_vm", "print_vma_addr",
+            # the inline wrappers themselves, in builds that keep them out of line (-Os, KASAN, gcov)
+            "mmap_read_lock", "mmap_write_lock", "mmap_read_lock_killable", "mmap_write_lock_killable",
+            "mmap_write_lock_nested",
         ),
         SLEEPING,
         "mmap_read_lock/mmap_write_lock and their _killable/_trylock forms are static inlines "
@@ -177,6 +181,7 @@ RULES: tuple[Rule, ...] = (
             "__unmap_hugepage_range_final", "hugetlb_page_mapping_lock_write", "hugetlb_vmdelete_list",
             "hugetlb_vmtruncate", "hugetlbfs_punch_hole", "remove_inode_hugepages",
             "retract_page_tables", "collapse_and_free_pmd", "collapse_file",
+            "i_mmap_lock_write", "i_mmap_lock_read",  # out-of-line copies of the inline wrappers
         ),
         SLEEPING,
         "i_mmap_lock_write/i_mmap_lock_read (include/linux/fs.h) are static inlines around "
@@ -194,6 +199,7 @@ RULES: tuple[Rule, ...] = (
             "expand_downwards", "expand_upwards", "do_brk_flags",
             "collapse_huge_page", "split_huge_page_to_list", "split_huge_page_to_list_to_order",
             "__folio_split",
+            "anon_vma_lock_write", "anon_vma_lock_read",  # out-of-line copies of the inline wrappers
         ),
         SLEEPING,
         "anon_vma_lock_write/anon_vma_lock_read (include/linux/rmap.h) are static inlines around "
@@ -226,6 +232,8 @@ RULES: tuple[Rule, ...] = (
             "huge_pmd_share", "collapse_huge_page", "collapse_pte_mapped_thp", "retract_page_tables",
             # mm->page_table_lock also guards anon_vma attach and stack growth
             "__anon_vma_prepare", "expand_downwards", "expand_upwards",
+            # out-of-line copies of the inline wrappers
+            "pte_offset_map_lock", "pte_alloc_map_lock", "pmd_lock", "pud_lock",
         ),
         SPINNING,
         "pte_offset_map_lock/pte_lockptr/pmd_lock/pud_lock/huge_pte_lock are inlines around "

@@ -48,7 +48,8 @@ FUNCS = sorted(
         "folios_put_refs", "free_pages_and_swap_cache", "tlb_flush_mmu", "raw_spin_rq_lock_nested",
         "try_to_wake_up", "wake_up_q", "__schedule", "schedule", "ttwu_queue_wakelist", "sched_ttwu_pending",
         "inode_lock_slowpath_unknown", "ext4_buffered_write_iter", "vfs_write", "split_huge_page_to_list_to_order",
-        "deferred_split_scan", "collapse_huge_page",
+        "deferred_split_scan", "collapse_huge_page", "i_mmap_lock_write",
+        "bpf_prog_6deef7357e7b4530_mmr_t2_enter", "bpf_trampoline_6442491234",
     }
 )
 BASE = 0xFFFFFFFF81000000
@@ -166,6 +167,17 @@ def test_lock_kind_must_fit_the_class() -> None:
 def test_preempt_rt_sleeping_spinlocks_still_classify_but_raw_rq_lock_does_not() -> None:
     assert cls(LCB_F_RT, "__pte_offset_map_lock", "unmap_page_range") == "page_table_lock"
     assert cls(LCB_F_RT, "raw_spin_rq_lock_nested", "__schedule") == "other"
+
+
+def test_an_out_of_line_copy_of_an_inline_wrapper_is_its_own_taker() -> None:
+    # -Os/KASAN builds may keep i_mmap_lock_write out of line: it then names the lock itself.
+    assert cls(LCB_F_WRITE, *RWSEM_W, "i_mmap_lock_write", "vma_prepare", "commit_merge") == "i_mmap_rwsem"
+
+
+def test_a_tier2_fentry_stack_skips_the_bpf_program_and_trampoline() -> None:
+    frames = ("bpf_prog_6deef7357e7b4530_mmr_t2_enter", "bpf_trampoline_6442491234", "down_write",
+              "vma_link_file", "__mmap_region")
+    assert cls(LCB_F_WRITE, *frames) == "i_mmap_rwsem"
 
 
 # ---- ambiguous takers ----------------------------------------------------------
