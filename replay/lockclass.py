@@ -264,10 +264,10 @@ RULES: tuple[Rule, ...] = (
             "double_rq_lock", "_double_lock_balance", "double_lock_balance", "sched_core_lock",
         ),
         frozenset({"spin", "raw"}),
-        "rq->__lock is taken only through raw_spin_rq_lock_nested (kernel/sched/core.c, out of line "
-        "since 5.14, before contention tracepoints existed) and the double-rq helpers; "
-        "try_to_wake_up and __schedule reach it through them. A spinlock taken by try_to_wake_up "
-        "itself is p->pi_lock, not a runqueue lock.",
+        "rq->__lock is taken through raw_spin_rq_lock_nested (kernel/sched/core.c) and the double-rq "
+        "helpers; where its fast path is inlined (6.18, !CONFIG_SCHED_CORE) the scheduler functions "
+        "(__schedule, try_to_wake_up, __task_rq_lock, sched_tick, ...) call _raw_spin_lock themselves "
+        "and are takers too, but only through that primitive: their raw_spin_lock_irqsave is p->pi_lock.",
     ),
 )
 
@@ -322,6 +322,26 @@ _AMBIGUOUS: dict[str, tuple[Candidate, ...]] = {
     "huge_pmd_share": (Candidate("i_mmap_rwsem", _RWSEM), Candidate("page_table_lock", _SPIN)),
     "hugetlb_change_protection": (Candidate("i_mmap_rwsem", _RWSEM), Candidate("page_table_lock", _SPIN)),
 }
+
+# Where raw_spin_rq_lock_nested has an inline fast path (6.18 without CONFIG_SCHED_CORE: seen
+# on this project's machines), rq_lock()/task_rq_lock() reach _raw_spin_lock from the scheduler
+# function itself. Those functions also take p->pi_lock, with raw_spin_lock_irqsave: the
+# primitive tells the two apart.
+_RQ_PRIMITIVES = frozenset({"_raw_spin_lock", "_raw_spin_lock_nested", "do_raw_spin_lock"})
+_RQ_INLINE_TAKERS = (
+    "__schedule", "__task_rq_lock", "task_rq_lock", "try_to_wake_up", "ttwu_queue", "sched_ttwu_pending",
+    "wake_up_new_task", "sched_tick", "scheduler_tick", "sched_balance_rq", "load_balance",
+    "sched_balance_newidle", "newidle_balance", "do_sched_yield", "migration_cpu_stop", "move_queued_task",
+    "yield_to", "__balance_push_cpu_stop", "set_user_nice", "sched_move_task", "task_sched_runtime",
+    "rt_mutex_setprio", "__sched_setscheduler", "resched_cpu", "wake_up_if_idle", "push_rt_task",
+    "pull_rt_task", "push_dl_task", "pull_dl_task", "active_load_balance_cpu_stop", "sched_tick_remote",
+)
+_AMBIGUOUS.update(
+    {
+        name: (Candidate("runqueue_lock", frozenset({"spin", "raw"}), primitives=_RQ_PRIMITIVES),)
+        for name in _RQ_INLINE_TAKERS
+    }
+)
 
 #: taker name -> the candidates it may be contending on.
 TAKERS: dict[str, tuple[Candidate, ...]] = {}
@@ -558,8 +578,8 @@ def markdown() -> str:
         kinds = "/".join(sorted(r.kinds - {"raw"})) + (" (raw)" if "raw" in r.kinds else "")
         takers = ", ".join(f"`{t}`" for t in r.takers if t not in _AMBIGUOUS)
         out.append(f"| `{r.lock_class}` | {kinds} | {takers} | {r.why} |")
-    out += ["", "Takers that take several classes, and what tells the candidates apart:", "",
-            "| taker | candidates (first = default) |", "|---|---|"]
+    out += ["", "Takers that take several classes (or a class only through one primitive), and what tells "
+            "the candidates apart:", "", "| taker | candidates (first = default) |", "|---|---|"]
     for name, cands in _AMBIGUOUS.items():
         parts = []
         for c in cands:

@@ -26,6 +26,31 @@ from replay.lockclass import (
 from replay.symbols import Kallsyms
 from replay.trace.schema import LOCK_CLASSES
 
+# Contention stacks captured on this project's 6.18 machine (lock:contention_begin, bcc stack map)
+# under an mmap/mprotect/munmap/fault workload, symbolized; innermost first, truncated.
+REAL_STACKS = (
+    (4, "mmap_lock", ("rwsem_down_write_slowpath", "down_write_killable", "do_mprotect_pkey", "__x64_sys_mprotect",
+                      "do_syscall_64", "entry_SYSCALL_64_after_hwframe")),
+    (2, "mmap_lock", ("rwsem_down_read_slowpath", "down_read_killable", "lock_mm_and_find_vma", "exc_page_fault",
+                      "asm_exc_page_fault")),
+    (1, "runqueue_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock", "__schedule", "schedule",
+                          "irqentry_exit_to_user_mode", "asm_exc_page_fault")),
+    (1, "runqueue_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock", "__task_rq_lock", "try_to_wake_up",
+                          "wake_page_function", "__wake_up_common", "folio_wake_bit")),
+    (1, "page_table_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock", "__pte_offset_map_lock",
+                            "unmap_page_range", "unmap_vmas", "vms_clear_ptes.part.0", "vms_complete_munmap_vmas")),
+    (1, "zone_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave", "free_pcppages_bulk",
+                      "decay_pcp_high", "refresh_cpu_vm_stats", "vmstat_update", "process_one_work")),
+    # the rwsem's own wait_lock, taken while waking waiters: a raw spinlock, not the rwsem
+    (1, "other", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave", "rwsem_wake.isra.0", "up_read",
+                  "vms_complete_munmap_vmas", "do_vmi_align_munmap", "do_vmi_munmap")),
+    # slab and mapping->i_private_lock: not modelled classes
+    (1, "other", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave", "__slab_free",
+                  "__kmem_cache_free_bulk.part.0", "rcu_free_sheaf", "rcu_do_batch", "rcu_core")),
+    (1, "other", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock", "block_dirty_folio", "unmap_page_range",
+                  "unmap_vmas", "vms_clear_ptes.part.0", "vms_complete_munmap_vmas")),
+)
+
 # Every function a test stack uses, laid out 0x100 apart like a kernel text section.
 FUNCS = sorted(
     {
@@ -50,6 +75,7 @@ FUNCS = sorted(
         "inode_lock_slowpath_unknown", "ext4_buffered_write_iter", "vfs_write", "split_huge_page_to_list_to_order",
         "deferred_split_scan", "collapse_huge_page", "i_mmap_lock_write",
         "bpf_prog_6deef7357e7b4530_mmr_t2_enter", "bpf_trampoline_6442491234",
+        *(f for _, _, stack in REAL_STACKS for f in stack),
     }
 )
 BASE = 0xFFFFFFFF81000000
@@ -78,7 +104,15 @@ def cls(flags: int, *frames: str, out_of_line=None) -> str:
     return classify(0xFFFF888012345678, flags, stack(*frames), name_of, out_of_line)
 
 
-# ---- one test per rule ---------------------------------------------------------
+# ---- stacks from a real kernel ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "expected", "frames"), REAL_STACKS, ids=[s[2][2] for s in REAL_STACKS])
+def test_stacks_captured_on_a_6_18_kernel_classify_as_expected(flags: int, expected: str, frames) -> None:
+    assert cls(flags, *frames) == expected
+
+
+# ---- one test per rule -----------------------------------------------------------
 
 
 def test_page_fault_waiting_in_lock_mm_and_find_vma_is_mmap_lock() -> None:
@@ -138,9 +172,11 @@ def test_runqueue_lock_is_found_through_raw_spin_rq_lock_nested() -> None:
     assert cls(LCB_F_SPIN, *nested, "sched_ttwu_pending") == "runqueue_lock"
 
 
-def test_a_spinlock_taken_by_try_to_wake_up_itself_is_pi_lock_not_a_runqueue_lock() -> None:
+def test_try_to_wake_up_takes_pi_lock_with_irqsave_and_the_rq_lock_without() -> None:
     irq = (*TRACING, "native_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave")
-    assert cls(LCB_F_SPIN, *irq, "try_to_wake_up", "wake_up_q") == "other"
+    plain = (*TRACING, "native_queued_spin_lock_slowpath", "_raw_spin_lock")
+    assert cls(LCB_F_SPIN, *irq, "try_to_wake_up", "wake_up_q") == "other"  # p->pi_lock
+    assert cls(LCB_F_SPIN, *plain, "try_to_wake_up", "wake_up_q") == "runqueue_lock"  # inlined rq_lock()
 
 
 def test_unknown_takers_and_empty_stacks_are_other() -> None:
