@@ -41,6 +41,10 @@ REAL_STACKS = (
                             "unmap_page_range", "unmap_vmas", "vms_clear_ptes.part.0", "vms_complete_munmap_vmas")),
     (1, "zone_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave", "free_pcppages_bulk",
                       "decay_pcp_high", "refresh_cpu_vm_stats", "vmstat_update", "process_one_work")),
+    (4, "i_mmap_rwsem", ("rwsem_down_write_slowpath", "down_write", "unlink_file_vma_batch_process", "free_pgtables",
+                         "vms_clear_ptes.part.0", "vms_complete_munmap_vmas", "do_vmi_align_munmap")),
+    (1, "runqueue_lock", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock", "sched_tick", "update_process_times",
+                          "tick_nohz_handler", "__hrtimer_run_queues", "hrtimer_interrupt")),
     # the rwsem's own wait_lock, taken while waking waiters: a raw spinlock, not the rwsem
     (1, "other", ("__pv_queued_spin_lock_slowpath", "_raw_spin_lock_irqsave", "rwsem_wake.isra.0", "up_read",
                   "vms_complete_munmap_vmas", "do_vmi_align_munmap", "do_vmi_munmap")),
