@@ -323,3 +323,27 @@ def test_detect_reports_each_family_with_a_reason_and_a_fix() -> None:
         assert "fentry" in reason and "kprobes" in reason and fix
         if facts.kprobes_config is False:  # this project's machines
             assert "CONFIG_KPROBES" in reason and "lockdown=" in reason
+
+
+def test_read_open_views_map_values_with_the_open_window_dtype() -> None:
+    import ctypes
+
+    class Leaf(ctypes.Structure):  # what bcc builds for struct mmr_t2_gather_state
+        _fields_ = [("ts", ctypes.c_uint64), ("seq", ctypes.c_uint64), ("mm", ctypes.c_uint64),
+                    ("tlb", ctypes.c_uint64), ("pages", ctypes.c_int64), ("pid", ctypes.c_int32),
+                    ("flushes", ctypes.c_int32), ("cpu", ctypes.c_uint16), ("fullmm", ctypes.c_uint8),
+                    ("_pad", ctypes.c_uint8 * 5), ("depth", ctypes.c_uint32), ("_pad2", ctypes.c_uint32)]
+
+    class FakeTable:
+        def items(self):
+            return [(ctypes.c_uint32(33), Leaf(ts=99_000, seq=12, mm=0xE0, pages=40, pid=3, flushes=1, cpu=1, fullmm=1))]
+
+    class FakeBPF:
+        def __getitem__(self, name):
+            assert name == "mmr_t2_gathers"
+            return FakeTable()
+
+    tids, vals = tier2.read_open(FakeBPF(), "mmr_t2_gathers", events.DTYPES["mmr_t2_gather_open"])
+    assert tids.tolist() == [33]
+    assert (vals["ts"][0], vals["pages"][0], vals["flushes"][0], vals["cpu"][0], vals["fullmm"][0]) == (
+        99_000, 40, 1, 1, 1)
