@@ -336,7 +336,8 @@ def test_read_open_views_map_values_with_the_open_window_dtype() -> None:
 
     class FakeTable:
         def items(self):
-            return [(ctypes.c_uint32(33), Leaf(ts=99_000, seq=12, mm=0xE0, pages=40, pid=3, flushes=1, cpu=1, fullmm=1))]
+            leaf = Leaf(ts=99_000, seq=12, mm=0xE0, pages=40, pid=3, flushes=1, cpu=1, fullmm=1)
+            return [(ctypes.c_uint32(33), leaf)]
 
     class FakeBPF:
         def __getitem__(self, name):
