@@ -426,7 +426,7 @@ def pair_lock_edges(
     level = np.where(delta > 0, level_after, level_after + 1)  # the nesting level each edge opens/closes
 
     # At one (group, level) edges alternate acquire, release, ...: an acquire followed by a release pairs.
-    o2 = np.lexsort((seq, level, group))
+    o2 = np.lexsort((level, group))  # stable: seq order within (group, level) is kept
     g2, l2, d2, s2 = group[o2], level[o2], delta[o2], src[o2]
     pair = np.zeros(len(o2), bool)
     if len(o2) > 1:
