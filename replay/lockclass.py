@@ -343,15 +343,17 @@ _AMBIGUOUS.update(
     }
 )
 
-#: taker name -> the candidates it may be contending on.
-TAKERS: dict[str, tuple[Candidate, ...]] = {}
-for _rule in RULES:
-    for _name in _rule.takers:
-        cand = Candidate(_rule.lock_class, _rule.kinds)
-        TAKERS[_name] = (*TAKERS.get(_name, ()), cand)
-TAKERS.update(_AMBIGUOUS)
+def _build_takers() -> dict[str, tuple[Candidate, ...]]:
+    takers: dict[str, tuple[Candidate, ...]] = {}
+    for rule in RULES:
+        for name in rule.takers:
+            takers[name] = (*takers.get(name, ()), Candidate(rule.lock_class, rule.kinds))
+    takers.update(_AMBIGUOUS)  # the specific entries win over the per-class lists
+    return takers
 
-assert all(c.lock_class in LOCK_CLASSES for cs in TAKERS.values() for c in cs)
+
+#: taker name -> the candidates it may be contending on.
+TAKERS: dict[str, tuple[Candidate, ...]] = _build_takers()
 
 
 @dataclass(frozen=True)
