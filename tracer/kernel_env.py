@@ -7,10 +7,13 @@ prints and `mmreplay record` turns into a one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -142,3 +145,21 @@ def prepare(notes: Notes | None = None) -> tuple[ModuleType, Notes]:
 
 def tracepoint_exists(category: str, event: str) -> bool:
     return (TRACEFS / "events" / category / event / "format").exists()
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture what C code (bcc, libbpf, the verifier log) writes to fd 2; yields its lines after the block."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())

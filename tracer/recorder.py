@@ -223,11 +223,12 @@ class Recorder:
             pass
         ok, failed = [], []
         for fam in families:
-            try:
-                programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
-                ok.append(fam)
-            except Exception as e:  # noqa: BLE001
-                failed.append(Probe(fam.name, fam.tier, status="failed", reason=str(e).splitlines()[0][:200]))
+            with kernel_env.captured_stderr():
+                try:
+                    programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
+                    ok.append(fam)
+                except Exception as e:  # noqa: BLE001
+                    failed.append(Probe(fam.name, fam.tier, status="failed", reason=str(e).splitlines()[0][:200]))
         if not ok:
             raise kernel_env.EnvironmentProblem("probes", "no tier-1 probe family loads here",
                                                 "run 'mmreplay doctor' for the reason of each")
@@ -414,6 +415,8 @@ class Recorder:
         if not families:
             raise UsageError("none of the requested probes exists in this kernel: "
                              + "; ".join(f"{p.name}: {p.reason}" for p in skipped))
+        with kernel_env.captured_stderr():
+            skipped += self._tier2_skipped(bcc)
         cmd = _Command(o.command) if o.command else None
         try:
             return self._run(bcc, families, skipped, cmd)
@@ -540,8 +543,6 @@ class Recorder:
             probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost,
                                 unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
         probes += not_recorded
-        for p in self._tier2_skipped():
-            probes.append(p)
         for p in probes:
             w.add_probe(p)
         w.manifest.extra["stop_reason"] = self._stop_reason
@@ -569,7 +570,7 @@ class Recorder:
                 total += prog_recursion_misses(fn.fd)
         return total
 
-    def _tier2_skipped(self) -> list[Probe]:
+    def _tier2_skipped(self, bcc: Any) -> list[Probe]:
         """Tier-2 probes are not recorded by this recorder: say which and why."""
         try:
             from tracer.tier2 import detect
@@ -577,7 +578,7 @@ class Recorder:
             return []
         out = []
         try:
-            for probe, ok, reason, _fix in detect():
+            for probe, ok, reason, _fix in detect(bcc):
                 out.append(Probe(probe, 2, status="skipped",
                                  reason=reason if not ok else "tier 2 is not part of tier-1 recording"))
         except Exception as e:  # noqa: BLE001 - a detection failure must not lose the recording
