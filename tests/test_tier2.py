@@ -348,3 +348,48 @@ def test_read_open_views_map_values_with_the_open_window_dtype() -> None:
     assert tids.tolist() == [33]
     assert (vals["ts"][0], vals["pages"][0], vals["flushes"][0], vals["cpu"][0], vals["fullmm"][0]) == (
         99_000, 40, 1, 1, 1)
+
+
+def test_decode_tables_builds_every_family_table_from_slots_and_open_maps() -> None:
+    e = Edges().release(3_000, 11, 0xA0).acquire(3_500, 11, 0xB0).release(3_600, 11, 0xB0)
+    g = np.zeros(1, events.DTYPES["mmr_t2_gather"])
+    g["kind"], g["ts"], g["seq"], g["tid"], g["dur"], g["pages"] = events.EV_T2_GATHER, 4_000, 50, 11, 300, 9
+    by_kind = events.split_batch(batch_bytes([*e.records, g]))
+    o = np.zeros(1, events.DTYPES["mmr_t2_take_all_open"])
+    o["ts"], o["seq"] = 90_000, 60
+
+    class FakeBPF:  # maps of open windows, as read_open sees them
+        def __getitem__(self, name):
+            import ctypes
+
+            class Table:
+                def items(self):
+                    if name != "mmr_t2_take_alls":
+                        return []
+                    leaf = (ctypes.c_uint8 * o.dtype.itemsize).from_buffer_copy(o.tobytes())
+                    return [(ctypes.c_uint32(44), leaf)]
+
+            return Table()
+
+    d = tier2.decode_tables(by_kind, FakeBPF(), tier2.FAMILIES, START, STOP)
+    assert sorted(d.tables) == ["gathers", "lock_holds", "take_all_locks"]
+    assert d.tables["lock_holds"]["dur"].tolist() == [2_000, 100]
+    assert d.tables["gathers"]["pages"].tolist() == [9]
+    assert d.tables["take_all_locks"]["tid"].tolist() == [44]
+    assert d.cut_by_start == {"lock_holds": 1, "gathers": 0, "take_all_locks": 0}
+    assert d.cut_by_stop == {"lock_holds": 0, "gathers": 0, "take_all_locks": 1}
+
+
+def test_all_families_compile_appended_to_the_tier1_program() -> None:
+    """How the recorder loads tier 2: appended to its tier-1 program, sharing seq and ring buffer."""
+    bcc = _bcc()
+    programs = pytest.importorskip("tracer.programs")
+    text = programs.source(programs.FAMILIES) + "\n".join(tier2.c_text(f) for f in tier2.FAMILIES)
+    flags = programs.cflags(programs.Filter()) + tier2.cflags(False)[2:]
+    b = bcc.BPF(text=text, cflags=flags)
+    try:
+        for fam in tier2.FAMILIES:
+            for p in fam.probes:
+                b.load_func(p.handler.encode(), bcc.BPF.KPROBE)
+    finally:
+        b.cleanup()

@@ -154,10 +154,19 @@ def gather_takes_range(release: str | None = None) -> bool:
     return (major, minor) < (5, 11)
 
 
+def c_text(family: Family) -> str:
+    """The family's C text alone, to append to a tier-1 program (after bpf/mmr_common.h).
+
+    Appending (rather than loading a separate program) shares the tier-1 ring
+    buffer, batches and, above all, the trace-wide ``seq`` counter.
+    """
+    return f"/* ---- {family.source} ---- */\n" + (BPF_DIR / family.source).read_text()
+
+
 def source(family: Family) -> str:
-    """The C text of one family: the shared tier-1 machinery, then the family's probes."""
+    """A stand-alone program of one family: the shared tier-1 machinery, then the family's probes."""
     # Pasted, not #included: bcc rewrites map method calls only in the main file.
-    return "\n".join([(BPF_DIR / "mmr_common.h").read_text(), (BPF_DIR / family.source).read_text()])
+    return "\n".join([(BPF_DIR / "mmr_common.h").read_text(), c_text(family)])
 
 
 def cflags(fentry: bool, release: str | None = None, extra: Iterable[str] = ()) -> list[str]:
@@ -202,6 +211,21 @@ def attach_kprobes(b: Any, family: Family, available: Iterable[str] | None = Non
     for tp, handler in family.raw_tracepoints:
         b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
     return sorted(set(skipped))
+
+
+def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = None) -> list[str]:
+    """Attach a family compiled into program ``b`` in ``mode`` ("fentry" or "kprobe").
+
+    fentry probes were attached by bcc when it loaded ``b``; raw tracepoints
+    and kprobes are attached here. Returns the optional functions skipped.
+    """
+    if mode == "kprobe":
+        return attach_kprobes(b, family, available)
+    if mode != "fentry":
+        raise ValueError(f"mode {mode!r}: expected 'fentry' or 'kprobe'")
+    for tp, handler in family.raw_tracepoints:
+        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+    return []
 
 
 def load_fentry_build(bcc: Any, family: Family, extra_cflags: Iterable[str] = ()) -> Any:
@@ -298,14 +322,31 @@ def _first_line(e: BaseException) -> str:
     return text
 
 
-def detect(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> list[tuple[str, bool, str, str]]:
-    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it.
+_FIX = (
+    "boot a kernel with CONFIG_KPROBES=y (and lockdown=none or integrity) or one that lets fentry "
+    "programs load (BTF, DYNAMIC_FTRACE_WITH_DIRECT_CALLS, no BPF LSM/lockdown policy denying them); "
+    "tier 1 still records waits, and replay derives holds (docs/LOCK_CLASSES.md)"
+)
 
-    Tries fentry first (cheaper, no kprobe machinery), then kprobes. Every
-    program loaded here is unloaded before returning.
+
+@dataclass(frozen=True)
+class Status:
+    """Whether a tier-2 family works on this host, in which mode, and if not why."""
+
+    family: Family
+    mode: str | None  # "fentry", "kprobe" or None (unusable)
+    reason: str
+    fix: str = ""
+
+    def row(self) -> tuple[str, bool, str, str]:
+        return (f"tier2:{self.family.name}", self.mode is not None, self.reason, self.fix)
+
+
+def statuses(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> list[Status]:
+    """Try every family for real: fentry first (no kprobe machinery needed), then kprobes.
+
+    Every program loaded here is unloaded before returning.
     """
-    facts = host_facts()
-    rows: list[tuple[str, bool, str, str]] = []
     families = list(families)
     if bcc is None:
         from tracer.kernel_env import EnvironmentProblem, import_bcc
@@ -313,51 +354,50 @@ def detect(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> lis
         try:
             bcc = import_bcc()
         except EnvironmentProblem as e:
-            return [(f"tier2:{f.name}", False, e.reason, e.fix) for f in families]
+            return [Status(f, None, e.reason, e.fix) for f in families]
     if os.geteuid() != 0:
-        return [(f"tier2:{f.name}", False, "loading BPF programs needs root", "run as root") for f in families]
+        return [Status(f, None, "loading BPF programs needs root", "run as root") for f in families]
+    facts = host_facts()
     try:
         from replay.symbols import Kallsyms
 
-        available = {n.split(".")[0] for n in Kallsyms.load().names}
+        available: set[str] | None = {n.split(".")[0] for n in Kallsyms.load().names}
     except Exception:  # noqa: BLE001 - without kallsyms every optional probe is attempted
         available = None
-    for fam in families:
-        fentry_err = kprobe_err = None
-        try:
-            if not bcc.BPF.support_kfunc():
-                raise RuntimeError("bcc/kernel lack fentry support (no BTF or no bpf trampoline)")
-            b = load_fentry_build(bcc, fam)
+    return [_try_family(bcc, fam, facts, available) for fam in families]
+
+
+def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | None) -> Status:
+    try:
+        if not bcc.BPF.support_kfunc():
+            raise RuntimeError("bcc/kernel lack fentry support (no BTF or no bpf trampoline)")
+        load_fentry_build(bcc, fam).cleanup()
+        return Status(fam, "fentry", "fentry/fexit loads and attaches")
+    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+        fentry_err = _first_line(e)
+    b = None
+    try:
+        b = compile_kprobe_build(bcc, fam)
+        skipped = attach_kprobes(b, fam, available)
+        note = f" (optional functions absent: {', '.join(skipped)})" if skipped else ""
+        return Status(fam, "kprobe", "kprobes load and attach" + note)
+    except Exception as e:  # noqa: BLE001
+        kprobe_err = _first_line(e)
+    finally:
+        if b is not None:
             b.cleanup()
-            rows.append((f"tier2:{fam.name}", True, "fentry/fexit loads and attaches", ""))
-            continue
-        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-            fentry_err = _first_line(e)
-        b = None
-        try:
-            b = compile_kprobe_build(bcc, fam)
-            skipped = attach_kprobes(b, fam, available)
-            note = f" (optional functions absent: {', '.join(skipped)})" if skipped else ""
-            rows.append((f"tier2:{fam.name}", True, "kprobes load and attach" + note, ""))
-            continue
-        except Exception as e:  # noqa: BLE001
-            kprobe_err = _first_line(e)
-        finally:
-            if b is not None:
-                b.cleanup()
-        why = facts.kprobe_reason()
-        reason = (
-            f"fentry refused ({fentry_err}); kprobes refused ({kprobe_err})"
-            + (f"; {why}" if why else "")
-            + f"; host: {facts.describe()}"
-        )
-        fix = (
-            "boot a kernel with CONFIG_KPROBES=y (and lockdown=none or integrity) or one that lets "
-            "fentry programs load (BTF, DYNAMIC_FTRACE_WITH_DIRECT_CALLS, no BPF LSM/lockdown policy "
-            "denying them); tier 1 still records waits, and replay derives holds (docs/LOCK_CLASSES.md)"
-        )
-        rows.append((f"tier2:{fam.name}", False, reason, fix))
-    return rows
+    why = facts.kprobe_reason()
+    reason = (
+        f"fentry refused ({fentry_err}); kprobes refused ({kprobe_err})"
+        + (f"; {why}" if why else "")
+        + f"; host: {facts.describe()}"
+    )
+    return Status(fam, None, reason, _FIX)
+
+
+def detect(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> list[tuple[str, bool, str, str]]:
+    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it."""
+    return [s.row() for s in statuses(bcc, families)]
 
 
 # ---- decoding: lock holds ----------------------------------------------------------------
@@ -622,3 +662,50 @@ def read_open(b: Any, map_name: str, dtype: np.dtype) -> tuple[np.ndarray, np.nd
         raw.append(ctypes.string_at(ctypes.addressof(v), dtype.itemsize))
     vals = np.frombuffer(b"".join(raw), dtype=dtype) if raw else np.zeros(0, dtype)
     return np.asarray(keys, np.int32), vals
+
+
+# ---- all tier-2 tables of a recording -------------------------------------------------------------
+
+
+@dataclass
+class Decoded:
+    """The tier-2 tables of a recording, and what the manifest should say about them."""
+
+    tables: dict[str, dict[str, np.ndarray]]
+    holds: LockHolds | None  # for classify_holds and the pairing counts
+    cut_by_start: dict[str, int]  # table -> rows whose opening event predates the recording
+    cut_by_stop: dict[str, int]  # table -> rows still open at stop
+
+
+def decode_tables(
+    by_kind: Mapping[int, np.ndarray],
+    b: Any,
+    families: Iterable[Family],
+    start_ns: int,
+    stop_ns: int,
+) -> Decoded:
+    """Table columns of the tier-2 families recorded by program ``b``, at stop.
+
+    ``by_kind`` is the recording's slots split by kind (tracer.events.split_batch);
+    the windows still open are read from ``b``'s maps. lock_holds rows keep
+    lock_class "other" until ``classify_holds`` is run with the stacks.
+    """
+    out = Decoded({}, None, {}, {})
+    for fam in families:
+        if fam.name == "lock_holds":
+            holds = pair_lock_edges(
+                by_kind.get(events.EV_T2_LOCK_ACQUIRE), by_kind.get(events.EV_T2_LOCK_RELEASE), start_ns, stop_ns
+            )
+            out.tables["lock_holds"], out.holds = holds.columns, holds
+            out.cut_by_start["lock_holds"], out.cut_by_stop["lock_holds"] = holds.unmatched_releases, holds.open_at_stop
+        elif fam.name == "gathers":
+            recs = by_kind.get(events.EV_T2_GATHER)
+            tids, vals = read_open(b, "mmr_t2_gathers", events.DTYPES["mmr_t2_gather_open"])
+            out.tables["gathers"] = gather_rows(recs, vals, tids, start_ns, stop_ns)
+            no_start = 0 if recs is None else int(((recs["flags"] & events.F_NO_START) != 0).sum())
+            out.cut_by_start["gathers"], out.cut_by_stop["gathers"] = no_start, len(vals)
+        elif fam.name == "take_all_locks":
+            tids, vals = read_open(b, "mmr_t2_take_alls", events.DTYPES["mmr_t2_take_all_open"])
+            out.tables["take_all_locks"] = take_all_rows(by_kind.get(events.EV_T2_TAKE_ALL), vals, tids, stop_ns)
+            out.cut_by_start["take_all_locks"], out.cut_by_stop["take_all_locks"] = 0, len(vals)
+    return out
