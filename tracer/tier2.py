@@ -2,16 +2,27 @@
 
 Three families, one C file each in bpf/ (tier2_locks.c, tier2_gather.c,
 tier2_take_all.c), built on the tier-1 machinery of bpf/mmr_common.h (per-CPU
-batches, ring buffer, counters, task filter). Each can be compiled as fentry
-programs (``-DMMR_T2_FENTRY=1``: bcc attaches them as it loads) or as plain
+batches, ring buffer, counters, task filter). Each compiles as fentry programs
+(``-DMMR_T2_FENTRY=1``: bcc attaches them as it loads the program) or as plain
 functions that ``attach`` hooks to kprobes/kretprobes.
 
-``detect()`` answers "does tier 2 work on this host" by actually compiling,
-loading and attaching each family, and says why not (lockdown, no kprobes,
-fentry refused) and what to do. The decoders turn the families' records into
-table columns with numpy, without a Python call per event: lock acquisitions
-and releases are paired here (``pair_lock_edges``), gathers and
-mm_take_all_locks arrive paired and only their open windows are added at stop.
+Recording with tier 2:
+
+1. ``statuses()`` (``detect()`` gives the same as doctor rows) actually
+   compiles, loads and attaches each family on its own and says in which mode
+   it works, or why not (lockdown, no kprobes, fentry refused) and what to do;
+2. the recorder appends ``c_text(family)`` of the usable families to its
+   tier-1 program (one ring buffer, one trace-wide ``seq``) and adds
+   ``cflags(mode == "fentry")``; a family that failed detection must be left
+   out, since a refused fentry program fails the whole load;
+3. ``attach(b, family, mode)`` after loading; at stop ``decode_tables`` turns
+   the slots (tracer.events.split_batch) and the maps of open windows into
+   table columns with numpy, without a Python call per event, and
+   ``classify_holds`` names the locks from their stacks.
+
+Lock acquisitions and releases are paired in user space (``pair_lock_edges``:
+nesting, holds cut by the start or the stop of the recording); gathers and
+mm_take_all_locks arrive paired from the kernel.
 """
 
 from __future__ import annotations
