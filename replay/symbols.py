@@ -124,6 +124,8 @@ class Kallsyms:
     def lookup_many(self, addresses: np.ndarray | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Vectorized lookup: (symbol index or -1, offset into the symbol) per address."""
         q = np.asarray(addresses, dtype=np.uint64)
+        if not len(self.addrs):
+            return np.full(len(q), -1, np.int64), np.zeros(len(q), np.uint64)
         idx = np.searchsorted(self.addrs, q, side="right").astype(np.int64) - 1
         ok = idx >= 0
         safe = np.where(ok, idx, 0)
@@ -189,7 +191,7 @@ class DwarfLines:
             )
         self._dwarf = self._elf.get_dwarf_info()
         self._aranges = self._dwarf.get_aranges()
-        self._cu_offsets: list[int] | None = None
+        self._cu_index: tuple[np.ndarray, np.ndarray, np.ndarray, set[int]] | None = None
         self._done: set[int] = set()
         # Accumulated rows of every decoded CU, merged into sorted arrays on demand.
         self._addr_parts: list[np.ndarray] = []
@@ -245,9 +247,7 @@ class DwarfLines:
                 if off is not None:
                     wanted.add(off)
         else:
-            if self._cu_offsets is None:
-                self._cu_offsets = [cu.cu_offset for cu in self._dwarf.iter_CUs()]
-            wanted = set(self._cu_offsets)
+            wanted = self._cus_covering(np.unique(q))
         todo = wanted - self._done
         if not todo:
             return
@@ -256,6 +256,36 @@ class DwarfLines:
             self._decode_cu(cu)
             self._done.add(off)
         self._merge()
+
+    def _cus_covering(self, q: np.ndarray) -> set[int]:
+        """Without .debug_aranges (clang does not emit it): CUs whose top DIE's ranges hold an address.
+
+        CUs whose ranges cannot be read are always decoded.
+        """
+        if self._cu_index is None:
+            starts, ends, offs, unknown = [], [], [], []
+            for cu in self._dwarf.iter_CUs():
+                spans = _cu_spans(self._dwarf, cu)
+                if spans is None:
+                    unknown.append(cu.cu_offset)
+                for lo, hi in spans or ():
+                    starts.append(lo)
+                    ends.append(hi)
+                    offs.append(cu.cu_offset)
+            order = np.argsort(np.asarray(starts, dtype=np.uint64), kind="stable")
+            self._cu_index = (
+                np.asarray(starts, dtype=np.uint64)[order],
+                np.asarray(ends, dtype=np.uint64)[order],
+                np.asarray(offs, dtype=np.int64)[order],
+                set(unknown),
+            )
+        starts, ends, offs, unknown = self._cu_index
+        wanted = set(unknown)
+        for a in q:
+            # spans may overlap (rare): check every span starting at or before a
+            hits = np.flatnonzero((starts <= a) & (a < ends))
+            wanted.update(int(offs[h]) for h in hits)
+        return wanted
 
     def _decode_cu(self, cu) -> None:  # cu: elftools CompileUnit
         lp = self._dwarf.line_program_for_CU(cu)
@@ -302,6 +332,33 @@ class DwarfLines:
         self._addr_parts, self._line_parts = [addr], [line]
         self._file_parts, self._end_parts = [fid], [end]
         self._sorted = (addr, line, fid, end)
+
+
+def _cu_spans(dwarf, cu) -> list[tuple[int, int]] | None:
+    """Address ranges of a CU from its top DIE (low_pc/high_pc or DW_AT_ranges); None if unreadable."""
+    top = cu.get_top_DIE()
+    attrs = top.attributes
+    low = attrs.get("DW_AT_low_pc")
+    base = int(low.value) if low is not None else 0
+    spans: list[tuple[int, int]] = []
+    try:
+        if "DW_AT_ranges" in attrs:
+            entries = dwarf.range_lists().get_range_list_at_offset(attrs["DW_AT_ranges"].value, cu=cu)
+            for e in entries:
+                if hasattr(e, "begin_offset") and e.begin_offset is not None and hasattr(e, "end_offset"):
+                    absolute = getattr(e, "is_absolute", False)
+                    lo, hi = (0, 0) if absolute else (base, base)
+                    spans.append((int(lo + e.begin_offset), int(hi + e.end_offset)))
+                elif hasattr(e, "base_address"):
+                    base = int(e.base_address)
+            return spans
+        high = attrs.get("DW_AT_high_pc")
+        if low is not None and high is not None:
+            hi = int(high.value) if high.form == "DW_FORM_addr" else base + int(high.value)
+            return [(base, hi)]
+        return []  # no code (a CU of declarations only)
+    except Exception:  # noqa: BLE001 - pyelftools raises many types on forms it cannot resolve
+        return None
 
 
 def _line_program_files(lp, cu) -> list[str]:

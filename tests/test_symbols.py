@@ -81,6 +81,12 @@ def test_lookup_never_points_at_a_symbol_after_the_address(addrs: list[int]) -> 
             assert int(ks.addrs[i]) + int(o) == a and a < int(ks.ends[i])
 
 
+def test_an_empty_symbol_table_resolves_nothing() -> None:
+    empty = Kallsyms.from_arrays([], [])
+    assert empty.lookup(0xFFFFFFFF81000000) is None
+    assert Symbolizer(empty).symbolize_many([0x10]) == ["0x10"]
+
+
 def test_zero_addresses_from_kptr_restrict_raise_a_clear_error() -> None:
     hidden = "".join("0000000000000000 " + line.split(" ", 1)[1] + "\n" for line in KALLSYMS.splitlines())
     with pytest.raises(KallsymsError, match="kptr_restrict"):
@@ -247,3 +253,19 @@ def test_symbol_rows_fill_module_symbols_from_their_ko(ko: Path) -> None:
     rows = symbol_rows(ks, [0xFFFFFFFFC0201004, 0xFFFFFFFFC0201104, 0xFFFFFFFFC0202004], modules={"mod": ko})
     src = str(ko.parent / "mod.c")
     assert rows["file"] == [src, src, None] and rows["line"] == [1, 9, None]
+
+
+def test_without_debug_aranges_only_the_covering_compilation_unit_is_decoded(tmp_path: Path) -> None:
+    """clang emits no .debug_aranges: the CU is then found from its top DIE's address ranges."""
+    if shutil.which("gcc") is None or shutil.which("objcopy") is None:
+        pytest.skip("gcc/objcopy not installed")
+    (tmp_path / "a.c").write_text("int helper(int x) {\n\treturn x * 3;\n}\n")
+    (tmp_path / "b.c").write_text("int helper(int);\n\nint main(void) {\n\treturn helper(2);\n}\n")
+    exe, bare = tmp_path / "prog", tmp_path / "prog-noaranges"
+    subprocess.run(["gcc", "-g", "-O0", "-o", str(exe), str(tmp_path / "a.c"), str(tmp_path / "b.c")], check=True)
+    subprocess.run(["objcopy", "--remove-section", ".debug_aranges", str(exe), str(bare)], check=True)
+    with DwarfLines(exe) as with_ar, DwarfLines(bare) as without:
+        assert without._aranges is None
+        main = with_ar.symbol_address("main")
+        assert without.lookup(main) == with_ar.lookup(main) == (str(tmp_path / "b.c"), 3)
+        assert len(without._done) == 1
