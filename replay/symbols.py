@@ -15,6 +15,7 @@ later stage (to print stacks on another machine):
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -438,14 +439,30 @@ def _attr_str(die, name: str) -> str:
 # ---- the trace's symbols table ----------------------------------------------
 
 
-def kaslr_slide(kallsyms: Kallsyms, dwarf: DwarfLines) -> int:
-    """Runtime minus link-time address of vmlinux, from `_text` (or `_stext`) in both."""
+def kaslr_slide(kallsyms: Kallsyms, dwarf: DwarfLines, tries: int = 64) -> int:
+    """Runtime minus link-time address of vmlinux.
+
+    From `_text`/`_stext` when both have it; otherwise (a trace's symbols table
+    holds only the symbols it needs) the most common difference over up to
+    ``tries`` vmlinux symbols found in both.
+    """
     for anchor in ("_text", "_stext", "startup_64"):
         runtime = kallsyms.address_of(anchor)
         linked = dwarf.symbol_address(anchor)
         if runtime is not None and linked is not None:
             return runtime - linked
-    raise DwarfError(f"{dwarf.path}: cannot match its symbols to kallsyms (no _text/_stext in both)")
+    diffs: list[int] = []
+    for name, module, addr in zip(kallsyms.names, kallsyms.modules, kallsyms.addrs, strict=True):
+        if module:
+            continue
+        linked = dwarf.symbol_address(str(name))
+        if linked is not None:
+            diffs.append(int(addr) - linked)
+            if len(diffs) >= tries:
+                break
+    if not diffs:
+        raise DwarfError(f"{dwarf.path}: none of the symbols matches kallsyms (another kernel's vmlinux?)")
+    return Counter(diffs).most_common(1)[0][0]
 
 
 def symbol_rows(
@@ -523,6 +540,26 @@ class Symbolizer:
     def symbolize(self, ip: int) -> str:
         """"func+0xoff" (with " [module]" for modules), or the hex address if unknown."""
         return self.symbolize_many([ip])[0]
+
+    def call_sites(self, ips: np.ndarray | Sequence[int], vmlinux: Path) -> list[tuple[str, int] | None]:
+        """file:line of the call each return address in a stack comes back to (vmlinux frames only).
+
+        Looks up ``ip - 1``, inside the call instruction, as addr2line users do
+        for return addresses; the KASLR slide comes from the symbols both know.
+        """
+        q = np.asarray(ips, dtype=np.uint64)
+        idx, _ = self.kallsyms.lookup_many(q)
+        core = [k for k, i in enumerate(idx) if i >= 0 and not self.kallsyms.modules[i]]
+        out: list[tuple[str, int] | None] = [None] * len(q)
+        if not core:
+            return out
+        with DwarfLines(vmlinux) as dwarf:
+            slide = kaslr_slide(self.kallsyms, dwarf)
+            files, lines = dwarf.lookup_many(int(q[k]) - 1 - slide for k in core)
+        for k, f, ln in zip(core, files, lines, strict=True):
+            if f is not None:
+                out[k] = (f, int(ln))
+        return out
 
     def symbolize_many(self, ips: np.ndarray | Sequence[int]) -> list[str]:
         q = np.asarray(ips, dtype=np.uint64)

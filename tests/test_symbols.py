@@ -269,3 +269,15 @@ def test_without_debug_aranges_only_the_covering_compilation_unit_is_decoded(tmp
         main = with_ar.symbol_address("main")
         assert without.lookup(main) == with_ar.lookup(main) == (str(tmp_path / "b.c"), 3)
         assert len(without._done) == 1
+
+
+def test_call_sites_map_return_addresses_to_the_calling_line_without_a_text_anchor(elf: Path) -> None:
+    slide = 0xFFFFFFFF80000000
+    with DwarfLines(elf) as dw:
+        linked = {n: dw.symbol_address(n) for n in ("helper", "main")}
+        files, lines = dw.lookup_many(range(linked["main"], linked["main"] + 40))
+        call_line_addr = linked["main"] + list(lines).index(9)  # first instruction of "return helper(2);"
+    # like a trace's symbols table: only the symbols its stacks need, no _text
+    sym = Symbolizer(Kallsyms.from_arrays([a + slide for a in linked.values()], list(linked)))
+    ret = call_line_addr + 1 + slide  # a return address just past the start of that line
+    assert sym.call_sites([ret, 0x10], elf) == [(str(elf.parent / "prog.c"), 9), None]
