@@ -413,9 +413,15 @@ def explain(
 ) -> Classification:
     """Classify with the evidence (see module doc). ``out_of_line``: function names the kernel has as symbols."""
     names = [base_name(n) if (n := symbolize(int(ip))) else None for ip in stack]
+    # Leading tracing frames are skipped; so are leading unknown frames (a BPF program whose
+    # symbol is gone) but only when a lock primitive follows them.
     i = 0
-    while i < len(names) and names[i] is not None and names[i].startswith(_TRACING_PREFIXES):
+    unknown = False
+    while i < len(names) and (names[i] is None or names[i].startswith(_TRACING_PREFIXES)):
+        unknown |= names[i] is None
         i += 1
+    if unknown and (i >= len(names) or names[i] not in LOCK_PRIMITIVES):
+        return Classification(OTHER, None, None)
     primitive = None
     while i < len(names) and names[i] in LOCK_PRIMITIVES:
         primitive = names[i]

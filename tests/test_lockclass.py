@@ -191,6 +191,13 @@ def test_unknown_takers_and_empty_stacks_are_other() -> None:
     assert classify(0, LCB_F_WRITE, [0x10, 0x20], name_of) == "other"  # unsymbolizable
 
 
+def test_unknown_frames_above_the_lock_primitive_are_skipped_but_not_elsewhere() -> None:
+    gone = 0xFFFFFFFFA0000000  # e.g. a BPF program unloaded before kallsyms was read
+    frames = stack(*RWSEM_W[2:], "vma_link_file", "__mmap_region")
+    assert classify(0, LCB_F_WRITE, [gone, gone + 8, *frames], name_of) == "i_mmap_rwsem"
+    assert classify(0, LCB_F_WRITE, [gone, *stack("vma_link_file")], name_of) == "other"
+
+
 def test_the_taker_is_the_first_frame_not_the_outer_ones() -> None:
     # A mutex taken under a path that contains mmap_lock takers further out is not mmap_lock.
     mutex = (*TRACING, "__mutex_lock.constprop.0", "__mutex_lock_slowpath", "mutex_lock")
