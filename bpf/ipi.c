@@ -5,10 +5,10 @@ static __always_inline int mmr_ipi(void *ctx, s32 target, s32 ncpus, u64 callsit
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	struct mmr_batch *b = mmr_batch_get();
 	if (!b)
-		return 0;
+		return MMR_PASS;
 	struct mmr_ipi *e = mmr_slot(b);
 	mmr_head(e, MMR_EV_IPI, 0, bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id, bpf_get_smp_processor_id());
 	e->target_cpu = target;
@@ -17,7 +17,7 @@ static __always_inline int mmr_ipi(void *ctx, s32 target, s32 ncpus, u64 callsit
 	e->callback = callback;
 	mmr_count(MMR_EV_IPI, 1, 0);
 	mmr_commit(b, MMR_EV_IPI);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(ipi, ipi_send_cpu)

@@ -25,13 +25,13 @@ TRACEPOINT_PROBE(lock, contention_begin)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	struct mmr_lc_key k = {.tid = (u32)id, .addr = (u64)args->lock_addr};
 	struct mmr_lc_val *old = mmr_contention.lookup(&k);
 	if (old) {
 		old->begins++;
 		old->flags |= args->flags;
-		return 0;
+		return MMR_PASS;
 	}
 	struct mmr_lc_val v = {
 		.ts = bpf_ktime_get_ns(),
@@ -43,21 +43,21 @@ TRACEPOINT_PROBE(lock, contention_begin)
 	};
 	v.stack_id = mmr_stacks.get_stackid(args, 0);
 	mmr_contention.update(&k, &v);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(lock, contention_end)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
 	struct mmr_lc_key k = {.tid = tid, .addr = (u64)args->lock_addr};
 	struct mmr_lc_val *v = mmr_contention.lookup(&k);
 	struct mmr_batch *b = mmr_batch_get();
 	if (!b)
-		return 0;
+		return MMR_PASS;
 	struct mmr_lock_wait *e = mmr_slot(b);
 	if (v) {
 		mmr_head(e, MMR_EV_LOCK_WAIT, 0, v->ts, v->seq, v->pid, tid, v->cpu);
@@ -80,5 +80,5 @@ TRACEPOINT_PROBE(lock, contention_end)
 	e->lock_addr = k.addr;
 	e->ret = args->ret;
 	mmr_commit(b, MMR_EV_LOCK_WAIT);
-	return 0;
+	return MMR_PASS;
 }

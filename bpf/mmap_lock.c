@@ -56,18 +56,18 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	struct mmr_ml_key k = {.tid = (u32)id, .mm = (u64)args->mm};
 	struct mmr_ml_val v = {.start_ts = bpf_ktime_get_ns(), .pid = id >> 32, .write = args->write};
 	mmr_mmap_lock.update(&k, &v);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
 	struct mmr_ml_key k = {.tid = tid, .mm = (u64)args->mm};
@@ -92,20 +92,20 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
 		v.depth = depth;
 		mmr_ml_emit(&v, tid, k.mm, now, 0, 0);
 		mmr_mmap_lock.delete(&k);
-		return 0;
+		return MMR_PASS;
 	}
 	mmr_ml_depth(tid, 1, &depth);
 	v.depth = depth;
 	v.held = 1;
 	mmr_mmap_lock.update(&k, &v);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
 	struct mmr_ml_key k = {.tid = tid, .mm = (u64)args->mm};
@@ -115,14 +115,14 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
 		mmr_ml_emit(v, tid, k.mm, now, 1, 0);
 		mmr_mmap_lock.delete(&k);
 		mmr_ml_depth(tid, -1, &depth);
-		return 0;
+		return MMR_PASS;
 	}
 	/* taken before the recording started: acquisition time unknown */
 	struct mmr_ml_val n = {.acq_ts = 0, .seq = mmr_next_seq(), .pid = id >> 32,
 			       .cpu = bpf_get_smp_processor_id(), .write = args->write, .depth = -1};
 	struct mmr_batch *b = mmr_batch_get();
 	if (!b)
-		return 0;
+		return MMR_PASS;
 	mmr_count(MMR_EV_LOCK_HOLD, 0, 1);
 	struct mmr_lock_hold *e = mmr_slot(b);
 	mmr_head(e, MMR_EV_LOCK_HOLD, MMR_F_INCOMPLETE | MMR_F_NO_START, 0, n.seq, n.pid, tid, n.cpu);
@@ -135,5 +135,5 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
 	e->success = 1;
 	e->lock_class = 1;
 	mmr_commit(b, MMR_EV_LOCK_HOLD);
-	return 0;
+	return MMR_PASS;
 }

@@ -29,6 +29,12 @@
 #ifndef MMR_RB_PAGES
 #define MMR_RB_PAGES 4096
 #endif
+/* What every tracepoint program returns: non-zero lets the kernel also hand the
+ * event to perf (perf stat/record of the same tracepoint keep counting while
+ * mmreplay records); 0 would hide it from them. */
+#ifndef MMR_PASS
+#define MMR_PASS 1
+#endif
 #ifndef MMR_PF_GAP_NS
 #define MMR_PF_GAP_NS 10000
 #endif
@@ -138,8 +144,11 @@ static __always_inline void mmr_note_current(u64 id)
 {
 	u32 tid = (u32)id;
 	struct mmr_task *t = mmr_tasks.lookup(&tid);
-	if (t)
+	if (t) {
+		if (t->pid < 0)
+			t->pid = id >> 32;
 		return;
+	}
 	struct mmr_task n = {.pid = id >> 32};
 	bpf_get_current_comm(&n.comm, sizeof(n.comm));
 	mmr_tasks.update(&tid, &n);

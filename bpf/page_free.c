@@ -46,11 +46,11 @@ static __always_inline int mmr_pf_add(u32 batched, u32 order)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	int zero = 0;
 	struct mmr_pf_state *s = mmr_pf_bursts.lookup(&zero);
 	if (!s)
-		return 0;
+		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
 	mmr_count(MMR_EV_PAGE_FREE, 1, 0);
@@ -67,7 +67,7 @@ static __always_inline int mmr_pf_add(u32 batched, u32 order)
 	}
 	s->last_ts = now;
 	s->pages += 1ULL << (order & 31);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(kmem, mm_page_free_batched)

@@ -5,11 +5,11 @@ static __always_inline int mmr_wakeup(u32 tid, const char *comm, s32 prio, s32 t
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_task(tid, comm) && !mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	mmr_note_task(tid, -1, comm);
 	struct mmr_batch *b = mmr_batch_get();
 	if (!b)
-		return 0;
+		return MMR_PASS;
 	struct mmr_sched_wakeup *e = mmr_slot(b);
 	mmr_head(e, MMR_EV_SCHED_WAKEUP, 0, bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id,
 		 bpf_get_smp_processor_id());
@@ -19,7 +19,7 @@ static __always_inline int mmr_wakeup(u32 tid, const char *comm, s32 prio, s32 t
 	e->wake_kind = kind;
 	mmr_count(MMR_EV_SCHED_WAKEUP, 1, 0);
 	mmr_commit(b, MMR_EV_SCHED_WAKEUP);
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(sched, sched_waking)

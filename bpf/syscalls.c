@@ -20,7 +20,7 @@ static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	u32 tid = (u32)id;
 	struct mmr_sys_val v = {
 		.ts = bpf_ktime_get_ns(),
@@ -32,7 +32,7 @@ static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 		.cpu = bpf_get_smp_processor_id(),
 	};
 	mmr_sys_open.update(&tid, &v);
-	return 0;
+	return MMR_PASS;
 }
 
 static __always_inline void mmr_sys_emit(u64 id, int nr, s64 ret)
@@ -69,9 +69,9 @@ static __always_inline int mmr_sys_exit(int nr, s64 ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	mmr_sys_emit(id, nr, ret);
-	return 0;
+	return MMR_PASS;
 }
 
 static __always_inline void mmr_sys_exit_group_close(u64 id)

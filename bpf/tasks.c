@@ -10,17 +10,17 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	if (mmr_filter_tids.lookup(&parent))
 		mmr_filter_tids.update(&child, &one);
 #endif
-	return 0;
+	return MMR_PASS;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
-		return 0;
+		return MMR_PASS;
 	mmr_note_current(id);
 #ifdef MMR_HAVE_SYSCALLS
 	mmr_sys_exit_group_close(id);
 #endif
-	return 0;
+	return MMR_PASS;
 }

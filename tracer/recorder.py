@@ -429,8 +429,9 @@ class Recorder:
         tids: set[int] = set(o.tids)
         for pid in o.pids:
             tids.update(_threads_of(pid))
-        if cmd is not None and not o.system_wide:
-            tids.add(cmd.pid)
+        explicit = bool(tids) or o.comm is not None
+        if cmd is not None and not o.system_wide and not explicit:
+            tids.add(cmd.pid)  # the command and every task it forks
         self._filter = programs.Filter(frozenset(tids), o.comm)
         self._tasks_at_start = {}
         for tid in tids:

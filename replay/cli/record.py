@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "record",
         help="record mm locks, TLB flushes, page frees, faults and scheduling live (eBPF tracepoints, root)",
         description="Record until --duration ends, the command exits, or SIGINT/SIGTERM; the trace is always "
-        "finalized. Without a command or a filter, every task except the recorder is recorded.",
+        "finalized. Which tasks: those matching --pid/--tid/--comm if given (any of them); else the command "
+        "and every task it forks; else (or with --system-wide) every task except the recorder.",
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to create")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -35,7 +36,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="record these threads (and tasks they fork)")
     p.add_argument("--comm", help="record tasks with this name (exact, first 15 characters)")
     p.add_argument("--system-wide", action="store_true",
-                   help="with a command or --workload: record every task, not only the command's")
+                   help="with a command or --workload and no filter: record every task, not only the command's")
     p.add_argument("--workload", metavar="NAME", help="run a built-in workload (see tracer.workloads) as the command")
     p.add_argument("--tasks", type=int, default=4, metavar="N", help="tasks of the --workload (default 4)")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace directory")
