@@ -225,6 +225,13 @@ def test_take_all_locks_records_decode_with_calls_running_at_stop() -> None:
     assert cols["ret"].tolist() == [-4, 0] and cols["incomplete"].tolist() == [False, True]
 
 
+def test_take_all_locks_columns_fit_their_table_definition() -> None:
+    from replay.trace.writer import conform
+
+    cols = tier2.take_all_rows(None, None, None, STOP)
+    assert conform(tier2.TAKE_ALL_LOCKS_TABLE, cols).num_rows == 0
+
+
 def test_decoded_columns_write_as_valid_trace_tables(tmp_path: Path) -> None:
     h = Edges().acquire(2_000, 11, 0xFFFF888012345678).release(2_500, 11, 0xFFFF888012345678).decode()
     gathers = tier2.gather_rows(None, None, None, START, STOP)

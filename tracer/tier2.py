@@ -72,9 +72,9 @@ class Family:
         return list(dict.fromkeys(p.function for p in self.probes))
 
 
-# (function, acquires?) in the order of bpf/tier2_locks.c; the first six are the klockstat core.
+#: (function, acquires: entry + return probes / releases: entry probe only, required), as in
+#: bpf/tier2_locks.c; the first six are klockstat's core set.
 LOCK_FUNCTIONS: tuple[tuple[str, bool, bool], ...] = (
-    # name, is an acquisition (entry + return probe) or a release (entry probe), required
     ("down_read", True, True),
     ("down_write", True, True),
     ("up_read", False, True),
