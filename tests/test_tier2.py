@@ -318,9 +318,9 @@ def test_fentry_build_compiles(family: tier2.Family) -> None:
         assert "compile" not in str(e).lower(), str(e)
 
 
-def test_detect_reports_each_family_with_a_reason_and_a_fix() -> None:
+def test_detect_reports_each_family_with_a_reason_and_a_fix(tmp_path: Path) -> None:
     bcc = _bcc()
-    result = tier2.detect(bcc)
+    result = tier2.detect(bcc, cache_dir=tmp_path)  # empty cache: really loads
     assert [r[0] for r in result] == [f"tier2:{f.name}" for f in tier2.FAMILIES]
     facts = tier2.host_facts()
     for _probe, ok, reason, fix in result:
@@ -400,3 +400,20 @@ def test_all_families_compile_appended_to_the_tier1_program() -> None:
                 b.load_func(p.handler.encode(), bcc.BPF.KPROBE)
     finally:
         b.cleanup()
+
+
+def test_detect_caches_its_answer_per_boot_and_program_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fake_statuses(bcc, families):
+        calls.append(1)
+        return [tier2.Status(f, None, "refused", "fix it") for f in families]
+
+    monkeypatch.setattr(tier2, "statuses", fake_statuses)
+    monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
+    first = tier2.detect(object(), cache_dir=tmp_path)
+    assert tier2.detect(object(), cache_dir=tmp_path) == first and len(calls) == 1
+    assert first[0] == ("tier2:lock_holds", False, "refused", "fix it")
+    monkeypatch.setenv("MMREPLAY_NO_CACHE", "1")
+    tier2.detect(object(), cache_dir=tmp_path)
+    assert len(calls) == 2

@@ -28,6 +28,8 @@ mm_take_all_locks arrive paired from the kernel.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -406,9 +408,50 @@ def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | N
     return Status(fam, None, reason, _FIX)
 
 
-def detect(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> list[tuple[str, bool, str, str]]:
-    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it."""
-    return [s.row() for s in statuses(bcc, families)]
+def detect(
+    bcc: Any | None = None,
+    families: Iterable[Family] = FAMILIES,
+    cache_dir: Path | None = None,
+) -> list[tuple[str, bool, str, str]]:
+    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it.
+
+    Loading takes seconds of compilation, and its answer only changes with the
+    boot or the programs: it is cached per boot id and program text in
+    ``cache_dir`` (default ~/.cache/mmreplay; MMREPLAY_NO_CACHE=1 turns the cache off).
+    """
+    families = list(families)
+    path = _cache_path(families, cache_dir)
+    if path is not None:
+        try:
+            rows = [tuple(r) for r in json.loads(path.read_text())]
+            if [r[0] for r in rows] == [f"tier2:{f.name}" for f in families]:
+                return rows
+        except (OSError, ValueError, TypeError):
+            pass
+    rows = [s.row() for s in statuses(bcc, families)]
+    if path is not None and os.geteuid() == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rows))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return rows
+
+
+def _cache_path(families: list[Family], cache_dir: Path | None) -> Path | None:
+    if os.environ.get("MMREPLAY_NO_CACHE") == "1":
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    h = hashlib.sha256(boot.encode())
+    for name in ["mmr_common.h", "mmreplay.h", *(f.source for f in families)]:
+        h.update((BPF_DIR / name).read_bytes())
+    base = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmreplay"
+    return base / f"tier2-detect-{h.hexdigest()[:16]}.json"
 
 
 # ---- decoding: lock holds ----------------------------------------------------------------
