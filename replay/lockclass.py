@@ -478,11 +478,11 @@ class WaitClasses:
 
 
 def classify_waits(
-    waits: pl.DataFrame,
-    stacks: pl.DataFrame,
+    waits: pl.DataFrame | pl.LazyFrame,
+    stacks: pl.DataFrame | pl.LazyFrame,
     symbolize: Callable[[int], str | None] | None = None,
     kallsyms=None,  # replay.symbols.Kallsyms
-    mmap_lock_holds: pl.DataFrame | None = None,
+    mmap_lock_holds: pl.DataFrame | pl.LazyFrame | None = None,
 ) -> WaitClasses:
     """Classify every row of a lock_waits table; each distinct (stack_id, flags) is classified once.
 
@@ -492,6 +492,12 @@ def classify_waits(
     ``mmap_lock_holds`` (lock_holds rows of class mmap_lock: tid, ts, wait) turns
     an ambiguous rwsem wait that lies inside a task's mmap_lock acquisition into mmap_lock.
     """
+    if isinstance(waits, pl.LazyFrame):
+        waits = waits.collect()
+    if isinstance(stacks, pl.LazyFrame):
+        stacks = stacks.collect()
+    if isinstance(mmap_lock_holds, pl.LazyFrame):
+        mmap_lock_holds = mmap_lock_holds.collect()
     out_of_line: set[str] | None = None
     if kallsyms is not None:
         out_of_line = {base_name(str(n)) for n in kallsyms.names}
