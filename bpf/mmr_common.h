@@ -51,6 +51,16 @@ BPF_ARRAY(mmr_seq, u64, 1);
 BPF_STACK_TRACE(mmr_stacks, 16384);
 BPF_HASH(mmr_filter_tids, u32, u8, 65536);
 BPF_HASH(mmr_tasks, u32, struct mmr_task, 65536);
+/* [0] = 1 once user space stops the recording: from then on nothing is
+ * recorded, so detaching the programs (slow: an RCU grace period each) loses nothing. */
+BPF_ARRAY(mmr_ctl, u32, 1);
+
+static __always_inline int mmr_stopped(void)
+{
+	int zero = 0;
+	u32 *v = mmr_ctl.lookup(&zero);
+	return v && *v;
+}
 
 static __always_inline u64 mmr_next_seq(void)
 {
@@ -87,7 +97,7 @@ static __always_inline int mmr_comm_eq(const char *c)
 static __always_inline int mmr_want_current(u64 id)
 {
 	u32 tgid = id >> 32, tid = (u32)id;
-	if (tgid == MMR_SELF_TGID)
+	if (tgid == MMR_SELF_TGID || mmr_stopped())
 		return 0;
 #if MMR_FILTER_TIDS
 	if (mmr_filter_tids.lookup(&tid))
@@ -109,6 +119,8 @@ static __always_inline int mmr_want_current(u64 id)
 /* Is an event about another task (tid, comm from the tracepoint) wanted? */
 static __always_inline int mmr_want_task(u32 tid, const char *comm)
 {
+	if (mmr_stopped())
+		return 0;
 #if MMR_FILTER_TIDS
 	if (mmr_filter_tids.lookup(&tid))
 		return 1;

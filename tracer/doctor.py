@@ -95,7 +95,7 @@ def tier1(bcc: object) -> list[Check]:
         try:
             b = programs.load(bcc, [], programs.Filter())
             b.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK,
-                                fn_name="mmr_flush", sample_period=100_000_000, cpu=-1)
+                                fn_name=b"mmr_flush", sample_period=100_000_000, cpu=-1)
             b.cleanup()
             err = None
         except Exception as e:  # noqa: BLE001

@@ -132,4 +132,4 @@ def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_t
 
 def load(bcc: Any, families: Sequence[Family], flt: Filter, *, flush: bool = True, **kw: Any) -> Any:
     """Compile, load and attach (bcc attaches TRACEPOINT_PROBEs as it loads them)."""
-    return bcc.BPF(text=source(families, flush=flush), cflags=cflags(flt, **kw))
+    return bcc.BPF(text=source(families, flush=flush).encode(), cflags=cflags(flt, **kw))

@@ -16,6 +16,7 @@ the symbols and the tasks, and finalizes the trace.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import os
 import shutil
@@ -60,6 +61,7 @@ class RecordOptions:
     rb_pages: int = 4096
     vmlinux: Path | None = None
     chown: tuple[int, int] | None = None
+    check_tier2: bool = True  # load tier 2 at stop to say in the manifest why it was not recorded (~5 s)
 
 
 @dataclass
@@ -304,8 +306,12 @@ class Recorder:
 
     def _detach(self) -> None:
         b = self._bpf
-        for tp in list(b.tracepoint_fds):
-            b.detach_tracepoint(tp)
+        ctl = b["mmr_ctl"]
+        ctl[ctl.Key(0)] = ctl.Leaf(1)  # stop recording now; detaching takes a while
+        self._stop_ns = time.monotonic_ns()
+        # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(b.detach_tracepoint, list(b.tracepoint_fds)))
         try:
             b.detach_perf_event(ev_type=self._bcc.PerfType.SOFTWARE, ev_config=self._bcc.PerfSWConfig.CPU_CLOCK)
         except Exception:  # noqa: BLE001 - never attached
@@ -415,8 +421,6 @@ class Recorder:
         if not families:
             raise UsageError("none of the requested probes exists in this kernel: "
                              + "; ".join(f"{p.name}: {p.reason}" for p in skipped))
-        with kernel_env.captured_stderr():
-            skipped += self._tier2_skipped(bcc)
         cmd = _Command(o.command) if o.command else None
         try:
             return self._run(bcc, families, skipped, cmd)
@@ -458,7 +462,7 @@ class Recorder:
 
         b["mmr_rb"].open_ring_buffer(self._on_record)
         b.attach_perf_event(ev_type=bcc.PerfType.SOFTWARE, ev_config=bcc.PerfSWConfig.CPU_CLOCK,
-                            fn_name="mmr_flush", sample_period=FLUSH_PERIOD_NS, cpu=-1)
+                            fn_name=b"mmr_flush", sample_period=FLUSH_PERIOD_NS, cpu=-1)
 
         argv = list(o.command) if o.command else list(sys.argv)
         self._writer = TraceWriter(o.output, command=argv, force=o.force,
@@ -519,7 +523,7 @@ class Recorder:
         if self.opts.progress:
             sys.stderr.write("\n")
         self._detach()
-        stop_ns = time.monotonic_ns()
+        stop_ns = self._stop_ns
         status = cmd.stop() if cmd is not None else None
         # everything still in the ring buffer, then the partly filled batches
         self._bpf.ring_buffer_consume()
@@ -544,6 +548,11 @@ class Recorder:
             probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost,
                                 unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
         probes += not_recorded
+        if self.opts.check_tier2:
+            with kernel_env.captured_stderr():
+                probes += self._tier2_skipped(self._bcc)
+        else:
+            probes.append(Probe("tier2", 2, status="skipped", reason="not checked (--no-tier2-check)"))
         for p in probes:
             w.add_probe(p)
         w.manifest.extra["stop_reason"] = self._stop_reason

@@ -44,6 +44,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--vmlinux", type=Path, help="vmlinux with DWARF: adds file:line to the symbols table")
     p.add_argument("--page-free-gap-us", type=float, default=10.0, metavar="US",
                    help="a page-free burst ends after this gap without a free (default 10)")
+    p.add_argument("--no-tier2-check", action="store_true",
+                   help="do not test-load the tier-2 probes at stop (saves a few seconds)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
     return p
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         pf_gap_ns=int(args.page_free_gap_us * 1000),
         vmlinux=args.vmlinux,
         chown=chown,
+        check_tier2=not args.no_tier2_check,
     )
     r = record(opts)
     print(f"recorded {r.duration_s:.2f} s into {r.path}: {r.events:,} rows from BPF, {r.lost} lost "

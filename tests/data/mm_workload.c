@@ -1,0 +1,51 @@
+// Live-test workload: threads sharing one mm that fault, mprotect, madvise and
+// munmap private anonymous regions in a loop, so they contend on mmap_lock,
+// flush TLBs (also remotely, the mm runs on several CPUs) and free pages in
+// mmu_gather batches.  usage: mm_workload THREADS ITERATIONS PAGES
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int iterations, pages;
+static long page_size;
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < iterations; i++) {
+		size_t len = (size_t)pages * page_size;
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED) {
+			perror("mmap");
+			exit(1);
+		}
+		for (int k = 0; k < pages; k++)
+			p[(size_t)k * page_size] = (char)k;
+		mprotect(p, page_size, PROT_READ);
+		madvise(p + page_size, page_size, MADV_DONTNEED);
+		munmap(p, len);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: %s THREADS ITERATIONS PAGES\n", argv[0]);
+		return 2;
+	}
+	int threads = atoi(argv[1]);
+	iterations = atoi(argv[2]);
+	pages = atoi(argv[3]);
+	page_size = sysconf(_SC_PAGESIZE);
+	pthread_t tid[64];
+	if (threads < 1 || threads > 64)
+		return 2;
+	for (int t = 0; t < threads; t++)
+		pthread_create(&tid[t], NULL, worker, NULL);
+	for (int t = 0; t < threads; t++)
+		pthread_join(tid[t], NULL);
+	return 0;
+}
