@@ -191,12 +191,15 @@ static __always_inline void mmr_head(void *slot, u8 kind, u8 flags, u64 ts, u64 
 	h->flags = flags;
 }
 
-/* Submit the whole batch as one ring-buffer record; count its events as lost if refused. */
+/* Submit the whole batch as one ring-buffer record; count its events as lost if refused.
+ * No wakeup: user space polls every few ms, and a wakeup here would run
+ * (and trace) the scheduler from inside the probes, which the kernel then
+ * skips as BPF recursion. */
 static __always_inline void mmr_submit(struct mmr_batch *b)
 {
 	b->cpu = bpf_get_smp_processor_id();
 	b->flush_ts = bpf_ktime_get_ns();
-	if (mmr_rb.ringbuf_output(b, sizeof(*b), 0) != 0) {
+	if (mmr_rb.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) != 0) {
 #pragma unroll
 		for (int k = 1; k < MMR_MAX_KINDS; k++) {
 			if (!b->kind_count[k])
