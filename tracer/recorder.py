@@ -416,6 +416,8 @@ class Recorder:
         _check_output(o.output, o.force)
         if o.duration is not None and o.duration <= 0:
             raise UsageError("--duration must be positive")
+        programs.select(o.probes)  # user errors before touching the host
+        programs.cflags(programs.Filter(comm=o.comm))
         bcc, _ = kernel_env.prepare(self.notes)
         self._bcc = bcc
         families, skipped = self._choose()
@@ -527,43 +529,44 @@ class Recorder:
         self._detach()
         stop_ns = self._stop_ns
         status = cmd.stop() if cmd is not None else None
-        # everything still in the ring buffer, then the partly filled batches
-        self._bpf.ring_buffer_consume()
-        self._drain()
-        self._leftovers(stop_ns)
-        self._write(None)
-        stats = self._stats()
-
         w = self._writer
-        if self._stack_ids:
-            ids = sorted(self._stack_ids)
-            w.write("stacks", {"stack_id": pa.array(ids, pa.int32()),
-                               "ips": pa.array([self._stack(i) for i in ids], pa.list_(pa.uint64()))})
-        addrs = {ip for i in self._stack_ids for ip in self._stack(i)} | {a for a in self._ipi_addrs if a}
-        self._symbols(addrs)
-        w.write("tasks", self._tasks())
-
         probes: list[Probe] = []
-        for fam in self._families:
-            ev, lost, unmatched = stats.get(fam.kind, (0, 0, 0))
-            lost += self._recursion_misses(fam)
-            probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost,
-                                unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
-        probes += not_recorded
-        if self.opts.check_tier2:
-            with kernel_env.captured_stderr():
-                probes += self._tier2_skipped(self._bcc)
-        else:
-            probes.append(Probe("tier2", 2, status="skipped", reason="not checked (--no-tier2-check)"))
-        for p in probes:
-            w.add_probe(p)
-        w.manifest.extra["stop_reason"] = self._stop_reason
-        if self.notes.changes:
-            w.manifest.extra["host_changes"] = list(self.notes.changes)
-        m = w.close(start_ns=self._start_ns, end_ns=stop_ns)
-        self._bpf.cleanup()
-        if self.opts.chown is not None:
-            _chown_tree(self.opts.output, *self.opts.chown)
+        try:
+            # everything still in the ring buffer, then the partly filled batches and open intervals
+            self._bpf.ring_buffer_consume()
+            self._drain()
+            self._leftovers(stop_ns)
+            self._write(None)
+            stats = self._stats()
+            if self._stack_ids:
+                ids = sorted(self._stack_ids)
+                w.write("stacks", {"stack_id": pa.array(ids, pa.int32()),
+                                   "ips": pa.array([self._stack(i) for i in ids], pa.list_(pa.uint64()))})
+            addrs = {ip for i in self._stack_ids for ip in self._stack(i)} | {a for a in self._ipi_addrs if a}
+            self._symbols(addrs)
+            w.write("tasks", self._tasks())
+            for fam in self._families:
+                ev, lost, unmatched = stats.get(fam.kind, (0, 0, 0))
+                lost += self._recursion_misses(fam)
+                probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost,
+                                    unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
+            probes += not_recorded
+            if self.opts.check_tier2:
+                with kernel_env.captured_stderr():
+                    probes += self._tier2_skipped(self._bcc)
+            else:
+                probes.append(Probe("tier2", 2, status="skipped", reason="not checked (--no-tier2-check)"))
+        finally:
+            # whatever failed above, what was written stays a valid, finalized trace
+            for p in probes:
+                w.add_probe(p)
+            w.manifest.extra["stop_reason"] = self._stop_reason
+            if self.notes.changes:
+                w.manifest.extra["host_changes"] = list(self.notes.changes)
+            m = w.close(start_ns=self._start_ns, end_ns=stop_ns)
+            self._bpf.cleanup()
+            if self.opts.chown is not None:
+                _chown_tree(self.opts.output, *self.opts.chown)
         dur = (stop_ns - self._start_ns) / 1e9
         return RecordResult(
             path=self.opts.output, duration_s=dur, events=self._events, lost=m.lost_events,

@@ -1,0 +1,109 @@
+"""The recorder's pieces that need no kernel: decoding BPF slots into schema rows, and refusing bad input early."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from replay.cli.main import main
+from replay.errors import TraceError, UsageError
+from replay.trace.reader import Trace
+from replay.trace.writer import write_trace
+from tracer import decode, events, programs
+from tracer.recorder import Recorder, RecordOptions
+
+
+def _records(kind: int, n: int, **fields) -> np.ndarray:
+    rec = np.zeros(n, dtype=events.KIND_DTYPES[kind])
+    rec["kind"] = kind
+    rec["ts"] = 1_000 + np.arange(n) * 10
+    rec["seq"] = np.arange(n)
+    rec["pid"], rec["tid"], rec["cpu"] = 7, 8, 1
+    for k, v in fields.items():
+        rec[k] = v
+    return rec
+
+
+def _classify_all_other(stack, flags, addr):
+    return np.full(len(stack), "other", dtype=object)
+
+
+def test_every_decoder_yields_rows_its_table_accepts(tmp_path):
+    tables = {}
+    for kind, fam in programs.FAMILIES_BY_KIND.items():
+        rec = _records(kind, 5)
+        if kind == events.EV_LOCK_HOLD:
+            rec["lock_class"] = 1
+            rec["mode"] = 1
+        if kind == events.EV_TLB_FLUSH:
+            rec["reason"] = 5  # TLB_REMOTE_WRONG_CPU, the newest reason
+            rec["pages"] = -1
+        if kind == events.EV_SYSCALL:
+            rec["nr"] = np.arange(5)
+        if kind == events.EV_SCHED_WAKEUP:
+            rec["wake_kind"] = 2
+        tables[fam.table] = decode.columns(kind, rec, 0, _classify_all_other)
+    write_trace(tmp_path / "t", tables)
+    trace = Trace.open(tmp_path / "t")
+    for fam in programs.FAMILIES:
+        assert trace.rows(fam.table) == 5
+    assert trace.scan("tlb_flushes").collect()["reason"].cast(str).to_list() == ["TLB_REMOTE_WRONG_CPU"] * 5
+
+
+def test_intervals_opened_before_the_recording_start_at_the_recording_start():
+    start = 5_000
+    rec = _records(events.EV_SYSCALL, 2, dur=[300, 9_000])
+    rec["flags"][1] = events.F_NO_START | events.F_INCOMPLETE
+    rec["ts"][1] = 0  # the BPF side does not know when it opened; dur holds its end
+    cols = decode.columns(events.EV_SYSCALL, rec, start, _classify_all_other)
+    assert cols["ts"].tolist() == [1_000, start]
+    assert cols["dur"].tolist() == [300, 9_000 - start]
+    assert cols["incomplete"].tolist() == [False, True]
+
+
+def test_rows_come_out_sorted_by_timestamp_then_sequence():
+    rec = _records(events.EV_PAGE_FAULT, 4)
+    rec["ts"] = [30, 10, 10, 20]
+    rec["seq"] = [0, 5, 2, 1]
+    cols = decode.columns(events.EV_PAGE_FAULT, rec, 0, _classify_all_other)
+    assert cols["ts"].tolist() == [10, 10, 20, 30]
+    assert cols["seq"].tolist() == [2, 5, 1, 0]
+
+
+def test_sched_rows_refer_to_every_task_they_mention():
+    rec = _records(events.EV_SCHED_SWITCH, 1, next_tid=99)
+    assert decode.referenced_tids(events.EV_SCHED_SWITCH, rec).tolist() == [8, 99]
+
+
+def test_record_refuses_a_non_empty_directory_without_force(tmp_path):
+    (tmp_path / "x").write_text("mine")
+    with pytest.raises(TraceError, match="--force"):
+        Recorder(RecordOptions(output=tmp_path)).run()
+    with pytest.raises(TraceError, match="holds no trace"):
+        Recorder(RecordOptions(output=tmp_path, force=True)).run()
+
+
+def test_unknown_probe_is_a_one_line_usage_error(tmp_path, capsys):
+    assert main(["record", "-o", str(tmp_path / "t"), "--probes", "page_fault,nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch" in err[0] and "page_fault" in err[0]
+    assert not (tmp_path / "t").exists()
+
+
+def test_unknown_workload_is_a_one_line_usage_error(tmp_path, capsys):
+    assert main(["record", "-o", str(tmp_path / "t"), "--workload", "no-such-workload"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workload" in err[0]
+
+
+def test_comm_filters_that_cannot_be_compiled_in_are_refused():
+    with pytest.raises(UsageError):
+        programs.cflags(programs.Filter(comm='a"b'))
+    flags = programs.cflags(programs.Filter(comm="a-very-long-task-name"))
+    assert '-DMMR_COMM="a-very-long-tas"' in flags  # the kernel keeps 15 characters
+
+
+def test_probe_selection_keeps_load_order():
+    names = [f.name for f in programs.select(["tlb_flush", "page_free"])]
+    assert names == ["page_free", "tlb_flush"]  # a TLB flush closes the page-free burst: page_free first
+    assert [f.name for f in programs.select(None)] == [f.name for f in programs.FAMILIES]
