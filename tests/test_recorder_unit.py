@@ -107,3 +107,8 @@ def test_probe_selection_keeps_load_order():
     names = [f.name for f in programs.select(["tlb_flush", "page_free"])]
     assert names == ["page_free", "tlb_flush"]  # a TLB flush closes the page-free burst: page_free first
     assert [f.name for f in programs.select(None)] == [f.name for f in programs.FAMILIES]
+
+
+def test_a_preempted_task_switches_out_with_state_0_as_the_format_says():
+    rec = _records(events.EV_SCHED_SWITCH, 3, prev_state=[decode.TASK_REPORT_MAX, 1, 2])
+    assert decode.columns(events.EV_SCHED_SWITCH, rec, 0, _classify_all_other)["prev_state"].tolist() == [0, 1, 2]

@@ -83,10 +83,17 @@ def syscalls(rec: np.ndarray, start_ns: int) -> dict[str, np.ndarray]:
             "arg1": rec["arg1"], "ret": rec["ret"].astype(np.int64), "incomplete": inc}
 
 
+#: sched_switch reports a preempted task as TASK_REPORT_MAX (0x100 since Linux 4.14: its "R+");
+#: the trace format's prev_state says 0 for it, as the kernel did before.
+TASK_REPORT_MAX = 0x100
+
+
 def sched_switch(rec: np.ndarray, start_ns: int) -> dict[str, np.ndarray]:
+    state = rec["prev_state"].astype(np.int64)
+    state[state == TASK_REPORT_MAX] = 0
     return {"ts": rec["ts"].astype(np.int64), "seq": rec["seq"].astype(np.int64),
             "cpu": rec["cpu"].astype(np.int32), "prev_tid": rec["tid"].astype(np.int32),
-            "prev_prio": rec["prev_prio"].astype(np.int32), "prev_state": rec["prev_state"].astype(np.int64),
+            "prev_prio": rec["prev_prio"].astype(np.int32), "prev_state": state,
             "next_tid": rec["next_tid"].astype(np.int32), "next_prio": rec["next_prio"].astype(np.int32)}
 
 

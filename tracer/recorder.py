@@ -545,11 +545,18 @@ class Recorder:
             addrs = {ip for i in self._stack_ids for ip in self._stack(i)} | {a for a in self._ipi_addrs if a}
             self._symbols(addrs)
             w.write("tasks", self._tasks())
+            refused, skipped_hits = {}, {}
             for fam in self._families:
                 ev, lost, unmatched = stats.get(fam.kind, (0, 0, 0))
-                lost += self._recursion_misses(fam)
-                probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost,
+                misses = self._recursion_misses(fam)
+                refused[fam.name], skipped_hits[fam.name] = lost, misses
+                probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost + misses,
                                     unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
+            # Probe.lost = both; they differ in kind: a refused batch is lost data of the recorded tasks,
+            # a recursion skip is a tracepoint hit the kernel did not run the program for (another BPF
+            # program ran on that CPU), counted before the task filter: an upper bound.
+            w.manifest.extra["lost_breakdown"] = {"ring_buffer_refused": refused,
+                                                  "bpf_recursion_skipped": skipped_hits}
             probes += not_recorded
             if self.opts.check_tier2:
                 with kernel_env.captured_stderr():
