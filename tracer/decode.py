@@ -121,12 +121,19 @@ DECODERS = {
 }
 
 
-def columns(kind: int, rec: np.ndarray, start_ns: int, classify: Classifier) -> dict[str, np.ndarray]:
-    """The table columns of records of one kind, sorted by (ts, seq)."""
+def columns(kind: int, rec: np.ndarray, start_ns: int, classify: Classifier,
+            presorted: bool = False) -> dict[str, np.ndarray]:
+    """The table columns of records of one kind, sorted by (ts, seq).
+
+    presorted: the records are sorted by (ts, seq) already; only rows cut by the
+    start (whose ts becomes the recording start) may then need moving.
+    """
     if kind == events.EV_LOCK_WAIT:
         cols = lock_waits(rec, start_ns, classify)
     else:
         cols = DECODERS[kind](rec, start_ns)
+    if presorted and not (rec["flags"] & events.F_NO_START).any():
+        return cols
     order = np.lexsort((cols["seq"], cols["ts"]))
     if np.any(order[1:] != order[:-1] + 1):
         cols = {k: v[order] for k, v in cols.items()}

@@ -133,11 +133,22 @@ KIND_DTYPES: dict[int, np.dtype] = {
     EV_IPI: DTYPES["mmr_ipi"],
 }
 
-_SLOT = np.dtype((np.void, EVENT_SIZE))
+_WORDS = EVENT_SIZE // 8
+
+
+def words(rec: np.ndarray) -> np.ndarray:
+    """Contiguous slots (any 64-byte dtype) as an (n, 8) uint64 array: numpy copies, gathers and
+    concatenates these at memcpy speed, where structured dtypes go field by field (~10x slower)."""
+    return np.ascontiguousarray(rec).view(np.uint64).reshape(-1, _WORDS)
+
+
+def records(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(n, 8) uint64 slots viewed as records of one kind (no copy)."""
+    return np.ascontiguousarray(w).view(dtype).reshape(-1)
 
 
 def slots(batches: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
-    """The valid 64-byte slots of one or more concatenated batches, as a void array."""
+    """The valid slots of one or more concatenated batches, as an (n, 8) uint64 array."""
     raw = np.frombuffer(batches, dtype=np.uint8) if not isinstance(batches, np.ndarray) else batches.view(np.uint8)
     n = raw.size // BATCH_SIZE
     heads = raw[: n * BATCH_SIZE].reshape(n, BATCH_SIZE)
@@ -145,20 +156,24 @@ def slots(batches: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     counts = np.minimum(counts, BATCH_EVENTS)
     ev = heads[:, 64:].reshape(n, BATCH_EVENTS, EVENT_SIZE)
     mask = np.arange(BATCH_EVENTS)[None, :] < counts[:, None]
-    return np.ascontiguousarray(ev[mask]).view(_SLOT).ravel()
+    return np.ascontiguousarray(ev[mask]).view(np.uint64).reshape(-1, _WORDS)
 
 
-def split_by_kind(slot_array: np.ndarray) -> dict[int, np.ndarray]:
-    """Group slots by their kind byte and view each group with its kind's dtype."""
-    if slot_array.size == 0:
+def split_by_kind(slot_words: np.ndarray) -> dict[int, np.ndarray]:
+    """Group (n, 8) uint64 slots by their kind byte; each group viewed with its kind's dtype."""
+    if slot_words.size == 0:
         return {}
-    kinds = slot_array.view(np.uint8).reshape(-1, EVENT_SIZE)[:, 26]
+    kinds = slot_words.view(np.uint8).reshape(-1, EVENT_SIZE)[:, 26]
+    order = np.argsort(kinds, kind="stable")  # one gather for all kinds, then slices
+    grouped = slot_words[order]
+    sorted_kinds = kinds[order]
+    present = np.unique(sorted_kinds)
+    bounds = np.searchsorted(sorted_kinds, np.append(present, 256))
     out: dict[int, np.ndarray] = {}
-    for k in np.unique(kinds):
-        dt = KIND_DTYPES.get(int(k))
-        if dt is None:
-            continue
-        out[int(k)] = slot_array[kinds == k].view(dt)
+    for k, lo, hi in zip(present.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        dt = KIND_DTYPES.get(k)
+        if dt is not None:
+            out[k] = records(grouped[lo:hi], dt)
     return out
 
 

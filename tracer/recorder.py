@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from tracer import decode, events, kernel_env, programs
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
 WATERMARK_LAG_NS = 500_000_000  # rows older than now - lag are written out
 WRITE_EVERY_S = 0.5
-POLL_S = 0.01  # ring-buffer consume period: 16 MiB hold ~1000 batches, 100+ ms at 2M events/s
+POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
 
 
@@ -59,7 +60,7 @@ class RecordOptions:
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
-    rb_pages: int = 4096
+    rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
     vmlinux: Path | None = None
     chown: tuple[int, int] | None = None
     check_tier2: bool = True  # load tier 2 at stop to say in the manifest why it was not recorded (~5 s)
@@ -256,10 +257,19 @@ class Recorder:
         self._pending_rows[kind] = self._pending_rows.get(kind, 0) + len(rec)
         self._events += len(rec)
 
+    def _consume_loop(self) -> None:
+        """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
+        (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
+        while not self._consumer_stop.is_set():
+            self._bpf.ring_buffer_consume()
+            self._consumer_stop.wait(POLL_S)
+
     def _drain(self) -> None:
         if self._raw:
             t = time.perf_counter()
-            raw, self._raw = b"".join(self._raw), []
+            n = len(self._raw)  # the consumer thread only appends
+            raw = b"".join(self._raw[:n])
+            del self._raw[:n]
             self._absorb(raw)
             self._drain_s += time.perf_counter() - t
 
@@ -269,13 +279,16 @@ class Recorder:
         for kind, parts in list(self._pending.items()):
             if not parts:
                 continue
-            rec = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            dt = events.KIND_DTYPES[kind]
+            rec = parts[0] if len(parts) == 1 else events.records(np.concatenate([events.words(p) for p in parts]), dt)
+            # one gather (as uint64 words: fast), then the watermark split is by slicing
+            rec = events.records(events.words(rec)[np.lexsort((rec["seq"], rec["ts"]))], dt)
             if watermark is not None and self._pending_rows.get(kind, 0) < CHUNK_ROWS:
-                ready = rec["ts"] < watermark
-                if not ready.any():
+                cut = int(np.searchsorted(rec["ts"], watermark))
+                if cut == 0:
                     self._pending[kind] = [rec]
                     continue
-                keep, rec = rec[~ready], rec[ready]
+                keep, rec = events.records(events.words(rec[cut:]).copy(), dt), rec[:cut]
                 self._pending[kind] = [keep] if len(keep) else []
                 self._pending_rows[kind] = len(keep)
             else:
@@ -285,7 +298,7 @@ class Recorder:
 
     def _emit(self, kind: int, rec: np.ndarray) -> None:
         fam = programs.FAMILIES_BY_KIND[kind]
-        cols = decode.columns(kind, rec, self._start_ns, self._classify)
+        cols = decode.columns(kind, rec, self._start_ns, self._classify, presorted=True)
         self._tids.update(decode.referenced_tids(kind, rec).tolist())
         if kind in (events.EV_LOCK_WAIT, events.EV_LOCK_HOLD):
             self._stack_ids.update(int(s) for s in np.unique(cols["stack_id"]) if s >= 0)
@@ -493,14 +506,24 @@ class Recorder:
         self._stop_reason = signal.Signals(signum).name
 
     def _loop(self, cmd: _Command | None) -> None:
+        self._consumer_stop = threading.Event()
+        consumer = threading.Thread(target=self._consume_loop, name="mmreplay-ringbuf", daemon=True)
+        consumer.start()
+        try:
+            self._until_stop(cmd)
+        finally:
+            self._consumer_stop.set()
+            consumer.join()
+
+    def _until_stop(self, cmd: _Command | None) -> None:
+        """Decode and write every WRITE_EVERY_S, show progress, until a stop condition."""
         o = self.opts
         deadline = None if o.duration is None else self._start_ns + int(o.duration * 1e9)
         next_write = time.monotonic() + WRITE_EVERY_S
         next_progress = time.monotonic() + 1.0
         last_events, last_t = 0, time.monotonic()
         while not self._stop:
-            time.sleep(POLL_S)  # the probes submit without wakeups (see mmr_submit)
-            self._bpf.ring_buffer_consume()
+            time.sleep(0.05)
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "duration"
@@ -516,7 +539,7 @@ class Recorder:
                 t = time.monotonic()
                 lost = sum(s[1] for s in self._stats().values())
                 rate = (self._events - last_events) / (t - last_t)
-                sys.stderr.write(f"\rmmreplay: recording {(now - self._start_ns) / 1e9:7.1f} s  "
+                sys.stderr.write(f"\rmmreplay: recording {(time.monotonic_ns() - self._start_ns) / 1e9:7.1f} s  "
                                  f"{self._events:>12,} events  {rate:>10,.0f} ev/s  lost {lost}   ")
                 sys.stderr.flush()
                 last_events, last_t, next_progress = self._events, t, t + 1.0
