@@ -2,13 +2,15 @@
 // munmap private anonymous regions in a loop, so they contend on mmap_lock,
 // flush TLBs (also remotely, the mm runs on several CPUs) and free pages in
 // mmu_gather batches.  usage: mm_workload THREADS ITERATIONS PAGES [time]
-// With "time", prints the wall time of the threads' work in ns on stdout
+// With "time", prints the wall time of the threads' work and the CPU time
+// (user + system, all threads) of the process, in ns, on stdout
 // (benchmarks/record_overhead.py: excludes tracer start-up and exec).
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +56,12 @@ int main(int argc, char **argv)
 	for (int t = 0; t < threads; t++)
 		pthread_join(tid[t], NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
-	if (argc == 5)
-		printf("%lld\n", (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
+	if (argc == 5) {
+		struct rusage ru;
+		getrusage(RUSAGE_SELF, &ru);
+		long long cpu = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+				(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+		printf("%lld %lld\n", (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec), cpu);
+	}
 	return 0;
 }
