@@ -130,6 +130,11 @@ def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_t
     return flags
 
 
-def load(bcc: Any, families: Sequence[Family], flt: Filter, *, flush: bool = True, **kw: Any) -> Any:
-    """Compile, load and attach (bcc attaches TRACEPOINT_PROBEs as it loads them)."""
-    return bcc.BPF(text=source(families, flush=flush).encode(), cflags=cflags(flt, **kw))
+def load(bcc: Any, families: Sequence[Family], flt: Filter, *, flush: bool = True, extra_text: str = "",
+         extra_cflags: Sequence[str] = (), **kw: Any) -> Any:
+    """Compile, load and attach (bcc attaches TRACEPOINT_PROBEs as it loads them).
+
+    extra_text/extra_cflags: more families appended to the same program (tier 2, tracer.tier2.c_text).
+    """
+    text = source(families, flush=flush) + ("\n" + extra_text if extra_text else "")
+    return bcc.BPF(text=text.encode(), cflags=cflags(flt, **kw) + list(extra_cflags))

@@ -63,7 +63,7 @@ class RecordOptions:
     rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
     vmlinux: Path | None = None
     chown: tuple[int, int] | None = None
-    check_tier2: bool = True  # load tier 2 at stop to say in the manifest why it was not recorded (~5 s)
+    check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
 
 
 @dataclass
@@ -203,6 +203,10 @@ class Recorder:
         self._stop_reason = ""
         self._stop = False
         self._drain_s = 0.0
+        self._t2: list[tuple[Any, str]] = []  # (tracer.tier2.Family, attach mode) being recorded
+        self._t2_probes: list[Probe] = []
+        self._t2_kinds: set[int] = set()
+        self._t2_parts: dict[int, list[np.ndarray]] = {}
 
     # -- setup ------------------------------------------------------------------
 
@@ -219,8 +223,23 @@ class Recorder:
         return use, skipped
 
     def _load(self, bcc: Any, families: list[programs.Family], flt: programs.Filter) -> tuple[Any, list, list[Probe]]:
-        """Load all families at once; if that fails, find and skip the ones that do not load."""
+        """Load all families at once (with the usable tier-2 ones); if that fails, drop tier 2, then find
+        and skip the tier-1 families that do not load."""
         kw = {"rb_pages": self.opts.rb_pages, "pf_gap_ns": self.opts.pf_gap_ns}
+        if self._t2:
+            from tracer import tier2
+
+            fentry = self._t2[0][1] == "fentry"
+            try:
+                with kernel_env.captured_stderr():
+                    b = programs.load(bcc, families, flt, extra_text="\n".join(tier2.c_text(f) for f, _ in self._t2),
+                                      extra_cflags=tier2.cflags(fentry), **kw)
+                return b, families, []
+            except Exception as e:  # noqa: BLE001
+                self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed",
+                                          reason=f"loading with tier 1 failed: {str(e).splitlines()[0][:200]}")
+                                    for f, _ in self._t2]
+                self._t2 = []
         try:
             return programs.load(bcc, families, flt, **kw), families, []
         except Exception:  # noqa: BLE001 - bcc raises bare Exception for compile/verifier/attach failures
@@ -251,6 +270,11 @@ class Recorder:
             self._add(kind, rec)
 
     def _add(self, kind: int, rec: np.ndarray) -> None:
+        if kind in self._t2_kinds and len(rec):
+            # tier 2 pairs acquisitions and releases at stop (tracer.tier2.decode_tables): kept until then
+            self._t2_parts.setdefault(kind, []).append(rec)
+            self._events += len(rec)
+            return
         if kind not in self._kinds or not len(rec):
             return
         self._pending.setdefault(kind, []).append(rec)
@@ -459,9 +483,13 @@ class Recorder:
             if t is not None:
                 self._tasks_at_start[tid] = t
 
+        self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         b = self._bpf
         self._kinds = {f.kind for f in self._families}
+        if self._t2:
+            self._tier2_attach()
+        self._t2_kinds = {k for f, _ in self._t2 for k in f.kinds}
         one = ctypes.c_uint8(1)
         ftable = b["mmr_filter_tids"]
         for tid in tids:
@@ -482,7 +510,7 @@ class Recorder:
 
         argv = list(o.command) if o.command else list(sys.argv)
         self._writer = TraceWriter(o.output, command=argv, force=o.force,
-                                   extra={"recorder": "mmreplay record (tier 1, bcc)",
+                                   extra={"recorder": "mmreplay record (bcc)",
                                           "filter": {"tids": sorted(tids), "comm": o.comm,
                                                      "system_wide": not tids and o.comm is None},
                                           "page_free_gap_ns": o.pf_gap_ns})
@@ -560,6 +588,8 @@ class Recorder:
             self._drain()
             self._leftovers(stop_ns)
             self._write(None)
+            if self._t2:
+                self._tier2_finish(stop_ns)
             stats = self._stats()
             if self._stack_ids:
                 ids = sorted(self._stack_ids)
@@ -580,12 +610,7 @@ class Recorder:
             # program ran on that CPU), counted before the task filter: an upper bound.
             w.manifest.extra["lost_breakdown"] = {"ring_buffer_refused": refused,
                                                   "bpf_recursion_skipped": skipped_hits}
-            probes += not_recorded
-            if self.opts.check_tier2:
-                with kernel_env.captured_stderr():
-                    probes += self._tier2_skipped(self._bcc)
-            else:
-                probes.append(Probe("tier2", 2, status="skipped", reason="not checked (--no-tier2-check)"))
+            probes += not_recorded + self._t2_probes
         finally:
             # whatever failed above, what was written stays a valid, finalized trace
             for p in probes:
@@ -615,20 +640,78 @@ class Recorder:
                 total += prog_recursion_misses(fn.fd)
         return total
 
-    def _tier2_skipped(self, bcc: Any) -> list[Probe]:
-        """Tier-2 probes are not recorded by this recorder: say which and why."""
+    def _tier2_plan(self, bcc: Any) -> None:
+        """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
+
+        detect() is cached per boot; the slow statuses() (it compiles each family) runs only when
+        detection says some family works, to learn its attach mode.
+        """
+        self._t2, self._t2_probes = [], []
+        if not self.opts.check_tier2:
+            self._t2_probes = [Probe("tier2", 2, status="skipped", reason="not checked (--no-tier2-check)")]
+            return
         try:
-            from tracer.tier2 import detect
+            from tracer import tier2
         except ImportError:
-            return []
-        out = []
+            return
         try:
-            for probe, ok, reason, _fix in detect(bcc):
-                out.append(Probe(probe, 2, status="skipped",
-                                 reason=reason if not ok else "tier 2 is not part of tier-1 recording"))
-        except Exception as e:  # noqa: BLE001 - a detection failure must not lose the recording
-            out.append(Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}"))
-        return out
+            with kernel_env.captured_stderr():
+                rows = tier2.detect(bcc)
+                statuses = tier2.statuses(bcc) if any(r[1] for r in rows) else []
+        except Exception as e:  # noqa: BLE001 - a detection failure must not stop tier 1
+            self._t2_probes = [Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}")]
+            return
+        usable = [(st.family, st.mode) for st in statuses if st.mode]
+        # one program, one MMR_T2_FENTRY: record the families of one attach mode (fentry preferred)
+        fentry = any(m == "fentry" for _, m in usable)
+        self._t2 = [(f, m) for f, m in usable if (m == "fentry") == fentry]
+        chosen = {f"tier2:{f.name}" for f, _ in self._t2}
+        for name, ok, reason, _fix in rows:
+            if name not in chosen:
+                why = reason if not ok else "works only in the other attach mode than the recorded tier-2 families"
+                self._t2_probes.append(Probe(name, 2, status="skipped", reason=why))
+
+    def _tier2_attach(self) -> None:
+        from tracer import tier2
+
+        attached = []
+        for fam, mode in self._t2:
+            try:
+                with kernel_env.captured_stderr():
+                    tier2.attach(self._bpf, fam, mode)
+                attached.append((fam, mode))
+            except Exception as e:  # noqa: BLE001
+                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="failed",
+                                             reason=f"attach failed: {str(e).splitlines()[0][:200]}"))
+        self._t2 = attached
+
+    def _tier2_finish(self, stop_ns: int) -> None:
+        """Decode, classify and write the tier-2 tables; a failure here fails tier 2 only."""
+        from tracer import tier2
+
+        fams = [f for f, _ in self._t2]
+        try:
+            by_kind = {k: events.records(np.concatenate([events.words(p) for p in parts]), events.KIND_DTYPES[k])
+                       for k, parts in self._t2_parts.items() if parts}
+            dec = tier2.decode_tables(by_kind, self._bpf, fams, self._start_ns, stop_ns)
+            if dec.holds is not None and len(dec.holds.columns["ts"]):
+                ids = {int(i) for i in np.unique(dec.holds.columns["stack_id"]) if i >= 0}
+                self._stack_ids |= ids
+                import polars as pl
+
+                stacks = pl.DataFrame({"stack_id": sorted(ids), "ips": [self._stack(i) for i in sorted(ids)]},
+                                      schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+                tier2.classify_holds(dec.holds, stacks, self._kallsyms)
+            for table, cols in dec.tables.items():
+                self._writer.write(table, cols)
+            for fam, mode in self._t2:
+                n = sum(len(by_kind[k]) for k in fam.kinds if k in by_kind)
+                cut = dec.cut_by_start.get(fam.table, 0) + dec.cut_by_stop.get(fam.table, 0)
+                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="recorded", reason=f"{mode} mode",
+                                             events=n, unmatched=cut))
+        except Exception as e:  # noqa: BLE001
+            self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=f"decoding failed: {e}")
+                                for f in fams]
 
 
 def _chown_tree(path: Path, uid: int, gid: int) -> None:

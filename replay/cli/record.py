@@ -45,7 +45,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--page-free-gap-us", type=float, default=10.0, metavar="US",
                    help="a page-free burst ends after this gap without a free (default 10)")
     p.add_argument("--no-tier2-check", action="store_true",
-                   help="do not test-load the tier-2 probes at stop (saves a few seconds)")
+                   help="do not detect and record tier-2 probes (fentry/kprobes); detection compiles for "
+                   "seconds on the first recording after boot")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
     return p
 
