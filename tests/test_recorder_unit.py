@@ -112,3 +112,56 @@ def test_probe_selection_keeps_load_order():
 def test_a_preempted_task_switches_out_with_state_0_as_the_format_says():
     rec = _records(events.EV_SCHED_SWITCH, 3, prev_state=[decode.TASK_REPORT_MAX, 1, 2])
     assert decode.columns(events.EV_SCHED_SWITCH, rec, 0, _classify_all_other)["prev_state"].tolist() == [0, 1, 2]
+
+
+class _FakeMap:
+    """Stands in for a bcc table: items() for hash maps, [0] -> per-CPU values for per-CPU arrays."""
+
+    def __init__(self, items=(), per_cpu=()):
+        self._items, self._per_cpu = list(items), list(per_cpu)
+
+    def items(self):
+        return self._items
+
+    def __getitem__(self, key):
+        return self._per_cpu
+
+
+def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
+    from types import SimpleNamespace as NS
+
+    stop = 10_000
+    batch = np.zeros(1, events.DTYPES["mmr_batch"])
+    batch["count"] = 1
+    slot = batch["ev"][0][:64].view(events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    slot["kind"], slot["ts"], slot["tid"] = events.EV_PAGE_FAULT, 9_000, 8
+    import ctypes
+
+    cpu_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
+    fake = {
+        "mmr_batches": _FakeMap(per_cpu=[cpu_batch]),
+        "mmr_pf_bursts": _FakeMap(per_cpu=[NS(active=1, first_ts=8_000, last_ts=8_500, seq=3, pid=7, tid=8,
+                                               batched=1, pages=40), NS(active=0)]),
+        "mmr_mmap_lock": _FakeMap(items=[
+            (NS(tid=8, mm=0xAA), NS(held=1, acq_ts=7_000, seq=1, pid=7, cpu=0, wait=50, depth=0, write=1)),
+            (NS(tid=9, mm=0xAA), NS(held=0)),  # still waiting for the lock: only counted
+        ]),
+        "mmr_contention": _FakeMap(items=[(NS(tid=9, addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, flags=4,
+                                                                     begins=2, stack_id=-1))]),
+        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2))]),
+    }
+    r = Recorder(RecordOptions(output="unused"))
+    r._bpf, r._unmatched_extra, r._start_ns = fake, {}, 0
+    r._kinds = {f.kind for f in programs.FAMILIES}
+    r._leftovers(stop)
+    got = {k: decode.columns(k, np.concatenate(v), 0, _classify_all_other) for k, v in r._pending.items()}
+    assert got[events.EV_PAGE_FAULT]["ts"].tolist() == [9_000]  # from the partly filled batch
+    burst = got[events.EV_PAGE_FREE]
+    assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
+    hold = got[events.EV_LOCK_HOLD]
+    assert (hold["ts"].tolist(), hold["dur"].tolist(), hold["incomplete"].tolist()) == ([7_000], [3_000], [True])
+    assert hold["lock_class"].tolist() == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
+    wait = got[events.EV_LOCK_WAIT]
+    assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
+    call = got[events.EV_SYSCALL]
+    assert (call["dur"].tolist(), call["name"].tolist(), call["incomplete"].tolist()) == ([5_000], [1], [True])
