@@ -1,17 +1,18 @@
-"""The tier-1 live recorder: load the BPF probe families, drain batches in bulk, write a trace.
+"""The live recorder: load the BPF probe families, drain batches in bulk, write a trace.
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
-256 slots and submit it as one ring-buffer record; the poll callback only
-copies the record's bytes; every ~0.25 s the copied records are decoded with
-numpy (tracer/events.py), split by kind and buffered; rows older than a
-watermark are sorted by (ts, seq) and written as one chunk per table.
-Interval rows (holds, waits, syscalls, bursts) are emitted when they end, so
-they are sorted within each chunk only.
+256 slots and submit it as one ring-buffer record without waking anyone; a
+reader thread copies records out every few ms; every 0.5 s the main thread
+decodes them with numpy (tracer/events.py), splits them by kind, sorts each
+table by (ts, seq) and writes the rows older than a watermark as one chunk
+per table. Interval rows (holds, waits, syscalls, bursts) are emitted when
+they end, so they are sorted within each chunk only.
 
-Stop (duration, command exit, SIGINT/SIGTERM) detaches every probe first, then
-drains the ring buffer, the partly filled per-CPU batches, the open page-free
-bursts and the still-open intervals (as incomplete rows), the kernel stacks,
-the symbols and the tasks, and finalizes the trace.
+Stop (duration, command exit, SIGINT/SIGTERM) sets a flag that stops every
+probe at once, detaches them, then drains the ring buffer, the partly filled
+per-CPU batches, the open page-free bursts and the still-open intervals (as
+incomplete rows), the tier-2 tables if any, the kernel stacks, the symbols and
+the tasks, and finalizes the trace. docs/RECORDING.md has the whole story.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from replay.errors import TraceError, UsageError
-from replay.trace.manifest import MANIFEST, Probe
-from replay.trace.writer import TraceWriter
+from replay.errors import UsageError
+from replay.trace.manifest import Probe
+from replay.trace.writer import TraceWriter, check_target
 from tracer import decode, events, kernel_env, programs
 
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
@@ -79,17 +80,6 @@ class RecordResult:
     command_status: int | None = None
     drain_events_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def _check_output(path: Path, force: bool) -> None:
-    """Refuse a non-empty output before loading anything (TraceWriter re-checks when it opens)."""
-    if path.exists() and not path.is_dir():
-        raise TraceError(path, "exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise TraceError(path, "already exists and is not empty; use --force to overwrite")
-        if not (path / MANIFEST).exists():
-            raise TraceError(path, "is not empty and holds no trace; refusing to delete it even with --force")
 
 
 def _threads_of(pid: int) -> list[int]:
@@ -450,7 +440,7 @@ class Recorder:
 
     def run(self) -> RecordResult:
         o = self.opts
-        _check_output(o.output, o.force)
+        check_target(Path(o.output), o.force)  # refuse before the slow set-up; TraceWriter checks again
         if o.duration is not None and o.duration <= 0:
             raise UsageError("--duration must be positive")
         programs.select(o.probes)  # user errors before touching the host
