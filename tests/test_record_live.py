@@ -94,6 +94,10 @@ def test_every_tier1_table_has_rows_of_the_workload_threads(recorded, workload):
     for table, col in by_tid.items():
         n = trace.scan(table).filter(pl.col(col).is_in(list(tids))).select(pl.len()).collect().item()
         assert n > 0, f"no {table} rows for the workload"
+    # the --comm filter ran in the kernel: no fault or syscall of any other task came through
+    for table in ("page_faults", "syscalls", "lock_holds"):
+        seen = set(trace.scan(table).select("tid").unique().collect()["tid"].to_list())
+        assert seen <= tids, table
     switches = trace.scan("sched_switch").filter(
         pl.col("prev_tid").is_in(list(tids)) | pl.col("next_tid").is_in(list(tids))).select(pl.len()).collect()
     assert switches.item() > 0
@@ -185,6 +189,9 @@ def test_sigint_mid_recording_leaves_a_valid_finalized_trace(tmp_path, workload)
     assert trace.manifest.complete and trace.manifest.extra["stop_reason"] == "SIGINT"
     assert trace.rows("page_faults") > 0
     assert trace.manifest.end_ns > trace.manifest.start_ns
+    # by default a command's own process tree is recorded, nothing else
+    pids = set(trace.scan("page_faults").select("pid").unique().collect()["pid"].to_list())
+    assert pids == set(trace.manifest.extra["filter"]["tids"]), pids  # the command's pid (the workload)
 
 
 def test_every_tier1_probe_family_compiles_loads_and_attaches(bcc):
