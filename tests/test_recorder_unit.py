@@ -165,3 +165,22 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
     call = got[events.EV_SYSCALL]
     assert (call["dur"].tolist(), call["name"].tolist(), call["incomplete"].tolist()) == ([5_000], [1], [True])
+
+
+def test_lock_waits_are_classified_once_per_distinct_stack_and_flags(monkeypatch):
+    import replay.lockclass
+    from tracer.recorder import _lock_classifier
+
+    seen = []
+
+    def fake_classify(lock_addr, flags, stack, symbolize):
+        seen.append((tuple(stack), flags))
+        return "anon_vma" if stack else "other"
+
+    monkeypatch.setattr(replay.lockclass, "classify", fake_classify)
+    run = _lock_classifier(None, lambda sid: [0xFFFF0000 + sid])
+    out = run(np.array([3, -1, 3, 5, 3], np.int32), np.array([4, 2, 4, 4, 2], np.uint32), np.zeros(5, np.uint64))
+    assert out.tolist() == ["anon_vma", "other", "anon_vma", "anon_vma", "anon_vma"]
+    assert sorted(seen) == sorted([((), 2), ((0xFFFF0003,), 4), ((0xFFFF0003,), 2), ((0xFFFF0005,), 4)])
+    run(np.array([3], np.int32), np.array([4], np.uint32), np.zeros(1, np.uint64))
+    assert len(seen) == 4  # cached across chunks

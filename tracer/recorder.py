@@ -119,18 +119,20 @@ def _lock_classifier(kallsyms: Any, stack_of: Callable[[int], list[int]]) -> dec
         return hit[0] if hit else None
 
     def run(stack: np.ndarray, flags: np.ndarray, addr: np.ndarray) -> np.ndarray:
-        out = np.empty(len(stack), dtype=object)
-        for i, (sid, fl, a) in enumerate(zip(stack.tolist(), flags.tolist(), addr.tolist(), strict=True)):
-            key = (sid, fl)
+        # one classification per distinct (stack, flags), not per row
+        keys = (stack.astype(np.int64) << 32) | flags.astype(np.int64)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        classes = []
+        for i in first.tolist():
+            key = (int(stack[i]), int(flags[i]))
             cls = cache.get(key)
             if cls is None:
-                if classify is None:
-                    cls = "other"
-                else:
-                    cls = classify(a, fl, stack_of(sid) if sid >= 0 else [], symbolize)
+                sid, fl = key
+                cls = "other" if classify is None else classify(int(addr[i]), fl, stack_of(sid) if sid >= 0 else [],
+                                                                symbolize)
                 cache[key] = cls
-            out[i] = cls
-        return out
+            classes.append(cls)
+        return np.asarray(classes, dtype=object)[inverse.reshape(-1)]
 
     return run
 
