@@ -117,6 +117,9 @@ def ensure_kernel_headers(notes: Notes) -> Path:
     require_root()
     tree, common = picked
     moddir.mkdir(parents=True, exist_ok=True)
+    if build.exists() and not build.is_symlink():
+        raise EnvironmentProblem("kernel headers", f"{build} exists but holds no kernel headers",
+                                 f"remove it, or install linux-headers-{release}")
     if build.is_symlink():
         build.unlink()
     build.symlink_to(tree)
