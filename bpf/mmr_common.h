@@ -51,15 +51,18 @@ BPF_ARRAY(mmr_seq, u64, 1);
 BPF_STACK_TRACE(mmr_stacks, 16384);
 BPF_HASH(mmr_filter_tids, u32, u8, 65536);
 BPF_HASH(mmr_tasks, u32, struct mmr_task, 65536);
-/* [0] = 1 once user space stops the recording: from then on nothing is
- * recorded, so detaching the programs (slow: an RCU grace period each) loses nothing. */
+/* [0]: MMR_RECORDING while recording. Before (0: the programs are attached
+ * while user space still sets up) and after (2: detaching takes an RCU grace
+ * period per program) nothing is recorded, so every event lies between the
+ * recording's start and stop. */
+#define MMR_RECORDING 1
 BPF_ARRAY(mmr_ctl, u32, 1);
 
 static __always_inline int mmr_stopped(void)
 {
 	int zero = 0;
 	u32 *v = mmr_ctl.lookup(&zero);
-	return v && *v;
+	return !v || *v != MMR_RECORDING;
 }
 
 static __always_inline u64 mmr_next_seq(void)

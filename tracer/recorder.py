@@ -44,6 +44,7 @@ WATERMARK_LAG_NS = 500_000_000  # rows older than now - lag are written out
 WRITE_EVERY_S = 0.5
 POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
+CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 
 
 @dataclass
@@ -336,8 +337,7 @@ class Recorder:
 
     def _detach(self) -> None:
         b = self._bpf
-        ctl = b["mmr_ctl"]
-        ctl[ctl.Key(0)] = ctl.Leaf(1)  # stop recording now; detaching takes a while
+        self._set_ctl(CTL_STOPPED)  # stop recording now; detaching takes a while
         self._stop_ns = time.monotonic_ns()
         # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
@@ -346,6 +346,10 @@ class Recorder:
             b.detach_perf_event(ev_type=self._bcc.PerfType.SOFTWARE, ev_config=self._bcc.PerfSWConfig.CPU_CLOCK)
         except Exception:  # noqa: BLE001 - never attached
             pass
+
+    def _set_ctl(self, state: int) -> None:
+        ctl = self._bpf["mmr_ctl"]
+        ctl[ctl.Key(0)] = ctl.Leaf(state)
 
     def _per_cpu_bytes(self, name: str) -> list[bytes]:
         """The raw per-CPU values of a one-entry per-CPU array map."""
@@ -511,6 +515,7 @@ class Recorder:
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._start_ns = time.monotonic_ns()
+        self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
         if cmd is not None:
             cmd.release()
         try:
