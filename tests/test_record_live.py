@@ -201,3 +201,14 @@ def test_every_tier1_probe_family_compiles_loads_and_attaches(bcc):
 
     checks = tier1(bcc)
     assert [c.name for c in checks if not c.ok] == []
+
+
+def test_every_row_lies_inside_the_recorded_span(recorded):
+    trace, _ = recorded
+    m = trace.manifest
+    for name in trace.tables:
+        if "ts" not in trace.scan(name).collect_schema().names():
+            continue
+        lo, hi = trace.scan(name).select(pl.col("ts").min(), pl.col("ts").max()).collect().row(0)
+        if lo is not None:
+            assert m.start_ns <= lo and hi <= m.end_ns, name
