@@ -209,6 +209,7 @@ def test_every_row_lies_inside_the_recorded_span(recorded):
     for name in trace.tables:
         if "ts" not in trace.scan(name).collect_schema().names():
             continue
-        lo, hi = trace.scan(name).select(pl.col("ts").min(), pl.col("ts").max()).collect().row(0)
+        ts = pl.col("ts")
+        lo, hi = trace.scan(name).select(ts.min().alias("lo"), ts.max().alias("hi")).collect().row(0)
         if lo is not None:
             assert m.start_ns <= lo and hi <= m.end_ns, name
