@@ -40,10 +40,11 @@ from replay.trace.writer import TraceWriter, check_target
 from tracer import decode, events, kernel_env, programs
 
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
-WATERMARK_LAG_NS = 500_000_000  # rows older than now - lag are written out
-WRITE_EVERY_S = 0.5
+WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flush period + slack)
+WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
 POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
+MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 
 
@@ -186,6 +187,7 @@ class Recorder:
         self.opts = opts
         self.notes = kernel_env.Notes([])
         self._raw: list[bytes] = []
+        self._raw_bytes = 0
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
@@ -254,6 +256,7 @@ class Recorder:
 
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))
+        self._raw_bytes += size
         return 0
 
     def _absorb(self, raw: bytes | np.ndarray) -> None:
@@ -278,7 +281,9 @@ class Recorder:
         """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
         (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
         while not self._consumer_stop.is_set():
-            self._bpf.ring_buffer_consume()
+            if self._raw_bytes < MAX_BACKLOG_BYTES:
+                self._bpf.ring_buffer_consume()
+            # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
             self._consumer_stop.wait(POLL_S)
 
     def _drain(self) -> None:
@@ -287,6 +292,7 @@ class Recorder:
             n = len(self._raw)  # the consumer thread only appends
             raw = b"".join(self._raw[:n])
             del self._raw[:n]
+            self._raw_bytes -= len(raw)
             self._absorb(raw)
             self._drain_s += time.perf_counter() - t
 
