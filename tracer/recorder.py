@@ -187,7 +187,7 @@ class Recorder:
         self.opts = opts
         self.notes = kernel_env.Notes([])
         self._raw: list[bytes] = []
-        self._raw_bytes = 0
+        self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
@@ -256,7 +256,7 @@ class Recorder:
 
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))
-        self._raw_bytes += size
+        self._copied_bytes += size  # written by the consumer thread only
         return 0
 
     def _absorb(self, raw: bytes | np.ndarray) -> None:
@@ -281,7 +281,7 @@ class Recorder:
         """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
         (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
         while not self._consumer_stop.is_set():
-            if self._raw_bytes < MAX_BACKLOG_BYTES:
+            if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
                 self._bpf.ring_buffer_consume()
             # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
             self._consumer_stop.wait(POLL_S)
@@ -292,7 +292,7 @@ class Recorder:
             n = len(self._raw)  # the consumer thread only appends
             raw = b"".join(self._raw[:n])
             del self._raw[:n]
-            self._raw_bytes -= len(raw)
+            self._decoded_bytes += len(raw)  # written by the main thread only
             self._absorb(raw)
             self._drain_s += time.perf_counter() - t
 
