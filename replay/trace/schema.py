@@ -50,6 +50,7 @@ TLB_REASONS = (
     "TLB_LOCAL_SHOOTDOWN",
     "TLB_LOCAL_MM_SHOOTDOWN",
     "TLB_REMOTE_SEND_IPI",
+    "TLB_REMOTE_WRONG_CPU",  # recent kernels (6.x): a flush IPI reached a CPU that had left the mm
 )
 SYSCALLS = ("mmap", "munmap", "mprotect", "brk", "madvise", "mremap", "exit_group")
 WAKE_KINDS = ("waking", "wakeup", "wakeup_new")

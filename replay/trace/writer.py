@@ -90,6 +90,22 @@ def _to_arrow(v: Any, type: pa.DataType | None) -> pa.Array | pa.ChunkedArray:
         raise ValueError(f"cannot convert to {type}: {e}") from None
 
 
+def check_target(path: Path, force: bool) -> bool:
+    """Whether a trace may be written at ``path`` (TraceError if not); True if an old trace must go first.
+
+    Separate from TraceWriter so that a producer (the recorder) can refuse before its slow set-up.
+    """
+    if path.exists() and not path.is_dir():
+        raise TraceError(path, "exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise TraceError(path, "already exists and is not empty; use --force to overwrite")
+        if not (path / MANIFEST).exists():
+            raise TraceError(path, "is not empty and holds no trace; refusing to delete it even with --force")
+        return True
+    return False
+
+
 class TraceWriter:
     """Writes a trace directory: one Arrow IPC file per table plus manifest.json.
 
@@ -133,13 +149,7 @@ class TraceWriter:
 
     def _prepare_directory(self, force: bool) -> None:
         p = self.path
-        if p.exists() and not p.is_dir():
-            raise TraceError(p, "exists and is not a directory")
-        if p.is_dir() and any(p.iterdir()):
-            if not force:
-                raise TraceError(p, "already exists and is not empty; use --force to overwrite")
-            if not (p / MANIFEST).exists():
-                raise TraceError(p, "is not empty and holds no trace; refusing to delete it even with --force")
+        if check_target(p, force):
             shutil.rmtree(p)
         p.mkdir(parents=True, exist_ok=True)
 

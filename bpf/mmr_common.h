@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Shared BPF-side machinery of the tier-1 programs: the per-CPU batch, the
+ * ring buffer, counters, the task filter and the task-name map.
+ *
+ * Compile-time knobs (set by tracer/programs.py through -D):
+ *   MMR_SELF_TGID      the recorder's own tgid, never recorded
+ *   MMR_FILTER_TIDS    1: only tasks in mmr_filter_tids (forks followed)
+ *   MMR_FILTER_COMM    1: only tasks whose comm equals MMR_COMM
+ *   MMR_RB_PAGES       ring-buffer size in pages
+ *   MMR_PF_GAP_NS      page-free burst ends after this gap
+ */
+#ifndef MMR_COMMON_H
+#define MMR_COMMON_H
+
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include "mmreplay.h"
+
+#ifndef MMR_SELF_TGID
+#define MMR_SELF_TGID 0
+#endif
+#ifndef MMR_FILTER_TIDS
+#define MMR_FILTER_TIDS 0
+#endif
+#ifndef MMR_FILTER_COMM
+#define MMR_FILTER_COMM 0
+#endif
+#ifndef MMR_RB_PAGES
+#define MMR_RB_PAGES 4096
+#endif
+/* What every tracepoint program returns: non-zero lets the kernel also hand the
+ * event to perf (perf stat/record of the same tracepoint keep counting while
+ * mmreplay records); 0 would hide it from them. */
+#ifndef MMR_PASS
+#define MMR_PASS 1
+#endif
+#ifndef MMR_PF_GAP_NS
+#define MMR_PF_GAP_NS 10000
+#endif
+
+struct mmr_task {
+	s32 pid;        /* tgid, -1 if never seen as current */
+	char comm[16];
+};
+
+BPF_RINGBUF_OUTPUT(mmr_rb, MMR_RB_PAGES);
+BPF_PERCPU_ARRAY(mmr_batches, struct mmr_batch, 1);
+BPF_PERCPU_ARRAY(mmr_stats, struct mmr_stat, MMR_MAX_KINDS);
+BPF_ARRAY(mmr_seq, u64, 1);
+BPF_STACK_TRACE(mmr_stacks, 16384);
+BPF_HASH(mmr_filter_tids, u32, u8, 65536);
+BPF_HASH(mmr_tasks, u32, struct mmr_task, 65536);
+/* [0]: MMR_RECORDING while recording. Before (0: the programs are attached
+ * while user space still sets up) and after (2: detaching takes an RCU grace
+ * period per program) nothing is recorded, so every event lies between the
+ * recording's start and stop. */
+#define MMR_RECORDING 1
+BPF_ARRAY(mmr_ctl, u32, 1);
+
+static __always_inline int mmr_stopped(void)
+{
+	int zero = 0;
+	u32 *v = mmr_ctl.lookup(&zero);
+	return !v || *v != MMR_RECORDING;
+}
+
+static __always_inline u64 mmr_next_seq(void)
+{
+	int zero = 0;
+	u64 *s = mmr_seq.lookup(&zero);
+	return s ? __sync_fetch_and_add(s, 1) : 0;
+}
+
+static __always_inline void mmr_count(int kind, int events, int unmatched)
+{
+	struct mmr_stat *st = mmr_stats.lookup(&kind);
+	if (!st)
+		return;
+	st->events += events;
+	st->unmatched += unmatched;
+}
+
+#if MMR_FILTER_COMM
+static __always_inline int mmr_comm_eq(const char *c)
+{
+	const char want[16] = MMR_COMM;
+#pragma unroll
+	for (int i = 0; i < 16; i++) {
+		if (c[i] != want[i])
+			return 0;
+		if (want[i] == 0)
+			return 1;
+	}
+	return 1;
+}
+#endif
+
+/* Is an event about the current task wanted? */
+static __always_inline int mmr_want_current(u64 id)
+{
+	u32 tgid = id >> 32, tid = (u32)id;
+	if (tgid == MMR_SELF_TGID || mmr_stopped())
+		return 0;
+#if MMR_FILTER_TIDS
+	if (mmr_filter_tids.lookup(&tid))
+		return 1;
+#endif
+#if MMR_FILTER_COMM
+	char comm[16] = {};
+	bpf_get_current_comm(&comm, sizeof(comm));
+	if (mmr_comm_eq(comm))
+		return 1;
+#endif
+#if MMR_FILTER_TIDS || MMR_FILTER_COMM
+	return 0;
+#else
+	return 1;
+#endif
+}
+
+/* Is an event about another task (tid, comm from the tracepoint) wanted? */
+static __always_inline int mmr_want_task(u32 tid, const char *comm)
+{
+	if (mmr_stopped())
+		return 0;
+#if MMR_FILTER_TIDS
+	if (mmr_filter_tids.lookup(&tid))
+		return 1;
+#endif
+#if MMR_FILTER_COMM
+	char c[16] = {};
+	bpf_probe_read_kernel(&c, sizeof(c), comm); /* ctx memory: no direct access at an offset */
+	if (mmr_comm_eq(c))
+		return 1;
+#endif
+#if MMR_FILTER_TIDS || MMR_FILTER_COMM
+	return 0;
+#else
+	return 1;
+#endif
+}
+
+/* Remember a task's name the first time it is seen (pid -1: not known yet). */
+static __always_inline void mmr_note_task(u32 tid, s32 pid, const char *comm)
+{
+	struct mmr_task *t = mmr_tasks.lookup(&tid);
+	if (t) {
+		if (t->pid < 0 && pid >= 0)
+			t->pid = pid;
+		return;
+	}
+	struct mmr_task n = {.pid = pid};
+	bpf_probe_read_kernel(&n.comm, sizeof(n.comm), comm);
+	mmr_tasks.update(&tid, &n);
+}
+
+static __always_inline void mmr_note_current(u64 id)
+{
+	u32 tid = (u32)id;
+	struct mmr_task *t = mmr_tasks.lookup(&tid);
+	if (t) {
+		if (t->pid < 0)
+			t->pid = id >> 32;
+		return;
+	}
+	struct mmr_task n = {.pid = id >> 32};
+	bpf_get_current_comm(&n.comm, sizeof(n.comm));
+	mmr_tasks.update(&tid, &n);
+}
+
+/* The current CPU's batch and the slot the next event goes into. */
+static __always_inline struct mmr_batch *mmr_batch_get(void)
+{
+	int zero = 0;
+	return mmr_batches.lookup(&zero);
+}
+
+static __always_inline void *mmr_slot(struct mmr_batch *b)
+{
+	u32 n = b->count & (MMR_BATCH_EVENTS - 1);
+	return &b->ev[n * MMR_EVENT_SIZE];
+}
+
+static __always_inline void mmr_head(void *slot, u8 kind, u8 flags, u64 ts, u64 seq, u32 pid, u32 tid, u32 cpu)
+{
+	struct mmr_event_head *h = slot;
+	h->ts = ts;
+	h->seq = seq;
+	h->pid = pid;
+	h->tid = tid;
+	h->cpu = cpu;
+	h->kind = kind;
+	h->flags = flags;
+}
+
+/* Submit the whole batch as one ring-buffer record; count its events as lost if refused.
+ * No wakeup: user space polls every few ms, and a wakeup here would run
+ * (and trace) the scheduler from inside the probes, which the kernel then
+ * skips as BPF recursion. */
+static __always_inline void mmr_submit(struct mmr_batch *b)
+{
+	b->cpu = bpf_get_smp_processor_id();
+	b->flush_ts = bpf_ktime_get_ns();
+	if (mmr_rb.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) != 0) {
+#pragma unroll
+		for (int k = 1; k < MMR_MAX_KINDS; k++) {
+			if (!b->kind_count[k])
+				continue;
+			int key = k;
+			struct mmr_stat *st = mmr_stats.lookup(&key);
+			if (st)
+				st->lost += b->kind_count[k];
+		}
+	}
+	b->count = 0;
+#pragma unroll
+	for (int k = 0; k < MMR_MAX_KINDS; k++)
+		b->kind_count[k] = 0;
+}
+
+static __always_inline void mmr_commit(struct mmr_batch *b, int kind)
+{
+	b->count = (b->count & (MMR_BATCH_EVENTS - 1)) + 1;
+	if (kind > 0 && kind < MMR_MAX_KINDS)
+		b->kind_count[kind]++;
+	if (b->count >= MMR_BATCH_EVENTS)
+		mmr_submit(b);
+}
+
+#endif /* MMR_COMMON_H */

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* syscalls:sys_{enter,exit}_{mmap,munmap,mprotect,brk,madvise,mremap,exit_group}
+ * paired per tid -> syscalls. exit_group never returns: it closes at the
+ * task's sched_process_exit (tasks.c), after its exit_mm(). */
+
+struct mmr_sys_val {
+	u64 ts;
+	u64 seq;
+	u64 arg0;
+	u64 arg1;
+	s32 nr;
+	s32 pid;
+	u16 cpu;
+};
+
+BPF_HASH(mmr_sys_open, u32, struct mmr_sys_val, 65536);
+#define MMR_HAVE_SYSCALLS 1
+
+static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!mmr_want_current(id))
+		return MMR_PASS;
+	u32 tid = (u32)id;
+	struct mmr_sys_val v = {
+		.ts = bpf_ktime_get_ns(),
+		.seq = mmr_next_seq(),
+		.arg0 = arg0,
+		.arg1 = arg1,
+		.nr = nr,
+		.pid = id >> 32,
+		.cpu = bpf_get_smp_processor_id(),
+	};
+	mmr_sys_open.update(&tid, &v);
+	return MMR_PASS;
+}
+
+static __always_inline void mmr_sys_emit(u64 id, int nr, s64 ret)
+{
+	u64 now = bpf_ktime_get_ns();
+	u32 tid = (u32)id;
+	struct mmr_batch *b = mmr_batch_get();
+	if (!b)
+		return;
+	struct mmr_syscall *e = mmr_slot(b);
+	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
+	if (v && v->nr == nr) {
+		mmr_head(e, MMR_EV_SYSCALL, 0, v->ts, v->seq, v->pid, tid, v->cpu);
+		e->dur = now - v->ts;
+		e->arg0 = v->arg0;
+		e->arg1 = v->arg1;
+		mmr_sys_open.delete(&tid);
+		mmr_count(MMR_EV_SYSCALL, 1, 0);
+	} else {
+		/* entered before the recording started */
+		mmr_head(e, MMR_EV_SYSCALL, MMR_F_INCOMPLETE | MMR_F_NO_START, 0, mmr_next_seq(), id >> 32, tid,
+			 bpf_get_smp_processor_id());
+		e->dur = now; /* MMR_F_NO_START: dur holds the end time */
+		e->arg0 = 0;
+		e->arg1 = 0;
+		mmr_count(MMR_EV_SYSCALL, 1, 1);
+	}
+	e->nr = nr;
+	e->ret = ret;
+	mmr_commit(b, MMR_EV_SYSCALL);
+}
+
+static __always_inline int mmr_sys_exit(int nr, s64 ret)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	if (!mmr_want_current(id))
+		return MMR_PASS;
+	mmr_sys_emit(id, nr, ret);
+	return MMR_PASS;
+}
+
+static __always_inline void mmr_sys_exit_group_close(u64 id)
+{
+	u32 tid = (u32)id;
+	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
+	if (!v)
+		return;
+	if (v->nr == MMR_SYS_EXIT_GROUP)
+		mmr_sys_emit(id, MMR_SYS_EXIT_GROUP, 0);
+	else
+		mmr_sys_open.delete(&tid);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_mmap) { return mmr_sys_enter(MMR_SYS_MMAP, args->addr, args->len); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mmap) { return mmr_sys_exit(MMR_SYS_MMAP, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_munmap) { return mmr_sys_enter(MMR_SYS_MUNMAP, args->addr, args->len); }
+TRACEPOINT_PROBE(syscalls, sys_exit_munmap) { return mmr_sys_exit(MMR_SYS_MUNMAP, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_mprotect) { return mmr_sys_enter(MMR_SYS_MPROTECT, args->start, args->len); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mprotect) { return mmr_sys_exit(MMR_SYS_MPROTECT, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_brk) { return mmr_sys_enter(MMR_SYS_BRK, args->brk, 0); }
+TRACEPOINT_PROBE(syscalls, sys_exit_brk) { return mmr_sys_exit(MMR_SYS_BRK, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_madvise) { return mmr_sys_enter(MMR_SYS_MADVISE, args->start, args->len_in); }
+TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return mmr_sys_exit(MMR_SYS_MADVISE, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_mremap) { return mmr_sys_enter(MMR_SYS_MREMAP, args->addr, args->old_len); }
+TRACEPOINT_PROBE(syscalls, sys_exit_mremap) { return mmr_sys_exit(MMR_SYS_MREMAP, args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) { return mmr_sys_enter(MMR_SYS_EXIT_GROUP, args->error_code, 0); }

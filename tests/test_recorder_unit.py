@@ -1,0 +1,186 @@
+"""The recorder's pieces that need no kernel: decoding BPF slots into schema rows, and refusing bad input early."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from replay.cli.main import main
+from replay.errors import TraceError, UsageError
+from replay.trace.reader import Trace
+from replay.trace.writer import write_trace
+from tracer import decode, events, programs
+from tracer.recorder import Recorder, RecordOptions
+
+
+def _records(kind: int, n: int, **fields) -> np.ndarray:
+    rec = np.zeros(n, dtype=events.KIND_DTYPES[kind])
+    rec["kind"] = kind
+    rec["ts"] = 1_000 + np.arange(n) * 10
+    rec["seq"] = np.arange(n)
+    rec["pid"], rec["tid"], rec["cpu"] = 7, 8, 1
+    for k, v in fields.items():
+        rec[k] = v
+    return rec
+
+
+def _classify_all_other(stack, flags, addr):
+    return np.full(len(stack), "other", dtype=object)
+
+
+def test_every_decoder_yields_rows_its_table_accepts(tmp_path):
+    tables = {}
+    for kind, fam in programs.FAMILIES_BY_KIND.items():
+        rec = _records(kind, 5)
+        if kind == events.EV_LOCK_HOLD:
+            rec["lock_class"] = 1
+            rec["mode"] = 1
+        if kind == events.EV_TLB_FLUSH:
+            rec["reason"] = 5  # TLB_REMOTE_WRONG_CPU, the newest reason
+            rec["pages"] = -1
+        if kind == events.EV_SYSCALL:
+            rec["nr"] = np.arange(5)
+        if kind == events.EV_SCHED_WAKEUP:
+            rec["wake_kind"] = 2
+        tables[fam.table] = decode.columns(kind, rec, 0, _classify_all_other)
+    write_trace(tmp_path / "t", tables)
+    trace = Trace.open(tmp_path / "t")
+    for fam in programs.FAMILIES:
+        assert trace.rows(fam.table) == 5
+    assert trace.scan("tlb_flushes").collect()["reason"].cast(str).to_list() == ["TLB_REMOTE_WRONG_CPU"] * 5
+
+
+def test_intervals_opened_before_the_recording_start_at_the_recording_start():
+    start = 5_000
+    rec = _records(events.EV_SYSCALL, 2, dur=[300, 9_000])
+    rec["flags"][1] = events.F_NO_START | events.F_INCOMPLETE
+    rec["ts"][1] = 0  # the BPF side does not know when it opened; dur holds its end
+    cols = decode.columns(events.EV_SYSCALL, rec, start, _classify_all_other)
+    assert cols["ts"].tolist() == [1_000, start]
+    assert cols["dur"].tolist() == [300, 9_000 - start]
+    assert cols["incomplete"].tolist() == [False, True]
+
+
+def test_rows_come_out_sorted_by_timestamp_then_sequence():
+    rec = _records(events.EV_PAGE_FAULT, 4)
+    rec["ts"] = [30, 10, 10, 20]
+    rec["seq"] = [0, 5, 2, 1]
+    cols = decode.columns(events.EV_PAGE_FAULT, rec, 0, _classify_all_other)
+    assert cols["ts"].tolist() == [10, 10, 20, 30]
+    assert cols["seq"].tolist() == [2, 5, 1, 0]
+
+
+def test_sched_rows_refer_to_every_task_they_mention():
+    rec = _records(events.EV_SCHED_SWITCH, 1, next_tid=99)
+    assert decode.referenced_tids(events.EV_SCHED_SWITCH, rec).tolist() == [8, 99]
+
+
+def test_record_refuses_a_non_empty_directory_without_force(tmp_path):
+    (tmp_path / "x").write_text("mine")
+    with pytest.raises(TraceError, match="--force"):
+        Recorder(RecordOptions(output=tmp_path)).run()
+    with pytest.raises(TraceError, match="holds no trace"):
+        Recorder(RecordOptions(output=tmp_path, force=True)).run()
+
+
+def test_unknown_probe_is_a_one_line_usage_error(tmp_path, capsys):
+    assert main(["record", "-o", str(tmp_path / "t"), "--probes", "page_fault,nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch" in err[0] and "page_fault" in err[0]
+    assert not (tmp_path / "t").exists()
+
+
+def test_unknown_workload_is_a_one_line_usage_error(tmp_path, capsys):
+    assert main(["record", "-o", str(tmp_path / "t"), "--workload", "no-such-workload"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workload" in err[0]
+
+
+def test_comm_filters_that_cannot_be_compiled_in_are_refused():
+    with pytest.raises(UsageError):
+        programs.cflags(programs.Filter(comm='a"b'))
+    flags = programs.cflags(programs.Filter(comm="a-very-long-task-name"))
+    assert '-DMMR_COMM="a-very-long-tas"' in flags  # the kernel keeps 15 characters
+
+
+def test_probe_selection_keeps_load_order():
+    names = [f.name for f in programs.select(["tlb_flush", "page_free"])]
+    assert names == ["page_free", "tlb_flush"]  # a TLB flush closes the page-free burst: page_free first
+    assert [f.name for f in programs.select(None)] == [f.name for f in programs.FAMILIES]
+
+
+def test_a_preempted_task_switches_out_with_state_0_as_the_format_says():
+    rec = _records(events.EV_SCHED_SWITCH, 3, prev_state=[decode.TASK_REPORT_MAX, 1, 2])
+    assert decode.columns(events.EV_SCHED_SWITCH, rec, 0, _classify_all_other)["prev_state"].tolist() == [0, 1, 2]
+
+
+class _FakeMap:
+    """Stands in for a bcc table: items() for hash maps, [0] -> per-CPU values for per-CPU arrays."""
+
+    def __init__(self, items=(), per_cpu=()):
+        self._items, self._per_cpu = list(items), list(per_cpu)
+
+    def items(self):
+        return self._items
+
+    def __getitem__(self, key):
+        return self._per_cpu
+
+
+def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
+    from types import SimpleNamespace as NS
+
+    stop = 10_000
+    batch = np.zeros(1, events.DTYPES["mmr_batch"])
+    batch["count"] = 1
+    slot = batch["ev"][0][:64].view(events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    slot["kind"], slot["ts"], slot["tid"] = events.EV_PAGE_FAULT, 9_000, 8
+    import ctypes
+
+    cpu_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
+    fake = {
+        "mmr_batches": _FakeMap(per_cpu=[cpu_batch]),
+        "mmr_pf_bursts": _FakeMap(per_cpu=[NS(active=1, first_ts=8_000, last_ts=8_500, seq=3, pid=7, tid=8,
+                                               batched=1, pages=40), NS(active=0)]),
+        "mmr_mmap_lock": _FakeMap(items=[
+            (NS(tid=8, mm=0xAA), NS(held=1, acq_ts=7_000, seq=1, pid=7, cpu=0, wait=50, depth=0, write=1)),
+            (NS(tid=9, mm=0xAA), NS(held=0)),  # still waiting for the lock: only counted
+        ]),
+        "mmr_contention": _FakeMap(items=[(NS(tid=9, addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, flags=4,
+                                                                     begins=2, stack_id=-1))]),
+        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2))]),
+    }
+    r = Recorder(RecordOptions(output="unused"))
+    r._bpf, r._unmatched_extra, r._start_ns = fake, {}, 0
+    r._kinds = {f.kind for f in programs.FAMILIES}
+    r._leftovers(stop)
+    got = {k: decode.columns(k, np.concatenate(v), 0, _classify_all_other) for k, v in r._pending.items()}
+    assert got[events.EV_PAGE_FAULT]["ts"].tolist() == [9_000]  # from the partly filled batch
+    burst = got[events.EV_PAGE_FREE]
+    assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
+    hold = got[events.EV_LOCK_HOLD]
+    assert (hold["ts"].tolist(), hold["dur"].tolist(), hold["incomplete"].tolist()) == ([7_000], [3_000], [True])
+    assert hold["lock_class"].tolist() == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
+    wait = got[events.EV_LOCK_WAIT]
+    assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
+    call = got[events.EV_SYSCALL]
+    assert (call["dur"].tolist(), call["name"].tolist(), call["incomplete"].tolist()) == ([5_000], [1], [True])
+
+
+def test_lock_waits_are_classified_once_per_distinct_stack_and_flags(monkeypatch):
+    import replay.lockclass
+    from tracer.recorder import _lock_classifier
+
+    seen = []
+
+    def fake_classify(lock_addr, flags, stack, symbolize):
+        seen.append((tuple(stack), flags))
+        return "anon_vma" if stack else "other"
+
+    monkeypatch.setattr(replay.lockclass, "classify", fake_classify)
+    run = _lock_classifier(None, lambda sid: [0xFFFF0000 + sid])
+    out = run(np.array([3, -1, 3, 5, 3], np.int32), np.array([4, 2, 4, 4, 2], np.uint32), np.zeros(5, np.uint64))
+    assert out.tolist() == ["anon_vma", "other", "anon_vma", "anon_vma", "anon_vma"]
+    assert sorted(seen) == sorted([((), 2), ((0xFFFF0003,), 4), ((0xFFFF0003,), 2), ((0xFFFF0005,), 4)])
+    run(np.array([3], np.int32), np.array([4], np.uint32), np.zeros(1, np.uint64))
+    assert len(seen) == 4  # cached across chunks

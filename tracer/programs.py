@@ -1,0 +1,140 @@
+"""The tier-1 probe families and how their BPF programs are assembled for bcc.
+
+One family = one C file in bpf/ = one event kind = one table. A recording
+loads the chosen families as ONE bcc program (they share the per-CPU batch,
+the ring buffer, the counters and the filter), preceded by bpf/mmr_common.h
+and followed by the task bookkeeping (tasks.c) and the periodic flush (flush.c).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bpf import BPF_DIR
+from tracer import events
+from tracer.kernel_env import tracepoint_exists
+
+
+@dataclass(frozen=True)
+class Family:
+    """A probe family: the tracepoints it attaches, the C file, the event kind and table it fills."""
+
+    name: str
+    source: str
+    kind: int
+    table: str
+    tracepoints: tuple[str, ...]  # "category:event"
+    doc: str
+    tier: int = 1
+
+    def missing_tracepoints(self) -> list[str]:
+        return [tp for tp in self.tracepoints if not tracepoint_exists(*tp.split(":", 1))]
+
+
+_SYSCALLS = ("mmap", "munmap", "mprotect", "brk", "madvise", "mremap")
+
+#: In load order (page_free before tlb_flush: a flush ends the CPU's page-free burst).
+FAMILIES: tuple[Family, ...] = (
+    Family("mmap_lock", "mmap_lock.c", events.EV_LOCK_HOLD, "lock_holds",
+           ("mmap_lock:mmap_lock_start_locking", "mmap_lock:mmap_lock_acquire_returned",
+            "mmap_lock:mmap_lock_released"),
+           "mmap_lock wait and hold per mm, every acquisition"),
+    Family("lock_contention", "lock_contention.c", events.EV_LOCK_WAIT, "lock_waits",
+           ("lock:contention_begin", "lock:contention_end"),
+           "contended waits of sleeping and queued locks, with the kernel stack"),
+    Family("page_free", "page_free.c", events.EV_PAGE_FREE, "page_free_batches",
+           ("kmem:mm_page_free_batched", "kmem:mm_page_free"),
+           "page-free bursts per CPU and task, aggregated in the kernel"),
+    Family("tlb_flush", "tlb_flush.c", events.EV_TLB_FLUSH, "tlb_flushes", ("tlb:tlb_flush",),
+           "TLB flushes with reason and pages"),
+    Family("page_fault", "page_fault.c", events.EV_PAGE_FAULT, "page_faults", ("exceptions:page_fault_user",),
+           "user page faults"),
+    Family("syscalls", "syscalls.c", events.EV_SYSCALL, "syscalls",
+           tuple(f"syscalls:sys_{d}_{s}" for s in _SYSCALLS for d in ("enter", "exit"))
+           + ("syscalls:sys_enter_exit_group", "sched:sched_process_exit"),
+           "mm system calls with duration"),
+    Family("sched_switch", "sched_switch.c", events.EV_SCHED_SWITCH, "sched_switch", ("sched:sched_switch",),
+           "context switches"),
+    Family("sched_wakeup", "sched_wakeup.c", events.EV_SCHED_WAKEUP, "sched_wakeup",
+           ("sched:sched_waking", "sched:sched_wakeup", "sched:sched_wakeup_new"),
+           "wakeups"),
+    Family("ipi", "ipi.c", events.EV_IPI, "ipis", ("ipi:ipi_send_cpu", "ipi:ipi_send_cpumask"),
+           "IPIs sent (TLB shootdowns among them)"),
+)
+FAMILIES_BY_NAME = {f.name: f for f in FAMILIES}
+FAMILIES_BY_KIND = {f.kind: f for f in FAMILIES}
+#: Always loaded alongside the chosen families.
+SUPPORT_TRACEPOINTS = ("sched:sched_process_fork", "sched:sched_process_exit")
+
+
+def select(names: Iterable[str] | None) -> list[Family]:
+    """Families by name (None or "all": every tier-1 family), in load order."""
+    from replay.errors import UsageError
+
+    wanted = None if names is None else {n.strip() for n in names if n.strip()}
+    if wanted is None or wanted == {"all"}:
+        return list(FAMILIES)
+    unknown = wanted - set(FAMILIES_BY_NAME)
+    if unknown:
+        raise UsageError(
+            f"--probes: unknown probe {', '.join(sorted(unknown))} (known: {', '.join(FAMILIES_BY_NAME)})"
+        )
+    return [f for f in FAMILIES if f.name in wanted]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which tasks to record, applied in the kernel. Empty: every task but the recorder."""
+
+    tids: frozenset[int] = frozenset()  # followed through fork/clone
+    comm: str | None = None
+
+    @property
+    def by_tid(self) -> bool:
+        return bool(self.tids)
+
+
+def source(families: Sequence[Family], flush: bool = True) -> str:
+    """The C text of one program holding these families."""
+    # mmr_common.h is pasted, not #included: bcc rewrites map calls (map.lookup(...)) only in the main file.
+    parts = [(BPF_DIR / "mmr_common.h").read_text()]
+    for f in families:
+        parts.append(f"/* ---- {f.source} ---- */\n")
+        parts.append((BPF_DIR / f.source).read_text())
+    parts.append((BPF_DIR / "tasks.c").read_text())
+    if flush:
+        parts.append((BPF_DIR / "flush.c").read_text())
+    return "\n".join(parts)
+
+
+def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_tgid: int | None = None) -> list[str]:
+    flags = [
+        f"-I{BPF_DIR}",
+        f"-DMMR_SELF_TGID={os.getpid() if self_tgid is None else self_tgid}",
+        f"-DMMR_RB_PAGES={rb_pages}",
+        f"-DMMR_PF_GAP_NS={pf_gap_ns}",
+        "-Wno-macro-redefined",
+    ]
+    if flt.by_tid:
+        flags.append("-DMMR_FILTER_TIDS=1")
+    if flt.comm is not None:
+        comm = flt.comm.encode()[:15]
+        if not comm.isascii() or b'"' in comm or b"\\" in comm:
+            from replay.errors import UsageError
+
+            raise UsageError(f"--comm {flt.comm!r}: only plain ASCII names without quotes or backslashes")
+        flags += ["-DMMR_FILTER_COMM=1", f'-DMMR_COMM="{comm.decode()}"']
+    return flags
+
+
+def load(bcc: Any, families: Sequence[Family], flt: Filter, *, flush: bool = True, extra_text: str = "",
+         extra_cflags: Sequence[str] = (), **kw: Any) -> Any:
+    """Compile, load and attach (bcc attaches TRACEPOINT_PROBEs as it loads them).
+
+    extra_text/extra_cflags: more families appended to the same program (tier 2, tracer.tier2.c_text).
+    """
+    text = source(families, flush=flush) + ("\n" + extra_text if extra_text else "")
+    return bcc.BPF(text=text.encode(), cflags=cflags(flt, **kw) + list(extra_cflags))
