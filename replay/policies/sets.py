@@ -14,8 +14,9 @@ current    rwsem        rwsem      spinlock         preemptible
 every set. ``other`` (slab, lruvec, a filesystem's mutexes: whatever the lock-class
 rules do not name) mixes sleeping and spinning locks that none of these changes
 touched, so every set replays it with the waits the trace saw; a spinlock model
-there would invent preempt-off sections out of sleeping mutexes. ``as-recorded`` replays every lock with the waits the trace saw (the
-identity baseline). Explicit mappings such as ``"i_mmap_rwsem=spinlock,gather=percpu"``
+there would invent preempt-off sections out of sleeping mutexes.
+``as-recorded`` replays every lock with the waits the trace saw (the identity
+baseline). Explicit mappings such as ``"i_mmap_rwsem=spinlock,gather=percpu"``
 override the ``current`` set.
 """
 
