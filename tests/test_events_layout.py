@@ -8,8 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bpf import BPF_DIR
-from tracer import events
+from tracer import BPF_DIR, events
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
 

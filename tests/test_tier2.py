@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpf import BPF_DIR
 from replay.trace.reader import Trace
 from replay.trace.writer import write_trace
-from tracer import events, tier2
+from tracer import BPF_DIR, events, tier2
 
 START, STOP = 1_000, 100_000
 RWSEM, MUTEX = events.LOCK_RWSEM, events.LOCK_MUTEX

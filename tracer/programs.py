@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bpf import BPF_DIR
-from tracer import events
+from tracer import BPF_DIR, events
 from tracer.kernel_env import tracepoint_exists
 
 

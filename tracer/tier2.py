@@ -39,9 +39,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from bpf import BPF_DIR
 from replay.trace.schema import TABLES_BY_NAME, Column, Table
-from tracer import events
+from tracer import BPF_DIR, events
 
 # ---- the probes -------------------------------------------------------------------
 
