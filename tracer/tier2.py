@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from replay.trace.schema import TABLES_BY_NAME, Column, Table
+from replay.trace.schema import TABLES_BY_NAME
 from tracer import BPF_DIR, events
 
 # ---- the probes -------------------------------------------------------------------
@@ -132,25 +131,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 FAMILIES_BY_NAME = {f.name: f for f in FAMILIES}
 
-_COMMON = {c.name: c for c in TABLES_BY_NAME["gathers"].columns}
-
-#: mm_take_all_locks calls; not (yet) a table of the trace format, written only if registered.
-TAKE_ALL_LOCKS_TABLE = Table(
-    "take_all_locks",
-    "mm_take_all_locks() calls: how long an mm's every i_mmap_rwsem and anon_vma lock took to take.",
-    "tier 2: mm_take_all_locks (fentry/kprobe + return)",
-    (
-        Column("ts", pa.int64(), "ns", "mm_take_all_locks entry"),
-        Column("dur", pa.int64(), "ns", "entry to return"),
-        _COMMON["seq"],
-        _COMMON["cpu"],
-        _COMMON["pid"],
-        _COMMON["tid"],
-        Column("mm", pa.uint64(), "address", "mm_struct"),
-        Column("ret", pa.int32(), "errno", "0, or -EINTR when a signal interrupted it"),
-        _COMMON["incomplete"],
-    ),
-)
+TAKE_ALL_LOCKS_TABLE = TABLES_BY_NAME["take_all_locks"]
 
 
 # ---- building and loading ------------------------------------------------------------

@@ -215,6 +215,23 @@ TABLES: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "take_all_locks",
+        "mm_take_all_locks() calls: how long taking every i_mmap_rwsem and anon_vma lock of an mm took "
+        "(an mmu notifier registering, e.g. KVM_CREATE_VM).",
+        "tier 2: mm_take_all_locks (fentry/kprobe + return)",
+        (
+            _ts("mm_take_all_locks entry"),
+            Column("dur", pa.int64(), "ns", "entry to return"),
+            _SEQ,
+            _CPU,
+            _PID,
+            _TID,
+            Column("mm", pa.uint64(), "address", "mm_struct"),
+            Column("ret", pa.int32(), "errno", "0, or -EINTR when a signal interrupted it"),
+            _INCOMPLETE,
+        ),
+    ),
+    Table(
         "page_faults",
         "User-mode page faults.",
         "tier 1: exceptions:page_fault_user",
