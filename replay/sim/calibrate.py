@@ -54,7 +54,10 @@ def _wake_latencies(trace: Trace) -> pl.Series:
         .select(pl.col("ts").alias("run_ts"), pl.col("next_tid").alias("tid"))
         .sort("run_ts")
     )
-    joined = wakes.join_asof(runs, left_on="wake_ts", right_on="run_ts", by="tid", strategy="forward")
+    # both sides are sorted just above; polars cannot verify that per "by" group
+    joined = wakes.join_asof(
+        runs, left_on="wake_ts", right_on="run_ts", by="tid", strategy="forward", check_sortedness=False
+    )
     return (
         joined.select((pl.col("run_ts") - pl.col("wake_ts")).alias("lat"))
         .drop_nulls()
