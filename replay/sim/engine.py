@@ -123,6 +123,8 @@ class Engine:
             raise ValueError("cpus must be at least 1")
         self.c = costs
         self.cpus = cpus
+        self.per_socket = costs.cpus_per_socket
+        self.line_ns = costs.line_transfer_ns
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -210,10 +212,10 @@ class Engine:
 
     def line(self, a: int, b: int) -> int:
         """Cost of moving a cache line from CPU ``a`` to CPU ``b`` (a lock hand-off)."""
-        per = self.c.cpus_per_socket
+        per = self.per_socket
         if per and a // per != b // per:
             return self.c.line_transfer_remote_ns
-        return self.c.line_transfer_ns
+        return self.line_ns
 
     def wake_cost(self) -> int:
         j = self.c.wake_jitter_ns
@@ -235,15 +237,6 @@ class Engine:
         if th.pcount == 0:
             self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class,
                                    False))
-
-    def _queue(self, lid: int, now: int, delta: int) -> None:
-        k = self.lock_cls[lid]
-        n = self.nwait[k]
-        if n:
-            self.wait_area[k] += n * (now - self.wait_last[k])
-        self.wait_last[k] = now
-        self.nwait[k] = n + delta
-        self.contended[k] = True
 
     # ------------------------------------------------------- CPU hand-over
     def leave_cpu(self, th: SimThread, now: int, reason: str) -> None:
@@ -303,7 +296,11 @@ class Engine:
         th.state = SPIN
         th.spin_start = now
         if preempt_off:
-            self.poff_inc(th, now, "spin-wait", self.lock_info[th.code[th.pc][1]].lock_class)
+            if th.pcount == 0:
+                th.poff_start = now
+                th.poff_cause = "spin-wait"
+                th.poff_class = self.lock_info[th.code[th.pc][1]].lock_class
+            th.pcount += 1
 
     def sleep_on_lock(self, th: SimThread, now: int) -> None:
         th.state = SLEEP
@@ -504,6 +501,11 @@ class Engine:
         rows_sched = self.rows_sched
         rows_holds = self.rows_holds
         rows_poff = self.rows_poff
+        nwait = self.nwait
+        wait_area = self.wait_area
+        wait_last = self.wait_last
+        contended = self.contended
+        lock_cls = self.lock_cls
         events = self.events
         work = 0  # work and overhead of the segments started here, added to the totals at the end
         over = 0
@@ -522,13 +524,14 @@ class Engine:
             elif ev == E_WAKE:
                 th = threads[x]
                 th.runnable_at = now
-                th.state = READY
                 if not idle:
+                    th.state = READY
                     self.rq_area += len(rq) * (now - self.rq_last)
                     self.rq_last = now
                     rq.append(th)
                     continue
                 if not free_switch:
+                    th.state = READY
                     self.dispatch(idle.pop(), th, now, IDLE_TID, "dispatch")
                     continue
                 # nothing to wait for: run it now without a zero-length event (Engine.bind, inline)
@@ -630,7 +633,13 @@ class Engine:
                     if th.granted:
                         th.granted = False
                         wait = now - th.wait_start
-                        self._queue(lid, now, -1)
+                        k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
+                        nw = nwait[k]
+                        if nw:
+                            wait_area[k] += nw * (now - wait_last[k])
+                        wait_last[k] = now
+                        nwait[k] = nw - 1
+                        contended[k] = True
                         info = lock_info[lid]
                         self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
                                                 "write" if ins[2] else "read", th.spun, th.slept))
@@ -656,7 +665,13 @@ class Engine:
                     if th.state != SLEEP:
                         th.slept = False
                     th.waiting_lock = lk
-                    self._queue(lid, now, +1)
+                    k = lock_cls[lid]  # one waiter more
+                    nw = nwait[k]
+                    if nw:
+                        wait_area[k] += nw * (now - wait_last[k])
+                    wait_last[k] = now
+                    nwait[k] = nw + 1
+                    contended[k] = True
                     self.instr += n
                     events += n
                     break
