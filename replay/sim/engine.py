@@ -17,6 +17,7 @@ thread's preempt count allow.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 from collections import deque
@@ -479,7 +480,18 @@ class Engine:
         One function on purpose (the hot loop, benchmarks/replay_speed.py): an event that
         resumes a thread falls through into the instruction loop, which runs the thread
         until it starts a segment that others may interleave with, waits or leaves its CPU.
+        The loop makes no reference cycles, only many small tuples: the cyclic garbage
+        collector is paused while it runs (it would rescan the workload and the logs).
         """
+        collect = gc.isenabled()
+        gc.disable()
+        try:
+            self._run()
+        finally:
+            if collect:
+                gc.enable()
+
+    def _run(self) -> None:
         heap = self.heap
         pop = heapq.heappop
         push = heapq.heappush
