@@ -211,13 +211,6 @@ class Engine:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, ev, x, g))
 
-    def line(self, a: int, b: int) -> int:
-        """Cost of moving a cache line from CPU ``a`` to CPU ``b`` (a lock hand-off)."""
-        per = self.per_socket
-        if per and a // per != b // per:
-            return self.c.line_transfer_remote_ns
-        return self.line_ns
-
     def wake_cost(self) -> int:
         j = self.c.wake_jitter_ns
         return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
@@ -316,8 +309,12 @@ class Engine:
         th.slept = True
         self.leave_cpu(th, now, "sleep-lock")
 
-    def grant_spin(self, th: SimThread, at: int) -> None:
+    def grant_spin(self, frm: SimThread, th: SimThread, now: int, scale: float | None = None) -> None:
+        """Hand the lock from ``frm`` to the spinner ``th``: one line transfer (times ``scale``) from now."""
         th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
+        per = self.per_socket
+        line = self.c.line_transfer_remote_ns if per and frm.cpu // per != th.cpu // per else self.line_ns
+        at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
 
