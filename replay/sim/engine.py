@@ -1,12 +1,15 @@
 """The discrete-event engine: CPUs, a scheduler, threads executing flattened programs.
 
-Design for speed (benchmarks/replay_speed.py): integer time in ns; one heap of
-plain tuples ``(time, seq, event, index, generation)``; threads are slotted
-objects allocated once; instructions are tuples built once by replay.sim.program.
-A thread whose next segment ends before the earliest pending event runs on
-inline without touching the heap (nothing can interleave with it, so this is
-exact). A stale segment-end event (the segment was stretched by an interrupt or
-cut by a preemption) is recognised by its generation and dropped.
+Design for speed (benchmarks/replay_speed.py, docs/SIMULATOR.md "Speed"): integer
+time in ns; one heap of plain tuples ``(time, seq, event, index, generation)``;
+threads are slotted objects allocated once; instructions are tuples built once by
+replay.sim.program. ``run()`` is one loop: an event that resumes a thread falls
+through into the instruction loop, and the common CPU hand-overs (a wake onto an
+idle CPU, a block that leaves it idle) are inline. A thread whose next segment
+ends before the earliest pending event runs on inline without touching the heap
+(nothing can interleave with it, so this is exact). A stale segment-end event
+(the segment was stretched by an interrupt or cut by a preemption) is recognised
+by its generation and dropped.
 
 Scheduling model (docs/SIMULATOR.md): one global FIFO run queue; a woken thread
 takes an idle CPU or queues; a running thread yields at its next preemption
