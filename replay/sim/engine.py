@@ -1,12 +1,15 @@
 """The discrete-event engine: CPUs, a scheduler, threads executing flattened programs.
 
-Design for speed (benchmarks/replay_speed.py): integer time in ns; one heap of
-plain tuples ``(time, seq, event, index, generation)``; threads are slotted
-objects allocated once; instructions are tuples built once by replay.sim.program.
-A thread whose next segment ends before the earliest pending event runs on
-inline without touching the heap (nothing can interleave with it, so this is
-exact). A stale segment-end event (the segment was stretched by an interrupt or
-cut by a preemption) is recognised by its generation and dropped.
+Design for speed (benchmarks/replay_speed.py, docs/SIMULATOR.md "Speed"): integer
+time in ns; one heap of plain tuples ``(time, seq, event, index, generation)``;
+threads are slotted objects allocated once; instructions are tuples built once by
+replay.sim.program. ``run()`` is one loop: an event that resumes a thread falls
+through into the instruction loop, and the common CPU hand-overs (a wake onto an
+idle CPU, a block that leaves it idle) are inline. A thread whose next segment
+ends before the earliest pending event runs on inline without touching the heap
+(nothing can interleave with it, so this is exact). A stale segment-end event
+(the segment was stretched by an interrupt or cut by a preemption) is recognised
+by its generation and dropped.
 
 Scheduling model (docs/SIMULATOR.md): one global FIFO run queue; a woken thread
 takes an idle CPU or queues; a running thread yields at its next preemption
@@ -17,6 +20,7 @@ thread's preempt count allow.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import random
 from collections import deque
@@ -123,6 +127,8 @@ class Engine:
             raise ValueError("cpus must be at least 1")
         self.c = costs
         self.cpus = cpus
+        self.per_socket = costs.cpus_per_socket
+        self.line_ns = costs.line_transfer_ns
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -208,13 +214,6 @@ class Engine:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, ev, x, g))
 
-    def line(self, a: int, b: int) -> int:
-        """Cost of moving a cache line from CPU ``a`` to CPU ``b`` (a lock hand-off)."""
-        per = self.c.cpus_per_socket
-        if per and a // per != b // per:
-            return self.c.line_transfer_remote_ns
-        return self.c.line_transfer_ns
-
     def wake_cost(self) -> int:
         j = self.c.wake_jitter_ns
         return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
@@ -235,15 +234,6 @@ class Engine:
         if th.pcount == 0:
             self.rows_poff.append((th.poff_start, now - th.poff_start, th.cpu, th.tid, th.poff_cause, th.poff_class,
                                    False))
-
-    def _queue(self, lid: int, now: int, delta: int) -> None:
-        k = self.lock_cls[lid]
-        n = self.nwait[k]
-        if n:
-            self.wait_area[k] += n * (now - self.wait_last[k])
-        self.wait_last[k] = now
-        self.nwait[k] = n + delta
-        self.contended[k] = True
 
     # ------------------------------------------------------- CPU hand-over
     def leave_cpu(self, th: SimThread, now: int, reason: str) -> None:
@@ -303,7 +293,11 @@ class Engine:
         th.state = SPIN
         th.spin_start = now
         if preempt_off:
-            self.poff_inc(th, now, "spin-wait", self.lock_info[th.code[th.pc][1]].lock_class)
+            if th.pcount == 0:
+                th.poff_start = now
+                th.poff_cause = "spin-wait"
+                th.poff_class = self.lock_info[th.code[th.pc][1]].lock_class
+            th.pcount += 1
 
     def sleep_on_lock(self, th: SimThread, now: int) -> None:
         th.state = SLEEP
@@ -318,8 +312,12 @@ class Engine:
         th.slept = True
         self.leave_cpu(th, now, "sleep-lock")
 
-    def grant_spin(self, th: SimThread, at: int) -> None:
+    def grant_spin(self, frm: SimThread, th: SimThread, now: int, scale: float | None = None) -> None:
+        """Hand the lock from ``frm`` to the spinner ``th``: one line transfer (times ``scale``) from now."""
         th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
+        per = self.per_socket
+        line = self.c.line_transfer_remote_ns if per and frm.cpu // per != th.cpu // per else self.line_ns
+        at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
 
@@ -477,300 +475,362 @@ class Engine:
 
     # ------------------------------------------------------------- the loop
     def run(self) -> None:
+        """Pop events and run threads until the heap is empty.
+
+        One function on purpose (the hot loop, benchmarks/replay_speed.py): an event that
+        resumes a thread falls through into the instruction loop, which runs the thread
+        until it starts a segment that others may interleave with, waits or leaves its CPU.
+        The loop makes no reference cycles, only many small tuples: the cyclic garbage
+        collector is paused while it runs (it would rescan the workload and the logs).
+        """
+        collect = gc.isenabled()
+        gc.disable()
+        try:
+            self._run()
+        finally:
+            if collect:
+                gc.enable()
+
+    def _run(self) -> None:
         heap = self.heap
         pop = heapq.heappop
+        push = heapq.heappush
         threads = self.threads
-        step = self.step
         progress = self.progress
         next_report = 1 << 16
-        free_switch = self.c.context_switch_ns == 0
+        cst = self.c
+        free_switch = cst.context_switch_ns == 0
+        slice_ns = cst.timeslice_ns
+        full = self.full
+        percpu = self.percpu
+        idle = self.idle
+        rq = self.rq
+        cur = self.cur
+        probe_pending = self.probe_pending
+        locks = self.locks
+        lock_info = self.lock_info
+        lock_cost = self.lock_cost
+        rows_sched = self.rows_sched
+        rows_holds = self.rows_holds
+        rows_poff = self.rows_poff
+        nwait = self.nwait
+        wait_area = self.wait_area
+        wait_last = self.wait_last
+        contended = self.contended
+        lock_cls = self.lock_cls
+        events = self.events
+        work = 0  # work and overhead of the segments started here, added to the totals at the end
+        over = 0
         while heap:
-            t, _, ev, x, g = pop(heap)
+            if progress is not None and events >= next_report:
+                next_report += 1 << 16
+                progress(min(1.0, self.instr / self.total_instr))
+            now, _, ev, x, g = pop(heap)
+            events += 1
             if ev == E_SEG:
                 th = threads[x]
                 if th.gen != g:
+                    events -= 1
                     continue
-                self.events += 1
-                step(th, t, True)
+                completed = True
             elif ev == E_WAKE:
                 th = threads[x]
-                self.events += 1
-                th.runnable_at = t
-                th.state = READY
-                if not self.idle:
-                    self.rq_area += len(self.rq) * (t - self.rq_last)
-                    self.rq_last = t
-                    self.rq.append(th)
-                elif free_switch:  # nothing to wait for: run it now without a zero-length event
-                    self.bind(self.idle.pop(), th, t, IDLE_TID, "dispatch")
-                    th.seg_over = False
-                    th.seg_work = 0
-                    step(th, t, False)
-                else:
-                    self.dispatch(self.idle.pop(), th, t, IDLE_TID, "dispatch")
+                th.runnable_at = now
+                if not idle:
+                    th.state = READY
+                    self.rq_area += len(rq) * (now - self.rq_last)
+                    self.rq_last = now
+                    rq.append(th)
+                    continue
+                if not free_switch:
+                    th.state = READY
+                    self.dispatch(idle.pop(), th, now, IDLE_TID, "dispatch")
+                    continue
+                # nothing to wait for: run it now without a zero-length event (Engine.bind, inline)
+                c = idle.pop()
+                rows_sched.append((now, c, IDLE_TID, th.tid, "dispatch", 0))
+                cur[c] = th
+                th.cpu = c
+                th.oncpu = True
+                th.state = RUN
+                th.slice_start = now
+                if th.pcount > 0:
+                    th.poff_start = now
+                self.switches += 1
+                th.seg_over = False
+                th.seg_work = 0
+                completed = False
             elif ev == E_GRANT:
                 th = threads[x]
-                self.events += 1
-                d = t - th.spin_start
+                d = now - th.spin_start
                 th.spun += d
                 self.spin_ns += d
                 th.granted = True
                 th.state = RUN
-                step(th, t, False)
+                completed = False
             elif ev == E_PWAKE:
-                self.events += 1
-                self.probe_wake_ev(x, t)
+                self.probe_wake_ev(x, now)
+                continue
             else:
-                self.events += 1
-                self.probe_end(x, t)
-            if progress is not None and self.events >= next_report:
-                next_report += 1 << 16
-                progress(min(1.0, self.instr / self.total_instr))
+                self.probe_end(x, now)
+                continue
+            # ---- run ``th`` from ``now``; ``completed``: its current segment has just ended
+            code = th.code
+            points = th.points
+            n = 0
+            while True:
+                if completed:
+                    completed = False
+                    work += th.seg_work
+                    if th.seg_over:
+                        th.seg_over = False
+                    elif th.rem == 0:
+                        op = code[th.pc][0]
+                        if op >= GZAP:
+                            ins = code[th.pc]
+                            if op == GZAP:
+                                th.g_pending += ins[1]
+                                th.g_free = ins[3]
+                                if not percpu:
+                                    self.poff_dec(th, now)
+                                    cap = th.g_cap
+                                    maxp = cst.max_gather_pages
+                                    while th.g_pending > cap and cap < maxp:
+                                        if cst.batch_alloc_fail_p and self.rng.random() < cst.batch_alloc_fail_p:
+                                            break
+                                        cap = min(maxp, cap + cst.batch_pages)
+                                    th.g_cap = cap
+                            elif op == GFLUSH:
+                                th.g_pending = 0
+                            elif op == GPOINT:  # percpu break: the pending pages were flushed, preemption enabled
+                                th.g_pending = 0
+                                self.poff_dec(th, now)
+                                th.g_broken = True
+                                continue  # re-run GPOINT after the preemption point
+                            elif op == GE:
+                                th.g_pending = 0
+                                if percpu:
+                                    self.poff_dec(th, now)
+                        th.pc += 1
+                        th.fresh = True
+                pc = th.pc
+                c = th.cpu
+                if points[pc] and th.pcount == 0 and (
+                    probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)
+                ):
+                    self.instr += n
+                    events += n
+                    self.preempt(th, now)
+                    break
+                ins = code[pc]
+                op = ins[0]
+                n += 1
+                # --- instructions that start a segment set d (work) and pre (preemptible mid-way)
+                if op <= KERN:  # USER or KERN
+                    if th.fresh:
+                        th.rem = ins[1]
+                        th.fresh = False
+                    d = th.rem
+                    if op == USER:
+                        pre = True
+                        if rq:
+                            cut = th.slice_start + slice_ns - now
+                            if 0 < cut < d:
+                                d = cut
+                    else:
+                        pre = full and th.pcount == 0
+                elif op == ACQ:
+                    lid = ins[1]
+                    lk = locks[lid]
+                    if th.granted:
+                        th.granted = False
+                        wait = now - th.wait_start
+                        k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
+                        nw = nwait[k]
+                        if nw:
+                            wait_area[k] += nw * (now - wait_last[k])
+                        wait_last[k] = now
+                        nwait[k] = nw - 1
+                        contended[k] = True
+                        info = lock_info[lid]
+                        self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
+                                                "write" if ins[2] else "read", th.spun, th.slept))
+                        th.held.append((lid, now, wait, len(th.held), ins[4]))
+                        th.debt += lock_cost[lid]
+                        th.pc = pc + 1
+                        continue
+                    th.recorded_wait = ins[3]
+                    if lk.acquire(th, now, ins[2]):
+                        if lk.preempt_off:
+                            if th.pcount == 0:
+                                th.poff_start = now
+                                th.poff_cause = "spinlock"
+                                th.poff_class = lock_info[lid].lock_class
+                            th.pcount += 1
+                        th.held.append((lid, now, 0, len(th.held), ins[4]))
+                        th.debt += lock_cost[lid]
+                        th.pc = pc + 1
+                        continue
+                    # parked by the lock (spinning, sleeping or a recorded wait)
+                    th.wait_start = now
+                    th.spun = 0
+                    if th.state != SLEEP:
+                        th.slept = False
+                    th.waiting_lock = lk
+                    k = lock_cls[lid]  # one waiter more
+                    nw = nwait[k]
+                    if nw:
+                        wait_area[k] += nw * (now - wait_last[k])
+                    wait_last[k] = now
+                    nwait[k] = nw + 1
+                    contended[k] = True
+                    self.instr += n
+                    events += n
+                    break
+                elif op == REL:
+                    lid = ins[1]
+                    lk = locks[lid]
+                    h = th.held.pop()
+                    info = lock_info[lid]
+                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, info.addr, info.lock_class,
+                                       "write" if ins[2] else "read", h[3], h[4]))
+                    lk.release(th, now, ins[2])
+                    if lk.preempt_off:
+                        th.pcount -= 1
+                        if th.pcount == 0:
+                            rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause,
+                                              th.poff_class, False))
+                    th.pc = pc + 1
+                    continue
+                elif op == UNTIL or op == BLOCK or op == END:
+                    if th.debt:  # pay pending overhead (lock costs) before leaving the CPU
+                        th.seg_over = True
+                        d = 0
+                        pre = False
+                        n -= 1  # the instruction itself runs after the payment
+                    elif op == END:
+                        th.state = DONE
+                        self.done += 1
+                        if now > self.end:
+                            self.end = now
+                        self.instr += n
+                        events += n
+                        self.leave_cpu(th, now, "exit")
+                        break
+                    else:
+                        until = now + ins[1] if op == BLOCK else ins[1]
+                        th.pc = pc + 1
+                        th.fresh = True
+                        if op == UNTIL and until <= now:
+                            continue
+                        th.state = BLOCKED
+                        if th.held or th.pcount > 0 or probe_pending[c] >= 0 or rq:
+                            self.leave_cpu(th, now, "block")
+                        else:  # Engine.leave_cpu onto an idle CPU, inline
+                            cur[c] = None
+                            th.oncpu = False
+                            th.cpu = -1
+                            idle.append(c)
+                            rows_sched.append((now, c, th.tid, IDLE_TID, "block", 0))
+                        self.seq += 1
+                        push(heap, (until + (self.wake_cost() if op == BLOCK else 0), self.seq, E_WAKE, th.idx,
+                                    th.gen))
+                        self.instr += n
+                        events += n
+                        break
+                elif op == SPAN_B:
+                    th.spans.append((now, c))
+                    th.pc = pc + 1
+                    continue
+                elif op == SPAN_E:
+                    start, c0 = th.spans.pop()
+                    self.rows_ops.append((start, now - start, c0, th.tid, self.kinds[ins[1]]))
+                    th.pc = pc + 1
+                    continue
+                elif op == GB:
+                    th.g_pending = 0
+                    th.g_cap = cst.percpu_batch_pages if percpu else cst.local_batch_pages
+                    th.g_full = ins[1]
+                    th.g_pt = ins[2]
+                    th.g_broken = False
+                    if percpu:
+                        self.poff_inc(th, now, "gather", None)
+                    th.pc = pc + 1
+                    continue
+                elif op == GZAP:
+                    if th.fresh:
+                        th.rem = ins[2]
+                        th.fresh = False
+                        if not percpu:
+                            self.poff_inc(th, now, "ptl", None)
+                    d = th.rem
+                    pre = False
+                elif op == GFLUSH or op == GE:
+                    pend = th.g_pending
+                    if op == GFLUSH and (pend < th.g_cap if percpu else pend <= th.g_cap):  # room left
+                        # (the per-CPU batch flushes when full; the on-stack one grew if it could)
+                        th.pc = pc + 1
+                        continue
+                    if th.fresh:
+                        th.fresh = False
+                        if pend or th.g_full:
+                            th.debt += self.flush(th, now, pend, th.g_full)
+                        th.rem = round(th.g_free * pend) + (th.g_pt if op == GE else 0)
+                    d = th.rem
+                    pre = full and not percpu and th.pcount == 0
+                elif op == GPOINT:
+                    if not percpu:
+                        th.pc = pc + 1
+                        continue
+                    if th.g_broken:
+                        th.g_broken = False
+                        self.poff_inc(th, now, "gather", None)
+                        th.pc = pc + 1
+                        th.fresh = True
+                        continue
+                    if not (probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)):
+                        th.pc = pc + 1
+                        continue
+                    # need_resched: tlb_finish_mmu (flush + free what is pending), preempt_enable, cond_resched
+                    pend = th.g_pending
+                    if th.fresh:
+                        th.fresh = False
+                        if pend:
+                            th.debt += self.flush(th, now, pend, False)
+                        th.rem = round(th.g_free * pend)
+                    d = th.rem
+                    pre = False
+                else:
+                    raise AssertionError(f"bad opcode {op}")
+                # --- start a segment of d ns work (+ pending overhead)
+                debt = th.debt
+                if debt:
+                    th.debt = 0
+                    over += debt
+                th.rem -= d
+                th.seg_work = d
+                th.seg_debt = debt
+                th.segpre = pre
+                th.seg_start = now
+                end = now + d + debt
+                th.seg_end = end
+                if not heap or end < heap[0][0]:
+                    now = end  # nothing can happen before the segment ends: go on inline
+                    n += 1
+                    completed = True
+                    continue
+                th.gen += 1
+                self.seq += 1
+                push(heap, (end, self.seq, E_SEG, th.idx, th.gen))
+                self.instr += n
+                events += n
+                break
+        self.events = events
+        self.work_ns += work
+        self.overhead_ns += over
         if self.done != len(threads):
             stuck = [th.tid for th in threads if th.state != DONE]
             raise MmreplayError(
                 f"the simulation deadlocked with {len(stuck)} threads unfinished (e.g. tids {stuck[:5]}): "
                 "a thread slept holding a spinlock while spinners took every CPU; use more CPUs or another policy"
             )
-
-    def step(self, th: SimThread, now: int, completed: bool) -> None:
-        """Run ``th`` from ``now`` until it starts a segment that others may interleave with, waits or leaves.
-
-        ``completed``: the thread's current segment has just ended at ``now``.
-        """
-        heap = self.heap
-        code = th.code
-        points = th.points
-        cst = self.c
-        full = self.full
-        percpu = self.percpu
-        probe_pending = self.probe_pending
-        rq = self.rq
-        slice_ns = cst.timeslice_ns
-        locks = self.locks
-        lock_info = self.lock_info
-        n = 0
-        while True:
-            if completed:
-                completed = False
-                self.work_ns += th.seg_work
-                if th.seg_over:
-                    th.seg_over = False
-                elif th.rem == 0:
-                    ins = code[th.pc]
-                    op = ins[0]
-                    if op == GZAP:
-                        th.g_pending += ins[1]
-                        th.g_free = ins[3]
-                        if not percpu:
-                            self.poff_dec(th, now)
-                            cap = th.g_cap
-                            maxp = cst.max_gather_pages
-                            while th.g_pending > cap and cap < maxp:
-                                if cst.batch_alloc_fail_p and self.rng.random() < cst.batch_alloc_fail_p:
-                                    break
-                                cap = min(maxp, cap + cst.batch_pages)
-                            th.g_cap = cap
-                    elif op == GFLUSH:
-                        th.g_pending = 0
-                    elif op == GPOINT:  # percpu break: the pending pages were flushed, preemption enabled
-                        th.g_pending = 0
-                        self.poff_dec(th, now)
-                        th.g_broken = True
-                        continue  # re-run GPOINT after the preemption point
-                    elif op == GE:
-                        th.g_pending = 0
-                        if percpu:
-                            self.poff_dec(th, now)
-                    th.pc += 1
-                    th.fresh = True
-            pc = th.pc
-            c = th.cpu
-            if points[pc] and th.pcount == 0 and (
-                probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)
-            ):
-                self.instr += n
-                self.events += n
-                self.preempt(th, now)
-                return
-            ins = code[pc]
-            op = ins[0]
-            n += 1
-            # --- instructions that start a segment set d (work) and pre (preemptible mid-way)
-            if op <= KERN:  # USER or KERN
-                if th.fresh:
-                    th.rem = ins[1]
-                    th.fresh = False
-                d = th.rem
-                if op == USER:
-                    pre = True
-                    if rq:
-                        cut = th.slice_start + slice_ns - now
-                        if 0 < cut < d:
-                            d = cut
-                else:
-                    pre = full and th.pcount == 0
-            elif op == ACQ:
-                lid = ins[1]
-                lk = locks[lid]
-                info = lock_info[lid]
-                if th.granted:
-                    th.granted = False
-                    wait = now - th.wait_start
-                    self._queue(lid, now, -1)
-                    self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
-                                            "write" if ins[2] else "read", th.spun, th.slept))
-                    th.held.append((lid, now, wait, len(th.held), ins[4]))
-                    th.debt += self.lock_cost[lid]
-                    th.pc = pc + 1
-                    continue
-                th.recorded_wait = ins[3]
-                if lk.acquire(th, now, ins[2]):
-                    if lk.preempt_off:
-                        if th.pcount == 0:
-                            th.poff_start = now
-                            th.poff_cause = "spinlock"
-                            th.poff_class = info.lock_class
-                        th.pcount += 1
-                    th.held.append((lid, now, 0, len(th.held), ins[4]))
-                    th.debt += self.lock_cost[lid]
-                    th.pc = pc + 1
-                    continue
-                # parked by the lock (spinning, sleeping or a recorded wait)
-                th.wait_start = now
-                th.spun = 0
-                if th.state != SLEEP:
-                    th.slept = False
-                th.waiting_lock = lk
-                self._queue(lid, now, +1)
-                self.instr += n
-                self.events += n
-                return
-            elif op == REL:
-                lid = ins[1]
-                lk = locks[lid]
-                h = th.held.pop()
-                info = lock_info[lid]
-                self.rows_holds.append((h[1], now - h[1], h[2], c, th.tid, info.addr, info.lock_class,
-                                        "write" if ins[2] else "read", h[3], h[4]))
-                lk.release(th, now, ins[2])
-                if lk.preempt_off:
-                    th.pcount -= 1
-                    if th.pcount == 0:
-                        self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause,
-                                               th.poff_class, False))
-                th.pc = pc + 1
-                continue
-            elif op == SPAN_B:
-                th.spans.append((now, c))
-                th.pc = pc + 1
-                continue
-            elif op == SPAN_E:
-                start, c0 = th.spans.pop()
-                self.rows_ops.append((start, now - start, c0, th.tid, self.kinds[ins[1]]))
-                th.pc = pc + 1
-                continue
-            elif op == GB:
-                th.g_pending = 0
-                th.g_cap = cst.percpu_batch_pages if percpu else cst.local_batch_pages
-                th.g_full = ins[1]
-                th.g_pt = ins[2]
-                th.g_broken = False
-                if percpu:
-                    self.poff_inc(th, now, "gather", None)
-                th.pc = pc + 1
-                continue
-            elif op == GZAP:
-                if th.fresh:
-                    th.rem = ins[2]
-                    th.fresh = False
-                    if not percpu:
-                        self.poff_inc(th, now, "ptl", None)
-                d = th.rem
-                pre = False
-            elif op == GFLUSH or op == GE:
-                pend = th.g_pending
-                if op == GFLUSH and (pend < th.g_cap if percpu else pend <= th.g_cap):  # room left
-                    # (the per-CPU batch flushes when full; the on-stack one grew if it could)
-                    th.pc = pc + 1
-                    continue
-                if th.fresh:
-                    th.fresh = False
-                    if pend or th.g_full:
-                        th.debt += self.flush(th, now, pend, th.g_full)
-                    th.rem = round(th.g_free * pend) + (th.g_pt if op == GE else 0)
-                d = th.rem
-                pre = full and not percpu and th.pcount == 0
-            elif op == GPOINT:
-                if not percpu:
-                    th.pc = pc + 1
-                    continue
-                if th.g_broken:
-                    th.g_broken = False
-                    self.poff_inc(th, now, "gather", None)
-                    th.pc = pc + 1
-                    th.fresh = True
-                    continue
-                if not (probe_pending[c] >= 0 or (rq and now - th.slice_start >= slice_ns)):
-                    th.pc = pc + 1
-                    continue
-                # need_resched: tlb_finish_mmu (flush + free what is pending), preempt_enable, cond_resched
-                pend = th.g_pending
-                if th.fresh:
-                    th.fresh = False
-                    if pend:
-                        th.debt += self.flush(th, now, pend, False)
-                    th.rem = round(th.g_free * pend)
-                d = th.rem
-                pre = False
-            elif th.debt:  # BLOCK, UNTIL, END: pay pending overhead (lock costs) before leaving the CPU
-                th.seg_over = True
-                d = 0
-                pre = False
-                n -= 1  # the instruction itself runs after the payment
-            elif op == BLOCK or op == UNTIL:
-                until = now + ins[1] if op == BLOCK else ins[1]
-                th.pc = pc + 1
-                th.fresh = True
-                if op == UNTIL and until <= now:
-                    continue
-                th.state = BLOCKED
-                self.leave_cpu(th, now, "block")
-                self.push(until + (self.wake_cost() if op == BLOCK else 0), E_WAKE, th.idx, th.gen)
-                self.instr += n
-                self.events += n
-                return
-            elif op == END:
-                th.state = DONE
-                self.done += 1
-                if now > self.end:
-                    self.end = now
-                self.instr += n
-                self.events += n
-                self.leave_cpu(th, now, "exit")
-                return
-            else:
-                raise AssertionError(f"bad opcode {op}")
-            # --- start a segment of d ns work (+ pending overhead)
-            debt = th.debt
-            if debt:
-                th.debt = 0
-                self.overhead_ns += debt
-            th.rem -= d
-            th.seg_work = d
-            th.seg_debt = debt
-            th.segpre = pre
-            th.seg_start = now
-            end = now + d + debt
-            th.seg_end = end
-            if not heap or end < heap[0][0]:
-                now = end  # nothing can happen before the segment ends: go on inline
-                n += 1
-                completed = True
-                continue
-            th.gen += 1
-            self.seq += 1
-            heapq.heappush(heap, (end, self.seq, E_SEG, th.idx, th.gen))
-            self.instr += n
-            self.events += n
-            return

@@ -6,8 +6,9 @@ spinner or a sleeper through the engine), ``release(th, now, write)``,
 ``owner_off_cpu(th, now)`` (optimistic spinners stop when the owner leaves its
 CPU) and ``abort_spin(th, now)`` (a spinning mutex/rwsem waiter that must
 reschedule goes to sleep instead). Grants go back through the engine:
-``grant_spin(th, at)`` for a waiter on its CPU, ``grant_sleeper(th, now)`` for
-one that must be woken. The models are in docs/SIMULATOR.md.
+``grant_spin(owner, th, now)`` for a waiter on its CPU (after a cache-line
+transfer), ``grant_sleeper(th, now)`` for one that must be woken. The models
+are in docs/SIMULATOR.md.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class SpinLock:
         k = len(self.q)
         nxt = self.q.popleft()
         self.owner = nxt
-        line = self.eng.line(th.cpu, nxt.cpu)
-        self.eng.grant_spin(nxt, now + round(line * (1 + self.per_waiter * (k - 1))))
+        self.eng.grant_spin(th, nxt, now, 1 + self.per_waiter * (k - 1))
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
         pass
@@ -99,7 +99,7 @@ class Mutex:
         elif spinners:
             nxt = spinners.popleft()
             self.owner = nxt
-            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
+            self.eng.grant_spin(th, nxt, now)
         else:
             self.owner = None
 
@@ -166,7 +166,7 @@ class RWSem:
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
             self.writer = nxt
-            self.eng.grant_spin(nxt, now + self.eng.line(th.cpu, nxt.cpu))
+            self.eng.grant_spin(th, nxt, now)
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]

@@ -157,6 +157,13 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
                 sleeping = locks[lid].policy in ("mutex", "rwsem")
                 code.append((ACQ, lid, write, op.recorded_wait_ns or 0, op.derived))
                 points.append(user or full or (voluntary and sleeping))
+                if not op.body:  # the common leaf: hold, release (what the stack would give, without it)
+                    if op.hold_ns > 0:
+                        code.append((KERN, scale(op.hold_ns)))
+                        points.append(full)
+                    code.append((REL, lid, write))
+                    points.append(full)
+                    continue
                 depth += 1
                 stack.append((_CLOSE, (REL, lid, write)))
                 if op.hold_ns > 0:  # ops.Critical: run the body, then spend hold_ns, then release
