@@ -22,7 +22,7 @@ W's threads, from the same tracepoint calls:
   contention_begin program (most of it the kernel stack capture) and shorter by
   that of our contention_end program: -E_i <= ours_i - perf_i <= B_i. Summed over
   any set of waits, the difference lies in [-sum E, +sum B], and the kernel's BPF
-  run-time statistics (on for the recording) give sum B and sum E as the programs'
+  run-time statistics (`record --probe-cost`) give sum B and sum E as the programs'
   run_time_ns. Added slack: perf prints totals to 2 decimals (its resolution), and
   per wait 0.2 us for what the statistics do not time (entering/leaving the program,
   perf's path to its timestamp; measured ~0.1 us with the stack capture removed).
@@ -67,6 +67,7 @@ class SameRun:
     refused: int  # lock_contention events our ring buffer refused
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
+    begin_runs: int
 
 
 def _live_or_skip() -> None:
@@ -95,18 +96,14 @@ def workload(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=["lock_contention", "all"])
 def same_run(request, tmp_path_factory, workload) -> SameRun:
     """One run of the workload under `perf lock record`, recorded by mmreplay (only the
-    lock_contention probe, or every tier-1 probe) with the kernel timing our programs."""
-    from tracer.recorder import bpf_run_stats
-
+    lock_contention probe, or every tier-1 probe) with the kernel timing our programs (--probe-cost)."""
     d = tmp_path_factory.mktemp(f"same-{request.param}")
     trace, data = d / "trace", d / "perf.data"
     probes = [] if request.param == "all" else ["--probes", request.param]
     cmd = [sys.executable, "-m", "replay", "record", "-o", str(trace), "--comm", workload.name, *probes,
-           "--no-tier2-check", "--", "perf", "lock", "record", "-o", str(data), "--",
+           "--no-tier2-check", "--probe-cost", "--", "perf", "lock", "record", "-o", str(data), "--",
            str(workload), str(THREADS), str(ITERATIONS)]
-    with bpf_run_stats():
-        r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
-                           timeout=120)
+    r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     rep = subprocess.run(["perf", "lock", "contention", "-i", str(data), "-v"], capture_output=True, text=True,
                          timeout=60)
@@ -129,7 +126,8 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
         probes=request.param, trace=t, perf=perf, ours=ours, cmp=cmp,
         refused=extra["lost_breakdown"]["ring_buffer_refused"]["lock_contention"],
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
-        end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"))
+        end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
+        begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0))
 
 
 def _show(run: SameRun) -> str:
@@ -160,6 +158,7 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: totals lack those waits")
     cmp = same_run.cmp
+    assert same_run.begin_runs >= cmp["mm_count"].sum()  # the program ran at least once per wait
     rows = [*cmp.iter_rows(named=True), {
         "caller": "(all)", "perf_count": cmp["perf_count"].sum(), "total_diff_ns": cmp["total_diff_ns"].sum(),
         "perf_total_resolution_ns": cmp["perf_total_resolution_ns"].sum(), "exit_total_ns": cmp["exit_total_ns"].sum()}]

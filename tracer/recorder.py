@@ -68,6 +68,7 @@ class RecordOptions:
     vmlinux: Path | None = None
     chown: tuple[int, int] | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
+    probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
 
 
 @dataclass
@@ -466,7 +467,11 @@ class Recorder:
                              + "; ".join(f"{p.name}: {p.reason}" for p in skipped))
         cmd = _Command(o.command) if o.command else None
         try:
-            return self._run(bcc, families, skipped, cmd)
+            with bpf_run_stats() if o.probe_cost else contextlib.nullcontext(True) as timed:
+                if not timed:
+                    print("mmreplay: --probe-cost: the kernel refused BPF_ENABLE_STATS; no probe_cost in the manifest",
+                          file=sys.stderr)
+                return self._run(bcc, families, skipped, cmd)
         finally:
             if cmd is not None and cmd.proc.poll() is None:
                 cmd.stop()
