@@ -12,8 +12,9 @@ W's threads, from the same tracepoint calls:
   (per tid and lock, from the first begin). They can differ only by the
   batches our ring buffer refused (the manifest's `ring_buffer_refused`).
   One edge remains: perf stops watching a task in do_exit (perf_event_exit_task),
-  we watch it until it is gone, so waits in the exit path after that point
-  (stack through do_exit: tasklist_lock, sighand) are ours alone.
+  we watch it until it is gone, so some waits of a dying thread (stack through
+  do_exit; seen: the rq lock of its last schedule, the futex wake of
+  mm_release, LRU locks in exit_mmap) are ours alone.
   Callers: perf 6.1 names a caller after skipping 3 frames, so perf's rows
   are regrouped by mmreplay's rule applied to perf's `-v` stacks (`mm_caller`).
 * totals: our timestamps are `bpf_ktime_get_ns()` at the start of our programs;
@@ -53,7 +54,7 @@ from replay.trace.reader import Trace
 pytestmark = pytest.mark.live
 
 ROOT = Path(__file__).resolve().parents[1]
-THREADS, ITERATIONS = 4, 2000  # ~10k contended waits (mmap_lock sleeping, page-table and LRU spinning), ~3 s
+THREADS, ITERATIONS = 4, 2000  # 200-50k contended waits (mmap_lock sleeping; page-table, LRU spinning), ~3 s
 UNTIMED_NS_PER_WAIT = 200
 
 
