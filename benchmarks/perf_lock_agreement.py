@@ -61,15 +61,19 @@ def perf_waits(data: Path) -> dict[tuple[int, int], list[tuple[int, int]]]:
     return waits
 
 
-def show_ours_only(trace: Path, key: tuple[int, int], ts: list[int]) -> None:
-    """Our waits of (tid, lock) that perf lacks (we pair by order, so: all of that key's), with their stacks."""
+def show_ours_only(trace: Path, key: tuple[int, int], perf_begins: list[int], offset: float) -> None:
+    """Our waits of (tid, lock) that perf lacks: no perf begin within 100 us after ours (clock offset removed)."""
     tr = Trace.open(trace)
-    frames = run_sql(Source.open(trace), "SELECT w.ts, w.dur, w.flags, w.begins, c.frames FROM lock_waits w "
-                     f"JOIN callers c USING (stack_id) WHERE w.tid = {key[0]} AND w.lock_addr = {key[1]} ORDER BY w.ts")
-    print(f"  ours only? tid {key[0]} lock {key[1]:#x}: {len(ts)} waits here, {tr.manifest.end_ns - max(ts)} ns "
-          "before the recording's end")
-    for r in frames.tail(2).iter_rows(named=True):
-        print(f"    dur {r['dur']} flags {r['flags']} begins {r['begins']}: {r['frames'][:400]}")
+    rows = run_sql(Source.open(trace), "SELECT w.ts, w.dur, w.flags, c.frames FROM lock_waits w JOIN callers c "
+                   f"USING (stack_id) WHERE w.tid = {key[0]} AND w.lock_addr = {key[1]} ORDER BY w.ts")
+    pb = np.array(sorted(perf_begins), dtype=np.int64)
+    for r in rows.iter_rows(named=True):
+        t = r["ts"] - offset
+        i = np.searchsorted(pb, t)
+        if i < len(pb) and pb[i] - t < 100_000:
+            continue
+        print(f"  ours only: tid {key[0]} lock {key[1]:#x}, {(tr.manifest.end_ns - r['ts']) / 1e6:.1f} ms before the "
+              f"end, dur {r['dur']} ns, flags {r['flags']}: {r['frames']}")
 
 
 def per_wait(trace: Path, data: Path) -> None:
@@ -79,17 +83,19 @@ def per_wait(trace: Path, data: Path) -> None:
             "ts", "dur", "tid", "lock_addr", "flags").collect().iter_rows():
         ours[(tid, addr)].append((ts, dur, flags))
     diffs: dict[str, list[int]] = defaultdict(list)
-    offsets, unpaired = [], 0
+    offsets, unpaired, extra = [], 0, []
     for key in set(theirs) | set(ours):
         p, o = theirs.get(key, []), ours.get(key, [])
         unpaired += abs(len(p) - len(o))
         if len(o) > len(p):
-            show_ours_only(trace, key, [ts for ts, _, _ in o])
+            extra.append((key, [pt for pt, _ in p]))
         for (pt, pd), (ot, od, flags) in zip(p, o, strict=False):
             diffs["spinning" if flags & 1 else "sleeping"].append(od - pd)
             offsets.append(ot - pt)
     off = np.array(offsets)
     med = np.median(off)
+    for key, begins in extra:
+        show_ours_only(trace, key, begins, med + 1_000)  # perf begins after ours, by our probe's run time
     print(f"  waits paired one to one: {len(off)}, unpaired {unpaired}; "
           f"begin ts ours - perf: median {med / 1e3:.1f} us "
           f"(the clocks' offset), spread p1 {(np.percentile(off, 1) - med) / 1e3:+.2f} us, "

@@ -11,10 +11,9 @@ W's threads, from the same tracepoint calls:
   pair the same begins with the same ends, folding repeated begins alike
   (per tid and lock, from the first begin). They can differ only by the
   batches our ring buffer refused (the manifest's `ring_buffer_refused`).
-  One edge remains: perf stops watching a task in do_exit (perf_event_exit_task),
+  One edge remains: perf stops recording a task in do_exit (perf_event_exit_task),
   we watch it until it is gone, so some waits of a dying thread (stack through
-  do_exit; seen: the rq lock of its last schedule, the futex wake of
-  mm_release, LRU locks in exit_mmap) are ours alone.
+  do_exit; seen: the futex wake of mm_release, for pthread_join) are ours alone.
   Callers: perf 6.1 names a caller after skipping 3 frames, so perf's rows
   are regrouped by mmreplay's rule applied to perf's `-v` stacks (`mm_caller`).
 * totals: our timestamps are `bpf_ktime_get_ns()` at the start of our programs;
