@@ -26,8 +26,9 @@ W's threads, from the same tracepoint calls:
   run_time_ns. Added slack: perf prints totals to 2 decimals (its resolution), and
   per wait 0.2 us for what the statistics do not time (entering/leaving the program,
   perf's path to its timestamp; measured ~0.1 us with the stack capture removed).
-  The two clocks run at the same rate here (both TSC; their offset varied by
-  < 1 us over a run), so the wait length does not enter the bound.
+  The two clocks run at the same rate here (both TSC; their offset moved by at
+  most a few us over a run, <= 2 ppm: <= 0.1 us on a 50 ms wait), so the wait
+  length does not enter the bound.
 
 docs/QUERIES.md ("Cross-check with perf lock") has the measured numbers.
 """
