@@ -41,7 +41,7 @@ TRACEPOINT_PROBE(lock, contention_begin)
 		.pid = id >> 32,
 		.cpu = bpf_get_smp_processor_id(),
 	};
-	v.stack_id = mmr_stacks.get_stackid(args, 0);
+	v.stack_id = mmr_stackid(args);
 	mmr_contention.update(&k, &v);
 	return MMR_PASS;
 }

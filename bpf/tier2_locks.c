@@ -29,7 +29,7 @@ static __always_inline int mmr_t2_lock_enter(void *ctx, u64 lock)
 		return 0;
 	u32 tid = (u32)id;
 	struct mmr_t2_call c = {.ts = bpf_ktime_get_ns(), .lock = lock};
-	c.stack_id = mmr_stacks.get_stackid(ctx, 0);
+	c.stack_id = mmr_stackid(ctx);
 	mmr_t2_calls.update(&tid, &c);
 	return 0;
 }

@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
-try:  # installed: bpf/ ships as the package data of tracer.bpf
+# A source checkout (this tracer/ beside its bpf/, e.g. a worktree on PYTHONPATH) uses its own
+# bpf/: under an editable install of another checkout, `tracer.bpf` would resolve to *that*
+# checkout's files and silently load its programs instead of these.
+_CHECKOUT_BPF = Path(__file__).resolve().parents[1] / "bpf"
+if (_CHECKOUT_BPF / "mmr_common.h").is_file():
+    BPF_DIR = _CHECKOUT_BPF
+else:  # installed: bpf/ ships as the package data of tracer.bpf
     from tracer.bpf import BPF_DIR
-except ImportError:  # a source checkout on PYTHONPATH, not installed
-    BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
 
 __all__ = ["BPF_DIR"]

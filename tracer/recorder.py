@@ -18,6 +18,7 @@ the tasks, and finalizes the trace. docs/RECORDING.md has the whole story.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import os
 import shutil
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class RecordOptions:
     vmlinux: Path | None = None
     chown: tuple[int, int] | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
+    probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
 
 
 @dataclass
@@ -465,7 +467,11 @@ class Recorder:
                              + "; ".join(f"{p.name}: {p.reason}" for p in skipped))
         cmd = _Command(o.command) if o.command else None
         try:
-            return self._run(bcc, families, skipped, cmd)
+            with bpf_run_stats() if o.probe_cost else contextlib.nullcontext(True) as timed:
+                if not timed:
+                    print("mmreplay: --probe-cost: the kernel refused BPF_ENABLE_STATS; no probe_cost in the manifest",
+                          file=sys.stderr)
+                return self._run(bcc, families, skipped, cmd)
         finally:
             if cmd is not None and cmd.proc.poll() is None:
                 cmd.stop()
@@ -617,6 +623,9 @@ class Recorder:
             # program ran on that CPU), counted before the task filter: an upper bound.
             w.manifest.extra["lost_breakdown"] = {"ring_buffer_refused": refused,
                                                   "bpf_recursion_skipped": skipped_hits}
+            cost = self._probe_cost()
+            if cost:
+                w.manifest.extra["probe_cost"] = cost
             probes += not_recorded + self._t2_probes
         finally:
             # whatever failed above, what was written stays a valid, finalized trace
@@ -637,15 +646,30 @@ class Recorder:
             notes=list(self.notes.changes),
         )
 
-    def _recursion_misses(self, fam: programs.Family) -> int:
-        """Hits the kernel skipped because another BPF program ran on the CPU (bpf_prog_info.recursion_misses)."""
-        total = 0
+    def _prog_fds(self, fam: programs.Family) -> dict[str, int]:
+        """tracepoint -> fd of the loaded program attached to it."""
+        fds = {}
         for tp in fam.tracepoints:
             cat, ev = tp.split(":", 1)
             fn = self._bpf.funcs.get(f"tracepoint__{cat}__{ev}".encode())
             if fn is not None:
-                total += prog_recursion_misses(fn.fd)
-        return total
+                fds[tp] = fn.fd
+        return fds
+
+    def _recursion_misses(self, fam: programs.Family) -> int:
+        """Hits the kernel skipped because another BPF program ran on the CPU (bpf_prog_info.recursion_misses)."""
+        return sum(prog_recursion_misses(fd) for fd in self._prog_fds(fam).values())
+
+    def _probe_cost(self) -> dict[str, dict[str, int]]:
+        """tracepoint -> {"runs", "run_ns"}: how often and how long each program ran, for the programs the
+        kernel timed (only while its BPF statistics are on; the time each probe adds to the traced code)."""
+        cost = {}
+        for fam in self._families:
+            for tp, fd in self._prog_fds(fam).items():
+                runs, ns = prog_run_stats(fd)
+                if runs:
+                    cost[tp] = {"runs": runs, "run_ns": ns}
+        return cost
 
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
@@ -749,6 +773,41 @@ class _BpfProgInfo(ctypes.Structure):
 
 def prog_recursion_misses(fd: int) -> int:
     """bpf_prog_info.recursion_misses of a loaded program (0 if the kernel cannot tell)."""
+    info = prog_info(fd)
+    return int(info.recursion_misses) if info is not None else 0
+
+
+def prog_run_stats(fd: int) -> tuple[int, int]:
+    """(run_cnt, run_time_ns) of a loaded program: counted only while the kernel's BPF run-time
+    statistics are on (sysctl kernel.bpf_stats_enabled or a BPF_ENABLE_STATS fd), else (0, 0)."""
+    info = prog_info(fd)
+    return (int(info.run_cnt), int(info.run_time_ns)) if info is not None else (0, 0)
+
+
+@contextlib.contextmanager
+def bpf_run_stats() -> Iterator[bool]:
+    """Turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS) for the duration of the block.
+
+    They are system-wide (every program costs two clock reads more per run) and end when the
+    returned fd is closed. Yields False when the kernel refuses (not root, old kernel, not x86_64)."""
+    class _Attr(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_bpf, bpf_enable_stats, bpf_stats_run_time = 321, 32, 0  # x86_64
+    fd = -1
+    if os.uname().machine == "x86_64":
+        attr = _Attr(bpf_stats_run_time)
+        fd = libc.syscall(sys_bpf, bpf_enable_stats, ctypes.byref(attr), ctypes.sizeof(attr))
+    try:
+        yield fd >= 0
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def prog_info(fd: int) -> _BpfProgInfo | None:
+    """The kernel's bpf_prog_info of a loaded program (None if it cannot tell)."""
     info = _BpfProgInfo()
 
     class _Attr(ctypes.Structure):
@@ -758,10 +817,10 @@ def prog_recursion_misses(fd: int) -> int:
     libc = ctypes.CDLL(None, use_errno=True)
     bpf_obj_get_info_by_fd, sys_bpf = 15, 321  # x86_64
     if os.uname().machine != "x86_64":
-        return 0
+        return None
     if libc.syscall(sys_bpf, bpf_obj_get_info_by_fd, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        return 0
-    return int(info.recursion_misses)
+        return None
+    return info
 
 
 def record(opts: RecordOptions) -> RecordResult:

@@ -47,6 +47,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-tier2-check", action="store_true",
                    help="do not detect and record tier-2 probes (fentry/kprobes); detection compiles for "
                    "seconds on the first recording after boot")
+    p.add_argument("--probe-cost", action="store_true",
+                   help="time every probe (kernel BPF run-time statistics, on system-wide while recording): "
+                   "runs and run_ns per tracepoint in the manifest's extra.probe_cost")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
     return p
 
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         vmlinux=args.vmlinux,
         chown=chown,
         check_tier2=not args.no_tier2_check,
+        probe_cost=args.probe_cost,
     )
     r = record(opts)
     print(f"recorded {r.duration_s:.2f} s into {r.path}: {r.events:,} rows from BPF, {r.lost} lost "
