@@ -11,7 +11,6 @@ Run: PYTHONPATH=$PWD python3 benchmarks/synth_vs_workloads.py [--seconds 0.5]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -26,22 +25,11 @@ from replay.synth.template import compile_template  # noqa: E402
 REGION_PAGES = 256
 
 
-def load_workloads():
-    init = ROOT / "workloads" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        "tracer.workloads", init, submodule_search_locations=[str(init.parent)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tracer.workloads"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=0.5)
     args = ap.parse_args()
-    wl = load_workloads()
+    import tracer.workloads as wl
     model = Model()
     print(f"{'workload':<24} {'measured ns/it':>15} {'model ns/it':>12} {'model/measured':>15}")
     for name in wl.names():

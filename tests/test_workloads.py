@@ -7,30 +7,17 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import tracer.workloads as wl
 
 from replay.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_checkout_workloads():
-    """tracer.workloads from this checkout's workloads/ (an editable install may map it elsewhere)."""
-    init = ROOT / "workloads" / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        "tracer.workloads", init, submodule_search_locations=[str(init.parent)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tracer.workloads"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wl = _load_checkout_workloads()
 
 SMALL = 1 << 20  # 256 pages: below a 2 MiB huge page, so every page faults on its own
 

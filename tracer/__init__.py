@@ -2,13 +2,15 @@
 
 from pathlib import Path
 
-# A source checkout (this tracer/ beside its bpf/, e.g. a worktree on PYTHONPATH) uses its own
-# bpf/: under an editable install of another checkout, `tracer.bpf` would resolve to *that*
-# checkout's files and silently load its programs instead of these.
-_CHECKOUT_BPF = Path(__file__).resolve().parents[1] / "bpf"
-if (_CHECKOUT_BPF / "mmr_common.h").is_file():
-    BPF_DIR = _CHECKOUT_BPF
-else:  # installed: bpf/ ships as the package data of tracer.bpf
-    from tracer.bpf import BPF_DIR
+# An install ships bpf/ and workloads/ as tracer.bpf and tracer.workloads
+# (pyproject's package-dir). In a source checkout they sit beside tracer/, so
+# the checkout root is searched for them too. Without this a checkout on
+# PYTHONPATH would get another checkout's files through an editable install,
+# and silently load its BPF programs instead of these.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+if (_CHECKOUT / "bpf" / "mmr_common.h").is_file() and (_CHECKOUT / "workloads" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))
+
+from tracer.bpf import BPF_DIR  # noqa: E402
 
 __all__ = ["BPF_DIR"]

@@ -55,45 +55,32 @@ def _positive(name: str, value: int) -> None:
 
 
 @dataclass(frozen=True)
-class PageFault(Workload):
+class RegionWorkload(Workload):
+    """A workload over a region of ``region_bytes`` per task (passed to its program as -s)."""
+
+    region_bytes: int = 128 * MIB
+
+    def options(self) -> list[str]:
+        return [*super().options(), "-s", str(self.region_bytes)]
+
+    def check(self) -> None:
+        super().check()
+        _positive("region_bytes", self.region_bytes)
+
+
+@dataclass(frozen=True)
+class PageFault(RegionWorkload):
     """will-it-scale page_fault1/2/3: map a region, write every page, unmap, repeat."""
 
-    region_bytes: int = 128 * MIB
-
-    def options(self) -> list[str]:
-        return [*super().options(), "-s", str(self.region_bytes)]
-
-    def check(self) -> None:
-        super().check()
-        _positive("region_bytes", self.region_bytes)
-
 
 @dataclass(frozen=True)
-class MmapUnmap(Workload):
+class MmapUnmap(RegionWorkload):
     """will-it-scale mmap1/2: map and unmap a region without touching it."""
 
-    region_bytes: int = 128 * MIB
-
-    def options(self) -> list[str]:
-        return [*super().options(), "-s", str(self.region_bytes)]
-
-    def check(self) -> None:
-        super().check()
-        _positive("region_bytes", self.region_bytes)
-
 
 @dataclass(frozen=True)
-class TlbFlush(Workload):
+class TlbFlush(RegionWorkload):
     """will-it-scale tlb_flush1/2/3: per page write + MADV_DONTNEED (zap and TLB flush)."""
-
-    region_bytes: int = 128 * MIB
-
-    def options(self) -> list[str]:
-        return [*super().options(), "-s", str(self.region_bytes)]
-
-    def check(self) -> None:
-        super().check()
-        _positive("region_bytes", self.region_bytes)
 
 
 @dataclass(frozen=True)
@@ -143,17 +130,10 @@ class TakeAllLocks(Workload):
 
 
 @dataclass(frozen=True)
-class ForkExit(Workload):
+class ForkExit(RegionWorkload):
     """Each task loops fork of a child that COW-writes `region_bytes` and exits (full-mm gathers)."""
 
     region_bytes: int = 1 * MIB
-
-    def options(self) -> list[str]:
-        return [*super().options(), "-s", str(self.region_bytes)]
-
-    def check(self) -> None:
-        super().check()
-        _positive("region_bytes", self.region_bytes)
 
 
 @dataclass(frozen=True)
