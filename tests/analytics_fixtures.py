@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from replay.trace.manifest import Host
-from replay.trace.schema import LOCK_CLASSES, TABLES_BY_NAME, Column, Table, register
+from replay.trace.schema import TABLES_BY_NAME
 from replay.trace.writer import write_trace
 
 HOST = Host(kernel_release="6.1.0-test", arch="x86_64", page_size=4096, cpus=2, preempt_model="voluntary",
@@ -195,53 +195,8 @@ def write_recorded(path: Path, *, only: tuple[str, ...] | None = None, **kwargs:
 
 
 # -- replay results ---------------------------------------------------------------------------------
-# Mirrors the results tables the simulator defines (replay/trace/schema.py on the replay branch):
-# when they are registered, these definitions are not used and the data below must fit theirs.
-
-_ENUM = pa.dictionary(pa.int16(), pa.string())
-_SIM = (Column("policy_set", pa.string(), "-", "policy set"), Column("seed", pa.int32(), "-", "seed"))
-_TS = Column("ts", pa.int64(), "ns", "start")
-_DUR = Column("dur", pa.int64(), "ns", "length")
-_CPU_TID = (Column("cpu", pa.int32(), "-", "CPU"), Column("tid", pa.int32(), "-", "thread"))
-_LOCK = (Column("lock_addr", pa.uint64(), "address", "lock"),
-         Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES),
-         Column("mode", _ENUM, "-", "read or write", values=("read", "write")))
-PREEMPT_CAUSES = ("spinlock", "spin-wait", "gather", "ptl", "recorded-spin")
-SWITCH_REASONS = ("dispatch", "preempt", "block", "sleep-lock", "exit", "probe-end")
-PROBE_CAUSES = ("idle", "preemptible", "spinlock", "spin-wait", "gather", "ptl", "recorded-spin", "kernel", "switch")
-SIM_TABLES = {
-    "sim_lock_waits": (*_SIM, _TS, _DUR, *_CPU_TID, *_LOCK, Column("spun_ns", pa.int64(), "ns", "spinning"),
-                       Column("slept", pa.bool_(), "-", "slept")),
-    "sim_lock_holds": (*_SIM, _TS, _DUR, Column("wait", pa.int64(), "ns", "wait"), *_CPU_TID, *_LOCK,
-                       Column("depth", pa.int32(), "count", "depth"),
-                       Column("derived", pa.bool_(), "-", "from the missing-holds model")),
-    "sim_ops": (*_SIM, _TS, _DUR, *_CPU_TID, Column("kind", pa.string(), "-", "operation kind")),
-    "sim_preempt_off": (*_SIM, _TS, _DUR, *_CPU_TID,
-                        Column("cause", _ENUM, "-", "cause", values=PREEMPT_CAUSES),
-                        Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True),
-                        Column("cut", pa.bool_(), "-", "closed because the task left its CPU")),
-    "sim_probe": (*_SIM, _TS, Column("latency", pa.int64(), "ns", "wake-up to running"), *_CPU_TID,
-                  Column("cause", _ENUM, "-", "why the probe waited", values=PROBE_CAUSES)),
-    "sim_sched": (*_SIM, _TS, Column("cpu", pa.int32(), "-", "CPU"),
-                  Column("prev_tid", pa.int32(), "-", "leaving"),
-                  Column("next_tid", pa.int32(), "-", "getting the CPU"),
-                  Column("reason", _ENUM, "-", "why prev left", values=SWITCH_REASONS),
-                  Column("wait", pa.int64(), "ns", "time next was runnable before getting the CPU")),
-    "sim_comparison": (Column("metric", pa.string(), "-", "metric"),
-                       Column("lock_class", _ENUM, "-", "class", values=LOCK_CLASSES, nullable=True),
-                       Column("kind", pa.string(), "-", "operation kind", nullable=True),
-                       Column("base", pa.string(), "-", "base set"), Column("other", pa.string(), "-", "other set"),
-                       *(Column(c, pa.float64(), "-", c) for c in ("base_mean", "other_mean", "diff_mean")),
-                       *(Column(c, pa.float64(), "-", c, nullable=True) for c in ("ci_low", "ci_high")),
-                       Column("seeds", pa.int32(), "count", "seeds"), Column("derived", pa.bool_(), "-", "derived")),
-}
-
-
-def _ensure_sim_tables() -> None:
-    """Register the results tables unless replay/ already did (then its definitions apply)."""
-    for name, cols in SIM_TABLES.items():
-        if name not in TABLES_BY_NAME:
-            register(Table(name, "fixture", "mmreplay replay", cols, kind="results"))
+# Rows for the simulator's results tables (replay/trace/schema.py); _fill_missing gives the columns
+# these figures do not depend on a neutral value.
 
 
 def _sim(rows: list[tuple], cols: tuple[str, ...]) -> dict[str, object]:
@@ -325,7 +280,6 @@ def _fill_missing(name: str, data: dict[str, object]) -> dict[str, object]:
 
 def write_results(path: Path, *, only: tuple[str, ...] | None = None, trace: Path | None = None) -> Path:
     """Replay results in the trace format (manifest kind "results")."""
-    _ensure_sim_tables()
     tables = {name: _fill_missing(name, data) for name, data in results_tables().items()}
     if only is not None:
         tables = {k: v for k, v in tables.items() if k in only}
