@@ -61,6 +61,7 @@ class RecordOptions:
     comm: str | None = None
     command: Sequence[str] = ()
     force: bool = False
+    compression: str | None = None  # lz4 | zstd; None keeps the tables memory-mappable
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
@@ -521,7 +522,7 @@ class Recorder:
             self.notes.say(f"no periodic flush ({str(e).splitlines()[0]}): tables are only ordered within chunks")
 
         argv = list(o.command) if o.command else list(sys.argv)
-        self._writer = TraceWriter(o.output, command=argv, force=o.force,
+        self._writer = TraceWriter(o.output, command=argv, force=o.force, compression=o.compression,
                                    extra={"recorder": "mmreplay record (bcc)",
                                           "filter": {"tids": sorted(tids), "comm": o.comm,
                                                      "system_wide": not tids and o.comm is None},

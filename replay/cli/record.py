@@ -40,6 +40,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--workload", metavar="NAME", help="run a built-in workload (see tracer.workloads) as the command")
     p.add_argument("--tasks", type=int, default=4, metavar="N", help="tasks of the --workload (default 4)")
     p.add_argument("--force", action="store_true", help="overwrite an existing trace directory")
+    p.add_argument("--compression", choices=("lz4", "zstd"),
+                   help="compress the tables (default: none, so that queries memory-map them)")
     p.add_argument("--progress", action="store_true", help="show the progress line even if stderr is not a tty")
     p.add_argument("--vmlinux", type=Path, help="vmlinux with DWARF: adds file:line to the symbols table")
     p.add_argument("--page-free-gap-us", type=float, default=10.0, metavar="US",
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         comm=args.comm,
         command=command,
         force=args.force,
+        compression=args.compression,
         progress=args.progress or sys.stderr.isatty(),
         system_wide=args.system_wide,
         pf_gap_ns=int(args.page_free_gap_us * 1000),
