@@ -1,6 +1,6 @@
 """Regenerate every number of docs/VALIDATION.md (DESIGN.md §6: how we know the simulator is right).
 
-    PYTHONPATH=. python3 benchmarks/validation.py                    # all parts, 5 seeds (~10 min on 2 CPUs)
+    PYTHONPATH=. python3 benchmarks/validation.py                    # all parts, 5 seeds (~20 min on 2 CPUs)
     PYTHONPATH=. python3 benchmarks/validation.py take-all-locks     # part a
     PYTHONPATH=. python3 benchmarks/validation.py scaling --seeds 3  # part b
     PYTHONPATH=. python3 benchmarks/validation.py model              # part c
@@ -12,9 +12,12 @@ Parts (each prints a markdown table and writes its figures as JSON under benchma
 * ``scaling`` — synthetic mmap-file, mmap-merge and mprotect-split at 3, 12 and 48 tasks on 24 CPUs under
   2.6.39 (spinlocks), 3.0 (mutexes) and current (rwsems): makespan and CPU time. Seed s synthesizes the
   trace with seed s *and* replays it with seed s, so the intervals cover the workload's sampling noise too.
+* ``kbuild`` — the recorded kbuild sample under 2.6.39 and 3.0 (the 2010 posting's kernel build).
 * ``model`` — recorded samples replayed under ``current`` (the policy of the 6.18 kernel they were recorded
-  on) on their recorded CPU count: recorded vs simulated waits per lock class (p50, p99, relative errors,
-  two-sample KS distance).
+  on) with its preemption model (none), on the recorded CPU count and on the CPUs the tasks really ran on:
+  recorded vs simulated waits per lock class (p50, p99, relative errors, two-sample KS distance).
+* ``identity`` — ``as-recorded`` replay of real samples: the share of system calls and mmap_lock
+  acquisitions reproduced to the nanosecond.
 
 Intervals are mean ± t(0.975, n−1)·sd/√n over the seeds (replay.compare.t_quantile).
 """
@@ -219,6 +222,16 @@ def part_scaling(seeds: list[int], jobs: int, tasks: list[int], seconds: float) 
     return out
 
 
+def part_kbuild(seeds: list[int], jobs: int) -> dict:
+    """The recorded kbuild sample under 2.6.39 and 3.0: the 2010 posting's kernel build was within noise."""
+    runs, _ = replay(SAMPLES / "kbuild", ["2.6.39", "3.0"], seeds, tables=False, jobs=jobs)
+    kb = paired(runs, "2.6.39", "3.0", lambda r: r.metrics["makespan_ns"])
+    print(f"\nkbuild sample (2 jobs, 2 CPUs), makespan 2.6.39 {fmt_ci(*kb['base'])}, 3.0 {fmt_ci(*kb['other'])}, "
+          f"3.0 − 2.6.39 {fmt_ci(*kb['diff'])} ({kb['diff'][0] / kb['base'][0]:+.4%})")
+    save("kbuild", kb)
+    return kb
+
+
 # ---------------------------------------------------------------- part c
 
 #: classes whose recorded waits the replay does not simulate: runqueue_lock waits are dropped (the simulator
@@ -379,15 +392,20 @@ def part_identity() -> dict:
     return out
 
 
+PARTS = ("take-all-locks", "kbuild", "scaling", "model", "identity")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="*", choices=["take-all-locks", "scaling", "model", "identity", []], default=[])
+    ap.add_argument("parts", nargs="*", help=f"some of {', '.join(PARTS)} (default: all)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--tasks", type=int, nargs="+", default=[3, 12, 48])
     ap.add_argument("--seconds", type=float, default=0.003, help="length of the synthetic scaling traces")
     a = ap.parse_args()
-    parts = a.parts or ["take-all-locks", "scaling", "model", "identity"]
+    if set(a.parts) - set(PARTS):
+        ap.error(f"unknown parts {sorted(set(a.parts) - set(PARTS))}; known: {', '.join(PARTS)}")
+    parts = a.parts or PARTS
     seeds = list(range(a.seeds))
     if "take-all-locks" in parts:
         part_take_all_locks(seeds, a.jobs)
@@ -395,6 +413,8 @@ def main() -> int:
         part_model(seeds, a.jobs)
     if "identity" in parts:
         part_identity()
+    if "kbuild" in parts:
+        part_kbuild(seeds, a.jobs)
     if "scaling" in parts:
         part_scaling(seeds, a.jobs, a.tasks, a.seconds)
     return 0
