@@ -98,10 +98,18 @@ SHORT = {"lock_holds": "holds", "lock_waits": "waits", "syscalls": "syscalls", "
          "sched_wakeup": "wakeups", "ipis": "ipis"}
 
 
+def busiest_cpu_share(path: Path) -> float:
+    """Share of the recorded lock acquisitions made on the busiest CPU (1.0: the tasks never ran in parallel)."""
+    from replay.trace.reader import Trace
+
+    n = Trace.open(path).scan("lock_holds").group_by("cpu").len().collect()["len"]
+    return float(n.max() / n.sum()) if n.sum() else float("nan")
+
+
 def table(out: Path) -> str:
     """The README table, from every sample's manifest (`mmreplay info --json`)."""
-    head = ("| workload | kernel | CPUs | duration | size | " + " | ".join(SHORT.values()) + " | lost | command |\n"
-            "|" + "---|" * (7 + len(SHORT)) + "\n")
+    head = ("| workload | kernel | CPUs | busiest CPU | duration | size | " + " | ".join(SHORT.values())
+            + " | lost | command |\n" + "|" + "---|" * (8 + len(SHORT)) + "\n")
     rows = []
     total = 0
     for s in SAMPLES:
@@ -112,7 +120,8 @@ def table(out: Path) -> str:
         size = sum(t["bytes"] for t in j["tables"].values())
         total += sum(f.stat().st_size for f in p.iterdir())
         counts = " | ".join(str(j["tables"].get(t, {}).get("rows", "–")) for t in SHORT)
-        rows.append(f"| {s.name} | {j['host']['kernel_release']} | {j['host']['cpus']} | {j['duration_s']:.3f} s "
+        rows.append(f"| {s.name} | {j['host']['kernel_release']} | {j['host']['cpus']} | {busiest_cpu_share(p):.0%} "
+                    f"| {j['duration_s']:.3f} s "
                     f"| {size / MIB:.2f} MiB | {counts} | {j['lost_events']} | `{exact_command(s)}` |")
     return head + "\n".join(rows) + f"\n\nTotal on disk: {total / MIB:.1f} MiB.\n"
 
