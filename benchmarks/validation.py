@@ -105,10 +105,12 @@ def synth(pattern: str, out: Path, *, tasks: int, cpus: int, seconds: float, see
 
 
 def replay(path: Path, sets: list[str], seeds: list[int], *, cpus: int | None = None, tables: bool = True,
-           jobs: int = 2, preempt: str = PREEMPT) -> tuple[dict[str, dict[int, object]], object]:
+           jobs: int = 2, preempt: str = PREEMPT, mode: str = "closed",
+           probe: bool = True) -> tuple[dict[str, dict[int, object]], object]:
     """runs[set][seed] = Run, for the trace at ``path`` reconstructed on ``cpus`` (default: as recorded)."""
     workload = reconstruct(Trace.open(path), cpus=cpus)
-    settings = Settings(cpus=workload.cpus, preempt=preempt, mode="closed", costs=Costs(), keep_tables=tables)
+    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=mode, costs=Costs(), keep_tables=tables,
+                        probe=probe)
     specs = [RunSpec(s, seed) for s in sets for seed in seeds]
     out: dict[str, dict[int, object]] = {s: {} for s in sets}
     for spec, run in zip(specs, run_all(workload, specs, settings, jobs=jobs), strict=True):
@@ -266,7 +268,7 @@ def simulated_waits(runs: dict[int, object]) -> dict[str, dict[str, np.ndarray]]
     return {c: {k: np.concatenate(v) for k, v in d.items()} for c, d in out.items()}
 
 
-MODEL_SAMPLES = ("mmap-file", "mmap1_threads", "tlb_flush2_threads", "page_fault3_threads")
+MODEL_SAMPLES = ("mmap-file", "mmap1_threads", "mmap1_threads-pinned", "tlb_flush2_threads", "page_fault3_threads")
 
 
 def part_model(seeds: list[int], jobs: int) -> dict:
@@ -276,24 +278,27 @@ def part_model(seeds: list[int], jobs: int) -> dict:
         trace = Trace.open(SAMPLES / name)
         used = cpus_used(trace)
         for cpus in sorted({trace.manifest.host.cpus, len(used)}, reverse=True):
-            rows += _model_rows(name, trace, cpus, used, seeds, jobs)
+            for mode, probe in (("closed", True), ("open", True), ("open", False)):
+                rows += _model_rows(name, trace, cpus, used, seeds, jobs, mode, probe)
         out[name] = [r for r in rows if r["trace"] == name]
     print(f"\n### c. recorded vs simulated waits under `current`, preempt {KERNEL_PREEMPT}, "
           f"seeds {seeds[0]}..{seeds[-1]} pooled\n")
-    print("| trace | CPUs | class | waits | recorded n | simulated n/seed | p50 rec → sim | p50 rel. err | "
-          "p99 rec → sim | p99 rel. err | KS | KS, waits < 1 µs as 0 | share > 1 µs rec / sim |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| trace | CPUs | mode | probe | class | waits | recorded n | simulated n/seed | p50 rec → sim "
+          "| p50 rel. err | p99 rec → sim | p99 rel. err | KS | KS, waits < 1 µs as 0 | share > 1 µs rec / sim "
+          "| sim. waiters slept |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pct(v):
         return "–" if not math.isfinite(v) else f"{v:+.0%}"
 
     for r in rows:
-        print(f"| {r['trace']} | {r['cpus']} | {r['class']}{' †' if r['derived'] else ''} | {r['waits']} "
+        print(f"| {r['trace']} | {r['cpus']} | {r['mode']} | {'on' if r['probe'] else 'off'} "
+              f"| {r['class']}{' †' if r['derived'] else ''} | {r['waits']} "
               f"| {r['recorded_n']} | {r['simulated_n_per_seed']:.0f} "
               f"| {fmt_ns(r['recorded_p50'])} → {fmt_ns(r['simulated_p50'])} "
               f"| {pct(r['p50_rel_err'])} | {fmt_ns(r['recorded_p99'])} → {fmt_ns(r['simulated_p99'])} "
               f"| {pct(r['p99_rel_err'])} | {r['ks']:.2f} | {r['ks_floor']:.2f} | {r['recorded_share_over_1us']:.1%} / "
-              f"{r['simulated_share_over_1us']:.1%} |")
+              f"{r['simulated_share_over_1us']:.1%} | {r['simulated_slept_share']:.0%} |")
     save("model", out)
     return out
 
@@ -304,6 +309,12 @@ def floor(waits: np.ndarray, ns: int = 1000) -> np.ndarray:
     return np.where(waits < ns, 0, waits).astype(float)
 
 
+def _slept_share(runs: dict[int, object]) -> dict[str, float]:
+    """Per class, the share of simulated contended waits in which the waiter slept."""
+    t = pl.concat([pl.from_arrow(r.tables["sim_lock_waits"]).select("lock_class", "slept") for r in runs.values()])
+    return {str(c): float(v) for c, v in t.group_by("lock_class").agg(pl.col("slept").mean()).iter_rows()}
+
+
 def cpus_used(trace: Trace, share: float = 0.05) -> list[int]:
     """The CPUs that ran at least ``share`` of the recorded lock acquisitions (where the workload really ran)."""
     by_cpu = trace.scan("lock_holds").group_by("cpu").len().collect()
@@ -311,9 +322,12 @@ def cpus_used(trace: Trace, share: float = 0.05) -> list[int]:
     return sorted(c for c, n in by_cpu.iter_rows() if n >= share * total)
 
 
-def _model_rows(name: str, trace: Trace, cpus: int, used: list[int], seeds: list[int], jobs: int) -> list[dict]:
+def _model_rows(name: str, trace: Trace, cpus: int, used: list[int], seeds: list[int], jobs: int, mode: str,
+                probe: bool) -> list[dict]:
     rows = []
-    runs, wl = replay(SAMPLES / name, ["current"], seeds, cpus=cpus, jobs=jobs, preempt=KERNEL_PREEMPT)
+    runs, wl = replay(SAMPLES / name, ["current"], seeds, cpus=cpus, jobs=jobs, preempt=KERNEL_PREEMPT, mode=mode,
+                      probe=probe)
+    slept = _slept_share(runs["current"])
     rec, sim = recorded_waits(trace), simulated_waits(runs["current"])
     n_seeds = len(seeds)
     for cls in sorted(rec):
@@ -326,7 +340,8 @@ def _model_rows(name: str, trace: Trace, cpus: int, used: list[int], seeds: list
             s = sim.get(cls, {}).get(kind, np.zeros(0, dtype=np.int64))
             rp50, rp99 = (float(np.percentile(r, q)) for q in (50, 99))
             sp50, sp99 = ((float(np.percentile(s, q)) for q in (50, 99)) if len(s) else (math.nan, math.nan))
-            row = {"trace": name, "cpus": cpus, "cpus_used": used, "class": cls, "waits": kind,
+            row = {"trace": name, "cpus": cpus, "mode": mode, "probe": probe, "cpus_used": used, "class": cls,
+                   "waits": kind, "simulated_slept_share": slept.get(cls, math.nan),
                    "recorded_n": len(r),
                    "simulated_n_per_seed": len(s) / n_seeds, "recorded_p50": rp50, "simulated_p50": sp50,
                    "p50_rel_err": (sp50 - rp50) / rp50 if rp50 else math.nan,
