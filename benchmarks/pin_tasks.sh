@@ -2,7 +2,7 @@
 # Run a workload, then spread its tasks (threads and child processes) over CPUs 0 and 1: the
 # first task (which only waits) on CPU 1, the others alternating. This host packs a process's
 # tasks onto one vCPU; pinning makes them run in parallel. Pins again at 5, 15 and 30 ms so
-# that tasks created late are caught.
+# that tasks created late are caught. PIN_LOG=FILE appends one line per pinning.
 "$@" &
 pid=$!
 for delay in 0.005 0.01 0.015; do
