@@ -62,8 +62,9 @@ class Program:
 
 
 def _gather_costs(g: Gather, c: Costs) -> tuple[float, float]:
-    """Per-page zap and free cost of one gather: recorded duration when known, else defaults."""
-    if not g.recorded_ns or g.pages <= 0:
+    """Per-page zap and free cost of one gather: recorded duration when known (0 included: a burst
+    recorded at one instant), else defaults."""
+    if g.recorded_ns is None or g.pages <= 0:
         return float(c.zap_page_ns), float(c.free_page_ns)
     total = float(g.recorded_ns) - g.pt_pages * c.free_pt_page_ns
     if g.recorded_flushes:
