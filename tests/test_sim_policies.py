@@ -333,3 +333,58 @@ def test_hand_offs_across_sockets_cost_the_remote_line_transfer():
     assert two > one
     # at most every hand-off pays the difference
     assert two - one <= 8 * 300 * (Costs().line_transfer_remote_ns - Costs().line_transfer_ns)
+
+
+@pytest.mark.parametrize(("policy", "knob"), [("i_mmap_rwsem=mutex", "mutex_handoff_after_ns"),
+                                              ("i_mmap_rwsem=rwsem", "rwsem_handoff_after_ns")])
+def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_first(policy, knob):
+    """T1 blocks holding the lock, so T2 sleeps on it from 1 000. T1 unlocks at 6 100 and wakes T2,
+    which needs 1 000 ns to run; T3 tries at 6 200 and takes the free lock at once (the kernel's
+    wake-and-retry, no convoy). T2 retries at 7 100, loses, spins on the running T3 and gets the lock
+    at 9 200: one wait, logged once, from its first attempt. A waiter past the hand-off time is
+    handed the lock at the unlock instead, and then T3 waits."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 3_000)], start_ns=6_200),
+    ]
+    w = Workload(threads, cpus=3)
+
+    def run(handoff_after_ns):
+        costs = replace(Costs.zero(), wakeup_ns=1_000, **{knob: handoff_after_ns})
+        res = simulate(w, SimConfig(cpus=3, policy=resolve(policy), costs=costs, probe=False))
+        holds = {r["tid"]: r for r in res.tables["sim_lock_holds"].to_pylist()}
+        return holds, res.tables["sim_lock_waits"].to_pylist()
+
+    holds, waits = run(10**12)
+    assert holds[1]["ts"] + holds[1]["dur"] == 6_100
+    assert (holds[3]["ts"], holds[3]["wait"]) == (6_200, 0)  # the running task took the lock first
+    assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)  # after T3, its whole wait logged
+    assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
+        (2, 1_000, 8_200, 2_100, True)]
+
+    holds, waits = run(0)  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
+    assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
+    assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
+    assert sorted(r["tid"] for r in waits) == [2, 3]
+
+
+def test_a_woken_mutex_waiter_stays_first_in_line_and_a_second_unlock_wakes_no_one_else():
+    """T2 (from 1 000) and T4 (from 2 000) sleep behind T1. T1's unlock at 6 100 wakes T2; T3 takes
+    the lock meanwhile and unlocks at 6 300, before T2 runs (7 100): that unlock wakes no one (T2 is
+    still first), so the lock goes T1, T3, T2, T4 and T4 is woken once, by T2's unlock."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=4, pid=1, ops=[Critical(lock, "write", 100)], start_ns=2_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 100)], start_ns=6_200),
+    ]
+    costs = replace(Costs.zero(), wakeup_ns=1_000, mutex_handoff_after_ns=10**12)
+    res = simulate(Workload(threads, cpus=4),
+                   SimConfig(cpus=4, policy=resolve("i_mmap_rwsem=mutex"), costs=costs, probe=False))
+    holds = sorted(res.tables["sim_lock_holds"].to_pylist(), key=lambda r: r["ts"])
+    assert [(r["tid"], r["ts"]) for r in holds] == [(1, 0), (3, 6_200), (2, 7_100), (4, 8_200)]
+    dispatches = [r for r in res.tables["sim_sched"].to_pylist() if r["next_tid"] == 4]
+    assert len(dispatches) == 2  # its start and the one wake-up

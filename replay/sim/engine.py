@@ -71,7 +71,7 @@ class SimThread:
         # preempt count and the open preempt-off section
         "pcount", "poff_start", "poff_cause", "poff_class",
         # locks held and the acquisition under way
-        "held", "wait_start", "spin_start", "spun", "slept", "granted", "recorded_wait", "waiting_lock",
+        "held", "wait_start", "spin_start", "spun", "slept", "granted", "retrying", "recorded_wait", "waiting_lock",
         # open spans and the gather under way
         "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
         "slice_start", "runnable_at",
@@ -104,6 +104,8 @@ class SimThread:
         self.spun = 0
         self.slept = False
         self.granted = False
+        #: woken by an unlock without the lock (wake-and-retry): its wait goes on until it gets the lock
+        self.retrying = False
         self.recorded_wait = 0
         self.waiting_lock = None
         self.spans: list[tuple[int, int]] = []
@@ -320,6 +322,13 @@ class Engine:
         at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
+
+    def wake_retry(self, th: SimThread, now: int) -> None:
+        """Wake a lock sleeper without granting the lock: it retries the acquisition when it runs."""
+        th.waiting_lock = None
+        th.retrying = True
+        th.state = READY
+        self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
@@ -641,52 +650,57 @@ class Engine:
                         pre = full and th.pcount == 0
                 elif op == ACQ:
                     lid = ins[1]
-                    lk = locks[lid]
-                    if th.granted:
-                        th.granted = False
-                        wait = now - th.wait_start
-                        k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
-                        nw = nwait[k]
-                        if nw:
-                            wait_area[k] += nw * (now - wait_last[k])
-                        wait_last[k] = now
-                        nwait[k] = nw - 1
-                        contended[k] = True
-                        info = lock_info[lid]
-                        self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
-                                                "write" if ins[2] else "read", th.spun, th.slept))
-                        th.held.append((lid, now, wait, len(th.held), ins[4]))
-                        th.debt += lock_cost[lid]
-                        th.pc = pc + 1
-                        continue
-                    th.recorded_wait = ins[3]
-                    if lk.acquire(th, now, ins[2]):
-                        if lk.preempt_off:
-                            if th.pcount == 0:
-                                th.poff_start = now
-                                th.poff_cause = "spinlock"
-                                th.poff_class = lock_info[lid].lock_class
-                            th.pcount += 1
-                        th.held.append((lid, now, 0, len(th.held), ins[4]))
-                        th.debt += lock_cost[lid]
-                        th.pc = pc + 1
-                        continue
-                    # parked by the lock (spinning, sleeping or a recorded wait)
-                    th.wait_start = now
-                    th.spun = 0
-                    if th.state != SLEEP:
-                        th.slept = False
-                    th.waiting_lock = lk
-                    k = lock_cls[lid]  # one waiter more
+                    if not th.granted:
+                        lk = locks[lid]
+                        th.recorded_wait = ins[3]
+                        if not lk.acquire(th, now, ins[2]):
+                            # parked by the lock (spinning, sleeping or a recorded wait)
+                            th.waiting_lock = lk
+                            self.instr += n
+                            events += n
+                            if th.retrying:  # woken, lost the race: the same wait goes on
+                                break
+                            th.wait_start = now
+                            th.spun = 0
+                            if th.state != SLEEP:
+                                th.slept = False
+                            k = lock_cls[lid]  # one waiter more
+                            nw = nwait[k]
+                            if nw:
+                                wait_area[k] += nw * (now - wait_last[k])
+                            wait_last[k] = now
+                            nwait[k] = nw + 1
+                            contended[k] = True
+                            break
+                        if not th.retrying:  # uncontended
+                            if lk.preempt_off:
+                                if th.pcount == 0:
+                                    th.poff_start = now
+                                    th.poff_cause = "spinlock"
+                                    th.poff_class = lock_info[lid].lock_class
+                                th.pcount += 1
+                            th.held.append((lid, now, 0, len(th.held), ins[4]))
+                            th.debt += lock_cost[lid]
+                            th.pc = pc + 1
+                            continue
+                    # the end of a contended wait: granted, or won its retry after a wake-up
+                    th.granted = False
+                    th.retrying = False
+                    wait = now - th.wait_start
+                    k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
                     nw = nwait[k]
                     if nw:
                         wait_area[k] += nw * (now - wait_last[k])
                     wait_last[k] = now
-                    nwait[k] = nw + 1
+                    nwait[k] = nw - 1
                     contended[k] = True
-                    self.instr += n
-                    events += n
-                    break
+                    info = lock_info[lid]
+                    self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
+                                            "write" if ins[2] else "read", th.spun, th.slept))
+                    th.held.append((lid, now, wait, len(th.held), ins[4]))
+                    th.debt += lock_cost[lid]
+                    th.pc = pc + 1
+                    continue
                 elif op == REL:
                     lid = ins[1]
                     lk = locks[lid]

@@ -7,8 +7,9 @@ spinner or a sleeper through the engine), ``release(th, now, write)``,
 CPU) and ``abort_spin(th, now)`` (a spinning mutex/rwsem waiter that must
 reschedule goes to sleep instead). Grants go back through the engine:
 ``grant_spin(owner, th, now)`` for a waiter on its CPU (after a cache-line
-transfer), ``grant_sleeper(th, now)`` for one that must be woken. The models
-are in docs/SIMULATOR.md.
+transfer), ``grant_sleeper(th, now)`` for one that must be woken, and
+``wake_retry(th, now)`` wakes a sleeper without the lock (it calls ``acquire`` again
+with ``th.retrying`` set). The models are in docs/SIMULATOR.md.
 """
 
 from __future__ import annotations
@@ -62,21 +63,28 @@ class SpinLock:
 
 class Mutex:
     """Sleeping mutex: fast path; optimistic spinning (FIFO, like the OSQ) while the owner
-    is on a CPU; otherwise sleep. Unlock hands the lock to the first spinner, or to the
-    first sleeper when there is no spinner or it has waited ``handoff_after`` ns."""
+    is on a CPU; otherwise sleep. Unlock gives the lock to the first spinner; with no spinner
+    it frees the lock and wakes the first sleeper, which retries when it runs: a running task
+    may take the lock first, and the woken waiter, having lost, stays first in line
+    (__mutex_unlock_slowpath). Only a first sleeper that has waited ``handoff_after`` ns is
+    handed the lock directly (MUTEX_FLAG_HANDOFF)."""
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "owner", "spinners", "sleepers", "handoff_after")
+    __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after")
 
     def __init__(self, eng: Engine, handoff_after_ns: int):
         self.eng = eng
         self.owner: SimThread | None = None
         self.spinners: deque[SimThread] = deque()
         self.sleepers: deque[SimThread] = deque()
+        #: the first waiter, woken by an unlock and not yet back: it is still first in line
+        self.woken: SimThread | None = None
         self.handoff_after = handoff_after_ns
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        if self.woken is th:
+            self.woken = None
         owner = self.owner
         if owner is None:
             self.owner = th
@@ -85,13 +93,19 @@ class Mutex:
             self.spinners.append(th)
             self.eng.spin(th, now, False)
         else:
-            self.sleepers.append(th)
+            self._queue(th)
             self.eng.sleep_on_lock(th, now)
         return False
 
+    def _queue(self, th: SimThread) -> None:
+        if th.retrying:  # a woken waiter that lost the race stays first in line
+            self.sleepers.appendleft(th)
+        else:
+            self.sleepers.append(th)
+
     def release(self, th: SimThread, now: int, write: bool) -> None:
         sleepers, spinners = self.sleepers, self.spinners
-        if sleepers and (not spinners or now - sleepers[0].wait_start >= self.handoff_after):
+        if sleepers and self.woken is None and now - sleepers[0].wait_start >= self.handoff_after:
             nxt = sleepers.popleft()
             self.owner = nxt
             self.eng.grant_sleeper(nxt, now)
@@ -102,11 +116,14 @@ class Mutex:
             self.eng.grant_spin(th, nxt, now)
         else:
             self.owner = None
+            if sleepers and self.woken is None:
+                self.woken = nxt = sleepers.popleft()
+                self.eng.wake_retry(nxt, now)
 
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
             s = self.spinners.popleft()
-            self.sleepers.append(s)
+            self._queue(s)
             self.eng.spin_to_sleep(s, now)
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
@@ -115,7 +132,7 @@ class Mutex:
 
     def abort_spin(self, th: SimThread, now: int) -> None:
         self.spinners.remove(th)
-        self.sleepers.append(th)
+        self._queue(th)
         self.eng.spin_to_sleep(th, now)
 
 
@@ -124,11 +141,14 @@ class RWSem:
     any waiting writer); writers spin optimistically while a writer owner runs, and a
     spinning writer steals the lock at release before sleepers (unless the first sleeper
     has waited ``handoff_after`` ns). Sleepers are served FIFO; a reader at the head is
-    woken with every reader queued before the next writer."""
+    woken, granted, with every reader queued before the next writer; a writer at the head is
+    woken without the lock and retries when it runs, so a running writer may steal it first
+    (rwsem_mark_wake, rwsem_try_write_lock), unless it has waited ``handoff_after`` ns
+    (RWSEM_FLAG_HANDOFF). A woken writer that lost stays first in line."""
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "handoff_after")
+    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after")
 
     def __init__(self, eng: Engine, handoff_after_ns: int):
         self.eng = eng
@@ -136,9 +156,13 @@ class RWSem:
         self.readers = 0
         self.spinners: deque[SimThread] = deque()
         self.sleepers: deque[tuple[SimThread, bool]] = deque()
+        #: the first waiter (a writer), woken by a release and not yet back: still first in line
+        self.woken: SimThread | None = None
         self.handoff_after = handoff_after_ns
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
+        if self.woken is th:
+            self.woken = None
         if write:
             if self.writer is None and self.readers == 0:
                 self.writer = th
@@ -148,12 +172,18 @@ class RWSem:
                 self.spinners.append(th)
                 self.eng.spin(th, now, False)
                 return False
-        elif self.writer is None and not self.sleepers and not self.spinners:
+        elif self.writer is None and self.woken is None and not self.sleepers and not self.spinners:
             self.readers += 1
             return True
-        self.sleepers.append((th, write))
+        self._queue(th, write)
         self.eng.sleep_on_lock(th, now)
         return False
+
+    def _queue(self, th: SimThread, write: bool) -> None:
+        if th.retrying:  # a woken writer that lost the race stays first in line
+            self.sleepers.appendleft((th, write))
+        else:
+            self.sleepers.append((th, write))
 
     def release(self, th: SimThread, now: int, write: bool) -> None:
         if write:
@@ -162,6 +192,12 @@ class RWSem:
             self.readers -= 1
             if self.readers:
                 return
+        if self.woken is not None:  # the first waiter is on its way; it takes the lock if still free
+            if self.spinners:
+                nxt = self.spinners.popleft()
+                self.writer = nxt
+                self.eng.grant_spin(th, nxt, now)
+            return
         sleepers, spinners = self.sleepers, self.spinners
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
@@ -170,8 +206,13 @@ class RWSem:
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
-                self.writer = nxt
-                self.eng.grant_sleeper(nxt, now)
+                if now - nxt.wait_start >= self.handoff_after:
+                    self.writer = nxt
+                    self.eng.grant_sleeper(nxt, now)
+                else:
+                    self.woken = nxt
+                    self.eng.wake_retry(nxt, now)
+                    return
             else:
                 while sleepers and not sleepers[0][1]:
                     self.readers += 1
@@ -181,7 +222,7 @@ class RWSem:
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
             s = self.spinners.popleft()
-            self.sleepers.append((s, True))
+            self._queue(s, True)
             self.eng.spin_to_sleep(s, now)
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
@@ -190,7 +231,7 @@ class RWSem:
 
     def abort_spin(self, th: SimThread, now: int) -> None:
         self.spinners.remove(th)
-        self.sleepers.append((th, True))
+        self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
 
 
