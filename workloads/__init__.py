@@ -2,8 +2,9 @@
 
 Each workload is a small C program in this directory, built on first use with
 the system compiler ($CC, default gcc) into a cache directory and rebuilt when
-its source is newer than the binary. Every program shares the driver in
-``harness.h``: it starts ``tasks`` tasks (processes or threads), runs for
+its source or any header here is newer than the binary. Every program shares
+the driver in ``harness.h`` (near-identical variants share a testcase header,
+e.g. ``tlb_flush.h``): it starts ``tasks`` tasks (processes or threads), runs for
 ``seconds`` (0: until SIGINT/SIGTERM), then prints one summary line of
 ``key=value`` fields and exits 0.
 
@@ -26,7 +27,6 @@ from typing import Any
 from replay.errors import MmreplayError, UsageError
 
 SOURCE_DIR = Path(__file__).resolve().parent
-HARNESS = SOURCE_DIR / "harness.h"
 MODES = ("processes", "threads")
 MIB = 1 << 20
 
@@ -239,7 +239,7 @@ def build(name: str) -> Path:
     out_dir = cache_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = out_dir / w.program
-    newest = max(source.stat().st_mtime, HARNESS.stat().st_mtime)
+    newest = max(p.stat().st_mtime for p in (source, *SOURCE_DIR.glob("*.h")))
     if binary.exists() and binary.stat().st_mtime >= newest:
         return binary
     # Build beside the target and rename, so concurrent builders never run a half-written binary.

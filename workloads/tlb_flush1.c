@@ -1,32 +1,7 @@
-/* tlb_flush1 (will-it-scale tests/tlb_flush1.c): TLB flush of a separate file's private mapping.
- * Each task maps REGION (-s; will-it-scale uses 128 MiB), and for every page writes
- * it, MADV_DONTNEEDs it (zap + TLB flush; in thread mode a shootdown of the
- * other CPUs running the mm) and checks the content. One iteration = one page. */
+/* tlb_flush1 (will-it-scale tests/tlb_flush1.c): TLB flush of a separate file's private mapping
+ * (-s REGION; will-it-scale uses 128 MiB). The testcase is in tlb_flush.h. */
 static const char *wl_name = "tlb_flush1";
-#include "harness.h"
-
-static void testcase(struct wl_task *t)
-{
-	unsigned long size = wl_opt.region;
-	int fd = wl_tmpfile(size);
-
-	while (!wl_stopped()) {
-		char *addr = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-		if (addr == MAP_FAILED)
-			wl_die("mmap");
-		for (unsigned long i = 0; i < size && !wl_stopped(); i += wl_pgsize) {
-			addr[i] = 1;
-			if (madvise(addr + i, wl_pgsize, MADV_DONTNEED))
-				wl_die("madvise");
-			if (addr[i] != 0) {
-				errno = EINVAL;
-				wl_die("unexpected page content after MADV_DONTNEED");
-			}
-			t->iterations++;
-		}
-		if (munmap(addr, size))
-			wl_die("munmap");
-	}
-	if (fd >= 0)
-		close(fd);
-}
+#define TLB_FILE 1
+#define TLB_FLAGS MAP_PRIVATE
+#define TLB_AFTER 0
+#include "tlb_flush.h"
