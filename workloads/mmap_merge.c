@@ -8,28 +8,11 @@
  * private; what they share is the root anon_vma's rwsem.
  * One iteration = one munmap + mmap(MAP_FIXED) + write. */
 static const char *wl_name = "mmap-merge";
-#define WL_HAVE_SETUP
-#include "harness.h"
-
-static char *region;
-
-static void setup(void)
-{
-	if (wl_opt.threads) {
-		fprintf(stderr, "%s: the children must be forked to share one root anon_vma; use -m processes\n", wl_name);
-		exit(2);
-	}
-	unsigned long size = (2UL * wl_opt.tasks + 1) * wl_pgsize;
-	region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (region == MAP_FAILED)
-		wl_die("mmap region");
-	for (unsigned long i = 0; i < size; i += wl_pgsize)
-		region[i] = 1;
-}
+#include "shared_anon_vma.h"
 
 static void testcase(struct wl_task *t)
 {
-	char *page = region + (2UL * t->nr + 1) * wl_pgsize;
+	char *page = anon_vma_page(t);
 
 	while (!wl_stopped()) {
 		if (munmap(page, wl_pgsize))

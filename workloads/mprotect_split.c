@@ -11,28 +11,11 @@
  * contention the 2011 review asked about, on current kernels.
  * One iteration = one split + merge. */
 static const char *wl_name = "mprotect-split";
-#define WL_HAVE_SETUP
-#include "harness.h"
-
-static char *region;
-
-static void setup(void)
-{
-	if (wl_opt.threads) {
-		fprintf(stderr, "%s: the children must be forked to share one root anon_vma; use -m processes\n", wl_name);
-		exit(2);
-	}
-	unsigned long size = (2UL * wl_opt.tasks + 1) * wl_pgsize;
-	region = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (region == MAP_FAILED)
-		wl_die("mmap region");
-	for (unsigned long i = 0; i < size; i += wl_pgsize)
-		region[i] = 1;
-}
+#include "shared_anon_vma.h"
 
 static void testcase(struct wl_task *t)
 {
-	char *page = region + (2UL * t->nr + 1) * wl_pgsize;
+	char *page = anon_vma_page(t);
 
 	while (!wl_stopped()) {
 		if (mprotect(page, wl_pgsize, PROT_READ))
