@@ -26,6 +26,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 
+import numpy as np
+
 from replay.errors import MmreplayError
 from replay.sim.costs import Costs
 from replay.sim.locks import Mutex, Recorded, RWSem, SpinLock
@@ -49,7 +51,7 @@ from replay.sim.program import (
     Program,
     tlb_flush_ns,
 )
-from replay.trace.schema import LOCK_CLASSES
+from replay.trace.schema import LOCK_CLASSES, SIM_PREEMPT_CAUSES, SIM_PROBE_CAUSES, SIM_SWITCH_REASONS
 
 # thread states
 RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE = range(7)
@@ -58,6 +60,25 @@ E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND = range(5)
 
 IDLE_TID = -1
 PROBE_TID = -2
+
+# the event logs hold codes: indexes in the results schema's vocabularies (replay/trace/schema.py)
+R_DISPATCH, R_PREEMPT, R_BLOCK, R_SLEEP_LOCK, R_EXIT, R_PROBE_END = (
+    SIM_SWITCH_REASONS.index(r) for r in ("dispatch", "preempt", "block", "sleep-lock", "exit", "probe-end"))
+P_SPINLOCK, P_SPIN_WAIT, P_GATHER, P_PTL, P_RECORDED_SPIN = (
+    SIM_PREEMPT_CAUSES.index(c) for c in ("spinlock", "spin-wait", "gather", "ptl", "recorded-spin"))
+Q_IDLE, Q_PREEMPTIBLE, Q_KERNEL, Q_SWITCH = (SIM_PROBE_CAUSES.index(c) for c in ("idle", "preemptible", "kernel",
+                                                                                "switch"))
+#: a preempt-off cause as the probe's cause (it waited for that section to end)
+PROBE_CAUSE_OF = tuple(SIM_PROBE_CAUSES.index(c) for c in SIM_PREEMPT_CAUSES)
+#: the rows of each log (ints; lid: the lock's index in Program.locks, -1: none)
+LOG_COLUMNS = {
+    "sim_lock_waits": ("ts", "dur", "cpu", "tid", "lid", "write", "spun_ns", "slept"),
+    "sim_lock_holds": ("ts", "dur", "wait", "cpu", "tid", "lid", "write", "depth", "derived"),
+    "sim_ops": ("ts", "dur", "cpu", "tid", "kind"),
+    "sim_preempt_off": ("ts", "dur", "cpu", "tid", "cause", "lock_class", "cut"),
+    "sim_probe": ("ts", "latency", "cpu", "tid", "cause"),
+    "sim_sched": ("ts", "cpu", "prev_tid", "next_tid", "reason", "wait"),
+}
 
 
 class SimThread:
@@ -96,8 +117,8 @@ class SimThread:
         self.debt = 0
         self.pcount = 0
         self.poff_start = 0
-        self.poff_cause = ""
-        self.poff_class: str | None = None
+        self.poff_cause = 0  # SIM_PREEMPT_CAUSES index
+        self.poff_class = -1  # LOCK_CLASSES index, -1: none
         self.held: list[tuple] = []
         self.wait_start = 0
         self.spin_start = 0
@@ -139,9 +160,10 @@ class Engine:
         self.probe_period = probe_period_ns
         self.heap: list[tuple] = []
         self.seq = 0
-        self.threads = [SimThread(i, t.tid, t.mm, program.code[i], program.points[i])
+        self.threads = [SimThread(i, t.tid, t.mm, program.thread_code(i),
+                                  program.points[program.start[i]:program.start[i + 1]].tolist())
                         for i, t in enumerate(workload.threads)]
-        self.total_instr = sum(len(c) for c in program.code) or 1
+        self.total_instr = len(program.code) or 1
         self.locks = []
         for info in program.locks:
             if info.policy == "spinlock":
@@ -172,7 +194,7 @@ class Engine:
         self.probe_running = [False] * cpus
         self.probe_pending = [-1] * cpus  # time need_resched is set for the probe (wake + irq), -1 none
         self.probe_wake = [0] * cpus
-        self.probe_cause = [""] * cpus
+        self.probe_cause = [0] * cpus
         self.probe_tid = [IDLE_TID] * cpus
         # accounting
         self.events = 0
@@ -211,6 +233,14 @@ class Engine:
             for c in range(cpus):
                 self.push(self.t0 + self.rng.randrange(max(1, probe_period_ns)), E_PWAKE, c, 0)
 
+    def logs(self) -> dict[str, np.ndarray]:
+        """The event logs as int64 arrays, one row per event, columns as in ``LOG_COLUMNS``."""
+        out = {}
+        for name, rows in zip(LOG_COLUMNS, (self.rows_waits, self.rows_holds, self.rows_ops, self.rows_poff,
+                                            self.rows_probe, self.rows_sched), strict=True):
+            out[name] = np.array(rows, dtype=np.int64).reshape(-1, len(LOG_COLUMNS[name]))
+        return out
+
     # ----------------------------------------------------------------- helpers
     def push(self, t: int, ev: int, x: int, g: int) -> None:
         self.seq += 1
@@ -224,7 +254,7 @@ class Engine:
         c = th.cpu
         return self.probe_pending[c] >= 0 or (bool(self.rq) and now - th.slice_start >= self.c.timeslice_ns)
 
-    def poff_inc(self, th: SimThread, now: int, cause: str, cls: str | None) -> None:
+    def poff_inc(self, th: SimThread, now: int, cause: int, cls: int) -> None:
         if th.pcount == 0:
             th.poff_start = now
             th.poff_cause = cause
@@ -238,7 +268,7 @@ class Engine:
                                    False))
 
     # ------------------------------------------------------- CPU hand-over
-    def leave_cpu(self, th: SimThread, now: int, reason: str) -> None:
+    def leave_cpu(self, th: SimThread, now: int, reason: int) -> None:
         c = th.cpu
         self.cur[c] = None
         th.oncpu = False
@@ -247,11 +277,11 @@ class Engine:
             self.locks[h[0]].owner_off_cpu(th, now)
         if th.pcount > 0:  # slept in atomic context (e.g. Block under a spinlock): close the section
             self.rows_poff.append((th.poff_start, now - th.poff_start, c, th.tid, th.poff_cause, th.poff_class, True))
-            if reason != "exit":
+            if reason != R_EXIT:
                 self.atomic_sleeps += 1
         self.cpu_next(c, now, th.tid, reason)
 
-    def cpu_next(self, c: int, now: int, prev: int, reason: str) -> None:
+    def cpu_next(self, c: int, now: int, prev: int, reason: int) -> None:
         if self.probe_pending[c] >= 0:
             self.rows_sched.append((now, c, prev, PROBE_TID, reason, 0))
             self.start_probe(c, now)
@@ -263,7 +293,7 @@ class Engine:
             self.idle.append(c)
             self.rows_sched.append((now, c, prev, IDLE_TID, reason, 0))
 
-    def bind(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+    def bind(self, c: int, th: SimThread, now: int, prev: int, reason: int) -> None:
         """Put ``th`` on CPU ``c`` (the switch itself is the caller's: an overhead segment or none)."""
         self.rows_sched.append((now, c, prev, th.tid, reason, now - th.runnable_at))
         self.cur[c] = th
@@ -275,7 +305,7 @@ class Engine:
             th.poff_start = now
         self.switches += 1
 
-    def dispatch(self, c: int, th: SimThread, now: int, prev: int, reason: str) -> None:
+    def dispatch(self, c: int, th: SimThread, now: int, prev: int, reason: int) -> None:
         self.bind(c, th, now, prev, reason)
         self.start_overhead(th, now, self.c.context_switch_ns)
 
@@ -297,14 +327,14 @@ class Engine:
         if preempt_off:
             if th.pcount == 0:
                 th.poff_start = now
-                th.poff_cause = "spin-wait"
-                th.poff_class = self.lock_info[th.code[th.pc][1]].lock_class
+                th.poff_cause = P_SPIN_WAIT
+                th.poff_class = self.lock_cls[th.code[th.pc][1]]
             th.pcount += 1
 
     def sleep_on_lock(self, th: SimThread, now: int) -> None:
         th.state = SLEEP
         th.slept = True
-        self.leave_cpu(th, now, "sleep-lock")
+        self.leave_cpu(th, now, R_SLEEP_LOCK)
 
     def spin_to_sleep(self, th: SimThread, now: int) -> None:
         d = now - th.spin_start
@@ -312,7 +342,7 @@ class Engine:
         self.spin_ns += d
         th.state = SLEEP
         th.slept = True
-        self.leave_cpu(th, now, "sleep-lock")
+        self.leave_cpu(th, now, R_SLEEP_LOCK)
 
     def grant_spin(self, frm: SimThread, th: SimThread, now: int, scale: float | None = None) -> None:
         """Hand the lock from ``frm`` to the spinner ``th``: one line transfer (times ``scale``) from now."""
@@ -342,12 +372,12 @@ class Engine:
             th.state = SLEEP
             th.slept = True
             th.granted = True
-            self.leave_cpu(th, now, "sleep-lock")
+            self.leave_cpu(th, now, R_SLEEP_LOCK)
             self.push(now + max(0, wait - self.c.context_switch_ns), E_WAKE, th.idx, th.gen)
         else:
             th.state = SPIN
             th.spin_start = now
-            self.poff_inc(th, now, "recorded-spin", self.lock_info[th.code[th.pc][1]].lock_class)
+            self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
             self.push(now + wait, E_GRANT, th.idx, th.gen)
 
     # ---------------------------------------------------------- TLB flushes
@@ -394,9 +424,9 @@ class Engine:
                 raise AssertionError("preempted thread without a running probe")
             self.idle.remove(c)
             self.probe_pending[c] = t + irq
-            self.probe_cause[c] = "idle"
+            self.probe_cause[c] = Q_IDLE
             self.probe_tid[c] = IDLE_TID
-            self.rows_sched.append((t, c, IDLE_TID, PROBE_TID, "dispatch", 0))
+            self.rows_sched.append((t, c, IDLE_TID, PROBE_TID, R_DISPATCH, 0))
             self.start_probe(c, t)
             return
         self.probe_tid[c] = th.tid
@@ -413,20 +443,20 @@ class Engine:
             th.rem += th.seg_work - done_work
             th.gen += 1
             self.probe_pending[c] = t + irq
-            self.probe_cause[c] = "preemptible"
+            self.probe_cause[c] = Q_PREEMPTIBLE
             self.switch_to_probe(th, c, t)
             return
         self.probe_pending[c] = t + irq
         if th.state == SPIN and th.waiting_lock is not None and not th.waiting_lock.preempt_off:
-            self.probe_cause[c] = "preemptible"
+            self.probe_cause[c] = Q_PREEMPTIBLE
             th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
             return
         if th.pcount > 0:
-            self.probe_cause[c] = th.poff_cause
+            self.probe_cause[c] = PROBE_CAUSE_OF[th.poff_cause]
         elif th.state == RUN and th.seg_over:
-            self.probe_cause[c] = "switch"
+            self.probe_cause[c] = Q_SWITCH
         else:
-            self.probe_cause[c] = "kernel"
+            self.probe_cause[c] = Q_KERNEL
         if th.state == RUN:  # the timer interrupt steals from the running segment
             th.seg_end += irq
             th.seg_debt += irq
@@ -440,7 +470,7 @@ class Engine:
         for h in th.held:
             self.locks[h[0]].owner_off_cpu(th, now)
         th.oncpu = False
-        self.rows_sched.append((now, c, th.tid, PROBE_TID, "preempt", 0))
+        self.rows_sched.append((now, c, th.tid, PROBE_TID, R_PREEMPT, 0))
         self.start_probe(c, now)
 
     def start_probe(self, c: int, now: int) -> None:
@@ -460,10 +490,10 @@ class Engine:
         self.probe_running[c] = False
         th = self.preempted[c]
         if th is None:
-            self.cpu_next(c, t, PROBE_TID, "probe-end")
+            self.cpu_next(c, t, PROBE_TID, R_PROBE_END)
             return
         self.preempted[c] = None
-        self.rows_sched.append((t, c, PROBE_TID, th.tid, "probe-end", 0))
+        self.rows_sched.append((t, c, PROBE_TID, th.tid, R_PROBE_END, 0))
         th.state = RUN
         th.oncpu = True
         self.switches += 1
@@ -480,7 +510,7 @@ class Engine:
             self.rq_area += len(self.rq) * (now - self.rq_last)
             self.rq_last = now
             self.rq.append(th)
-            self.leave_cpu(th, now, "preempt")
+            self.leave_cpu(th, now, R_PREEMPT)
 
     # ------------------------------------------------------------- the loop
     def run(self) -> None:
@@ -517,7 +547,6 @@ class Engine:
         cur = self.cur
         probe_pending = self.probe_pending
         locks = self.locks
-        lock_info = self.lock_info
         lock_cost = self.lock_cost
         rows_sched = self.rows_sched
         rows_holds = self.rows_holds
@@ -553,11 +582,11 @@ class Engine:
                     continue
                 if not free_switch:
                     th.state = READY
-                    self.dispatch(idle.pop(), th, now, IDLE_TID, "dispatch")
+                    self.dispatch(idle.pop(), th, now, IDLE_TID, R_DISPATCH)
                     continue
                 # nothing to wait for: run it now without a zero-length event (Engine.bind, inline)
                 c = idle.pop()
-                rows_sched.append((now, c, IDLE_TID, th.tid, "dispatch", 0))
+                rows_sched.append((now, c, IDLE_TID, th.tid, R_DISPATCH, 0))
                 cur[c] = th
                 th.cpu = c
                 th.oncpu = True
@@ -676,8 +705,8 @@ class Engine:
                             if lk.preempt_off:
                                 if th.pcount == 0:
                                     th.poff_start = now
-                                    th.poff_cause = "spinlock"
-                                    th.poff_class = lock_info[lid].lock_class
+                                    th.poff_cause = P_SPINLOCK
+                                    th.poff_class = lock_cls[lid]
                                 th.pcount += 1
                             th.held.append((lid, now, 0, len(th.held), ins[4]))
                             th.debt += lock_cost[lid]
@@ -694,9 +723,7 @@ class Engine:
                     wait_last[k] = now
                     nwait[k] = nw - 1
                     contended[k] = True
-                    info = lock_info[lid]
-                    self.rows_waits.append((th.wait_start, wait, c, th.tid, info.addr, info.lock_class,
-                                            "write" if ins[2] else "read", th.spun, th.slept))
+                    self.rows_waits.append((th.wait_start, wait, c, th.tid, lid, ins[2], th.spun, th.slept))
                     th.held.append((lid, now, wait, len(th.held), ins[4]))
                     th.debt += lock_cost[lid]
                     th.pc = pc + 1
@@ -705,9 +732,7 @@ class Engine:
                     lid = ins[1]
                     lk = locks[lid]
                     h = th.held.pop()
-                    info = lock_info[lid]
-                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, info.addr, info.lock_class,
-                                       "write" if ins[2] else "read", h[3], h[4]))
+                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, ins[2], h[3], h[4]))
                     lk.release(th, now, ins[2])
                     if lk.preempt_off:
                         th.pcount -= 1
@@ -729,7 +754,7 @@ class Engine:
                             self.end = now
                         self.instr += n
                         events += n
-                        self.leave_cpu(th, now, "exit")
+                        self.leave_cpu(th, now, R_EXIT)
                         break
                     else:
                         until = now + ins[1] if op == BLOCK else ins[1]
@@ -739,13 +764,13 @@ class Engine:
                             continue
                         th.state = BLOCKED
                         if th.held or th.pcount > 0 or probe_pending[c] >= 0 or rq:
-                            self.leave_cpu(th, now, "block")
+                            self.leave_cpu(th, now, R_BLOCK)
                         else:  # Engine.leave_cpu onto an idle CPU, inline
                             cur[c] = None
                             th.oncpu = False
                             th.cpu = -1
                             idle.append(c)
-                            rows_sched.append((now, c, th.tid, IDLE_TID, "block", 0))
+                            rows_sched.append((now, c, th.tid, IDLE_TID, R_BLOCK, 0))
                         self.seq += 1
                         push(heap, (until + (self.wake_cost() if op == BLOCK else 0), self.seq, E_WAKE, th.idx,
                                     th.gen))
@@ -758,7 +783,7 @@ class Engine:
                     continue
                 elif op == SPAN_E:
                     start, c0 = th.spans.pop()
-                    self.rows_ops.append((start, now - start, c0, th.tid, self.kinds[ins[1]]))
+                    self.rows_ops.append((start, now - start, c0, th.tid, ins[1]))
                     th.pc = pc + 1
                     continue
                 elif op == GB:
@@ -768,7 +793,7 @@ class Engine:
                     th.g_pt = ins[2]
                     th.g_broken = False
                     if percpu:
-                        self.poff_inc(th, now, "gather", None)
+                        self.poff_inc(th, now, P_GATHER, -1)
                     th.pc = pc + 1
                     continue
                 elif op == GZAP:
@@ -776,7 +801,7 @@ class Engine:
                         th.rem = ins[2]
                         th.fresh = False
                         if not percpu:
-                            self.poff_inc(th, now, "ptl", None)
+                            self.poff_inc(th, now, P_PTL, -1)
                     d = th.rem
                     pre = False
                 elif op == GFLUSH or op == GE:
@@ -798,7 +823,7 @@ class Engine:
                         continue
                     if th.g_broken:
                         th.g_broken = False
-                        self.poff_inc(th, now, "gather", None)
+                        self.poff_inc(th, now, P_GATHER, -1)
                         th.pc = pc + 1
                         th.fresh = True
                         continue

@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from replay.errors import UsageError
 from replay.policies.sets import PolicySet
 from replay.sim.costs import Costs
-from replay.sim.engine import Engine
+from replay.sim.engine import LOG_COLUMNS, Engine
 from replay.sim.ops import Workload
-from replay.sim.program import flatten
+from replay.sim.program import Program, flatten
 from replay.trace.schema import LOCK_CLASSES, SIM_TABLES, TABLES_BY_NAME
 
 PREEMPT_MODELS = ("none", "voluntary", "full")
@@ -58,16 +57,6 @@ class SimResult:
     metrics: dict[str, float]
 
 
-_COLUMNS = {
-    "sim_lock_waits": ("ts", "dur", "cpu", "tid", "lock_addr", "lock_class", "mode", "spun_ns", "slept"),
-    "sim_lock_holds": ("ts", "dur", "wait", "cpu", "tid", "lock_addr", "lock_class", "mode", "depth", "derived"),
-    "sim_ops": ("ts", "dur", "cpu", "tid", "kind"),
-    "sim_preempt_off": ("ts", "dur", "cpu", "tid", "cause", "lock_class", "cut"),
-    "sim_probe": ("ts", "latency", "cpu", "tid", "cause"),
-    "sim_sched": ("ts", "cpu", "prev_tid", "next_tid", "reason", "wait"),
-}
-
-
 def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None) -> SimResult:
     """Replay ``workload`` once under ``config``; the same config gives the same result."""
     program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
@@ -77,40 +66,40 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
     eng.run()
     if progress is not None:
         progress(1.0)
-    rows = {
-        "sim_lock_waits": eng.rows_waits,
-        "sim_lock_holds": eng.rows_holds,
-        "sim_ops": eng.rows_ops,
-        "sim_preempt_off": eng.rows_poff,
-        "sim_probe": eng.rows_probe,
-        "sim_sched": eng.rows_sched,
-    }
-    tables = {name: _table(name, r, config) for name, r in rows.items()}
+    logs = eng.logs()
+    tables = {name: _table(name, logs[name], program, config) for name in SIM_TABLE_NAMES}
     return SimResult(tables, _metrics(eng, tables))
 
 
-def _table(name: str, rows: list[tuple], config: SimConfig) -> pa.Table:
-    """Rows of engine tuples (in _COLUMNS order) to an Arrow table of exactly the results schema."""
+SIM_TABLE_NAMES = tuple(t.name for t in SIM_TABLES)
+
+
+def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> pa.Table:
+    """An engine log (int64 rows, columns as engine.LOG_COLUMNS) to an Arrow table of exactly the results schema."""
     table = TABLES_BY_NAME[name]
-    names = _COLUMNS[name]
-    by_name = {c.name: c for c in table.columns}
-    struct = pa.struct([(n, pa.string() if by_name[n].is_enum else by_name[n].type) for n in names])
-    cols = dict(zip(names, pa.array(rows, type=struct).flatten(), strict=True))  # one C-level pass
-    n = len(rows)
+    cols = dict(zip(LOG_COLUMNS[name], log.T, strict=True))
+    n = len(log)
+    if "lid" in cols:  # a lock index: its address and class
+        lid = cols.pop("lid")
+        cols["lock_addr"] = np.asarray([lk.addr for lk in program.locks], dtype=np.uint64)[lid]
+        cols["lock_class"] = np.asarray([LOCK_CLASSES.index(lk.lock_class) for lk in program.locks],
+                                        dtype=np.int16)[lid]
+        cols["mode"] = cols.pop("write")
     arrays = []
     for col in table.columns:
         if col.name == "policy_set":
             arrays.append(pa.array([config.policy.name] * n, pa.string()))
         elif col.name == "seed":
-            arrays.append(pa.array([config.seed] * n, pa.int32()))
+            arrays.append(pa.array(np.full(n, config.seed, dtype=np.int32)))
+        elif col.name == "kind" and name == "sim_ops":
+            arrays.append(pa.array(program.kinds, pa.string()).take(pa.array(cols["kind"])))
         elif col.is_enum:
-            vocabulary = pa.array(col.values, pa.string())
-            codes = pc.index_in(cols[col.name], value_set=vocabulary).cast(pa.int16())
-            if codes.null_count != cols[col.name].null_count:
-                raise ValueError(f"{name}.{col.name}: a value outside {col.values}")
-            arrays.append(pa.DictionaryArray.from_arrays(codes, vocabulary))
+            codes = cols[col.name].astype(np.int16)
+            mask = codes < 0 if col.nullable else None
+            arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask),
+                                                         pa.array(col.values, pa.string())))
         else:
-            arrays.append(cols[col.name])
+            arrays.append(pa.array(cols[col.name].astype(col.type.to_pandas_dtype())))
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
