@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from replay.errors import UsageError
 from replay.policies.sets import PolicySet
+from replay.sim.cengine import CEngine, EngineUnavailable, warn_fallback
 from replay.sim.costs import Costs
 from replay.sim.engine import LOG_COLUMNS, Engine
 from replay.sim.ops import Workload
@@ -18,6 +19,8 @@ from replay.trace.schema import LOCK_CLASSES, SIM_TABLES, TABLES_BY_NAME
 
 PREEMPT_MODELS = ("none", "voluntary", "full")
 MODES = ("closed", "open")
+#: auto: the C engine (replay/sim/engine.c) when it can be built here, else the Python one (engine.py)
+ENGINES = ("auto", "c", "python")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SimConfig:
     probe_period_ns: int = 1_000_000
     #: coefficient of variation of a mean-1 lognormal factor on every Think and hold time (seeded); 0 = as given
     perturb: float = 0.0
+    #: which implementation runs it (the results are identical): auto | c | python
+    engine: str = "auto"
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
@@ -45,6 +50,8 @@ class SimConfig:
         if not 0 <= self.perturb <= 2:
             raise UsageError(f"service-time perturbation must be a coefficient of variation in [0, 2], "
                              f"not {self.perturb}")
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
         if self.probe and self.probe_period_ns < 1:
             raise UsageError(f"probe period must be positive, not {self.probe_period_ns}")
 
@@ -61,8 +68,19 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
     """Replay ``workload`` once under ``config``; the same config gives the same result."""
     program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
                       config.mode == "open", config.costs, config.perturb, config.seed)
-    eng = Engine(program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
-                 config.probe, config.probe_period_ns, progress)
+    args = (program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
+            config.probe, config.probe_period_ns, progress)
+    eng: Engine | CEngine
+    if config.engine == "python":
+        eng = Engine(*args)
+    elif config.engine == "c":
+        eng = CEngine(*args)
+    else:
+        try:
+            eng = CEngine(*args)
+        except EngineUnavailable as e:
+            warn_fallback(str(e))
+            eng = Engine(*args)
     eng.run()
     if progress is not None:
         progress(1.0)
@@ -115,7 +133,7 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else 0.0
 
 
-def _metrics(eng: Engine, tables: dict[str, pa.Table]) -> dict[str, float]:
+def _metrics(eng: Engine | CEngine, tables: dict[str, pa.Table]) -> dict[str, float]:
     m: dict[str, float] = {
         "makespan_ns": float(max(0, eng.end - eng.t0)),
         "events": float(eng.events),

@@ -1,0 +1,353 @@
+"""The compiled engine: replay/sim/engine.c, built on first use and driven through ctypes.
+
+engine.c transcribes engine.py (the reference, which documents the model) and
+gives bit-identical results; it runs the same Program and writes the same logs,
+about 30 times faster (benchmarks/replay_speed.py). It is compiled with the
+system C compiler ($CC, else cc/gcc) into a cache directory keyed by the
+source's hash, so a checkout, an installed package and concurrent ``--jobs``
+processes all find or build the same library; no Python headers are needed.
+Without a compiler, ``engine="auto"`` falls back to engine.py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from replay.errors import MmreplayError
+from replay.sim.costs import Costs
+from replay.sim.engine import (
+    DONE,
+    LOG_COLUMNS,
+    P_GATHER,
+    P_PTL,
+    P_RECORDED_SPIN,
+    P_SPIN_WAIT,
+    P_SPINLOCK,
+    PROBE_CAUSE_OF,
+    Q_IDLE,
+    Q_KERNEL,
+    Q_PREEMPTIBLE,
+    Q_SWITCH,
+    R_BLOCK,
+    R_DISPATCH,
+    R_EXIT,
+    R_PREEMPT,
+    R_PROBE_END,
+    R_SLEEP_LOCK,
+)
+from replay.sim.ops import Workload
+from replay.sim.program import SLEEPING_CLASSES, Program
+from replay.trace.schema import LOCK_CLASSES
+
+SOURCE = Path(__file__).with_name("engine.c")
+CFLAGS = ("-O2", "-std=c11", "-fPIC", "-shared", "-fno-strict-aliasing")
+LOCK_KINDS = {"spinlock": 0, "qspinlock": 0, "mutex": 1, "rwsem": 2, "as-recorded": 3}
+REPORT_EVERY = 1 << 16
+
+_I64 = ctypes.c_int64
+_P64 = ctypes.POINTER(ctypes.c_int64)
+_PF64 = ctypes.POINTER(ctypes.c_double)
+
+
+class EngineUnavailable(MmreplayError):
+    """The C engine cannot be built or loaded here (no compiler, build failure)."""
+
+
+class Params(ctypes.Structure):
+    """struct mmr_params (engine.c), field for field."""
+
+    _fields_ = [(name, _I64) for name in (
+        "cpus", "full", "percpu", "probe", "probe_period", "nthreads", "nlocks", "ninstr", "nclasses",
+        "context_switch", "wakeup", "wake_jitter", "timeslice", "probe_irq", "probe_run", "line", "line_remote",
+        "cpus_per_socket", "max_gather_pages", "batch_pages", "percpu_batch_pages", "local_batch_pages",
+        "invlpg", "full_flush", "flush_ceiling", "ipi_handler", "shootdown")] + [
+        ("batch_alloc_fail_p", ctypes.c_double)] + [(name, _I64) for name in (
+            "r_dispatch", "r_preempt", "r_block", "r_sleep_lock", "r_exit", "r_probe_end",
+            "p_spinlock", "p_spin_wait", "p_gather", "p_ptl", "p_recorded_spin",
+            "q_idle", "q_preemptible", "q_kernel", "q_switch")] + [
+        ("probe_cause_of", _I64 * 8),
+        ("code", _P64),
+        ("points", ctypes.POINTER(ctypes.c_uint8)),
+        ("start", _P64),
+        ("floats", _PF64),
+        ("lock_kind", _P64), ("lock_handoff", _P64), ("lock_sleeping", _P64), ("lock_cls", _P64),
+        ("lock_cost", _P64),
+        ("lock_per_waiter", _PF64),
+        ("tid", _P64), ("mm", _P64), ("start_ns", _P64),
+        ("probe_at", _P64),
+        ("mt", ctypes.POINTER(ctypes.c_uint32)),
+    ]
+
+
+STATS = ("events", "instr", "work_ns", "overhead_ns", "spin_ns", "probe_cpu_ns", "switches", "tlb_flushes", "ipis",
+         "atomic_sleeps", "probe_overruns", "done", "end", "t0", "rq_area")
+
+
+class Stats(ctypes.Structure):
+    """struct mmr_stats (engine.c)."""
+
+    _fields_ = [(name, _I64) for name in STATS]
+
+
+def cache_dir() -> Path:
+    """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
+    explicit = os.environ.get("MMREPLAY_ENGINE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    fallback = Path(tempfile.gettempdir()) / f"mmreplay-engine-{os.getuid()}"
+    for candidate in (Path(base) / "mmreplay" / "engine", fallback):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise EngineUnavailable("no writable cache directory for the C engine (set MMREPLAY_ENGINE_CACHE)")
+
+
+def _compiler() -> list[str]:
+    cc = os.environ.get("CC")
+    if cc:
+        argv = shlex.split(cc)
+        if shutil.which(argv[0]):
+            return argv
+        raise EngineUnavailable(f"C compiler {cc!r} ($CC) not found")
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return [name]
+    raise EngineUnavailable("no C compiler (cc, gcc or clang) to build the C engine")
+
+
+def library_path() -> Path:
+    """Build engine.c if its library is not cached yet; return the library."""
+    source = SOURCE.read_bytes()
+    cc = _compiler()
+    key = hashlib.sha256(source + " ".join([*cc, *CFLAGS, platform.machine()]).encode()).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib = out_dir / f"engine-{key}.so"
+    if lib.exists():
+        return lib
+    fd, tmp = tempfile.mkstemp(prefix=".engine-", suffix=".so", dir=out_dir)
+    os.close(fd)
+    cmd = [*cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        os.unlink(tmp)
+        raise EngineUnavailable(f"building the C engine failed: {' '.join(cmd)}: {e}") from None
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        first = (proc.stderr.strip().splitlines() or ["no output"])[0]
+        raise EngineUnavailable(f"building the C engine failed: {' '.join(cmd)}: {first}")
+    os.replace(tmp, lib)  # concurrent builders each rename a complete library
+    return lib
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def load() -> ctypes.CDLL:
+    """The C engine's library, built if needed (EngineUnavailable if it cannot be)."""
+    global _lib
+    if _lib is None:
+        try:
+            lib = ctypes.CDLL(str(library_path()))
+        except OSError as e:
+            raise EngineUnavailable(f"loading the C engine failed: {e}") from None
+        lib.mmr_engine_new.restype = ctypes.c_void_p
+        lib.mmr_engine_new.argtypes = [ctypes.POINTER(Params)]
+        lib.mmr_engine_run.restype = ctypes.c_int
+        lib.mmr_engine_run.argtypes = [ctypes.c_void_p, _I64]
+        lib.mmr_engine_stats.restype = None
+        lib.mmr_engine_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(Stats), _P64, _P64]
+        lib.mmr_engine_log.restype = _I64
+        lib.mmr_engine_log.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_P64)]
+        lib.mmr_engine_thread_states.restype = None
+        lib.mmr_engine_thread_states.argtypes = [ctypes.c_void_p, _P64]
+        lib.mmr_engine_error.restype = ctypes.c_char_p
+        lib.mmr_engine_error.argtypes = [ctypes.c_void_p]
+        lib.mmr_engine_free.restype = None
+        lib.mmr_engine_free.argtypes = [ctypes.c_void_p]
+        _lib = lib
+    return _lib
+
+
+def integral_costs(costs: Costs) -> bool:
+    """The C engine keeps time in int64 ns: every cost but the two ratios must be a whole number."""
+    return all(float(v).is_integer() for k, v in vars(costs).items()
+               if k not in ("ticket_handoff_per_waiter", "batch_alloc_fail_p"))
+
+
+def _ptr(a: np.ndarray, ctype: type) -> ctypes._Pointer:
+    return a.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+class CEngine:
+    """engine.Engine's interface (``run()``, ``logs()`` and the counters) over the C engine."""
+
+    def __init__(self, program: Program, workload: Workload, cpus: int, preempt: str, gather: str, seed: int,
+                 costs: Costs, probe: bool, probe_period_ns: int,
+                 progress: Callable[[float], None] | None = None):
+        import random
+
+        if cpus < 1:
+            raise ValueError("cpus must be at least 1")
+        if not integral_costs(costs):
+            raise EngineUnavailable("the C engine needs whole-number costs in ns (use engine='python')")
+        self._lib = load()
+        self.progress = progress
+        self.total_instr = len(program.code) or 1
+        threads = workload.threads
+        # engine.Engine.__init__'s random draws, in its order: the probe phases, then the run's
+        rng = random.Random(seed)
+        t0 = min((t.start_ns for t in threads), default=0)
+        probe_at = np.array([t0 + rng.randrange(max(1, probe_period_ns)) for _ in range(cpus)] if probe else [0],
+                            dtype=np.int64)
+        state = rng.getstate()[1]
+        c = costs
+        handoff = {"mutex": c.mutex_handoff_after_ns, "rwsem": c.rwsem_handoff_after_ns}
+        per_waiter = {"spinlock": c.ticket_handoff_per_waiter}
+        locks = program.locks
+        self._arrays = arrays = {  # kept alive as long as the engine reads them
+            "code": np.ascontiguousarray(program.code, dtype=np.int64),
+            "points": np.ascontiguousarray(program.points, dtype=np.uint8),
+            "start": np.ascontiguousarray(program.start, dtype=np.int64),
+            "floats": np.ascontiguousarray(program.floats, dtype=np.float64) if len(program.floats)
+            else np.zeros(1),
+            "lock_kind": np.array([LOCK_KINDS[lk.policy] for lk in locks] or [0], dtype=np.int64),
+            "lock_handoff": np.array([handoff.get(lk.policy, 0) for lk in locks] or [0], dtype=np.int64),
+            "lock_sleeping": np.array([lk.lock_class in SLEEPING_CLASSES for lk in locks] or [0], dtype=np.int64),
+            "lock_cls": np.array([LOCK_CLASSES.index(lk.lock_class) for lk in locks] or [0], dtype=np.int64),
+            "lock_cost": np.array([c.spin_lock_unlock_ns if lk.policy in ("spinlock", "qspinlock")
+                                   else 0 if lk.policy == "as-recorded" else c.cas_ns for lk in locks] or [0],
+                                  dtype=np.int64),
+            "lock_per_waiter": np.array([per_waiter.get(lk.policy, 0.0) for lk in locks] or [0.0],
+                                        dtype=np.float64),
+            "tid": np.array([t.tid for t in threads] or [0], dtype=np.int64),
+            "mm": np.array([t.mm for t in threads] or [0], dtype=np.int64),
+            "start_ns": np.array([t.start_ns for t in threads] or [0], dtype=np.int64),
+            "probe_at": probe_at,
+            "mt": np.array(state, dtype=np.uint32),
+        }
+        unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
+        if unknown:
+            raise ValueError(f"unknown lock policy {sorted(unknown)[0]!r}")
+        p = Params(
+            cpus=cpus, full=preempt == "full", percpu=gather == "percpu", probe=probe, probe_period=probe_period_ns,
+            nthreads=len(threads), nlocks=len(locks), ninstr=len(program.code), nclasses=len(LOCK_CLASSES),
+            context_switch=c.context_switch_ns, wakeup=c.wakeup_ns, wake_jitter=c.wake_jitter_ns,
+            timeslice=c.timeslice_ns, probe_irq=c.probe_irq_ns, probe_run=c.probe_run_ns,
+            line=c.line_transfer_ns, line_remote=c.line_transfer_remote_ns, cpus_per_socket=c.cpus_per_socket,
+            max_gather_pages=c.max_gather_pages, batch_pages=c.batch_pages,
+            percpu_batch_pages=c.percpu_batch_pages, local_batch_pages=c.local_batch_pages,
+            invlpg=c.invlpg_ns, full_flush=c.full_flush_ns, flush_ceiling=c.flush_ceiling_pages,
+            ipi_handler=c.ipi_handler_ns, shootdown=c.shootdown_ns, batch_alloc_fail_p=c.batch_alloc_fail_p,
+            r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
+            r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,
+            p_recorded_spin=P_RECORDED_SPIN, q_idle=Q_IDLE, q_preemptible=Q_PREEMPTIBLE, q_kernel=Q_KERNEL,
+            q_switch=Q_SWITCH,
+        )
+        for i, q in enumerate(PROBE_CAUSE_OF):
+            p.probe_cause_of[i] = q
+        for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost", "tid",
+                     "mm", "start_ns", "probe_at"):
+            setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
+        p.points = _ptr(arrays["points"], ctypes.c_uint8)
+        p.floats = _ptr(arrays["floats"], ctypes.c_double)
+        p.lock_per_waiter = _ptr(arrays["lock_per_waiter"], ctypes.c_double)
+        p.mt = _ptr(arrays["mt"], ctypes.c_uint32)
+        self._params = p
+        self._eng = self._lib.mmr_engine_new(ctypes.byref(p))
+        if not self._eng:
+            raise MemoryError("the C engine could not allocate its state")
+        self.wait_area = [0] * len(LOCK_CLASSES)
+        self.contended = [False] * len(LOCK_CLASSES)
+        self._stats()
+
+    def __del__(self) -> None:
+        eng = getattr(self, "_eng", None)
+        if eng:
+            self._lib.mmr_engine_free(eng)
+            self._eng = None
+
+    def _stats(self) -> None:
+        s = Stats()
+        area = np.zeros(len(LOCK_CLASSES), dtype=np.int64)
+        cont = np.zeros(len(LOCK_CLASSES), dtype=np.int64)
+        self._lib.mmr_engine_stats(self._eng, ctypes.byref(s), _ptr(area, ctypes.c_int64),
+                                   _ptr(cont, ctypes.c_int64))
+        for name in STATS:
+            setattr(self, name, getattr(s, name))
+        self.wait_area = area.tolist()
+        self.contended = [bool(x) for x in cont]
+
+    def run(self) -> None:
+        """Run to the end; the same errors as engine.Engine.run (MmreplayError on a deadlock)."""
+        every = REPORT_EVERY if self.progress is not None else 0
+        while True:
+            rc = self._lib.mmr_engine_run(self._eng, every)
+            if rc == 1:
+                self._stats()
+                self.progress(min(1.0, self.instr / self.total_instr))
+                continue
+            if rc == -12:
+                raise MemoryError("the C engine ran out of memory")
+            if rc < 0:
+                raise AssertionError(f"C engine: {self._lib.mmr_engine_error(self._eng).decode()}")
+            break
+        self._stats()
+        n = int(self._params.nthreads)
+        if self.done != n:
+            states = np.zeros(max(1, n), dtype=np.int64)
+            self._lib.mmr_engine_thread_states(self._eng, _ptr(states, ctypes.c_int64))
+            tids = self._arrays["tid"][:n][states[:n] != DONE].tolist()
+            raise MmreplayError(
+                f"the simulation deadlocked with {len(tids)} threads unfinished (e.g. tids {tids[:5]}): "
+                "a thread slept holding a spinlock while spinners took every CPU; use more CPUs or another policy"
+            )
+
+    def logs(self) -> dict[str, np.ndarray]:
+        """The event logs (copies), int64 rows with columns as in engine.LOG_COLUMNS."""
+        out = {}
+        for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
+            rows = _P64()
+            n = self._lib.mmr_engine_log(self._eng, k, ctypes.byref(rows))
+            w = len(cols)
+            if n:
+                out[name] = np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).copy()
+            else:
+                out[name] = np.zeros((0, w), dtype=np.int64)
+        return out
+
+
+def available() -> bool:
+    """Whether the C engine can be built and loaded here."""
+    try:
+        load()
+    except EngineUnavailable:
+        return False
+    return True
+
+
+_warned = False
+
+
+def warn_fallback(reason: str) -> None:
+    """Say once per process that replays use the (slower) Python engine, and why."""
+    global _warned
+    if not _warned:
+        _warned = True
+        print(f"mmreplay: using the Python engine (about 30x slower): {reason}", file=sys.stderr)

@@ -1,0 +1,1453 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The discrete-event engine in C: a transcription of replay/sim/engine.py and
+ * replay/sim/locks.py, function for function, that gives bit-identical results
+ * (same events in the same order, same random draws: Python's MT19937 state is
+ * handed over and random() / expovariate() are reproduced exactly).
+ *
+ * engine.py is the reference and documents the model; change both together.
+ * tests/test_sim_engines.py runs both on the same workloads and compares every
+ * event table and counter.
+ *
+ * Built on first use by replay/sim/cengine.py (cc -O2 -shared) and driven
+ * through ctypes: no Python headers, no build step at install time.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef int64_t i64;
+
+/* opcodes: replay/sim/program.py */
+enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END };
+#define WIDTH 5
+/* thread states and events: engine.py */
+enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
+enum { E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND };
+/* lock kinds (a qspinlock is a spinlock with per_waiter 0) */
+enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED };
+#define IDLE_TID (-1)
+#define PROBE_TID (-2)
+
+/* event logs: engine.LOG_COLUMNS */
+enum { LOG_WAITS, LOG_HOLDS, LOG_OPS, LOG_POFF, LOG_PROBE, LOG_SCHED, NLOGS };
+static const int log_width[NLOGS] = {8, 9, 5, 7, 5, 6};
+
+#define ERR_NOMEM (-12)
+#define ERR_ASSERT (-1)
+
+/* Mirrored by cengine.Params (ctypes): keep the order and types identical. */
+struct mmr_params {
+	i64 cpus, full, percpu, probe, probe_period, nthreads, nlocks, ninstr, nclasses;
+	/* costs (ns, pages) */
+	i64 context_switch, wakeup, wake_jitter, timeslice, probe_irq, probe_run, line, line_remote,
+	    cpus_per_socket, max_gather_pages, batch_pages, percpu_batch_pages, local_batch_pages,
+	    invlpg, full_flush, flush_ceiling, ipi_handler, shootdown;
+	double batch_alloc_fail_p;
+	/* codes in the results schema's vocabularies */
+	i64 r_dispatch, r_preempt, r_block, r_sleep_lock, r_exit, r_probe_end;
+	i64 p_spinlock, p_spin_wait, p_gather, p_ptl, p_recorded_spin;
+	i64 q_idle, q_preemptible, q_kernel, q_switch;
+	i64 probe_cause_of[8];
+	/* the program and the workload */
+	const i64 *code;
+	const uint8_t *points;
+	const i64 *start;
+	const double *floats;
+	const i64 *lock_kind, *lock_handoff, *lock_sleeping, *lock_cls, *lock_cost;
+	const double *lock_per_waiter;
+	const i64 *tid, *mm, *start_ns;
+	const i64 *probe_at; /* first probe timer per CPU */
+	const uint32_t *mt;  /* Python's random state: 624 words and the index */
+};
+
+/* Mirrored by cengine.Stats. */
+struct mmr_stats {
+	i64 events, instr, work_ns, overhead_ns, spin_ns, probe_cpu_ns, switches, tlb_flushes, ipis,
+	    atomic_sleeps, probe_overruns, done, end, t0, rq_area;
+};
+
+/* ------------------------------------------------------------------ small containers */
+
+typedef struct {
+	int *v;
+	int head, n, cap;
+} Deque; /* of ints, ring buffer */
+
+static int dq_grow(Deque *d)
+{
+	int cap = d->cap ? d->cap * 2 : 8;
+	int *v = malloc(sizeof(int) * cap);
+	if (!v)
+		return -1;
+	for (int i = 0; i < d->n; i++)
+		v[i] = d->v[(d->head + i) % d->cap];
+	free(d->v);
+	d->v = v;
+	d->head = 0;
+	d->cap = cap;
+	return 0;
+}
+
+static int dq_push(Deque *d, int x)
+{
+	if (d->n == d->cap && dq_grow(d))
+		return -1;
+	d->v[(d->head + d->n) % d->cap] = x;
+	d->n++;
+	return 0;
+}
+
+static int dq_push_front(Deque *d, int x)
+{
+	if (d->n == d->cap && dq_grow(d))
+		return -1;
+	d->head = (d->head + d->cap - 1) % d->cap;
+	d->v[d->head] = x;
+	d->n++;
+	return 0;
+}
+
+static int dq_pop(Deque *d)
+{
+	int x = d->v[d->head];
+	d->head = (d->head + 1) % d->cap;
+	d->n--;
+	return x;
+}
+
+static int dq_front(const Deque *d)
+{
+	return d->v[d->head];
+}
+
+static int dq_remove(Deque *d, int x) /* the first occurrence; 0 if found */
+{
+	for (int i = 0; i < d->n; i++) {
+		if (d->v[(d->head + i) % d->cap] == x) {
+			for (int j = i; j + 1 < d->n; j++)
+				d->v[(d->head + j) % d->cap] = d->v[(d->head + j + 1) % d->cap];
+			d->n--;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+typedef struct {
+	i64 *v;
+	i64 n, cap; /* in rows */
+	int w;
+} Log;
+
+typedef struct {
+	i64 t, seq;
+	i64 g;
+	int ev, x;
+} Event;
+
+typedef struct {
+	int lid, depth, derived;
+	i64 t, wait;
+} Held;
+
+typedef struct {
+	i64 start;
+	int cpu;
+} SpanRec;
+
+typedef struct {
+	int idx, tid;
+	i64 mm;
+	const i64 *code;
+	const uint8_t *points;
+	i64 pc;
+	int state, cpu, oncpu;
+	i64 gen;
+	i64 rem;
+	int fresh;
+	i64 seg_start, seg_end, seg_work, seg_debt;
+	int segpre, seg_over;
+	i64 debt;
+	int pcount;
+	i64 poff_start;
+	int poff_cause, poff_class;
+	Held *held;
+	int nheld, capheld;
+	i64 wait_start, spin_start, spun;
+	int slept, granted, retrying;
+	i64 recorded_wait;
+	int waiting_lock; /* -1: none */
+	SpanRec *spans;
+	int nspans, capspans;
+	i64 g_pending, g_cap, g_pt;
+	int g_full, g_broken;
+	double g_free;
+	i64 slice_start, runnable_at;
+} Thread;
+
+typedef struct {
+	int kind, preempt_off, sleeping;
+	double per_waiter;
+	i64 handoff_after;
+	int owner; /* spinlock / mutex owner, rwsem writer; -1 none */
+	int readers;
+	int woken;       /* -1 none */
+	Deque q;         /* spinlock queue; mutex / rwsem optimistic spinners */
+	Deque sleepers;  /* thread indices; rwsem: idx * 2 + write */
+} Lock;
+
+typedef struct Engine {
+	struct mmr_params p;
+	struct mmr_stats s;
+	uint32_t mt[624];
+	int mti;
+	double jitter_lambda;
+	Event *heap;
+	i64 nheap, capheap, seq;
+	Thread *th;
+	Lock *locks;
+	int *cur;      /* thread index per CPU, -1 none */
+	int *idle;     /* stack: the last is taken first */
+	int nidle;
+	Deque rq;
+	i64 rq_last;
+	int *preempted;
+	int *probe_running;
+	i64 *probe_pending, *probe_wake;
+	int *probe_cause, *probe_tid;
+	i64 instr_at_probe;
+	i64 *nwait, *wait_area, *wait_last;
+	int *contended;
+	Log logs[NLOGS];
+	i64 next_report;
+	int err;
+	const char *errmsg;
+} Engine;
+
+/* ------------------------------------------------------------------ Python's random */
+
+static uint32_t mt_next(Engine *e)
+{
+	static const uint32_t mag01[2] = {0x0u, 0x9908b0dfu};
+	uint32_t y;
+	uint32_t *mt = e->mt;
+
+	if (e->mti >= 624) {
+		int kk;
+		for (kk = 0; kk < 624 - 397; kk++) {
+			y = (mt[kk] & 0x80000000u) | (mt[kk + 1] & 0x7fffffffu);
+			mt[kk] = mt[kk + 397] ^ (y >> 1) ^ mag01[y & 0x1u];
+		}
+		for (; kk < 623; kk++) {
+			y = (mt[kk] & 0x80000000u) | (mt[kk + 1] & 0x7fffffffu);
+			mt[kk] = mt[kk + (397 - 624)] ^ (y >> 1) ^ mag01[y & 0x1u];
+		}
+		y = (mt[623] & 0x80000000u) | (mt[0] & 0x7fffffffu);
+		mt[623] = mt[396] ^ (y >> 1) ^ mag01[y & 0x1u];
+		e->mti = 0;
+	}
+	y = mt[e->mti++];
+	y ^= (y >> 11);
+	y ^= (y << 7) & 0x9d2c5680u;
+	y ^= (y << 15) & 0xefc60000u;
+	y ^= (y >> 18);
+	return y;
+}
+
+static double rnd(Engine *e) /* random.random(): genrand_res53 */
+{
+	uint32_t a = mt_next(e) >> 5, b = mt_next(e) >> 6;
+	return (a * 67108864.0 + b) * (1.0 / 9007199254740992.0);
+}
+
+static i64 exp_jitter(Engine *e) /* round(rng.expovariate(1.0 / wake_jitter_ns)) */
+{
+	return (i64)rint(-log(1.0 - rnd(e)) / e->jitter_lambda);
+}
+
+/* ------------------------------------------------------------------ heap and logs */
+
+static int push(Engine *e, i64 t, int ev, int x, i64 g)
+{
+	if (e->nheap == e->capheap) {
+		i64 cap = e->capheap ? e->capheap * 2 : 1024;
+		Event *h = realloc(e->heap, sizeof(Event) * cap);
+		if (!h) {
+			e->err = ERR_NOMEM;
+			return -1;
+		}
+		e->heap = h;
+		e->capheap = cap;
+	}
+	Event ne = {t, ++e->seq, g, ev, x};
+	i64 i = e->nheap++;
+	Event *h = e->heap;
+	while (i > 0) {
+		i64 parent = (i - 1) >> 1;
+		if (h[parent].t < t || (h[parent].t == t && h[parent].seq < ne.seq))
+			break;
+		h[i] = h[parent];
+		i = parent;
+	}
+	h[i] = ne;
+	return 0;
+}
+
+static inline int ev_less(const Event *a, const Event *b)
+{
+	return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static Event pop(Engine *e)
+{
+	Event *h = e->heap;
+	Event top = h[0];
+	Event last = h[--e->nheap];
+	i64 n = e->nheap, i = 0;
+	if (n) {
+		for (;;) {
+			i64 c = 2 * i + 1;
+			if (c >= n)
+				break;
+			if (c + 1 < n && ev_less(&h[c + 1], &h[c]))
+				c++;
+			if (!ev_less(&h[c], &last))
+				break;
+			h[i] = h[c];
+			i = c;
+		}
+		h[i] = last;
+	}
+	return top;
+}
+
+static i64 *log_row(Engine *e, int k)
+{
+	Log *l = &e->logs[k];
+	if (l->n == l->cap) {
+		i64 cap = l->cap ? l->cap * 2 : 1024;
+		i64 *v = realloc(l->v, sizeof(i64) * l->w * cap);
+		if (!v) {
+			e->err = ERR_NOMEM;
+			return NULL;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	return l->v + l->w * l->n++;
+}
+
+static void log6(Engine *e, int k, i64 a, i64 b, i64 c, i64 d, i64 f, i64 g)
+{
+	i64 *r = log_row(e, k);
+	if (!r)
+		return;
+	r[0] = a; r[1] = b; r[2] = c; r[3] = d; r[4] = f;
+	if (e->logs[k].w > 5)
+		r[5] = g;
+}
+
+static void log_sched(Engine *e, i64 now, int c, i64 prev, i64 next, i64 reason, i64 wait)
+{
+	log6(e, LOG_SCHED, now, c, prev, next, reason, wait);
+}
+
+static void log_poff(Engine *e, i64 start, i64 dur, int c, i64 tid, i64 cause, i64 cls, i64 cut)
+{
+	i64 *r = log_row(e, LOG_POFF);
+	if (!r)
+		return;
+	r[0] = start; r[1] = dur; r[2] = c; r[3] = tid; r[4] = cause; r[5] = cls; r[6] = cut;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static i64 wake_cost(Engine *e)
+{
+	return e->p.wakeup + (e->p.wake_jitter ? exp_jitter(e) : 0);
+}
+
+static int need_resched(Engine *e, Thread *th, i64 now)
+{
+	return e->probe_pending[th->cpu] >= 0 || (e->rq.n && now - th->slice_start >= e->p.timeslice);
+}
+
+static void poff_inc(Thread *th, i64 now, int cause, int cls)
+{
+	if (th->pcount == 0) {
+		th->poff_start = now;
+		th->poff_cause = cause;
+		th->poff_class = cls;
+	}
+	th->pcount++;
+}
+
+static void poff_dec(Engine *e, Thread *th, i64 now)
+{
+	th->pcount--;
+	if (th->pcount == 0)
+		log_poff(e, th->poff_start, now - th->poff_start, th->cpu, th->tid, th->poff_cause, th->poff_class, 0);
+}
+
+static int ins_lid(Thread *th)
+{
+	return (int)th->code[th->pc * WIDTH + 1];
+}
+
+static void rq_append(Engine *e, Thread *th, i64 now)
+{
+	e->s.rq_area += (i64)e->rq.n * (now - e->rq_last);
+	e->rq_last = now;
+	if (dq_push(&e->rq, th->idx))
+		e->err = ERR_NOMEM;
+}
+
+/* ------------------------------------------------------------------ CPU hand-over */
+
+static void lock_owner_off_cpu(Engine *e, int lid, Thread *th, i64 now);
+static void start_probe(Engine *e, int c, i64 now);
+
+static void start_overhead(Engine *e, Thread *th, i64 now, i64 ns)
+{
+	e->s.overhead_ns += ns;
+	th->seg_over = 1;
+	th->segpre = 0;
+	th->seg_start = now;
+	th->seg_end = now + ns;
+	th->seg_work = 0;
+	th->seg_debt = ns;
+	th->gen++;
+	push(e, now + ns, E_SEG, th->idx, th->gen);
+}
+
+static void bind(Engine *e, int c, Thread *th, i64 now, i64 prev, i64 reason)
+{
+	log_sched(e, now, c, prev, th->tid, reason, now - th->runnable_at);
+	e->cur[c] = th->idx;
+	th->cpu = c;
+	th->oncpu = 1;
+	th->state = RUN;
+	th->slice_start = now;
+	if (th->pcount > 0)
+		th->poff_start = now;
+	e->s.switches++;
+}
+
+static void dispatch(Engine *e, int c, Thread *th, i64 now, i64 prev, i64 reason)
+{
+	bind(e, c, th, now, prev, reason);
+	start_overhead(e, th, now, e->p.context_switch);
+}
+
+static void cpu_next(Engine *e, int c, i64 now, i64 prev, i64 reason)
+{
+	if (e->probe_pending[c] >= 0) {
+		log_sched(e, now, c, prev, PROBE_TID, reason, 0);
+		start_probe(e, c, now);
+	} else if (e->rq.n) {
+		e->s.rq_area += (i64)e->rq.n * (now - e->rq_last);
+		e->rq_last = now;
+		dispatch(e, c, &e->th[dq_pop(&e->rq)], now, prev, reason);
+	} else {
+		e->idle[e->nidle++] = c;
+		log_sched(e, now, c, prev, IDLE_TID, reason, 0);
+	}
+}
+
+static void leave_cpu(Engine *e, Thread *th, i64 now, i64 reason)
+{
+	int c = th->cpu;
+	e->cur[c] = -1;
+	th->oncpu = 0;
+	th->cpu = -1;
+	for (int i = 0; i < th->nheld; i++)
+		lock_owner_off_cpu(e, th->held[i].lid, th, now);
+	if (th->pcount > 0) {
+		log_poff(e, th->poff_start, now - th->poff_start, c, th->tid, th->poff_cause, th->poff_class, 1);
+		if (reason != e->p.r_exit)
+			e->s.atomic_sleeps++;
+	}
+	cpu_next(e, c, now, th->tid, reason);
+}
+
+/* ------------------------------------------------------------------ lock callbacks */
+
+static void spin(Engine *e, Thread *th, i64 now, int preempt_off)
+{
+	th->state = SPIN;
+	th->spin_start = now;
+	if (preempt_off) {
+		if (th->pcount == 0) {
+			th->poff_start = now;
+			th->poff_cause = (int)e->p.p_spin_wait;
+			th->poff_class = (int)e->p.lock_cls[ins_lid(th)];
+		}
+		th->pcount++;
+	}
+}
+
+static void sleep_on_lock(Engine *e, Thread *th, i64 now)
+{
+	th->state = SLEEP;
+	th->slept = 1;
+	leave_cpu(e, th, now, e->p.r_sleep_lock);
+}
+
+static void spin_to_sleep(Engine *e, Thread *th, i64 now)
+{
+	i64 d = now - th->spin_start;
+	th->spun += d;
+	e->s.spin_ns += d;
+	th->state = SLEEP;
+	th->slept = 1;
+	leave_cpu(e, th, now, e->p.r_sleep_lock);
+}
+
+static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, double scale)
+{
+	th->waiting_lock = -1;
+	i64 per = e->p.cpus_per_socket;
+	i64 line = (per && frm->cpu / per != th->cpu / per) ? e->p.line_remote : e->p.line;
+	i64 at = now + (scaled ? (i64)rint((double)line * scale) : line);
+	push(e, at, E_GRANT, th->idx, th->gen);
+}
+
+static void wake_retry(Engine *e, Thread *th, i64 now)
+{
+	th->waiting_lock = -1;
+	th->retrying = 1;
+	th->state = READY;
+	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
+}
+
+static void grant_sleeper(Engine *e, Thread *th, i64 now)
+{
+	th->waiting_lock = -1;
+	th->granted = 1;
+	th->state = READY;
+	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
+}
+
+static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping)
+{
+	if (sleeping) {
+		th->state = SLEEP;
+		th->slept = 1;
+		th->granted = 1;
+		leave_cpu(e, th, now, e->p.r_sleep_lock);
+		i64 d = wait - e->p.context_switch;
+		push(e, now + (d > 0 ? d : 0), E_WAKE, th->idx, th->gen);
+	} else {
+		th->state = SPIN;
+		th->spin_start = now;
+		poff_inc(th, now, (int)e->p.p_recorded_spin, (int)e->p.lock_cls[ins_lid(th)]);
+		push(e, now + wait, E_GRANT, th->idx, th->gen);
+	}
+}
+
+/* ------------------------------------------------------------------ locks (locks.py) */
+
+static void sleepers_queue(Engine *e, Deque *q, Thread *th, int x)
+{
+	int rc = th->retrying ? dq_push_front(q, x) : dq_push(q, x);
+	if (rc)
+		e->err = ERR_NOMEM;
+}
+
+static void mutex_spinners_sleep(Engine *e, Lock *lk, i64 now)
+{
+	while (lk->q.n) {
+		Thread *s = &e->th[dq_pop(&lk->q)];
+		sleepers_queue(e, &lk->sleepers, s, s->idx);
+		spin_to_sleep(e, s, now);
+	}
+}
+
+static void rwsem_spinners_sleep(Engine *e, Lock *lk, i64 now)
+{
+	while (lk->q.n) {
+		Thread *s = &e->th[dq_pop(&lk->q)];
+		sleepers_queue(e, &lk->sleepers, s, s->idx * 2 + 1);
+		spin_to_sleep(e, s, now);
+	}
+}
+
+static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
+{
+	switch (lk->kind) {
+	case L_SPIN:
+		if (lk->owner < 0) {
+			lk->owner = th->idx;
+			return 1;
+		}
+		if (dq_push(&lk->q, th->idx))
+			e->err = ERR_NOMEM;
+		spin(e, th, now, 1);
+		return 0;
+	case L_MUTEX:
+		if (lk->woken == th->idx)
+			lk->woken = -1;
+		if (lk->owner < 0) {
+			lk->owner = th->idx;
+			return 1;
+		}
+		if (e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
+			if (dq_push(&lk->q, th->idx))
+				e->err = ERR_NOMEM;
+			spin(e, th, now, 0);
+		} else {
+			sleepers_queue(e, &lk->sleepers, th, th->idx);
+			sleep_on_lock(e, th, now);
+		}
+		return 0;
+	case L_RWSEM:
+		if (lk->woken == th->idx)
+			lk->woken = -1;
+		if (write) {
+			if (lk->owner < 0 && lk->readers == 0) {
+				lk->owner = th->idx;
+				return 1;
+			}
+			if (lk->owner >= 0 && e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
+				if (dq_push(&lk->q, th->idx))
+					e->err = ERR_NOMEM;
+				spin(e, th, now, 0);
+				return 0;
+			}
+		} else if (lk->owner < 0 && lk->woken < 0 && !lk->sleepers.n && !lk->q.n) {
+			lk->readers++;
+			return 1;
+		}
+		sleepers_queue(e, &lk->sleepers, th, th->idx * 2 + (write ? 1 : 0));
+		sleep_on_lock(e, th, now);
+		return 0;
+	default: /* L_RECORDED */
+		if (th->recorded_wait <= 0)
+			return 1;
+		timed_wait(e, th, now, th->recorded_wait, lk->sleeping);
+		return 0;
+	}
+}
+
+static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
+{
+	switch (lk->kind) {
+	case L_SPIN: {
+		if (!lk->q.n) {
+			lk->owner = -1;
+			return;
+		}
+		int k = lk->q.n;
+		Thread *nxt = &e->th[dq_pop(&lk->q)];
+		lk->owner = nxt->idx;
+		grant_spin(e, th, nxt, now, 1, 1 + lk->per_waiter * (k - 1));
+		return;
+	}
+	case L_MUTEX: {
+		Deque *sl = &lk->sleepers, *sp = &lk->q;
+		if (sl->n && lk->woken < 0 && now - e->th[dq_front(sl)].wait_start >= lk->handoff_after) {
+			Thread *nxt = &e->th[dq_pop(sl)];
+			lk->owner = nxt->idx;
+			grant_sleeper(e, nxt, now);
+			mutex_spinners_sleep(e, lk, now);
+		} else if (sp->n) {
+			Thread *nxt = &e->th[dq_pop(sp)];
+			lk->owner = nxt->idx;
+			grant_spin(e, th, nxt, now, 0, 0);
+		} else {
+			lk->owner = -1;
+			if (sl->n && lk->woken < 0) {
+				Thread *nxt = &e->th[dq_pop(sl)];
+				lk->woken = nxt->idx;
+				wake_retry(e, nxt, now);
+			}
+		}
+		return;
+	}
+	case L_RWSEM: {
+		Deque *sl = &lk->sleepers, *sp = &lk->q;
+		if (write) {
+			lk->owner = -1;
+		} else {
+			lk->readers--;
+			if (lk->readers)
+				return;
+		}
+		if (lk->woken >= 0) {
+			if (sp->n) {
+				Thread *nxt = &e->th[dq_pop(sp)];
+				lk->owner = nxt->idx;
+				grant_spin(e, th, nxt, now, 0, 0);
+			}
+			return;
+		}
+		if (sp->n && !(sl->n && now - e->th[dq_front(sl) >> 1].wait_start >= lk->handoff_after)) {
+			Thread *nxt = &e->th[dq_pop(sp)];
+			lk->owner = nxt->idx;
+			grant_spin(e, th, nxt, now, 0, 0);
+		} else if (sl->n) {
+			if (dq_front(sl) & 1) {
+				Thread *nxt = &e->th[dq_pop(sl) >> 1];
+				if (now - nxt->wait_start >= lk->handoff_after) {
+					lk->owner = nxt->idx;
+					grant_sleeper(e, nxt, now);
+				} else {
+					lk->woken = nxt->idx;
+					wake_retry(e, nxt, now);
+					return;
+				}
+			} else {
+				while (sl->n && !(dq_front(sl) & 1)) {
+					lk->readers++;
+					grant_sleeper(e, &e->th[dq_pop(sl) >> 1], now);
+				}
+			}
+			rwsem_spinners_sleep(e, lk, now);
+		}
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+static void lock_owner_off_cpu(Engine *e, int lid, Thread *th, i64 now)
+{
+	Lock *lk = &e->locks[lid];
+	if (lk->owner != th->idx || !lk->q.n)
+		return;
+	if (lk->kind == L_MUTEX)
+		mutex_spinners_sleep(e, lk, now);
+	else if (lk->kind == L_RWSEM)
+		rwsem_spinners_sleep(e, lk, now);
+}
+
+static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
+{
+	if ((lk->kind != L_MUTEX && lk->kind != L_RWSEM) || dq_remove(&lk->q, th->idx)) {
+		e->err = ERR_ASSERT;
+		e->errmsg = "a waiter that cannot abort its spin was asked to";
+		return;
+	}
+	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
+	spin_to_sleep(e, th, now);
+}
+
+/* ------------------------------------------------------------------ TLB flushes */
+
+static i64 flush(Engine *e, Thread *th, i64 now, i64 pages, int fullmm)
+{
+	(void)now;
+	i64 cost = (fullmm || pages > e->p.flush_ceiling) ? e->p.full_flush : pages * e->p.invlpg;
+	e->s.tlb_flushes++;
+	if (fullmm)
+		return cost;
+	i64 steal = e->p.ipi_handler + cost;
+	int any = 0;
+	for (int c = 0; c < e->p.cpus; c++) {
+		if (e->cur[c] < 0)
+			continue;
+		Thread *r = &e->th[e->cur[c]];
+		if (r == th || r->mm != th->mm)
+			continue;
+		any = 1;
+		e->s.ipis++;
+		if (r->state == RUN) {
+			r->seg_end += steal;
+			r->seg_debt += steal;
+			e->s.overhead_ns += steal;
+			r->gen++;
+			push(e, r->seg_end, E_SEG, r->idx, r->gen);
+		}
+	}
+	if (any)
+		cost += e->p.shootdown;
+	return cost;
+}
+
+/* ------------------------------------------------------------------ the probe */
+
+static void start_probe(Engine *e, int c, i64 now)
+{
+	i64 ready = e->probe_pending[c];
+	i64 start = now > ready ? now : ready;
+	i64 sw = e->p.context_switch;
+	i64 wake = e->probe_wake[c];
+	i64 *r = log_row(e, LOG_PROBE);
+	if (r) {
+		r[0] = wake; r[1] = start + sw - wake; r[2] = c; r[3] = e->probe_tid[c]; r[4] = e->probe_cause[c];
+	}
+	e->probe_pending[c] = -1;
+	e->probe_running[c] = 1;
+	i64 end = start + sw + e->p.probe_run;
+	e->s.probe_cpu_ns += end - now;
+	e->s.switches++;
+	push(e, end, E_PEND, c, 0);
+}
+
+static void switch_to_probe(Engine *e, Thread *th, int c, i64 now)
+{
+	th->state = PREEMPTED;
+	e->preempted[c] = th->idx;
+	for (int i = 0; i < th->nheld; i++)
+		lock_owner_off_cpu(e, th->held[i].lid, th, now);
+	th->oncpu = 0;
+	log_sched(e, now, c, th->tid, PROBE_TID, e->p.r_preempt, 0);
+	start_probe(e, c, now);
+}
+
+static void probe_wake_ev(Engine *e, int c, i64 t)
+{
+	if (e->s.done == e->p.nthreads)
+		return;
+	if (e->s.instr == e->instr_at_probe) {
+		int any_running = 0, only_probes = 1;
+		for (int i = 0; i < e->p.cpus; i++)
+			any_running |= e->probe_running[i];
+		for (i64 i = 0; i < e->nheap && only_probes; i++)
+			only_probes = e->heap[i].ev >= E_PWAKE;
+		if (!any_running && only_probes)
+			return; /* only probe timers are left: the threads are deadlocked */
+	}
+	e->instr_at_probe = e->s.instr;
+	push(e, t + e->p.probe_period, E_PWAKE, c, 0);
+	if (e->probe_running[c] || e->probe_pending[c] >= 0) {
+		e->s.probe_overruns++;
+		return;
+	}
+	i64 irq = e->p.probe_irq + (e->p.wake_jitter ? exp_jitter(e) : 0);
+	e->probe_wake[c] = t;
+	if (e->cur[c] < 0) {
+		if (e->preempted[c] >= 0) {
+			e->err = ERR_ASSERT;
+			e->errmsg = "preempted thread without a running probe";
+			return;
+		}
+		for (int i = 0; i < e->nidle; i++) { /* list.remove(c) */
+			if (e->idle[i] == c) {
+				memmove(e->idle + i, e->idle + i + 1, sizeof(int) * (e->nidle - i - 1));
+				e->nidle--;
+				break;
+			}
+		}
+		e->probe_pending[c] = t + irq;
+		e->probe_cause[c] = (int)e->p.q_idle;
+		e->probe_tid[c] = IDLE_TID;
+		log_sched(e, t, c, IDLE_TID, PROBE_TID, e->p.r_dispatch, 0);
+		start_probe(e, c, t);
+		return;
+	}
+	Thread *th = &e->th[e->cur[c]];
+	e->probe_tid[c] = th->tid;
+	if (th->state == RUN && !th->seg_over && th->segpre && th->pcount == 0) {
+		i64 done = t - th->seg_start, done_work;
+		if (done < th->seg_debt) {
+			th->debt += th->seg_debt - done;
+			e->s.overhead_ns -= th->seg_debt - done;
+			done_work = 0;
+		} else {
+			done_work = done - th->seg_debt;
+		}
+		e->s.work_ns += done_work;
+		th->rem += th->seg_work - done_work;
+		th->gen++;
+		e->probe_pending[c] = t + irq;
+		e->probe_cause[c] = (int)e->p.q_preemptible;
+		switch_to_probe(e, th, c, t);
+		return;
+	}
+	e->probe_pending[c] = t + irq;
+	if (th->state == SPIN && th->waiting_lock >= 0 && !e->locks[th->waiting_lock].preempt_off) {
+		e->probe_cause[c] = (int)e->p.q_preemptible;
+		lock_abort_spin(e, &e->locks[th->waiting_lock], th, t);
+		return;
+	}
+	if (th->pcount > 0)
+		e->probe_cause[c] = (int)e->p.probe_cause_of[th->poff_cause];
+	else if (th->state == RUN && th->seg_over)
+		e->probe_cause[c] = (int)e->p.q_switch;
+	else
+		e->probe_cause[c] = (int)e->p.q_kernel;
+	if (th->state == RUN) {
+		th->seg_end += irq;
+		th->seg_debt += irq;
+		e->s.overhead_ns += irq;
+		th->gen++;
+		push(e, th->seg_end, E_SEG, th->idx, th->gen);
+	}
+}
+
+static void probe_end(Engine *e, int c, i64 t)
+{
+	e->probe_running[c] = 0;
+	if (e->preempted[c] < 0) {
+		cpu_next(e, c, t, PROBE_TID, e->p.r_probe_end);
+		return;
+	}
+	Thread *th = &e->th[e->preempted[c]];
+	e->preempted[c] = -1;
+	log_sched(e, t, c, PROBE_TID, th->tid, e->p.r_probe_end, 0);
+	th->state = RUN;
+	th->oncpu = 1;
+	e->s.switches++;
+	start_overhead(e, th, t, e->p.context_switch);
+}
+
+static void preempt(Engine *e, Thread *th, i64 now)
+{
+	int c = th->cpu;
+	if (e->probe_pending[c] >= 0) {
+		switch_to_probe(e, th, c, now);
+	} else {
+		th->state = READY;
+		th->runnable_at = now;
+		rq_append(e, th, now);
+		leave_cpu(e, th, now, e->p.r_preempt);
+	}
+}
+
+/* ------------------------------------------------------------------ the loop (Engine._run) */
+
+static int held_push(Engine *e, Thread *th, int lid, i64 t, i64 wait, int derived)
+{
+	if (th->nheld == th->capheld) {
+		int cap = th->capheld ? th->capheld * 2 : 4;
+		Held *h = realloc(th->held, sizeof(Held) * cap);
+		if (!h) {
+			e->err = ERR_NOMEM;
+			return -1;
+		}
+		th->held = h;
+		th->capheld = cap;
+	}
+	Held *h = &th->held[th->nheld];
+	h->lid = lid;
+	h->t = t;
+	h->wait = wait;
+	h->depth = th->nheld;
+	h->derived = derived;
+	th->nheld++;
+	return 0;
+}
+
+static void waiters_change(Engine *e, int k, i64 now, int delta)
+{
+	i64 nw = e->nwait[k];
+	if (nw)
+		e->wait_area[k] += nw * (now - e->wait_last[k]);
+	e->wait_last[k] = now;
+	e->nwait[k] = nw + delta;
+	e->contended[k] = 1;
+}
+
+/* Run until the heap is empty (0), or until ``report_every`` more events have been popped (1)
+ * so that the caller can report progress; < 0 on an error. */
+int mmr_engine_run(Engine *e, i64 report_every)
+{
+	const struct mmr_params *p = &e->p;
+	const int full = (int)p->full, percpu = (int)p->percpu;
+	const int free_switch = p->context_switch == 0;
+	const i64 slice_ns = p->timeslice;
+
+	if (report_every > 0 && e->next_report == 0)
+		e->next_report = report_every;
+	while (e->nheap) {
+		if (e->err)
+			return e->err;
+		if (report_every > 0 && e->s.events >= e->next_report) {
+			e->next_report += report_every;
+			return 1;
+		}
+		Event ev = pop(e);
+		i64 now = ev.t;
+		Thread *th;
+		int completed;
+		e->s.events++;
+		if (ev.ev == E_SEG) {
+			th = &e->th[ev.x];
+			if (th->gen != ev.g) {
+				e->s.events--;
+				continue;
+			}
+			completed = 1;
+		} else if (ev.ev == E_WAKE) {
+			th = &e->th[ev.x];
+			th->runnable_at = now;
+			if (!e->nidle) {
+				th->state = READY;
+				rq_append(e, th, now);
+				continue;
+			}
+			if (!free_switch) {
+				th->state = READY;
+				dispatch(e, e->idle[--e->nidle], th, now, IDLE_TID, p->r_dispatch);
+				continue;
+			}
+			int c = e->idle[--e->nidle];
+			log_sched(e, now, c, IDLE_TID, th->tid, p->r_dispatch, 0);
+			e->cur[c] = th->idx;
+			th->cpu = c;
+			th->oncpu = 1;
+			th->state = RUN;
+			th->slice_start = now;
+			if (th->pcount > 0)
+				th->poff_start = now;
+			e->s.switches++;
+			th->seg_over = 0;
+			th->seg_work = 0;
+			completed = 0;
+		} else if (ev.ev == E_GRANT) {
+			th = &e->th[ev.x];
+			i64 d = now - th->spin_start;
+			th->spun += d;
+			e->s.spin_ns += d;
+			th->granted = 1;
+			th->state = RUN;
+			completed = 0;
+		} else if (ev.ev == E_PWAKE) {
+			probe_wake_ev(e, ev.x, now);
+			continue;
+		} else {
+			probe_end(e, ev.x, now);
+			continue;
+		}
+		/* run th from now; completed: its current segment has just ended */
+		const i64 *code = th->code;
+		const uint8_t *points = th->points;
+		i64 n = 0;
+		for (;;) {
+			i64 d = 0;
+			int pre = 0;
+			if (completed) {
+				completed = 0;
+				e->s.work_ns += th->seg_work;
+				if (th->seg_over) {
+					th->seg_over = 0;
+				} else if (th->rem == 0) {
+					const i64 *ins = code + th->pc * WIDTH;
+					i64 op = ins[0];
+					if (op >= GZAP) {
+						if (op == GZAP) {
+							th->g_pending += ins[1];
+							th->g_free = p->floats[ins[3]];
+							if (!percpu) {
+								poff_dec(e, th, now);
+								i64 cap = th->g_cap, maxp = p->max_gather_pages;
+								while (th->g_pending > cap && cap < maxp) {
+									if (p->batch_alloc_fail_p != 0.0 && rnd(e) < p->batch_alloc_fail_p)
+										break;
+									cap = cap + p->batch_pages < maxp ? cap + p->batch_pages : maxp;
+								}
+								th->g_cap = cap;
+							}
+						} else if (op == GFLUSH) {
+							th->g_pending = 0;
+						} else if (op == GPOINT) {
+							th->g_pending = 0;
+							poff_dec(e, th, now);
+							th->g_broken = 1;
+							continue; /* re-run GPOINT after the preemption point */
+						} else if (op == GE) {
+							th->g_pending = 0;
+							if (percpu)
+								poff_dec(e, th, now);
+						}
+					}
+					th->pc++;
+					th->fresh = 1;
+				}
+			}
+			i64 pc = th->pc;
+			int c = th->cpu;
+			if (points[pc] && th->pcount == 0 &&
+			    (e->probe_pending[c] >= 0 || (e->rq.n && now - th->slice_start >= slice_ns))) {
+				e->s.instr += n;
+				e->s.events += n;
+				preempt(e, th, now);
+				break;
+			}
+			const i64 *ins = code + pc * WIDTH;
+			i64 op = ins[0];
+			n++;
+			if (op <= KERN) {
+				if (th->fresh) {
+					th->rem = ins[1];
+					th->fresh = 0;
+				}
+				d = th->rem;
+				if (op == USER) {
+					pre = 1;
+					if (e->rq.n) {
+						i64 cut = th->slice_start + slice_ns - now;
+						if (0 < cut && cut < d)
+							d = cut;
+					}
+				} else {
+					pre = full && th->pcount == 0;
+				}
+			} else if (op == ACQ) {
+				int lid = (int)ins[1];
+				if (!th->granted) {
+					Lock *lk = &e->locks[lid];
+					th->recorded_wait = ins[3];
+					if (!lock_acquire(e, lk, th, now, (int)ins[2])) {
+						th->waiting_lock = lid;
+						e->s.instr += n;
+						e->s.events += n;
+						if (th->retrying)
+							break;
+						th->wait_start = now;
+						th->spun = 0;
+						if (th->state != SLEEP)
+							th->slept = 0;
+						waiters_change(e, (int)p->lock_cls[lid], now, +1);
+						break;
+					}
+					if (!th->retrying) { /* uncontended */
+						if (lk->preempt_off) {
+							if (th->pcount == 0) {
+								th->poff_start = now;
+								th->poff_cause = (int)p->p_spinlock;
+								th->poff_class = (int)p->lock_cls[lid];
+							}
+							th->pcount++;
+						}
+						held_push(e, th, lid, now, 0, (int)ins[4]);
+						th->debt += p->lock_cost[lid];
+						th->pc = pc + 1;
+						continue;
+					}
+				}
+				th->granted = 0;
+				th->retrying = 0;
+				i64 wait = now - th->wait_start;
+				waiters_change(e, (int)p->lock_cls[lid], now, -1);
+				i64 *r = log_row(e, LOG_WAITS);
+				if (r) {
+					r[0] = th->wait_start; r[1] = wait; r[2] = c; r[3] = th->tid; r[4] = lid;
+					r[5] = ins[2]; r[6] = th->spun; r[7] = th->slept;
+				}
+				held_push(e, th, lid, now, wait, (int)ins[4]);
+				th->debt += p->lock_cost[lid];
+				th->pc = pc + 1;
+				continue;
+			} else if (op == REL) {
+				int lid = (int)ins[1];
+				Lock *lk = &e->locks[lid];
+				Held h = th->held[--th->nheld];
+				i64 *r = log_row(e, LOG_HOLDS);
+				if (r) {
+					r[0] = h.t; r[1] = now - h.t; r[2] = h.wait; r[3] = c; r[4] = th->tid; r[5] = lid;
+					r[6] = ins[2]; r[7] = h.depth; r[8] = h.derived;
+				}
+				lock_release(e, lk, th, now, (int)ins[2]);
+				if (lk->preempt_off) {
+					th->pcount--;
+					if (th->pcount == 0)
+						log_poff(e, th->poff_start, now - th->poff_start, c, th->tid, th->poff_cause,
+							 th->poff_class, 0);
+				}
+				th->pc = pc + 1;
+				continue;
+			} else if (op == UNTIL || op == BLOCK || op == END) {
+				if (th->debt) {
+					th->seg_over = 1;
+					d = 0;
+					pre = 0;
+					n--;
+				} else if (op == END) {
+					th->state = DONE;
+					e->s.done++;
+					if (now > e->s.end)
+						e->s.end = now;
+					e->s.instr += n;
+					e->s.events += n;
+					leave_cpu(e, th, now, p->r_exit);
+					break;
+				} else {
+					i64 until = op == BLOCK ? now + ins[1] : ins[1];
+					th->pc = pc + 1;
+					th->fresh = 1;
+					if (op == UNTIL && until <= now)
+						continue;
+					th->state = BLOCKED;
+					if (th->nheld || th->pcount > 0 || e->probe_pending[c] >= 0 || e->rq.n) {
+						leave_cpu(e, th, now, p->r_block);
+					} else {
+						e->cur[c] = -1;
+						th->oncpu = 0;
+						th->cpu = -1;
+						e->idle[e->nidle++] = c;
+						log_sched(e, now, c, th->tid, IDLE_TID, p->r_block, 0);
+					}
+					push(e, until + (op == BLOCK ? wake_cost(e) : 0), E_WAKE, th->idx, th->gen);
+					e->s.instr += n;
+					e->s.events += n;
+					break;
+				}
+			} else if (op == SPAN_B) {
+				if (th->nspans == th->capspans) {
+					int cap = th->capspans ? th->capspans * 2 : 4;
+					SpanRec *s = realloc(th->spans, sizeof(SpanRec) * cap);
+					if (!s) {
+						e->err = ERR_NOMEM;
+						return e->err;
+					}
+					th->spans = s;
+					th->capspans = cap;
+				}
+				th->spans[th->nspans].start = now;
+				th->spans[th->nspans].cpu = c;
+				th->nspans++;
+				th->pc = pc + 1;
+				continue;
+			} else if (op == SPAN_E) {
+				SpanRec s = th->spans[--th->nspans];
+				i64 *r = log_row(e, LOG_OPS);
+				if (r) {
+					r[0] = s.start; r[1] = now - s.start; r[2] = s.cpu; r[3] = th->tid; r[4] = ins[1];
+				}
+				th->pc = pc + 1;
+				continue;
+			} else if (op == GB) {
+				th->g_pending = 0;
+				th->g_cap = percpu ? p->percpu_batch_pages : p->local_batch_pages;
+				th->g_full = (int)ins[1];
+				th->g_pt = ins[2];
+				th->g_broken = 0;
+				if (percpu)
+					poff_inc(th, now, (int)p->p_gather, -1);
+				th->pc = pc + 1;
+				continue;
+			} else if (op == GZAP) {
+				if (th->fresh) {
+					th->rem = ins[2];
+					th->fresh = 0;
+					if (!percpu)
+						poff_inc(th, now, (int)p->p_ptl, -1);
+				}
+				d = th->rem;
+				pre = 0;
+			} else if (op == GFLUSH || op == GE) {
+				i64 pend = th->g_pending;
+				if (op == GFLUSH && (percpu ? pend < th->g_cap : pend <= th->g_cap)) {
+					th->pc = pc + 1;
+					continue;
+				}
+				if (th->fresh) {
+					th->fresh = 0;
+					if (pend || th->g_full)
+						th->debt += flush(e, th, now, pend, th->g_full);
+					th->rem = (i64)rint(th->g_free * (double)pend) + (op == GE ? th->g_pt : 0);
+				}
+				d = th->rem;
+				pre = full && !percpu && th->pcount == 0;
+			} else if (op == GPOINT) {
+				if (!percpu) {
+					th->pc = pc + 1;
+					continue;
+				}
+				if (th->g_broken) {
+					th->g_broken = 0;
+					poff_inc(th, now, (int)p->p_gather, -1);
+					th->pc = pc + 1;
+					th->fresh = 1;
+					continue;
+				}
+				if (!(e->probe_pending[c] >= 0 || (e->rq.n && now - th->slice_start >= slice_ns))) {
+					th->pc = pc + 1;
+					continue;
+				}
+				i64 pend = th->g_pending;
+				if (th->fresh) {
+					th->fresh = 0;
+					if (pend)
+						th->debt += flush(e, th, now, pend, 0);
+					th->rem = (i64)rint(th->g_free * (double)pend);
+				}
+				d = th->rem;
+				pre = 0;
+			} else {
+				e->err = ERR_ASSERT;
+				e->errmsg = "bad opcode";
+				return e->err;
+			}
+			/* start a segment of d ns work (+ pending overhead) */
+			i64 debt = th->debt;
+			if (debt) {
+				th->debt = 0;
+				e->s.overhead_ns += debt;
+			}
+			th->rem -= d;
+			th->seg_work = d;
+			th->seg_debt = debt;
+			th->segpre = pre;
+			th->seg_start = now;
+			i64 end = now + d + debt;
+			th->seg_end = end;
+			if (!e->nheap || end < e->heap[0].t) {
+				now = end;
+				n++;
+				completed = 1;
+				continue;
+			}
+			th->gen++;
+			push(e, end, E_SEG, th->idx, th->gen);
+			e->s.instr += n;
+			e->s.events += n;
+			break;
+		}
+	}
+	return e->err;
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+void mmr_engine_free(Engine *e)
+{
+	if (!e)
+		return;
+	if (e->th) {
+		for (i64 i = 0; i < e->p.nthreads; i++) {
+			free(e->th[i].held);
+			free(e->th[i].spans);
+		}
+	}
+	if (e->locks) {
+		for (i64 i = 0; i < e->p.nlocks; i++) {
+			free(e->locks[i].q.v);
+			free(e->locks[i].sleepers.v);
+		}
+	}
+	for (int k = 0; k < NLOGS; k++)
+		free(e->logs[k].v);
+	free(e->heap);
+	free(e->th);
+	free(e->locks);
+	free(e->cur);
+	free(e->idle);
+	free(e->rq.v);
+	free(e->preempted);
+	free(e->probe_running);
+	free(e->probe_pending);
+	free(e->probe_wake);
+	free(e->probe_cause);
+	free(e->probe_tid);
+	free(e->nwait);
+	free(e->wait_area);
+	free(e->wait_last);
+	free(e->contended);
+	free(e);
+}
+
+/* The engine of engine.Engine.__init__: threads woken at their start, then the probe timers. */
+Engine *mmr_engine_new(const struct mmr_params *p)
+{
+	Engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->p = *p;
+	int cpus = (int)p->cpus;
+	for (int i = 0; i < 624; i++)
+		e->mt[i] = p->mt[i];
+	e->mti = (int)p->mt[624];
+	e->jitter_lambda = p->wake_jitter ? 1.0 / (double)p->wake_jitter : 0.0;
+	e->th = calloc(p->nthreads ? p->nthreads : 1, sizeof(Thread));
+	e->locks = calloc(p->nlocks ? p->nlocks : 1, sizeof(Lock));
+	e->cur = malloc(sizeof(int) * cpus);
+	e->idle = malloc(sizeof(int) * cpus);
+	e->preempted = malloc(sizeof(int) * cpus);
+	e->probe_running = calloc(cpus, sizeof(int));
+	e->probe_pending = malloc(sizeof(i64) * cpus);
+	e->probe_wake = calloc(cpus, sizeof(i64));
+	e->probe_cause = calloc(cpus, sizeof(int));
+	e->probe_tid = malloc(sizeof(int) * cpus);
+	e->nwait = calloc(p->nclasses, sizeof(i64));
+	e->wait_area = calloc(p->nclasses, sizeof(i64));
+	e->wait_last = calloc(p->nclasses, sizeof(i64));
+	e->contended = calloc(p->nclasses, sizeof(int));
+	if (!e->th || !e->locks || !e->cur || !e->idle || !e->preempted || !e->probe_running || !e->probe_pending ||
+	    !e->probe_wake || !e->probe_cause || !e->probe_tid || !e->nwait || !e->wait_area || !e->wait_last ||
+	    !e->contended) {
+		mmr_engine_free(e);
+		return NULL;
+	}
+	for (int k = 0; k < NLOGS; k++)
+		e->logs[k].w = log_width[k];
+	for (i64 i = 0; i < p->nlocks; i++) {
+		Lock *lk = &e->locks[i];
+		lk->kind = (int)p->lock_kind[i];
+		lk->sleeping = (int)p->lock_sleeping[i];
+		lk->preempt_off = lk->kind == L_SPIN || (lk->kind == L_RECORDED && !lk->sleeping);
+		lk->per_waiter = p->lock_per_waiter[i];
+		lk->handoff_after = p->lock_handoff[i];
+		lk->owner = -1;
+		lk->woken = -1;
+	}
+	for (int c = 0; c < cpus; c++) {
+		e->cur[c] = -1;
+		e->idle[c] = cpus - 1 - c; /* pop() gives CPU 0 first */
+		e->preempted[c] = -1;
+		e->probe_pending[c] = -1;
+		e->probe_tid[c] = IDLE_TID;
+	}
+	e->nidle = cpus;
+	e->instr_at_probe = -1;
+	i64 t0 = 0;
+	for (i64 i = 0; i < p->nthreads; i++) {
+		Thread *th = &e->th[i];
+		th->idx = (int)i;
+		th->tid = (int)p->tid[i];
+		th->mm = p->mm[i];
+		th->code = p->code + p->start[i] * WIDTH;
+		th->points = p->points + p->start[i];
+		th->state = BLOCKED;
+		th->cpu = -1;
+		th->fresh = 1;
+		th->poff_class = -1;
+		th->waiting_lock = -1;
+		if (i == 0 || p->start_ns[i] < t0)
+			t0 = p->start_ns[i];
+	}
+	e->s.t0 = t0;
+	e->rq_last = t0;
+	for (i64 i = 0; i < p->nthreads; i++)
+		push(e, p->start_ns[i], E_WAKE, (int)i, 0);
+	if (p->probe)
+		for (int c = 0; c < cpus; c++)
+			push(e, p->probe_at[c], E_PWAKE, c, 0);
+	if (e->err) {
+		mmr_engine_free(e);
+		return NULL;
+	}
+	return e;
+}
+
+void mmr_engine_stats(const Engine *e, struct mmr_stats *s, i64 *wait_area, i64 *contended)
+{
+	*s = e->s;
+	for (i64 k = 0; k < e->p.nclasses; k++) {
+		wait_area[k] = e->wait_area[k];
+		contended[k] = e->contended[k];
+	}
+}
+
+/* Log k: its rows (row-major, log_width[k] int64 each) and their number. */
+i64 mmr_engine_log(const Engine *e, int k, const i64 **rows)
+{
+	*rows = e->logs[k].v;
+	return e->logs[k].n;
+}
+
+void mmr_engine_thread_states(const Engine *e, i64 *out)
+{
+	for (i64 i = 0; i < e->p.nthreads; i++)
+		out[i] = e->th[i].state;
+}
+
+const char *mmr_engine_error(const Engine *e)
+{
+	return e->errmsg ? e->errmsg : "out of memory";
+}

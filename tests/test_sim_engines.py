@@ -1,0 +1,159 @@
+"""The C engine (replay/sim/engine.c) and the Python engine (engine.py) give identical results.
+
+engine.py is the reference; engine.c transcribes it for speed. Every event table
+and every metric must be equal, bit for bit, on random workloads under random
+policies, preemption models, costs and seeds (hypothesis), and both must fail
+the same way. Without a C compiler ``engine="auto"`` falls back to Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replay.errors import MmreplayError
+from replay.policies import resolve
+from replay.sim import Costs, SimConfig, cengine, simulate
+from replay.sim.ops import Block, Critical, LockRef, Thread, Workload
+from replay.sim.queueing import poisson_lock_workload
+from tests.test_sim_invariants import COSTS, SETTINGS, workloads
+
+# costs that reach the engines' rarer branches: free context switches, no jitter, two sockets, failing batch
+# allocations, hand-offs after short waits
+cost_variants = st.builds(
+    lambda cs, jitter, per_socket, fail, mh, rh, ticket: replace(
+        COSTS, timeslice_ns=40_000, context_switch_ns=cs, wake_jitter_ns=jitter, cpus_per_socket=per_socket,
+        batch_alloc_fail_p=fail, mutex_handoff_after_ns=mh, rwsem_handoff_after_ns=rh,
+        ticket_handoff_per_waiter=ticket),
+    st.sampled_from([0, 1_700]), st.sampled_from([0, 1_000]), st.sampled_from([0, 1, 2]),
+    st.sampled_from([0.0, 0.5]), st.sampled_from([2_000, 1_000_000]), st.sampled_from([3_000, 4_000_000]),
+    st.sampled_from([0.5, 0.37]),
+)
+configs = st.builds(
+    lambda cpus, pol, pre, seed, period, mode, costs, perturb, probe: SimConfig(
+        cpus=cpus, policy=resolve(pol), preempt=pre, seed=seed, costs=costs, probe_period_ns=period, mode=mode,
+        perturb=perturb, probe=probe),
+    st.integers(1, 4),
+    st.sampled_from(["2.6.39", "3.0", "current", "as-recorded", "i_mmap_rwsem=qspinlock,gather=percpu",
+                     "anon_vma=mutex,page_table_lock=qspinlock", "mmap_lock=mutex,i_mmap_rwsem=rwsem"]),
+    st.sampled_from(["none", "voluntary", "full"]),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([7_000, 20_000, 1_000_000]),
+    st.sampled_from(["closed", "open"]),
+    cost_variants,
+    st.sampled_from([0.0, 0.3]),
+    st.booleans(),
+)
+
+needs_c = pytest.mark.skipif(not cengine.available(), reason="no C compiler: the C engine cannot be built")
+
+
+def run_both(w: Workload, cfg: SimConfig):
+    """Both engines' results, or both engines' error messages."""
+    out = []
+    for engine in ("python", "c"):
+        try:
+            out.append(simulate(w, replace(cfg, engine=engine)))
+        except MmreplayError as e:
+            out.append(str(e))
+    return out
+
+
+def assert_identical(py, c) -> None:
+    if isinstance(py, str) or isinstance(c, str):
+        assert py == c
+        return
+    assert py.metrics == c.metrics
+    for name, table in py.tables.items():
+        assert table.equals(c.tables[name]), name
+
+
+@needs_c
+@SETTINGS
+@given(w=workloads, cfg=configs)
+def test_the_c_engine_gives_the_python_engines_results_bit_for_bit(w, cfg):
+    assert_identical(*run_both(w, cfg))
+
+
+@needs_c
+@pytest.mark.parametrize("probe", [False, True])
+def test_both_engines_report_the_same_deadlock(probe):
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(10_000),))]),
+                  Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=50)], cpus=1)
+    py, c = run_both(w, SimConfig(cpus=1, policy=resolve("i_mmap_rwsem=spinlock"), probe=probe))
+    assert isinstance(py, str) and "deadlocked" in py and c == py
+
+
+@needs_c
+def test_both_engines_agree_on_a_long_m_m_1_queue():
+    w, _ = poisson_lock_workload(20_000, 0.9, "exp", 1_000, seed=4)
+    cfg = SimConfig(cpus=200, policy=resolve("i_mmap_rwsem=spinlock"), mode="open", costs=Costs.zero(), probe=False)
+    assert_identical(*run_both(w, cfg))
+
+
+@needs_c
+def test_the_c_engine_reports_progress_up_to_completion():
+    lock = LockRef("i_mmap_rwsem", 1)
+    w = Workload([Thread(tid=i, pid=1, ops=[Critical(lock, "write", 100)] * 40_000) for i in (1, 2)], cpus=2)
+    seen: list[float] = []
+    simulate(w, SimConfig(cpus=2, policy=resolve("current"), probe=False, engine="c"), progress=seen.append)
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 1
+
+
+def _one_lock_workload() -> Workload:
+    lock = LockRef("i_mmap_rwsem", 1)
+    return Workload([Thread(tid=i, pid=1, ops=[Critical(lock, "write", 100)] * 50) for i in (1, 2)], cpus=2)
+
+
+def test_without_a_compiler_auto_falls_back_to_python_once_and_c_is_a_one_line_error(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cengine, "_lib", None)
+    monkeypatch.setattr(cengine, "_warned", False)
+    monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    w = _one_lock_workload()
+    cfg = SimConfig(cpus=2, policy=resolve("current"), probe=False)
+    reference = simulate(w, replace(cfg, engine="python"))
+    for _ in range(2):
+        assert simulate(w, cfg).metrics == reference.metrics
+    err = capsys.readouterr().err
+    assert err.count("using the Python engine") == 1 and "/nonexistent/cc" in err and "\n" == err[-1]
+    with pytest.raises(cengine.EngineUnavailable, match="not found"):
+        simulate(w, replace(cfg, engine="c"))
+
+
+@needs_c
+def test_fractional_costs_run_on_the_python_engine():
+    w = _one_lock_workload()
+    costs = replace(Costs(), context_switch_ns=1_700.5)
+    with pytest.raises(cengine.EngineUnavailable, match="whole-number"):
+        simulate(w, SimConfig(cpus=2, policy=resolve("current"), costs=costs, engine="c"))
+    cfg = SimConfig(cpus=2, policy=resolve("current"), costs=costs, probe=False)
+    auto = simulate(w, cfg)
+    assert auto.metrics == simulate(w, replace(cfg, engine="python")).metrics
+    whole = simulate(w, replace(cfg, costs=replace(costs, context_switch_ns=1_700))).metrics
+    # the half nanosecond was kept on every switch, not truncated
+    assert auto.metrics["overhead_cpu_ns"] - whole["overhead_cpu_ns"] == 0.5 * whole["context_switches"] > 0
+
+
+@needs_c
+def test_a_stale_library_is_rebuilt_from_the_source_it_is_keyed_by(monkeypatch, tmp_path):
+    monkeypatch.setattr(cengine, "_lib", None)
+    monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
+    lib = cengine.library_path()
+    assert lib.parent == tmp_path and lib.name.startswith("engine-") and lib.stat().st_size > 0
+    assert cengine.library_path() == lib  # cached
+    src = tmp_path / "engine.c"
+    src.write_text(cengine.SOURCE.read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(cengine, "SOURCE", src)
+    assert cengine.library_path() != lib
+
+
+def test_an_unknown_engine_is_a_usage_error():
+    from replay.errors import UsageError
+
+    with pytest.raises(UsageError, match="engine"):
+        SimConfig(cpus=1, policy=resolve("current"), engine="fortran")
