@@ -45,6 +45,7 @@ class Settings:
     probe: bool = True
     keep_tables: bool = True  # False: return metrics only (no RESULTS directory to write)
     perturb: float = 0.0  # coefficient of variation of the seeded service-time noise (SimConfig.perturb)
+    engine: str = "auto"  # SimConfig.engine: auto | c | python (identical results)
 
 
 def run_one(workload: Workload, spec: RunSpec, settings: Settings,
@@ -55,7 +56,7 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
 
     config = SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
                        seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
-                       perturb=settings.perturb)
+                       perturb=settings.perturb, engine=settings.engine)
     result = simulate(workload, config, progress=progress)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)

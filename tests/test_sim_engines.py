@@ -157,3 +157,14 @@ def test_an_unknown_engine_is_a_usage_error():
 
     with pytest.raises(UsageError, match="engine"):
         SimConfig(cpus=1, policy=resolve("current"), engine="fortran")
+
+
+@needs_c
+def test_kernel_addresses_above_int64_are_fine_for_both_engines():
+    """mm and lock identities in real traces are kernel pointers (>= 2**63)."""
+    mm = 0xFFFF_8881_2345_6000
+    lock = LockRef("i_mmap_rwsem", 0xFFFF_8881_0000_1000)
+    w = Workload([Thread(tid=i, pid=1, mm=mm, ops=[Critical(lock, "write", 300)] * 20) for i in (1, 2, 3)], cpus=2)
+    py, c = run_both(w, SimConfig(cpus=2, policy=resolve("2.6.39"), seed=1))
+    assert_identical(py, c)
+    assert set(c.tables["sim_lock_holds"].column("lock_addr").to_pylist()) == {lock.addr}

@@ -50,6 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--perturb", metavar="CV", default="0",
                    help="seeded lognormal noise on think and hold times, as a coefficient of variation "
                         "(default 0: seeds differ only in wake-up jitter and probe timing)")
+    p.add_argument("--engine", default="auto", metavar="auto|c|python",
+                   help="simulator implementation; results are identical (default auto: C, built on first use with "
+                        "the system compiler; Python if that fails)")
     p.add_argument("--jobs", metavar="N", default="1", help="replays run in parallel on N processes (default 1)")
     p.add_argument("-o", "--output", metavar="RESULTS", help="write every simulated event and figure here")
     p.add_argument("--force", action="store_true", help="overwrite an existing RESULTS directory")
@@ -69,6 +72,7 @@ class Options:
     mode: str
     jobs: int
     perturb: float = 0.0
+    engine: str = "auto"
 
 
 def _int(name: str, text: str | None, minimum: int) -> int | None:
@@ -115,7 +119,11 @@ def check_options(args: argparse.Namespace) -> Options:
         if name in names:
             raise UsageError(f"policy set {name!r} given twice")
         names.append(name)
-    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb)
+    from replay.sim.simulate import ENGINES
+
+    if args.engine not in ENGINES:
+        raise UsageError(f"unknown --engine {args.engine!r}; known: {', '.join(ENGINES)}")
+    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb, args.engine)
 
 
 def preempt_default(recorded: str) -> tuple[str, str]:
@@ -207,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             notes.append(note)
     settings = Settings(cpus=workload.cpus, preempt=preempt, mode=opts.mode, costs=costs,
-                        keep_tables=bool(args.output), perturb=opts.perturb)
+                        keep_tables=bool(args.output), perturb=opts.perturb, engine=opts.engine)
     specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
     progress = Progress(len(specs))
     runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)

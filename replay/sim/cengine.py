@@ -221,6 +221,7 @@ class CEngine:
         handoff = {"mutex": c.mutex_handoff_after_ns, "rwsem": c.rwsem_handoff_after_ns}
         per_waiter = {"spinlock": c.ticket_handoff_per_waiter}
         locks = program.locks
+        mm_ids: dict[int, int] = {}  # only equality matters (shootdown targets); mm addresses exceed int64
         self._arrays = arrays = {  # kept alive as long as the engine reads them
             "code": np.ascontiguousarray(program.code, dtype=np.int64),
             "points": np.ascontiguousarray(program.points, dtype=np.uint8),
@@ -237,7 +238,7 @@ class CEngine:
             "lock_per_waiter": np.array([per_waiter.get(lk.policy, 0.0) for lk in locks] or [0.0],
                                         dtype=np.float64),
             "tid": np.array([t.tid for t in threads] or [0], dtype=np.int64),
-            "mm": np.array([t.mm for t in threads] or [0], dtype=np.int64),
+            "mm": np.array([mm_ids.setdefault(t.mm, len(mm_ids)) for t in threads] or [0], dtype=np.int64),
             "start_ns": np.array([t.start_ns for t in threads] or [0], dtype=np.int64),
             "probe_at": probe_at,
             "mt": np.array(state, dtype=np.uint32),
