@@ -8,9 +8,11 @@ tasks mmap/fault/munmap one shared file, probe on, policy "current") and (2) an
 M/M/1 lock queue (open arrivals, no overheads): engine-only events/s (run loop),
 end-to-end events/s (flatten + run + tables + metrics) and, for M/M/1, customers/s
 and simulated seconds per wall second against SimPy running the identical arrival
-and service sequence. "Events" are the engine's state transitions: instructions
-executed plus scheduler, grant and probe events (SimPy's count is its scheduled
-events); they differ between engines, so the comparison is in customers/s.
+and service sequence. Both engines are timed: the C one (replay/sim/engine.c, the
+default) and the Python reference (engine.py); their results are identical.
+"Events" are the engine's state transitions: instructions executed plus
+scheduler, grant and probe events (SimPy's count is its scheduled events); they
+differ between engines, so the comparison is in customers/s.
 Timings are medians of ``--repeat`` runs, mmreplay and SimPy interleaved.
 """
 
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import replace
 from statistics import median
 
 from replay.policies import resolve
 from replay.sim import Costs, SimConfig, simulate
+from replay.sim.cengine import CEngine
 from replay.sim.engine import Engine
 from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
 from replay.sim.program import flatten
@@ -53,12 +57,12 @@ def mmap_file(ntasks: int = 16, loops: int = 400, pages: int = 64, seed: int = 0
 
 
 def time_engine(w: Workload, cfg: SimConfig) -> tuple[float, int, float, float]:
-    """(engine-only seconds, events, flatten + engine seconds, end-to-end seconds)."""
+    """(engine-only seconds, events, flatten + engine seconds, end-to-end seconds) with ``cfg.engine``."""
     pol = cfg.policy
+    cls = CEngine if cfg.engine == "c" else Engine
     t0 = time.perf_counter()
     prog = flatten(w, pol.lock_policy, pol.gather, cfg.preempt, cfg.mode == "open", cfg.costs)
-    eng = Engine(prog, w, cfg.cpus, cfg.preempt, pol.gather, cfg.seed, cfg.costs, cfg.probe,
-                 cfg.probe_period_ns)
+    eng = cls(prog, w, cfg.cpus, cfg.preempt, pol.gather, cfg.seed, cfg.costs, cfg.probe, cfg.probe_period_ns)
     t1 = time.perf_counter()
     eng.run()
     t2 = time.perf_counter()
@@ -109,49 +113,54 @@ def main() -> None:
     reps = max(1, args.repeat)
 
     w = mmap_file()
-    cfg = SimConfig(cpus=8, policy=resolve("current"), preempt="full", seed=1)
-    runs = [time_engine(w, cfg) for _ in range(reps)]
-    events = runs[0][1]
-    eng_s = median(r[0] for r in runs)
-    e2e_s = median(r[3] for r in runs)
-    print(f"median of {reps}; realistic mmap-file (16 tasks, 8 CPUs, probe on, current, full): {events:,} events")
-    print(f"  engine only : {events / eng_s:12,.0f} events/s ({eng_s:.3f} s)")
-    print(f"  end to end  : {events / e2e_s:12,.0f} events/s ({e2e_s:.3f} s, incl. flatten, tables, metrics)")
-    print(f"  target >= 1M events/s on one core: {'met' if events / e2e_s >= 1e6 else 'NOT met'} end to end, "
-          f"{'met' if events / eng_s >= 1e6 else 'NOT met'} engine only")
+    print(f"median of {reps}; realistic mmap-file (16 tasks, 8 CPUs, probe on, current, full):")
+    for engine in ("c", "python"):
+        cfg = SimConfig(cpus=8, policy=resolve("current"), preempt="full", seed=1, engine=engine)
+        runs = [time_engine(w, cfg) for _ in range(reps)]
+        events = runs[0][1]
+        eng_s = median(r[0] for r in runs)
+        e2e_s = median(r[3] for r in runs)
+        print(f"  {engine:>6} engine only : {events / eng_s:12,.0f} events/s ({eng_s:.3f} s, {events:,} events)")
+        print(f"  {engine:>6} end to end  : {events / e2e_s:12,.0f} events/s ({e2e_s:.3f} s, incl. flatten, tables, "
+              f"metrics)  target >= 1M: {'met' if events / e2e_s >= 1e6 else 'NOT met'}")
 
     n = args.customers
     mm1, sample = poisson_lock_workload(n, 0.7, "exp", 1_000_000, seed=1)
     mcfg = SimConfig(cpus=200, policy=resolve("i_mmap_rwsem=spinlock"), mode="open", costs=Costs.zero(),
-                     probe=False)
+                     probe=False, engine="c")
+    pcfg = replace(mcfg, engine="python")
     ops = sorted((op.at_ns, op.hold_ns) for t in mm1.threads for op in t.ops)
     arr, svc = [a for a, _ in ops], [s for _, s in ops]
     span_s = arr[-1] / 1e9  # simulated seconds of arrivals (the same for both engines)
-    runs = [(time_engine(mm1, mcfg), simpy_mm1(arr, svc), simpy_mm1(arr, svc, cpus=200)) for _ in range(reps)]
+    # interleaved so that the machine's noise hits every contender alike
+    runs = [(time_engine(mm1, mcfg), time_engine(mm1, pcfg), simpy_mm1(arr, svc), simpy_mm1(arr, svc, cpus=200))
+            for _ in range(reps)]
     events = runs[0][0][1]
-    eng_s = median(r[0][0] for r in runs)
-    sim_s = median(r[0][2] for r in runs)
-    e2e_s = median(r[0][3] for r in runs)
-    sp_s = median(r[1][0] for r in runs)
-    sp_events, sp_wait = runs[0][1][1], runs[0][1][2]
-    spc_s = median(r[2][0] for r in runs)
-    spc_events = runs[0][2][1]
+    c_eng, c_sim, c_e2e = (median(r[0][k] for r in runs) for k in (0, 2, 3))
+    p_eng, p_sim, p_e2e = (median(r[1][k] for r in runs) for k in (0, 2, 3))
+    sp_s = median(r[2][0] for r in runs)
+    sp_events, sp_wait = runs[0][2][1], runs[0][2][2]
+    spc_s = median(r[3][0] for r in runs)
+    spc_events = runs[0][3][1]
     sim_wait = simulate(mm1, mcfg).metrics["wait_mean_ns:i_mmap_rwsem"]
     print(f"M/M/1 rho=0.7, {n:,} customers ({span_s:,.0f} simulated s): mean wait mmreplay {sim_wait:,.0f} ns, "
           f"SimPy {sp_wait:,.0f} ns")
 
     def line(name: str, ev: int, s: float, note: str = "") -> None:
-        print(f"  {name:<24}: {ev / s:12,.0f} events/s {n / s:10,.0f} customers/s {span_s / s:8,.0f} sim-s/s "
+        print(f"  {name:<26}: {ev / s:12,.0f} events/s {n / s:10,.0f} customers/s {span_s / s:8,.0f} sim-s/s "
               f"({s:.3f} s){note}")
 
-    line("mmreplay engine", events, eng_s, "  run loop only")
-    line("mmreplay flatten+engine", events, sim_s, "  + building the instruction arrays and the engine")
-    line("mmreplay end to end", events, e2e_s, "  simulate(): + event tables and metrics")
+    line("C engine", events, c_eng, "  run loop only")
+    line("C flatten+engine", events, c_sim, "  + building the instruction arrays and the engine")
+    line("C end to end", events, c_e2e, "  simulate(): + event tables and metrics")
+    line("Python engine", events, p_eng, "  the reference engine.py, run loop only")
+    line("Python end to end", events, p_e2e)
     line("SimPy", sp_events, sp_s, "  env.run(): customers are created while it runs")
     line("SimPy + CPU pool", spc_events, spc_s, "  each customer also takes a CPU, as in mmreplay")
-    print("  speed-up in customers/s over SimPy (target 5x): "
-          f"engine {sp_s / eng_s:.2f}x, flatten+engine {sp_s / sim_s:.2f}x, end to end {sp_s / e2e_s:.2f}x; "
-          f"over SimPy + CPU pool: {spc_s / eng_s:.2f}x / {spc_s / sim_s:.2f}x / {spc_s / e2e_s:.2f}x")
+    print("  C speed-up in customers/s over SimPy (target 5x): "
+          f"engine {sp_s / c_eng:.1f}x, flatten+engine {sp_s / c_sim:.1f}x, end to end {sp_s / c_e2e:.1f}x; "
+          f"over SimPy + CPU pool: {spc_s / c_eng:.1f}x / {spc_s / c_sim:.1f}x / {spc_s / c_e2e:.1f}x")
+    print(f"  C over Python: engine {p_eng / c_eng:.1f}x, end to end {p_e2e / c_e2e:.1f}x")
 
     if args.validate:
         for service in ("exp", "det"):

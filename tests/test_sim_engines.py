@@ -1,23 +1,26 @@
-"""The C engine (replay/sim/engine.c) and the Python engine (engine.py) give identical results.
+"""The compiled simulator (engine.c, flatten.c) gives the Python one's results (engine.py, program.py).
 
-engine.py is the reference; engine.c transcribes it for speed. Every event table
-and every metric must be equal, bit for bit, on random workloads under random
-policies, preemption models, costs and seeds (hypothesis), and both must fail
-the same way. Without a C compiler ``engine="auto"`` falls back to Python.
+The Python code is the reference; the C code transcribes it for speed. Every
+event table and every metric must be equal, bit for bit, on random workloads
+under random policies, preemption models, costs and seeds (hypothesis), the
+flattened programs must be equal, and both must fail the same way. Without a C
+compiler ``engine="auto"`` falls back to Python.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from replay.errors import MmreplayError
 from replay.policies import resolve
-from replay.sim import Costs, SimConfig, cengine, simulate
-from replay.sim.ops import Block, Critical, LockRef, Thread, Workload
+from replay.sim import Costs, SimConfig, cengine, cflatten, simulate
+from replay.sim.ops import Block, Critical, LockRef, Span, Think, Thread, Workload
+from replay.sim.program import flatten
 from replay.sim.queueing import poisson_lock_workload
 from tests.test_sim_invariants import COSTS, SETTINGS, workloads
 
@@ -49,6 +52,17 @@ configs = st.builds(
 )
 
 needs_c = pytest.mark.skipif(not cengine.available(), reason="no C compiler: the C engine cannot be built")
+
+
+def _walk_available() -> bool:
+    try:
+        cflatten.load()
+    except cengine.EngineUnavailable:
+        return False
+    return True
+
+
+needs_c_walk = pytest.mark.skipif(not _walk_available(), reason="no compiler or Python.h: flatten.c cannot be built")
 
 
 def run_both(w: Workload, cfg: SimConfig):
@@ -111,7 +125,8 @@ def _one_lock_workload() -> Workload:
 
 def test_without_a_compiler_auto_falls_back_to_python_once_and_c_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cengine, "_lib", None)
-    monkeypatch.setattr(cengine, "_warned", False)
+    monkeypatch.setattr(cflatten, "_module", None)
+    monkeypatch.setattr(cengine, "_warned", set())
     monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "/nonexistent/cc")
     w = _one_lock_workload()
@@ -120,7 +135,8 @@ def test_without_a_compiler_auto_falls_back_to_python_once_and_c_is_a_one_line_e
     for _ in range(2):
         assert simulate(w, cfg).metrics == reference.metrics
     err = capsys.readouterr().err
-    assert err.count("using the Python engine") == 1 and "/nonexistent/cc" in err and "\n" == err[-1]
+    assert err.count("using the Python engine") == 1 and err.count("flattening in Python") == 1
+    assert err.count("/nonexistent/cc") == 2 and len(err.splitlines()) == 2
     with pytest.raises(cengine.EngineUnavailable, match="not found"):
         simulate(w, replace(cfg, engine="c"))
 
@@ -168,3 +184,37 @@ def test_kernel_addresses_above_int64_are_fine_for_both_engines():
     py, c = run_both(w, SimConfig(cpus=2, policy=resolve("2.6.39"), seed=1))
     assert_identical(py, c)
     assert set(c.tables["sim_lock_holds"].column("lock_addr").to_pylist()) == {lock.addr}
+
+
+def _programs(w: Workload, cfg: SimConfig):
+    args = (w, cfg.policy.lock_policy, cfg.policy.gather, cfg.preempt, cfg.mode == "open", cfg.costs, cfg.perturb,
+            cfg.seed)
+    out = []
+    for compiled in (False, True):
+        try:
+            out.append(flatten(*args, compiled=compiled))
+        except (ValueError, TypeError) as e:
+            out.append(f"{type(e).__name__}: {e}")
+    return out
+
+
+@needs_c_walk
+@SETTINGS
+@given(w=workloads, cfg=configs)
+def test_the_compiled_walk_flattens_to_the_same_program(w, cfg):
+    py, c = _programs(w, cfg)
+    for field in ("code", "points", "start", "floats"):
+        assert np.array_equal(getattr(py, field), getattr(c, field)), field
+    assert py.locks == c.locks and py.kinds == c.kinds
+
+
+@needs_c_walk
+@pytest.mark.parametrize("op", [
+    Critical(LockRef("i_mmap_rwsem", 1), "exclusive", 10),
+    Critical(LockRef("i_mmap", 1), "write", 10),
+    Span("fault", (Critical(LockRef("mmap_lock", 1), "read", 10, (Think(5), "not an op")),)),
+])
+def test_the_compiled_walk_rejects_bad_ops_with_the_same_errors(op):
+    w = Workload([Thread(tid=7, pid=1, ops=[Think(10), op])], cpus=1)
+    py, c = _programs(w, SimConfig(cpus=1, policy=resolve("current")))
+    assert isinstance(py, str) and py == c and "thread 7" in py

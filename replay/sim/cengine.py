@@ -2,30 +2,22 @@
 
 engine.c transcribes engine.py (the reference, which documents the model) and
 gives bit-identical results; it runs the same Program and writes the same logs,
-about 30 times faster (benchmarks/replay_speed.py). It is compiled with the
-system C compiler ($CC, else cc/gcc) into a cache directory keyed by the
-source's hash, so a checkout, an installed package and concurrent ``--jobs``
-processes all find or build the same library; no Python headers are needed.
+10-20 times faster (benchmarks/replay_speed.py). It is compiled with the
+system C compiler (replay/sim/cbuild.py); no Python headers are needed.
 Without a compiler, ``engine="auto"`` falls back to engine.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shlex
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from replay.errors import MmreplayError
+from replay.sim.cbuild import EngineUnavailable, build
 from replay.sim.costs import Costs
 from replay.sim.engine import (
     DONE,
@@ -52,17 +44,12 @@ from replay.sim.program import SLEEPING_CLASSES, Program
 from replay.trace.schema import LOCK_CLASSES
 
 SOURCE = Path(__file__).with_name("engine.c")
-CFLAGS = ("-O2", "-std=c11", "-fPIC", "-shared", "-fno-strict-aliasing")
 LOCK_KINDS = {"spinlock": 0, "qspinlock": 0, "mutex": 1, "rwsem": 2, "as-recorded": 3}
 REPORT_EVERY = 1 << 16
 
 _I64 = ctypes.c_int64
 _P64 = ctypes.POINTER(ctypes.c_int64)
 _PF64 = ctypes.POINTER(ctypes.c_double)
-
-
-class EngineUnavailable(MmreplayError):
-    """The C engine cannot be built or loaded here (no compiler, build failure)."""
 
 
 class Params(ctypes.Structure):
@@ -101,59 +88,9 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, _I64) for name in STATS]
 
 
-def cache_dir() -> Path:
-    """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
-    explicit = os.environ.get("MMREPLAY_ENGINE_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    fallback = Path(tempfile.gettempdir()) / f"mmreplay-engine-{os.getuid()}"
-    for candidate in (Path(base) / "mmreplay" / "engine", fallback):
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
-        except OSError:
-            continue
-    raise EngineUnavailable("no writable cache directory for the C engine (set MMREPLAY_ENGINE_CACHE)")
-
-
-def _compiler() -> list[str]:
-    cc = os.environ.get("CC")
-    if cc:
-        argv = shlex.split(cc)
-        if shutil.which(argv[0]):
-            return argv
-        raise EngineUnavailable(f"C compiler {cc!r} ($CC) not found")
-    for name in ("cc", "gcc", "clang"):
-        if shutil.which(name):
-            return [name]
-    raise EngineUnavailable("no C compiler (cc, gcc or clang) to build the C engine")
-
-
 def library_path() -> Path:
     """Build engine.c if its library is not cached yet; return the library."""
-    source = SOURCE.read_bytes()
-    cc = _compiler()
-    key = hashlib.sha256(source + " ".join([*cc, *CFLAGS, platform.machine()]).encode()).hexdigest()[:16]
-    out_dir = cache_dir()
-    lib = out_dir / f"engine-{key}.so"
-    if lib.exists():
-        return lib
-    fd, tmp = tempfile.mkstemp(prefix=".engine-", suffix=".so", dir=out_dir)
-    os.close(fd)
-    cmd = [*cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm"]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        os.unlink(tmp)
-        raise EngineUnavailable(f"building the C engine failed: {' '.join(cmd)}: {e}") from None
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        first = (proc.stderr.strip().splitlines() or ["no output"])[0]
-        raise EngineUnavailable(f"building the C engine failed: {' '.join(cmd)}: {first}")
-    os.replace(tmp, lib)  # concurrent builders each rename a complete library
-    return lib
+    return build(SOURCE, ("-O2", "-std=c11", "-fno-strict-aliasing"), ("-lm",))
 
 
 _lib: ctypes.CDLL | None = None
@@ -343,12 +280,11 @@ def available() -> bool:
     return True
 
 
-_warned = False
+_warned: set[str] = set()
 
 
-def warn_fallback(reason: str) -> None:
-    """Say once per process that replays use the (slower) Python engine, and why."""
-    global _warned
-    if not _warned:
-        _warned = True
-        print(f"mmreplay: using the Python engine (about 30x slower): {reason}", file=sys.stderr)
+def warn_fallback(reason: str, what: str) -> None:
+    """Say once per process that a compiled part is not used (``what`` runs instead), and why."""
+    if what not in _warned:
+        _warned.add(what)
+        print(f"mmreplay: {what}: {reason}", file=sys.stderr)

@@ -25,6 +25,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
+from itertools import chain
 
 import numpy as np
 
@@ -234,11 +235,18 @@ class Engine:
                 self.push(self.t0 + self.rng.randrange(max(1, probe_period_ns)), E_PWAKE, c, 0)
 
     def logs(self) -> dict[str, np.ndarray]:
-        """The event logs as int64 arrays, one row per event, columns as in ``LOG_COLUMNS``."""
+        """The event logs as int64 arrays, one row per event, columns as in ``LOG_COLUMNS``.
+
+        Call once, after ``run()``: the row lists are released (millions of tuples that
+        the cyclic collector would otherwise rescan through everything that follows).
+        """
         out = {}
-        for name, rows in zip(LOG_COLUMNS, (self.rows_waits, self.rows_holds, self.rows_ops, self.rows_poff,
-                                            self.rows_probe, self.rows_sched), strict=True):
-            out[name] = np.array(rows, dtype=np.int64).reshape(-1, len(LOG_COLUMNS[name]))
+        names = ("rows_waits", "rows_holds", "rows_ops", "rows_poff", "rows_probe", "rows_sched")
+        for name, attr in zip(LOG_COLUMNS, names, strict=True):
+            rows = getattr(self, attr)
+            w = len(LOG_COLUMNS[name])
+            out[name] = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * w).reshape(-1, w)
+            setattr(self, attr, [])
         return out
 
     # ----------------------------------------------------------------- helpers

@@ -10,6 +10,7 @@ its zap blocks, flush checks and resched points.
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from replay.sim.costs import Costs
-from replay.sim.ops import Block, Critical, Gather, Span, Think, Workload
+from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
 from replay.trace.schema import LOCK_CLASSES
 
 # opcodes (mirrored in replay/sim/engine.c)
@@ -74,7 +75,13 @@ class Program:
     def thread_code(self, i: int) -> list[tuple]:
         """Thread ``i``'s instructions as tuples (the Python engine's form; GZAP carries its float)."""
         lo, hi = int(self.start[i]), int(self.start[i + 1])
-        code = [tuple(r) for r in self.code[lo:hi].tolist()]
+        collect = gc.isenabled()
+        gc.disable()  # a million small tuples, no cycles: the collector would rescan them again and again
+        try:
+            code = list(map(tuple, self.code[lo:hi].tolist()))
+        finally:
+            if collect:
+                gc.enable()
         for pc, ins in enumerate(code):
             if ins[0] == GZAP:
                 code[pc] = (GZAP, ins[1], ins[2], float(self.floats[ins[3]]))
@@ -103,7 +110,7 @@ def tlb_flush_ns(pages: int, c: Costs, fullmm: bool = False) -> int:
 
 
 def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, preempt: str, open_mode: bool,
-            costs: Costs, perturb: float = 0.0, seed: int = 0) -> Program:
+            costs: Costs, perturb: float = 0.0, seed: int = 0, compiled: bool = False) -> Program:
     """Flatten every thread of ``workload``; ``lock_policy(lock_class)`` names each class's policy.
 
     ``perturb`` > 0 multiplies every Think and hold time by a lognormal factor of mean 1 and
@@ -112,148 +119,228 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     A boundary is a preemption point when the thread is in user mode there, under
     full preemption anywhere, under voluntary preemption also at might_sleep()
     (sleeping-lock acquire) and at cond_resched(); under none only at cond_resched().
-    """
-    lock_ids: dict[tuple[str, int], int] = {}
-    lock_of_ref: dict[int, int] = {}  # id(LockRef) -> lock index
-    locks: list[LockInfo] = []
-    sleeping_lock: list[bool] = []  # by lock index: its policy sleeps (mutex, rwsem)
-    kinds: list[str] = []
-    kind_ids: dict[str, int] = {}
-    percpu = gather == "percpu"
-    if percpu:
-        block = costs.zap_block_preempt_pages if preempt == "full" else costs.zap_block_nopreempt_pages
-    else:
-        block = costs.ptl_chunk_pages
-    full = preempt == "full"
-    voluntary = preempt == "voluntary"
-    flat: list[int] = []  # WIDTH ints per instruction (moved to int64 chunks every _CHUNK ints: memory)
-    chunks: list[np.ndarray] = []
-    pts = bytearray()
-    emit = flat.extend
-    point = pts.append
-    start = [0]
-    floats: list[float] = []
-    perturbing = perturb > 0
-    if perturbing:
-        rng = random.Random(seed * 0x9E3779B1 + 0x5EED)
-        sigma = math.sqrt(math.log(1 + perturb * perturb))
-        mu = -sigma * sigma / 2
 
-        def scale(ns: int) -> int:
-            return round(ns * rng.lognormvariate(mu, sigma))
-    else:
-        def scale(ns: int) -> int:
-            return ns
-    # points of the common leaf Critical (acquire, hold, release) by (user, sleeping policy)
-    leaf_pts = [bytes((u or full or (voluntary and sl), full, full)) for sl in (False, True) for u in (False, True)]
-    for th in workload.threads:
-        depth = 0
-        stack: list[object] = list(reversed(th.ops))
-        while stack:
-            if len(flat) >= _CHUNK:
-                chunks.append(np.fromiter(flat, dtype=np.int64, count=len(flat)))
-                flat.clear()
-            op = stack.pop()
-            user = depth == 0
-            if type(op) is tuple:
-                if op[0] is _HOLD:
-                    emit((KERN, scale(op[1]) if perturbing else op[1], 0, 0, 0))
-                    point(full)
-                else:  # (_CLOSE, instruction)
-                    depth -= 1
-                    emit(op[1])
-                    point(full)
-                continue
-            if open_mode and user and op.at_ns is not None:
-                emit((UNTIL, op.at_ns, 0, 0, 0))
-                point(True)
-            if type(op) is Think:
-                if op.ns > 0:
-                    emit((USER if user else KERN, scale(op.ns) if perturbing else op.ns, 0, 0, 0))
-                    point(user or full)
-            elif type(op) is Block:
-                emit((BLOCK, op.ns, 0, 0, 0))
-                point(True)
-            elif type(op) is Critical:
-                lock = op.lock
-                lid = lock_of_ref.get(id(lock))  # workloads share LockRef objects: skip building the key
-                if lid is None:
-                    key = (lock.lock_class, lock.addr)
-                    lid = lock_ids.get(key)
-                    if lid is None:
-                        if lock.lock_class not in LOCK_CLASSES:
-                            raise ValueError(f"thread {th.tid}: unknown lock class {lock.lock_class!r}; "
-                                             f"known: {', '.join(LOCK_CLASSES)}")
-                        lid = lock_ids[key] = len(locks)
-                        locks.append(LockInfo(lock.lock_class, lock.addr, lock_policy(lock.lock_class)))
-                        sleeping_lock.append(locks[lid].policy in ("mutex", "rwsem"))
-                    lock_of_ref[id(lock)] = lid
-                mode = op.mode
-                if mode == "write":
-                    write = 1
-                elif mode == "read":
-                    write = 0
-                else:
-                    raise ValueError(f"thread {th.tid}: Critical mode must be read or write, not {mode!r}")
-                if not op.body:  # the common leaf: acquire, hold, release (what the stack would give, without it)
-                    hold = op.hold_ns
-                    if hold > 0:
-                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
-                              KERN, scale(hold) if perturbing else hold, 0, 0, 0, REL, lid, write, 0, 0))
-                        pts += leaf_pts[user + 2 * sleeping_lock[lid]]
-                    else:
-                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
-                              REL, lid, write, 0, 0))
-                        point(user or full or (voluntary and sleeping_lock[lid]))
-                        point(full)
-                    continue
-                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0))
-                point(user or full or (voluntary and sleeping_lock[lid]))
-                depth += 1
-                stack.append((_CLOSE, (REL, lid, write, 0, 0)))
-                if op.hold_ns > 0:  # ops.Critical: run the body, then spend hold_ns, then release
-                    stack.append((_HOLD, op.hold_ns))
-                stack.extend(reversed(op.body))
-            elif type(op) is Span:
-                k = kind_ids.get(op.kind)
-                if k is None:
-                    k = kind_ids[op.kind] = len(kinds)
-                    kinds.append(op.kind)
-                emit((SPAN_B, k, 0, 0, 0))
-                point(user or full)
-                depth += 1
-                stack.append((_CLOSE, (SPAN_E, k, 0, 0, 0)))
-                stack.extend(reversed(op.body))
-            elif type(op) is Gather:
-                zap, free = _gather_costs(op, costs)
-                fi = len(floats)
-                floats.append(free)
-                emit((GB, 1 if op.fullmm else 0, op.pt_pages * costs.free_pt_page_ns, 0, 0))
-                point(user or full)
-                # chunks end at zap-block ends (resched points) and, for the per-CPU gather, where its
-                # 506-page batch fills (tlb_remove_page flushes there, inside the block)
-                done = 0
-                batch = costs.percpu_batch_pages
-                while done < op.pages:
-                    block_end = min(op.pages, (done // block + 1) * block)
-                    end = min(block_end, (done // batch + 1) * batch) if percpu else block_end
-                    n = end - done
-                    emit((GZAP, n, round(zap * end) - round(zap * done), fi, 0,
-                          GFLUSH, 0, 0, 0, 0))
-                    point(False)
-                    point(full and not percpu)
-                    done = end
-                    if done == block_end and done < op.pages:
-                        emit((GPOINT, 0, 0, 0, 0))
+    ``compiled``: walk the op trees with replay/sim/flatten.c (same Program, bit for bit;
+    EngineUnavailable if it cannot be built) instead of the Python walk below.
+    """
+    f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
+    collect = gc.isenabled()
+    gc.disable()  # short-lived tuples only, no cycles: collections would rescan the whole workload
+    try:
+        if compiled:
+            from replay.sim.cflatten import walk
+
+            code, points, start = walk(f, workload.threads)
+        else:
+            code, points, start = f.walk(workload.threads)
+    finally:
+        if collect:
+            gc.enable()
+    return Program(code, points, start, np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
+
+
+class Flattener:
+    """The state of one flattening: lock and kind indexes, gather expansion, service-time noise.
+
+    ``walk`` (Python) and flatten.c's walk share everything here; they differ only in
+    how they visit the op trees.
+    """
+
+    def __init__(self, lock_policy: Callable[[str], str], gather: str, preempt: str, open_mode: bool,
+                 costs: Costs, perturb: float, seed: int):
+        self.lock_policy = lock_policy
+        self.costs = costs
+        self.open_mode = open_mode
+        self.percpu = gather == "percpu"
+        if self.percpu:
+            self.block = costs.zap_block_preempt_pages if preempt == "full" else costs.zap_block_nopreempt_pages
+        else:
+            self.block = costs.ptl_chunk_pages
+        self.full = preempt == "full"
+        self.voluntary = preempt == "voluntary"
+        self.lock_ids: dict[tuple[str, int], int] = {}
+        self.lock_of_ref: dict[int, int] = {}  # id(LockRef) -> lock index (workloads share LockRef objects)
+        self.locks: list[LockInfo] = []
+        self.sleeping_lock: list[bool] = []  # by lock index: its policy sleeps (mutex, rwsem)
+        self.kinds: list[str] = []
+        self.kind_ids: dict[str, int] = {}
+        self.floats: list[float] = []
+        self.perturbing = perturb > 0
+        if self.perturbing:
+            rng = random.Random(seed * 0x9E3779B1 + 0x5EED)
+            sigma = math.sqrt(math.log(1 + perturb * perturb))
+            mu = -sigma * sigma / 2
+            lognormvariate = rng.lognormvariate
+
+            def scale(ns: int) -> int:
+                return round(ns * lognormvariate(mu, sigma))
+        else:
+            def scale(ns: int) -> int:
+                return ns
+        self.scale = scale
+
+    def lock(self, lock: LockRef, tid: int) -> int:
+        """The index of ``lock`` (registered on first sight; ValueError for an unknown class)."""
+        lid = self.lock_of_ref.get(id(lock))
+        if lid is not None:
+            return lid
+        key = (lock.lock_class, lock.addr)
+        lid = self.lock_ids.get(key)
+        if lid is None:
+            if lock.lock_class not in LOCK_CLASSES:
+                raise ValueError(f"thread {tid}: unknown lock class {lock.lock_class!r}; "
+                                 f"known: {', '.join(LOCK_CLASSES)}")
+            lid = self.lock_ids[key] = len(self.locks)
+            self.locks.append(LockInfo(lock.lock_class, lock.addr, self.lock_policy(lock.lock_class)))
+            self.sleeping_lock.append(self.locks[lid].policy in ("mutex", "rwsem"))
+        self.lock_of_ref[id(lock)] = lid
+        return lid
+
+    def kind(self, kind: str) -> int:
+        k = self.kind_ids.get(kind)
+        if k is None:
+            k = self.kind_ids[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        return k
+
+    def gather(self, op: Gather, user: bool) -> tuple[tuple[int, ...], bytes]:
+        """A Gather's instructions (WIDTH ints each) and their preemption points."""
+        costs, percpu, full, block = self.costs, self.percpu, self.full, self.block
+        zap, free = _gather_costs(op, costs)
+        fi = len(self.floats)
+        self.floats.append(free)
+        code = [GB, 1 if op.fullmm else 0, op.pt_pages * costs.free_pt_page_ns, 0, 0]
+        pts = bytearray((user or full,))
+        # chunks end at zap-block ends (resched points) and, for the per-CPU gather, where its
+        # 506-page batch fills (tlb_remove_page flushes there, inside the block)
+        done = 0
+        batch = costs.percpu_batch_pages
+        while done < op.pages:
+            block_end = min(op.pages, (done // block + 1) * block)
+            end = min(block_end, (done // batch + 1) * batch) if percpu else block_end
+            n = end - done
+            code += (GZAP, n, round(zap * end) - round(zap * done), fi, 0, GFLUSH, 0, 0, 0, 0)
+            pts += bytes((False, full and not percpu))
+            done = end
+            if done == block_end and done < op.pages:
+                code += (GPOINT, 0, 0, 0, 0)
+                pts.append(True)
+        code += (GE, 0, 0, 0, 0)
+        pts.append(full and not percpu)
+        return tuple(code), bytes(pts)
+
+    def walk(self, threads: list[Thread]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Visit every thread's op tree: (code, points, start) of the Program."""
+        open_mode, full, voluntary, perturbing = self.open_mode, self.full, self.voluntary, self.perturbing
+        scale = self.scale
+        lock_of_ref = self.lock_of_ref
+        sleeping_lock = self.sleeping_lock
+        flat: list[int] = []  # WIDTH ints per instruction (moved to int64 chunks every _CHUNK ints: memory)
+        chunks: list[np.ndarray] = []
+        pts = bytearray()
+        emit = flat.extend
+        point = pts.append
+        start = [0]
+        # points of the common leaf Critical (acquire, hold, release) by user + 2 * sleeping policy
+        leaf_pts = [bytes((u or full or (voluntary and sl), full, full)) for sl in (False, True)
+                    for u in (False, True)]
+        for th in threads:
+            depth = 0
+            stack: list[object] = []
+            for top in th.ops:
+                if len(flat) >= _CHUNK:
+                    chunks.append(np.fromiter(flat, dtype=np.int64, count=len(flat)))
+                    flat.clear()
+                # fast path, the bulk of a long trace: a top-level leaf Critical on a lock already seen
+                # (the general loop below gives the same instructions)
+                if type(top) is Critical and not top.body and not perturbing:
+                    lid = lock_of_ref.get(id(top.lock))
+                    mode = top.mode
+                    if lid is not None and (mode == "write" or mode == "read"):
+                        if open_mode and top.at_ns is not None:
+                            emit((UNTIL, top.at_ns, 0, 0, 0))
+                            point(True)
+                        write = 1 if mode == "write" else 0
+                        hold = top.hold_ns
+                        if hold > 0:
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                                  KERN, hold, 0, 0, 0, REL, lid, write, 0, 0))
+                            pts += leaf_pts[1 + 2 * sleeping_lock[lid]]
+                        else:
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                                  REL, lid, write, 0, 0))
+                            pts += leaf_pts[1 + 2 * sleeping_lock[lid]][:2]
+                        continue
+                stack.append(top)
+                while stack:
+                    op = stack.pop()
+                    user = depth == 0
+                    if type(op) is tuple:
+                        if op[0] is _HOLD:
+                            emit((KERN, scale(op[1]) if perturbing else op[1], 0, 0, 0))
+                            point(full)
+                        else:  # (_CLOSE, instruction)
+                            depth -= 1
+                            emit(op[1])
+                            point(full)
+                        continue
+                    if open_mode and user and op.at_ns is not None:
+                        emit((UNTIL, op.at_ns, 0, 0, 0))
                         point(True)
-                emit((GE, 0, 0, 0, 0))
-                point(full and not percpu)
-            else:
-                raise TypeError(f"thread {th.tid}: not an op: {op!r}")
-        emit((END, 0, 0, 0, 0))
-        point(True)
-        start.append(len(pts))
-    chunks.append(np.fromiter(flat, dtype=np.int64, count=len(flat)))
-    code = np.concatenate(chunks).reshape(-1, WIDTH)
-    return Program(code, np.frombuffer(bytes(pts), dtype=np.uint8), np.asarray(start, dtype=np.int64),
-                   np.asarray(floats, dtype=np.float64), locks, kinds)
+                    if type(op) is Think:
+                        if op.ns > 0:
+                            emit((USER if user else KERN, scale(op.ns) if perturbing else op.ns, 0, 0, 0))
+                            point(user or full)
+                    elif type(op) is Block:
+                        emit((BLOCK, op.ns, 0, 0, 0))
+                        point(True)
+                    elif type(op) is Critical:
+                        lid = lock_of_ref.get(id(op.lock))
+                        if lid is None:
+                            lid = self.lock(op.lock, th.tid)
+                        mode = op.mode
+                        if mode == "write":
+                            write = 1
+                        elif mode == "read":
+                            write = 0
+                        else:
+                            raise ValueError(f"thread {th.tid}: Critical mode must be read or write, not {mode!r}")
+                        acq_point = user or full or (voluntary and sleeping_lock[lid])
+                        if not op.body:  # the common leaf: acquire, hold, release (what the stack would give)
+                            hold = op.hold_ns
+                            if hold > 0:
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                      KERN, scale(hold) if perturbing else hold, 0, 0, 0, REL, lid, write, 0, 0))
+                                pts += leaf_pts[user + 2 * sleeping_lock[lid]]
+                            else:
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                      REL, lid, write, 0, 0))
+                                point(acq_point)
+                                point(full)
+                            continue
+                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0))
+                        point(acq_point)
+                        depth += 1
+                        stack.append((_CLOSE, (REL, lid, write, 0, 0)))
+                        if op.hold_ns > 0:  # ops.Critical: run the body, then spend hold_ns, then release
+                            stack.append((_HOLD, op.hold_ns))
+                        stack.extend(reversed(op.body))
+                    elif type(op) is Span:
+                        k = self.kind(op.kind)
+                        emit((SPAN_B, k, 0, 0, 0))
+                        point(user or full)
+                        depth += 1
+                        stack.append((_CLOSE, (SPAN_E, k, 0, 0, 0)))
+                        stack.extend(reversed(op.body))
+                    elif type(op) is Gather:
+                        code, gpts = self.gather(op, user)
+                        emit(code)
+                        pts += gpts
+                    else:
+                        raise TypeError(f"thread {th.tid}: not an op: {op!r}")
+            emit((END, 0, 0, 0, 0))
+            point(True)
+            start.append(len(pts))
+        chunks.append(np.fromiter(flat, dtype=np.int64, count=len(flat)))
+        return (np.concatenate(chunks).reshape(-1, WIDTH), np.frombuffer(bytes(pts), dtype=np.uint8),
+                np.asarray(start, dtype=np.int64))

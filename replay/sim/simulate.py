@@ -66,8 +66,16 @@ class SimResult:
 
 def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None) -> SimResult:
     """Replay ``workload`` once under ``config``; the same config gives the same result."""
-    program = flatten(workload, config.policy.lock_policy, config.policy.gather, config.preempt,
-                      config.mode == "open", config.costs, config.perturb, config.seed)
+    flat = (workload, config.policy.lock_policy, config.policy.gather, config.preempt, config.mode == "open",
+            config.costs, config.perturb, config.seed)
+    if config.engine == "python":
+        program = flatten(*flat)
+    else:
+        try:
+            program = flatten(*flat, compiled=True)
+        except EngineUnavailable as e:
+            warn_fallback(str(e), "flattening in Python")
+            program = flatten(*flat)
     args = (program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
             config.probe, config.probe_period_ns, progress)
     eng: Engine | CEngine
@@ -79,7 +87,7 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
         try:
             eng = CEngine(*args)
         except EngineUnavailable as e:
-            warn_fallback(str(e))
+            warn_fallback(str(e), "using the Python engine (about 10x slower)")
             eng = Engine(*args)
     eng.run()
     if progress is not None:

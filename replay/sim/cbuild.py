@@ -1,0 +1,85 @@
+"""Building the simulator's C parts (engine.c, flatten.c) on first use.
+
+Each source is compiled with the system C compiler ($CC, else cc, gcc or clang)
+into a shared object in a cache directory, named by a hash of the source, the
+compiler and its flags: a checkout, an installed package and concurrent
+``--jobs`` processes all find or build the same file, and an edited source is
+rebuilt. Nothing is built at install time, so ``pip install .`` needs no
+compiler; without one the Python implementations run instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from replay.errors import MmreplayError
+
+
+class EngineUnavailable(MmreplayError):
+    """A compiled part cannot be built or loaded here (no compiler, no headers, build failure)."""
+
+
+def cache_dir() -> Path:
+    """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
+    explicit = os.environ.get("MMREPLAY_ENGINE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    fallback = Path(tempfile.gettempdir()) / f"mmreplay-engine-{os.getuid()}"
+    for candidate in (Path(base) / "mmreplay" / "engine", fallback):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            if os.access(candidate, os.W_OK):
+                return candidate
+        except OSError:
+            continue
+    raise EngineUnavailable("no writable cache directory for the compiled simulator (set MMREPLAY_ENGINE_CACHE)")
+
+
+def compiler() -> list[str]:
+    """$CC (split like a shell would), else the first of cc, gcc, clang on $PATH."""
+    cc = os.environ.get("CC")
+    if cc:
+        argv = shlex.split(cc)
+        if shutil.which(argv[0]):
+            return argv
+        raise EngineUnavailable(f"C compiler {cc!r} ($CC) not found")
+    for name in ("cc", "gcc", "clang"):
+        if shutil.which(name):
+            return [name]
+    raise EngineUnavailable("no C compiler (cc, gcc or clang) to build the compiled simulator")
+
+
+def build(source: Path, cflags: Sequence[str], libs: Sequence[str] = (), suffix: str = ".so") -> Path:
+    """The shared object built from ``source`` (built now unless cached); EngineUnavailable on failure."""
+    text = source.read_bytes()
+    cc = compiler()
+    flags = [*cflags, "-fPIC", "-shared"]
+    key = hashlib.sha256(text + " ".join([*cc, *flags, *libs, platform.machine()]).encode()).hexdigest()[:16]
+    out_dir = cache_dir()
+    lib = out_dir / f"{source.stem}-{key}{suffix}"
+    if lib.exists():
+        return lib
+    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=suffix, dir=out_dir)
+    os.close(fd)
+    cmd = [*cc, *flags, "-o", tmp, str(source), *libs]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        os.unlink(tmp)
+        raise EngineUnavailable(f"building {source.name} failed: {' '.join(cmd)}: {e}") from None
+    if proc.returncode != 0:
+        os.unlink(tmp)
+        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), None) or \
+            (proc.stderr.strip().splitlines() or ["no output"])[0]
+        raise EngineUnavailable(f"building {source.name} failed: {' '.join(cmd)}: {first}")
+    os.replace(tmp, lib)  # concurrent builders each rename a complete file
+    return lib
