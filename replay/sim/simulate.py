@@ -103,7 +103,7 @@ SIM_TABLE_NAMES = tuple(t.name for t in SIM_TABLES)
 def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> pa.Table:
     """An engine log (int64 rows, columns as engine.LOG_COLUMNS) to an Arrow table of exactly the results schema."""
     table = TABLES_BY_NAME[name]
-    cols = dict(zip(LOG_COLUMNS[name], log.T, strict=True))
+    cols = dict(zip(LOG_COLUMNS[name], np.ascontiguousarray(log.T), strict=True))  # one transpose, then views
     n = len(log)
     if "lid" in cols:  # a lock index: its address and class
         lid = cols.pop("lid")
@@ -114,7 +114,7 @@ def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> p
     arrays = []
     for col in table.columns:
         if col.name == "policy_set":
-            arrays.append(pa.array([config.policy.name] * n, pa.string()))
+            arrays.append(pa.repeat(pa.scalar(config.policy.name, pa.string()), n))
         elif col.name == "seed":
             arrays.append(pa.array(np.full(n, config.seed, dtype=np.int32)))
         elif col.name == "kind" and name == "sim_ops":
@@ -125,7 +125,7 @@ def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> p
             arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask),
                                                          pa.array(col.values, pa.string())))
         else:
-            arrays.append(pa.array(cols[col.name].astype(col.type.to_pandas_dtype())))
+            arrays.append(pa.array(cols[col.name].astype(col.type.to_pandas_dtype(), copy=False)))
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
