@@ -4,7 +4,11 @@ Writes a page_fault1-like trace with numpy (T threads, each F anon faults under
 mmap_lock read, an munmap with a contended i_mmap_rwsem wait and a gather every
 100 faults, a sleep every 50), then times ``reconstruct``.
 
-    PYTHONPATH=$PWD python3 benchmarks/reconstruct_speed.py [--threads 8] [--faults 80000]
+    PYTHONPATH=$PWD python3 benchmarks/reconstruct_speed.py [--threads 8] [--faults 80000] [--replay]
+
+``--replay`` also times replaying the reconstructed work under 2.6.39 and current
+with two seeds each (what ``mmreplay replay --compare 2.6.39 current --seeds 2``
+runs after reconstruction), once with the C simulator and once with the Python one.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--faults", type=int, default=80_000, help="faults per thread")
+    ap.add_argument("--replay", action="store_true", help="also time the replay with each engine")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "t"
@@ -110,6 +115,22 @@ def main() -> None:
         print(f"trace: {events:,} events ({a.threads} threads x {a.faults:,} faults) written in {t1 - t0:.2f} s")
         print(f"reconstruct: {t2 - t1:.2f} s = {events / (t2 - t1):,.0f} events/s; {ops:,} top-level ops")
         print(f"derived holds: {w.meta['derived_hold_sources']}")
+        if a.replay:
+            from replay.batch import RunSpec, Settings, run_all
+            from replay.sim.costs import Costs
+
+            specs = [RunSpec(s, seed) for s in ("2.6.39", "current") for seed in (0, 1)]
+            figures = {}
+            for engine in ("c", "python"):
+                settings = Settings(cpus=w.cpus, preempt="voluntary", mode="closed", costs=Costs(), engine=engine)
+                t3 = time.perf_counter()
+                runs = run_all(w, specs, settings)
+                dt = time.perf_counter() - t3
+                events = sum(r.metrics["events"] for r in runs)
+                figures[engine] = [r.metrics for r in runs]
+                print(f"replay, {engine} engine: 2 sets x 2 seeds in {dt:.2f} s ({events / dt:,.0f} events/s, "
+                      "incl. flatten, tables, metrics)")
+            print(f"identical figures: {figures['c'] == figures['python']}")
 
 
 if __name__ == "__main__":

@@ -65,15 +65,17 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
 
 def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> None:
     """Add the p50/p99/max figures the report prints when the simulator did not compute them."""
+    from replay.sim.simulate import column_codes
 
     def fill(table: str, group: str, column: str, prefix: str) -> None:
         t = tables.get(table)
         if t is None or t.num_rows == 0:
             return
-        groups = np.asarray(t.column(group).to_pylist())
+        codes, names = column_codes(t.column(group))
         values = np.asarray(t.column(column).to_numpy(), dtype=float)
-        for g in sorted(set(groups.tolist())):
-            v = values[groups == g]
+        for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
+            g = names[code]
+            v = values[codes == code]
             metrics.setdefault(f"{prefix}_p50_ns:{g}", float(np.percentile(v, 50)))
             metrics.setdefault(f"{prefix}_p99_ns:{g}", float(np.percentile(v, 99)))
             metrics.setdefault(f"{prefix}_max_ns:{g}", float(v.max()))
@@ -84,10 +86,10 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
     # the longest preempt-off section per cause (spinlock, gather, ...): what the longest one is made of
     poff = tables.get("sim_preempt_off")
     if poff is not None and poff.num_rows:
-        causes = np.asarray(poff.column("cause").to_pylist())
+        codes, names = column_codes(poff.column("cause"))
         durs = np.asarray(poff.column("dur").to_numpy(), dtype=float)
-        for cause in sorted(set(causes.tolist())):
-            metrics.setdefault(f"preempt_off_max_ns:{cause}", float(durs[causes == cause].max()))
+        for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
+            metrics.setdefault(f"preempt_off_max_ns:{names[code]}", float(durs[codes == code].max()))
 
 
 # -- process pool -------------------------------------------------------------------------------

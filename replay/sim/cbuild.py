@@ -30,18 +30,18 @@ class EngineUnavailable(MmreplayError):
 def cache_dir() -> Path:
     """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
     explicit = os.environ.get("MMREPLAY_ENGINE_CACHE")
-    if explicit:
-        return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     fallback = Path(tempfile.gettempdir()) / f"mmreplay-engine-{os.getuid()}"
-    for candidate in (Path(base) / "mmreplay" / "engine", fallback):
+    candidates = (Path(explicit),) if explicit else (Path(base) / "mmreplay" / "engine", fallback)
+    for candidate in candidates:
         try:
             candidate.mkdir(parents=True, exist_ok=True)
             if os.access(candidate, os.W_OK):
                 return candidate
         except OSError:
             continue
-    raise EngineUnavailable("no writable cache directory for the compiled simulator (set MMREPLAY_ENGINE_CACHE)")
+    raise EngineUnavailable(f"no writable cache directory for the compiled simulator ({candidates[0]}; "
+                            "set MMREPLAY_ENGINE_CACHE)")
 
 
 def compiler() -> list[str]:
@@ -68,7 +68,10 @@ def build(source: Path, cflags: Sequence[str], libs: Sequence[str] = (), suffix:
     lib = out_dir / f"{source.stem}-{key}{suffix}"
     if lib.exists():
         return lib
-    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=suffix, dir=out_dir)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=suffix, dir=out_dir)
+    except OSError as e:
+        raise EngineUnavailable(f"cannot write to {out_dir}: {e.strerror}") from None
     os.close(fd)
     cmd = [*cc, *flags, "-o", tmp, str(source), *libs]
     try:

@@ -93,11 +93,11 @@ static Entry *stack_push(Stack *s)
 /* interned attribute names */
 static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns, *s_recorded_wait_ns, *s_derived,
 	*s_ns, *s_kind, *s_write, *s_read, *s_lock_of_ref, *s_sleeping_lock, *s_scale, *s_gather, *s_kind_m,
-	*s_lock_m;
+	*s_lock_m, *s_lock_class, *s_addr;
 
 /* the walk's context: Flattener's fields and the op classes */
 typedef struct {
-	PyObject *flattener, *lock_of_ref, *sleeping_lock, *scale;
+	PyObject *flattener, *lock_of_ref, *lock_ids, *kind_ids, *sleeping_lock, *scale;
 	PyTypeObject *think, *block, *critical, *gather, *span;
 	int open_mode, full, voluntary, perturbing;
 	/* id(LockRef) -> index, for the LockRef objects seen last (they live as long as the workload) */
@@ -175,6 +175,22 @@ static int lock_index_slow(Walk *w, PyObject *lock, PyObject *tid, int64_t *lid)
 		return -1;
 	PyObject *v = PyDict_GetItemWithError(w->lock_of_ref, key);
 	Py_DECREF(key);
+	if (v) {
+		*lid = PyLong_AsLongLong(v);
+		return 0;
+	}
+	if (PyErr_Occurred())
+		return -1;
+	/* a LockRef object not seen yet, for a lock that may be: Flattener.lock_ids by (class, addr) */
+	PyObject *cls = attr(lock, s_lock_class);
+	PyObject *addr = cls ? attr(lock, s_addr) : NULL;
+	PyObject *k2 = addr ? PyTuple_Pack(2, cls, addr) : NULL;
+	Py_XDECREF(cls);
+	Py_XDECREF(addr);
+	if (!k2)
+		return -1;
+	v = PyDict_GetItemWithError(w->lock_ids, k2);
+	Py_DECREF(k2);
 	if (v) {
 		*lid = PyLong_AsLongLong(v);
 		return 0;
@@ -397,7 +413,11 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				PyObject *kind = attr(op, s_kind);
 				if (!kind)
 					goto fail;
-				PyObject *kr = PyObject_CallMethodObjArgs(w->flattener, s_kind_m, kind, NULL);
+				PyObject *kr = PyDict_GetItemWithError(w->kind_ids, kind); /* borrowed */
+				if (kr)
+					Py_INCREF(kr);
+				else if (!PyErr_Occurred())
+					kr = PyObject_CallMethodObjArgs(w->flattener, s_kind_m, kind, NULL);
 				Py_DECREF(kind);
 				if (!kr)
 					goto fail;
@@ -500,13 +520,17 @@ static PyObject *walk(PyObject *self, PyObject *args)
 		return NULL;
 	w.lock_of_ref = PyObject_GetAttr(flattener, s_lock_of_ref);
 	w.sleeping_lock = w.lock_of_ref ? PyObject_GetAttrString(flattener, "sleeping_lock") : NULL;
-	w.scale = w.sleeping_lock ? PyObject_GetAttr(flattener, s_scale) : NULL;
+	w.lock_ids = w.sleeping_lock ? PyObject_GetAttrString(flattener, "lock_ids") : NULL;
+	w.kind_ids = w.lock_ids ? PyObject_GetAttrString(flattener, "kind_ids") : NULL;
+	w.scale = w.kind_ids ? PyObject_GetAttr(flattener, s_scale) : NULL;
 	perturbing = w.scale ? PyObject_GetAttrString(flattener, "perturbing") : NULL;
 	if (!perturbing)
 		goto out;
 	w.perturbing = PyObject_IsTrue(perturbing);
-	if (!PyDict_Check(w.lock_of_ref) || !PyList_Check(w.sleeping_lock)) {
-		PyErr_SetString(PyExc_TypeError, "Flattener.lock_of_ref must be a dict and sleeping_lock a list");
+	if (!PyDict_Check(w.lock_of_ref) || !PyDict_Check(w.lock_ids) || !PyDict_Check(w.kind_ids) ||
+	    !PyList_Check(w.sleeping_lock)) {
+		PyErr_SetString(PyExc_TypeError, "Flattener: lock_of_ref, lock_ids, kind_ids must be dicts, "
+				"sleeping_lock a list");
 		goto out;
 	}
 	tseq = PySequence_Fast(threads, "threads must be a sequence");
@@ -544,6 +568,8 @@ out:
 	PyMem_Free(stack.v);
 	Py_XDECREF(perturbing);
 	Py_XDECREF(w.scale);
+	Py_XDECREF(w.kind_ids);
+	Py_XDECREF(w.lock_ids);
 	Py_XDECREF(w.sleeping_lock);
 	Py_XDECREF(w.lock_of_ref);
 	Py_XDECREF(tseq);
@@ -580,6 +606,8 @@ PyMODINIT_FUNC PyInit__mmr_flatten(void)
 	INTERN(s_gather, "gather");
 	INTERN(s_kind_m, "kind");
 	INTERN(s_lock_m, "lock");
+	INTERN(s_lock_class, "lock_class");
+	INTERN(s_addr, "addr");
 #undef INTERN
 	return PyModule_Create(&module);
 }

@@ -129,7 +129,7 @@ def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> p
     return pa.Table.from_arrays(arrays, schema=table.schema)
 
 
-def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+def column_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     """Integer codes and their names for a string or dictionary column."""
     arr = col.combine_chunks()
     if not pa.types.is_dictionary(arr.type):
@@ -166,7 +166,7 @@ def _metrics(eng: Engine | CEngine, tables: dict[str, pa.Table]) -> dict[str, fl
     m["preempt_off_p99_ns"] = _pct(poff, 99)
     holds = tables["sim_lock_holds"]
     if holds.num_rows:
-        cls, names = _codes(holds.column("lock_class"))
+        cls, names = column_codes(holds.column("lock_class"))
         wait = holds.column("wait").to_numpy()
         dur = holds.column("dur").to_numpy()
         for code in np.unique(cls):
@@ -188,7 +188,7 @@ def _metrics(eng: Engine | CEngine, tables: dict[str, pa.Table]) -> dict[str, fl
             m[f"waiters_mean:{name}"] = eng.wait_area[k] / span  # time-average number of waiters (Little's L)
     ops = tables["sim_ops"]
     if ops.num_rows:
-        kinds, names = _codes(ops.column("kind"))
+        kinds, names = column_codes(ops.column("kind"))
         dur = ops.column("dur").to_numpy()
         for code in np.unique(kinds):
             k = names[code]
