@@ -41,7 +41,8 @@ configs = st.builds(
         perturb=perturb, probe=probe),
     st.integers(1, 4),
     st.sampled_from(["2.6.39", "3.0", "current", "as-recorded", "i_mmap_rwsem=qspinlock,gather=percpu",
-                     "anon_vma=mutex,page_table_lock=qspinlock", "mmap_lock=mutex,i_mmap_rwsem=rwsem"]),
+                     "anon_vma=mutex,page_table_lock=qspinlock", "mmap_lock=mutex,i_mmap_rwsem=rwsem",
+                     "i_mmap_rwsem=rwsem-classic,anon_vma=rwsem-classic"]),
     st.sampled_from(["none", "voluntary", "full"]),
     st.integers(0, 2**31 - 1),
     st.sampled_from([7_000, 20_000, 1_000_000]),
@@ -218,3 +219,15 @@ def test_the_compiled_walk_rejects_bad_ops_with_the_same_errors(op):
     w = Workload([Thread(tid=7, pid=1, ops=[Think(10), op])], cpus=1)
     py, c = _programs(w, SimConfig(cpus=1, policy=resolve("current")))
     assert isinstance(py, str) and py == c and "thread 7" in py
+
+
+@needs_c
+@pytest.mark.parametrize("policy", ["mmap_lock=rwsem", "mmap_lock=rwsem-classic"])
+def test_both_engines_wake_the_same_readers_from_a_long_rwsem_queue(policy):
+    """300 readers and a writer every 50th behind a blocked writer: the reader wake-up limit (256)
+    and the writers' places in the queue, which the small random workloads never reach."""
+    lock = LockRef("mmap_lock", 1)
+    waiters = [Thread(tid=10 + i, pid=1, ops=[Critical(lock, "write" if i % 50 == 49 else "read", 100)] * 3,
+                      start_ns=1_000 + i) for i in range(300)]
+    w = Workload([Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]), *waiters], cpus=64)
+    assert_identical(*run_both(w, SimConfig(cpus=64, policy=resolve(policy), seed=2)))

@@ -23,8 +23,8 @@ def test_named_sets_follow_the_kernel_history():
                                                                                           "preemptible")
     assert (cur.lock_policy("i_mmap_rwsem"), cur.lock_policy("anon_vma"), cur.gather) == ("rwsem", "rwsem",
                                                                                           "preemptible")
+    assert [s.lock_policy("mmap_lock") for s in (old, v30, cur)] == ["rwsem-classic", "rwsem-classic", "rwsem"]
     for s in (old, v30, cur):
-        assert s.lock_policy("mmap_lock") == "rwsem"
         for spin in ("page_table_lock", "zone_lock", "runqueue_lock"):
             assert s.lock_policy(spin) == "spinlock"
     assert set(NAMED_SETS["as-recorded"].locks.values()) == {"as-recorded"}
@@ -164,6 +164,57 @@ def test_rwsem_readers_share_and_a_waiting_writer_blocks_new_readers():
     assert holds[2]["wait"] == 0  # readers share
     assert holds[3]["ts"] >= holds[2]["ts"] + holds[2]["dur"]  # the writer waits for both readers
     assert holds[4]["ts"] >= holds[3]["ts"] + holds[3]["dur"]  # the late reader queues behind the writer
+
+
+def _holds(threads, policy, cpus=4):
+    costs = replace(Costs.zero(), wakeup_ns=1_000)
+    res = simulate(Workload(threads, cpus=cpus), SimConfig(cpus=cpus, policy=resolve(policy), costs=costs,
+                                                           probe=False))
+    return {r["tid"]: (r["ts"], r["wait"]) for r in res.tables["sim_lock_holds"].to_pylist()}
+
+
+def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_classic_rwsem():
+    """T1 blocks holding the lock for write; writer T2 sleeps on it from 1 000. T1 unlocks at 6 100.
+    Today the unlock wakes T2 to retry (it runs at 7 100) and reader T3, trying at 6 200, steals
+    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned, sleeps again
+    first in line and gets it when T3 leaves (9 200) and it has woken (10 200). The classic rwsem
+    grants T2 the lock at the unlock, and T3 queues behind it."""
+    lock = LockRef("mmap_lock", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200),
+    ]
+    today = _holds(threads, "mmap_lock=rwsem")
+    assert today[3] == (6_200, 0) and today[2] == (10_200, 9_200)
+    classic = _holds(threads, "mmap_lock=rwsem-classic")
+    assert classic[2] == (7_100, 6_100) and classic[3] == (8_200, 2_000)
+
+
+def test_a_release_to_readers_wakes_every_queued_reader_today_but_only_the_leading_ones_classically():
+    """Behind writer T1 (off its CPU) wait reader T2, writer T3 and reader T4, in that order. Today
+    T1's unlock wakes both readers past the writer (rwsem_mark_wake since 5.3); the classic rwsem
+    wakes T2 only, then grants T3, then T4."""
+    lock = LockRef("mmap_lock", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "read", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 100)], start_ns=2_000),
+        Thread(tid=4, pid=1, ops=[Critical(lock, "read", 100)], start_ns=3_000),
+    ]
+    today = _holds(threads, "mmap_lock=rwsem")
+    assert today[2][0] == today[4][0] == 7_100 and today[3][0] == 8_200
+    classic = _holds(threads, "mmap_lock=rwsem-classic")
+    assert [classic[t][0] for t in (2, 3, 4)] == [7_100, 8_200, 9_300]
+
+
+def test_at_most_256_readers_are_woken_at_once():
+    lock = LockRef("mmap_lock", 1)
+    readers = [Thread(tid=10 + i, pid=1, ops=[Critical(lock, "read", 100)], start_ns=1_000 + i) for i in range(300)]
+    threads = [Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]), *readers]
+    holds = _holds(threads, "mmap_lock=rwsem", cpus=301)
+    first = sorted(ts for tid, (ts, _) in holds.items() if tid >= 10)
+    assert first[255] == first[0] == 7_100 and first[256] > 7_100
 
 
 @pytest.mark.parametrize("lock_class", ["page_table_lock", "i_mmap_rwsem"])

@@ -2,16 +2,17 @@
 
 The named sets follow the kernel history in DESIGN.md §2:
 
-========== ============ ========== ================ =========================
-set        i_mmap       anon_vma   page_table_lock  mmu_gather
-========== ============ ========== ================ =========================
-2.6.39     spinlock     spinlock   spinlock         percpu (preempt-off)
-3.0        mutex        mutex      spinlock         preemptible
-current    rwsem        rwsem      spinlock         preemptible
-========== ============ ========== ================ =========================
+========== ============= ============ ========== ================ =========================
+set        mmap_lock     i_mmap       anon_vma   page_table_lock  mmu_gather
+========== ============= ============ ========== ================ =========================
+2.6.39     rwsem-classic spinlock     spinlock   spinlock         percpu (preempt-off)
+3.0        rwsem-classic mutex        mutex      spinlock         preemptible
+current    rwsem         rwsem        rwsem      spinlock         preemptible
+========== ============= ============ ========== ================ =========================
 
-``mmap_lock`` is an rwsem, ``zone_lock`` and ``runqueue_lock`` are spinlocks in
-every set. ``other`` (slab, lruvec, a filesystem's mutexes: whatever the lock-class
+``rwsem`` is today's (optimistic spinning and lock stealing), ``rwsem-classic``
+the FIFO rwsem-xadd of 2.6.39 and 3.0 (replay/sim/locks.py). ``zone_lock`` and
+``runqueue_lock`` are spinlocks in every set. ``other`` (slab, lruvec, a filesystem's mutexes: whatever the lock-class
 rules do not name) mixes sleeping and spinning locks that none of these changes
 touched, so every set replays it with the waits the trace saw; a spinlock model
 there would invent preempt-off sections out of sleeping mutexes.
@@ -29,7 +30,7 @@ from types import MappingProxyType
 from replay.errors import UsageError
 from replay.trace.schema import LOCK_CLASSES
 
-LOCK_POLICIES = ("spinlock", "qspinlock", "mutex", "rwsem", "as-recorded")
+LOCK_POLICIES = ("spinlock", "qspinlock", "mutex", "rwsem", "rwsem-classic", "as-recorded")
 GATHER_POLICIES = ("percpu", "preemptible")
 
 
@@ -49,9 +50,9 @@ class PolicySet:
         return self.locks.get(lock_class, "as-recorded")
 
 
-def _set(name: str, i_mmap: str, anon_vma: str, gather: str) -> PolicySet:
+def _set(name: str, mmap_lock: str, i_mmap: str, anon_vma: str, gather: str) -> PolicySet:
     locks = {
-        "mmap_lock": "rwsem",
+        "mmap_lock": mmap_lock,
         "i_mmap_rwsem": i_mmap,
         "anon_vma": anon_vma,
         "page_table_lock": "spinlock",
@@ -63,9 +64,9 @@ def _set(name: str, i_mmap: str, anon_vma: str, gather: str) -> PolicySet:
 
 
 NAMED_SETS: dict[str, PolicySet] = {
-    "2.6.39": _set("2.6.39", "spinlock", "spinlock", "percpu"),
-    "3.0": _set("3.0", "mutex", "mutex", "preemptible"),
-    "current": _set("current", "rwsem", "rwsem", "preemptible"),
+    "2.6.39": _set("2.6.39", "rwsem-classic", "spinlock", "spinlock", "percpu"),
+    "3.0": _set("3.0", "rwsem-classic", "mutex", "mutex", "preemptible"),
+    "current": _set("current", "rwsem", "rwsem", "rwsem", "preemptible"),
     "as-recorded": PolicySet(
         "as-recorded", MappingProxyType({c: "as-recorded" for c in LOCK_CLASSES}), "preemptible"
     ),

@@ -26,7 +26,8 @@ enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPO
 enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
 enum { E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND };
 /* lock kinds (a qspinlock is a spinlock with per_waiter 0) */
-enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED };
+enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC };
+#define MAX_READERS_WAKEUP 256
 #define IDLE_TID (-1)
 #define PROBE_TID (-2)
 
@@ -574,6 +575,34 @@ static void rwsem_spinners_sleep(Engine *e, Lock *lk, i64 now)
 	}
 }
 
+/* RWSem._wake_readers: classic, the readers at the head up to the first writer; today, every
+ * queued reader up to MAX_READERS_WAKEUP, the writers keeping their places */
+static void rwsem_wake_readers(Engine *e, Lock *lk, i64 now)
+{
+	Deque *sl = &lk->sleepers;
+	if (lk->kind == L_RWSEM_CLASSIC) {
+		while (sl->n && !(dq_front(sl) & 1)) {
+			lk->readers++;
+			grant_sleeper(e, &e->th[dq_pop(sl) >> 1], now);
+		}
+		return;
+	}
+	int n = sl->n, woken = 0, kept = 0;
+	for (int i = 0; i < n; i++) {
+		int x = dq_pop(sl);
+		if (woken >= MAX_READERS_WAKEUP || (x & 1)) {
+			if (dq_push(sl, x)) /* rotates the writers (and what is left) back in order */
+				e->err = ERR_NOMEM;
+			kept++;
+		} else {
+			lk->readers++;
+			woken++;
+			grant_sleeper(e, &e->th[x >> 1], now);
+		}
+	}
+	(void)kept;
+}
+
 static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 {
 	switch (lk->kind) {
@@ -603,26 +632,38 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		}
 		return 0;
 	case L_RWSEM:
+	case L_RWSEM_CLASSIC: {
+		int classic = lk->kind == L_RWSEM_CLASSIC;
 		if (lk->woken == th->idx)
 			lk->woken = -1;
 		if (write) {
-			if (lk->owner < 0 && lk->readers == 0) {
+			if (lk->owner < 0 && lk->readers == 0 && !(classic && lk->sleepers.n)) {
 				lk->owner = th->idx;
 				return 1;
 			}
-			if (lk->owner >= 0 && e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
+			if (!classic && lk->owner >= 0 && e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
 				if (dq_push(&lk->q, th->idx))
 					e->err = ERR_NOMEM;
 				spin(e, th, now, 0);
 				return 0;
 			}
-		} else if (lk->owner < 0 && lk->woken < 0 && !lk->sleepers.n && !lk->q.n) {
-			lk->readers++;
-			return 1;
+		} else if (lk->owner < 0) {
+			int waiters = lk->woken >= 0 || lk->sleepers.n || lk->q.n;
+			if (!waiters) {
+				lk->readers++;
+				return 1;
+			}
+			if (!classic && lk->readers == 0) { /* a free lock with waiters: steal it */
+				lk->readers++;
+				if (lk->sleepers.n && !(dq_front(&lk->sleepers) & 1))
+					rwsem_wake_readers(e, lk, now);
+				return 1;
+			}
 		}
 		sleepers_queue(e, &lk->sleepers, th, th->idx * 2 + (write ? 1 : 0));
 		sleep_on_lock(e, th, now);
 		return 0;
+	}
 	default: /* L_RECORDED */
 		if (th->recorded_wait <= 0)
 			return 1;
@@ -666,7 +707,8 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		}
 		return;
 	}
-	case L_RWSEM: {
+	case L_RWSEM:
+	case L_RWSEM_CLASSIC: {
 		Deque *sl = &lk->sleepers, *sp = &lk->q;
 		if (write) {
 			lk->owner = -1;
@@ -690,7 +732,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		} else if (sl->n) {
 			if (dq_front(sl) & 1) {
 				Thread *nxt = &e->th[dq_pop(sl) >> 1];
-				if (now - nxt->wait_start >= lk->handoff_after) {
+				if (lk->kind == L_RWSEM_CLASSIC || now - nxt->wait_start >= lk->handoff_after) {
 					lk->owner = nxt->idx;
 					grant_sleeper(e, nxt, now);
 				} else {
@@ -699,10 +741,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 					return;
 				}
 			} else {
-				while (sl->n && !(dq_front(sl) & 1)) {
-					lk->readers++;
-					grant_sleeper(e, &e->th[dq_pop(sl) >> 1], now);
-				}
+				rwsem_wake_readers(e, lk, now);
 			}
 			rwsem_spinners_sleep(e, lk, now);
 		}
@@ -720,7 +759,7 @@ static void lock_owner_off_cpu(Engine *e, int lid, Thread *th, i64 now)
 		return;
 	if (lk->kind == L_MUTEX)
 		mutex_spinners_sleep(e, lk, now);
-	else if (lk->kind == L_RWSEM)
+	else if (lk->kind == L_RWSEM || lk->kind == L_RWSEM_CLASSIC)
 		rwsem_spinners_sleep(e, lk, now);
 }
 

@@ -175,6 +175,8 @@ class Engine:
                 lk = Mutex(self, costs.mutex_handoff_after_ns)
             elif info.policy == "rwsem":
                 lk = RWSem(self, costs.rwsem_handoff_after_ns)
+            elif info.policy == "rwsem-classic":
+                lk = RWSem(self, costs.rwsem_handoff_after_ns, classic=True)
             elif info.policy == "as-recorded":
                 lk = Recorded(self, info.lock_class in SLEEPING_CLASSES)
             else:

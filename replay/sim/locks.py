@@ -136,21 +136,35 @@ class Mutex:
         self.eng.spin_to_sleep(th, now)
 
 
+#: rwsem_mark_wake() wakes at most this many readers at once (MAX_READERS_WAKEUP, 5.3+)
+MAX_READERS_WAKEUP = 256
+
+
 class RWSem:
-    """Reader/writer semaphore: shared readers; writer preference (a reader queues behind
-    any waiting writer); writers spin optimistically while a writer owner runs, and a
-    spinning writer steals the lock at release before sleepers (unless the first sleeper
-    has waited ``handoff_after`` ns). Sleepers are served FIFO; a reader at the head is
-    woken, granted, with every reader queued before the next writer; a writer at the head is
-    woken without the lock and retries when it runs, so a running writer may steal it first
-    (rwsem_mark_wake, rwsem_try_write_lock), unless it has waited ``handoff_after`` ns
-    (RWSEM_FLAG_HANDOFF). A woken writer that lost stays first in line."""
+    """Reader/writer semaphore as in today's kernel (5.11+; ``classic=True``: as up to 3.9).
+
+    Today: shared readers; writer preference (a reader queues behind waiters while other
+    readers hold the lock); a reader takes a *free* lock even when others wait (reader
+    optimistic lock stealing, 5.11 1a728dff855a; readers no longer spin, 617f3ef95177), and
+    if it was the first reader it wakes the queued readers; writers spin optimistically
+    while a writer owner runs, and a spinning writer steals the lock at release before
+    sleepers (unless the first sleeper has waited ``handoff_after`` ns). Sleepers are served
+    from the head: a reader there wakes, granted, every queued reader (up to 256, passing
+    the writers between them: d3681e269fff); a writer there is woken without the lock and
+    retries when it runs, so a running task may steal it first (rwsem_mark_wake,
+    rwsem_try_write_lock), unless it has waited ``handoff_after`` ns (RWSEM_FLAG_HANDOFF).
+    A woken writer that lost stays first in line.
+
+    Classic (rwsem-xadd up to 3.9, the ``2.6.39`` and ``3.0`` sets' mmap_sem): strictly
+    FIFO, nobody spins or steals; a reader queues whenever anyone waits; a release grants
+    the head writer directly, or the readers at the head up to the next writer
+    (__rwsem_do_wake)."""
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after")
+    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after", "classic")
 
-    def __init__(self, eng: Engine, handoff_after_ns: int):
+    def __init__(self, eng: Engine, handoff_after_ns: int, classic: bool = False):
         self.eng = eng
         self.writer: SimThread | None = None
         self.readers = 0
@@ -159,22 +173,30 @@ class RWSem:
         #: the first waiter (a writer), woken by a release and not yet back: still first in line
         self.woken: SimThread | None = None
         self.handoff_after = handoff_after_ns
+        self.classic = classic
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
         if self.woken is th:
             self.woken = None
         if write:
-            if self.writer is None and self.readers == 0:
+            if self.writer is None and self.readers == 0 and not (self.classic and self.sleepers):
                 self.writer = th
                 return True
             w = self.writer
-            if w is not None and w.oncpu and not self.eng.need_resched(th, now):
+            if not self.classic and w is not None and w.oncpu and not self.eng.need_resched(th, now):
                 self.spinners.append(th)
                 self.eng.spin(th, now, False)
                 return False
-        elif self.writer is None and self.woken is None and not self.sleepers and not self.spinners:
-            self.readers += 1
-            return True
+        elif self.writer is None:
+            waiters = self.woken is not None or self.sleepers or self.spinners
+            if not waiters:
+                self.readers += 1
+                return True
+            if not self.classic and self.readers == 0:  # a free lock with waiters: steal it
+                self.readers += 1
+                if self.sleepers and not self.sleepers[0][1]:  # the first reader wakes the queued readers
+                    self._wake_readers(now)
+                return True
         self._queue(th, write)
         self.eng.sleep_on_lock(th, now)
         return False
@@ -184,6 +206,27 @@ class RWSem:
             self.sleepers.appendleft((th, write))
         else:
             self.sleepers.append((th, write))
+
+    def _wake_readers(self, now: int) -> None:
+        """Grant the queued readers: classic, those at the head up to the first writer; today, every
+        queued reader up to MAX_READERS_WAKEUP, the writers keeping their places."""
+        sleepers = self.sleepers
+        if self.classic:
+            while sleepers and not sleepers[0][1]:
+                self.readers += 1
+                self.eng.grant_sleeper(sleepers.popleft()[0], now)
+            return
+        keep: list[tuple[SimThread, bool]] = []
+        woken = 0
+        while sleepers and woken < MAX_READERS_WAKEUP:
+            th, write = sleepers.popleft()
+            if write:
+                keep.append((th, write))
+            else:
+                self.readers += 1
+                woken += 1
+                self.eng.grant_sleeper(th, now)
+        sleepers.extendleft(reversed(keep))
 
     def release(self, th: SimThread, now: int, write: bool) -> None:
         if write:
@@ -206,7 +249,7 @@ class RWSem:
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
-                if now - nxt.wait_start >= self.handoff_after:
+                if self.classic or now - nxt.wait_start >= self.handoff_after:
                     self.writer = nxt
                     self.eng.grant_sleeper(nxt, now)
                 else:
@@ -214,9 +257,7 @@ class RWSem:
                     self.eng.wake_retry(nxt, now)
                     return
             else:
-                while sleepers and not sleepers[0][1]:
-                    self.readers += 1
-                    self.eng.grant_sleeper(sleepers.popleft()[0], now)
+                self._wake_readers(now)
             self._spinners_sleep(now)
 
     def _spinners_sleep(self, now: int) -> None:

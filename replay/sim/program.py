@@ -41,6 +41,8 @@ END = 13
 NAMES = ("user", "kern", "block", "until", "acquire", "release", "span", "span-end", "gather", "zap",
          "flush", "resched-point", "gather-end", "end")
 
+#: lock policies whose waiters sleep (an acquire is a might_sleep() point)
+SLEEPING_POLICIES = frozenset({"mutex", "rwsem", "rwsem-classic"})
 #: lock classes that sleep in today's kernel: as-recorded waits on them are off-CPU.
 SLEEPING_CLASSES = frozenset({"mmap_lock", "i_mmap_rwsem", "anon_vma"})
 
@@ -192,7 +194,7 @@ class Flattener:
                                  f"known: {', '.join(LOCK_CLASSES)}")
             lid = self.lock_ids[key] = len(self.locks)
             self.locks.append(LockInfo(lock.lock_class, lock.addr, self.lock_policy(lock.lock_class)))
-            self.sleeping_lock.append(self.locks[lid].policy in ("mutex", "rwsem"))
+            self.sleeping_lock.append(self.locks[lid].policy in SLEEPING_POLICIES)
         self.lock_of_ref[id(lock)] = lid
         return lid
 
