@@ -231,3 +231,19 @@ def test_both_engines_wake_the_same_readers_from_a_long_rwsem_queue(policy):
                       start_ns=1_000 + i) for i in range(300)]
     w = Workload([Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]), *waiters], cpus=64)
     assert_identical(*run_both(w, SimConfig(cpus=64, policy=resolve(policy), seed=2)))
+
+
+@needs_c
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_both_engines_agree_on_writers_spinning_on_readers(seed):
+    """Many readers and a few writers on one mmap_lock with the probe on: writers spin on readers,
+    time out, mark the lock nonspinnable, and readers steal it from woken writers."""
+    lock = LockRef("mmap_lock", 1)
+    threads = [Thread(tid=i, pid=1, ops=[Think(300 + 97 * i), Critical(lock, "write" if i % 4 == 0 else "read",
+                                                                      2_000 + 1_500 * (i % 7))] * 40,
+                      start_ns=37 * i) for i in range(1, 13)]
+    w = Workload(threads, cpus=6)
+    py, c = run_both(w, SimConfig(cpus=6, policy=resolve("current"), seed=seed, probe_period_ns=20_000))
+    assert_identical(py, c)
+    waits = c.tables["sim_lock_waits"].to_pylist()
+    assert any(r["mode"] == "write" and r["spun_ns"] > 0 and r["slept"] for r in waits)

@@ -151,19 +151,23 @@ def test_ticket_hand_off_slows_with_waiters_where_mcs_does_not():
     assert ticket.metrics["spin_cpu_ns"] > mcs.metrics["spin_cpu_ns"]
 
 
-def test_rwsem_readers_share_and_a_waiting_writer_blocks_new_readers():
+def test_rwsem_readers_share_and_a_sleeping_writer_blocks_new_readers():
+    """Readers T1, T2 share. Writer T3 (2 000) spins on them for 11 µs, unseen by reader T4 (3 000),
+    which joins; then it sleeps, and reader T5 (15 000) queues behind it."""
     lock = LockRef("mmap_lock", 1)
     threads = [
         Thread(tid=1, pid=1, ops=[Critical(lock, "read", 20_000)]),
         Thread(tid=2, pid=1, ops=[Critical(lock, "read", 20_000)], start_ns=1_000),
         Thread(tid=3, pid=1, ops=[Critical(lock, "write", 1_000)], start_ns=2_000),
         Thread(tid=4, pid=1, ops=[Critical(lock, "read", 1_000)], start_ns=3_000),
+        Thread(tid=5, pid=1, ops=[Critical(lock, "read", 1_000)], start_ns=15_000),
     ]
-    res = simulate(Workload(threads, cpus=4), SimConfig(cpus=4, policy=resolve("current"), probe=False))
+    res = simulate(Workload(threads, cpus=5), SimConfig(cpus=5, policy=resolve("current"), probe=False))
     holds = {r["tid"]: r for r in res.tables["sim_lock_holds"].to_pylist()}
     assert holds[2]["wait"] == 0  # readers share
-    assert holds[3]["ts"] >= holds[2]["ts"] + holds[2]["dur"]  # the writer waits for both readers
-    assert holds[4]["ts"] >= holds[3]["ts"] + holds[3]["dur"]  # the late reader queues behind the writer
+    assert holds[4]["wait"] == 0  # a spinning writer does not stop readers
+    assert holds[3]["ts"] >= holds[2]["ts"] + holds[2]["dur"]  # the writer waits for the readers
+    assert holds[5]["ts"] >= holds[3]["ts"] + holds[3]["dur"]  # the late reader queues behind the sleeping writer
 
 
 def _holds(threads, policy, cpus=4):
@@ -176,9 +180,9 @@ def _holds(threads, policy, cpus=4):
 def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_classic_rwsem():
     """T1 blocks holding the lock for write; writer T2 sleeps on it from 1 000. T1 unlocks at 6 100.
     Today the unlock wakes T2 to retry (it runs at 7 100) and reader T3, trying at 6 200, steals
-    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned, sleeps again
-    first in line and gets it when T3 leaves (9 200) and it has woken (10 200). The classic rwsem
-    grants T2 the lock at the unlock, and T3 queues behind it."""
+    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned, spins on the
+    reader and takes it when T3 leaves (9 200). The classic rwsem grants T2 the lock at the unlock,
+    and T3 queues behind it."""
     lock = LockRef("mmap_lock", 1)
     threads = [
         Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
@@ -186,7 +190,7 @@ def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_c
         Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200),
     ]
     today = _holds(threads, "mmap_lock=rwsem")
-    assert today[3] == (6_200, 0) and today[2] == (10_200, 9_200)
+    assert today[3] == (6_200, 0) and today[2] == (9_200, 8_200)
     classic = _holds(threads, "mmap_lock=rwsem-classic")
     assert classic[2] == (7_100, 6_100) and classic[3] == (8_200, 2_000)
 
@@ -206,6 +210,34 @@ def test_a_release_to_readers_wakes_every_queued_reader_today_but_only_the_leadi
     assert today[2][0] == today[4][0] == 7_100 and today[3][0] == 8_200
     classic = _holds(threads, "mmap_lock=rwsem-classic")
     assert [classic[t][0] for t in (2, 3, 4)] == [7_100, 8_200, 9_300]
+
+
+def _waits(threads, policy, cpus=4):
+    costs = replace(Costs.zero(), wakeup_ns=1_000)
+    res = simulate(Workload(threads, cpus=cpus), SimConfig(cpus=cpus, policy=resolve(policy), costs=costs,
+                                                           probe=False))
+    return {r["tid"]: (r["dur"], r["spun_ns"], r["slept"]) for r in res.tables["sim_lock_waits"].to_pylist()}
+
+
+def test_a_writer_spins_on_readers_for_ten_microseconds_and_then_sleeps_without_stopping_new_readers():
+    """Reader T1 holds the lock 50 µs. Writer T2 arrives at 1 000 and spins on the readers for
+    (20 + 1 reader) / 2 = 10.5 µs (rwsem_rspin_threshold), then sleeps; reader T3, arriving while
+    T2 spins, shares the lock at once (spinners are invisible to readers). Writer T4, arriving after
+    the time-out, does not spin (RWSEM_NONSPINNABLE) and sleeps at once. The classic rwsem never spins."""
+    lock = LockRef("mmap_lock", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "read", 50_000)]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "read", 1_000)], start_ns=5_000),
+        Thread(tid=4, pid=1, ops=[Critical(lock, "write", 100)], start_ns=20_000),
+    ]
+    waits = _waits(threads, "mmap_lock=rwsem")
+    assert 3 not in waits
+    assert waits[2][1:] == (10_500, True) and waits[4][1:] == (0, True)
+    assert all(spun == 0 for _, spun, _ in _waits(threads, "mmap_lock=rwsem-classic").values())
+    # readers that leave within the limit hand the lock to the spinning writer, which never sleeps
+    short = [Thread(tid=1, pid=1, ops=[Critical(lock, "read", 5_000)]), threads[1]]
+    assert _waits(short, "mmap_lock=rwsem")[2] == (4_000, 4_000, False)
 
 
 def test_at_most_256_readers_are_woken_at_once():

@@ -24,7 +24,7 @@ enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPO
 #define WIDTH 5
 /* thread states and events: engine.py */
 enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
-enum { E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND };
+enum { E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PWAKE, E_PEND };
 /* lock kinds (a qspinlock is a spinlock with per_waiter 0) */
 enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC };
 #define MAX_READERS_WAKEUP 256
@@ -176,7 +176,7 @@ typedef struct {
 	int poff_cause, poff_class;
 	Held *held;
 	int nheld, capheld;
-	i64 wait_start, spin_start, spun;
+	i64 wait_start, spin_start, spins, spun;
 	int slept, granted, retrying;
 	i64 recorded_wait;
 	int waiting_lock; /* -1: none */
@@ -194,6 +194,7 @@ typedef struct {
 	i64 handoff_after;
 	int owner; /* spinlock / mutex owner, rwsem writer; -1 none */
 	int readers;
+	int nonspinnable; /* RWSEM_NONSPINNABLE */
 	int woken;       /* -1 none */
 	Deque q;         /* spinlock queue; mutex / rwsem optimistic spinners */
 	Deque sleepers;  /* thread indices; rwsem: idx * 2 + write */
@@ -479,6 +480,7 @@ static void spin(Engine *e, Thread *th, i64 now, int preempt_off)
 {
 	th->state = SPIN;
 	th->spin_start = now;
+	th->spins++;
 	if (preempt_off) {
 		if (th->pcount == 0) {
 			th->poff_start = now;
@@ -639,21 +641,35 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		if (write) {
 			if (lk->owner < 0 && lk->readers == 0 && !(classic && lk->sleepers.n)) {
 				lk->owner = th->idx;
+				lk->nonspinnable = 0;
 				return 1;
 			}
-			if (!classic && lk->owner >= 0 && e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
-				if (dq_push(&lk->q, th->idx))
-					e->err = ERR_NOMEM;
-				spin(e, th, now, 0);
-				return 0;
+			if (!classic && !need_resched(e, th, now)) {
+				if (lk->owner >= 0 && e->th[lk->owner].oncpu) { /* spin while the owning writer runs */
+					if (dq_push(&lk->q, th->idx))
+						e->err = ERR_NOMEM;
+					spin(e, th, now, 0);
+					return 0;
+				}
+				if (lk->owner < 0 && !lk->nonspinnable) { /* spin on the readers, for a while */
+					if (dq_push(&lk->q, th->idx))
+						e->err = ERR_NOMEM;
+					spin(e, th, now, 0);
+					i64 readers = lk->readers < 30 ? lk->readers : 30;
+					push(e, now + (20 + readers) * 500, E_RSPIN, th->idx, th->spins);
+					return 0;
+				}
 			}
 		} else if (lk->owner < 0) {
-			int waiters = lk->woken >= 0 || lk->sleepers.n || lk->q.n;
-			if (!waiters) {
+			if (classic) {
+				if (!lk->sleepers.n) {
+					lk->readers++;
+					return 1;
+				}
+			} else if (lk->woken < 0 && !lk->sleepers.n) { /* spinning writers are invisible */
 				lk->readers++;
 				return 1;
-			}
-			if (!classic && lk->readers == 0) { /* a free lock with waiters: steal it */
+			} else if (lk->readers == 0) { /* a free lock with waiters: steal it */
 				lk->readers++;
 				if (lk->sleepers.n && !(dq_front(&lk->sleepers) & 1))
 					rwsem_wake_readers(e, lk, now);
@@ -721,6 +737,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			if (sp->n) {
 				Thread *nxt = &e->th[dq_pop(sp)];
 				lk->owner = nxt->idx;
+				lk->nonspinnable = 0;
 				grant_spin(e, th, nxt, now, 0, 0);
 			}
 			return;
@@ -728,12 +745,14 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		if (sp->n && !(sl->n && now - e->th[dq_front(sl) >> 1].wait_start >= lk->handoff_after)) {
 			Thread *nxt = &e->th[dq_pop(sp)];
 			lk->owner = nxt->idx;
+			lk->nonspinnable = 0;
 			grant_spin(e, th, nxt, now, 0, 0);
 		} else if (sl->n) {
 			if (dq_front(sl) & 1) {
 				Thread *nxt = &e->th[dq_pop(sl) >> 1];
 				if (lk->kind == L_RWSEM_CLASSIC || now - nxt->wait_start >= lk->handoff_after) {
 					lk->owner = nxt->idx;
+					lk->nonspinnable = 0;
 					grant_sleeper(e, nxt, now);
 				} else {
 					lk->woken = nxt->idx;
@@ -772,6 +791,20 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 	}
 	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
 	spin_to_sleep(e, th, now);
+}
+
+/* RWSem.spin_limit_reached: a writer spun on readers for rwsem_rspin_threshold */
+static void lock_spin_limit_reached(Engine *e, Lock *lk, i64 now)
+{
+	if (lk->kind != L_RWSEM) {
+		e->err = ERR_ASSERT;
+		e->errmsg = "only rwsem spinners have a time limit";
+		return;
+	}
+	if (lk->owner < 0 && lk->readers) {
+		lk->nonspinnable = 1;
+		rwsem_spinners_sleep(e, lk, now);
+	}
 }
 
 /* ------------------------------------------------------------------ TLB flushes */
@@ -1047,6 +1080,11 @@ int mmr_engine_run(Engine *e, i64 report_every)
 			completed = 0;
 		} else if (ev.ev == E_PWAKE) {
 			probe_wake_ev(e, ev.x, now);
+			continue;
+		} else if (ev.ev == E_RSPIN) {
+			th = &e->th[ev.x];
+			if (th->state == SPIN && th->spins == ev.g && th->waiting_lock >= 0)
+				lock_spin_limit_reached(e, &e->locks[th->waiting_lock], now);
 			continue;
 		} else {
 			probe_end(e, ev.x, now);

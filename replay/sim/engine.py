@@ -57,7 +57,8 @@ from replay.trace.schema import LOCK_CLASSES, SIM_PREEMPT_CAUSES, SIM_PROBE_CAUS
 # thread states
 RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE = range(7)
 # events
-E_SEG, E_WAKE, E_GRANT, E_PWAKE, E_PEND = range(5)
+# events (E_RSPIN: a writer's time limit for spinning on a reader-owned rwsem; probe events last)
+E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PWAKE, E_PEND = range(6)
 
 IDLE_TID = -1
 PROBE_TID = -2
@@ -93,7 +94,8 @@ class SimThread:
         # preempt count and the open preempt-off section
         "pcount", "poff_start", "poff_cause", "poff_class",
         # locks held and the acquisition under way
-        "held", "wait_start", "spin_start", "spun", "slept", "granted", "retrying", "recorded_wait", "waiting_lock",
+        "held", "wait_start", "spin_start", "spins", "spun", "slept", "granted", "retrying", "recorded_wait",
+        "waiting_lock",
         # open spans and the gather under way
         "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
         "slice_start", "runnable_at",
@@ -123,6 +125,7 @@ class SimThread:
         self.held: list[tuple] = []
         self.wait_start = 0
         self.spin_start = 0
+        self.spins = 0  # spin episodes begun (names the one a time limit is for)
         self.spun = 0
         self.slept = False
         self.granted = False
@@ -334,6 +337,7 @@ class Engine:
     def spin(self, th: SimThread, now: int, preempt_off: bool) -> None:
         th.state = SPIN
         th.spin_start = now
+        th.spins += 1
         if preempt_off:
             if th.pcount == 0:
                 th.poff_start = now
@@ -362,6 +366,10 @@ class Engine:
         at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
+
+    def spin_limit(self, th: SimThread, at: int) -> None:
+        """End ``th``'s current spin at ``at`` unless it has got the lock or stopped by then."""
+        self.push(at, E_RSPIN, th.idx, th.spins)
 
     def wake_retry(self, th: SimThread, now: int) -> None:
         """Wake a lock sleeper without granting the lock: it retries the acquisition when it runs."""
@@ -618,6 +626,11 @@ class Engine:
                 completed = False
             elif ev == E_PWAKE:
                 self.probe_wake_ev(x, now)
+                continue
+            elif ev == E_RSPIN:
+                th = threads[x]
+                if th.state == SPIN and th.spins == g and th.waiting_lock is not None:
+                    th.waiting_lock.spin_limit_reached(th, now)
                 continue
             else:
                 self.probe_end(x, now)

@@ -60,6 +60,9 @@ class SpinLock:
     def abort_spin(self, th: SimThread, now: int) -> None:  # spinlock waiters never abort
         raise AssertionError("a spinlock waiter cannot abort its spin")
 
+    def spin_limit_reached(self, th: SimThread, now: int) -> None:
+        raise AssertionError("spinlock waiters have no time limit")
+
 
 class Mutex:
     """Sleeping mutex: fast path; optimistic spinning (FIFO, like the OSQ) while the owner
@@ -135,6 +138,9 @@ class Mutex:
         self._queue(th)
         self.eng.spin_to_sleep(th, now)
 
+    def spin_limit_reached(self, th: SimThread, now: int) -> None:
+        raise AssertionError("mutex spinners have no time limit")
+
 
 #: rwsem_mark_wake() wakes at most this many readers at once (MAX_READERS_WAKEUP, 5.3+)
 MAX_READERS_WAKEUP = 256
@@ -143,12 +149,14 @@ MAX_READERS_WAKEUP = 256
 class RWSem:
     """Reader/writer semaphore as in today's kernel (5.11+; ``classic=True``: as up to 3.9).
 
-    Today: shared readers; writer preference (a reader queues behind waiters while other
-    readers hold the lock); a reader takes a *free* lock even when others wait (reader
+    Today: shared readers; writer preference (a reader queues behind sleeping waiters while
+    other readers hold the lock); a reader takes a *free* lock even when others wait (reader
     optimistic lock stealing, 5.11 1a728dff855a; readers no longer spin, 617f3ef95177), and
-    if it was the first reader it wakes the queued readers; writers spin optimistically
-    while a writer owner runs, and a spinning writer steals the lock at release before
-    sleepers (unless the first sleeper has waited ``handoff_after`` ns). Sleepers are served
+    if it was the first reader it wakes the queued readers. Writers spin optimistically while
+    a writer owner runs, and on a reader-owned lock for (10 + readers/2) µs
+    (rwsem_rspin_threshold; spinning writers are invisible to arriving readers), after which
+    the lock is nonspinnable for writers until a writer owns it. A spinning writer steals the
+    lock at release before sleepers (unless the first sleeper has waited ``handoff_after`` ns). Sleepers are served
     from the head: a reader there wakes, granted, every queued reader (up to 256, passing
     the writers between them: d3681e269fff); a writer there is woken without the lock and
     retries when it runs, so a running task may steal it first (rwsem_mark_wake,
@@ -162,7 +170,8 @@ class RWSem:
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after", "classic")
+    __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after", "classic",
+                 "nonspinnable")
 
     def __init__(self, eng: Engine, handoff_after_ns: int, classic: bool = False):
         self.eng = eng
@@ -174,6 +183,9 @@ class RWSem:
         self.woken: SimThread | None = None
         self.handoff_after = handoff_after_ns
         self.classic = classic
+        #: RWSEM_NONSPINNABLE: a writer timed out spinning on readers; no writer spins on readers
+        #: again until a writer owns the lock
+        self.nonspinnable = False
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
         if self.woken is th:
@@ -181,18 +193,28 @@ class RWSem:
         if write:
             if self.writer is None and self.readers == 0 and not (self.classic and self.sleepers):
                 self.writer = th
+                self.nonspinnable = False
                 return True
             w = self.writer
-            if not self.classic and w is not None and w.oncpu and not self.eng.need_resched(th, now):
-                self.spinners.append(th)
-                self.eng.spin(th, now, False)
-                return False
+            if not self.classic and not self.eng.need_resched(th, now):
+                if w is not None and w.oncpu:  # spin while the owning writer runs
+                    self.spinners.append(th)
+                    self.eng.spin(th, now, False)
+                    return False
+                if w is None and not self.nonspinnable:  # spin on the readers, for a while
+                    self.spinners.append(th)
+                    self.eng.spin(th, now, False)
+                    self.eng.spin_limit(th, now + (20 + min(self.readers, 30)) * 500)  # rwsem_rspin_threshold
+                    return False
         elif self.writer is None:
-            waiters = self.woken is not None or self.sleepers or self.spinners
-            if not waiters:
+            if self.classic:
+                if not self.sleepers:
+                    self.readers += 1
+                    return True
+            elif self.woken is None and not self.sleepers:  # spinning writers are invisible to readers
                 self.readers += 1
                 return True
-            if not self.classic and self.readers == 0:  # a free lock with waiters: steal it
+            elif self.readers == 0:  # a free lock with waiters: steal it
                 self.readers += 1
                 if self.sleepers and not self.sleepers[0][1]:  # the first reader wakes the queued readers
                     self._wake_readers(now)
@@ -239,18 +261,21 @@ class RWSem:
             if self.spinners:
                 nxt = self.spinners.popleft()
                 self.writer = nxt
+                self.nonspinnable = False
                 self.eng.grant_spin(th, nxt, now)
             return
         sleepers, spinners = self.sleepers, self.spinners
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
             self.writer = nxt
+            self.nonspinnable = False
             self.eng.grant_spin(th, nxt, now)
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
                 if self.classic or now - nxt.wait_start >= self.handoff_after:
                     self.writer = nxt
+                    self.nonspinnable = False
                     self.eng.grant_sleeper(nxt, now)
                 else:
                     self.woken = nxt
@@ -274,6 +299,13 @@ class RWSem:
         self.spinners.remove(th)
         self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
+
+    def spin_limit_reached(self, th: SimThread, now: int) -> None:
+        """A writer has spun on readers for rwsem_rspin_threshold: mark the lock nonspinnable and send
+        every spinner to sleep (they queue behind it in the OSQ and see the flag)."""
+        if self.writer is None and self.readers:
+            self.nonspinnable = True
+            self._spinners_sleep(now)
 
 
 class Recorded:
@@ -302,3 +334,6 @@ class Recorded:
 
     def abort_spin(self, th: SimThread, now: int) -> None:
         raise AssertionError("as-recorded waits do not abort")
+
+    def spin_limit_reached(self, th: SimThread, now: int) -> None:
+        raise AssertionError("as-recorded waits have no time limit")
