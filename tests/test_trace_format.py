@@ -218,6 +218,19 @@ def test_info_summarizes_manifest_rows_and_lost_events(trace_dir: Path, capsys) 
     assert rows["page_fault_user"][:4] == ["1", "recorded", "100", "3"]  # tier, status, events, lost
 
 
+def test_info_shows_the_probe_cost_the_kernel_measured(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "t"
+    cost = {"exceptions:page_fault_user": {"runs": 100, "run_ns": 25_000},
+            "sched:sched_switch": {"runs": 10, "run_ns": 4_000}, "bogus": {"runs": "many"}}
+    write_trace(path, {"page_faults": _faults(100)}, extra={"probe_cost": cost})
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("probe cost"))
+    assert lines[at + 1].split() == ["exceptions:page_fault_user", "100", "0.025", "ms", "250", "ns"]
+    assert lines[at + 2].split() == ["sched:sched_switch", "10", "0.004", "ms", "400", "ns"]
+    assert lines[at + 3] == ""  # the malformed entry is left out
+
+
 def test_info_json_is_machine_readable(trace_dir: Path, capsys) -> None:
     assert main(["info", str(trace_dir), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)

@@ -71,12 +71,31 @@ def render(s: dict[str, Any]) -> str:
                 f"{p['name']:<28} {p['tier']:>4} {p['status']:<9} {p['events']:>12} {p['lost']:>8} "
                 f"{p['unmatched']:>9}  {p['reason']}".rstrip()
             )
+    cost = _probe_cost(s["extra"])
+    if cost:
+        lines += ["", f"{'probe cost (--probe-cost)':<28} {'runs':>12} {'total':>10} {'per run':>10}"]
+        for tp, runs, ns in cost:
+            lines.append(f"{tp:<28} {runs:>12} {ns / 1e6:>8.3f} ms {ns / runs:>7.0f} ns")
     lines += ["", f"{'table':<20} {'rows':>12} {'size':>10}"]
     for name, t in s["tables"].items():
         lines.append(f"{name:<20} {t['rows']:>12} {_size(t['bytes']):>10}")
     total = sum(t["rows"] for t in s["tables"].values())
     lines.append(f"{'total':<20} {total:>12} {_size(sum(t['bytes'] for t in s['tables'].values())):>10}")
     return "\n".join(lines)
+
+
+def _probe_cost(extra: Any) -> list[tuple[str, int, int]]:
+    """(tracepoint, runs, run ns) from the manifest's ``probe_cost`` (record --probe-cost: the kernel's
+    BPF run statistics of each program), busiest first; entries of another shape are skipped."""
+    cost = extra.get("probe_cost") if isinstance(extra, dict) else None
+    if not isinstance(cost, dict):
+        return []
+    rows = []
+    for tp, v in cost.items():
+        if isinstance(v, dict) and isinstance(v.get("runs"), int) and isinstance(v.get("run_ns"), int) \
+                and v["runs"] > 0 and v["run_ns"] >= 0:
+            rows.append((str(tp), v["runs"], v["run_ns"]))
+    return sorted(rows, key=lambda r: -r[2])
 
 
 def run(args: argparse.Namespace) -> int:
