@@ -19,8 +19,8 @@ def test_named_sets_follow_the_kernel_history():
     old, v30, cur = NAMED_SETS["2.6.39"], NAMED_SETS["3.0"], NAMED_SETS["current"]
     assert (old.lock_policy("i_mmap_rwsem"), old.lock_policy("anon_vma"), old.gather) == ("spinlock", "spinlock",
                                                                                           "percpu")
-    assert (v30.lock_policy("i_mmap_rwsem"), v30.lock_policy("anon_vma"), v30.gather) == ("mutex", "mutex",
-                                                                                          "preemptible")
+    assert (v30.lock_policy("i_mmap_rwsem"), v30.lock_policy("anon_vma"), v30.gather) == (
+        "mutex-classic", "mutex-classic", "preemptible")
     assert (cur.lock_policy("i_mmap_rwsem"), cur.lock_policy("anon_vma"), cur.gather) == ("rwsem", "rwsem",
                                                                                           "preemptible")
     assert [s.lock_policy("mmap_lock") for s in (old, v30, cur)] == ["rwsem-classic", "rwsem-classic", "rwsem"]
@@ -451,6 +451,45 @@ def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_fir
     assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
     assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
     assert sorted(r["tid"] for r in waits) == [2, 3]
+
+
+def test_the_3_0_mutex_spinners_race_for_the_lock_at_a_ticket_lock_cost():
+    """Three spinners wait on a running owner. Today's mutex (queued spinners) hands over for one line
+    transfer; 3.0's (mutex-classic: unqueued, they all re-read the lock word) for 1 + 0.5·(3 − 1) = 2."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    threads = [Thread(tid=1, pid=1, ops=[Critical(lock, "write", 10_000)])] + [
+        Thread(tid=t, pid=1, ops=[Critical(lock, "write", 1_000)], start_ns=1_000 * t) for t in (2, 3, 4)]
+    costs = replace(Costs.zero(), line_transfer_ns=100)
+
+    def first_handover(policy):
+        res = simulate(Workload(threads, cpus=4), SimConfig(cpus=4, policy=resolve(policy), costs=costs, probe=False))
+        return min(r["ts"] for r in res.tables["sim_lock_holds"].to_pylist() if r["tid"] != 1) - 10_000
+
+    assert first_handover("i_mmap_rwsem=mutex") == 100
+    assert first_handover("i_mmap_rwsem=mutex-classic") == 200
+
+
+def test_the_3_0_mutex_wakes_a_sleeper_at_every_unlock_even_when_a_spinner_takes_the_lock():
+    """T2 sleeps behind T1, which blocks holding the lock. Back on its CPU, T1 unlocks at 6 100 while
+    T3 spins: T3 gets the lock either way. 3.0 also wakes T2, which finds the lock taken and sleeps
+    again without spinning; today's mutex leaves T2 asleep until T3's unlock. T2 gets the lock at
+    the same time in both, after one wake-up more in 3.0."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 3_000)], start_ns=6_050),
+    ]
+    costs = replace(Costs.zero(), wakeup_ns=1_000)
+
+    def run(policy):
+        res = simulate(Workload(threads, cpus=3), SimConfig(cpus=3, policy=resolve(policy), costs=costs, probe=False))
+        holds = {r["tid"]: r["ts"] for r in res.tables["sim_lock_holds"].to_pylist()}
+        return holds, sum(r["next_tid"] == 2 for r in res.tables["sim_sched"].to_pylist())
+
+    today, classic = run("i_mmap_rwsem=mutex"), run("i_mmap_rwsem=mutex-classic")
+    assert today[0][3] == classic[0][3] == 6_100 and today[0][2] == classic[0][2] == 10_100
+    assert (today[1], classic[1]) == (2, 3)
 
 
 def test_a_woken_mutex_waiter_stays_first_in_line_and_a_second_unlock_wakes_no_one_else():

@@ -6,12 +6,13 @@ The named sets follow the kernel history in DESIGN.md §2:
 set        mmap_lock     i_mmap       anon_vma   page_table_lock  mmu_gather
 ========== ============= ============ ========== ================ =========================
 2.6.39     rwsem-classic spinlock     spinlock   spinlock         percpu (preempt-off)
-3.0        rwsem-classic mutex        mutex      spinlock         preemptible
+3.0        rwsem-classic mutex-c.     mutex-c.   spinlock         preemptible
 current    rwsem         rwsem        rwsem      spinlock         preemptible
 ========== ============= ============ ========== ================ =========================
 
 ``rwsem`` is today's (optimistic spinning and lock stealing), ``rwsem-classic``
-the FIFO rwsem-xadd of 2.6.39 and 3.0 (replay/sim/locks.py). ``zone_lock`` and
+the FIFO rwsem-xadd of 2.6.39 and 3.0; ``mutex-c.`` is ``mutex-classic``, 3.0's
+mutex with unqueued spinners, ``mutex`` today's (replay/sim/locks.py). ``zone_lock`` and
 ``runqueue_lock`` are spinlocks in every set. ``other`` (slab, lruvec, a filesystem's mutexes: whatever the lock-class
 rules do not name) mixes sleeping and spinning locks that none of these changes
 touched, so every set replays it with the waits the trace saw; a spinlock model
@@ -30,7 +31,7 @@ from types import MappingProxyType
 from replay.errors import UsageError
 from replay.trace.schema import LOCK_CLASSES
 
-LOCK_POLICIES = ("spinlock", "qspinlock", "mutex", "rwsem", "rwsem-classic", "as-recorded")
+LOCK_POLICIES = ("spinlock", "qspinlock", "mutex", "mutex-classic", "rwsem", "rwsem-classic", "as-recorded")
 GATHER_POLICIES = ("percpu", "preemptible")
 
 
@@ -65,7 +66,7 @@ def _set(name: str, mmap_lock: str, i_mmap: str, anon_vma: str, gather: str) -> 
 
 NAMED_SETS: dict[str, PolicySet] = {
     "2.6.39": _set("2.6.39", "rwsem-classic", "spinlock", "spinlock", "percpu"),
-    "3.0": _set("3.0", "rwsem-classic", "mutex", "mutex", "preemptible"),
+    "3.0": _set("3.0", "rwsem-classic", "mutex-classic", "mutex-classic", "preemptible"),
     "current": _set("current", "rwsem", "rwsem", "rwsem", "preemptible"),
     "as-recorded": PolicySet(
         "as-recorded", MappingProxyType({c: "as-recorded" for c in LOCK_CLASSES}), "preemptible"

@@ -44,7 +44,8 @@ from replay.sim.program import SLEEPING_CLASSES, Program
 from replay.trace.schema import LOCK_CLASSES
 
 SOURCE = Path(__file__).with_name("engine.c")
-LOCK_KINDS = {"spinlock": 0, "qspinlock": 0, "mutex": 1, "rwsem": 2, "as-recorded": 3, "rwsem-classic": 4}
+LOCK_KINDS = {"spinlock": 0, "qspinlock": 0, "mutex": 1, "rwsem": 2, "as-recorded": 3, "rwsem-classic": 4,
+              "mutex-classic": 5}
 REPORT_EVERY = 1 << 16
 
 _I64 = ctypes.c_int64
@@ -155,9 +156,9 @@ class CEngine:
                             dtype=np.int64)
         state = rng.getstate()[1]
         c = costs
-        handoff = {"mutex": c.mutex_handoff_after_ns, "rwsem": c.rwsem_handoff_after_ns,
-                   "rwsem-classic": c.rwsem_handoff_after_ns}
-        per_waiter = {"spinlock": c.ticket_handoff_per_waiter}
+        handoff = {"mutex": c.mutex_handoff_after_ns, "mutex-classic": c.mutex_handoff_after_ns,
+                   "rwsem": c.rwsem_handoff_after_ns, "rwsem-classic": c.rwsem_handoff_after_ns}
+        per_waiter = {"spinlock": c.ticket_handoff_per_waiter, "mutex-classic": c.ticket_handoff_per_waiter}
         locks = program.locks
         mm_ids: dict[int, int] = {}  # only equality matters (shootdown targets); mm addresses exceed int64
         self._arrays = arrays = {  # kept alive as long as the engine reads them

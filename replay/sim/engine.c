@@ -26,7 +26,7 @@ enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPO
 enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
 enum { E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PWAKE, E_PEND };
 /* lock kinds (a qspinlock is a spinlock with per_waiter 0) */
-enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC };
+enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC, L_MUTEX_CLASSIC };
 #define MAX_READERS_WAKEUP 256
 #define IDLE_TID (-1)
 #define PROBE_TID (-2)
@@ -618,13 +618,15 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		spin(e, th, now, 1);
 		return 0;
 	case L_MUTEX:
+	case L_MUTEX_CLASSIC:
 		if (lk->woken == th->idx)
 			lk->woken = -1;
 		if (lk->owner < 0) {
 			lk->owner = th->idx;
 			return 1;
 		}
-		if (e->th[lk->owner].oncpu && !need_resched(e, th, now)) {
+		if (e->th[lk->owner].oncpu && !(lk->kind == L_MUTEX_CLASSIC && th->retrying) &&
+		    !need_resched(e, th, now)) {
 			if (dq_push(&lk->q, th->idx))
 				e->err = ERR_NOMEM;
 			spin(e, th, now, 0);
@@ -702,6 +704,23 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		grant_spin(e, th, nxt, now, 1, 1 + lk->per_waiter * (k - 1));
 		return;
 	}
+	case L_MUTEX_CLASSIC: {
+		Deque *sl = &lk->sleepers, *sp = &lk->q;
+		if (sp->n) { /* they all race for the lock word; one wins */
+			int k = sp->n;
+			Thread *nxt = &e->th[dq_pop(sp)];
+			lk->owner = nxt->idx;
+			grant_spin(e, th, nxt, now, 1, 1 + lk->per_waiter * (k - 1));
+		} else {
+			lk->owner = -1;
+		}
+		if (sl->n && lk->woken < 0) {
+			Thread *nxt = &e->th[dq_pop(sl)];
+			lk->woken = nxt->idx;
+			wake_retry(e, nxt, now);
+		}
+		return;
+	}
 	case L_MUTEX: {
 		Deque *sl = &lk->sleepers, *sp = &lk->q;
 		if (sl->n && lk->woken < 0 && now - e->th[dq_front(sl)].wait_start >= lk->handoff_after) {
@@ -776,7 +795,7 @@ static void lock_owner_off_cpu(Engine *e, int lid, Thread *th, i64 now)
 	Lock *lk = &e->locks[lid];
 	if (lk->owner != th->idx || !lk->q.n)
 		return;
-	if (lk->kind == L_MUTEX)
+	if (lk->kind == L_MUTEX || lk->kind == L_MUTEX_CLASSIC)
 		mutex_spinners_sleep(e, lk, now);
 	else if (lk->kind == L_RWSEM || lk->kind == L_RWSEM_CLASSIC)
 		rwsem_spinners_sleep(e, lk, now);
@@ -784,7 +803,8 @@ static void lock_owner_off_cpu(Engine *e, int lid, Thread *th, i64 now)
 
 static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 {
-	if ((lk->kind != L_MUTEX && lk->kind != L_RWSEM) || dq_remove(&lk->q, th->idx)) {
+	if ((lk->kind != L_MUTEX && lk->kind != L_MUTEX_CLASSIC && lk->kind != L_RWSEM) ||
+	    dq_remove(&lk->q, th->idx)) {
 		e->err = ERR_ASSERT;
 		e->errmsg = "a waiter that cannot abort its spin was asked to";
 		return;

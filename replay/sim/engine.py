@@ -176,6 +176,9 @@ class Engine:
                 lk = SpinLock(self, 0.0)
             elif info.policy == "mutex":
                 lk = Mutex(self, costs.mutex_handoff_after_ns)
+            elif info.policy == "mutex-classic":
+                lk = Mutex(self, costs.mutex_handoff_after_ns, unqueued=True,
+                           per_waiter=costs.ticket_handoff_per_waiter)
             elif info.policy == "rwsem":
                 lk = RWSem(self, costs.rwsem_handoff_after_ns)
             elif info.policy == "rwsem-classic":

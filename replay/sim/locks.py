@@ -70,13 +70,21 @@ class Mutex:
     it frees the lock and wakes the first sleeper, which retries when it runs: a running task
     may take the lock first, and the woken waiter, having lost, stays first in line
     (__mutex_unlock_slowpath). Only a first sleeper that has waited ``handoff_after`` ns is
-    handed the lock directly (MUTEX_FLAG_HANDOFF)."""
+    handed the lock directly (MUTEX_FLAG_HANDOFF).
+
+    ``unqueued`` (``mutex-classic``, 3.0–3.9): the spinners were not queued (MCS queueing
+    came in 3.10): at unlock they all re-read the lock word and race for it, so the hand-off
+    to one of them costs a line transfer times ``1 + per_waiter·(k−1)`` for k spinners, like
+    the ticket spinlock's; an unlock with sleepers wakes the first one even when a spinner
+    takes the lock (__mutex_unlock_common_slowpath ran whenever the count said "waiters"),
+    and a woken waiter that finds the lock taken sleeps again without spinning (its wait
+    loop only retries the lock word); there is no hand-off to a long waiter."""
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after")
+    __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after", "unqueued", "per_waiter")
 
-    def __init__(self, eng: Engine, handoff_after_ns: int):
+    def __init__(self, eng: Engine, handoff_after_ns: int, unqueued: bool = False, per_waiter: float = 0.0):
         self.eng = eng
         self.owner: SimThread | None = None
         self.spinners: deque[SimThread] = deque()
@@ -84,6 +92,8 @@ class Mutex:
         #: the first waiter, woken by an unlock and not yet back: it is still first in line
         self.woken: SimThread | None = None
         self.handoff_after = handoff_after_ns
+        self.unqueued = unqueued
+        self.per_waiter = per_waiter
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
         if self.woken is th:
@@ -92,7 +102,7 @@ class Mutex:
         if owner is None:
             self.owner = th
             return True
-        if owner.oncpu and not self.eng.need_resched(th, now):
+        if owner.oncpu and not (self.unqueued and th.retrying) and not self.eng.need_resched(th, now):
             self.spinners.append(th)
             self.eng.spin(th, now, False)
         else:
@@ -108,6 +118,18 @@ class Mutex:
 
     def release(self, th: SimThread, now: int, write: bool) -> None:
         sleepers, spinners = self.sleepers, self.spinners
+        if self.unqueued:
+            if spinners:  # they all race for the lock word; one wins
+                k = len(spinners)
+                nxt = spinners.popleft()
+                self.owner = nxt
+                self.eng.grant_spin(th, nxt, now, 1 + self.per_waiter * (k - 1))
+            else:
+                self.owner = None
+            if sleepers and self.woken is None:
+                self.woken = nxt = sleepers.popleft()
+                self.eng.wake_retry(nxt, now)
+            return
         if sleepers and self.woken is None and now - sleepers[0].wait_start >= self.handoff_after:
             nxt = sleepers.popleft()
             self.owner = nxt

@@ -42,7 +42,7 @@ NAMES = ("user", "kern", "block", "until", "acquire", "release", "span", "span-e
          "flush", "resched-point", "gather-end", "end")
 
 #: lock policies whose waiters sleep (an acquire is a might_sleep() point)
-SLEEPING_POLICIES = frozenset({"mutex", "rwsem", "rwsem-classic"})
+SLEEPING_POLICIES = frozenset({"mutex", "mutex-classic", "rwsem", "rwsem-classic"})
 #: lock classes that sleep in today's kernel: as-recorded waits on them are off-CPU.
 SLEEPING_CLASSES = frozenset({"mmap_lock", "i_mmap_rwsem", "anon_vma"})
 
