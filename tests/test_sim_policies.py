@@ -170,11 +170,30 @@ def test_rwsem_readers_share_and_a_sleeping_writer_blocks_new_readers():
     assert holds[5]["ts"] >= holds[3]["ts"] + holds[3]["dur"]  # the late reader queues behind the sleeping writer
 
 
-def _holds(threads, policy, cpus=4):
+def _replay(threads, policy, cpus=4):
+    """Tables of a replay on zero costs but a 1 µs wake-up, without the probe."""
     costs = replace(Costs.zero(), wakeup_ns=1_000)
-    res = simulate(Workload(threads, cpus=cpus), SimConfig(cpus=cpus, policy=resolve(policy), costs=costs,
-                                                           probe=False))
-    return {r["tid"]: (r["ts"], r["wait"]) for r in res.tables["sim_lock_holds"].to_pylist()}
+    return simulate(Workload(threads, cpus=cpus), SimConfig(cpus=cpus, policy=resolve(policy), costs=costs,
+                                                            probe=False)).tables
+
+
+def _holds(threads, policy, cpus=4):
+    """tid -> (acquired, wait) of its first hold."""
+    return {r["tid"]: (r["ts"], r["wait"]) for r in _replay(threads, policy, cpus)["sim_lock_holds"].to_pylist()}
+
+
+def _waits(threads, policy, cpus=4):
+    """tid -> (wait, spun, slept) of its contended acquisition."""
+    return {r["tid"]: (r["dur"], r["spun_ns"], r["slept"])
+            for r in _replay(threads, policy, cpus)["sim_lock_waits"].to_pylist()}
+
+
+def _behind_a_blocked_writer(lock, *waiters):
+    """T1 takes ``lock`` for write and blocks 5 µs holding it; T2, T3, ... try it at 1 000, 2 000, ...
+    with (mode, hold ns) each."""
+    return [Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))])] + [
+        Thread(tid=i + 2, pid=1, ops=[Critical(lock, mode, hold)], start_ns=1_000 * (i + 1))
+        for i, (mode, hold) in enumerate(waiters)]
 
 
 def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_classic_rwsem():
@@ -184,11 +203,8 @@ def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_c
     reader and takes it when T3 leaves (9 200). The classic rwsem grants T2 the lock at the unlock,
     and T3 queues behind it."""
     lock = LockRef("mmap_lock", 1)
-    threads = [
-        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
-        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
-        Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200),
-    ]
+    threads = [*_behind_a_blocked_writer(lock, ("write", 100)),
+               Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200)]
     today = _holds(threads, "mmap_lock=rwsem")
     assert today[3] == (6_200, 0) and today[2] == (9_200, 8_200)
     classic = _holds(threads, "mmap_lock=rwsem-classic")
@@ -199,24 +215,11 @@ def test_a_release_to_readers_wakes_every_queued_reader_today_but_only_the_leadi
     """Behind writer T1 (off its CPU) wait reader T2, writer T3 and reader T4, in that order. Today
     T1's unlock wakes both readers past the writer (rwsem_mark_wake since 5.3); the classic rwsem
     wakes T2 only, then grants T3, then T4."""
-    lock = LockRef("mmap_lock", 1)
-    threads = [
-        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
-        Thread(tid=2, pid=1, ops=[Critical(lock, "read", 100)], start_ns=1_000),
-        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 100)], start_ns=2_000),
-        Thread(tid=4, pid=1, ops=[Critical(lock, "read", 100)], start_ns=3_000),
-    ]
+    threads = _behind_a_blocked_writer(LockRef("mmap_lock", 1), ("read", 100), ("write", 100), ("read", 100))
     today = _holds(threads, "mmap_lock=rwsem")
     assert today[2][0] == today[4][0] == 7_100 and today[3][0] == 8_200
     classic = _holds(threads, "mmap_lock=rwsem-classic")
     assert [classic[t][0] for t in (2, 3, 4)] == [7_100, 8_200, 9_300]
-
-
-def _waits(threads, policy, cpus=4):
-    costs = replace(Costs.zero(), wakeup_ns=1_000)
-    res = simulate(Workload(threads, cpus=cpus), SimConfig(cpus=cpus, policy=resolve(policy), costs=costs,
-                                                           probe=False))
-    return {r["tid"]: (r["dur"], r["spun_ns"], r["slept"]) for r in res.tables["sim_lock_waits"].to_pylist()}
 
 
 def test_a_writer_spins_on_readers_for_ten_microseconds_and_then_sleeps_without_stopping_new_readers():

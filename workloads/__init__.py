@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from replay.cachedir import cache_dir as shared_cache_dir
 from replay.errors import MmreplayError, UsageError
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -208,19 +209,8 @@ def describe(name: str) -> str:
 
 def cache_dir() -> Path:
     """Where built programs go: $MMREPLAY_WORKLOAD_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/workloads,
-    else /var/tmp/mmreplay-workloads when the home cache is not writable."""
-    explicit = os.environ.get("MMREPLAY_WORKLOAD_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidate = Path(base) / "mmreplay" / "workloads"
-    try:
-        candidate.mkdir(parents=True, exist_ok=True)
-        if os.access(candidate, os.W_OK):
-            return candidate
-    except OSError:
-        pass
-    return Path("/var/tmp/mmreplay-workloads")
+    else a per-user temporary directory when the home cache is not writable (replay.cachedir)."""
+    return shared_cache_dir("workloads", "MMREPLAY_WORKLOAD_CACHE")
 
 
 def compiler() -> str:

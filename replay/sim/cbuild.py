@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from replay.cachedir import cache_dir as shared_cache_dir
 from replay.errors import MmreplayError
 
 
@@ -29,19 +30,10 @@ class EngineUnavailable(MmreplayError):
 
 def cache_dir() -> Path:
     """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
-    explicit = os.environ.get("MMREPLAY_ENGINE_CACHE")
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    fallback = Path(tempfile.gettempdir()) / f"mmreplay-engine-{os.getuid()}"
-    candidates = (Path(explicit),) if explicit else (Path(base) / "mmreplay" / "engine", fallback)
-    for candidate in candidates:
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            if os.access(candidate, os.W_OK):
-                return candidate
-        except OSError:
-            continue
-    raise EngineUnavailable(f"no writable cache directory for the compiled simulator ({candidates[0]}; "
-                            "set MMREPLAY_ENGINE_CACHE)")
+    try:
+        return shared_cache_dir("engine", "MMREPLAY_ENGINE_CACHE")
+    except MmreplayError as e:
+        raise EngineUnavailable(str(e)) from None
 
 
 def compiler() -> list[str]:
