@@ -175,13 +175,13 @@ typedef struct {
 	i64 poff_start;
 	int poff_cause, poff_class;
 	Held *held;
-	int nheld, capheld;
+	i64 nheld, capheld;
 	i64 wait_start, spin_start, spins, spun;
 	int slept, granted, retrying;
 	i64 recorded_wait;
 	int waiting_lock; /* -1: none */
 	SpanRec *spans;
-	int nspans, capspans;
+	i64 nspans, capspans;
 	i64 g_pending, g_cap, g_pt;
 	int g_full, g_broken;
 	double g_free;
@@ -271,18 +271,27 @@ static i64 exp_jitter(Engine *e) /* round(rng.expovariate(1.0 / wake_jitter_ns))
 
 /* ------------------------------------------------------------------ heap and logs */
 
+/* Room for element n of the array *v of *cap elements of ``size`` bytes (doubling, from ``first``);
+ * -1 with e->err set when memory runs out. */
+static int reserve(Engine *e, void **v, i64 n, i64 *cap, size_t size, i64 first)
+{
+	if (n < *cap)
+		return 0;
+	i64 c = *cap ? *cap * 2 : first;
+	void *p = realloc(*v, size * c);
+	if (!p) {
+		e->err = ERR_NOMEM;
+		return -1;
+	}
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
 static int push(Engine *e, i64 t, int ev, int x, i64 g)
 {
-	if (e->nheap == e->capheap) {
-		i64 cap = e->capheap ? e->capheap * 2 : 1024;
-		Event *h = realloc(e->heap, sizeof(Event) * cap);
-		if (!h) {
-			e->err = ERR_NOMEM;
-			return -1;
-		}
-		e->heap = h;
-		e->capheap = cap;
-	}
+	if (reserve(e, (void **)&e->heap, e->nheap, &e->capheap, sizeof(Event), 1024))
+		return -1;
 	Event ne = {t, ++e->seq, g, ev, x};
 	i64 i = e->nheap++;
 	Event *h = e->heap;
@@ -328,16 +337,8 @@ static Event pop(Engine *e)
 static i64 *log_row(Engine *e, int k)
 {
 	Log *l = &e->logs[k];
-	if (l->n == l->cap) {
-		i64 cap = l->cap ? l->cap * 2 : 1024;
-		i64 *v = realloc(l->v, sizeof(i64) * l->w * cap);
-		if (!v) {
-			e->err = ERR_NOMEM;
-			return NULL;
-		}
-		l->v = v;
-		l->cap = cap;
-	}
+	if (reserve(e, (void **)&l->v, l->n, &l->cap, sizeof(i64) * l->w, 1024))
+		return NULL;
 	return l->v + l->w * l->n++;
 }
 
@@ -605,6 +606,16 @@ static void rwsem_wake_readers(Engine *e, Lock *lk, i64 now)
 	(void)kept;
 }
 
+/* Mutex._wake_first: wake the first sleeper to retry, unless one is already on its way */
+static void mutex_wake_first(Engine *e, Lock *lk, i64 now)
+{
+	if (lk->sleepers.n && lk->woken < 0) {
+		Thread *nxt = &e->th[dq_pop(&lk->sleepers)];
+		lk->woken = nxt->idx;
+		wake_retry(e, nxt, now);
+	}
+}
+
 static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 {
 	switch (lk->kind) {
@@ -705,20 +716,15 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		return;
 	}
 	case L_MUTEX_CLASSIC: {
-		Deque *sl = &lk->sleepers, *sp = &lk->q;
-		if (sp->n) { /* they all race for the lock word; one wins */
-			int k = sp->n;
-			Thread *nxt = &e->th[dq_pop(sp)];
+		if (lk->q.n) { /* they all race for the lock word; one wins */
+			int k = lk->q.n;
+			Thread *nxt = &e->th[dq_pop(&lk->q)];
 			lk->owner = nxt->idx;
 			grant_spin(e, th, nxt, now, 1, 1 + lk->per_waiter * (k - 1));
 		} else {
 			lk->owner = -1;
 		}
-		if (sl->n && lk->woken < 0) {
-			Thread *nxt = &e->th[dq_pop(sl)];
-			lk->woken = nxt->idx;
-			wake_retry(e, nxt, now);
-		}
+		mutex_wake_first(e, lk, now);
 		return;
 	}
 	case L_MUTEX: {
@@ -734,11 +740,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			grant_spin(e, th, nxt, now, 0, 0);
 		} else {
 			lk->owner = -1;
-			if (sl->n && lk->woken < 0) {
-				Thread *nxt = &e->th[dq_pop(sl)];
-				lk->woken = nxt->idx;
-				wake_retry(e, nxt, now);
-			}
+			mutex_wake_first(e, lk, now);
 		}
 		return;
 	}
@@ -1004,16 +1006,8 @@ static void preempt(Engine *e, Thread *th, i64 now)
 
 static int held_push(Engine *e, Thread *th, int lid, i64 t, i64 wait, int derived)
 {
-	if (th->nheld == th->capheld) {
-		int cap = th->capheld ? th->capheld * 2 : 4;
-		Held *h = realloc(th->held, sizeof(Held) * cap);
-		if (!h) {
-			e->err = ERR_NOMEM;
-			return -1;
-		}
-		th->held = h;
-		th->capheld = cap;
-	}
+	if (reserve(e, (void **)&th->held, th->nheld, &th->capheld, sizeof(Held), 4))
+		return -1;
 	Held *h = &th->held[th->nheld];
 	h->lid = lid;
 	h->t = t;
@@ -1285,16 +1279,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					break;
 				}
 			} else if (op == SPAN_B) {
-				if (th->nspans == th->capspans) {
-					int cap = th->capspans ? th->capspans * 2 : 4;
-					SpanRec *s = realloc(th->spans, sizeof(SpanRec) * cap);
-					if (!s) {
-						e->err = ERR_NOMEM;
-						return e->err;
-					}
-					th->spans = s;
-					th->capspans = cap;
-				}
+				if (reserve(e, (void **)&th->spans, th->nspans, &th->capspans, sizeof(SpanRec), 4))
+					return e->err;
 				th->spans[th->nspans].start = now;
 				th->spans[th->nspans].cpu = c;
 				th->nspans++;

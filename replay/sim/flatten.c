@@ -26,18 +26,29 @@ typedef struct {
 	Py_ssize_t n, cap;
 } U8s;
 
+/* Room for ``need`` elements in the array *v of *cap elements of ``size`` bytes (doubling, from
+ * ``first``); -1 with MemoryError set when memory runs out. */
+static int reserve(void **v, Py_ssize_t need, Py_ssize_t *cap, size_t size, Py_ssize_t first)
+{
+	if (need <= *cap)
+		return 0;
+	Py_ssize_t c = *cap ? *cap : first;
+	while (c < need)
+		c *= 2;
+	void *p = PyMem_Realloc(*v, size * c);
+	if (!p) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
 static int i64s_put(I64s *b, int64_t a0, int64_t a1, int64_t a2, int64_t a3, int64_t a4)
 {
-	if (b->n + WIDTH > b->cap) {
-		Py_ssize_t cap = b->cap ? b->cap * 2 : 1 << 16;
-		int64_t *v = PyMem_Realloc(b->v, sizeof(int64_t) * cap);
-		if (!v) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		b->v = v;
-		b->cap = cap;
-	}
+	if (reserve((void **)&b->v, b->n + WIDTH, &b->cap, sizeof(int64_t), 1 << 16))
+		return -1;
 	int64_t *r = b->v + b->n;
 	r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3; r[4] = a4;
 	b->n += WIDTH;
@@ -46,16 +57,8 @@ static int i64s_put(I64s *b, int64_t a0, int64_t a1, int64_t a2, int64_t a3, int
 
 static int u8s_put(U8s *b, int x)
 {
-	if (b->n == b->cap) {
-		Py_ssize_t cap = b->cap ? b->cap * 2 : 1 << 14;
-		uint8_t *v = PyMem_Realloc(b->v, cap);
-		if (!v) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		b->v = v;
-		b->cap = cap;
-	}
+	if (reserve((void **)&b->v, b->n + 1, &b->cap, 1, 1 << 14))
+		return -1;
 	b->v[b->n++] = (uint8_t)(x != 0);
 	return 0;
 }
@@ -75,17 +78,21 @@ typedef struct {
 
 static Entry *stack_push(Stack *s)
 {
-	if (s->n == s->cap) {
-		Py_ssize_t cap = s->cap ? s->cap * 2 : 64;
-		Entry *v = PyMem_Realloc(s->v, sizeof(Entry) * cap);
-		if (!v) {
-			PyErr_NoMemory();
-			return NULL;
-		}
-		s->v = v;
-		s->cap = cap;
-	}
+	if (reserve((void **)&s->v, s->n + 1, &s->cap, sizeof(Entry), 64))
+		return NULL;
 	return &s->v[s->n++];
+}
+
+/* Push the instruction that closes a scope (a Critical's release, a Span's end) */
+static int push_close(Stack *s, int64_t op, int64_t a, int64_t b)
+{
+	Entry *c = stack_push(s);
+	if (!c)
+		return -1;
+	c->kind = S_CLOSE;
+	c->op = NULL;
+	c->ins[0] = op; c->ins[1] = a; c->ins[2] = b; c->ins[3] = 0; c->ins[4] = 0;
+	return 0;
 }
 
 #define LOCK_CACHE 256
@@ -124,24 +131,14 @@ static PyObject *attr(PyObject *o, PyObject *name)
 	return PyObject_GetAttr(o, name);
 }
 
-/* attribute as int64; -1 with an exception set on failure (check PyErr_Occurred) */
-static int64_t attr_i64(PyObject *o, PyObject *name)
+/* o.name as int64 (``none_is_zero``: None gives 0, as ``o.name or 0``); -1 with an exception set on
+ * failure (check PyErr_Occurred) */
+static int64_t attr_i64(PyObject *o, PyObject *name, int none_is_zero)
 {
 	PyObject *v = attr(o, name);
 	if (!v)
 		return -1;
-	int64_t x = PyLong_AsLongLong(v);
-	Py_DECREF(v);
-	return x;
-}
-
-/* ``op.recorded_wait_ns or 0`` and friends: None and 0 give 0 */
-static int64_t attr_i64_or0(PyObject *o, PyObject *name)
-{
-	PyObject *v = attr(o, name);
-	if (!v)
-		return -1;
-	int64_t x = v == Py_None ? 0 : PyLong_AsLongLong(v);
+	int64_t x = none_is_zero && v == Py_None ? 0 : PyLong_AsLongLong(v);
 	Py_DECREF(v);
 	return x;
 }
@@ -247,15 +244,28 @@ static int mode_write(PyObject *op, PyObject *tid)
 	return w;
 }
 
-/* an op's body, a tuple or list (a new reference to the same object; the reference to body is stolen) */
-static PyObject *body_items(PyObject *body, PyObject *tid)
+/* Push an op's body (a tuple or list; the reference to it is stolen) to visit in order. Its items
+ * are borrowed: the op holds the body, and the workload the op, for the whole walk. */
+static int push_body(Stack *s, PyObject *body, PyObject *tid)
 {
 	if (!PyTuple_Check(body) && !PyList_Check(body)) {
 		PyErr_Format(PyExc_TypeError, "thread %S: an op body must be a tuple, not %R", tid, body);
 		Py_DECREF(body);
-		return NULL;
+		return -1;
 	}
-	return body;
+	Py_ssize_t n = PySequence_Fast_GET_SIZE(body);
+	PyObject **items = PySequence_Fast_ITEMS(body);
+	for (Py_ssize_t k = n - 1; k >= 0; k--) {
+		Entry *b = stack_push(s);
+		if (!b) {
+			Py_DECREF(body);
+			return -1;
+		}
+		b->kind = S_OP;
+		b->op = items[k];
+	}
+	Py_DECREF(body);
+	return 0;
 }
 
 #define CHECK(x) do { if ((x) < 0) goto fail; } while (0)
@@ -318,7 +328,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				}
 			}
 			if (type == w->think) {
-				int64_t ns = attr_i64(op, s_ns);
+				int64_t ns = attr_i64(op, s_ns, 0);
 				CHECK_I64(ns);
 				if (ns > 0) {
 					ns = scaled(w, ns);
@@ -327,7 +337,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 					CHECK(u8s_put(&w->pts, user || w->full));
 				}
 			} else if (type == w->block) {
-				int64_t ns = attr_i64(op, s_ns);
+				int64_t ns = attr_i64(op, s_ns, 0);
 				CHECK_I64(ns);
 				CHECK(i64s_put(&w->code, BLOCK, ns, 0, 0, 0));
 				CHECK(u8s_put(&w->pts, 1));
@@ -344,11 +354,11 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				int sl = sleeping(w, lid);
 				CHECK(sl);
 				int acq_point = user || w->full || (w->voluntary && sl);
-				rw = attr_i64_or0(op, s_recorded_wait_ns);
+				rw = attr_i64(op, s_recorded_wait_ns, 1);
 				CHECK_I64(rw);
 				int derived = attr_true(op, s_derived);
 				CHECK(derived);
-				hold = attr_i64(op, s_hold_ns);
+				hold = attr_i64(op, s_hold_ns, 0);
 				CHECK_I64(hold);
 				PyObject *body = attr(op, s_body);
 				if (!body)
@@ -375,14 +385,10 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK(i64s_put(&w->code, ACQ, lid, write, rw, derived));
 				CHECK(u8s_put(&w->pts, acq_point));
 				depth++;
-				Entry *c = stack_push(stack);
-				if (!c) {
+				if (push_close(stack, REL, lid, write) < 0) {
 					Py_DECREF(body);
 					goto fail;
 				}
-				c->kind = S_CLOSE;
-				c->op = NULL;
-				c->ins[0] = REL; c->ins[1] = lid; c->ins[2] = write; c->ins[3] = 0; c->ins[4] = 0;
 				if (hold > 0) {
 					Entry *h = stack_push(stack);
 					if (!h) {
@@ -393,22 +399,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 					h->op = NULL;
 					h->ins[1] = hold;
 				}
-				PyObject *bseq = body_items(body, tid);
-				if (!bseq)
-					goto fail;
-				/* bseq is the op's own tuple or list: its items outlive the walk */
-				Py_ssize_t nb = PySequence_Fast_GET_SIZE(bseq);
-				PyObject **bi = PySequence_Fast_ITEMS(bseq);
-				for (Py_ssize_t k = nb - 1; k >= 0; k--) {
-					Entry *b = stack_push(stack);
-					if (!b) {
-						Py_DECREF(bseq);
-						goto fail;
-					}
-					b->kind = S_OP;
-					b->op = bi[k];
-				}
-				Py_DECREF(bseq);
+				CHECK(push_body(stack, body, tid));
 			} else if (type == w->span) {
 				PyObject *kind = attr(op, s_kind);
 				if (!kind)
@@ -427,30 +418,11 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK(i64s_put(&w->code, SPAN_B, k, 0, 0, 0));
 				CHECK(u8s_put(&w->pts, user || w->full));
 				depth++;
-				Entry *c = stack_push(stack);
-				if (!c)
-					goto fail;
-				c->kind = S_CLOSE;
-				c->op = NULL;
-				c->ins[0] = SPAN_E; c->ins[1] = k; c->ins[2] = 0; c->ins[3] = 0; c->ins[4] = 0;
+				CHECK(push_close(stack, SPAN_E, k, 0));
 				PyObject *body = attr(op, s_body);
 				if (!body)
 					goto fail;
-				PyObject *bseq = body_items(body, tid);
-				if (!bseq)
-					goto fail;
-				Py_ssize_t nb = PySequence_Fast_GET_SIZE(bseq);
-				PyObject **bi = PySequence_Fast_ITEMS(bseq);
-				for (Py_ssize_t j = nb - 1; j >= 0; j--) {
-					Entry *b = stack_push(stack);
-					if (!b) {
-						Py_DECREF(bseq);
-						goto fail;
-					}
-					b->kind = S_OP;
-					b->op = bi[j];
-				}
-				Py_DECREF(bseq);
+				CHECK(push_body(stack, body, tid));
 			} else { /* Gather: expanded in Python (Flattener.gather) */
 				PyObject *r = PyObject_CallMethodObjArgs(w->flattener, s_gather, op,
 									 user ? Py_True : Py_False, NULL);

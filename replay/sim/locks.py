@@ -126,9 +126,7 @@ class Mutex:
                 self.eng.grant_spin(th, nxt, now, 1 + self.per_waiter * (k - 1))
             else:
                 self.owner = None
-            if sleepers and self.woken is None:
-                self.woken = nxt = sleepers.popleft()
-                self.eng.wake_retry(nxt, now)
+            self._wake_first(now)
             return
         if sleepers and self.woken is None and now - sleepers[0].wait_start >= self.handoff_after:
             nxt = sleepers.popleft()
@@ -141,9 +139,13 @@ class Mutex:
             self.eng.grant_spin(th, nxt, now)
         else:
             self.owner = None
-            if sleepers and self.woken is None:
-                self.woken = nxt = sleepers.popleft()
-                self.eng.wake_retry(nxt, now)
+            self._wake_first(now)
+
+    def _wake_first(self, now: int) -> None:
+        """Wake the first sleeper to retry, unless one is already on its way."""
+        if self.sleepers and self.woken is None:
+            self.woken = nxt = self.sleepers.popleft()
+            self.eng.wake_retry(nxt, now)
 
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
