@@ -1071,16 +1071,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				dispatch(e, e->idle[--e->nidle], th, now, IDLE_TID, p->r_dispatch);
 				continue;
 			}
-			int c = e->idle[--e->nidle];
-			log_sched(e, now, c, IDLE_TID, th->tid, p->r_dispatch, 0);
-			e->cur[c] = th->idx;
-			th->cpu = c;
-			th->oncpu = 1;
-			th->state = RUN;
-			th->slice_start = now;
-			if (th->pcount > 0)
-				th->poff_start = now;
-			e->s.switches++;
+			/* nothing to wait for: run it now (engine.py inlines this; runnable_at is now) */
+			bind(e, e->idle[--e->nidle], th, now, IDLE_TID, p->r_dispatch);
 			th->seg_over = 0;
 			th->seg_work = 0;
 			completed = 0;
