@@ -248,3 +248,15 @@ def test_both_engines_agree_on_writers_spinning_on_readers(seed):
     assert_identical(py, c)
     waits = c.tables["sim_lock_waits"].to_pylist()
     assert any(r["mode"] == "write" and r["spun_ns"] > 0 and r["slept"] for r in waits)
+
+
+@needs_c
+def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
+    monkeypatch.setattr(cengine, "_lib", None)
+    monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
+    lib = cengine.library_path()
+    lib.write_bytes(lib.read_bytes()[:100])  # a copy cut short
+    w = _one_lock_workload()
+    cfg = SimConfig(cpus=2, policy=resolve("current"), probe=False)
+    assert simulate(w, replace(cfg, engine="c")).metrics == simulate(w, replace(cfg, engine="python")).metrics
+    assert lib.stat().st_size > 1000

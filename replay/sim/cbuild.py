@@ -17,8 +17,9 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from replay.cachedir import cache_dir as shared_cache_dir
 from replay.errors import MmreplayError
@@ -78,3 +79,25 @@ def build(source: Path, cflags: Sequence[str], libs: Sequence[str] = (), suffix:
         raise EngineUnavailable(f"building {source.name} failed: {' '.join(cmd)}: {first}")
     os.replace(tmp, lib)  # concurrent builders each rename a complete file
     return lib
+
+
+T = TypeVar("T")
+
+
+def build_and_open(source: Path, cflags: Sequence[str], open_: Callable[[Path], T], libs: Sequence[str] = (),
+                   suffix: str = ".so") -> T:
+    """``open_`` of the shared object built from ``source``. A cached file that does not open (cut
+    short by a full disk or a killed copy) is built again, once; EngineUnavailable if that fails too."""
+    path = build(source, cflags, libs, suffix)
+    try:
+        return open_(path)
+    except (OSError, ImportError):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    path = build(source, cflags, libs, suffix)
+    try:
+        return open_(path)
+    except (OSError, ImportError) as e:
+        raise EngineUnavailable(f"loading {path} failed: {e}") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from replay.errors import MmreplayError
-from replay.sim.cbuild import EngineUnavailable, build
+from replay.sim.cbuild import EngineUnavailable, build, build_and_open
 from replay.sim.costs import Costs
 from replay.sim.engine import (
     DONE,
@@ -89,9 +89,12 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, _I64) for name in STATS]
 
 
+CFLAGS = ("-O2", "-std=c11", "-fno-strict-aliasing")
+
+
 def library_path() -> Path:
     """Build engine.c if its library is not cached yet; return the library."""
-    return build(SOURCE, ("-O2", "-std=c11", "-fno-strict-aliasing"), ("-lm",))
+    return build(SOURCE, CFLAGS, ("-lm",))
 
 
 _lib: ctypes.CDLL | None = None
@@ -101,10 +104,7 @@ def load() -> ctypes.CDLL:
     """The C engine's library, built if needed (EngineUnavailable if it cannot be)."""
     global _lib
     if _lib is None:
-        try:
-            lib = ctypes.CDLL(str(library_path()))
-        except OSError as e:
-            raise EngineUnavailable(f"loading the C engine failed: {e}") from None
+        lib = build_and_open(SOURCE, CFLAGS, lambda path: ctypes.CDLL(str(path)), ("-lm",))
         lib.mmr_engine_new.restype = ctypes.c_void_p
         lib.mmr_engine_new.argtypes = [ctypes.POINTER(Params)]
         lib.mmr_engine_run.restype = ctypes.c_int

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import numpy as np
 
-from replay.sim.cbuild import EngineUnavailable, build
+from replay.sim.cbuild import EngineUnavailable, build_and_open
 from replay.sim.ops import Block, Critical, Gather, Span, Think, Thread
 
 SOURCE = Path(__file__).with_name("flatten.c")
@@ -33,18 +33,19 @@ def load() -> ModuleType:
             raise EngineUnavailable(f"no Python.h under {include!r} to build the compiled flattening "
                                     "(install the python3-dev package)")
         suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
-        path = build(SOURCE, ("-O2", f"-I{include}"), suffix=suffix)
-        loader = importlib.machinery.ExtensionFileLoader("_mmr_flatten", str(path))
-        spec = importlib.util.spec_from_file_location("_mmr_flatten", path, loader=loader)
-        if spec is None:
-            raise EngineUnavailable(f"cannot load {path}")
-        try:
-            module = importlib.util.module_from_spec(spec)
-            loader.exec_module(module)
-        except ImportError as e:
-            raise EngineUnavailable(f"loading the compiled flattening failed: {e}") from None
-        _module = module
+        _module = build_and_open(SOURCE, ("-O2", f"-I{include}"), _import, suffix=suffix)
     return _module
+
+
+def _import(path: Path) -> ModuleType:
+    """The extension module in ``path`` (ImportError if it does not load)."""
+    loader = importlib.machinery.ExtensionFileLoader("_mmr_flatten", str(path))
+    spec = importlib.util.spec_from_file_location("_mmr_flatten", path, loader=loader)
+    if spec is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def walk(flattener, threads: list[Thread]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
