@@ -260,3 +260,19 @@ def test_a_damaged_cached_library_is_built_again(monkeypatch, tmp_path):
     cfg = SimConfig(cpus=2, policy=resolve("current"), probe=False)
     assert simulate(w, replace(cfg, engine="c")).metrics == simulate(w, replace(cfg, engine="python")).metrics
     assert lib.stat().st_size > 1000
+
+
+def test_doctor_says_whether_the_simulator_is_compiled_and_what_to_install_if_not(monkeypatch, tmp_path):
+    from replay.cli.doctor import simulator_checks
+
+    monkeypatch.setattr(cengine, "_lib", None)
+    monkeypatch.setattr(cflatten, "_module", None)
+    monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
+    if cengine.available():
+        assert [(c.name, c.ok) for c in simulator_checks()][0] == ("compiled engine", True)
+    monkeypatch.setattr(cengine, "_lib", None)
+    monkeypatch.setattr(cflatten, "_module", None)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    checks = simulator_checks()
+    assert [(c.name, c.ok) for c in checks] == [("compiled engine", False), ("compiled flattening", False)]
+    assert all("Python code instead" in c.reason and c.fix for c in checks)

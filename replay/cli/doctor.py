@@ -1,4 +1,5 @@
-"""`mmreplay doctor`: can this host record, and with which probes? (Loads each probe for real.)"""
+"""`mmreplay doctor`: can this host record, and with which probes? (Loads each probe for real.)
+And does the compiled simulator build here (replay/sim/cbuild.py)?"""
 
 from __future__ import annotations
 
@@ -26,9 +27,27 @@ def render(checks: list) -> str:
     return "\n".join(lines)
 
 
+def simulator_checks() -> list:
+    """One line per compiled part of the simulator: built (where), or why not and what runs instead."""
+    from replay.sim import cbuild, cengine, cflatten
+    from tracer.doctor import Check
+
+    out = []
+    for name, load, fix in (("compiled engine", cengine.load, "install a C compiler (gcc) or set CC"),
+                            ("compiled flattening", cflatten.load,
+                             "install a C compiler and this Python's headers (python3-dev)")):
+        try:
+            load()
+            out.append(Check(name, 0, True, f"built in {cbuild.cache_dir()}"))
+        except cbuild.EngineUnavailable as e:
+            out.append(Check(name, 0, False, f"{e}; replays run the Python code instead (same results, slower)",
+                             fix))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from tracer.doctor import run_checks
 
-    checks = run_checks()
+    checks = run_checks() + simulator_checks()
     print(json.dumps([c.as_dict() for c in checks], indent=2) if args.json else render(checks))
     return 0 if any(c.tier == 1 and c.ok for c in checks) else 1
