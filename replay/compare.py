@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from replay.sim.ops import Critical, Span, Workload
+from replay.sim.ops import Critical, Span, Workload, children
 from replay.trace.schema import LOCK_CLASSES
 
 #: runs[set][seed] = metrics of that replay
@@ -88,7 +88,7 @@ def derived_dependent(workload: Workload) -> frozenset[str]:
         if isinstance(op, Critical):
             if op.derived:
                 out.update(outer)
-            todo.extend((b, (*outer, op.lock.lock_class)) for b in op.body)
+            todo.extend((b, (*outer, op.lock.lock_class)) for b in children(op))
         elif isinstance(op, Span):
             todo.extend((b, outer) for b in op.body)
     return frozenset(out)

@@ -445,3 +445,31 @@ def test_handoff_holds_equal_the_true_holds_under_fifo_contention(tmp_path_facto
         for iv in t.intervals:
             if iv.evidence == "hand-off":
                 assert iv.end - iv.body_start == truth[(t.tid, iv.start)]
+
+
+def test_a_write_hold_that_goes_on_for_read_at_the_same_instant_is_one_downgraded_section(tmp_path):
+    """munmap: mmap_lock write, then mmap_write_downgrade, then read until the release. The recorder
+    ends the write hold and starts a read hold (wait 0) at the same ns; reconstruction makes them one
+    Critical with a downgrade section, and the layout still gives both holds as recorded."""
+    b = TraceBuilder()
+    t = b.thread(7)
+    with t.syscall("munmap"):
+        t.run(200)
+        with t.mmap_lock("write", wait=300):
+            t.run(1_000)
+        with t.mmap_lock("read"):
+            t.run(4_000)
+        t.run(100)
+        with t.mmap_lock("read"):  # a later, separate read acquisition is not part of it
+            t.run(500)
+    path = b.write(tmp_path / "t")
+    w = reconstruct(Trace.open(path))
+    (span,) = w.threads[0].ops
+    crits = [op for op in span.body if isinstance(op, Critical)]
+    assert len(crits) == 2
+    down = crits[0].downgrade
+    assert (crits[0].mode, crits[0].hold_ns, down.mode, down.hold_ns, down.recorded_wait_ns) == \
+        ("write", 1_000, "read", 4_000, 0)
+    assert crits[1].downgrade is None and crits[1].mode == "read"
+    rec = recorded_intervals(Trace.open(path))
+    assert placed_intervals(w) == [(tid, k, s, None if k == "span:fault" else e, acq) for tid, k, s, e, acq in rec]

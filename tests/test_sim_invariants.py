@@ -49,8 +49,13 @@ def critical_strategy(draw, min_rank: int, depth: int, under_spin: bool):
     # mmap_lock is an rwsem in every set; only it may be slept under
     spin_possible = rank > 0
     body = draw(st.lists(ops_strategy(rank + 1, depth + 1, under_spin or spin_possible), max_size=3))
-    return Critical(lock, draw(st.sampled_from(["read", "write"])), draw(st.integers(0, 5_000)), tuple(body),
-                    recorded_wait_ns=draw(st.integers(0, 10_000)))
+    mode = draw(st.sampled_from(["read", "write"]))
+    downgrade = None
+    if mode == "write" and draw(st.integers(0, 3)) == 0:  # munmap's mmap_write_downgrade
+        read_body = draw(st.lists(ops_strategy(rank + 1, depth + 1, under_spin or spin_possible), max_size=2))
+        downgrade = Critical(lock, "read", draw(st.integers(0, 5_000)), tuple(read_body))
+    return Critical(lock, mode, draw(st.integers(0, 5_000)), tuple(body),
+                    recorded_wait_ns=draw(st.integers(0, 10_000)), downgrade=downgrade)
 
 
 workloads = st.builds(
@@ -80,10 +85,14 @@ SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[Healt
 
 
 def _walk(ops):
+    """Every op, nested ones included; a downgraded section counts as its write and its read part
+    (two holds in the log)."""
     for op in ops:
         yield op
         if isinstance(op, (Critical, Span)):
             yield from _walk(op.body)
+        if isinstance(op, Critical) and op.downgrade is not None:
+            yield from _walk((op.downgrade,))
 
 
 def _cols(table, *names):

@@ -513,3 +513,26 @@ def test_a_woken_mutex_waiter_stays_first_in_line_and_a_second_unlock_wakes_no_o
     assert [(r["tid"], r["ts"]) for r in holds] == [(1, 0), (3, 6_200), (2, 7_100), (4, 8_200)]
     dispatches = [r for r in res.tables["sim_sched"].to_pylist() if r["next_tid"] == 4]
     assert len(dispatches) == 2  # its start and the one wake-up
+
+
+def test_a_downgraded_write_hold_turns_into_a_read_hold_without_letting_a_waiting_writer_in():
+    """T1 holds mmap_lock for write 1 µs, downgrades it and holds it for read 5 µs more (munmap). Writer
+    T2 (500) and reader T3 (2 000) arrive meanwhile. The read part never waits (one acquisition, two
+    holds logged back to back); T3 shares the lock as soon as T1 is a reader; T2 gets it after both,
+    spinning on the readers. Under a mutex the hold stays exclusive: T3 waits too."""
+    lock = LockRef("mmap_lock", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 1_000, downgrade=Critical(lock, "read", 5_000))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=500),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "read", 1_000)], start_ns=2_000),
+    ]
+    holds = _replay(threads, "mmap_lock=rwsem")["sim_lock_holds"].to_pylist()
+    t1 = sorted((r["ts"], r["dur"], r["mode"], r["wait"]) for r in holds if r["tid"] == 1)
+    assert t1 == [(0, 1_000, "write", 0), (1_000, 5_000, "read", 0)]
+    by = {r["tid"]: r for r in holds if r["tid"] != 1}
+    assert (by[3]["ts"], by[3]["wait"]) == (2_000, 0)
+    assert by[2]["ts"] == 6_000  # when the last reader, T1, leaves (T3 left at 3 000)
+    assert _waits(threads, "mmap_lock=rwsem")[2][1:] == (5_500, False)  # spun throughout, never slept
+    mutex = {r["tid"]: r["ts"] for r in _replay(threads, "mmap_lock=mutex")["sim_lock_holds"].to_pylist()
+             if r["tid"] != 1}
+    assert mutex[3] >= 6_000

@@ -170,14 +170,13 @@ def workload_notes(workload: Any) -> list[str]:
 
 
 def _ops(workload: Any) -> Any:
-    from replay.sim.ops import Critical, Span
+    from replay.sim.ops import children
 
     todo = [op for t in workload.threads for op in t.ops]
     while todo:
         op = todo.pop()
         yield op
-        if isinstance(op, Critical | Span):
-            todo.extend(op.body)
+        todo.extend(children(op))
 
 
 def run(args: argparse.Namespace) -> int:

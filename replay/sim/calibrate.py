@@ -14,8 +14,13 @@ wakeup→run latencies and flush sizes". What a trace can measure:
 * zapping (tier 2 ``gathers``): per-page gather time minus the freeing and the
   modelled flushes: ``zap_page_ns`` = median of
   ``(dur − flushes · flush cost) / pages − free_page_ns`` over gathers of ≥ 64 pages.
+* lock hand-off: a contended acquisition whose wait saw another task release the
+  same lock gives release → next owner running; ``line_transfer_ns`` = the
+  median over ``lock_holds`` (mmap_lock in tier 1: both sides are recorded).
+  It includes what the kernel's waiter does to notice the release and what the
+  tracer adds at both events, which is what the recorded waits hold too.
 
-Everything else (context switch, lock costs, TLB flush and IPI costs) keeps its
+Everything else (context switch, fast paths, TLB flush and IPI costs) keeps its
 default: no tracepoint times it. Each figure is reported with its sample count.
 """
 
@@ -63,6 +68,24 @@ def _wake_latencies(trace: Trace) -> pl.Series:
         .drop_nulls()
         .filter(pl.col("lat").is_between(0, MAX_WAKE_NS))
         .collect()["lat"]
+    )
+
+
+def _handoffs(trace: Trace) -> pl.Series:
+    """Release → next owner running, for acquisitions that waited through another task's release."""
+    holds = trace.scan("lock_holds").filter(~pl.col("incomplete")).select(
+        "lock_addr", "tid", pl.col("ts").alias("got"), (pl.col("ts") - pl.col("wait")).alias("tried"))
+    releases = (
+        trace.scan("lock_holds").filter(~pl.col("incomplete"))
+        .select("lock_addr", pl.col("tid").alias("holder"), (pl.col("ts") + pl.col("dur")).alias("released"))
+        .sort("released")
+    )
+    joined = holds.sort("got").join_asof(releases, left_on="got", right_on="released", by="lock_addr",
+                                         strategy="backward", check_sortedness=False)
+    return (
+        joined.filter((pl.col("released") >= pl.col("tried")) & (pl.col("holder") != pl.col("tid")))
+        .select((pl.col("got") - pl.col("released")).alias("handoff"))
+        .collect()["handoff"]
     )
 
 
@@ -122,5 +145,16 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
     else:
         notes.append("zap_page_ns: default (no gathers table: tier 2)")
 
-    notes.append("context switch, lock, TLB flush and IPI costs: defaults (no tracepoint times them)")
+    if trace.has("lock_holds"):
+        ho = _handoffs(trace)
+        if len(ho) >= MIN_SAMPLES:
+            changes["line_transfer_ns"] = round(float(ho.median()))
+            notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
+                         "(release → next owner running, tracer time included)")
+        else:
+            notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
+    else:
+        notes.append("line_transfer_ns: default (no lock_holds table)")
+
+    notes.append("context switch, lock fast paths, TLB flush and IPI costs: defaults (no tracepoint times them)")
     return Calibration(replace(costs, **changes), tuple(notes))

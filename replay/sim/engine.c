@@ -20,7 +20,7 @@
 typedef int64_t i64;
 
 /* opcodes: replay/sim/program.py */
-enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END };
+enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END, DOWNGRADE };
 #define WIDTH 5
 /* thread states and events: engine.py */
 enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
@@ -815,6 +815,22 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 	spin_to_sleep(e, th, now);
 }
 
+/* Lock.downgrade: downgrade_write on an rwsem (others cannot share: the hold stays exclusive) */
+static void lock_downgrade(Engine *e, Lock *lk, i64 now)
+{
+	if (lk->kind != L_RWSEM && lk->kind != L_RWSEM_CLASSIC)
+		return;
+	lk->owner = -1;
+	lk->readers++;
+	if (lk->sleepers.n && !(dq_front(&lk->sleepers) & 1))
+		rwsem_wake_readers(e, lk, now);
+	i64 readers = lk->readers < 30 ? lk->readers : 30;
+	for (int i = 0; i < lk->q.n; i++) {
+		Thread *s = &e->th[lk->q.v[(lk->q.head + i) % lk->q.cap]];
+		push(e, now + (20 + readers) * 500, E_RSPIN, s->idx, s->spins);
+	}
+}
+
 /* RWSem.spin_limit_reached: a writer spun on readers for rwsem_rspin_threshold */
 static void lock_spin_limit_reached(Engine *e, Lock *lk, i64 now)
 {
@@ -1270,6 +1286,19 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					e->s.events += n;
 					break;
 				}
+			} else if (op == DOWNGRADE) { /* log the write hold, go on holding for read */
+				int lid = (int)ins[1];
+				Held *h = &th->held[th->nheld - 1];
+				i64 *r = log_row(e, LOG_HOLDS);
+				if (r) {
+					r[0] = h->t; r[1] = now - h->t; r[2] = h->wait; r[3] = c; r[4] = th->tid; r[5] = lid;
+					r[6] = 1; r[7] = h->depth; r[8] = h->derived;
+				}
+				h->t = now;
+				h->wait = 0;
+				lock_downgrade(e, &e->locks[lid], now);
+				th->pc = pc + 1;
+				continue;
 			} else if (op == SPAN_B) {
 				if (reserve(e, (void **)&th->spans, th->nspans, &th->capspans, sizeof(SpanRec), 4))
 					return e->err;

@@ -36,6 +36,7 @@ from replay.sim.ops import Workload
 from replay.sim.program import (
     ACQ,
     BLOCK,
+    DOWNGRADE,
     END,
     GB,
     GE,
@@ -803,6 +804,14 @@ class Engine:
                         self.instr += n
                         events += n
                         break
+                elif op == DOWNGRADE:  # log the write hold, go on holding for read
+                    lid = ins[1]
+                    h = th.held[-1]
+                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, 1, h[3], h[4]))
+                    th.held[-1] = (lid, now, 0, h[3], h[4])
+                    locks[lid].downgrade(th, now)
+                    th.pc = pc + 1
+                    continue
                 elif op == SPAN_B:
                     th.spans.append((now, c))
                     th.pc = pc + 1

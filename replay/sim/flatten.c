@@ -13,7 +13,7 @@
 #include <Python.h>
 #include <stdint.h>
 
-enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END };
+enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END, DOWNGRADE };
 #define WIDTH 5
 
 typedef struct {
@@ -63,8 +63,9 @@ static int u8s_put(U8s *b, int x)
 	return 0;
 }
 
-/* a stack entry: an op to visit, a hold to spend (after a body) or an instruction that closes a scope */
-enum { S_OP, S_HOLD, S_CLOSE };
+/* a stack entry: an op to visit, a hold to spend (after a body), an instruction that closes a scope or
+ * one inside it (a downgrade) */
+enum { S_OP, S_HOLD, S_CLOSE, S_EMIT };
 typedef struct {
 	int kind;
 	PyObject *op; /* borrowed: the workload keeps it alive */
@@ -83,13 +84,14 @@ static Entry *stack_push(Stack *s)
 	return &s->v[s->n++];
 }
 
-/* Push the instruction that closes a scope (a Critical's release, a Span's end) */
-static int push_close(Stack *s, int64_t op, int64_t a, int64_t b)
+/* Push the instruction that closes a scope (S_CLOSE: a Critical's release, a Span's end) or one
+ * inside it (S_EMIT: a downgrade); and a hold to spend (S_HOLD, ns in a) */
+static int push_ins(Stack *s, int kind, int64_t op, int64_t a, int64_t b)
 {
 	Entry *c = stack_push(s);
 	if (!c)
 		return -1;
-	c->kind = S_CLOSE;
+	c->kind = kind;
 	c->op = NULL;
 	c->ins[0] = op; c->ins[1] = a; c->ins[2] = b; c->ins[3] = 0; c->ins[4] = 0;
 	return 0;
@@ -100,7 +102,7 @@ static int push_close(Stack *s, int64_t op, int64_t a, int64_t b)
 /* interned attribute names */
 static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns, *s_recorded_wait_ns, *s_derived,
 	*s_ns, *s_kind, *s_write, *s_read, *s_lock_of_ref, *s_sleeping_lock, *s_scale, *s_gather, *s_kind_m,
-	*s_lock_m, *s_lock_class, *s_addr;
+	*s_lock_m, *s_lock_class, *s_addr, *s_downgrade, *s_check_downgrade;
 
 /* the walk's context: Flattener's fields and the op classes */
 typedef struct {
@@ -268,6 +270,27 @@ static int push_body(Stack *s, PyObject *body, PyObject *tid)
 	return 0;
 }
 
+/* Push what follows a Critical's write body and hold: its release or, for a downgraded section
+ * (``down`` not None), the downgrade, the read section's body and hold, then the (read) release */
+static int push_downgraded(Stack *s, PyObject *down, int64_t lid, int write, PyObject *tid)
+{
+	if (down == Py_None)
+		return push_ins(s, S_CLOSE, REL, lid, write);
+	int64_t dhold = attr_i64(down, s_hold_ns, 0);
+	if (dhold == -1 && PyErr_Occurred())
+		return -1;
+	PyObject *dbody = attr(down, s_body);
+	if (!dbody)
+		return -1;
+	if (push_ins(s, S_CLOSE, REL, lid, 0) < 0 || (dhold > 0 && push_ins(s, S_HOLD, 0, dhold, 0) < 0)) {
+		Py_DECREF(dbody);
+		return -1;
+	}
+	if (push_body(s, dbody, tid) < 0)
+		return -1;
+	return push_ins(s, S_EMIT, DOWNGRADE, lid, 0);
+}
+
 #define CHECK(x) do { if ((x) < 0) goto fail; } while (0)
 #define CHECK_I64(x) do { if ((x) == -1 && PyErr_Occurred()) goto fail; } while (0)
 
@@ -300,8 +323,9 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK(u8s_put(&w->pts, w->full));
 				continue;
 			}
-			if (e.kind == S_CLOSE) {
-				depth--;
+			if (e.kind == S_CLOSE || e.kind == S_EMIT) {
+				if (e.kind == S_CLOSE)
+					depth--;
 				CHECK(i64s_put(&w->code, e.ins[0], e.ins[1], e.ins[2], e.ins[3], e.ins[4]));
 				CHECK(u8s_put(&w->pts, w->full));
 				continue;
@@ -354,6 +378,20 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				int sl = sleeping(w, lid);
 				CHECK(sl);
 				int acq_point = user || w->full || (w->voluntary && sl);
+				/* borrowed once checked: the op holds its downgrade section for the whole walk */
+				PyObject *down = attr(op, s_downgrade);
+				if (!down)
+					goto fail;
+				Py_DECREF(down);
+				if (down != Py_None) {
+					PyObject *py_lid = PyLong_FromLongLong(lid);
+					PyObject *r = py_lid ? PyObject_CallMethodObjArgs(w->flattener, s_check_downgrade, op, py_lid,
+											  tid, NULL) : NULL;
+					Py_XDECREF(py_lid);
+					if (!r)
+						goto fail;
+					Py_DECREF(r);
+				}
 				rw = attr_i64(op, s_recorded_wait_ns, 1);
 				CHECK_I64(rw);
 				int derived = attr_true(op, s_derived);
@@ -368,7 +406,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 					Py_DECREF(body);
 					goto fail;
 				}
-				if (!has_body) {
+				if (!has_body && down == Py_None) {
 					Py_DECREF(body);
 					CHECK(i64s_put(&w->code, ACQ, lid, write, rw, derived));
 					CHECK(u8s_put(&w->pts, acq_point));
@@ -385,19 +423,11 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK(i64s_put(&w->code, ACQ, lid, write, rw, derived));
 				CHECK(u8s_put(&w->pts, acq_point));
 				depth++;
-				if (push_close(stack, REL, lid, write) < 0) {
+				/* write body, hold[, downgrade, read body, read hold], release */
+				if (push_downgraded(stack, down, lid, write, tid) < 0 ||
+				    (hold > 0 && push_ins(stack, S_HOLD, 0, hold, 0) < 0)) {
 					Py_DECREF(body);
 					goto fail;
-				}
-				if (hold > 0) {
-					Entry *h = stack_push(stack);
-					if (!h) {
-						Py_DECREF(body);
-						goto fail;
-					}
-					h->kind = S_HOLD;
-					h->op = NULL;
-					h->ins[1] = hold;
 				}
 				CHECK(push_body(stack, body, tid));
 			} else if (type == w->span) {
@@ -418,7 +448,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK(i64s_put(&w->code, SPAN_B, k, 0, 0, 0));
 				CHECK(u8s_put(&w->pts, user || w->full));
 				depth++;
-				CHECK(push_close(stack, SPAN_E, k, 0));
+				CHECK(push_ins(stack, S_CLOSE, SPAN_E, k, 0));
 				PyObject *body = attr(op, s_body);
 				if (!body)
 					goto fail;
@@ -580,6 +610,8 @@ PyMODINIT_FUNC PyInit__mmr_flatten(void)
 	INTERN(s_lock_m, "lock");
 	INTERN(s_lock_class, "lock_class");
 	INTERN(s_addr, "addr");
+	INTERN(s_downgrade, "downgrade");
+	INTERN(s_check_downgrade, "check_downgrade");
 #undef INTERN
 	return PyModule_Create(&module);
 }

@@ -63,6 +63,9 @@ class SpinLock:
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         raise AssertionError("spinlock waiters have no time limit")
 
+    def downgrade(self, th: SimThread, now: int) -> None:  # cannot share: the hold stays exclusive
+        pass
+
 
 class Mutex:
     """Sleeping mutex: fast path; optimistic spinning (FIFO, like the OSQ) while the owner
@@ -164,6 +167,9 @@ class Mutex:
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         raise AssertionError("mutex spinners have no time limit")
+
+    def downgrade(self, th: SimThread, now: int) -> None:  # cannot share: the hold stays exclusive
+        pass
 
 
 #: rwsem_mark_wake() wakes at most this many readers at once (MAX_READERS_WAKEUP, 5.3+)
@@ -324,6 +330,16 @@ class RWSem:
         self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
 
+    def downgrade(self, th: SimThread, now: int) -> None:
+        """downgrade_write: the writer becomes a reader; queued readers at the head are woken
+        (rwsem_downgrade_wake); spinning writers now spin on a reader-owned lock, for a while."""
+        self.writer = None
+        self.readers += 1
+        if self.sleepers and not self.sleepers[0][1]:
+            self._wake_readers(now)
+        for s in self.spinners:
+            self.eng.spin_limit(s, now + (20 + min(self.readers, 30)) * 500)
+
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         """A writer has spun on readers for rwsem_rspin_threshold: mark the lock nonspinnable and send
         every spinner to sleep (they queue behind it in the OSQ and see the flag)."""
@@ -361,3 +377,6 @@ class Recorded:
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         raise AssertionError("as-recorded waits have no time limit")
+
+    def downgrade(self, th: SimThread, now: int) -> None:
+        pass

@@ -44,6 +44,11 @@ class Critical:
     ``hold_ns`` is the hold time *excluding* what ``body`` takes. Nesting
     expresses lock order (mm_take_all_locks is a chain hundreds deep; the
     simulator must not recurse on it).
+
+    ``downgrade``: a write section that ends in ``mmap_write_downgrade`` (munmap
+    does): the hold turns into a read hold without being released, and the
+    given read section of the same lock (its body, then its hold_ns) runs before
+    the release. A lock policy that cannot share keeps the hold exclusive.
     """
 
     lock: LockRef
@@ -53,6 +58,7 @@ class Critical:
     at_ns: int | None = None  # recorded start of the acquire attempt
     recorded_wait_ns: int | None = None  # what the trace saw; used by the as-recorded policy
     derived: bool = False  # hold_ns comes from the missing-holds model, not a measurement
+    downgrade: Critical | None = None  # the read section after downgrade_write (mode write only)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,15 @@ class Span:
 
 
 Op = Think | Block | Critical | Gather | Span
+
+
+def children(op: Op) -> tuple[Op, ...]:
+    """The ops nested in ``op``: a Critical's or Span's body, then a Critical's downgrade section."""
+    if type(op) is Critical:
+        return op.body if op.downgrade is None else (*op.body, op.downgrade)
+    if type(op) is Span:
+        return op.body
+    return ()
 
 
 @dataclass
@@ -117,7 +132,5 @@ class Workload:
             op = stack.pop()
             if isinstance(op, Critical):
                 seen.add(op.lock.lock_class)
-                stack.extend(op.body)
-            elif isinstance(op, Span):
-                stack.extend(op.body)
+            stack.extend(children(op))
         return seen

@@ -37,9 +37,10 @@ GFLUSH = 10  # (): flush and free if the batch is full
 GPOINT = 11  # (): cond_resched in the zap loop
 GE = 12  # (): final flush, free page tables, gather ends
 END = 13
+DOWNGRADE = 14  # (lock): downgrade_write: the write hold becomes a read hold (never starts a segment)
 
 NAMES = ("user", "kern", "block", "until", "acquire", "release", "span", "span-end", "gather", "zap",
-         "flush", "resched-point", "gather-end", "end")
+         "flush", "resched-point", "gather-end", "end", "downgrade")
 
 #: lock policies whose waiters sleep (an acquire is a might_sleep() point)
 SLEEPING_POLICIES = frozenset({"mutex", "mutex-classic", "rwsem", "rwsem-classic"})
@@ -48,6 +49,7 @@ SLEEPING_CLASSES = frozenset({"mmap_lock", "i_mmap_rwsem", "anon_vma"})
 
 _CLOSE = "close"  # (_CLOSE, instruction) on the flatten stack: leave a Critical/Span
 _HOLD = "hold"  # (_HOLD, ns) on the flatten stack: a Critical's own hold time, after its body
+_EMIT = "emit"  # (_EMIT, instruction) on the flatten stack: an instruction inside a scope (a downgrade)
 
 
 @dataclass
@@ -198,6 +200,14 @@ class Flattener:
         self.lock_of_ref[id(lock)] = lid
         return lid
 
+    def check_downgrade(self, op: Critical, lid: int, tid: int) -> None:
+        """A downgrade goes from a write section to a read section of the same lock."""
+        down = op.downgrade
+        if op.mode != "write" or type(down) is not Critical or down.mode != "read" or \
+                down.downgrade is not None or self.lock(down.lock, tid) != lid:
+            raise ValueError(f"thread {tid}: a downgrade goes from a write section to a read section of the "
+                             f"same lock, not {op.mode} {op.lock} to {down!r}")
+
     def kind(self, kind: str) -> int:
         k = self.kind_ids.get(kind)
         if k is None:
@@ -255,7 +265,7 @@ class Flattener:
                     flat.clear()
                 # fast path, the bulk of a long trace: a top-level leaf Critical on a lock already seen
                 # (the general loop below gives the same instructions)
-                if type(top) is Critical and not top.body and not perturbing:
+                if type(top) is Critical and not top.body and top.downgrade is None and not perturbing:
                     lid = lock_of_ref.get(id(top.lock))
                     mode = top.mode
                     if lid is not None and (mode == "write" or mode == "read"):
@@ -280,11 +290,11 @@ class Flattener:
                     if type(op) is tuple:
                         if op[0] is _HOLD:
                             emit((KERN, scale(op[1]) if perturbing else op[1], 0, 0, 0))
-                            point(full)
-                        else:  # (_CLOSE, instruction)
-                            depth -= 1
+                        else:  # (_CLOSE, instruction) or (_EMIT, instruction)
+                            if op[0] is _CLOSE:
+                                depth -= 1
                             emit(op[1])
-                            point(full)
+                        point(full)
                         continue
                     if open_mode and user and op.at_ns is not None:
                         emit((UNTIL, op.at_ns, 0, 0, 0))
@@ -308,7 +318,10 @@ class Flattener:
                         else:
                             raise ValueError(f"thread {th.tid}: Critical mode must be read or write, not {mode!r}")
                         acq_point = user or full or (voluntary and sleeping_lock[lid])
-                        if not op.body:  # the common leaf: acquire, hold, release (what the stack would give)
+                        down = op.downgrade
+                        if down is not None:
+                            self.check_downgrade(op, lid, th.tid)
+                        elif not op.body:  # the common leaf: acquire, hold, release (what the stack would give)
                             hold = op.hold_ns
                             if hold > 0:
                                 emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
@@ -323,7 +336,14 @@ class Flattener:
                         emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0))
                         point(acq_point)
                         depth += 1
-                        stack.append((_CLOSE, (REL, lid, write, 0, 0)))
+                        if down is not None:  # write body, hold, downgrade, read body, hold, release (read)
+                            stack.append((_CLOSE, (REL, lid, 0, 0, 0)))
+                            if down.hold_ns > 0:
+                                stack.append((_HOLD, down.hold_ns))
+                            stack.extend(reversed(down.body))
+                            stack.append((_EMIT, (DOWNGRADE, lid, 0, 0, 0)))
+                        else:
+                            stack.append((_CLOSE, (REL, lid, write, 0, 0)))
                         if op.hold_ns > 0:  # ops.Critical: run the body, then spend hold_ns, then release
                             stack.append((_HOLD, op.hold_ns))
                         stack.extend(reversed(op.body))

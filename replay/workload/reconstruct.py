@@ -204,12 +204,26 @@ def _append(out: list[Op], op: Think | Block) -> None:
 def _body(gaps: _Gaps, a: int, b: int, children: list[tuple[Interval, Op]]) -> list[Op]:
     ops: list[Op] = []
     cur = a
+    last: Interval | None = None  # the interval of ops[-1], when ops[-1] is a child
     for iv, op in children:
+        if last is not None and cur == iv.start and _downgraded(last, iv):
+            ops[-1] = replace(ops[-1], downgrade=op)
+            last = None
+            cur = max(cur, iv.end)
+            continue
         ops += gaps.ops(cur, iv.start)
         ops.append(op)
+        last = iv
         cur = max(cur, iv.end)
     ops += gaps.ops(cur, b)
     return ops
+
+
+def _downgraded(w: Interval, r: Interval) -> bool:
+    """``r`` is ``w``'s hold going on for read after mmap_write_downgrade: the recorder ends the write
+    hold and starts a read hold of the same lock at the same instant, with no wait."""
+    return (w.kind == r.kind == "critical" and w.mode == "write" and r.mode == "read" and w.lock == r.lock
+            and r.start == w.end and r.body_start == r.start)
 
 
 def _op(iv: Interval, body: list[Op]) -> Op:

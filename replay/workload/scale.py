@@ -18,7 +18,7 @@ import math
 from dataclasses import replace
 
 from replay.errors import UsageError
-from replay.sim.ops import Critical, Gather, LockRef, Op, Span, Thread, Workload
+from replay.sim.ops import Critical, Gather, LockRef, Op, Span, Thread, Workload, children
 
 #: locks that belong to one address space (copied with the process)
 MM_PRIVATE_CLASSES = frozenset({"mmap_lock", "page_table_lock"})
@@ -70,15 +70,15 @@ def _remap(op: Op, copy: int) -> Op:
     while todo:
         o = todo.pop()
         order.append(o)
-        if isinstance(o, Critical | Span):
-            todo.extend(o.body)
+        todo.extend(children(o))
     new: dict[int, Op] = {}
     for o in reversed(order):
         if isinstance(o, Critical):
             lock = o.lock
             if lock.lock_class in MM_PRIVATE_CLASSES:
                 lock = LockRef(lock.lock_class, _addr(lock.addr, copy))
-            new[id(o)] = replace(o, lock=lock, body=tuple(new[id(b)] for b in o.body))
+            new[id(o)] = replace(o, lock=lock, body=tuple(new[id(b)] for b in o.body),
+                                 downgrade=None if o.downgrade is None else new[id(o.downgrade)])
         elif isinstance(o, Span):
             new[id(o)] = replace(o, body=tuple(new[id(b)] for b in o.body))
         elif isinstance(o, Gather):

@@ -53,6 +53,8 @@ def layout(workload: Workload) -> list[Placed]:
                 if isinstance(op, Critical):
                     now += op.hold_ns
                     out.append(Placed(t.tid, f"critical:{op.lock.lock_class}", started, now, acquired, depth))
+                    if op.downgrade is not None:  # the read section follows at once, as recorded
+                        todo.append((op.downgrade, depth, 0, 0, None))
                 else:
                     assert isinstance(op, Span)
                     out.append(Placed(t.tid, f"span:{op.kind}", started, now, depth=depth))
