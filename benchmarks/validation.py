@@ -37,6 +37,7 @@ import polars as pl
 
 from replay.batch import RunSpec, Settings, run_all
 from replay.compare import t_quantile
+from replay.sim.calibrate import calibrate
 from replay.sim.costs import Costs
 from replay.trace.reader import Trace
 from replay.workload import reconstruct
@@ -106,10 +107,13 @@ def synth(pattern: str, out: Path, *, tasks: int, cpus: int, seconds: float, see
 
 def replay(path: Path, sets: list[str], seeds: list[int], *, cpus: int | None = None, tables: bool = True,
            jobs: int = 2, preempt: str = PREEMPT, mode: str = "closed",
-           probe: bool = True) -> tuple[dict[str, dict[int, object]], object]:
-    """runs[set][seed] = Run, for the trace at ``path`` reconstructed on ``cpus`` (default: as recorded)."""
-    workload = reconstruct(Trace.open(path), cpus=cpus)
-    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=mode, costs=Costs(), keep_tables=tables,
+           probe: bool = True, calibrated: bool = False) -> tuple[dict[str, dict[int, object]], object]:
+    """runs[set][seed] = Run, for the trace at ``path`` reconstructed on ``cpus`` (default: as recorded);
+    ``calibrated``: with the costs the trace measures (replay --calibrate)."""
+    trace = Trace.open(path)
+    workload = reconstruct(trace, cpus=cpus)
+    costs = calibrate(trace).costs if calibrated else Costs()
+    settings = Settings(cpus=workload.cpus, preempt=preempt, mode=mode, costs=costs, keep_tables=tables,
                         probe=probe)
     specs = [RunSpec(s, seed) for s in sets for seed in seeds]
     out: dict[str, dict[int, object]] = {s: {} for s in sets}
@@ -280,6 +284,7 @@ def part_model(seeds: list[int], jobs: int) -> dict:
         for cpus in sorted({trace.manifest.host.cpus, len(used)}, reverse=True):
             for mode, probe in (("closed", True), ("open", True), ("open", False)):
                 rows += _model_rows(name, trace, cpus, used, seeds, jobs, mode, probe)
+            rows += _model_rows(name, trace, cpus, used, seeds, jobs, "closed", True, calibrated=True)
         out[name] = [r for r in rows if r["trace"] == name]
     print(f"\n### c. recorded vs simulated waits under `current`, preempt {KERNEL_PREEMPT}, "
           f"seeds {seeds[0]}..{seeds[-1]} pooled\n")
@@ -323,10 +328,12 @@ def cpus_used(trace: Trace, share: float = 0.05) -> list[int]:
 
 
 def _model_rows(name: str, trace: Trace, cpus: int, used: list[int], seeds: list[int], jobs: int, mode: str,
-                probe: bool) -> list[dict]:
+                probe: bool, calibrated: bool = False) -> list[dict]:
     rows = []
     runs, wl = replay(SAMPLES / name, ["current"], seeds, cpus=cpus, jobs=jobs, preempt=KERNEL_PREEMPT, mode=mode,
-                      probe=probe)
+                      probe=probe, calibrated=calibrated)
+    if calibrated:
+        mode = "closed, calibrated"
     slept = _slept_share(runs["current"])
     rec, sim = recorded_waits(trace), simulated_waits(runs["current"])
     n_seeds = len(seeds)

@@ -62,3 +62,20 @@ def test_figures_a_trace_cannot_measure_keep_their_defaults_and_say_why(tmp_path
     assert any("free_page_ns: default (5 batched bursts" in n for n in cal.notes)
     assert any("no gathers table" in n for n in cal.notes)
     assert any("no sched_wakeup" in n for n in cal.notes)
+
+
+def test_the_lock_hand_off_comes_from_waits_that_saw_another_task_release(tmp_path):
+    """Two tasks alternate on one lock: each waits for the other's release and runs 400 ns after it.
+    Uncontended acquisitions (no release inside their wait) and a task's own earlier release do not count."""
+    holds = []
+    t = 10_000
+    for i in range(60):
+        a, b = 1 + i % 2, 2 - i % 2
+        holds.append(dict(ts=t, dur=1_000, wait=0, tid=a, lock_addr=0x10, lock_class="mmap_lock", mode="write"))
+        # b tried during a's hold and got the lock 400 ns after a released it
+        holds.append(dict(ts=t + 1_400, dur=1_000, wait=900, tid=b, lock_addr=0x10, lock_class="mmap_lock",
+                          mode="write"))
+        t += 50_000
+    cal = calibrate(_trace(tmp_path, {"lock_holds": holds}))
+    assert cal.costs.line_transfer_ns == 400
+    assert any("60 lock hand-offs" in n for n in cal.notes)
