@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from replay.errors import MmreplayError
 from replay.policies import resolve
-from replay.sim import Costs, SimConfig, cengine, cflatten, simulate
+from replay.sim import Costs, SimConfig, cbuild, cengine, cflatten, simulate
 from replay.sim.ops import Block, Critical, LockRef, Span, Think, Thread, Workload
 from replay.sim.program import flatten
 from replay.sim.queueing import poisson_lock_workload
@@ -128,7 +128,7 @@ def _one_lock_workload() -> Workload:
 def test_without_a_compiler_auto_falls_back_to_python_once_and_c_is_a_one_line_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cengine, "_lib", None)
     monkeypatch.setattr(cflatten, "_module", None)
-    monkeypatch.setattr(cengine, "_warned", set())
+    monkeypatch.setattr(cbuild, "_warned", set())
     monkeypatch.setenv("MMREPLAY_ENGINE_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "/nonexistent/cc")
     w = _one_lock_workload()

@@ -16,6 +16,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -101,3 +102,13 @@ def build_and_open(source: Path, cflags: Sequence[str], open_: Callable[[Path], 
         return open_(path)
     except (OSError, ImportError) as e:
         raise EngineUnavailable(f"loading {path} failed: {e}") from None
+
+
+_warned: set[str] = set()
+
+
+def warn_fallback(reason: str, what: str) -> None:
+    """Say once per process that a compiled part is not used (``what`` runs instead), and why."""
+    if what not in _warned:
+        _warned.add(what)
+        print(f"mmreplay: {what}: {reason}", file=sys.stderr)

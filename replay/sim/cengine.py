@@ -10,7 +10,7 @@ Without a compiler, ``engine="auto"`` falls back to engine.py.
 from __future__ import annotations
 
 import ctypes
-import sys
+import random
 from collections.abc import Callable
 from pathlib import Path
 
@@ -139,8 +139,6 @@ class CEngine:
     def __init__(self, program: Program, workload: Workload, cpus: int, preempt: str, gather: str, seed: int,
                  costs: Costs, probe: bool, probe_period_ns: int,
                  progress: Callable[[float], None] | None = None):
-        import random
-
         if cpus < 1:
             raise ValueError("cpus must be at least 1")
         if not integral_costs(costs):
@@ -280,13 +278,3 @@ def available() -> bool:
     except EngineUnavailable:
         return False
     return True
-
-
-_warned: set[str] = set()
-
-
-def warn_fallback(reason: str, what: str) -> None:
-    """Say once per process that a compiled part is not used (``what`` runs instead), and why."""
-    if what not in _warned:
-        _warned.add(what)
-        print(f"mmreplay: {what}: {reason}", file=sys.stderr)

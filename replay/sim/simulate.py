@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from replay.errors import UsageError
 from replay.policies.sets import PolicySet
-from replay.sim.cengine import CEngine, EngineUnavailable, warn_fallback
+from replay.sim.cbuild import EngineUnavailable, warn_fallback
+from replay.sim.cengine import CEngine
 from replay.sim.costs import Costs
 from replay.sim.engine import LOG_COLUMNS, Engine
 from replay.sim.ops import Workload
