@@ -11,9 +11,10 @@ from collections import defaultdict
 from dataclasses import replace
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from replay.errors import MmreplayError
 from replay.policies import resolve
 from replay.sim import Costs, SimConfig, simulate
 from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
@@ -95,6 +96,18 @@ def _walk(ops):
             yield from _walk((op.downgrade,))
 
 
+def _simulate(w, cfg):
+    """The run, for the invariants of runs that complete. A workload that takes a sleeping lock (or
+    blocks) under a lock replayed as a spinlock sleeps in atomic context, which the kernel forbids;
+    on few CPUs the simulator can then deadlock, and says so (test_sim_policies checks that). Those
+    examples are left out here, nothing else is."""
+    try:
+        return simulate(w, cfg)
+    except MmreplayError as e:
+        assume("deadlocked" not in str(e))
+        raise
+
+
 def _cols(table, *names):
     return [table.column(n).to_pylist() for n in names]
 
@@ -102,7 +115,7 @@ def _cols(table, *names):
 @SETTINGS
 @given(workloads, configs)
 def test_no_writer_ever_shares_a_lock(w, cfg):
-    res = simulate(w, cfg)
+    res = _simulate(w, cfg)
     if cfg.policy.name == "as-recorded":
         return  # the identity baseline takes recorded waits and enforces no exclusion
     holds = defaultdict(list)
@@ -121,7 +134,7 @@ def test_no_writer_ever_shares_a_lock(w, cfg):
 @SETTINGS
 @given(workloads, configs)
 def test_spinlock_waiters_never_sleep_and_every_acquire_is_released(w, cfg):
-    res = simulate(w, cfg)
+    res = _simulate(w, cfg)
     waits = res.tables["sim_lock_waits"]
     for cls, dur, spun, slept in zip(*_cols(waits, "lock_class", "dur", "spun_ns", "slept"), strict=True):
         if cfg.policy.lock_policy(cls) in ("spinlock", "qspinlock"):
@@ -140,7 +153,7 @@ def test_spinlock_waiters_never_sleep_and_every_acquire_is_released(w, cfg):
 @SETTINGS
 @given(workloads, configs)
 def test_no_involuntary_switch_inside_a_preempt_off_section(w, cfg):
-    res = simulate(w, cfg)
+    res = _simulate(w, cfg)
     sections = defaultdict(list)
     for ts, dur, tid, cut in zip(*_cols(res.tables["sim_preempt_off"], "ts", "dur", "tid", "cut"), strict=True):
         sections[tid].append((ts, ts + dur, cut))
@@ -157,7 +170,7 @@ def test_no_involuntary_switch_inside_a_preempt_off_section(w, cfg):
 def test_cpu_time_is_conserved(w, cfg):
     """Busy time of the threads on the CPUs (from the switch log) = work + modelled overheads + spinning,
     and the work is exactly what the workload asked for."""
-    res = simulate(w, cfg)
+    res = _simulate(w, cfg)
     m = res.metrics
     sched = res.tables["sim_sched"]
     busy = 0
@@ -185,7 +198,7 @@ def test_cpu_time_is_conserved(w, cfg):
 @SETTINGS
 @given(workloads, configs)
 def test_probe_latency_is_at_least_the_wake_path_and_follows_its_cause(w, cfg):
-    res = simulate(w, cfg)
+    res = _simulate(w, cfg)
     probe = res.tables["sim_probe"]
     floor = cfg.costs.probe_irq_ns + cfg.costs.context_switch_ns
     lat = np.asarray(probe.column("latency").to_numpy())
