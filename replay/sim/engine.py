@@ -606,17 +606,8 @@ class Engine:
                     th.state = READY
                     self.dispatch(idle.pop(), th, now, IDLE_TID, R_DISPATCH)
                     continue
-                # nothing to wait for: run it now without a zero-length event (Engine.bind, inline)
-                c = idle.pop()
-                rows_sched.append((now, c, IDLE_TID, th.tid, R_DISPATCH, 0))
-                cur[c] = th
-                th.cpu = c
-                th.oncpu = True
-                th.state = RUN
-                th.slice_start = now
-                if th.pcount > 0:
-                    th.poff_start = now
-                self.switches += 1
+                # nothing to wait for: run it now, without a zero-length event
+                self.bind(idle.pop(), th, now, IDLE_TID, R_DISPATCH)
                 th.seg_over = False
                 th.seg_work = 0
                 completed = False
