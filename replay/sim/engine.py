@@ -1,11 +1,15 @@
 """The discrete-event engine: CPUs, a scheduler, threads executing flattened programs.
 
-Design for speed (benchmarks/replay_speed.py, docs/SIMULATOR.md "Speed"): integer
+This is the reference implementation, and the documentation of the model;
+replay/sim/engine.c transcribes it function for function (tests/test_sim_engines.py
+holds them equal): change the model here first, then there.
+
+Design (benchmarks/replay_speed.py, docs/SIMULATOR.md "Speed"): integer
 time in ns; one heap of plain tuples ``(time, seq, event, index, generation)``;
-threads are slotted objects allocated once; instructions are tuples built once by
-replay.sim.program. ``run()`` is one loop: an event that resumes a thread falls
-through into the instruction loop, and the common CPU hand-overs (a wake onto an
-idle CPU, a block that leaves it idle) are inline. A thread whose next segment
+threads are slotted objects allocated once; instructions are tuples unpacked once
+from the Program. ``run()`` is one loop: an event that resumes a thread falls
+through into the instruction loop, and a block that leaves the CPU idle is
+handled inline. A thread whose next segment
 ends before the earliest pending event runs on inline without touching the heap
 (nothing can interleave with it, so this is exact). A stale segment-end event
 (the segment was stretched by an interrupt or cut by a preemption) is recognised
