@@ -24,7 +24,6 @@ thread's preempt count allow.
 
 from __future__ import annotations
 
-import gc
 import heapq
 import random
 from collections import deque
@@ -34,6 +33,7 @@ from itertools import chain
 import numpy as np
 
 from replay.errors import MmreplayError
+from replay.gcpause import paused_gc
 from replay.sim.costs import Costs
 from replay.sim.locks import Mutex, Recorded, RWSem, SpinLock
 from replay.sim.ops import Workload
@@ -548,13 +548,8 @@ class Engine:
         The loop makes no reference cycles, only many small tuples: the cyclic garbage
         collector is paused while it runs (it would rescan the workload and the logs).
         """
-        collect = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             self._run()
-        finally:
-            if collect:
-                gc.enable()
 
     def _run(self) -> None:
         heap = self.heap

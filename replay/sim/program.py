@@ -10,7 +10,6 @@ its zap blocks, flush checks and resched points.
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from replay.gcpause import paused_gc
 from replay.sim.costs import Costs
 from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
 from replay.trace.schema import LOCK_CLASSES
@@ -79,13 +79,8 @@ class Program:
     def thread_code(self, i: int) -> list[tuple]:
         """Thread ``i``'s instructions as tuples (the Python engine's form; GZAP carries its float)."""
         lo, hi = int(self.start[i]), int(self.start[i + 1])
-        collect = gc.isenabled()
-        gc.disable()  # a million small tuples, no cycles: the collector would rescan them again and again
-        try:
+        with paused_gc():  # a million small tuples
             code = list(map(tuple, self.code[lo:hi].tolist()))
-        finally:
-            if collect:
-                gc.enable()
         for pc, ins in enumerate(code):
             if ins[0] == GZAP:
                 code[pc] = (GZAP, ins[1], ins[2], float(self.floats[ins[3]]))
@@ -128,18 +123,13 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     EngineUnavailable if it cannot be built) instead of the Python walk below.
     """
     f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
-    collect = gc.isenabled()
-    gc.disable()  # short-lived tuples only, no cycles: collections would rescan the whole workload
-    try:
+    with paused_gc():  # short-lived tuples only
         if compiled:
             from replay.sim.cflatten import walk
 
             code, points, start = walk(f, workload.threads)
         else:
             code, points, start = f.walk(workload.threads)
-    finally:
-        if collect:
-            gc.enable()
     return Program(code, points, start, np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
 
 

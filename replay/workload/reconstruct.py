@@ -26,6 +26,7 @@ from collections import Counter
 from dataclasses import replace
 
 from replay.errors import UsageError
+from replay.gcpause import paused_gc
 from replay.sim.ops import Block, Critical, Gather, Op, Span, Think, Thread, Workload
 from replay.trace.reader import Trace
 from replay.workload.holds import derive_holds
@@ -40,13 +41,14 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
             raise UsageError(f"{trace.path}: the trace does not record the host's CPU count; pass --cpus N")
     elif cpus <= 0:
         raise UsageError(f"--cpus must be at least 1 (got {cpus})")
-    rec = load(trace)
-    derived_classes = frozenset(
-        w.lock.lock_class for t in rec.threads.values() for w in t.waits
-    )
-    sources = derive_holds(rec)
-    notes: Counter[str] = Counter(rec.notes)
-    threads = [_thread(t, rec, notes) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
+    with paused_gc():  # a million intervals and ops, no cycles
+        rec = load(trace)
+        derived_classes = frozenset(
+            w.lock.lock_class for t in rec.threads.values() for w in t.waits
+        )
+        sources = derive_holds(rec)
+        notes: Counter[str] = Counter(rec.notes)
+        threads = [_thread(t, rec, notes) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
     threads = [t for t in threads if t.ops]
     m = trace.manifest
     return Workload(
