@@ -845,6 +845,16 @@ static void lock_spin_limit_reached(Engine *e, Lock *lk, i64 now)
 	}
 }
 
+/* Engine.stretch: an interrupt handler runs inside th's running segment, which ends ns later */
+static void stretch(Engine *e, Thread *th, i64 ns)
+{
+	th->seg_end += ns;
+	th->seg_debt += ns;
+	e->s.overhead_ns += ns;
+	th->gen++;
+	push(e, th->seg_end, E_SEG, th->idx, th->gen);
+}
+
 /* ------------------------------------------------------------------ TLB flushes */
 
 static i64 flush(Engine *e, Thread *th, i64 now, i64 pages, int fullmm)
@@ -864,13 +874,8 @@ static i64 flush(Engine *e, Thread *th, i64 now, i64 pages, int fullmm)
 			continue;
 		any = 1;
 		e->s.ipis++;
-		if (r->state == RUN) {
-			r->seg_end += steal;
-			r->seg_debt += steal;
-			e->s.overhead_ns += steal;
-			r->gen++;
-			push(e, r->seg_end, E_SEG, r->idx, r->gen);
-		}
+		if (r->state == RUN)
+			stretch(e, r, steal);
 	}
 	if (any)
 		cost += e->p.shootdown;
@@ -980,13 +985,8 @@ static void probe_wake_ev(Engine *e, int c, i64 t)
 		e->probe_cause[c] = (int)e->p.q_switch;
 	else
 		e->probe_cause[c] = (int)e->p.q_kernel;
-	if (th->state == RUN) {
-		th->seg_end += irq;
-		th->seg_debt += irq;
-		e->s.overhead_ns += irq;
-		th->gen++;
-		push(e, th->seg_end, E_SEG, th->idx, th->gen);
-	}
+	if (th->state == RUN)
+		stretch(e, th, irq);
 }
 
 static void probe_end(Engine *e, int c, i64 t)

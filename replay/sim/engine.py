@@ -406,6 +406,14 @@ class Engine:
             self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
             self.push(now + wait, E_GRANT, th.idx, th.gen)
 
+    def stretch(self, th: SimThread, ns: int) -> None:
+        """An interrupt handler runs inside ``th``'s running segment: it ends ``ns`` later."""
+        th.seg_end += ns
+        th.seg_debt += ns
+        self.overhead_ns += ns
+        th.gen += 1
+        self.push(th.seg_end, E_SEG, th.idx, th.gen)
+
     # ---------------------------------------------------------- TLB flushes
     def flush(self, th: SimThread, now: int, pages: int, fullmm: bool) -> int:
         """Flush the TLB for a gather of ``pages``; returns the initiator's cost, stretches the targets'."""
@@ -421,11 +429,7 @@ class Engine:
             for r in others:
                 self.ipis += 1
                 if r.state == RUN:  # the handler runs inside whatever the target was doing
-                    r.seg_end += steal
-                    r.seg_debt += steal
-                    self.overhead_ns += steal
-                    r.gen += 1
-                    self.push(r.seg_end, E_SEG, r.idx, r.gen)
+                    self.stretch(r, steal)
             cost += c.shootdown_ns
         return cost
 
@@ -484,11 +488,7 @@ class Engine:
         else:
             self.probe_cause[c] = Q_KERNEL
         if th.state == RUN:  # the timer interrupt steals from the running segment
-            th.seg_end += irq
-            th.seg_debt += irq
-            self.overhead_ns += irq
-            th.gen += 1
-            self.push(th.seg_end, E_SEG, th.idx, th.gen)
+            self.stretch(th, irq)
 
     def switch_to_probe(self, th: SimThread, c: int, now: int) -> None:
         th.state = PREEMPTED
