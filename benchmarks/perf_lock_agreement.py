@@ -115,8 +115,9 @@ def run_once(tmp: Path, exe: Path, probes: str, i: int) -> None:
                     str(exe), "4", "2000"], env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True,
                    capture_output=True)
     text = subprocess.run(["perf", "lock", "contention", "-i", str(data), "-v"], capture_output=True, text=True).stderr
-    cmp = perf_lock.compare(perf_lock.parse(text), queries.run(Source.open(trace), "waits", ["caller"]),
-                            key="mm_caller")
+    perf = perf_lock.parse(text)
+    pools = perf_lock.caller_pools(perf, Trace.open(trace))
+    cmp = perf_lock.compare(perf, queries.run(Source.open(trace), "waits", ["caller"]), key="mm_caller", pools=pools)
     extra = json.loads((trace / "manifest.json").read_text())["extra"]
     print(f"run {i + 1}: lost {extra['lost_breakdown']}")
     for tp, c in extra.get("probe_cost", {}).items():

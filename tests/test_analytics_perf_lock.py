@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from replay.analytics import perf_lock, queries
 from replay.analytics.source import Source
 from replay.errors import UsageError
+from replay.trace.reader import Trace
 from replay.trace.writer import write_trace
 from tests.analytics_fixtures import HOST
 
@@ -153,6 +154,53 @@ def test_waits_by_caller_agree_with_perf_lock_contention_on_the_same_events(tmp_
     for r in cmp.iter_rows(named=True):
         assert abs(r["total_diff_ns"]) <= r["perf_total_resolution_ns"], r
     assert ours["count"].sum() == 270
+
+
+def test_callers_pool_only_where_perfs_row_key_merges_them(tmp_path: Path) -> None:
+    """On the recording above every caller has a row key of its own: pooling changes nothing."""
+    trace = trace_from_perf_script(gzip.decompress((DATA / "script.txt.gz").read_bytes()).decode(), tmp_path / "t")
+    pools = perf_lock.caller_pools(perf_lock.parse_file(DATA / "contention_verbose.txt"), Trace.open(trace))
+    assert {"__vm_munmap", "lock_mm_and_find_vma", "vm_mmap_pgoff"} <= pools.keys()
+    assert all(pool == caller for caller, pool in pools.items()), pools
+
+
+def test_softirq_callers_interrupting_one_instruction_share_perfs_row_and_agree_as_a_pool(tmp_path: Path) -> None:
+    """perf keys a row by the stack without its first 3 frames, where rcu_core and run_timer_softirq sit.
+
+    Three waits of a live run (softirq_script.txt): two in rcu_core, one in run_timer_softirq, each from
+    a timer interrupt at exc_page_fault+0xd7. perf counts all three in one row and prints the first
+    stack (softirq_contention_verbose.txt), so per caller perf says rcu_core 3; pooled, both agree.
+    """
+    trace = trace_from_perf_script((DATA / "softirq_script.txt").read_text(), tmp_path / "t")
+    ours = queries.run(Source.open(trace), "waits", ["caller"])
+    assert dict(zip(ours["caller"], ours["count"], strict=True)) == {"rcu_core": 2, "run_timer_softirq": 1}
+    perf = perf_lock.parse_file(DATA / "softirq_contention_verbose.txt")
+    unpooled = perf_lock.compare(perf, ours, key="mm_caller")
+    assert unpooled.select("caller", "perf_count", "mm_count").sort("caller").rows() == [
+        ("rcu_core", 3, 2), ("run_timer_softirq", None, 1)]  # what the live test once failed on
+    pools = perf_lock.caller_pools(perf, Trace.open(trace))
+    assert pools == {"rcu_core": "rcu_core+run_timer_softirq", "run_timer_softirq": "rcu_core+run_timer_softirq"}
+    cmp = perf_lock.compare(perf, ours, key="mm_caller", pools=pools)
+    assert cmp.select("caller", "perf_count", "mm_count").rows() == [("rcu_core+run_timer_softirq", 3, 3)]
+    assert abs(cmp["total_diff_ns"][0]) <= cmp["perf_total_resolution_ns"][0]
+
+
+def test_row_key_skips_three_frames_stops_at_eight_and_keeps_kernel_non_lock_frames() -> None:
+    k = 0xFFFF_FFFF_8100_0000
+    ips = [k + i for i in range(10)]
+    lock = [False] * 10
+    assert perf_lock.row_key(ips, lock) == tuple(ips[3:8])
+    lock[4] = True
+    assert perf_lock.row_key(ips, lock) == (ips[3], *ips[5:8])
+    user = [*ips[:6], 0x5640_0000_1000, 0x7FFB_0000_2000]
+    assert perf_lock.row_key(user, [False] * 8) == tuple(ips[3:6])
+    assert perf_lock.row_key(ips[:3], [False] * 3) == ()
+
+
+def test_pooling_needs_perfs_stacks(tmp_path: Path) -> None:
+    trace = trace_from_perf_script((DATA / "softirq_script.txt").read_text(), tmp_path / "t")
+    with pytest.raises(UsageError, match="perf lock contention -v"):
+        perf_lock.caller_pools(perf_lock.parse_file(DATA / "contention.txt"), Trace.open(trace))
 
 
 def test_waits_by_type_agree_with_perfs_lock_types(tmp_path: Path) -> None:

@@ -16,6 +16,11 @@ W's threads, from the same tracepoint calls:
   do_exit; seen: the futex wake of mm_release, for pthread_join) are ours alone.
   Callers: perf 6.1 names a caller after skipping 3 frames, so perf's rows
   are regrouped by mmreplay's rule applied to perf's `-v` stacks (`mm_caller`).
+  perf also keys its rows without those 3 frames and prints one stack per row,
+  so callers that take a lock directly under a shared path (rcu_core and
+  run_timer_softirq, both under handle_softirqs, interrupting the same
+  instruction; seen in 1 of 4 runs) share a row: such callers are compared as
+  one pool (`perf_lock.caller_pools`).
 * totals: our timestamps are `bpf_ktime_get_ns()` at the start of our programs;
   perf's are `local_clock()` taken after our program has run (in
   perf_prepare_sample). So each of our waits is longer by the run time of our
@@ -64,7 +69,7 @@ class SameRun:
     trace: Trace
     perf: pl.DataFrame  # parsed `perf lock contention -v`
     ours: pl.DataFrame  # `waits --by caller`
-    cmp: pl.DataFrame  # perf_lock.compare on mm_caller, plus exit_count/exit_total_ns: our waits through do_exit
+    cmp: pl.DataFrame  # perf_lock.compare on mm_caller (pooled), plus exit_count/exit_total_ns: ours via do_exit
     refused: int  # lock_contention events our ring buffer refused
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
@@ -117,7 +122,10 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
     exiting = run_sql(Source.open(trace), "SELECT c.caller, count(*) AS exit_count, sum(w.dur) AS exit_total_ns "
                       "FROM lock_waits w JOIN callers c USING (stack_id) WHERE c.frames LIKE '%do_exit+%' "
                       "GROUP BY c.caller")
-    cmp = perf_lock.compare(perf, ours, key="mm_caller").join(exiting, on="caller", how="left").with_columns(
+    pools = perf_lock.caller_pools(perf, t)
+    exiting = perf_lock.pooled(exiting, pools).group_by("caller").agg(pl.col("exit_count", "exit_total_ns").sum())
+    cmp = perf_lock.compare(perf, ours, key="mm_caller", pools=pools)
+    cmp = cmp.join(exiting, on="caller", how="left").with_columns(
         pl.col("exit_count", "exit_total_ns").fill_null(0), pl.col("perf_count", "perf_total_ns",
                                                                      "perf_total_resolution_ns").fill_null(0),
         pl.col("mm_count", "mm_total_ns").fill_null(0)).with_columns(
