@@ -61,6 +61,7 @@ pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[1]
 THREADS, ITERATIONS = 4, 2000  # 200-50k contended waits (mmap_lock sleeping; page-table, LRU spinning), ~3 s
 UNTIMED_NS_PER_WAIT = 200
+MANY_WAITS = 30  # enough waits for a caller's mean difference to be the probes' mean cost
 
 
 @dataclass
@@ -182,13 +183,14 @@ def test_callers_with_long_waits_agree_within_a_percent_plus_the_probes_cost(sam
 
     Per wait ours - perf = B_i - E_i: on average 1-4 us for sleeping waits (measured over 8 runs),
     up to ~80 us for one wait (an unwind from interrupt context, cold caches after sleeping). So
-    callers waiting >= 100 us on average agree within 1 % + 5 us per wait, their longest waits
-    within 1 % + 100 us.
+    callers waiting >= 100 us on average, over at least MANY_WAITS waits (enough for that average:
+    one madvise wait of 0.6 ms once differed by 17 us, 2.8 %), agree within 1 % + 5 us per wait;
+    every long-waiting caller's longest wait agrees within 1 % + 100 us.
     """
-    mean_ok = pl.col("perf_total_ns") >= 100_000 * pl.col("perf_count")
-    long = same_run.cmp.filter((pl.col("perf_count") > 0) & mean_ok)
-    assert long.height > 0, _show(same_run)
+    long = same_run.cmp.filter((pl.col("perf_count") > 0) & (pl.col("perf_total_ns") >= 100_000 * pl.col("perf_count")))
+    assert long.filter(pl.col("perf_count") >= MANY_WAITS).height > 0, _show(same_run)
     for r in long.iter_rows(named=True):
-        tol = 0.01 * r["perf_total_ns"] + 5_000 * r["perf_count"] + r["perf_total_resolution_ns"]
-        assert abs(r["total_diff_ns"]) <= tol, r
+        if r["perf_count"] >= MANY_WAITS:
+            tol = 0.01 * r["perf_total_ns"] + 5_000 * r["perf_count"] + r["perf_total_resolution_ns"]
+            assert abs(r["total_diff_ns"]) <= tol, r
         assert abs(r["mm_max_ns"] - r["perf_max_ns"]) <= 0.01 * r["perf_max_ns"] + 100_000, r
