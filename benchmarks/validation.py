@@ -12,6 +12,8 @@ Parts (each prints a markdown table and writes its figures as JSON under benchma
 * ``scaling`` — synthetic mmap-file, mmap-merge and mprotect-split at 3, 12 and 48 tasks on 24 CPUs under
   2.6.39 (spinlocks), 3.0 (mutexes) and current (rwsems): makespan and CPU time. Seed s synthesizes the
   trace with seed s *and* replays it with seed s, so the intervals cover the workload's sampling noise too.
+* ``waker`` — §b's sensitivity: 3.0 against 2.6.39 at 12 and 48 tasks as the waker's cost of a wake-up under
+  3.0's mutex wait_lock (``Costs.mutex_waker_ns``) grows from 0 (the default) to 5 µs.
 * ``kbuild`` — the recorded kbuild sample under 2.6.39 and 3.0 (the 2010 posting's kernel build).
 * ``model`` — recorded samples replayed under ``current`` (the policy of the 6.18 kernel they were recorded
   on) with its preemption model (none), on the recorded CPU count and on the CPUs the tasks really ran on:
@@ -98,6 +100,47 @@ def save(name: str, data: object) -> None:
 
 # ---------------------------------------------------------------- running
 
+WAKER_NS = (0, 500, 1_000, 2_000, 5_000)
+
+
+def part_waker(seeds: list[int], jobs: int, tasks: list[int], seconds: float) -> dict:
+    """§b sensitivity: 3.0's makespan against 2.6.39's as the waker's cost W of a wake-up under
+    mutex-classic's wait_lock (Costs.mutex_waker_ns) grows; the saturated patterns only."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for pattern in ("mmap-file", "mprotect-split"):
+            for n in [t for t in tasks if t >= 12]:
+                base: dict[int, float] = {}
+                ratios: dict[int, list[float]] = {w: [] for w in WAKER_NS}
+                switches: dict[int, list[float]] = {w: [] for w in WAKER_NS}
+                for seed in seeds:
+                    path = synth(pattern, Path(tmp) / f"{pattern}-{n}", tasks=n, cpus=24, seconds=seconds,
+                                 seed=seed, extra=["--fault-lock", "mmap_lock"])
+                    runs, _ = replay(path, ["2.6.39"], [seed], tables=False, jobs=jobs)
+                    base[seed] = runs["2.6.39"][seed].metrics["makespan_ns"]
+                    for w in WAKER_NS:
+                        runs, _ = replay(path, ["3.0"], [seed], tables=False, jobs=jobs,
+                                         costs=Costs(mutex_waker_ns=w))
+                        ratios[w].append(runs["3.0"][seed].metrics["makespan_ns"] / base[seed])
+                        switches[w].append(runs["3.0"][seed].metrics["context_switches"])
+                out[f"{pattern}:{n}"] = {w: {"ratio": mean_ci(ratios[w]), "switches": mean_ci(switches[w])}
+                                         for w in WAKER_NS}
+                print(f"  {pattern} {n} tasks: " + ", ".join(
+                    f"W={w} x{out[f'{pattern}:{n}'][w]['ratio'][0]:.2f}" for w in WAKER_NS),
+                    file=sys.stderr, flush=True)
+    print(f"\n### b. sensitivity: 3.0 / 2.6.39 makespan against W = Costs.mutex_waker_ns (mean [95% CI] over "
+          f"seeds {seeds[0]}..{seeds[-1]}; context switches of 3.0)\n")
+    print("| workload | tasks | " + " | ".join(f"W = {w / 1e3:g} µs" for w in WAKER_NS) + " |")
+    print("|---|---|" + "---|" * len(WAKER_NS))
+    for key, res in out.items():
+        pattern, n = key.split(":")
+        cells = [f"×{r['ratio'][0]:.2f} [{r['ratio'][1]:.2f}, {r['ratio'][2]:.2f}], {r['switches'][0]:,.0f} sw"
+                 for r in (res[w] for w in WAKER_NS)]
+        print(f"| {pattern} | {n} | " + " | ".join(cells) + " |")
+    save("waker", {k: {str(w): r for w, r in v.items()} for k, v in out.items()})
+    return out
+
+
 def synth(pattern: str, out: Path, *, tasks: int, cpus: int, seconds: float, seed: int, extra: list[str]) -> Path:
     cmd = [sys.executable, "-m", "replay", "synth", pattern, "-o", str(out), "--tasks", str(tasks),
            "--cpus", str(cpus), "--seconds", str(seconds), "--seed", str(seed), "--force", *extra]
@@ -107,12 +150,13 @@ def synth(pattern: str, out: Path, *, tasks: int, cpus: int, seconds: float, see
 
 def replay(path: Path, sets: list[str], seeds: list[int], *, cpus: int | None = None, tables: bool = True,
            jobs: int = 2, preempt: str = PREEMPT, mode: str = "closed",
-           probe: bool = True, calibrated: bool = False) -> tuple[dict[str, dict[int, object]], object]:
+           probe: bool = True, calibrated: bool = False,
+           costs: Costs | None = None) -> tuple[dict[str, dict[int, object]], object]:
     """runs[set][seed] = Run, for the trace at ``path`` reconstructed on ``cpus`` (default: as recorded);
-    ``calibrated``: with the costs the trace measures (replay --calibrate)."""
+    ``calibrated``: with the costs the trace measures (replay --calibrate); ``costs``: these instead."""
     trace = Trace.open(path)
     workload = reconstruct(trace, cpus=cpus)
-    costs = calibrate(trace).costs if calibrated else Costs()
+    costs = costs or (calibrate(trace).costs if calibrated else Costs())
     settings = Settings(cpus=workload.cpus, preempt=preempt, mode=mode, costs=costs, keep_tables=tables,
                         probe=probe)
     specs = [RunSpec(s, seed) for s in sets for seed in seeds]
@@ -414,7 +458,7 @@ def part_identity() -> dict:
     return out
 
 
-PARTS = ("take-all-locks", "kbuild", "scaling", "model", "identity")
+PARTS = ("take-all-locks", "kbuild", "scaling", "waker", "model", "identity")
 
 
 def main() -> int:
@@ -439,6 +483,8 @@ def main() -> int:
         part_kbuild(seeds, a.jobs)
     if "scaling" in parts:
         part_scaling(seeds, a.jobs, a.tasks, a.seconds)
+    if "waker" in parts:
+        part_waker(seeds, a.jobs, a.tasks, a.seconds)
     return 0
 
 

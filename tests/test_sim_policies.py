@@ -495,6 +495,37 @@ def test_the_3_0_mutex_wakes_a_sleeper_at_every_unlock_even_when_a_spinner_takes
     assert (today[1], classic[1]) == (2, 3)
 
 
+@pytest.mark.parametrize("engine", ["python", "c"])
+def test_the_3_0_mutex_unlock_waits_for_wait_lock_while_the_previous_unlocker_wakes_a_sleeper(engine):
+    """3.0's unlock slowpath takes the mutex's wait_lock, then releases the count and calls
+    wake_up_process() under it. T2 sleeps behind T1 (which blocks holding the lock); T1's unlock at
+    6 100 hands the lock to spinning T3 and wakes T2, holding wait_lock W = 5 µs (T1 pays them). T3's
+    unlock at 9 100 spins on wait_lock until 11 100, preemption off, before it releases; T2, runnable
+    at 6 100 + W + 1 µs, then finds the lock free. With W = 0, T2 is woken twice and gets it at 10 100."""
+    lock = LockRef("i_mmap_rwsem", 1)
+    threads = [
+        Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
+        Thread(tid=2, pid=1, ops=[Critical(lock, "write", 100)], start_ns=1_000),
+        Thread(tid=3, pid=1, ops=[Critical(lock, "write", 3_000)], start_ns=6_050),
+    ]
+
+    def run(waker_ns):
+        costs = replace(Costs.zero(), wakeup_ns=1_000, mutex_waker_ns=waker_ns)
+        res = simulate(Workload(threads, cpus=3), SimConfig(cpus=3, policy=resolve("i_mmap_rwsem=mutex-classic"),
+                                                            costs=costs, probe=False, engine=engine))
+        holds = {r["tid"]: (r["ts"], r["ts"] + r["dur"]) for r in res.tables["sim_lock_holds"].to_pylist()}
+        woken = sum(r["next_tid"] == 2 for r in res.tables["sim_sched"].to_pylist()) - 1
+        poff = [(r["ts"], r["dur"], r["tid"]) for r in res.tables["sim_preempt_off"].to_pylist()]
+        return holds, woken, poff, res.metrics
+
+    holds, woken, poff, _ = run(0)
+    assert (holds[3], holds[2], woken, poff) == ((6_100, 9_100), (10_100, 10_200), 2, [])
+    holds, woken, poff, m = run(5_000)
+    assert (holds[3], holds[2], woken) == ((6_100, 11_100), (12_100, 12_200), 1)
+    assert poff == [(9_100, 2_000, 3)] and m["spin_cpu_ns"] == 50 + 2_000  # T3 spun for the lock, then for wait_lock
+    assert m["makespan_ns"] == 12_200
+
+
 def test_a_woken_mutex_waiter_stays_first_in_line_and_a_second_unlock_wakes_no_one_else():
     """T2 (from 1 000) and T4 (from 2 000) sleep behind T1. T1's unlock at 6 100 wakes T2; T3 takes
     the lock meanwhile and unlocks at 6 300, before T2 runs (7 100): that unlock wakes no one (T2 is

@@ -36,6 +36,10 @@ class Costs:
     #: a mutex waiter that has slept this long gets the lock handed to it before optimistic
     #: spinners (approximates MUTEX_FLAG_HANDOFF, kernel/locking/mutex.c) -- assumption 1 ms.
     mutex_handoff_after_ns: int = 1_000_000
+    #: mutex-classic (3.0): the unlocker's CPU time for wake_up_process(), which 3.0's unlock
+    #: slowpath calls with the mutex's wait_lock held; the next slowpath unlock spins on
+    #: wait_lock until it is done (docs/VALIDATION.md §b). 0 = not modelled: no bare-metal figure.
+    mutex_waker_ns: int = 0
     #: rwsem: RWSEM_WAIT_TIMEOUT = DIV_ROUND_UP(HZ, 250) jiffies = 4 ms (kernel/locking/rwsem.c).
     rwsem_handoff_after_ns: int = 4_000_000
 

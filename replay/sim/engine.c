@@ -44,7 +44,7 @@ struct mmr_params {
 	/* costs (ns, pages) */
 	i64 context_switch, wakeup, wake_jitter, timeslice, probe_irq, probe_run, line, line_remote,
 	    cpus_per_socket, max_gather_pages, batch_pages, percpu_batch_pages, local_batch_pages,
-	    invlpg, full_flush, flush_ceiling, ipi_handler, shootdown;
+	    invlpg, full_flush, flush_ceiling, ipi_handler, shootdown, mutex_waker;
 	double batch_alloc_fail_p;
 	/* codes in the results schema's vocabularies */
 	i64 r_dispatch, r_preempt, r_block, r_sleep_lock, r_exit, r_probe_end;
@@ -196,6 +196,7 @@ typedef struct {
 	int readers;
 	int nonspinnable; /* RWSEM_NONSPINNABLE */
 	int woken;       /* -1 none */
+	i64 wait_lock_free; /* mutex-classic: when the waking unlocker lets wait_lock go */
 	Deque q;         /* spinlock queue; mutex / rwsem optimistic spinners */
 	Deque sleepers;  /* thread indices; rwsem: idx * 2 + write */
 } Lock;
@@ -518,12 +519,12 @@ static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, 
 	push(e, at, E_GRANT, th->idx, th->gen);
 }
 
-static void wake_retry(Engine *e, Thread *th, i64 now)
+static void wake_retry(Engine *e, Thread *th, i64 now, i64 delay)
 {
 	th->waiting_lock = -1;
 	th->retrying = 1;
 	th->state = READY;
-	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + delay + wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
 static void grant_sleeper(Engine *e, Thread *th, i64 now)
@@ -607,13 +608,21 @@ static void rwsem_wake_readers(Engine *e, Lock *lk, i64 now)
 }
 
 /* Mutex._wake_first: wake the first sleeper to retry, unless one is already on its way */
-static void mutex_wake_first(Engine *e, Lock *lk, i64 now)
+static void mutex_wake_first(Engine *e, Lock *lk, i64 now, i64 delay)
 {
 	if (lk->sleepers.n && lk->woken < 0) {
 		Thread *nxt = &e->th[dq_pop(&lk->sleepers)];
 		lk->woken = nxt->idx;
-		wake_retry(e, nxt, now);
+		wake_retry(e, nxt, now, delay);
 	}
+}
+
+/* Mutex.release_wait: until when an unlock at now must spin on wait_lock first */
+static i64 lock_release_wait(const Lock *lk)
+{
+	if (lk->kind == L_MUTEX_CLASSIC && (lk->q.n || lk->sleepers.n || lk->woken >= 0))
+		return lk->wait_lock_free;
+	return 0;
 }
 
 static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
@@ -724,7 +733,12 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		} else {
 			lk->owner = -1;
 		}
-		mutex_wake_first(e, lk, now);
+		if (lk->sleepers.n && lk->woken < 0) {
+			i64 w = e->p.mutex_waker;
+			lk->wait_lock_free = now + w;
+			th->debt += w;
+			mutex_wake_first(e, lk, now, w);
+		}
 		return;
 	}
 	case L_MUTEX: {
@@ -740,7 +754,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			grant_spin(e, th, nxt, now, 0, 0);
 		} else {
 			lk->owner = -1;
-			mutex_wake_first(e, lk, now);
+			mutex_wake_first(e, lk, now, 0);
 		}
 		return;
 	}
@@ -777,7 +791,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 					grant_sleeper(e, nxt, now);
 				} else {
 					lk->woken = nxt->idx;
-					wake_retry(e, nxt, now);
+					wake_retry(e, nxt, now, 0);
 					return;
 				}
 			} else {
@@ -1235,6 +1249,21 @@ int mmr_engine_run(Engine *e, i64 report_every)
 			} else if (op == REL) {
 				int lid = (int)ins[1];
 				Lock *lk = &e->locks[lid];
+				if (th->granted) { /* back from spinning on the lock's internal wait_lock */
+					th->granted = 0;
+					poff_dec(e, th, now);
+				} else {
+					i64 until = lock_release_wait(lk);
+					if (until > now) { /* mutex-classic: spin (preemption off) until wait_lock is free */
+						th->state = SPIN;
+						th->spin_start = now;
+						poff_inc(th, now, (int)p->p_spin_wait, (int)p->lock_cls[lid]);
+						push(e, until, E_GRANT, th->idx, th->gen);
+						e->s.instr += n;
+						e->s.events += n;
+						break;
+					}
+				}
 				Held h = th->held[--th->nheld];
 				i64 *r = log_row(e, LOG_HOLDS);
 				if (r) {

@@ -183,7 +183,7 @@ class Engine:
                 lk = Mutex(self, costs.mutex_handoff_after_ns)
             elif info.policy == "mutex-classic":
                 lk = Mutex(self, costs.mutex_handoff_after_ns, unqueued=True,
-                           per_waiter=costs.ticket_handoff_per_waiter)
+                           per_waiter=costs.ticket_handoff_per_waiter, waker_ns=costs.mutex_waker_ns)
             elif info.policy == "rwsem":
                 lk = RWSem(self, costs.rwsem_handoff_after_ns)
             elif info.policy == "rwsem-classic":
@@ -379,12 +379,13 @@ class Engine:
         """End ``th``'s current spin at ``at`` unless it has got the lock or stopped by then."""
         self.push(at, E_RSPIN, th.idx, th.spins)
 
-    def wake_retry(self, th: SimThread, now: int) -> None:
-        """Wake a lock sleeper without granting the lock: it retries the acquisition when it runs."""
+    def wake_retry(self, th: SimThread, now: int, delay: int = 0) -> None:
+        """Wake a lock sleeper without granting the lock: it retries the acquisition when it runs
+        (runnable ``delay`` ns later than a wake-up from ``now`` would make it)."""
         th.waiting_lock = None
         th.retrying = True
         th.state = READY
-        self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + delay + self.wake_cost(), E_WAKE, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
@@ -748,6 +749,20 @@ class Engine:
                 elif op == REL:
                     lid = ins[1]
                     lk = locks[lid]
+                    if th.granted:  # back from spinning on the lock's internal wait_lock
+                        th.granted = False
+                        self.poff_dec(th, now)
+                    else:
+                        until = lk.release_wait(now)
+                        if until > now:  # mutex-classic: spin (preemption off) until wait_lock is free
+                            th.state = SPIN
+                            th.spin_start = now
+                            self.poff_inc(th, now, P_SPIN_WAIT, lock_cls[lid])
+                            self.seq += 1
+                            push(heap, (until, self.seq, E_GRANT, th.idx, th.gen))
+                            self.instr += n
+                            events += n
+                            break
                     h = th.held.pop()
                     rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, ins[2], h[3], h[4]))
                     lk.release(th, now, ins[2])

@@ -63,6 +63,9 @@ class SpinLock:
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         raise AssertionError("spinlock waiters have no time limit")
 
+    def release_wait(self, now: int) -> int:  # releases at once
+        return 0
+
     def downgrade(self, th: SimThread, now: int) -> None:  # cannot share: the hold stays exclusive
         pass
 
@@ -81,13 +84,19 @@ class Mutex:
     the ticket spinlock's; an unlock with sleepers wakes the first one even when a spinner
     takes the lock (__mutex_unlock_common_slowpath ran whenever the count said "waiters"),
     and a woken waiter that finds the lock taken sleeps again without spinning (its wait
-    loop only retries the lock word); there is no hand-off to a long waiter."""
+    loop only retries the lock word); there is no hand-off to a long waiter. That unlock
+    slowpath (taken when anyone waits) first takes the mutex's ``wait_lock`` and calls
+    wake_up_process() under it: a wake-up costs the unlocker ``waker_ns`` and keeps
+    ``wait_lock`` that long, and the next slowpath unlock spins until it is free
+    (:meth:`release_wait`) before it releases the lock."""
 
     preempt_off = False
     sleeping = True
-    __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after", "unqueued", "per_waiter")
+    __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after", "unqueued", "per_waiter",
+                 "waker_ns", "wait_lock_free")
 
-    def __init__(self, eng: Engine, handoff_after_ns: int, unqueued: bool = False, per_waiter: float = 0.0):
+    def __init__(self, eng: Engine, handoff_after_ns: int, unqueued: bool = False, per_waiter: float = 0.0,
+                 waker_ns: int = 0):
         self.eng = eng
         self.owner: SimThread | None = None
         self.spinners: deque[SimThread] = deque()
@@ -97,6 +106,9 @@ class Mutex:
         self.handoff_after = handoff_after_ns
         self.unqueued = unqueued
         self.per_waiter = per_waiter
+        self.waker_ns = waker_ns
+        #: mutex-classic: when the unlocker that holds wait_lock to wake a sleeper lets it go
+        self.wait_lock_free = 0
 
     def acquire(self, th: SimThread, now: int, write: bool) -> bool:
         if self.woken is th:
@@ -129,7 +141,10 @@ class Mutex:
                 self.eng.grant_spin(th, nxt, now, 1 + self.per_waiter * (k - 1))
             else:
                 self.owner = None
-            self._wake_first(now)
+            if self.sleepers and self.woken is None:
+                self.wait_lock_free = now + self.waker_ns
+                th.debt += self.waker_ns
+                self._wake_first(now, self.waker_ns)
             return
         if sleepers and self.woken is None and now - sleepers[0].wait_start >= self.handoff_after:
             nxt = sleepers.popleft()
@@ -144,11 +159,17 @@ class Mutex:
             self.owner = None
             self._wake_first(now)
 
-    def _wake_first(self, now: int) -> None:
+    def _wake_first(self, now: int, delay: int = 0) -> None:
         """Wake the first sleeper to retry, unless one is already on its way."""
         if self.sleepers and self.woken is None:
             self.woken = nxt = self.sleepers.popleft()
-            self.eng.wake_retry(nxt, now)
+            self.eng.wake_retry(nxt, now, delay)
+
+    def release_wait(self, now: int) -> int:
+        """Until when an unlock at ``now`` must spin on wait_lock first (mutex-classic's slowpath)."""
+        if self.unqueued and (self.spinners or self.sleepers or self.woken is not None):
+            return self.wait_lock_free
+        return 0
 
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
@@ -330,6 +351,9 @@ class RWSem:
         self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
 
+    def release_wait(self, now: int) -> int:  # releases at once
+        return 0
+
     def downgrade(self, th: SimThread, now: int) -> None:
         """downgrade_write: the writer becomes a reader; queued readers at the head are woken
         (rwsem_downgrade_wake); spinning writers now spin on a reader-owned lock, for a while."""
@@ -377,6 +401,9 @@ class Recorded:
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
         raise AssertionError("as-recorded waits have no time limit")
+
+    def release_wait(self, now: int) -> int:  # releases at once
+        return 0
 
     def downgrade(self, th: SimThread, now: int) -> None:
         pass
