@@ -1,22 +1,7 @@
 /* mmap1 (will-it-scale tests/mmap1.c): anonymous memory mmap/munmap.
  * Each task maps REGION (-s, default 128 MiB) and unmaps it without touching it.
- * One iteration = one mmap+munmap pair. */
+ * One iteration = one mmap+munmap pair. The testcase is in map_loop.h. */
 static const char *wl_name = "mmap1";
-#include "harness.h"
-
-static void testcase(struct wl_task *t)
-{
-	unsigned long size = wl_opt.region;
-	int fd = -1;
-
-	while (!wl_stopped()) {
-		char *c = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
-		if (c == MAP_FAILED)
-			wl_die("mmap");
-		if (munmap(c, size))
-			wl_die("munmap");
-		t->iterations++;
-	}
-	if (fd >= 0)
-		close(fd);
-}
+#define MAP_LOOP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS)
+#define MAP_LOOP_TOUCH 0
+#include "map_loop.h"

@@ -1,25 +1,8 @@
 /* page_fault1 (will-it-scale tests/page_fault1.c): anonymous memory page fault.
  * Each task maps its own REGION (-s, default 128 MiB), writes one byte in every
- * page (one fault per page), unmaps it, repeats. One iteration = one page. */
+ * page (one fault per page), unmaps it, repeats. One iteration = one page.
+ * The testcase is in map_loop.h. */
 static const char *wl_name = "page_fault1";
-#include "harness.h"
-
-static void testcase(struct wl_task *t)
-{
-	unsigned long size = wl_opt.region;
-	int fd = -1;
-
-	while (!wl_stopped()) {
-		char *c = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, fd, 0);
-		if (c == MAP_FAILED)
-			wl_die("mmap");
-		for (unsigned long i = 0; i < size && !wl_stopped(); i += wl_pgsize) {
-			c[i] = 0;
-			t->iterations++;
-		}
-		if (munmap(c, size))
-			wl_die("munmap");
-	}
-	if (fd >= 0)
-		close(fd);
-}
+#define MAP_LOOP_FLAGS (MAP_PRIVATE | MAP_ANONYMOUS)
+#define MAP_LOOP_TOUCH 1
+#include "map_loop.h"
