@@ -1,185 +1,697 @@
-"""Export a trace or replay results in the Chrome JSON trace format, which the Perfetto UI opens.
+"""Export a trace or replay results as a native Perfetto trace (protobuf), streamed.
 
-One ``"X"`` (complete) event per interval row — lock holds and waits, system
-calls, mmu_gather windows, page-free bursts, preempt-off sections of replay
-results — and one ``"i"`` (instant, thread scope) per page fault, TLB flush
-and IPI sent, on its pid/tid; ``"M"`` metadata events name processes and threads from
-the ``tasks`` table. Times are microseconds (floats, ns precision kept).
-Replay results have no processes: each (policy set, seed) becomes one
-process, named so, holding its simulated threads and a "probe" thread (tid -2)
-with the injected probe's waits (``sim_probe``).
+What a recorded trace becomes (ui.perfetto.dev, trace_processor):
 
-Events are produced as polars frames and serialized with ``write_ndjson``, so
-exporting millions of rows stays fast; the file is still a single JSON object.
+* **CPU tracks and thread states** from ``sched_switch`` and **wake-ups** from
+  ``sched_wakeup``, as ftrace ``compact_sched`` bundles (the format traced
+  itself writes), so Perfetto builds its CPU tracks, thread states and
+  "woken by" links exactly as for a trace it recorded;
+* the **processes and threads** of the ``tasks`` table (a ProcessTree);
+* per thread, **slices** on child tracks of the thread: mm system calls, lock
+  waits and holds (named by class and mode, with the lock class, the caller
+  and the lock address as arguments), preempt-off sections (the lower bounds
+  that replay/analytics/preempt.py derives), mmu_gather windows, page-free
+  bursts, mm_take_all_locks; **instants** for TLB flushes, IPIs and page
+  faults;
+* a **counter** of runnable (woken or preempted, not running) tasks.
+
+Replay results become one process per policy set (one seed each, ``seed``),
+side by side: per simulated task the same slice tracks, per simulated CPU a
+track of what ran on it, the injected probe's waits, and the runnable-tasks
+counter from the simulated switches.
+
+Slices on one Perfetto track must nest. Rows of one family on one thread are
+packed into as few lanes as keep them nested (a second lane is a track of the
+same name), so overlapping intervals are shown, never cut.
+
+Memory stays bounded: tables are read in slices of :data:`CHUNK_ROWS` rows and
+packets leave in zlib-compressed groups (``TracePacket.compressed_packets``,
+which trace_processor and the UI inflate), which also keeps the file small.
+The protos come from the ``perfetto`` package (``pip install 'mmreplay[perfetto]'``).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
+import numpy as np
 import polars as pl
 
 from replay.analytics.source import Source
+from replay.errors import UsageError
+
+CHUNK_ROWS = 200_000  # rows of one table in memory at a time
+PACKETS_BYTES = 1 << 20  # uncompressed packets per compressed_packets group
+SEQ = 1  # the trusted_packet_sequence_id of every TrackEvent packet
+PROBE_TID = -2
+POINTERS = frozenset({"lock_addr", "mm", "address"})  # shown as hex addresses
+
+
+def protos() -> Any:
+    """The perfetto_trace_pb2 module, or a one-line error saying how to get it."""
+    try:
+        from perfetto.protos.perfetto.trace import perfetto_trace_pb2
+    except ImportError as e:  # the extra is not installed
+        raise UsageError(
+            "the Perfetto export needs the 'perfetto' package (pip install 'mmreplay[perfetto]'); "
+            "--format json writes the legacy Chrome JSON without it"
+        ) from e
+    return perfetto_trace_pb2
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class PacketWriter:
+    """Streams TracePackets into a file, deflating them in groups of about 1 MB."""
+
+    def __init__(self, f: IO[bytes], pb: Any, compress: bool = True):
+        self.f, self.pb, self.compress = f, pb, compress
+        self.buf = bytearray()
+        self.packets = 0
+
+    def write(self, packet: Any) -> None:
+        data = packet.SerializeToString()
+        self.buf += b"\x0a" + _varint(len(data)) + data  # Trace.packet is field 1, length-delimited
+        self.packets += 1
+        if len(self.buf) >= PACKETS_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buf:
+            return
+        if self.compress:
+            outer = self.pb.TracePacket(compressed_packets=zlib.compress(bytes(self.buf), 9))
+            data = outer.SerializeToString()
+            self.f.write(b"\x0a" + _varint(len(data)) + data)
+        else:
+            self.f.write(bytes(self.buf))
+        self.buf = bytearray()
+
+
+@dataclass
+class Interner:
+    """Per-sequence interned strings (event names, annotation names and string values)."""
+
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def iid(self, table: str, s: str, pending: list[tuple[str, int, str]]) -> int:
+        t = self.tables.setdefault(table, {})
+        i = t.get(s)
+        if i is None:
+            i = t[s] = len(t) + 1
+            pending.append((table, i, s))
+        return i
+
+
+class TrackEvents:
+    """Writes track descriptors and TrackEvents on one sequence, with interning."""
+
+    def __init__(self, w: PacketWriter):
+        self.w, self.pb = w, w.pb
+        self.interner = Interner()
+        self.first = True
+        self.next_uuid = 1
+        self.counts: dict[str, int] = {}
+
+    def uuid(self) -> int:
+        self.next_uuid += 1
+        return self.next_uuid
+
+    def describe(self, uuid: int, *, name: str | None = None, parent: int | None = None,
+                 thread: tuple[int, int, str] | None = None, process: tuple[int, str] | None = None,
+                 counter: bool = False, rank: int | None = None) -> None:
+        td = self.pb.TrackDescriptor(uuid=uuid)
+        if name is not None:
+            td.name = name
+        if parent is not None:
+            td.parent_uuid = parent
+        if thread is not None:
+            td.thread.pid, td.thread.tid, td.thread.thread_name = thread
+        if process is not None:
+            td.process.pid, td.process.process_name = process
+        if counter:
+            td.counter.SetInParent()
+        if rank is not None:
+            td.sibling_order_rank = rank
+        self.w.write(self.pb.TracePacket(track_descriptor=td))
+
+    def _packet(self, ts: int) -> tuple[Any, list[tuple[str, int, str]]]:
+        p = self.pb.TracePacket(timestamp=ts, trusted_packet_sequence_id=SEQ)
+        if self.first:
+            p.sequence_flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+            self.first = False
+        else:
+            p.sequence_flags = self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
+        return p, []
+
+    def _intern(self, p: Any, pending: list[tuple[str, int, str]]) -> None:
+        for table, iid, s in pending:
+            if table == "event_names":
+                p.interned_data.event_names.add(iid=iid, name=s)
+            elif table == "debug_annotation_names":
+                p.interned_data.debug_annotation_names.add(iid=iid, name=s)
+            else:
+                p.interned_data.debug_annotation_string_values.add(iid=iid, str=s.encode())
+
+    def event(self, kind: str, track: int, ts: int, name: str, args: dict[str, Any] | None = None,
+              dur: int | None = None) -> None:
+        """A slice (``dur`` given) or an instant on ``track``; ``kind`` counts it in the summary."""
+        te_type = self.pb.TrackEvent
+        p, pending = self._packet(ts)
+        te = p.track_event
+        te.type = te_type.TYPE_SLICE_BEGIN if dur is not None else te_type.TYPE_INSTANT
+        te.track_uuid = track
+        te.name_iid = self.interner.iid("event_names", name, pending)
+        for k, v in (args or {}).items():
+            if v is None or (k == "incomplete" and not v):  # only the cut intervals say so
+                continue
+            a = te.debug_annotations.add()
+            a.name_iid = self.interner.iid("debug_annotation_names", k, pending)
+            if k in POINTERS:
+                a.pointer_value = int(v)
+            elif isinstance(v, str):
+                a.string_value_iid = self.interner.iid("debug_annotation_string_values", v, pending)
+            elif isinstance(v, bool):
+                a.bool_value = v
+            elif isinstance(v, int):
+                a.int_value = v
+            else:
+                a.double_value = float(v)
+        self._intern(p, pending)
+        self.w.write(p)
+        if dur is not None:
+            end, _ = self._packet(ts + max(int(dur), 0))
+            end.track_event.type = te_type.TYPE_SLICE_END
+            end.track_event.track_uuid = track
+            self.w.write(end)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def counter(self, kind: str, track: int, ts: int, value: int) -> None:
+        p, _ = self._packet(ts)
+        p.track_event.type = self.pb.TrackEvent.TYPE_COUNTER
+        p.track_event.track_uuid = track
+        p.track_event.counter_value = int(value)
+        self.w.write(p)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+class Lanes:
+    """Packs the intervals of one track into lanes on which they nest (each lane a Perfetto track)."""
+
+    def __init__(self, make_track: Callable[[int], int]):
+        self.make_track = make_track
+        self.stacks: list[list[int]] = []  # per lane: ends of the open intervals, outermost first
+        self.tracks: list[int] = []
+
+    def place(self, ts: int, end: int) -> int:
+        for lane, stack in enumerate(self.stacks):
+            while stack and stack[-1] <= ts:
+                stack.pop()
+            if not stack or stack[-1] >= end:
+                stack.append(end)
+                return self.tracks[lane]
+        self.stacks.append([end])
+        self.tracks.append(self.make_track(len(self.tracks)))
+        return self.tracks[-1]
 
 
 @dataclass(frozen=True)
 class Family:
-    """How one table becomes events."""
+    """One table's rows as slices or instants on a per-task track."""
 
-    table: str  # recorded name (the results twin is used for results)
-    cat: str
-    ph: str  # "X" or "i"
-    name: pl.Expr
-    args: tuple[str, ...]
-
-
-def _hex(col: str) -> pl.Expr:
-    return pl.col(col).map_elements(hex, return_dtype=pl.String).alias(col)
+    kind: str  # the summary's name and the track's name
+    table: str  # recorded table name (Source maps it to the results twin)
+    frame: Callable[[Source], pl.LazyFrame | None]  # ts, [dur], tid, pid, name, args... ; None: not available
+    instant: bool = False
+    rank: int = 0  # order of the track under its task
 
 
 def _text(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String)
 
 
-FAMILIES = (
-    Family("lock_holds", "lock_hold", "X", pl.concat_str([_text("lock_class"), pl.lit(" hold "), _text("mode")],
-                                                          ignore_nulls=True), ("lock_addr", "wait", "depth")),
-    Family("lock_waits", "lock_wait", "X", pl.concat_str([_text("lock_class"), pl.lit(" wait")]),
-           ("lock_addr", "flags", "mode")),
-    Family("syscalls", "syscall", "X", _text("name"), ("arg0", "arg1", "ret", "op")),
-    Family("gathers", "gather", "X", pl.when(pl.col("fullmm")).then(pl.lit("mmu_gather (fullmm)"))
-           .otherwise(pl.lit("mmu_gather")), ("pages", "flushes", "mm")),
-    Family("page_free_batches", "page_free", "X", pl.lit("page free burst"), ("pages", "batched")),
-    Family("preempt_off", "preempt_off", "X",
-           pl.concat_str([pl.lit("preempt off "), _text("cause")], ignore_nulls=True), ("cause", "lock_class")),
-    Family("sched_latency", "probe", "X", pl.concat_str([pl.lit("probe wait "), _text("cause")], ignore_nulls=True),
-           ("cause", "cpu")),
-    Family("page_faults", "page_fault", "i", pl.lit("page fault"), ("address", "ip", "error_code")),
-    Family("tlb_flushes", "tlb_flush", "i", pl.concat_str([pl.lit("tlb flush "), _text("reason")]), ("pages",)),
-    Family("ipis", "ipi", "i", pl.lit("IPI sent"), ("target_cpu", "ncpus", "callsite", "callback")),
-)
-_ADDRESSES = {"lock_addr", "mm", "address", "ip", "arg0", "arg1", "callsite", "callback"}
-_LABELS = {"mode", "reason", "op", "cause", "lock_class", "kind"}
-PROBE_TID = -2  # the simulator's own id for its probe task
+def _callers(src: Source, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Adds ``caller`` (function outside the locking primitives) from the stack, when there is one."""
+    if "stack_id" not in lf.collect_schema() or not src.trace.has("stacks"):
+        return lf
+    from replay.analytics.callers import stack_callers
+
+    callers = stack_callers(src.trace).select("stack_id", "caller")
+    return lf.join(callers, on="stack_id", how="left", maintain_order="left")
 
 
-def _process_ids(src: Source) -> pl.DataFrame | None:
-    """For results: (policy_set, seed) -> a synthetic pid and its name."""
-    if not src.is_results:
-        return None
-    runs = src.runs()
-    return runs.with_columns(
-        pl.int_range(1, runs.height + 1, dtype=pl.Int32).alias("pid"),
-        pl.format("{} seed {}", "policy_set", "seed").alias("pname"),
-    )
-
-
-def _events(src: Source, fam: Family, runs: pl.DataFrame | None) -> pl.LazyFrame | None:
-    table = fam.table
-    if table in ("preempt_off", "sched_latency") and not src.is_results:
-        return None  # recorded traces have no such events (the queries derive them from other tables)
-    if not src.has(table):
-        return None
-    lf = src.scan(table, "export")
+def _owner_cols(lf: pl.LazyFrame) -> list[pl.Expr]:
     schema = lf.collect_schema()
-    if fam.cat == "syscall" and "name" not in schema:  # sim_ops names it kind
-        for alt in ("kind", "op"):
-            if alt in schema:
-                lf = lf.rename({alt: "name"})
-                break
-        schema = lf.collect_schema()
-    if fam.cat == "probe":  # the probe is no workload thread: one track of its own per run
-        if "latency" in schema:
-            lf = lf.rename({"latency": "dur"})
-        lf = lf.with_columns(pl.lit(PROBE_TID).alias("tid"))
-        schema = lf.collect_schema()
-    if runs is not None:
-        if "policy_set" not in schema:
+    cols = [pl.col("tid").cast(pl.Int64)]
+    cols.append(pl.col("pid").cast(pl.Int64) if "pid" in schema else pl.lit(None, pl.Int64).alias("pid"))
+    for c in ("policy_set", "seed"):
+        if c in schema:
+            cols.append(pl.col(c).cast(pl.String if c == "policy_set" else pl.Int32))
+    return cols
+
+
+def _locks_waits(src: Source) -> pl.LazyFrame | None:
+    if not src.has("lock_waits"):
+        return None
+    lf = _callers(src, src.scan("lock_waits", "export"))
+    schema = lf.collect_schema()
+    args = [_text("lock_class"), pl.col("lock_addr")]
+    if "caller" in schema:
+        args.append(pl.col("caller"))
+    if "flags" in schema:
+        from replay.analytics.grouping import lock_type
+
+        args.append(lock_type(pl.col("flags")).alias("type"))
+    for c in ("spun_ns", "slept", "incomplete"):
+        if c in schema:
+            args.append(pl.col(c))
+    return lf.select(*_owner_cols(lf), "ts", "dur",
+                     pl.concat_str([_text("lock_class"), pl.lit(" wait")]).alias("name"), *args)
+
+
+def _locks_holds(src: Source) -> pl.LazyFrame | None:
+    if not src.has("lock_holds"):
+        return None
+    lf = _callers(src, src.scan("lock_holds", "export"))
+    schema = lf.collect_schema()
+    args = [_text("lock_class"), _text("mode"), pl.col("lock_addr")]
+    args += [pl.col(c) for c in ("caller", "wait", "depth", "derived", "incomplete") if c in schema]
+    return lf.select(*_owner_cols(lf), "ts", "dur",
+                     pl.concat_str([_text("lock_class"), pl.lit(" "), _text("mode")]).alias("name"), *args)
+
+
+def _syscalls(src: Source) -> pl.LazyFrame | None:
+    if not src.has("syscalls"):
+        return None
+    lf = src.scan("syscalls", "export")
+    schema = lf.collect_schema()
+    name = next(c for c in ("name", "kind", "op") if c in schema)
+    args = [pl.col(c) for c in ("ret", "incomplete") if c in schema]
+    return lf.select(*_owner_cols(lf), "ts", "dur", _text(name).alias("name"), *args)
+
+
+def _preempt_off(src: Source) -> pl.LazyFrame | None:
+    from replay.analytics.preempt import sections
+
+    if src.is_results and not src.has("preempt_off"):
+        return None
+    if not src.is_results and not (src.has("lock_waits") or src.has("lock_holds")):
+        return None
+    lf = sections(src)
+    if not src.is_results and src.has("tasks"):  # sections carry no pid: take it from the tasks table
+        tasks = src.trace.scan("tasks").group_by("tid").agg(pl.col("pid").first())
+        lf = lf.join(tasks, on="tid", how="left")
+    schema = lf.collect_schema()
+    args = [_text("source"), _text("lock_class")] + [pl.col(c) for c in ("cut",) if c in schema]
+    return lf.select(*_owner_cols(lf), "ts", "dur",
+                     pl.concat_str([pl.lit("preempt off: "), _text("source"), pl.lit(" "), _text("lock_class")],
+                                   ignore_nulls=True).alias("name"), *args).sort("ts")
+
+
+def _plain(table: str, name: str | pl.Expr, args: tuple[str, ...]) -> Callable[[Source], pl.LazyFrame | None]:
+    def frame(src: Source) -> pl.LazyFrame | None:
+        if not src.has(table):
             return None
-        lf = lf.with_columns(pl.col("policy_set").cast(pl.String)).join(
-            runs.lazy().select("policy_set", "seed", "pid"), on=["policy_set", "seed"], how="left")
-    args = [
-        _hex(a) if a in _ADDRESSES and schema[a].is_integer() else _text(a) if a in _LABELS
-        else pl.col(a)
-        for a in fam.args if a in schema
-    ]
-    if "incomplete" in schema:
-        args.append(pl.col("incomplete"))
-    cols = [
-        fam.name.alias("name"),
-        pl.lit(fam.cat).alias("cat"),
-        pl.lit(fam.ph).alias("ph"),
-        (pl.col("ts") / 1000.0).alias("ts"),
-    ]
-    if fam.ph == "X":
-        cols.append((pl.col("dur") / 1000.0).alias("dur"))
-    else:
-        cols.append(pl.lit("t").alias("s"))
-    cols += [pl.col("pid").cast(pl.Int64), pl.col("tid").cast(pl.Int64)]
-    if args:
-        cols.append(pl.struct(args).alias("args"))
-    return lf.select(cols)
+        lf = src.scan(table, "export")
+        schema = lf.collect_schema()
+        cols = [pl.col(c).cast(pl.String) if isinstance(schema[c], (pl.Enum, pl.Categorical)) else pl.col(c)
+                for c in args if c in schema]
+        if "dur" in schema:
+            cols.insert(0, pl.col("dur"))
+        label = pl.lit(name) if isinstance(name, str) else name
+        return lf.select(*_owner_cols(lf), "ts", label.alias("name"), *cols)
+
+    return frame
 
 
-def _metadata(src: Source, runs: pl.DataFrame | None) -> list[dict]:
-    out: list[dict] = []
-    if runs is not None:
-        for r in runs.iter_rows(named=True):
-            out.append({"ph": "M", "name": "process_name", "pid": r["pid"], "tid": 0, "args": {"name": r["pname"]}})
-            if src.has("sched_latency"):
-                out.append({"ph": "M", "name": "thread_name", "pid": r["pid"], "tid": PROBE_TID,
-                            "args": {"name": "probe"}})
-        return out
-    if not src.trace.has("tasks"):
-        return out
-    tasks = src.trace.scan("tasks").unique(subset=["tid"], keep="first", maintain_order=True).collect()
-    leaders = {r["pid"]: r["comm"] for r in tasks.iter_rows(named=True) if r["pid"] == r["tid"]}
-    for r in tasks.iter_rows(named=True):
-        leaders.setdefault(r["pid"], r["comm"])
-    for pid, comm in sorted(leaders.items()):
-        out.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": comm}})
-    for r in tasks.iter_rows(named=True):
-        out.append({"ph": "M", "name": "thread_name", "pid": r["pid"], "tid": r["tid"], "args": {"name": r["comm"]}})
-    return out
+def _ipis(src: Source) -> pl.LazyFrame | None:
+    frame = _plain("ipis", pl.format("IPI to {} CPU(s)", pl.col("ncpus")), ("target_cpu", "ncpus"))(src)
+    if frame is None:
+        return None
+    lf = src.scan("ipis", "export")
+    from replay.analytics.callers import SymbolTable
+
+    table = SymbolTable.from_trace(src.trace)
+    df = lf.select("callsite", "callback").collect()
+    if df.height and len(table.addrs):
+        named = {}
+        for col in ("callsite", "callback"):
+            ips = df[col].to_numpy().astype(np.uint64)
+            names, _ = table.lookup(ips)
+            named[col] = [n if n is not None else hex(int(i)) for n, i in zip(names, ips, strict=True)]
+        frame = frame.with_columns(pl.Series("callsite", named["callsite"], pl.String),
+                                   pl.Series("callback", named["callback"], pl.String))
+    return frame
 
 
-def _ndjson_lines(lf: pl.LazyFrame) -> Iterator[str]:
-    buf = io.BytesIO()
-    lf.collect().write_ndjson(buf)
-    text = buf.getvalue().decode()
-    yield from (line for line in text.split("\n") if line)
+def _probe(src: Source) -> pl.LazyFrame | None:
+    if not src.is_results or not src.has("sched_latency"):
+        return None
+    lf = src.scan("sched_latency", "export")
+    schema = lf.collect_schema()
+    dur = "latency" if "latency" in schema else "dur"
+    return lf.select(pl.lit(PROBE_TID, pl.Int64).alias("tid"), pl.lit(None, pl.Int64).alias("pid"),
+                     _text("policy_set"), pl.col("seed").cast(pl.Int32), "ts", pl.col(dur).alias("dur"),
+                     pl.concat_str([pl.lit("probe wait: "), _text("cause")], ignore_nulls=True).alias("name"),
+                     _text("cause"), pl.col("cpu"), pl.col("tid").alias("running_tid"))
 
 
-def export(src: Source, out: str | os.PathLike[str]) -> dict[str, int]:
-    """Write the Chrome JSON trace to ``out``; returns the number of events per category (and "metadata")."""
-    runs = _process_ids(src)
-    counts: dict[str, int] = {}
-    meta = _metadata(src, runs)
-    counts["metadata"] = len(meta)
-    path = Path(out)
-    with path.open("w") as f:
-        f.write('{"displayTimeUnit": "ns", "otherData": ')
-        f.write(json.dumps({"source": src.path, "kind": src.trace.manifest.kind,
-                            "kernel": src.trace.manifest.host.kernel_release}))
-        f.write(', "traceEvents": [\n')
-        first = True
-        for event in (json.dumps(m) for m in meta):
-            f.write(event if first else ",\n" + event)
-            first = False
+FAMILIES: tuple[Family, ...] = (
+    Family("syscalls", "syscalls", _syscalls, rank=0),
+    Family("lock waits", "lock_waits", _locks_waits, rank=1),
+    Family("lock holds", "lock_holds", _locks_holds, rank=2),
+    Family("preempt off", "preempt_off", _preempt_off, rank=3),
+    Family("mmu_gather", "gathers", _plain("gathers", pl.when(pl.col("fullmm")).then(pl.lit("mmu_gather (fullmm)"))
+                                         .otherwise(pl.lit("mmu_gather")), ("pages", "flushes", "incomplete")),
+           rank=4),
+    Family("page free", "page_free_batches", _plain("page_free_batches", "page free burst",
+                                                    ("pages", "batched", "incomplete")), rank=5),
+    Family("mm_take_all_locks", "take_all_locks", _plain("take_all_locks", "mm_take_all_locks",
+                                                         ("ret", "incomplete")), rank=6),
+    Family("probe", "sched_latency", _probe, rank=7),
+    Family("TLB flushes", "tlb_flushes", _plain("tlb_flushes", pl.concat_str([pl.lit("tlb flush "), _text("reason")]),
+                                               ("reason", "pages")), instant=True, rank=8),
+    Family("IPIs", "ipis", _ipis, instant=True, rank=9),
+    Family("page faults", "page_faults", _plain("page_faults", "page fault", ("error_code",)), instant=True, rank=10),
+)
+
+
+def _chunks(lf: pl.LazyFrame) -> Iterator[pl.DataFrame]:
+    """The frame in slices of CHUNK_ROWS rows (tables are memory-mapped: a slice reads only its part)."""
+    offset = 0
+    while True:
+        df = lf.slice(offset, CHUNK_ROWS).collect()
+        if df.height == 0:
+            return
+        yield df
+        offset += df.height
+        if df.height < CHUNK_ROWS:
+            return
+
+
+class Exporter:
+    """The state of one export: tracks made so far and the packet streams."""
+
+    def __init__(self, src: Source, w: PacketWriter, seed: int | None):
+        self.src, self.w, self.pb = src, w, w.pb
+        self.te = TrackEvents(w)
+        self.missing: list[str] = []
+        self.task_tracks: dict[tuple, int] = {}
+        self.lanes: dict[tuple, Lanes] = {}
+        self.comms: dict[int, str] = {}
+        self.pids: dict[int, int] = {}
+        self.sets: dict[str, tuple[int, int]] = {}  # policy set -> (process track uuid, seed shown)
+        self.seed = seed
+
+    # -- tracks ---------------------------------------------------------------------------------
+    def task_track(self, tid: int, pid: int | None, policy_set: str | None) -> int:
+        key = (policy_set, tid)
+        uuid = self.task_tracks.get(key)
+        if uuid is not None:
+            return uuid
+        uuid = self.te.uuid()
+        if policy_set is None:
+            pid = self.pids.get(tid, pid if pid is not None else tid)
+            self.te.describe(uuid, thread=(pid, tid, self.comms.get(tid, f"tid {tid}")))
+        else:
+            name = "probe" if tid == PROBE_TID else f"task {tid}"
+            self.te.describe(uuid, name=name, parent=self.sets[policy_set][0], rank=max(tid, 0) + 100)
+        self.task_tracks[key] = uuid
+        return uuid
+
+    def lane_track(self, fam: Family, tid: int, pid: int | None, policy_set: str | None) -> Lanes:
+        key = (policy_set, tid, fam.kind)
+        lanes = self.lanes.get(key)
+        if lanes is None:
+            parent = self.task_track(tid, pid, policy_set)
+
+            def make(lane: int) -> int:
+                uuid = self.te.uuid()
+                self.te.describe(uuid, name=fam.kind, parent=parent, rank=fam.rank * 100 + lane)
+                return uuid
+
+            lanes = self.lanes[key] = Lanes(make)
+        return lanes
+
+    # -- the parts ------------------------------------------------------------------------------
+    def header(self) -> None:
+        m = self.src.trace.manifest
+        info = self.pb.TracePacket()
+        info.system_info.utsname.sysname = "Linux"
+        info.system_info.utsname.release = m.host.kernel_release or "unknown"
+        info.system_info.utsname.machine = m.host.arch or "unknown"
+        self.w.write(info)
+
+    def processes(self) -> None:
+        """Recorded: the ProcessTree; results: one process track per policy set."""
+        if self.src.is_results:
+            runs = self.src.runs()
+            for k, ps in enumerate(sorted(set(runs["policy_set"].to_list()), key=runs["policy_set"].to_list().index)):
+                seeds = sorted(runs.filter(pl.col("policy_set") == ps)["seed"].to_list())
+                seed = self.seed if self.seed is not None else seeds[0]
+                if seed not in seeds:
+                    raise UsageError(f"--seed {seed}: policy set {ps} has seeds {', '.join(map(str, seeds))}")
+                uuid = self.te.uuid()
+                self.te.describe(uuid, process=(1_000_000 + k, f"{ps} (seed {seed})"))
+                self.sets[ps] = (uuid, seed)
+            return
+        if not self.src.trace.has("tasks"):
+            self.missing.append("tasks (threads are named by tid)")
+            return
+        tasks = self.src.trace.scan("tasks").unique(subset=["tid"], keep="first", maintain_order=True).collect()
+        tree = self.pb.TracePacket()
+        leaders: dict[int, str] = {}
+        for tid, pid, comm in tasks.select("tid", "pid", "comm").iter_rows():
+            self.comms[tid], self.pids[tid] = comm, pid
+            if tid == pid or pid not in leaders:
+                leaders[pid] = comm
+        for pid, comm in sorted(leaders.items()):
+            tree.process_tree.processes.add(pid=pid, ppid=0, cmdline=[comm])
+        for tid, pid, comm in tasks.select("tid", "pid", "comm").iter_rows():
+            if tid != pid:
+                tree.process_tree.threads.add(tid=tid, tgid=pid, name=comm)
+        self.w.write(tree)
+
+    def families(self) -> None:
         for fam in FAMILIES:
-            lf = _events(src, fam, runs)
-            if lf is None:
+            if fam.kind == "probe" and not self.src.is_results:
                 continue
-            n = 0
-            for line in _ndjson_lines(lf):
-                f.write(line if first else ",\n" + line)
-                first = False
-                n += 1
-            counts[fam.cat] = n
-        f.write("\n]}\n")
-    return counts
+            lf = fam.frame(self.src)
+            if lf is None:
+                table = self.src.name_of(fam.table)
+                if not (fam.kind == "preempt off" and not self.src.is_results):
+                    self.missing.append(f"{table} (no {fam.kind} tracks)")
+                continue
+            self.te.counts.setdefault(fam.kind, 0)
+            if self.src.is_results:
+                lf = self._one_seed(lf)
+            for df in _chunks(lf):
+                self._emit(fam, df)
+
+    def _one_seed(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        keep = pl.DataFrame({"policy_set": list(self.sets), "seed": [s for _, s in self.sets.values()]},
+                            schema={"policy_set": pl.String, "seed": pl.Int32})
+        return lf.join(keep.lazy(), on=["policy_set", "seed"], how="semi")
+
+    def _emit(self, fam: Family, df: pl.DataFrame) -> None:
+        df = df.sort("ts", *([] if fam.instant else [pl.col("dur")]), descending=[False] if fam.instant
+                     else [False, True])
+        skip = {"tid", "pid", "policy_set", "seed", "ts", "dur", "name"}
+        arg_names = [c for c in df.columns if c not in skip]
+        results = "policy_set" in df.columns
+        cols = [df[c].to_list() for c in ("ts", "tid", "pid", "name")]
+        durs = df["dur"].to_list() if "dur" in df.columns else None
+        sets = df["policy_set"].to_list() if results else None
+        args = [df[c].to_list() for c in arg_names]
+        for i, (ts, tid, pid, name) in enumerate(zip(*cols, strict=True)):
+            ps = sets[i] if sets is not None else None
+            a = {k: v[i] for k, v in zip(arg_names, args, strict=True)}
+            if fam.instant:
+                lanes = self.lane_track(fam, tid, pid, ps)
+                track = lanes.tracks[0] if lanes.tracks else lanes.place(ts, ts)
+                self.te.event(fam.kind, track, ts, name, a)
+            else:
+                dur = max(int(durs[i] or 0), 0)
+                track = self.lane_track(fam, tid, pid, ps).place(ts, ts + dur)
+                self.te.event(fam.kind, track, ts, name, a, dur=dur)
+
+    # -- scheduling: recorded ---------------------------------------------------------------------
+    def sched(self) -> None:
+        if self.src.is_results:
+            self._sim_sched()
+            return
+        have_switch, have_wake = self.src.has("sched_switch"), self.src.has("sched_wakeup")
+        if not have_switch:
+            self.missing.append("sched_switch (no CPU tracks, thread states or runnable counter)")
+        if not have_wake:
+            self.missing.append("sched_wakeup (no wake-ups)")
+        if have_switch:
+            self._compact_switch()
+        if have_wake:
+            self._compact_waking()
+        if have_switch:
+            self._runnable_recorded(have_wake)
+
+    def _comm_index(self, tids: list[int], intern: dict[str, int]) -> list[int]:
+        out = []
+        for t in tids:
+            comm = self.comms.get(t, "swapper" if t == 0 else f"tid {t}")
+            i = intern.get(comm)
+            if i is None:
+                i = intern[comm] = len(intern)
+            out.append(i)
+        return out
+
+    def _bundle(self, cpu: int) -> tuple[Any, Any]:
+        p = self.pb.TracePacket()
+        b = p.ftrace_events
+        b.cpu = cpu
+        return p, b.compact_sched
+
+    def _compact_switch(self) -> None:
+        lf = self.src.trace.scan("sched_switch").select("cpu", "ts", "seq", "prev_state", "next_tid", "next_prio")
+        n = 0
+        for df in _chunks(lf):
+            for (cpu,), part in df.sort("cpu", "ts", "seq").group_by(["cpu"], maintain_order=True):
+                p, cs = self._bundle(int(cpu))
+                ts = part["ts"].to_numpy()
+                intern: dict[str, int] = {}
+                cs.switch_timestamp.extend(np.diff(ts, prepend=0).tolist())
+                cs.switch_prev_state.extend(part["prev_state"].to_list())
+                tids = part["next_tid"].to_list()
+                cs.switch_next_pid.extend(tids)
+                cs.switch_next_prio.extend(part["next_prio"].to_list())
+                cs.switch_next_comm_index.extend(self._comm_index(tids, intern))
+                cs.intern_table.extend(intern)
+                self.w.write(p)
+                n += part.height
+        self.te.counts["sched_switch"] = n
+
+    def _compact_waking(self) -> None:
+        lf = self.src.trace.scan("sched_wakeup")
+        kinds = lf.select(_text("kind").unique()).collect()["kind"].to_list()
+        # sched_waking is when the waker asks (what Perfetto draws from); fall back to sched_wakeup
+        wanted = ["waking", "wakeup_new"] if "waking" in kinds else ["wakeup", "wakeup_new"]
+        lf = lf.filter(_text("kind").is_in(wanted)).select("cpu", "ts", "seq", "tid", "prio", "target_cpu")
+        n = 0
+        for df in _chunks(lf):
+            for (cpu,), part in df.sort("cpu", "ts", "seq").group_by(["cpu"], maintain_order=True):
+                p, cs = self._bundle(int(cpu))
+                intern: dict[str, int] = {}
+                tids = part["tid"].to_list()
+                cs.waking_timestamp.extend(np.diff(part["ts"].to_numpy(), prepend=0).tolist())
+                cs.waking_pid.extend(tids)
+                cs.waking_target_cpu.extend(part["target_cpu"].to_list())
+                cs.waking_prio.extend(part["prio"].to_list())
+                cs.waking_comm_index.extend(self._comm_index(tids, intern))
+                cs.waking_common_flags.extend([1] * part.height)
+                cs.intern_table.extend(intern)
+                self.w.write(p)
+                n += part.height
+        self.te.counts["sched_wakeup"] = n
+
+    def _runnable_recorded(self, have_wake: bool) -> None:
+        """Runnable-but-not-running tasks over time, from each task's last scheduling event."""
+        from replay.analytics.sched import runnable
+
+        switch = self.src.trace.scan("sched_switch")
+        parts = [
+            switch.select("ts", "seq", pl.col("next_tid").alias("tid"), pl.lit(0, pl.Int8).alias("state")),
+            switch.select("ts", "seq", pl.col("prev_tid").alias("tid"),
+                          runnable(pl.col("prev_state")).cast(pl.Int8).alias("state")),
+        ]
+        if have_wake:
+            parts.append(self.src.trace.scan("sched_wakeup").select("ts", "seq", "tid", pl.lit(1, pl.Int8)
+                                                                       .alias("state")))
+        changes = (
+            pl.concat(parts).filter(pl.col("tid") != 0).sort("seq")
+            .with_columns((pl.col("state") - pl.col("state").shift(1, fill_value=0).over("tid"))
+                          .cast(pl.Int32).alias("delta"))
+            .filter(pl.col("delta") != 0)
+            .select("ts", pl.col("delta").cum_sum().clip(lower_bound=0).alias("n"))
+            .filter(pl.col("n") != pl.col("n").shift(1, fill_value=-1))
+        )
+        self._counter(None, changes)
+
+    def _counter(self, policy_set: str | None, changes: pl.LazyFrame) -> None:
+        uuid = self.te.uuid()
+        parent = self.sets[policy_set][0] if policy_set is not None else None
+        self.te.describe(uuid, name="runnable tasks", parent=parent, counter=True, rank=0)
+        self.te.counts.setdefault("runnable counter", 0)
+        for df in _chunks(changes):
+            for ts, n in df.iter_rows():
+                self.te.counter("runnable counter", uuid, ts, n)
+
+    # -- scheduling: replay results -------------------------------------------------------------
+    def _sim_sched(self) -> None:
+        if not self.src.has("sched_delay"):
+            self.missing.append("sim_sched (no CPU tracks or runnable counter)")
+            return
+        lf = self._one_seed(self.src.scan("sched_delay", "export").with_columns(_text("policy_set")))
+        self.te.counts.setdefault("cpu slices", 0)
+        for ps, (proc, _) in self.sets.items():
+            one = lf.filter(pl.col("policy_set") == ps)
+            runs = (one.sort("cpu", "ts")
+                    .with_columns(pl.col("ts").shift(-1).over("cpu").alias("end"))
+                    .filter(pl.col("next_tid") != -1)
+                    .with_columns(pl.col("end").fill_null(pl.col("ts")))
+                    .select("cpu", "ts", (pl.col("end") - pl.col("ts")).alias("dur"), "next_tid",
+                            _text("reason"), "wait"))
+            cpu_tracks: dict[int, int] = {}
+            for df in _chunks(runs):
+                for cpu, ts, dur, tid, reason, wait in df.iter_rows():
+                    track = cpu_tracks.get(cpu)
+                    if track is None:
+                        track = cpu_tracks[cpu] = self.te.uuid()
+                        self.te.describe(track, name=f"CPU {cpu}", parent=proc, rank=1 + cpu)
+                    name = "probe" if tid == PROBE_TID else f"task {tid}"
+                    self.te.event("cpu slices", track, ts, name, {"waited_ns": wait, "prev_left": reason}, dur=dur)
+            waited = one.filter((pl.col("next_tid") >= 0) & (pl.col("wait") > 0))
+            changes = (
+                pl.concat([
+                    waited.select((pl.col("ts") - pl.col("wait")).clip(lower_bound=0).alias("ts"),
+                                  pl.lit(1, pl.Int32).alias("d")),
+                    waited.select("ts", pl.lit(-1, pl.Int32).alias("d")),
+                ])
+                .group_by("ts").agg(pl.col("d").sum()).sort("ts")
+                .select("ts", pl.col("d").cum_sum().alias("n"))
+            )
+            self._counter(ps, changes)
+
+
+def export(src: Source, out: str | os.PathLike[str], seed: int | None = None,
+           compress: bool = True) -> tuple[dict[str, int], list[str]]:
+    """Write ``out`` as a Perfetto protobuf trace.
+
+    Returns the events written per kind and the tables that were missing (their tracks are absent).
+    """
+    pb = protos()
+    path = Path(out)
+    with path.open("xb") as f:  # O_EXCL: never through a link, never over a file
+        try:
+            w = PacketWriter(f, pb, compress)
+            ex = Exporter(src, w, seed)
+            ex.header()
+            ex.processes()
+            ex.sched()
+            ex.families()
+            w.flush()
+        except BaseException:
+            path.unlink()
+            raise
+    return ex.te.counts, ex.missing
