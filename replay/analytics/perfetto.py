@@ -232,27 +232,23 @@ class Lanes:
 
 @dataclass(frozen=True)
 class Family:
-    """One table's rows as slices or instants on a per-task track."""
+    """One table's rows as slices or instants on a per-task track.
+
+    ``frame`` turns a slice of the table (a LazyFrame of at most CHUNK_ROWS rows) into the
+    columns ts, [dur], tid, pid, [policy_set, seed], name and the arguments.
+    """
 
     kind: str  # the summary's name and the track's name
     table: str  # recorded table name (Source maps it to the results twin)
-    frame: Callable[[Source], pl.LazyFrame | None]  # ts, [dur], tid, pid, name, args... ; None: not available
+    frame: Callable[[Exporter, pl.LazyFrame], pl.LazyFrame]
     instant: bool = False
     rank: int = 0  # order of the track under its task
+    recorded: bool = True  # exported from recorded traces
+    results: bool = True  # exported from replay results
 
 
 def _text(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String)
-
-
-def _callers(src: Source, lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Adds ``caller`` (function outside the locking primitives) from the stack, when there is one."""
-    if "stack_id" not in lf.collect_schema() or not src.trace.has("stacks"):
-        return lf
-    from replay.analytics.callers import stack_callers
-
-    callers = stack_callers(src.trace).select("stack_id", "caller")
-    return lf.join(callers, on="stack_id", how="left", maintain_order="left")
 
 
 def _owner_cols(lf: pl.LazyFrame) -> list[pl.Expr]:
@@ -265,10 +261,8 @@ def _owner_cols(lf: pl.LazyFrame) -> list[pl.Expr]:
     return cols
 
 
-def _locks_waits(src: Source) -> pl.LazyFrame | None:
-    if not src.has("lock_waits"):
-        return None
-    lf = _callers(src, src.scan("lock_waits", "export"))
+def _lock_waits(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
+    lf = ex.with_callers(lf)
     schema = lf.collect_schema()
     args = [_text("lock_class"), pl.col("lock_addr")]
     if "caller" in schema:
@@ -277,17 +271,13 @@ def _locks_waits(src: Source) -> pl.LazyFrame | None:
         from replay.analytics.grouping import lock_type
 
         args.append(lock_type(pl.col("flags")).alias("type"))
-    for c in ("spun_ns", "slept", "incomplete"):
-        if c in schema:
-            args.append(pl.col(c))
+    args += [pl.col(c) for c in ("spun_ns", "slept", "incomplete") if c in schema]
     return lf.select(*_owner_cols(lf), "ts", "dur",
                      pl.concat_str([_text("lock_class"), pl.lit(" wait")]).alias("name"), *args)
 
 
-def _locks_holds(src: Source) -> pl.LazyFrame | None:
-    if not src.has("lock_holds"):
-        return None
-    lf = _callers(src, src.scan("lock_holds", "export"))
+def _lock_holds(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
+    lf = ex.with_callers(lf)
     schema = lf.collect_schema()
     args = [_text("lock_class"), _text("mode"), pl.col("lock_addr")]
     args += [pl.col(c) for c in ("caller", "wait", "depth", "derived", "incomplete") if c in schema]
@@ -295,39 +285,41 @@ def _locks_holds(src: Source) -> pl.LazyFrame | None:
                      pl.concat_str([_text("lock_class"), pl.lit(" "), _text("mode")]).alias("name"), *args)
 
 
-def _syscalls(src: Source) -> pl.LazyFrame | None:
-    if not src.has("syscalls"):
-        return None
-    lf = src.scan("syscalls", "export")
+def _syscalls(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
     schema = lf.collect_schema()
     name = next(c for c in ("name", "kind", "op") if c in schema)
     args = [pl.col(c) for c in ("ret", "incomplete") if c in schema]
     return lf.select(*_owner_cols(lf), "ts", "dur", _text(name).alias("name"), *args)
 
 
-def _preempt_off(src: Source) -> pl.LazyFrame | None:
-    from replay.analytics.preempt import sections
-
-    if src.is_results and not src.has("preempt_off"):
-        return None
-    if not src.is_results and not (src.has("lock_waits") or src.has("lock_holds")):
-        return None
-    lf = sections(src)
-    if not src.is_results and src.has("tasks"):  # sections carry no pid: take it from the tasks table
-        tasks = src.trace.scan("tasks").group_by("tid").agg(pl.col("pid").first())
-        lf = lf.join(tasks, on="tid", how="left")
+def _sim_preempt_off(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
     schema = lf.collect_schema()
-    args = [_text("source"), _text("lock_class")] + [pl.col(c) for c in ("cut",) if c in schema]
+    args = [_text("cause"), _text("lock_class")] + [pl.col(c) for c in ("cut",) if c in schema]
     return lf.select(*_owner_cols(lf), "ts", "dur",
-                     pl.concat_str([pl.lit("preempt off: "), _text("source"), pl.lit(" "), _text("lock_class")],
-                                   ignore_nulls=True).alias("name"), *args).sort("ts")
+                     pl.concat_str([pl.lit("preempt off: "), _text("cause"), pl.lit(" "), _text("lock_class")],
+                                   ignore_nulls=True).alias("name"), *args)
 
 
-def _plain(table: str, name: str | pl.Expr, args: tuple[str, ...]) -> Callable[[Source], pl.LazyFrame | None]:
-    def frame(src: Source) -> pl.LazyFrame | None:
-        if not src.has(table):
-            return None
-        lf = src.scan(table, "export")
+def _spin_waits(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Recorded preempt-off lower bounds (replay/analytics/preempt.py): waits spinning on a spinlock..."""
+    from replay.analytics.grouping import SPIN
+
+    return lf.filter((pl.col("flags") & SPIN) != 0).select(
+        *_owner_cols(lf), "ts", "dur", pl.concat_str([pl.lit("preempt off: spin wait "), _text("lock_class")])
+        .alias("name"), _text("lock_class"))
+
+
+def _spin_holds(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """... and holds of the spinlock classes."""
+    from replay.analytics.preempt import SPIN_CLASSES
+
+    return lf.filter(_text("lock_class").is_in(SPIN_CLASSES)).select(
+        *_owner_cols(lf), "ts", "dur", pl.concat_str([pl.lit("preempt off: spin hold "), _text("lock_class")])
+        .alias("name"), _text("lock_class"))
+
+
+def _plain(name: str | pl.Expr, args: tuple[str, ...]) -> Callable[[Exporter, pl.LazyFrame], pl.LazyFrame]:
+    def frame(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
         schema = lf.collect_schema()
         cols = [pl.col(c).cast(pl.String) if isinstance(schema[c], (pl.Enum, pl.Categorical)) else pl.col(c)
                 for c in args if c in schema]
@@ -339,30 +331,14 @@ def _plain(table: str, name: str | pl.Expr, args: tuple[str, ...]) -> Callable[[
     return frame
 
 
-def _ipis(src: Source) -> pl.LazyFrame | None:
-    frame = _plain("ipis", pl.format("IPI to {} CPU(s)", pl.col("ncpus")), ("target_cpu", "ncpus"))(src)
-    if frame is None:
-        return None
-    lf = src.scan("ipis", "export")
-    from replay.analytics.callers import SymbolTable
-
-    table = SymbolTable.from_trace(src.trace)
+def _ipis(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
+    out = _plain(pl.format("IPI to {} CPU(s)", pl.col("ncpus")), ("target_cpu", "ncpus"))(ex, lf)
     df = lf.select("callsite", "callback").collect()
-    if df.height and len(table.addrs):
-        named = {}
-        for col in ("callsite", "callback"):
-            ips = df[col].to_numpy().astype(np.uint64)
-            names, _ = table.lookup(ips)
-            named[col] = [n if n is not None else hex(int(i)) for n, i in zip(names, ips, strict=True)]
-        frame = frame.with_columns(pl.Series("callsite", named["callsite"], pl.String),
-                                   pl.Series("callback", named["callback"], pl.String))
-    return frame
+    return out.with_columns(ex.symbolize(df["callsite"]).alias("callsite"),
+                            ex.symbolize(df["callback"]).alias("callback"))
 
 
-def _probe(src: Source) -> pl.LazyFrame | None:
-    if not src.is_results or not src.has("sched_latency"):
-        return None
-    lf = src.scan("sched_latency", "export")
+def _probe(ex: Exporter, lf: pl.LazyFrame) -> pl.LazyFrame:
     schema = lf.collect_schema()
     dur = "latency" if "latency" in schema else "dur"
     return lf.select(pl.lit(PROBE_TID, pl.Int64).alias("tid"), pl.lit(None, pl.Int64).alias("pid"),
@@ -373,21 +349,21 @@ def _probe(src: Source) -> pl.LazyFrame | None:
 
 FAMILIES: tuple[Family, ...] = (
     Family("syscalls", "syscalls", _syscalls, rank=0),
-    Family("lock waits", "lock_waits", _locks_waits, rank=1),
-    Family("lock holds", "lock_holds", _locks_holds, rank=2),
-    Family("preempt off", "preempt_off", _preempt_off, rank=3),
-    Family("mmu_gather", "gathers", _plain("gathers", pl.when(pl.col("fullmm")).then(pl.lit("mmu_gather (fullmm)"))
-                                         .otherwise(pl.lit("mmu_gather")), ("pages", "flushes", "incomplete")),
+    Family("lock waits", "lock_waits", _lock_waits, rank=1),
+    Family("lock holds", "lock_holds", _lock_holds, rank=2),
+    Family("preempt off", "preempt_off", _sim_preempt_off, rank=3, recorded=False),
+    Family("preempt off", "lock_waits", _spin_waits, rank=3, results=False),
+    Family("preempt off", "lock_holds", _spin_holds, rank=3, results=False),
+    Family("mmu_gather", "gathers", _plain(pl.when(pl.col("fullmm")).then(pl.lit("mmu_gather (fullmm)"))
+                                           .otherwise(pl.lit("mmu_gather")), ("pages", "flushes", "incomplete")),
            rank=4),
-    Family("page free", "page_free_batches", _plain("page_free_batches", "page free burst",
-                                                    ("pages", "batched", "incomplete")), rank=5),
-    Family("mm_take_all_locks", "take_all_locks", _plain("take_all_locks", "mm_take_all_locks",
-                                                         ("ret", "incomplete")), rank=6),
-    Family("probe", "sched_latency", _probe, rank=7),
-    Family("TLB flushes", "tlb_flushes", _plain("tlb_flushes", pl.concat_str([pl.lit("tlb flush "), _text("reason")]),
-                                               ("reason", "pages")), instant=True, rank=8),
+    Family("page free", "page_free_batches", _plain("page free burst", ("pages", "batched", "incomplete")), rank=5),
+    Family("mm_take_all_locks", "take_all_locks", _plain("mm_take_all_locks", ("ret", "incomplete")), rank=6),
+    Family("probe", "sched_latency", _probe, rank=7, recorded=False),
+    Family("TLB flushes", "tlb_flushes", _plain(pl.concat_str([pl.lit("tlb flush "), _text("reason")]),
+                                                ("reason", "pages")), instant=True, rank=8),
     Family("IPIs", "ipis", _ipis, instant=True, rank=9),
-    Family("page faults", "page_faults", _plain("page_faults", "page fault", ("error_code",)), instant=True, rank=10),
+    Family("page faults", "page_faults", _plain("page fault", ("error_code",)), instant=True, rank=10),
 )
 
 
@@ -417,6 +393,8 @@ class Exporter:
         self.pids: dict[int, int] = {}
         self.sets: dict[str, tuple[int, int]] = {}  # policy set -> (process track uuid, seed shown)
         self.seed = seed
+        self._callers: pl.DataFrame | None = None
+        self._symbols: Any = None
 
     # -- tracks ---------------------------------------------------------------------------------
     def task_track(self, tid: int, pid: int | None, policy_set: str | None) -> int:
@@ -435,7 +413,7 @@ class Exporter:
         return uuid
 
     def lane_track(self, fam: Family, tid: int, pid: int | None, policy_set: str | None) -> Lanes:
-        key = (policy_set, tid, fam.kind)
+        key = (policy_set, tid, fam.kind, fam.table)
         lanes = self.lanes.get(key)
         if lanes is None:
             parent = self.task_track(tid, pid, policy_set)
@@ -488,25 +466,48 @@ class Exporter:
         self.w.write(tree)
 
     def families(self) -> None:
+        absent: dict[str, list[str]] = {}
         for fam in FAMILIES:
-            if fam.kind == "probe" and not self.src.is_results:
+            if not (fam.results if self.src.is_results else fam.recorded):
                 continue
-            lf = fam.frame(self.src)
-            if lf is None:
-                table = self.src.name_of(fam.table)
-                if not (fam.kind == "preempt off" and not self.src.is_results):
-                    self.missing.append(f"{table} (no {fam.kind} tracks)")
+            if not self.src.has(fam.table):
+                absent.setdefault(self.src.name_of(fam.table), []).append(fam.kind)
                 continue
             self.te.counts.setdefault(fam.kind, 0)
+            lf = self.src.scan(fam.table, "export")
             if self.src.is_results:
-                lf = self._one_seed(lf)
-            for df in _chunks(lf):
-                self._emit(fam, df)
+                lf = self._one_seed(lf.with_columns(_text("policy_set")))
+            for raw in _chunks(lf):
+                self._emit(fam, fam.frame(self, raw.lazy()).collect())
+        self.missing += [f"{t} (no {', '.join(dict.fromkeys(kinds))} tracks)" for t, kinds in absent.items()]
+
+    def with_callers(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """Adds ``caller`` (the first function outside the locking primitives) from the stack, if recorded."""
+        if "stack_id" not in lf.collect_schema() or not self.src.trace.has("stacks"):
+            return lf
+        if self._callers is None:
+            from replay.analytics.callers import stack_callers
+
+            self._callers = stack_callers(self.src.trace).select("stack_id", "caller").collect()
+        return lf.join(self._callers.lazy(), on="stack_id", how="left", maintain_order="left")
+
+    def symbolize(self, addrs: pl.Series) -> pl.Series:
+        """Kernel addresses as function names (hex where no symbol covers them)."""
+        if self._symbols is None:
+            from replay.analytics.callers import SymbolTable
+
+            self._symbols = SymbolTable.from_trace(self.src.trace)
+        ips = addrs.to_numpy().astype(np.uint64)
+        names, _ = self._symbols.lookup(ips)
+        return pl.Series([n if n is not None else hex(int(i)) for n, i in zip(names, ips, strict=True)],
+                         dtype=pl.String)
 
     def _one_seed(self, lf: pl.LazyFrame) -> pl.LazyFrame:
-        keep = pl.DataFrame({"policy_set": list(self.sets), "seed": [s for _, s in self.sets.values()]},
-                            schema={"policy_set": pl.String, "seed": pl.Int32})
-        return lf.join(keep.lazy(), on=["policy_set", "seed"], how="semi")
+        """The rows of the seed shown for each policy set (a filter, so that slicing stays cheap)."""
+        keep = pl.lit(False)
+        for ps, (_, seed) in self.sets.items():
+            keep = keep | ((pl.col("policy_set") == ps) & (pl.col("seed") == seed))
+        return lf.filter(keep)
 
     def _emit(self, fam: Family, df: pl.DataFrame) -> None:
         df = df.sort("ts", *([] if fam.instant else [pl.col("dur")]), descending=[False] if fam.instant
