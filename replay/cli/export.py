@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
 EXAMPLES = """\
 examples:
   mmreplay export mytrace -o mytrace.perfetto-trace      # open in ui.perfetto.dev
@@ -23,7 +25,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "preempt-off sections, mmu_gather windows and page-free bursts; instants for TLB flushes, IPIs and "
         "page faults; a counter of runnable tasks. Replay results: one process per policy set, side by side.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("trace", help="trace or results directory")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (must not exist)")

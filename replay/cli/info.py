@@ -6,11 +6,21 @@ import argparse
 import json
 from typing import Any
 
+from replay.cli import ExamplesFormatter
 from replay.trace.reader import Trace
+
+EXAMPLES = """\
+examples:
+  mmreplay info sample_traces/page_fault1_threads
+  mmreplay info results          # replay results: policy sets, seeds, options
+  mmreplay info mytrace --json
+"""
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="summarize a trace or replay results (manifest, rows per table, lost events)")
+    p = sub.add_parser("info",
+                       help="summarize a trace or replay results (manifest, rows per table, lost events)",
+                       epilog=EXAMPLES, formatter_class=ExamplesFormatter)
     p.add_argument("trace", help="trace or results directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p

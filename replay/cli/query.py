@@ -6,10 +6,19 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
+EXAMPLES = """\
+examples:
+  mmreplay query mytrace waits --by class,caller     # perf-lock-contention-style table
+  mmreplay query results preempt_off --limit 10 --csv
+  mmreplay query mytrace --sql "SELECT lock_class, count(*) AS n FROM lock_waits GROUP BY lock_class"
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "query",
+        "query", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="run a named query (lock summary, histograms, TLB flushes, latencies, ...) or SQL on a trace or results",
         description="Named queries over a recorded trace or replay results (docs/QUERIES.md), or SQL over its tables.",
     )
@@ -17,7 +26,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="query name (--list shows them)")
     p.add_argument("--by", action="append", metavar="KEY[,KEY]",
                    help="grouping keys (query-specific: class, caller, task, ...; 'none' for no grouping)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (table: us/ms, thousands separators, fitted to the terminal)")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    p.add_argument("--csv", dest="format", action="store_const", const="csv", help="same as --format csv")
     p.add_argument("--limit", type=int, metavar="N",
                    help="print at most N rows (0: all; stacks and preempt_off default to 20)")
     p.add_argument("--sql", metavar="SELECT", help="run SQL over every table (and the derived views) instead")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from replay.cli import ExamplesFormatter
 from replay.errors import UsageError
 
 
@@ -18,21 +19,32 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
+EXAMPLES = """\
+examples:
+  sudo mmreplay record -o mytrace -- ./my-benchmark --args
+  sudo mmreplay record -o mytrace -d 10 -p 1234
+  sudo mmreplay record -o mytrace --workload mmap-file --tasks 4 -d 2 --probes mmap_lock,lock_contention,sched_switch
+"""
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from tracer.programs import FAMILIES_BY_NAME
+
     p = sub.add_parser(
-        "record",
+        "record", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="record mm locks, TLB flushes, page frees, faults and scheduling live (eBPF tracepoints, root)",
         description="Record until --duration ends, the command exits, or SIGINT/SIGTERM; the trace is always "
         "finalized. Which tasks: those matching --pid/--tid/--comm if given (any of them); else the command "
         "and every task it forks; else (or with --system-wide) every task except the recorder.",
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to create")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-d", "--duration", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--probes", metavar="LIST",
-                   help="comma-separated probe families (default: all tier-1); see 'mmreplay doctor'")
-    p.add_argument("--pid", type=_ints, action="extend", default=[], metavar="PID[,PID]",
+                   help="comma-separated probe families (default: all tier-1): "
+                   + ", ".join(FAMILIES_BY_NAME))
+    p.add_argument("-p", "--pid", type=_ints, action="extend", default=[], metavar="PID[,PID]",
                    help="record these processes (all their threads, and children they fork)")
-    p.add_argument("--tid", type=_ints, action="extend", default=[], metavar="TID[,TID]",
+    p.add_argument("-t", "--tid", type=_ints, action="extend", default=[], metavar="TID[,TID]",
                    help="record these threads (and tasks they fork)")
     p.add_argument("--comm", help="record tasks with this name (exact, first 15 characters)")
     p.add_argument("--system-wide", action="store_true",

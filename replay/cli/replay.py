@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from replay.cli import ExamplesFormatter
 from replay.errors import UsageError
 
 DEFAULT_SETS = ("as-recorded", "current")
@@ -20,9 +21,17 @@ PREEMPT_EQUIVALENT = {"lazy": "full", "rt": "full"}
 DERIVED_MARK = "†"
 
 
+EXAMPLES = """\
+examples:
+  mmreplay replay mytrace --compare 2.6.39 current --seeds 5 -o results
+  mmreplay replay mytrace --compare current --policy i_mmap_rwsem=spinlock,gather=percpu
+  mmreplay replay mytrace --compare 2.6.39 3.0 --cpus 24 --scale-tasks 12 --preempt none --jobs 2
+"""
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "replay",
+        "replay", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="replay a trace under lock / mmu_gather policy sets and compare them",
         description="Reconstruct the recorded per-thread work, replay it in the simulator under each policy "
         "set and seed, and report lock waits and holds, operation latency, preempt-off sections, probe "

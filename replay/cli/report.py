@@ -6,10 +6,19 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
+EXAMPLES = """\
+examples:
+  mmreplay report results -o report.html
+  mmreplay report results -o report.html --against mytrace   # recorded vs simulated
+  mmreplay report mytrace -o mytrace.html
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "report",
+        "report", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="write a self-contained HTML report (wait and latency CDFs, flush sizes, preempt-off timeline)",
         description="One HTML page with embedded plots and tables, and the plots as PNG files beside it.",
     )
