@@ -132,7 +132,9 @@ def test_results_whose_trace_moved_still_get_a_report(tmp_path: Path, capsys: py
 PROBE = """<script>
 window.addEventListener('load', () => {
   const bad = [];
-  document.querySelectorAll('img').forEach(i => { if (!i.complete || i.naturalWidth === 0) bad.push('image ' + i.alt); });
+  document.querySelectorAll('img').forEach(i => {
+    if (!i.complete || i.naturalWidth === 0) bad.push('image ' + i.alt);
+  });
   document.querySelectorAll('div.wide').forEach(d => {
     if (d.scrollWidth > d.clientWidth + 1) bad.push('table cut: ' + d.querySelector('caption').textContent);
   });
