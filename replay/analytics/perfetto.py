@@ -33,6 +33,7 @@ The protos come from the ``perfetto`` package (``pip install 'mmreplay[perfetto]
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,7 +65,15 @@ def protos() -> Any:
     return perfetto_trace_pb2
 
 
+_SMALL = [bytes([i]) if i < 128 else bytes([(i & 0x7F) | 0x80, i >> 7]) for i in range(1 << 14)]
+
+
 def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint (negative int64 values as their 10-byte two's complement)."""
+    if 0 <= n < 16384:
+        return _SMALL[n]
+    if n < 0:
+        n += 1 << 64
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -85,7 +94,10 @@ class PacketWriter:
         self.packets = 0
 
     def write(self, packet: Any) -> None:
-        data = packet.SerializeToString()
+        self.write_bytes(packet.SerializeToString())
+
+    def write_bytes(self, data: bytes) -> None:
+        """A TracePacket already serialized."""
         self.buf += b"\x0a" + _varint(len(data)) + data  # Trace.packet is field 1, length-delimited
         self.packets += 1
         if len(self.buf) >= PACKETS_BYTES:
@@ -124,6 +136,8 @@ class TrackEvents:
     def __init__(self, w: PacketWriter):
         self.w, self.pb = w, w.pb
         self.interner = Interner()
+        self.f = Fields(self.pb)
+        self.ann_cache: dict[tuple[str, Any], bytes] = {}
         self.first = True
         self.next_uuid = 1
         self.counts: dict[str, int] = {}
@@ -150,64 +164,113 @@ class TrackEvents:
             td.sibling_order_rank = rank
         self.w.write(self.pb.TracePacket(track_descriptor=td))
 
-    def _packet(self, ts: int) -> tuple[Any, list[tuple[str, int, str]]]:
-        p = self.pb.TracePacket(timestamp=ts, trusted_packet_sequence_id=SEQ)
-        if self.first:
-            p.sequence_flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
-            self.first = False
-        else:
-            p.sequence_flags = self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
-        return p, []
-
-    def _intern(self, p: Any, pending: list[tuple[str, int, str]]) -> None:
+    def _intern(self, pending: list[tuple[str, int, str]]) -> bytes:
+        """The interned_data field for strings first used by this packet (rare: built with the protos)."""
+        d = self.pb.InternedData()
         for table, iid, s in pending:
             if table == "event_names":
-                p.interned_data.event_names.add(iid=iid, name=s)
+                d.event_names.add(iid=iid, name=s)
             elif table == "debug_annotation_names":
-                p.interned_data.debug_annotation_names.add(iid=iid, name=s)
+                d.debug_annotation_names.add(iid=iid, name=s)
             else:
-                p.interned_data.debug_annotation_string_values.add(iid=iid, str=s.encode())
+                d.debug_annotation_string_values.add(iid=iid, str=s.encode())
+        data = d.SerializeToString()
+        return self.f.interned_data + _varint(len(data)) + data
+
+    def _header(self, ts: int) -> bytes:
+        """timestamp, sequence id and flags of a TrackEvent packet."""
+        if self.first:
+            self.first = False
+            flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
+        else:
+            flags = self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
+        return self.f.timestamp + _varint(ts) + self.f.sequence + self.f.flags + _varint(flags)
+
+    def _annotation(self, k: str, v: Any, pending: list[tuple[str, int, str]]) -> bytes:
+        key = (k, v) if isinstance(v, (str, bool)) else None
+        if key is not None:
+            hit = self.ann_cache.get(key)
+            if hit is not None:
+                return hit
+        f = self.f
+        body = f.ann_name + _varint(self.interner.iid("debug_annotation_names", k, pending))
+        if k in POINTERS:
+            body += f.ann_pointer + _varint(int(v))
+        elif isinstance(v, str):
+            body += f.ann_string + _varint(self.interner.iid("debug_annotation_string_values", v, pending))
+        elif isinstance(v, bool):
+            body += f.ann_bool + (b"\x01" if v else b"\x00")
+        elif isinstance(v, int):
+            body += f.ann_int + _varint(v)
+        else:
+            body += f.ann_double + struct.pack("<d", float(v))
+        out = f.annotation + _varint(len(body)) + body
+        if key is not None and not pending:  # only once its strings are interned on the sequence
+            self.ann_cache[key] = out
+        return out
 
     def event(self, kind: str, track: int, ts: int, name: str, args: dict[str, Any] | None = None,
               dur: int | None = None) -> None:
-        """A slice (``dur`` given) or an instant on ``track``; ``kind`` counts it in the summary."""
-        te_type = self.pb.TrackEvent
-        p, pending = self._packet(ts)
-        te = p.track_event
-        te.type = te_type.TYPE_SLICE_BEGIN if dur is not None else te_type.TYPE_INSTANT
-        te.track_uuid = track
-        te.name_iid = self.interner.iid("event_names", name, pending)
+        """A slice (``dur`` given) or an instant on ``track``; ``kind`` counts it in the summary.
+
+        Encoded by hand (field numbers from the protos' descriptors): building a message
+        object per event costs several times more; the tests parse the result with the protos.
+        """
+        f = self.f
+        pending: list[tuple[str, int, str]] = []
+        te = (f.type + (f.slice_begin if dur is not None else f.instant) + f.track + _varint(track)
+              + f.name + _varint(self.interner.iid("event_names", name, pending)))
         for k, v in (args or {}).items():
             if v is None or (k == "incomplete" and not v):  # only the cut intervals say so
                 continue
-            a = te.debug_annotations.add()
-            a.name_iid = self.interner.iid("debug_annotation_names", k, pending)
-            if k in POINTERS:
-                a.pointer_value = int(v)
-            elif isinstance(v, str):
-                a.string_value_iid = self.interner.iid("debug_annotation_string_values", v, pending)
-            elif isinstance(v, bool):
-                a.bool_value = v
-            elif isinstance(v, int):
-                a.int_value = v
-            else:
-                a.double_value = float(v)
-        self._intern(p, pending)
-        self.w.write(p)
+            te += self._annotation(k, v, pending)
+        head = self._header(ts)
+        if pending:
+            head += self._intern(pending)
+        self.w.write_bytes(head + f.track_event + _varint(len(te)) + te)
         if dur is not None:
-            end, _ = self._packet(ts + max(int(dur), 0))
-            end.track_event.type = te_type.TYPE_SLICE_END
-            end.track_event.track_uuid = track
-            self.w.write(end)
+            te = f.type + f.slice_end + f.track + _varint(track)
+            self.w.write_bytes(self._header(ts + max(int(dur), 0)) + f.track_event + _varint(len(te)) + te)
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
     def counter(self, kind: str, track: int, ts: int, value: int) -> None:
-        p, _ = self._packet(ts)
-        p.track_event.type = self.pb.TrackEvent.TYPE_COUNTER
-        p.track_event.track_uuid = track
-        p.track_event.counter_value = int(value)
-        self.w.write(p)
+        f = self.f
+        te = f.type + f.counter_type + f.track + _varint(track) + f.counter_value + _varint(int(value))
+        self.w.write_bytes(self._header(ts) + f.track_event + _varint(len(te)) + te)
         self.counts[kind] = self.counts.get(kind, 0) + 1
+
+
+class Fields:
+    """Tag bytes of the TracePacket/TrackEvent/DebugAnnotation fields written by hand, from the descriptors."""
+
+    def __init__(self, pb: Any):
+        def tag(message: Any, name: str) -> bytes:
+            fd = message.DESCRIPTOR.fields_by_name[name]
+            wire = 2 if fd.type in (fd.TYPE_MESSAGE, fd.TYPE_STRING, fd.TYPE_BYTES) else (
+                1 if fd.type in (fd.TYPE_DOUBLE, fd.TYPE_FIXED64) else 0)
+            return _varint(fd.number << 3 | wire)
+
+        tp, te, da = pb.TracePacket, pb.TrackEvent, pb.DebugAnnotation
+        self.timestamp = tag(tp, "timestamp")
+        self.sequence = tag(tp, "trusted_packet_sequence_id") + _varint(SEQ)
+        self.flags = tag(tp, "sequence_flags")
+        self.track_event = tag(tp, "track_event")
+        self.interned_data = tag(tp, "interned_data")
+        self.type = tag(te, "type")
+        self.slice_begin = _varint(te.TYPE_SLICE_BEGIN)
+        self.slice_end = _varint(te.TYPE_SLICE_END)
+        self.instant = _varint(te.TYPE_INSTANT)
+        self.counter_type = _varint(te.TYPE_COUNTER)
+        self.track = tag(te, "track_uuid")
+        self.name = tag(te, "name_iid")
+        self.counter_value = tag(te, "counter_value")
+        self.annotation = tag(te, "debug_annotations")
+        self.ann_name = tag(da, "name_iid")
+        self.ann_pointer = tag(da, "pointer_value")
+        self.ann_string = tag(da, "string_value_iid")
+        self.ann_bool = tag(da, "bool_value")
+        self.ann_int = tag(da, "int_value")
+        self.ann_double = tag(da, "double_value")
 
 
 class Lanes:
