@@ -43,7 +43,7 @@ from typing import IO, Any
 import numpy as np
 import polars as pl
 
-from replay.analytics.source import Source
+from replay.analytics.source import SIM_TWINS, Source
 from replay.errors import UsageError
 
 CHUNK_ROWS = 200_000  # rows of one table in memory at a time
@@ -533,6 +533,8 @@ class Exporter:
         for fam in FAMILIES:
             if not (fam.results if self.src.is_results else fam.recorded):
                 continue
+            if self.src.is_results and fam.table not in SIM_TWINS:
+                continue  # the simulator writes no such table: nothing is missing
             if not self.src.has(fam.table):
                 absent.setdefault(self.src.name_of(fam.table), []).append(fam.kind)
                 continue
