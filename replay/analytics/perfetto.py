@@ -85,6 +85,23 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def varints(values: np.ndarray) -> list[bytes]:
+    """_varint of every (non-negative) value of an integer array, encoded with numpy."""
+    v = np.asarray(values).astype(np.uint64)
+    n = len(v)
+    out = np.zeros((n, 10), dtype=np.uint8)
+    lens = np.ones(n, dtype=np.int64)
+    for i in range(10):
+        more = v > 0x7F
+        out[:, i] = (v & np.uint64(0x7F)).astype(np.uint8) | (more.astype(np.uint8) << 7)
+        v = v >> np.uint64(7)
+        if not more.any():
+            break
+        lens += more
+    buf = out.tobytes()
+    return [buf[10 * k:10 * k + int(m)] for k, m in enumerate(lens.tolist())]
+
+
 class PacketWriter:
     """Streams TracePackets into a file, deflating them in groups of about 1 MB."""
 
@@ -177,14 +194,15 @@ class TrackEvents:
         data = d.SerializeToString()
         return self.f.interned_data + _varint(len(data)) + data
 
-    def _header(self, ts: int) -> bytes:
+    def _header(self, ts: int, ts_varint: bytes | None = None) -> bytes:
         """timestamp, sequence id and flags of a TrackEvent packet."""
         if self.first:
             self.first = False
             flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
         else:
             flags = self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
-        return self.f.timestamp + _varint(ts) + self.f.sequence + self.f.flags + _varint(flags)
+        return (self.f.timestamp + (ts_varint if ts_varint is not None else _varint(ts)) + self.f.sequence
+                + self.f.flags + _varint(flags))
 
     def _annotation(self, k: str, v: Any, pending: list[tuple[str, int, str]]) -> bytes:
         key = (k, v) if isinstance(v, (str, bool)) else None
@@ -210,7 +228,7 @@ class TrackEvents:
         return out
 
     def event(self, kind: str, track: int, ts: int, name: str, args: dict[str, Any] | None = None,
-              dur: int | None = None) -> None:
+              dur: int | None = None, ts_varint: bytes | None = None, end_varint: bytes | None = None) -> None:
         """A slice (``dur`` given) or an instant on ``track``; ``kind`` counts it in the summary.
 
         Encoded by hand (field numbers from the protos' descriptors): building a message
@@ -224,13 +242,14 @@ class TrackEvents:
             if v is None or (k == "incomplete" and not v):  # only the cut intervals say so
                 continue
             te += self._annotation(k, v, pending)
-        head = self._header(ts)
+        head = self._header(ts, ts_varint)
         if pending:
             head += self._intern(pending)
         self.w.write_bytes(head + f.track_event + _varint(len(te)) + te)
         if dur is not None:
             te = f.type + f.slice_end + f.track + _varint(track)
-            self.w.write_bytes(self._header(ts + max(int(dur), 0)) + f.track_event + _varint(len(te)) + te)
+            self.w.write_bytes(self._header(ts + max(int(dur), 0), end_varint) + f.track_event + _varint(len(te))
+                               + te)
         self.counts[kind] = self.counts.get(kind, 0) + 1
 
     def counter(self, kind: str, track: int, ts: int, value: int) -> None:
@@ -584,17 +603,22 @@ class Exporter:
         durs = df["dur"].to_list() if "dur" in df.columns else None
         sets = df["policy_set"].to_list() if results else None
         args = [df[c].to_list() for c in arg_names]
+        ts_v = varints(df["ts"].to_numpy())
+        end_v = None
+        if durs is not None:
+            end_v = varints((df["ts"] + df["dur"].fill_null(0).clip(lower_bound=0)).to_numpy())
         for i, (ts, tid, pid, name) in enumerate(zip(*cols, strict=True)):
             ps = sets[i] if sets is not None else None
             a = {k: v[i] for k, v in zip(arg_names, args, strict=True)}
             if fam.instant:
                 lanes = self.lane_track(fam, tid, pid, ps)
                 track = lanes.tracks[0] if lanes.tracks else lanes.place(ts, ts)
-                self.te.event(fam.kind, track, ts, name, a)
+                self.te.event(fam.kind, track, ts, name, a, ts_varint=ts_v[i])
             else:
                 dur = max(int(durs[i] or 0), 0)
                 track = self.lane_track(fam, tid, pid, ps).place(ts, ts + dur)
-                self.te.event(fam.kind, track, ts, name, a, dur=dur)
+                self.te.event(fam.kind, track, ts, name, a, dur=dur, ts_varint=ts_v[i],
+                              end_varint=end_v[i] if end_v is not None else None)
 
     # -- scheduling: recorded ---------------------------------------------------------------------
     def sched(self) -> None:
