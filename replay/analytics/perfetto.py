@@ -227,6 +227,76 @@ class TrackEvents:
             self.ann_cache[key] = out
         return out
 
+    def _values(self, k: str, col: pl.Series, pending: list[tuple[str, int, str]]) -> list[bytes]:
+        """One argument column as encoded debug annotations (b"" where the row has none)."""
+        f = self.f
+        if col.dtype.is_integer() and col.dtype != pl.Boolean:
+            name = f.ann_name + _varint(self.interner.iid("debug_annotation_names", k, pending))
+            tag = f.ann_pointer if k in POINTERS else f.ann_int
+            pre = [f.annotation + _varint(len(name) + len(tag) + n) + name + tag for n in range(11)]
+            vals = varints(col.fill_null(0).to_numpy())
+            out = [pre[len(v)] + v for v in vals]
+            if col.null_count():
+                out = [b"" if null else b for b, null in zip(out, col.is_null().to_list(), strict=True)]
+            return out
+        cache: dict[Any, bytes] = {}
+        out = []
+        for v in col.to_list():
+            b = cache.get(v)
+            if b is None:
+                if v is None or (k == "incomplete" and not v):
+                    b = b""
+                else:
+                    before = len(pending)
+                    b = self._annotation(k, v, pending)
+                    if len(pending) > before:  # interned with this chunk's first packet: reusable from now on
+                        self.ann_cache[(k, v)] = b
+                cache[v] = b
+            out.append(b)
+        return out
+
+    def bulk(self, kind: str, tracks: list[int], df: pl.DataFrame, arg_names: list[str]) -> None:
+        """Every row of ``df`` (ts, name, [dur], args) as a slice or instant on its track, encoded column-wise.
+
+        Strings first used in this slice of rows are interned on its first packet, which comes
+        before every packet that uses them.
+        """
+        f = self.f
+        n = df.height
+        if n == 0:
+            return
+        pending: list[tuple[str, int, str]] = []
+        name_iid = {nm: _varint(self.interner.iid("event_names", nm, pending)) for nm in df["name"].unique().to_list()}
+        slices = "dur" in df.columns
+        kind_b = f.slice_begin if slices else f.instant
+        head = f.type + kind_b + f.track
+        track_v = varints(np.asarray(tracks, dtype=np.int64))
+        cols = [self._values(k, df[k], pending) for k in arg_names]
+        names = df["name"].to_list()
+        tes = [head + t + f.name + name_iid[nm] + b"".join(a) for t, nm, *a in zip(track_v, names, *cols,
+                                                                                       strict=True)]
+        ts_v = varints(df["ts"].to_numpy())
+        needs = f.flags + _varint(self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE)
+        first = self._header(int(df["ts"][0]), ts_v[0])
+        if pending:
+            first += self._intern(pending)
+        write = self.w.write_bytes
+        if slices:
+            end_v = varints((df["ts"] + df["dur"].fill_null(0).clip(lower_bound=0)).to_numpy())
+            end_head = f.type + f.slice_end + f.track
+            for i in range(n):
+                te = tes[i]
+                hdr = first if i == 0 else f.timestamp + ts_v[i] + f.sequence + needs
+                write(hdr + f.track_event + _varint(len(te)) + te)
+                te = end_head + track_v[i]
+                write(f.timestamp + end_v[i] + f.sequence + needs + f.track_event + _varint(len(te)) + te)
+        else:
+            for i in range(n):
+                te = tes[i]
+                hdr = first if i == 0 else f.timestamp + ts_v[i] + f.sequence + needs
+                write(hdr + f.track_event + _varint(len(te)) + te)
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
     def event(self, kind: str, track: int, ts: int, name: str, args: dict[str, Any] | None = None,
               dur: int | None = None, ts_varint: bytes | None = None, end_varint: bytes | None = None) -> None:
         """A slice (``dur`` given) or an instant on ``track``; ``kind`` counts it in the summary.
@@ -596,29 +666,22 @@ class Exporter:
     def _emit(self, fam: Family, df: pl.DataFrame) -> None:
         df = df.sort("ts", *([] if fam.instant else [pl.col("dur")]), descending=[False] if fam.instant
                      else [False, True])
+        if not fam.instant:
+            df = df.with_columns(pl.col("dur").fill_null(0).clip(lower_bound=0))
         skip = {"tid", "pid", "policy_set", "seed", "ts", "dur", "name"}
         arg_names = [c for c in df.columns if c not in skip]
-        results = "policy_set" in df.columns
-        cols = [df[c].to_list() for c in ("ts", "tid", "pid", "name")]
-        durs = df["dur"].to_list() if "dur" in df.columns else None
-        sets = df["policy_set"].to_list() if results else None
-        args = [df[c].to_list() for c in arg_names]
-        ts_v = varints(df["ts"].to_numpy())
-        end_v = None
-        if durs is not None:
-            end_v = varints((df["ts"] + df["dur"].fill_null(0).clip(lower_bound=0)).to_numpy())
-        for i, (ts, tid, pid, name) in enumerate(zip(*cols, strict=True)):
-            ps = sets[i] if sets is not None else None
-            a = {k: v[i] for k, v in zip(arg_names, args, strict=True)}
-            if fam.instant:
+        sets = df["policy_set"].to_list() if "policy_set" in df.columns else [None] * df.height
+        tracks = []
+        if fam.instant:
+            for tid, pid, ps in zip(df["tid"].to_list(), df["pid"].to_list(), sets, strict=True):
                 lanes = self.lane_track(fam, tid, pid, ps)
-                track = lanes.tracks[0] if lanes.tracks else lanes.place(ts, ts)
-                self.te.event(fam.kind, track, ts, name, a, ts_varint=ts_v[i])
-            else:
-                dur = max(int(durs[i] or 0), 0)
-                track = self.lane_track(fam, tid, pid, ps).place(ts, ts + dur)
-                self.te.event(fam.kind, track, ts, name, a, dur=dur, ts_varint=ts_v[i],
-                              end_varint=end_v[i] if end_v is not None else None)
+                tracks.append(lanes.tracks[0] if lanes.tracks else lanes.place(0, 0))
+        else:
+            ends = (df["ts"] + df["dur"]).to_list()
+            for ts, end, tid, pid, ps in zip(df["ts"].to_list(), ends, df["tid"].to_list(), df["pid"].to_list(), sets,
+                                             strict=True):
+                tracks.append(self.lane_track(fam, tid, pid, ps).place(ts, end))
+        self.te.bulk(fam.kind, tracks, df, arg_names)
 
     # -- scheduling: recorded ---------------------------------------------------------------------
     def sched(self) -> None:
