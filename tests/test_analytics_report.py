@@ -181,3 +181,30 @@ def test_report_opens_without_console_errors_nothing_cut_at_1400px_and_is_screen
     assert re.search(r'<pre id="probe">\[\]</pre>', dom), re.search(r'<pre id="probe">(.*?)</pre>', dom)
     # times in tables are seconds from the start of the recording, not absolute nanoseconds
     assert "ts (ns)" not in dom
+
+
+def test_metrics_that_stay_0_are_not_listed_as_excluding_0_and_zero_delays_are_counted(tmp_path: Path) -> None:
+    from replay.analytics import report as rep
+    from replay.analytics.source import Source
+    from replay.trace.writer import write_trace
+
+    tables = fx.results_tables()
+    cmp = tables["sim_comparison"]
+    row = ("atomic_sleeps", None, None, "spinlock", "mutex", 0.0, 0.0, 0.0, 0.0, 0.0, 2, False)
+    for col, v in zip(("metric", "lock_class", "kind", "base", "other", "base_mean", "other_mean", "diff_mean",
+                       "ci_low", "ci_high", "seeds", "derived"), row, strict=True):
+        cmp[col] = [*cmp[col], v]
+    # every simulated switch-in ran at once: the run-delay CDF has nothing to draw on a log axis
+    tables["sim_sched"]["wait"] = [0] * len(tables["sim_sched"]["wait"])
+    write_trace(tmp_path / "r", {k: fx._fill_missing(k, v) for k, v in tables.items()}, kind="results",
+                source="simulated", host=fx.HOST)
+    sections = {s.title: s for s in rep.build(Source.open(tmp_path / "r"))}
+    policy = sections["Policy sets compared (differences over seeds)"]
+    assert [f.key for f in policy.figures] == ["policy_diff"]
+    (caption, table), = policy.tables
+    assert table["metric"].to_list() == ["wait_p99_ns"]
+    assert any("atomic_sleeps" in n and "0 under every policy set" in n for n in policy.notes)
+    sched = sections["Scheduling latency"]
+    assert "delay_cdf" not in [f.key for f in sched.figures]
+    assert any(n.startswith("All 4 run delays are 0 ns") for n in sched.notes)
+    assert not any(n.startswith("Not shown") for s in sections.values() for n in s.notes)
