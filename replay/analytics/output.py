@@ -4,13 +4,15 @@ The table is for reading: durations (``*_ns`` columns) in µs or ms with the uni
 the header (one unit per column, chosen by its largest value), counts with
 thousands separators, addresses in hex, and no wider than the terminal: columns
 that do not fit continue in a second block that repeats the label columns, so
-nothing is cut. CSV and JSON keep the raw values (nanoseconds, integers).
+nothing is cut (``$COLUMNS`` or the terminal decide; a file or a pipe gets whole lines). CSV and JSON
+keep the raw values (nanoseconds, integers).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import polars as pl
 
@@ -68,11 +70,14 @@ def humanize(df: pl.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
 
 
 def _width() -> int:
+    """$COLUMNS, else the terminal's width; no limit when stdout is a file or a pipe (as perf)."""
     if "COLUMNS" in os.environ:
         try:
             return max(int(os.environ["COLUMNS"]), 20)
         except ValueError:
             pass
+    if not sys.stdout.isatty():
+        return 1 << 30
     return shutil.get_terminal_size((120, 24)).columns
 
 
