@@ -6,8 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from replay.cli import ExamplesFormatter
-
 EXAMPLES = """\
 examples:
   mmreplay query mytrace waits --by class,caller     # perf-lock-contention-style table
@@ -17,6 +15,8 @@ examples:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+
     p = sub.add_parser(
         "query", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="run a named query (lock summary, histograms, TLB flushes, latencies, ...) or SQL on a trace or results",

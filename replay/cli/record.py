@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from replay.cli import ExamplesFormatter
 from replay.errors import UsageError
 
 
@@ -28,6 +27,7 @@ examples:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
     from tracer.programs import FAMILIES_BY_NAME
 
     p = sub.add_parser(

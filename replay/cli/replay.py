@@ -10,7 +10,6 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from replay.cli import ExamplesFormatter
 from replay.errors import UsageError
 
 DEFAULT_SETS = ("as-recorded", "current")
@@ -30,6 +29,8 @@ examples:
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+
     p = sub.add_parser(
         "replay", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="replay a trace under lock / mmu_gather policy sets and compare them",
