@@ -67,7 +67,6 @@ class RecordOptions:
     pf_gap_ns: int = 10_000
     rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
     vmlinux: Path | None = None
-    chown: tuple[int, int] | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
 
@@ -637,8 +636,6 @@ class Recorder:
                 w.manifest.extra["host_changes"] = list(self.notes.changes)
             m = w.close(start_ns=self._start_ns, end_ns=stop_ns)
             self._bpf.cleanup()
-            if self.opts.chown is not None:
-                _chown_tree(self.opts.output, *self.opts.chown)
         dur = (stop_ns - self._start_ns) / 1e9
         return RecordResult(
             path=self.opts.output, duration_s=dur, events=self._events, lost=m.lost_events,
@@ -744,12 +741,6 @@ class Recorder:
         except Exception as e:  # noqa: BLE001
             self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=f"decoding failed: {e}")
                                 for f in fams]
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for p in path.iterdir():
-        os.chown(p, uid, gid)
 
 
 class _BpfProgInfo(ctypes.Structure):

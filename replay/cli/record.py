@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
         command = _workload_argv(args.workload, args.tasks, args.duration or 5.0)
     if args.page_free_gap_us <= 0:
         raise UsageError("--page-free-gap-us must be positive")
-    chown = None
-    if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() and os.environ.get("SUDO_GID", "").isdigit():
-        chown = (int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"]))
     opts = RecordOptions(
         output=args.output,
         duration=args.duration,
@@ -97,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
         system_wide=args.system_wide,
         pf_gap_ns=int(args.page_free_gap_us * 1000),
         vmlinux=args.vmlinux,
-        chown=chown,
         check_tier2=not args.no_tier2_check,
         probe_cost=args.probe_cost,
     )
