@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from replay.trace.reader import Trace
+from replay.trace.repair import describe as repair_lines
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -64,6 +65,7 @@ def render(s: dict[str, Any]) -> str:
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
     lines.append(f"lost       {s['lost_events']} events")
+    lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
         lines += ["", f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'unmatched':>9}  reason"]
         for p in s["probes"]:

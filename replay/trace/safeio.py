@@ -238,6 +238,19 @@ def open_output_dir(path: str | os.PathLike[str], *, force: bool = False,
             os.close(fd)
 
 
+def open_existing_dir(path: str | os.PathLike[str]) -> OutputDir:
+    """An existing directory to rewrite files in (repair): not a link, the invoking user's, not writable by
+    others; TraceError if not."""
+    p = Path(path)
+    fd = _open_dir_nofollow(p)
+    try:
+        _check_ownership(p, os.fstat(fd), "directory")
+    except BaseException:
+        os.close(fd)
+        raise
+    return OutputDir(p, fd, _owner())
+
+
 def _nothing_replaceable(fd: int, entries: list[str]) -> str:
     return "is not empty"
 
