@@ -187,3 +187,14 @@ def test_the_cli_names_the_refusal_in_one_line(tmp_path: Path, capsys: pytest.Ca
     assert main(["synth", "mmap1_threads", "-o", str(out), "--tasks", "2", "--seconds", "0.01"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "belongs to uid 4242" in err
+
+
+def test_replay_onto_its_own_input_is_refused_before_replaying(tmp_path: Path, capsys) -> None:
+    t = tmp_path / "t"
+    assert main(["synth", "mmap1_threads", "-o", str(t), "--tasks", "2", "--seconds", "0.01"]) == 0
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in t.iterdir())
+    capsys.readouterr()
+    assert main(["replay", str(t), "-o", str(t), "--force", "--seeds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an input of this command; refusing to replace it" in err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in t.iterdir()) == before

@@ -7,14 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from replay.cli.options import MAX_SECONDS, MAX_TASKS, PID_MAX, int_list, integer, number
 from replay.errors import UsageError
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -26,24 +20,28 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "and every task it forks; else (or with --system-wide) every task except the recorder.",
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to create")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--duration", type=number(0, MAX_SECONDS, lo_open=True), metavar="S", help="stop after S seconds")
     p.add_argument("--probes", metavar="LIST",
                    help="comma-separated probe families (default: all tier-1); see 'mmreplay doctor'")
-    p.add_argument("--pid", type=_ints, action="extend", default=[], metavar="PID[,PID]",
+    p.add_argument("--pid", type=int_list(1, PID_MAX), action="extend", default=[],
+                   metavar="PID[,PID]",
                    help="record these processes (all their threads, and children they fork)")
-    p.add_argument("--tid", type=_ints, action="extend", default=[], metavar="TID[,TID]",
+    p.add_argument("--tid", type=int_list(1, PID_MAX), action="extend", default=[],
+                   metavar="TID[,TID]",
                    help="record these threads (and tasks they fork)")
     p.add_argument("--comm", help="record tasks with this name (exact, first 15 characters)")
     p.add_argument("--system-wide", action="store_true",
                    help="with a command or --workload and no filter: record every task, not only the command's")
     p.add_argument("--workload", metavar="NAME", help="run a built-in workload (see tracer.workloads) as the command")
-    p.add_argument("--tasks", type=int, default=4, metavar="N", help="tasks of the --workload (default 4)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing trace directory")
+    p.add_argument("--tasks", type=integer(1, MAX_TASKS), default=4, metavar="N",
+                   help="tasks of the --workload (default 4)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing trace directory that holds an mmreplay trace and nothing else")
     p.add_argument("--compression", choices=("lz4", "zstd"),
                    help="compress the tables (default: none, so that queries memory-map them)")
     p.add_argument("--progress", action="store_true", help="show the progress line even if stderr is not a tty")
     p.add_argument("--vmlinux", type=Path, help="vmlinux with DWARF: adds file:line to the symbols table")
-    p.add_argument("--page-free-gap-us", type=float, default=10.0, metavar="US",
+    p.add_argument("--page-free-gap-us", type=number(0, 1e9, lo_open=True), default=10.0, metavar="US",
                    help="a page-free burst ends after this gap without a free (default 10)")
     p.add_argument("--no-tier2-check", action="store_true",
                    help="do not detect and record tier-2 probes (fentry/kprobes); detection compiles for "

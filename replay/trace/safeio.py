@@ -45,6 +45,11 @@ def note_input(path: str | os.PathLike[str]) -> None:
     _inputs.add((st.st_dev, st.st_ino))
 
 
+def forget_inputs() -> None:
+    """A new command begins (the CLI calls this): what the last one read is no longer an input."""
+    _inputs.clear()
+
+
 def is_input(st: os.stat_result) -> bool:
     return (st.st_dev, st.st_ino) in _inputs
 
