@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import importlib
 import os
 import sys
@@ -19,6 +20,12 @@ DEBUG_ENV = "MMREPLAY_DEBUG"
 class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (``mmreplay replay: error: argument --cpus: ...``), exit 2."""
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> object:
+        # `--opt=--` would reach the option as an empty list (argparse drops the '--'): not a value
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, not '--'")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str) -> NoReturn:
         hint = f" (see '{self.prog} --help')"
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}{hint}\n")
@@ -29,7 +36,9 @@ class Parser(argparse.ArgumentParser):
 COMMANDS = ("record", "doctor", "info", "replay", "synth", "query", "report", "export", "repair")
 
 
+@functools.lru_cache(maxsize=1)
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (built once per process: tests and tools call main() many times)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

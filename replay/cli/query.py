@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli.options import integer
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--by", action="append", metavar="KEY[,KEY]",
                    help="grouping keys (query-specific: class, caller, task, ...; 'none' for no grouping)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=integer(0, 2**32 - 1), metavar="N",
                    help="print at most N rows (0: all; stacks and preempt_off default to 20)")
     p.add_argument("--sql", metavar="SELECT", help="run SQL over every table (and the derived views) instead")
     p.add_argument("--list", action="store_true", help="list the named queries and the SQL tables of the input")
