@@ -69,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MmreplayError as e:
         print(f"mmreplay: error: {e}", file=sys.stderr)
         return e.exit_status
-    except KeyboardInterrupt:
-        print("mmreplay: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT; the recorder raises a subclass for SIGTERM during set-up too
+        print(f"mmreplay: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return int(getattr(e, "exit_status", 130))
     except BrokenPipeError:
         # `mmreplay query ... | head`: the reader went away; not an error.
         sys.stderr.close()

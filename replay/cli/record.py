@@ -102,6 +102,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p.name}: {p.status}: {p.reason}", file=sys.stderr)
     for name, rows in r.rows.items():
         print(f"  {name:<20} {rows:>12,}", file=sys.stderr)
-    if r.command_status is not None and r.command_status != 0:
-        print(f"mmreplay: the command exited with status {r.command_status}", file=sys.stderr)
-    return 0
+    return command_exit(r.command_status, r.stop_reason)
+
+
+def command_exit(status: int | None, stop_reason: str) -> int:
+    """record's exit status: the command's when it ended by itself and failed (as time and perf stat do),
+    128+N when a signal N killed it; 0 when it succeeded or when the recorder stopped it."""
+    if status is None or status == 0 or not stop_reason.startswith("command exited"):
+        return 0
+    code = status if status > 0 else 128 - status
+    how = f"exited with status {status}" if status > 0 else f"was killed by signal {-status}"
+    print(f"mmreplay: the command {how}; the trace is complete, mmreplay exits with {code}", file=sys.stderr)
+    return code
