@@ -224,3 +224,32 @@ def test_the_real_recorder_killed_at_random_moments_is_repaired(tmp_path: Path, 
         trace = Trace.open(out)
         assert trace.manifest.extra["repaired"] is True
         assert "missing table tasks: the recording was killed before it stopped" in _info(out, capsys)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 256 KiB tmpfs: a full disk on demand (root only)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_while_writing_and_while_repairing(tiny_disk: Path, capsys) -> None:
+    t = tiny_disk / "t"
+    w = TraceWriter(t)
+    with pytest.raises(TraceError, match="No space left on device.*mmreplay repair") as e:
+        for k in range(1000):
+            w.write("page_faults", _faults(2000, k * 2000))
+    assert "\n" not in str(e.value)
+    written = len(list(t.iterdir()))
+    assert written >= 2
+    # repair needs room for the rebuilt file: on the full disk it refuses in one line and changes nothing
+    before = {p.name: p.read_bytes() for p in t.iterdir()}
+    assert main(["repair", str(t)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in t.iterdir()} == before
