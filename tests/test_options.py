@@ -73,3 +73,13 @@ def test_a_nan_cost_is_refused(tmp_path: Path, capsys) -> None:
     p.write_text('{"wakeup_ns": NaN}')
     assert main(["replay", str(tmp_path / "none"), "--costs", str(p)]) == 2
     assert "cost wakeup_ns" in capsys.readouterr().err
+
+
+def test_scaling_tasks_beyond_what_a_replay_can_hold_is_refused_before_allocating() -> None:
+    from replay.cli.options import MAX_SIM_TASKS, check_tasks
+    from replay.errors import UsageError
+
+    check_tasks(64, 1024.0)  # 65,536: the limit itself
+    with pytest.raises(UsageError, match="would replay 102,400 tasks \\(100 recorded\\); at most 65,536"):
+        check_tasks(100, 1024.0)
+    assert MAX_SIM_TASKS == 65_536

@@ -1,7 +1,7 @@
 """Option values every subcommand checks the same way: finite numbers in a range, bounded integers, limits.
 
-Each checker is usable as an argparse ``type=`` (it raises ArgumentTypeError, which the parser reports
-as one line) or called with the option's name (it raises UsageError). Limits are checked here, before
+The checkers are argparse ``type=`` functions (they raise ArgumentTypeError, which the parser reports
+as one line); the others raise UsageError. Limits are checked here, before
 anything is allocated or looped over by the value: ``--cpus 1e8`` or ``--duration nan`` must be a
 one-line refusal, not a hang.
 """
@@ -23,13 +23,14 @@ MAX_TASKS = 4096
 MAX_SEEDS = 10_000
 MAX_JOBS = 1024
 MAX_SCALE = 1024.0
+MAX_SIM_TASKS = 65_536  # tasks a replay simulates, after --scale-tasks
 MAX_SECONDS = 1e7  # ~115 days
 PID_MAX = 4_194_304  # PID_MAX_LIMIT on 64-bit kernels
 #: Cost constants: no ns cost above 100 s, no page count above 2^30 (a 4 TiB gather).
 MAX_COST_NS = 1e11
 MAX_COST_PAGES = 1 << 30
 
-__all__ = ["MAX_CPUS", "integer", "number", "costs", "int_list"]
+__all__ = ["MAX_CPUS", "check_tasks", "costs", "int_list", "integer", "number"]
 
 
 def _number(text: str) -> float:
@@ -83,14 +84,11 @@ def int_list(lo: int, hi: int) -> Callable[[str], list[int]]:
     return check
 
 
-def checked(option: str, parse: Callable[[str], Any], text: str | None) -> Any:
-    """``parse(text)`` with an ArgumentTypeError turned into a UsageError naming ``option``; None stays None."""
-    if text is None:
-        return None
-    try:
-        return parse(text)
-    except argparse.ArgumentTypeError as e:
-        raise UsageError(f"{option} {e}") from None
+def check_tasks(recorded: int, scale: float) -> None:
+    """UsageError if --scale-tasks would make more than MAX_SIM_TASKS tasks of the recorded ones."""
+    if recorded * scale > MAX_SIM_TASKS:
+        raise UsageError(f"--scale-tasks {scale:g} would replay {recorded * scale:,.0f} tasks "
+                         f"({recorded} recorded); at most {MAX_SIM_TASKS:,}")
 
 
 def costs(path: str | os.PathLike[str] | None) -> Any:

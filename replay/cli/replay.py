@@ -207,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = calibrate(trace, base=costs)
         costs, calibration = cal.costs, cal.notes
-    workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
+    recon = reconstruct(trace, cpus=opts.cpus)
+    options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
+    workload = scale_tasks(recon, opts.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
     notes = check_tables(trace, sets, workload) + workload_notes(workload)
