@@ -71,6 +71,7 @@ class SameRun:
     ours: pl.DataFrame  # `waits --by caller`
     cmp: pl.DataFrame  # perf_lock.compare on mm_caller (pooled), plus exit_count/exit_total_ns: ours via do_exit
     refused: int  # lock_contention events our ring buffer refused
+    skipped: int  # lock_contention hits the kernel skipped as BPF recursion (for perf too)
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
     begin_runs: int
@@ -134,6 +135,7 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
     return SameRun(
         probes=request.param, trace=t, perf=perf, ours=ours, cmp=cmp,
         refused=extra["lost_breakdown"]["ring_buffer_refused"]["lock_contention"],
+        skipped=extra["lost_breakdown"].get("bpf_recursion_skipped", {}).get("lock_contention", 0),
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
         end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
         begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0))
@@ -141,7 +143,16 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
 
 def _show(run: SameRun) -> str:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=40):
-        return f"probes={run.probes} refused={run.refused}\n{run.cmp.drop('perf_total_resolution_ns', 'perf_max_ns')}"
+        return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{run.cmp.drop('perf_total_resolution_ns', 'perf_max_ns')}"
+
+
+def _skip_if_pairing_may_differ(run: SameRun) -> None:
+    """A contention hit the kernel skipped as BPF recursion reaches neither tool, and each then pairs the
+    unmatched begin its own way (perf with an end much later: a 1.41 s "spinlock" wait against our 36 ms,
+    seen with 8 skips under load 12); no per-wait bound holds for those waits."""
+    if run.skipped:
+        pytest.skip(f"{run.skipped} lock_contention hits skipped as BPF recursion: the tools pair the "
+                    "orphaned begins differently")
 
 
 def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
@@ -155,9 +166,11 @@ def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits
     waits in the exit path after perf stopped watching the task."""
     cmp = same_run.cmp
     assert cmp["caller"].null_count() == 0, _show(same_run)
-    assert (cmp["count_diff"] <= cmp["exit_count"]).all(), _show(same_run)
+    # a hit skipped as BPF recursion leaves a begin unmatched, which each tool pairs its own way: one
+    # wait more or fewer per skipped hit, in some caller
+    assert (cmp["count_diff"] <= cmp["exit_count"] + same_run.skipped).all(), _show(same_run)
     short = (-cmp["count_diff"]).clip(lower_bound=0).sum()
-    assert short <= same_run.refused, _show(same_run)
+    assert short <= same_run.refused + same_run.skipped, _show(same_run)
 
 
 def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
@@ -166,6 +179,7 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
         pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: totals lack those waits")
+    _skip_if_pairing_may_differ(same_run)
     cmp = same_run.cmp
     assert same_run.begin_runs >= cmp["mm_count"].sum()  # the program ran at least once per wait
     rows = [*cmp.iter_rows(named=True), {
@@ -194,6 +208,7 @@ def test_every_callers_longest_wait_agrees_within_what_our_probes_cost(same_run)
         pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: a longest wait may be missing")
+    _skip_if_pairing_may_differ(same_run)
     both = same_run.cmp.filter((pl.col("perf_count") > 0) & (pl.col("mm_count") > 0))
     assert both.height > 0, _show(same_run)
     for r in both.iter_rows(named=True):
