@@ -143,7 +143,8 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
 
 def _show(run: SameRun) -> str:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=40):
-        return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{run.cmp.drop('perf_total_resolution_ns', 'perf_max_ns')}"
+        table = run.cmp.drop("perf_total_resolution_ns", "perf_max_ns")
+        return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{table}"
 
 
 def _skip_if_pairing_may_differ(run: SameRun) -> None:
