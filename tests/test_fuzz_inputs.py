@@ -33,7 +33,7 @@ from replay.cli.main import DEBUG_ENV, main
 from tests import analytics_fixtures as fx
 
 CASE_SECONDS = 10  # one case taking longer is a hang
-CASES = {"manifest values": 400, "manifest bytes": 250, "table files": 700, "option values": 700}
+CASES = {"manifest values": 350, "manifest bytes": 200, "table files": 600, "option values": 900}
 OUTCOMES: collections.Counter[int] = collections.Counter()  # exit statuses seen, over the whole module
 FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
