@@ -253,3 +253,12 @@ def test_a_full_disk_is_one_line_while_writing_and_while_repairing(tiny_disk: Pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in t.iterdir()} == before
+
+
+def test_a_killed_recording_gets_the_span_of_its_recovered_events(tmp_path: Path) -> None:
+    t = tmp_path / "t"
+    _unfinished(t, {"page_faults": 3}, recorder="mmreplay record (bcc)")
+    repair(t)
+    m = Trace.open(t).manifest
+    # _faults: ts = i * 1000 for i < 3000 (page faults carry no dur)
+    assert (m.start_ns, m.end_ns) == (0, 2_999_000)

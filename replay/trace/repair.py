@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from replay.errors import TraceError
 from replay.trace import safeio
@@ -200,6 +201,8 @@ def repair(trace_dir: str | os.PathLike[str]) -> list[Repaired]:
             del manifest.tables[name]  # the manifest named a file that is gone
         if was_complete and all(r.action == "ok" for r in results) and not manifest_problem:
             return results  # nothing to repair
+        if manifest.start_ns == manifest.end_ns == 0:  # killed before the recorder wrote its span
+            manifest.start_ns, manifest.end_ns = _span(d, manifest)
         manifest.complete = True
         manifest.extra["repaired"] = True
         manifest.extra["repair"] = _report(manifest, results, was_complete, manifest_problem)
@@ -208,6 +211,30 @@ def repair(trace_dir: str | os.PathLike[str]) -> list[Repaired]:
         except OSError as e:
             raise TraceError(root / MANIFEST, f"cannot write ({e.strerror or e})") from None
     return results
+
+
+def _span(d: safeio.OutputDir, m: Manifest) -> tuple[int, int]:
+    """(first ts, last ts + dur) over the recovered tables: the span the events cover."""
+    lo, hi = None, None
+    for name, entry in m.tables.items():
+        spec = TABLES_BY_NAME.get(name)
+        if spec is None or not entry.rows or "ts" not in spec.schema.names:
+            continue
+        fd = os.open(entry.file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=d.fd)
+        try:
+            buf, _ = _map(fd)
+        finally:
+            os.close(fd)
+        r = pa.ipc.open_file(buf)
+        for i in range(r.num_record_batches):  # batch by batch: memory stays one chunk
+            b = r.get_batch(i)
+            ts = b.column("ts")
+            end = pc.add(ts, b.column("dur")) if "dur" in b.schema.names else ts
+            first, last = pc.min(ts).as_py(), pc.max(end).as_py()
+            if first is not None and last is not None:
+                lo = first if lo is None else min(lo, first)
+                hi = last if hi is None else max(hi, last)
+    return (lo or 0, hi or 0)
 
 
 def _report(m: Manifest, results: list[Repaired], was_complete: bool, manifest_problem: str) -> dict[str, Any]:
