@@ -18,7 +18,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--perfetto", action="store_true", required=True,
                    help="Chrome JSON trace format (traceEvents), which the Perfetto UI opens")
     p.add_argument("-o", "--output", required=True, metavar="OUT.json", help="file to write")
-    p.add_argument("--force", action="store_true", help="overwrite OUT.json if it exists")
+    p.add_argument("--force", action="store_true", help="replace OUT.json if mmreplay exported it")
     return p
 
 
@@ -30,11 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from replay.errors import UsageError
 
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} exists; use --force to overwrite it")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
-    counts = export(Source.open(args.trace), out)
+    counts = export(Source.open(args.trace), out, force=args.force)  # refuses links, others' files
     total = sum(counts.values())
     detail = ", ".join(f"{k} {v}" for k, v in counts.items())
     print(f"wrote {out}: {total} events ({detail})", file=sys.stderr)

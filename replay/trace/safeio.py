@@ -20,12 +20,13 @@ directory of their own there; perf's rules apply:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from replay.errors import TraceError
 
@@ -290,17 +291,41 @@ def mmreplay_dir(allowed: Iterable[str]) -> Replaceable:
 
 def write_file(path: str | os.PathLike[str], data: bytes, *, force: bool = False,
                ours: Callable[[bytes], bool] | None = None) -> Path:
-    """Write one output file (a report page, a PNG, an export) under the same rules; the path."""
+    """Write one output file (a report page, a PNG) under the same rules; the path."""
+    with replacing(path, force=force, ours=ours, mode="wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike[str], *, force: bool = False, ours: Callable[[bytes], bool] | None = None,
+              mode: str = "w") -> Iterator[IO[Any]]:
+    """A new file object whose content replaces ``path`` when the block ends without an error: checked
+    by :func:`check_file`, written to a fresh ``.NAME.PID.tmp`` (O_EXCL|O_NOFOLLOW) beside it, given to
+    the invoking user, renamed over ``path``; removed instead if the block fails."""
     p = check_file(path, force=force, ours=ours)
-    fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    d = OutputDir(p.parent, fd, _owner())
     try:
-        d.replace(p.name, data)
+        fd = os.open(p.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise TraceError(p, f"cannot write ({e.strerror})") from None
+        raise TraceError(p.parent, f"cannot open ({e.strerror})") from None
+    d = OutputDir(p.parent, fd, _owner())
+    tmp = f".{p.name}.{os.getpid()}.tmp"
+    try:
+        try:
+            f = os.fdopen(d.create(tmp), mode)
+        except OSError as e:
+            raise TraceError(p, f"cannot create ({e.strerror})") from None
+        try:
+            with f:
+                yield f
+            d.rename(tmp, p.name)
+        except BaseException:
+            d.remove(tmp)
+            raise
+    except OSError as e:
+        raise TraceError(p, f"cannot write ({e.strerror or e})") from None
     finally:
         d.close()
-    return p
 
 
 def check_file(path: str | os.PathLike[str], *, force: bool = False,
