@@ -25,6 +25,11 @@ from tracer.recorder import _Command
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _marker() -> str:
+    """A unique extra argument for sleep (GNU sleep adds up its arguments): 0.<12 digits> seconds."""
+    return f"0.{uuid.uuid4().int % 10**12:012d}"
+
+
 def _running(marker: str, but: int = -1) -> list[int]:
     """pids (other than ``but``) whose command line holds ``marker``."""
     out = []
@@ -44,6 +49,28 @@ def test_a_recorder_that_dies_before_releasing_the_command_never_runs_it(tmp_pat
     os.close(cmd._w)  # what SIGKILL of the recorder does to the pipe
     assert cmd.proc.wait(10) == 125
     assert not flag.exists()
+
+
+def test_a_recorder_killed_while_the_command_runs_takes_the_command_with_it(tmp_path: Path) -> None:
+    marker = _marker()
+    code = ("import sys, time\n"
+            "from tracer.recorder import _Command\n"
+            f"c = _Command(['sleep', '60', '{marker}'])\n"
+            "c.release(); print(c.pid, flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         stdout=subprocess.PIPE, text=True)
+    pid = int(p.stdout.readline())
+    deadline = time.monotonic() + 10
+    while not _running(marker, but=p.pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert _running(marker, but=p.pid) == [pid]  # sleep itself, exec'd in place of the stub
+    p.kill()  # SIGKILL: no handler, no finally runs in the recorder
+    p.wait()
+    deadline = time.monotonic() + 10
+    while _running(marker):
+        assert time.monotonic() < deadline, "the command outlived the recorder"
+        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("status, reason, code, says", [
@@ -90,8 +117,8 @@ def _wait_for(path: Path, seconds: float = 90) -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_set_up_stops_the_command_and_exits_128_plus_n(live, tmp_path: Path, sig) -> None:
-    marker = f"{uuid.uuid4().hex[:12]}"
-    p = _record(tmp_path / "t", "sh", "-c", f"sleep 60 # {marker}")
+    marker = _marker()
+    p = _record(tmp_path / "t", "sleep", "60", marker)
     _wait_for_child(p, marker)  # the command is forked, blocked, while the probes compile
     time.sleep(0.2)
     p.send_signal(sig)
@@ -111,9 +138,9 @@ def _wait_for_child(p: subprocess.Popen, marker: str) -> None:
 
 @pytest.mark.live
 def test_sigterm_while_recording_and_again_while_stopping_leaves_a_finalized_trace(live, tmp_path: Path) -> None:
-    marker = f"{uuid.uuid4().hex[:12]}"
+    marker = _marker()
     out = tmp_path / "t"
-    p = _record(out, "sh", "-c", f"sleep 60 # {marker}")
+    p = _record(out, "sleep", "60", marker)
     _wait_for(out / "manifest.json")
     time.sleep(0.5)
     p.send_signal(signal.SIGTERM)

@@ -164,8 +164,10 @@ class _Command:
         if shutil.which(argv[0]) is None:
             raise UsageError(f"cannot run {argv[0]!r}: command not found")
         # An empty read means the recorder died (even SIGKILL) before releasing it: exit, do not run.
-        stub = "import os, sys; fd = int(sys.argv[1]); go = os.read(fd, 1); os.close(fd); " \
-               "go == b'g' or os._exit(125); os.execvp(sys.argv[2], sys.argv[2:])"
+        # PR_SET_PDEATHSIG (1): if the recorder dies later, the command gets SIGTERM, not orphaned.
+        stub = "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15, 0, 0, 0); fd = int(sys.argv[1]); " \
+               "go = os.read(fd, 1); os.close(fd); go == b'g' and os.getppid() != 1 or os._exit(125); " \
+               "os.execvp(sys.argv[2], sys.argv[2:])"
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", stub, str(r), *argv], pass_fds=(r,))
         except OSError as e:
