@@ -20,11 +20,11 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import polars as pl
 
 from replay.analytics.source import Source
+from replay.trace import safeio
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,11 @@ def _metadata(src: Source, runs: pl.DataFrame | None) -> list[dict]:
     return out
 
 
+def _ours(head: bytes) -> bool:
+    """Whether a file's first bytes are an export that mmreplay wrote."""
+    return head.startswith(b'{"displayTimeUnit": "ns", "otherData": {"source": ')
+
+
 def _ndjson_lines(lf: pl.LazyFrame) -> Iterator[str]:
     buf = io.BytesIO()
     lf.collect().write_ndjson(buf)
@@ -155,14 +160,16 @@ def _ndjson_lines(lf: pl.LazyFrame) -> Iterator[str]:
     yield from (line for line in text.split("\n") if line)
 
 
-def export(src: Source, out: str | os.PathLike[str]) -> dict[str, int]:
-    """Write the Chrome JSON trace to ``out``; returns the number of events per category (and "metadata")."""
+def export(src: Source, out: str | os.PathLike[str], *, force: bool = False) -> dict[str, int]:
+    """Write the Chrome JSON trace to ``out``; returns the number of events per category (and "metadata").
+
+    Written under replay.trace.safeio's rules: never through a link, an existing file replaced only with
+    ``force`` and only if it is an export of mmreplay's."""
     runs = _process_ids(src)
     counts: dict[str, int] = {}
     meta = _metadata(src, runs)
     counts["metadata"] = len(meta)
-    path = Path(out)
-    with path.open("w") as f:
+    with safeio.replacing(out, force=force, ours=_ours) as f:
         f.write('{"displayTimeUnit": "ns", "otherData": ')
         f.write(json.dumps({"source": src.path, "kind": src.trace.manifest.kind,
                             "kernel": src.trace.manifest.host.kernel_release}))

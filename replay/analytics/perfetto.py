@@ -37,7 +37,6 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -45,6 +44,7 @@ import polars as pl
 
 from replay.analytics.source import SIM_TWINS, Source
 from replay.errors import UsageError
+from replay.trace import safeio
 
 CHUNK_ROWS = 200_000  # rows of one table in memory at a time
 PACKETS_BYTES = 1 << 20  # uncompressed packets per compressed_packets group
@@ -827,24 +827,39 @@ class Exporter:
             self._counter(ps, changes)
 
 
+def _ours(head: bytes) -> bool:
+    """Whether a file's first bytes are a Perfetto trace as this module writes it: a first packet that
+    holds a zlib group (``compressed_packets``, field 50) at level 9."""
+
+    def varint(i: int) -> int | None:
+        while i < len(head) and head[i] & 0x80:
+            i += 1
+        return i + 1 if i < len(head) else None
+
+    if not head.startswith(b"\x0a"):
+        return False
+    i = varint(1)
+    if i is None or head[i:i + 2] != b"\x92\x03":
+        return False
+    j = varint(i + 2)
+    return j is not None and head[j:j + 2] == b"\x78\xda"
+
+
 def export(src: Source, out: str | os.PathLike[str], seed: int | None = None,
-           compress: bool = True) -> tuple[dict[str, int], list[str]]:
+           compress: bool = True, *, force: bool = False) -> tuple[dict[str, int], list[str]]:
     """Write ``out`` as a Perfetto protobuf trace.
 
     Returns the events written per kind and the tables that were missing (their tracks are absent).
+    Written under replay.trace.safeio's rules: never through a link, an existing file replaced only
+    with ``force`` and only if it is an export of mmreplay's.
     """
     pb = protos()
-    path = Path(out)
-    with path.open("xb") as f:  # O_EXCL: never through a link, never over a file
-        try:
-            w = PacketWriter(f, pb, compress)
-            ex = Exporter(src, w, seed)
-            ex.header()
-            ex.processes()
-            ex.sched()
-            ex.families()
-            w.flush()
-        except BaseException:
-            path.unlink()
-            raise
+    with safeio.replacing(out, force=force, ours=_ours, mode="wb") as f:
+        w = PacketWriter(f, pb, compress)
+        ex = Exporter(src, w, seed)
+        ex.header()
+        ex.processes()
+        ex.sched()
+        ex.families()
+        w.flush()
     return ex.te.counts, ex.missing

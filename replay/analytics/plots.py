@@ -23,7 +23,7 @@ CDF_POINTS = 400
 
 def _png(fig: plt.Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": "mmreplay report"})
     plt.close(fig)
     return buf.getvalue()
 

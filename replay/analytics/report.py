@@ -23,6 +23,7 @@ from replay.analytics.preempt import sections as preempt_sections
 from replay.analytics.sched import latencies
 from replay.analytics.source import Source
 from replay.errors import MmreplayError
+from replay.trace import safeio
 
 #: How many preempt-off sections the timeline shows.
 TIMELINE_TOP = 20
@@ -360,15 +361,26 @@ def render(src: Source, sections: list[Section]) -> str:
     return "\n".join(parts)
 
 
-def write(src: Source, out: str | os.PathLike[str], other: Source | None = None) -> list[Path]:
-    """Write the page and its PNGs (``<stem>-<figure>.png`` beside it); returns the files written."""
+def write(src: Source, out: str | os.PathLike[str], other: Source | None = None, *, force: bool = False) -> list[Path]:
+    """Write the page and its PNGs (``<stem>-<figure>.png`` beside it); returns the files written.
+
+    Every file is checked before any is written (replay.trace.safeio): an existing one is replaced only
+    with ``force`` and only if this report wrote it; none is written through a link.
+    """
     out = Path(out)
     sections = build(src, other)
-    written = []
-    for s in sections:
-        for f in s.figures:
-            png = out.with_name(f"{out.stem}-{f.key}.png")
-            png.write_bytes(f.png)
-            written.append(png)
-    out.write_text(render(src, sections))
-    return [out, *written]
+    files = [(out.with_name(f"{out.stem}-{f.key}.png"), f.png) for s in sections for f in s.figures]
+    page = render(src, sections).encode()
+    for path, _ in [(out, page), *files]:
+        safeio.check_file(path, force=force, ours=_ours)
+    for path, data in files:
+        safeio.write_file(path, data, force=force, ours=_ours)
+    safeio.write_file(out, page, force=force, ours=_ours)
+    return [out, *(path for path, _ in files)]
+
+
+def _ours(head: bytes) -> bool:
+    """Whether a file's first bytes are a page or a PNG that mmreplay report wrote."""
+    if head.startswith(b"<!DOCTYPE html>"):
+        return b"<title>mmreplay report:" in head
+    return head.startswith(b"\x89PNG") and b"mmreplay report" in head

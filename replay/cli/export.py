@@ -28,19 +28,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=ExamplesFormatter,
     )
     p.add_argument("trace", help="trace or results directory")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write (must not exist)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="file to write")
     p.add_argument("--format", choices=("perfetto", "json"), default=None,
                    help="perfetto: native protobuf (default); json: legacy Chrome JSON (the default for an "
                    "OUTPUT ending in .json)")
     p.add_argument("--perfetto", action="store_true", help=argparse.SUPPRESS)  # before --format existed
     p.add_argument("--seed", type=int, default=None,
                    help="results: the seed to show for each policy set (default: each set's first)")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.add_argument("--force", action="store_true", help="replace FILE if mmreplay exported it")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from replay.analytics.source import Source
@@ -48,26 +47,18 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     fmt = args.format or ("json" if out.suffix == ".json" else "perfetto")
-    src = Source.open(args.trace)
-    if out.is_symlink() or out.exists():
-        if not args.force:
-            raise UsageError(f"{out} exists; use --force to replace it")
-        if out.is_symlink() or not out.is_file():
-            raise UsageError(f"{out} is not a regular file; refusing to replace it")
-        if Path(src.path).resolve() in out.resolve().parents:
-            raise UsageError(f"{out} is inside the input {src.path}; refusing to replace it")
-        os.unlink(out)
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
+    src = Source.open(args.trace)
     if fmt == "json":
         from replay.analytics.chrome_json import export as export_json
 
-        counts = export_json(src, out)
+        counts = export_json(src, out, force=args.force)  # refuses links, others' files
         missing: list[str] = []
     else:
         from replay.analytics.perfetto import export
 
-        counts, missing = export(src, out, seed=args.seed)
+        counts, missing = export(src, out, seed=args.seed, force=args.force)
     total = sum(counts.values())
     detail = ", ".join(f"{k} {v:,}" for k, v in counts.items())
     print(f"wrote {out} ({fmt}, {out.stat().st_size:,} bytes): {total:,} events ({detail})", file=sys.stderr)

@@ -8,6 +8,7 @@ from typing import Any
 
 from replay.cli import ExamplesFormatter
 from replay.trace.reader import Trace
+from replay.trace.repair import describe as repair_lines
 
 EXAMPLES = """\
 examples:
@@ -74,6 +75,7 @@ def render(s: dict[str, Any]) -> str:
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
     lines.append(f"lost       {s['lost_events']} events")
+    lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
         lines += ["", f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'unmatched':>9}  reason"]
         for p in s["probes"]:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli.options import integer
+
 EXAMPLES = """\
 examples:
   mmreplay query mytrace waits --by class,caller     # perf-lock-contention-style table
@@ -30,7 +32,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="output format (table: us/ms, thousands separators, fitted to the terminal)")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     p.add_argument("--csv", dest="format", action="store_const", const="csv", help="same as --format csv")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=integer(0, 2**32 - 1), metavar="N",
                    help="print at most N rows (0: all; stacks and preempt_off default to 20)")
     p.add_argument("--sql", metavar="SELECT", help="run SQL over every table (and the derived views) instead")
     p.add_argument("--list", action="store_true", help="list the named queries and the SQL tables of the input")
