@@ -210,7 +210,7 @@ def test_a_trace_without_scheduling_tables_still_exports_and_says_what_is_missin
     assert "missing sched_switch" in err and "missing sched_wakeup" in err and "missing syscalls" in err
 
 
-def test_export_refuses_an_existing_file_and_a_link_without_force(tmp_path: Path,
+def test_export_replaces_only_its_own_export_and_never_through_a_link(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     src = fx.write_recorded(tmp_path / "t", only=("tasks",))
     out = tmp_path / "x.perfetto-trace"
@@ -221,4 +221,10 @@ def test_export_refuses_an_existing_file_and_a_link_without_force(tmp_path: Path
     link.symlink_to(out)
     assert main(["export", str(src), "-o", str(link), "--force"]) == 2
     assert out.read_text() == "keep"
-    assert main(["export", str(src), "-o", str(out), "--force"]) == 0 and out.read_bytes() != b"keep"
+    assert main(["export", str(src), "-o", str(out), "--force"]) == 2  # not mmreplay's: kept
+    assert "not written by mmreplay" in capsys.readouterr().err and out.read_text() == "keep"
+    ours = tmp_path / "ours.perfetto-trace"
+    assert main(["export", str(src), "-o", str(ours)]) == 0
+    first = ours.read_bytes()
+    ours.write_bytes(first[:64])  # a torn export of ours is still ours
+    assert main(["export", str(src), "-o", str(ours), "--force"]) == 0 and ours.read_bytes() == first
