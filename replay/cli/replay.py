@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from replay.errors import UsageError
+from replay.errors import InconsistencyError, UsageError
 
 DEFAULT_SETS = ("as-recorded", "current")
 DEFAULT_SEEDS = 5
@@ -217,8 +217,12 @@ def run(args: argparse.Namespace) -> int:
                         keep_tables=bool(args.output), perturb=opts.perturb, engine=opts.engine)
     specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
     progress = Progress(len(specs))
-    runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
-    progress.close()
+    try:
+        runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
+    except InconsistencyError as e:  # a bug of ours: say which recording shows it, in one line
+        raise InconsistencyError(f"{trace.path}: {e}; please report it with this trace") from None
+    finally:
+        progress.close()
 
     by_set = {s.name: {r.seed: r.metrics for r in runs if r.policy_set == s.name} for s in sets}
     dependent = derived_dependent(workload)

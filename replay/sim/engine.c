@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,7 +228,17 @@ typedef struct Engine {
 	i64 next_report;
 	int err;
 	const char *errmsg;
+	char errbuf[200];
 } Engine;
+
+/* Engine.inconsistent: a state the model cannot reach (a bug), named by thread and simulated time */
+static void inconsistent(Engine *e, const Thread *th, i64 now, const char *what)
+{
+	e->err = ERR_ASSERT;
+	snprintf(e->errbuf, sizeof e->errbuf, "tid %d at %.6f s into the replay: %s", th->tid,
+		 (double)(now - e->s.t0) / 1e9, what);
+	e->errmsg = e->errbuf;
+}
 
 /* ------------------------------------------------------------------ Python's random */
 
@@ -821,8 +832,7 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 {
 	if ((lk->kind != L_MUTEX && lk->kind != L_MUTEX_CLASSIC && lk->kind != L_RWSEM) ||
 	    dq_remove(&lk->q, th->idx)) {
-		e->err = ERR_ASSERT;
-		e->errmsg = "a waiter that cannot abort its spin was asked to";
+		inconsistent(e, th, now, "a waiter that cannot abort its spin was asked to");
 		return;
 	}
 	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
@@ -846,11 +856,10 @@ static void lock_downgrade(Engine *e, Lock *lk, i64 now)
 }
 
 /* RWSem.spin_limit_reached: a writer spun on readers for rwsem_rspin_threshold */
-static void lock_spin_limit_reached(Engine *e, Lock *lk, i64 now)
+static void lock_spin_limit_reached(Engine *e, Lock *lk, Thread *th, i64 now)
 {
 	if (lk->kind != L_RWSEM) {
-		e->err = ERR_ASSERT;
-		e->errmsg = "only rwsem spinners have a time limit";
+		inconsistent(e, th, now, "only rwsem spinners have a time limit");
 		return;
 	}
 	if (lk->owner < 0 && lk->readers) {
@@ -950,8 +959,7 @@ static void probe_wake_ev(Engine *e, int c, i64 t)
 	e->probe_wake[c] = t;
 	if (e->cur[c] < 0) {
 		if (e->preempted[c] >= 0) {
-			e->err = ERR_ASSERT;
-			e->errmsg = "preempted thread without a running probe";
+			inconsistent(e, &e->th[e->preempted[c]], t, "preempted thread without a running probe");
 			return;
 		}
 		for (int i = 0; i < e->nidle; i++) { /* list.remove(c) */
@@ -1120,7 +1128,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 		} else if (ev.ev == E_RSPIN) {
 			th = &e->th[ev.x];
 			if (th->state == SPIN && th->spins == ev.g && th->waiting_lock >= 0)
-				lock_spin_limit_reached(e, &e->locks[th->waiting_lock], now);
+				lock_spin_limit_reached(e, &e->locks[th->waiting_lock], th, now);
 			continue;
 		} else {
 			probe_end(e, ev.x, now);
@@ -1233,8 +1241,11 @@ int mmr_engine_run(Engine *e, i64 report_every)
 						continue;
 					}
 				}
+				/* the end of a contended wait: its timers (a spin limit) must not act on a later one */
 				th->granted = 0;
 				th->retrying = 0;
+				th->waiting_lock = -1;
+				th->spins++;
 				i64 wait = now - th->wait_start;
 				waiters_change(e, (int)p->lock_cls[lid], now, -1);
 				i64 *r = log_row(e, LOG_WAITS);
@@ -1403,8 +1414,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				d = th->rem;
 				pre = 0;
 			} else {
-				e->err = ERR_ASSERT;
-				e->errmsg = "bad opcode";
+				inconsistent(e, th, now, "bad opcode");
 				return e->err;
 			}
 			/* start a segment of d ns work (+ pending overhead) */

@@ -130,7 +130,7 @@ class SimThread:
         self.held: list[tuple] = []
         self.wait_start = 0
         self.spin_start = 0
-        self.spins = 0  # spin episodes begun (names the one a time limit is for)
+        self.spins = 0  # wait generation: + 1 when a spin begins and when a wait ends (names a time limit's wait)
         self.spun = 0
         self.slept = False
         self.granted = False
@@ -274,6 +274,11 @@ class Engine:
     def need_resched(self, th: SimThread, now: int) -> bool:
         c = th.cpu
         return self.probe_pending[c] >= 0 or (bool(self.rq) and now - th.slice_start >= self.c.timeslice_ns)
+
+    def inconsistent(self, th: SimThread, now: int, what: str) -> AssertionError:
+        """The error for a state the model cannot reach (a bug): names the thread and the simulated time;
+        replay.sim.simulate turns it into a one-line InconsistencyError (engine.c words it the same)."""
+        return AssertionError(f"tid {th.tid} at {(now - self.t0) / 1e9:.6f} s into the replay: {what}")
 
     def poff_inc(self, th: SimThread, now: int, cause: int, cls: int) -> None:
         if th.pcount == 0:
@@ -452,7 +457,7 @@ class Engine:
         th = self.cur[c]
         if th is None:
             if self.preempted[c] is not None:  # cannot happen: the probe is not running
-                raise AssertionError("preempted thread without a running probe")
+                raise self.inconsistent(self.preempted[c], t, "preempted thread without a running probe")
             self.idle.remove(c)
             self.probe_pending[c] = t + irq
             self.probe_cause[c] = Q_IDLE
@@ -730,9 +735,12 @@ class Engine:
                             th.debt += lock_cost[lid]
                             th.pc = pc + 1
                             continue
-                    # the end of a contended wait: granted, or won its retry after a wake-up
+                    # the end of a contended wait: granted, or won its retry after a wake-up. Its timers
+                    # (a spin limit) must not act on a later wait: forget the lock, start a new generation
                     th.granted = False
                     th.retrying = False
+                    th.waiting_lock = None
+                    th.spins += 1
                     wait = now - th.wait_start
                     k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
                     nw = nwait[k]
@@ -880,7 +888,7 @@ class Engine:
                     d = th.rem
                     pre = False
                 else:
-                    raise AssertionError(f"bad opcode {op}")
+                    raise self.inconsistent(th, now, "bad opcode")
                 # --- start a segment of d ns work (+ pending overhead)
                 debt = th.debt
                 if debt:

@@ -58,10 +58,10 @@ class SpinLock:
         pass
 
     def abort_spin(self, th: SimThread, now: int) -> None:  # spinlock waiters never abort
-        raise AssertionError("a spinlock waiter cannot abort its spin")
+        raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("spinlock waiters have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0
@@ -182,12 +182,14 @@ class Mutex:
             self._spinners_sleep(now)
 
     def abort_spin(self, th: SimThread, now: int) -> None:
+        if th not in self.spinners:
+            raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th)
         self.eng.spin_to_sleep(th, now)
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("mutex spinners have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def downgrade(self, th: SimThread, now: int) -> None:  # cannot share: the hold stays exclusive
         pass
@@ -347,6 +349,8 @@ class RWSem:
             self._spinners_sleep(now)
 
     def abort_spin(self, th: SimThread, now: int) -> None:
+        if th not in self.spinners:
+            raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
@@ -397,10 +401,10 @@ class Recorded:
         pass
 
     def abort_spin(self, th: SimThread, now: int) -> None:
-        raise AssertionError("as-recorded waits do not abort")
+        raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("as-recorded waits have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0

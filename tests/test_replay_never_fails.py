@@ -1,0 +1,80 @@
+"""A replay never fails on a recording: a wait's timers die with the wait, and a state the model
+cannot reach is a one-line error naming the trace, the thread and the time, with exit status 3."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import replace
+
+import pytest
+
+from replay.cli.main import main
+from replay.errors import InconsistencyError
+from replay.policies import resolve
+from replay.sim import SimConfig, cengine, simulate
+from replay.sim.ops import Critical, LockRef, Thread, Workload
+from replay.sim.program import flatten
+from tests.test_sim_engines import assert_identical, run_both
+
+simulate_module = importlib.import_module("replay.sim.simulate")
+
+needs_c = pytest.mark.skipif(not cengine.available(), reason="no C compiler: the C engine cannot be built")
+SAMPLE = "sample_traces/mmap1_threads"
+
+
+def _spin_then_recorded_wait() -> Workload:
+    """Writer T2 spins on reader T1's mmap_lock (rspin limit at 1 000 + 10 500 ns), gets it at ~5 000,
+    then waits 20 µs as recorded on an ``other`` lock, spinning through the old limit's time."""
+    sem, other = LockRef("mmap_lock", 1), LockRef("other", 2)
+    return Workload([
+        Thread(tid=1, pid=1, ops=[Critical(sem, "read", 5_000)]),
+        Thread(tid=2, pid=1, ops=[Critical(sem, "write", 100), Critical(other, "write", 100, recorded_wait_ns=20_000)],
+               start_ns=1_000),
+    ], cpus=2)
+
+
+@pytest.mark.parametrize("engine", ["python", pytest.param("c", marks=needs_c)])
+def test_a_spin_limit_does_not_outlive_the_spin_it_was_set_for(engine):
+    res = simulate(_spin_then_recorded_wait(), SimConfig(cpus=2, policy=resolve("current"), probe=False,
+                                                         engine=engine))
+    waits = res.tables["sim_lock_waits"].to_pydict()
+    assert waits["dur"] == [pytest.approx(4_000, abs=200), 20_000]  # the recorded wait, whole
+
+
+@needs_c
+def test_both_engines_agree_on_a_recorded_wait_after_a_spin():
+    assert_identical(*run_both(_spin_then_recorded_wait(), SimConfig(cpus=2, policy=resolve("current"), probe=True,
+                                                                     probe_period_ns=7_000)))
+
+
+def _bad_opcode(monkeypatch):
+    """Make flatten() emit an opcode no engine knows at thread 2's second instruction."""
+    def broken(*args, **kwargs):
+        p = flatten(*args, **kwargs)
+        code = p.code.copy()
+        code[int(p.start[1]) + 1, 0] = 99
+        return replace(p, code=code)
+    monkeypatch.setattr(simulate_module, "flatten", broken)
+
+
+@pytest.mark.parametrize("engine", ["python", pytest.param("c", marks=needs_c)])
+def test_an_inconsistency_names_the_thread_and_the_time(monkeypatch, engine):
+    _bad_opcode(monkeypatch)
+    with pytest.raises(InconsistencyError) as e:
+        simulate(_spin_then_recorded_wait(), SimConfig(cpus=2, policy=resolve("current"), probe=False,
+                                                       engine=engine))
+    name = {"python": "Python", "c": "C"}[engine]
+    # T2 reaches its hold (the second instruction) once T1's read hold hands it mmap_lock, 7 µs in
+    assert str(e.value) == (f"tid 2 at 0.000007 s into the replay: bad opcode "
+                            f"(policy set current, seed 0, {name} engine)")
+    assert e.value.exit_status == 3
+
+
+def test_the_cli_reports_an_inconsistency_in_one_line_with_exit_status_3(monkeypatch, capsys):
+    _bad_opcode(monkeypatch)
+    assert main(["replay", SAMPLE, "--seeds", "1", "--engine", "python", "--compare", "current"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith(f"mmreplay: error: {SAMPLE}: tid ") and "s into the replay: bad opcode" in err
+
+
