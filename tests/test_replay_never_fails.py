@@ -12,9 +12,12 @@ from replay.cli.main import main
 from replay.errors import InconsistencyError
 from replay.policies import resolve
 from replay.sim import SimConfig, cengine, simulate
-from replay.sim.ops import Critical, LockRef, Thread, Workload
+from replay.sim.ops import Block, Critical, LockRef, Thread, Workload
 from replay.sim.program import flatten
+from replay.trace import Trace
+from replay.workload import reconstruct
 from tests.test_sim_engines import assert_identical, run_both
+from tests.tracebuilder import ANON_VMA_ROOT, TraceBuilder
 
 simulate_module = importlib.import_module("replay.sim.simulate")
 
@@ -78,3 +81,34 @@ def test_the_cli_reports_an_inconsistency_in_one_line_with_exit_status_3(monkeyp
     assert err.startswith(f"mmreplay: error: {SAMPLE}: tid ") and "s into the replay: bad opcode" in err
 
 
+
+
+# -- reconstruction: no sleep inside a hold the trace did not measure -------------------------------------
+
+
+def test_a_derived_hold_ends_where_its_holder_went_to_sleep(tmp_path):
+    """Tier 1 sees anon_vma's contended waits, not its holds: T1's hold is bracketed by its mprotect's
+    mmap_lock hold, inside which T1 also sleeps 20 µs. The hold ends at that sleep (2.6.39 replays
+    anon_vma as a spinlock, whose holder cannot sleep; sleeping inside it deadlocked the spinners
+    of a fresh mprotect-split recording); the sleep stays, after the hold."""
+    b = TraceBuilder(cpus=2)
+    t = b.thread(1)
+    with t.syscall("mprotect"), t.mmap_lock("write"):
+        with t.lock("anon_vma", ANON_VMA_ROOT, wait=1_000):
+            t.run(500)
+        t.sleep(20_000)
+        t.run(100)
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    anon = [op for th in w.threads for op in _walk(th.ops) if isinstance(op, Critical)
+            and op.lock.lock_class == "anon_vma"]
+    assert len(anon) == 1 and anon[0].hold_ns == 500 and anon[0].body == ()
+    assert any(isinstance(op, Block) and op.ns == 20_000 for th in w.threads for op in _walk(th.ops))
+    assert w.meta["notes"]["derived holds ended at the holder's next sleep"] == 1
+
+
+def _walk(ops):
+    for op in ops:
+        yield op
+        yield from _walk(getattr(op, "body", ()))
+        if getattr(op, "downgrade", None) is not None:
+            yield from _walk((op.downgrade,))
