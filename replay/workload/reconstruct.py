@@ -195,6 +195,19 @@ class _Gaps:
         return out
 
 
+    def off_ns(self, a: int, b: int) -> int:
+        """How long the thread was off CPU (asleep or preempted) between ``a`` and ``b``."""
+        k = max(bisect_left(self.starts, a) - 1, 0)
+        off = self.off
+        total = 0
+        while k < len(off) and off[k].start < b:
+            s, e = max(off[k].start, a), min(off[k].end, b)
+            if e > s:
+                total += e - s
+            k += 1
+        return total
+
+
 def _append(out: list[Op], op: Think | Block) -> None:
     last = out[-1] if out else None
     if type(last) is type(op) and last.at_ns is not None and last.at_ns + last.ns == op.at_ns:
@@ -228,12 +241,14 @@ def _downgraded(w: Interval, r: Interval) -> bool:
             and r.start == w.end and r.body_start == r.start)
 
 
-def _op(iv: Interval, body: list[Op]) -> Op:
+def _op(iv: Interval, body: list[Op], off_ns: int = 0) -> Op:
     if iv.kind == "span":
         return Span(iv.span_kind, tuple(body), at_ns=iv.start, recorded_ns=iv.end - iv.start)
     if iv.kind == "gather":
+        # the gather's cost is its time on CPU: preempted inside it, the task did no gather work (the
+        # simulator preempts it by itself where the gather policy allows)
         return Gather(iv.pages, 0, mm=iv.mm, fullmm=iv.fullmm, recorded_flushes=iv.flushes,
-                      recorded_ns=iv.end - iv.start, at_ns=iv.start)
+                      recorded_ns=iv.end - iv.start - off_ns, at_ns=iv.start)
     # A section that only computes is all hold_ns; otherwise its on-CPU gaps stay Think ops of the
     # body, in order, so the layout does not depend on where a simulator puts hold_ns.
     hold = 0
@@ -258,7 +273,13 @@ def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
         todo.extend(iv.children)
     for iv in reversed(order):
         children = [(c, built.pop(id(c))) for c in iv.children]
-        built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children) if iv.kind != "gather" else [])
+        if iv.kind == "gather":
+            off = gaps.off_ns(iv.start, iv.end)
+            if off:
+                notes["off-CPU ns inside gathers left out of their cost"] += off
+            built[id(iv)] = _op(iv, [], off)
+        else:
+            built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children))
     start, end = t.first_ns(), t.last_ns()
     ops = _body(gaps, start, end, [(r, built.pop(id(r))) for r in roots])
     return Thread(t.tid, t.pid, ops, mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, start_ns=start, prio=t.prio)
