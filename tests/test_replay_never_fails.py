@@ -112,3 +112,38 @@ def _walk(ops):
         yield from _walk(getattr(op, "body", ()))
         if getattr(op, "downgrade", None) is not None:
             yield from _walk((op.downgrade,))
+
+
+# -- as-recorded: a recorded wait replays as the recorder saw it -------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["python", pytest.param("c", marks=needs_c)])
+@pytest.mark.parametrize("slept, switches, spun", [(True, 2, 0), (False, 1, 7_000), (None, 2, 0)])
+def test_as_recorded_waits_sleep_only_if_the_recorded_waiter_slept(engine, slept, switches, spun):
+    """A 7 µs mmap_lock wait whose waiter stayed on its CPU (an optimistic spinner) replays on the
+    CPU: one context switch (the first dispatch), not the sleep plus switch back in that every
+    as-recorded wait of a sleeping class used to become; one that slept, or of unknown kind (no
+    sched_switch in the trace), still sleeps."""
+    lock = LockRef("mmap_lock", 1)
+    w = Workload([Thread(tid=1, pid=1, ops=[Critical(lock, "write", 500, recorded_wait_ns=7_000,
+                                                     recorded_wait_slept=slept)])], cpus=1)
+    res = simulate(w, SimConfig(cpus=1, policy=resolve("as-recorded"), probe=False, engine=engine))
+    waits = res.tables["sim_lock_waits"].to_pydict()
+    assert waits["dur"] == [7_000] and waits["spun_ns"] == [spun] and waits["slept"] == [slept is not False]
+    assert res.metrics["context_switches"] == switches
+    assert res.metrics["preempt_off_max_ns"] == 0  # mmap_lock's wait and hold leave preemption on
+
+
+def test_reconstruction_says_whether_a_recorded_waiter_slept(tmp_path):
+    b = TraceBuilder(cpus=2)
+    t = b.thread(1)
+    with t.syscall("munmap"), t.mmap_lock("write", wait=3_000):
+        t.run(100)
+    with t.syscall("munmap"), t.mmap_lock("write", wait=4_000, sleeping=True):
+        t.run(100)
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    crit = [op for th in w.threads for op in _walk(th.ops) if isinstance(op, Critical)]
+    assert [(c.recorded_wait_ns, c.recorded_wait_slept) for c in crit] == [(3_000, False), (4_000, True)]
+    w = reconstruct(Trace.open(b.write(tmp_path / "u", omit=("sched_switch",))))
+    crit = [op for th in w.threads for op in _walk(th.ops) if isinstance(op, Critical)]
+    assert [c.recorded_wait_slept for c in crit] == [None, None]

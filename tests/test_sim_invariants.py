@@ -56,7 +56,8 @@ def critical_strategy(draw, min_rank: int, depth: int, under_spin: bool):
         read_body = draw(st.lists(ops_strategy(rank + 1, depth + 1, under_spin or spin_possible), max_size=2))
         downgrade = Critical(lock, "read", draw(st.integers(0, 5_000)), tuple(read_body))
     return Critical(lock, mode, draw(st.integers(0, 5_000)), tuple(body),
-                    recorded_wait_ns=draw(st.integers(0, 10_000)), downgrade=downgrade)
+                    recorded_wait_ns=draw(st.integers(0, 10_000)), downgrade=downgrade,
+                    recorded_wait_slept=draw(st.sampled_from([None, True, False])))
 
 
 workloads = st.builds(

@@ -546,7 +546,7 @@ static void grant_sleeper(Engine *e, Thread *th, i64 now)
 	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
-static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping)
+static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping, int preempt_off)
 {
 	if (sleeping) {
 		th->state = SLEEP;
@@ -558,7 +558,8 @@ static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping)
 	} else {
 		th->state = SPIN;
 		th->spin_start = now;
-		poff_inc(th, now, (int)e->p.p_recorded_spin, (int)e->p.lock_cls[ins_lid(th)]);
+		if (preempt_off)
+			poff_inc(th, now, (int)e->p.p_recorded_spin, (int)e->p.lock_cls[ins_lid(th)]);
 		push(e, now + wait, E_GRANT, th->idx, th->gen);
 	}
 }
@@ -713,11 +714,14 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		sleep_on_lock(e, th, now);
 		return 0;
 	}
-	default: /* L_RECORDED */
+	default: /* L_RECORDED */ {
 		if (th->recorded_wait <= 0)
 			return 1;
-		timed_wait(e, th, now, th->recorded_wait, lk->sleeping);
+		/* a sleeping class's waiter that stayed on its CPU (ACQ_SPUN 4) spun optimistically: it waits there */
+		int sleeping = lk->sleeping && !(th->code[th->pc * WIDTH + 4] & 4);
+		timed_wait(e, th, now, th->recorded_wait, sleeping, lk->preempt_off);
 		return 0;
+	}
 	}
 }
 
@@ -996,7 +1000,9 @@ static void probe_wake_ev(Engine *e, int c, i64 t)
 		return;
 	}
 	e->probe_pending[c] = t + irq;
-	if (th->state == SPIN && th->waiting_lock >= 0 && !e->locks[th->waiting_lock].preempt_off) {
+	/* Lock.abortable: a spinning mutex/rwsem waiter (not a spinlock's, not an as-recorded wait) */
+	if (th->state == SPIN && th->waiting_lock >= 0 && e->locks[th->waiting_lock].kind != L_SPIN &&
+	    e->locks[th->waiting_lock].kind != L_RECORDED) {
 		e->probe_cause[c] = (int)e->p.q_preemptible;
 		lock_abort_spin(e, &e->locks[th->waiting_lock], th, t);
 		return;

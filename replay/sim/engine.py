@@ -398,8 +398,8 @@ class Engine:
         th.state = READY
         self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
 
-    def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool) -> None:
-        """as-recorded: wait ``wait`` ns on the CPU (preempt off) or asleep."""
+    def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool, preempt_off: bool) -> None:
+        """as-recorded: wait ``wait`` ns asleep or on the CPU (preemption off for a spinning class)."""
         if sleeping:
             th.state = SLEEP
             th.slept = True
@@ -409,7 +409,8 @@ class Engine:
         else:
             th.state = SPIN
             th.spin_start = now
-            self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
+            if preempt_off:
+                self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
             self.push(now + wait, E_GRANT, th.idx, th.gen)
 
     def stretch(self, th: SimThread, ns: int) -> None:
@@ -483,7 +484,7 @@ class Engine:
             self.switch_to_probe(th, c, t)
             return
         self.probe_pending[c] = t + irq
-        if th.state == SPIN and th.waiting_lock is not None and not th.waiting_lock.preempt_off:
+        if th.state == SPIN and th.waiting_lock is not None and th.waiting_lock.abortable:
             self.probe_cause[c] = Q_PREEMPTIBLE
             th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
             return

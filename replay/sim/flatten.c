@@ -101,6 +101,7 @@ static int push_ins(Stack *s, int kind, int64_t op, int64_t a, int64_t b)
 
 /* interned attribute names */
 static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns, *s_recorded_wait_ns, *s_derived,
+	*s_recorded_wait_slept,
 	*s_ns, *s_kind, *s_write, *s_read, *s_lock_of_ref, *s_sleeping_lock, *s_scale, *s_gather, *s_kind_m,
 	*s_lock_m, *s_lock_class, *s_addr, *s_downgrade, *s_check_downgrade;
 
@@ -396,6 +397,15 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK_I64(rw);
 				int derived = attr_true(op, s_derived);
 				CHECK(derived);
+				/* program.acq_flags: ACQ_DERIVED 1, ACQ_SLEPT 2, ACQ_SPUN 4 (neither: not known) */
+				PyObject *slept = attr(op, s_recorded_wait_slept);
+				if (!slept)
+					goto fail;
+				int slept_true = slept == Py_None ? 0 : PyObject_IsTrue(slept);
+				int known = slept != Py_None;
+				Py_DECREF(slept);
+				CHECK(slept_true);
+				derived |= known ? (slept_true ? 2 : 4) : 0;
 				hold = attr_i64(op, s_hold_ns, 0);
 				CHECK_I64(hold);
 				PyObject *body = attr(op, s_body);
@@ -598,6 +608,7 @@ PyMODINIT_FUNC PyInit__mmr_flatten(void)
 	INTERN(s_at_ns, "at_ns");
 	INTERN(s_recorded_wait_ns, "recorded_wait_ns");
 	INTERN(s_derived, "derived");
+	INTERN(s_recorded_wait_slept, "recorded_wait_slept");
 	INTERN(s_ns, "ns");
 	INTERN(s_kind, "kind");
 	INTERN(s_write, "write");

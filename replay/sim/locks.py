@@ -29,6 +29,7 @@ class SpinLock:
 
     preempt_off = True
     sleeping = False
+    abortable = False  # a spinning waiter that must reschedule may go to sleep instead
     __slots__ = ("eng", "owner", "q", "per_waiter")
 
     def __init__(self, eng: Engine, per_waiter: float):
@@ -92,6 +93,7 @@ class Mutex:
 
     preempt_off = False
     sleeping = True
+    abortable = True
     __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after", "unqueued", "per_waiter",
                  "waker_ns", "wait_lock_free")
 
@@ -223,6 +225,7 @@ class RWSem:
 
     preempt_off = False
     sleeping = True
+    abortable = True
     __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after", "classic",
                  "nonspinnable")
 
@@ -377,9 +380,12 @@ class RWSem:
 
 
 class Recorded:
-    """The identity baseline: no exclusion; each acquisition waits what the trace recorded,
-    on its CPU with preemption off for classes that spin today, asleep for the others."""
+    """The identity baseline: no exclusion; each acquisition waits what the trace recorded: on its CPU
+    with preemption off for classes that spin today; for the others asleep, unless the trace shows the
+    waiter stayed on its CPU through the wait (it spun optimistically: it waits on its CPU, and the
+    probe cannot cut the wait short)."""
 
+    abortable = False
     __slots__ = ("eng", "preempt_off", "sleeping")
 
     def __init__(self, eng: Engine, sleeping: bool):
@@ -391,7 +397,9 @@ class Recorded:
         wait = th.recorded_wait
         if wait <= 0:
             return True
-        self.eng.timed_wait(th, now, wait, self.sleeping)
+        # a sleeping class's waiter that stayed on its CPU (program.ACQ_SPUN) spun optimistically: it waits there
+        sleeping = self.sleeping and not th.code[th.pc][4] & 4
+        self.eng.timed_wait(th, now, wait, sleeping, self.preempt_off)
         return False
 
     def release(self, th: SimThread, now: int, write: bool) -> None:

@@ -57,6 +57,9 @@ class Critical:
     body: tuple[Op, ...] = ()
     at_ns: int | None = None  # recorded start of the acquire attempt
     recorded_wait_ns: int | None = None  # what the trace saw; used by the as-recorded policy
+    #: the recorded waiter left its CPU during the wait (sched_switch); None: not known. as-recorded
+    #: replays a wait that slept as a sleep and one that did not on the CPU, whatever the class
+    recorded_wait_slept: bool | None = None
     derived: bool = False  # hold_ns comes from the missing-holds model, not a measurement
     downgrade: Critical | None = None  # the read section after downgrade_write (mode write only)
 

@@ -27,7 +27,7 @@ USER = 0  # (ns): user-mode work, preemptible everywhere
 KERN = 1  # (ns): kernel work outside a gather
 BLOCK = 2  # (ns): off-CPU for ns
 UNTIL = 3  # (at_ns): open replay: do not start the next op before at_ns
-ACQ = 4  # (lock, write, recorded_wait_ns, derived)
+ACQ = 4  # (lock, write, recorded_wait_ns, flags: ACQ_DERIVED | ACQ_SLEPT | ACQ_SPUN)
 REL = 5  # (lock, write)
 SPAN_B = 6  # (kind index)
 SPAN_E = 7  # (kind index)
@@ -63,6 +63,15 @@ _CHUNK = 1 << 20
 
 #: int64 fields per instruction: the opcode and up to four operands (unused ones are 0)
 WIDTH = 5
+#: ACQ's flags: the hold is derived (the holds table's column); the recorded wait slept / stayed on its CPU
+#: (neither: not known; as-recorded then goes by the class)
+ACQ_DERIVED, ACQ_SLEPT, ACQ_SPUN = 1, 2, 4
+
+
+def acq_flags(op: Critical) -> int:
+    """The flags of ``op``'s ACQ instruction."""
+    slept = op.recorded_wait_slept
+    return (ACQ_DERIVED if op.derived else 0) | (ACQ_SLEPT if slept else ACQ_SPUN if slept is False else 0)
 
 
 @dataclass
@@ -265,11 +274,11 @@ class Flattener:
                         write = 1 if mode == "write" else 0
                         hold = top.hold_ns
                         if hold > 0:
-                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, acq_flags(top),
                                   KERN, hold, 0, 0, 0, REL, lid, write, 0, 0))
                             pts += leaf_pts[1 + 2 * sleeping_lock[lid]]
                         else:
-                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, acq_flags(top),
                                   REL, lid, write, 0, 0))
                             pts += leaf_pts[1 + 2 * sleeping_lock[lid]][:2]
                         continue
@@ -314,16 +323,16 @@ class Flattener:
                         elif not op.body:  # the common leaf: acquire, hold, release (what the stack would give)
                             hold = op.hold_ns
                             if hold > 0:
-                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op),
                                       KERN, scale(hold) if perturbing else hold, 0, 0, 0, REL, lid, write, 0, 0))
                                 pts += leaf_pts[user + 2 * sleeping_lock[lid]]
                             else:
-                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op),
                                       REL, lid, write, 0, 0))
                                 point(acq_point)
                                 point(full)
                             continue
-                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0))
+                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op)))
                         point(acq_point)
                         depth += 1
                         if down is not None:  # write body, hold, downgrade, read body, hold, release (read)

@@ -117,6 +117,8 @@ def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> p
         cols["lock_class"] = np.asarray([LOCK_CLASSES.index(lk.lock_class) for lk in program.locks],
                                         dtype=np.int16)[lid]
         cols["mode"] = cols.pop("write")
+    if "derived" in cols:  # the ACQ flags the holds carry: the derived bit (program.ACQ_DERIVED)
+        cols["derived"] = cols["derived"] & 1
     arrays = []
     for col in table.columns:
         if col.name == "policy_set":

@@ -48,7 +48,8 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
         )
         sources = derive_holds(rec)
         notes: Counter[str] = Counter(rec.notes)
-        threads = [_thread(t, rec, notes) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
+        sleeps_known = trace.has("sched_switch")
+        threads = [_thread(t, rec, notes, sleeps_known) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
     threads = [t for t in threads if t.ops]
     m = trace.manifest
     return Workload(
@@ -195,6 +196,16 @@ class _Gaps:
         return out
 
 
+    def slept(self, a: int, b: int) -> bool:
+        """Whether the thread was switched out asleep (not preempted) at some point between ``a`` and ``b``."""
+        k = max(bisect_left(self.starts, a) - 1, 0)
+        off = self.off
+        while k < len(off) and off[k].start < b:
+            if off[k].blocked and off[k].end > a:
+                return True
+            k += 1
+        return False
+
     def off_ns(self, a: int, b: int) -> int:
         """How long the thread was off CPU (asleep or preempted) between ``a`` and ``b``."""
         k = max(bisect_left(self.starts, a) - 1, 0)
@@ -241,7 +252,7 @@ def _downgraded(w: Interval, r: Interval) -> bool:
             and r.start == w.end and r.body_start == r.start)
 
 
-def _op(iv: Interval, body: list[Op], off_ns: int = 0) -> Op:
+def _op(iv: Interval, body: list[Op], off_ns: int = 0, slept: bool | None = None) -> Op:
     if iv.kind == "span":
         return Span(iv.span_kind, tuple(body), at_ns=iv.start, recorded_ns=iv.end - iv.start)
     if iv.kind == "gather":
@@ -255,10 +266,10 @@ def _op(iv: Interval, body: list[Op], off_ns: int = 0) -> Op:
     if len(body) == 1 and isinstance(body[0], Think):
         hold = body.pop().ns
     return Critical(iv.lock, iv.mode, hold, tuple(body), at_ns=iv.start,
-                    recorded_wait_ns=iv.body_start - iv.start, derived=iv.derived)
+                    recorded_wait_ns=iv.body_start - iv.start, derived=iv.derived, recorded_wait_slept=slept)
 
 
-def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
+def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str], sleeps_known: bool) -> Thread:
     if not t.intervals and not t.instants:
         return Thread(t.tid, t.pid, [], mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, prio=t.prio)
     roots = nest(t.intervals, notes)
@@ -279,7 +290,10 @@ def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
                 notes["off-CPU ns inside gathers left out of their cost"] += off
             built[id(iv)] = _op(iv, [], off)
         else:
-            built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children))
+            # whether a lock's recorded waiter slept (sched_switch shows it; without that table, unknown)
+            slept = (gaps.slept(iv.start, iv.body_start) if sleeps_known and iv.body_start > iv.start else None) \
+                if iv.kind == "critical" else None
+            built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children), slept=slept)
     start, end = t.first_ns(), t.last_ns()
     ops = _body(gaps, start, end, [(r, built.pop(id(r))) for r in roots])
     return Thread(t.tid, t.pid, ops, mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, start_ns=start, prio=t.prio)
