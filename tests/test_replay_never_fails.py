@@ -11,8 +11,8 @@ import pytest
 from replay.cli.main import main
 from replay.errors import InconsistencyError
 from replay.policies import resolve
-from replay.sim import SimConfig, cengine, simulate
-from replay.sim.ops import Block, Critical, LockRef, Thread, Workload
+from replay.sim import Costs, SimConfig, cengine, simulate
+from replay.sim.ops import Block, Critical, LockRef, Think, Thread, Workload
 from replay.sim.program import flatten
 from replay.trace import Trace
 from replay.workload import reconstruct
@@ -147,3 +147,22 @@ def test_reconstruction_says_whether_a_recorded_waiter_slept(tmp_path):
     w = reconstruct(Trace.open(b.write(tmp_path / "u", omit=("sched_switch",))))
     crit = [op for th in w.threads for op in _walk(th.ops) if isinstance(op, Critical)]
     assert [c.recorded_wait_slept for c in crit] == [None, None]
+
+
+# -- open replay of a recording: an op that ends early does not become a sleep --------------------------
+
+
+@pytest.mark.parametrize("engine", ["python", pytest.param("c", marks=needs_c)])
+def test_open_replay_of_a_recording_waits_for_recorded_starts_on_the_cpu(engine):
+    """Two 10 µs think stretches recorded back to back, the second at 15 µs (the first took 15 µs
+    as recorded: a tracer's time, a preemption). Replayed open, the task waits the 5 µs for the
+    recorded start on its CPU (it was running): one dispatch, not a sleep and a switch per op,
+    which made open replays of fresh recordings show 85x the recorded context switches. A synthetic
+    arrival stream (not contiguous) still sleeps between arrivals."""
+    ops = [Think(10_000, at_ns=0), Think(10_000, at_ns=15_000)]
+    for contiguous, switches in ((True, 1), (False, 2)):
+        w = Workload([Thread(tid=1, pid=1, ops=ops)], cpus=1, contiguous=contiguous)
+        res = simulate(w, SimConfig(cpus=1, policy=resolve("current"), mode="open", probe=False, engine=engine))
+        assert res.metrics["context_switches"] == switches
+        # the first dispatch's switch fits in the 5 µs; the sleeper's switch back in comes on top
+        assert res.metrics["makespan_ns"] == 25_000 + (0 if contiguous else Costs().context_switch_ns)

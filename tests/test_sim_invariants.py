@@ -61,7 +61,7 @@ def critical_strategy(draw, min_rank: int, depth: int, under_spin: bool):
 
 
 workloads = st.builds(
-    lambda threads, cpus: Workload(threads, cpus),
+    lambda threads, cpus, contiguous: Workload(threads, cpus, contiguous=contiguous),
     st.lists(
         st.builds(lambda i, ops, mm, start: Thread(tid=i, pid=mm, ops=ops, mm=mm, start_ns=start),
                   st.integers(1, 10_000), st.lists(ops_strategy(0, 0, False), min_size=1, max_size=6),
@@ -69,6 +69,7 @@ workloads = st.builds(
         min_size=1, max_size=6, unique_by=lambda t: t.tid,
     ),
     st.integers(1, 4),
+    st.booleans(),  # open replay waits for recorded starts on the CPU (reconstructed) or asleep (synthetic)
 )
 configs = st.builds(
     lambda cpus, pol, pre, seed, period, mode: SimConfig(cpus=cpus, policy=resolve(pol), preempt=pre, seed=seed,

@@ -1311,7 +1311,21 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					e->s.events += n;
 					leave_cpu(e, th, now, p->r_exit);
 					break;
-				} else {
+				} else if (op == UNTIL && ins[2]) { /* open mode: wait for the recorded start on the CPU */
+					d = ins[1] - now;
+					if (d <= 0) {
+						th->pc = pc + 1;
+						th->fresh = 1;
+						continue;
+					}
+					th->rem = d;
+					pre = 1;
+					if (e->rq.n) {
+						i64 cut = th->slice_start + slice_ns - now;
+						if (0 < cut && cut < d)
+							d = cut;
+					}
+				} else { /* BLOCK, or UNTIL asleep (a workload that is not contiguous: its gaps are idle) */
 					i64 until = op == BLOCK ? now + ins[1] : ins[1];
 					th->pc = pc + 1;
 					th->fresh = 1;

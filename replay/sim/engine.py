@@ -788,6 +788,20 @@ class Engine:
                         d = 0
                         pre = False
                         n -= 1  # the instruction itself runs after the payment
+                    elif op == UNTIL and ins[2]:  # open mode: wait for the recorded start on the CPU, as user work
+                        # (the recorded task was running then: an op that ends early must not become a sleep
+                        # and a context switch); re-evaluated after any cut, so the start stays the recorded one
+                        d = ins[1] - now
+                        if d <= 0:
+                            th.pc = pc + 1
+                            th.fresh = True
+                            continue
+                        th.rem = d
+                        pre = True
+                        if rq:
+                            cut = th.slice_start + slice_ns - now
+                            if 0 < cut < d:
+                                d = cut
                     elif op == END:
                         th.state = DONE
                         self.done += 1
@@ -797,7 +811,7 @@ class Engine:
                         events += n
                         self.leave_cpu(th, now, R_EXIT)
                         break
-                    else:
+                    else:  # BLOCK, or UNTIL asleep (the gaps of a workload that is not contiguous are idle)
                         until = now + ins[1] if op == BLOCK else ins[1]
                         th.pc = pc + 1
                         th.fresh = True

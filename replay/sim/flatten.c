@@ -109,7 +109,7 @@ static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns,
 typedef struct {
 	PyObject *flattener, *lock_of_ref, *lock_ids, *kind_ids, *sleeping_lock, *scale;
 	PyTypeObject *think, *block, *critical, *gather, *span;
-	int open_mode, full, voluntary, perturbing;
+	int open_mode, full, voluntary, perturbing, until_on_cpu;
 	/* id(LockRef) -> index, for the LockRef objects seen last (they live as long as the workload) */
 	PyObject *cache_ref[LOCK_CACHE];
 	int64_t cache_lid[LOCK_CACHE];
@@ -346,7 +346,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 					int64_t a = PyLong_AsLongLong(at);
 					Py_DECREF(at);
 					CHECK_I64(a);
-					CHECK(i64s_put(&w->code, UNTIL, a, 0, 0, 0));
+					CHECK(i64s_put(&w->code, UNTIL, a, w->until_on_cpu, 0, 0));
 					CHECK(u8s_put(&w->pts, 1));
 				} else {
 					Py_DECREF(at);
@@ -539,6 +539,13 @@ static PyObject *walk(PyObject *self, PyObject *args)
 	if (!perturbing)
 		goto out;
 	w.perturbing = PyObject_IsTrue(perturbing);
+	{
+		PyObject *on = PyObject_GetAttrString(flattener, "until_on_cpu"); /* program.Flattener */
+		if (!on)
+			goto out;
+		w.until_on_cpu = PyObject_IsTrue(on);
+		Py_DECREF(on);
+	}
 	if (!PyDict_Check(w.lock_of_ref) || !PyDict_Check(w.lock_ids) || !PyDict_Check(w.kind_ids) ||
 	    !PyList_Check(w.sleeping_lock)) {
 		PyErr_SetString(PyExc_TypeError, "Flattener: lock_of_ref, lock_ids, kind_ids must be dicts, "

@@ -126,6 +126,10 @@ class Workload:
     derived_classes: frozenset[str] = frozenset()
     #: provenance: trace path, manifest facts, reconstruction notes
     meta: dict[str, object] = field(default_factory=dict)
+    #: each thread's top-level ops cover its recorded time (Think and Block fill every gap, as reconstruction
+    #: makes them): in open replay, waiting for an op's recorded start is time the task was running, so it
+    #: waits on its CPU; otherwise (synthetic arrivals) the gaps are idle and it sleeps
+    contiguous: bool = False
 
     @property
     def lock_classes(self) -> set[str]:

@@ -26,7 +26,7 @@ from replay.trace.schema import LOCK_CLASSES
 USER = 0  # (ns): user-mode work, preemptible everywhere
 KERN = 1  # (ns): kernel work outside a gather
 BLOCK = 2  # (ns): off-CPU for ns
-UNTIL = 3  # (at_ns): open replay: do not start the next op before at_ns
+UNTIL = 3  # (at_ns, on_cpu): open replay: do not start the next op before at_ns; wait on the CPU if on_cpu
 ACQ = 4  # (lock, write, recorded_wait_ns, flags: ACQ_DERIVED | ACQ_SLEPT | ACQ_SPUN)
 REL = 5  # (lock, write)
 SPAN_B = 6  # (kind index)
@@ -132,6 +132,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     EngineUnavailable if it cannot be built) instead of the Python walk below.
     """
     f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
+    f.until_on_cpu = 1 if workload.contiguous else 0
     with paused_gc():  # short-lived tuples only
         if compiled:
             from replay.sim.cflatten import walk
@@ -154,6 +155,7 @@ class Flattener:
         self.lock_policy = lock_policy
         self.costs = costs
         self.open_mode = open_mode
+        self.until_on_cpu = 0  # UNTIL's on_cpu (flatten(): the workload is contiguous)
         self.percpu = gather == "percpu"
         if self.percpu:
             self.block = costs.zap_block_preempt_pages if preempt == "full" else costs.zap_block_nopreempt_pages
@@ -243,6 +245,7 @@ class Flattener:
     def walk(self, threads: list[Thread]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Visit every thread's op tree: (code, points, start) of the Program."""
         open_mode, full, voluntary, perturbing = self.open_mode, self.full, self.voluntary, self.perturbing
+        until_on_cpu = self.until_on_cpu
         scale = self.scale
         lock_of_ref = self.lock_of_ref
         sleeping_lock = self.sleeping_lock
@@ -269,7 +272,7 @@ class Flattener:
                     mode = top.mode
                     if lid is not None and (mode == "write" or mode == "read"):
                         if open_mode and top.at_ns is not None:
-                            emit((UNTIL, top.at_ns, 0, 0, 0))
+                            emit((UNTIL, top.at_ns, until_on_cpu, 0, 0))
                             point(True)
                         write = 1 if mode == "write" else 0
                         hold = top.hold_ns
@@ -296,7 +299,7 @@ class Flattener:
                         point(full)
                         continue
                     if open_mode and user and op.at_ns is not None:
-                        emit((UNTIL, op.at_ns, 0, 0, 0))
+                        emit((UNTIL, op.at_ns, until_on_cpu, 0, 0))
                         point(True)
                     if type(op) is Think:
                         if op.ns > 0:

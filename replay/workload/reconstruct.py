@@ -57,6 +57,7 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
         cpus=cpus,
         name=trace.path.name,
         derived_classes=derived_classes,
+        contiguous=True,
         meta={
             "trace": str(trace.path),
             "recorded_cpus": m.host.cpus,
