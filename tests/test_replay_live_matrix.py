@@ -16,6 +16,8 @@ replayed as `mmreplay replay` would (the recorded CPU count and preemption model
   equal the C engine's on the same slice, bit for bit.
 
 Recordings cost ~3 s each on an idle 2-CPU machine (probe compilation included).
+MMREPLAY_MATRIX_TRACES=DIR replays DIR/<workload> recorded before instead (for
+working on the replayer; the test then needs neither root nor bcc).
 """
 
 from __future__ import annotations
@@ -55,9 +57,12 @@ def recordings(tmp_path_factory) -> dict[str, Path]:
     from tests.test_record_live import _live_or_skip
     from workloads import command
 
-    _live_or_skip()
     if not cengine.available():
         pytest.skip("no C compiler: the C engine cannot be built")
+    given = os.environ.get("MMREPLAY_MATRIX_TRACES")
+    if given:
+        return {name: Path(given) / name for name in _names()}
+    _live_or_skip()
     base = tmp_path_factory.mktemp("matrix")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out: dict[str, Path] = {}
