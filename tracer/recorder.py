@@ -360,15 +360,16 @@ class Recorder:
         ctl = self._bpf["mmr_ctl"]
         ctl[ctl.Key(0)] = ctl.Leaf(state)
 
-    def _per_cpu_bytes(self, name: str) -> list[bytes]:
-        """The raw per-CPU values of a one-entry per-CPU array map."""
-        vals = self._bpf[name][0]
+    def _per_cpu_bytes(self, name: str, key: int = 0) -> list[bytes]:
+        """The raw per-CPU values of entry ``key`` of a per-CPU array map."""
+        vals = self._bpf[name][key]
         return [ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)) for v in vals]
 
     def _leftovers(self, stop_ns: int) -> None:
         """Partly filled batches, open page-free bursts and open intervals, as rows."""
-        for raw in self._per_cpu_bytes("mmr_batches"):
-            self._absorb(raw)
+        for level in range(len(self._bpf["mmr_batches"])):  # one batch per nesting level (bpf/mmr_batch.h)
+            for raw in self._per_cpu_bytes("mmr_batches", level):
+                self._absorb(raw)
         b = self._bpf
         if events.EV_PAGE_FREE in self._kinds:
             rows = []
@@ -675,8 +676,7 @@ class Recorder:
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
 
-        detect() is cached per boot; the slow statuses() (it compiles each family) runs only when
-        detection says some family works, to learn its attach mode.
+        tier2.plan() compiles each family once to learn whether and how it loads (then cached per boot).
         """
         self._t2, self._t2_probes = [], []
         if not self.opts.check_tier2:
@@ -688,8 +688,8 @@ class Recorder:
             return
         try:
             with kernel_env.captured_stderr():
-                rows = tier2.detect(bcc)
-                statuses = tier2.statuses(bcc) if any(r[1] for r in rows) else []
+                statuses = tier2.plan(bcc)
+            rows = [st.row() for st in statuses]
         except Exception as e:  # noqa: BLE001 - a detection failure must not stop tier 1
             self._t2_probes = [Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}")]
             return
