@@ -416,3 +416,27 @@ def test_detect_caches_its_answer_per_boot_and_program_text(tmp_path: Path, monk
     monkeypatch.setenv("MMREPLAY_NO_CACHE", "1")
     tier2.detect(object(), cache_dir=tmp_path)
     assert len(calls) == 2
+
+
+def test_a_recording_compiles_each_tier2_family_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #12 bug 4: the recorder's plan asked detect() and then statuses(), compiling every family twice."""
+    from types import SimpleNamespace
+
+    from tracer import recorder
+
+    tried: list[str] = []
+
+    def fake_try(bcc, fam, facts, available):
+        tried.append(fam.name)
+        return tier2.Status(fam, "fentry", "fentry/fexit loads and attaches")
+
+    monkeypatch.setattr(tier2, "_try_family", fake_try)
+    monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cold cache: detection really runs
+    rec = object.__new__(recorder.Recorder)
+    rec.opts = SimpleNamespace(check_tier2=True)
+    rec._tier2_plan(object())
+    assert sorted(tried) == sorted(f.name for f in tier2.FAMILIES)
+    assert [(f.name, m) for f, m in rec._t2] == [(f.name, "fentry") for f in tier2.FAMILIES]
+    rec._tier2_plan(object())  # the same boot: the cached plan, nothing compiled
+    assert len(tried) == len(tier2.FAMILIES)

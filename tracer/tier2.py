@@ -8,9 +8,10 @@ functions that ``attach`` hooks to kprobes/kretprobes.
 
 Recording with tier 2:
 
-1. ``statuses()`` (``detect()`` gives the same as doctor rows) actually
-   compiles, loads and attaches each family on its own and says in which mode
-   it works, or why not (lockdown, no kprobes, fentry refused) and what to do;
+1. ``plan()`` (``detect()`` gives the same as doctor rows) actually
+   compiles, loads and attaches each family on its own (``statuses()``) and
+   says in which mode it works, or why not (lockdown, no kprobes, fentry
+   refused) and what to do; the answer is cached per boot;
 2. the recorder appends ``c_text(family)`` of the usable families to its
    tier-1 program (one ring buffer, one trace-wide ``seq``) and adds
    ``cflags(mode == "fentry")``; a family that failed detection must be left
@@ -388,36 +389,49 @@ def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | N
     return Status(fam, None, reason, _FIX)
 
 
+def plan(
+    bcc: Any | None = None,
+    families: Iterable[Family] = FAMILIES,
+    cache_dir: Path | None = None,
+) -> list[Status]:
+    """statuses(), compiling each family at most once per boot: the answer (mode or reason) is cached.
+
+    Loading takes seconds of compilation per family (tens of seconds under
+    emulation), and its answer only changes with the boot or the programs: it
+    is cached per boot id and program text in ``cache_dir`` (default
+    ~/.cache/mmreplay; MMREPLAY_NO_CACHE=1 turns the cache off). The recorder
+    and doctor both ask here, so a recording compiles a family for detection
+    only when nothing this boot did already.
+    """
+    families = list(families)
+    by_name = {f.name: f for f in families}
+    path = _cache_path(families, cache_dir)
+    if path is not None:
+        try:
+            cached = json.loads(path.read_text())
+            if [r[0] for r in cached] == [f.name for f in families]:
+                return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in cached]
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    out = statuses(bcc, families)
+    if path is not None and os.geteuid() == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([[s.family.name, s.mode, s.reason, s.fix] for s in out]))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return out
+
+
 def detect(
     bcc: Any | None = None,
     families: Iterable[Family] = FAMILIES,
     cache_dir: Path | None = None,
 ) -> list[tuple[str, bool, str, str]]:
-    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it.
-
-    Loading takes seconds of compilation, and its answer only changes with the
-    boot or the programs: it is cached per boot id and program text in
-    ``cache_dir`` (default ~/.cache/mmreplay; MMREPLAY_NO_CACHE=1 turns the cache off).
-    """
-    families = list(families)
-    path = _cache_path(families, cache_dir)
-    if path is not None:
-        try:
-            rows = [tuple(r) for r in json.loads(path.read_text())]
-            if [r[0] for r in rows] == [f"tier2:{f.name}" for f in families]:
-                return rows
-        except (OSError, ValueError, TypeError):
-            pass
-    rows = [s.row() for s in statuses(bcc, families)]
-    if path is not None and os.geteuid() == 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows))
-            tmp.replace(path)
-        except OSError:
-            pass
-    return rows
+    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it (cached: plan())."""
+    return [s.row() for s in plan(bcc, families, cache_dir)]
 
 
 def _cache_path(families: list[Family], cache_dir: Path | None) -> Path | None:
@@ -428,10 +442,10 @@ def _cache_path(families: list[Family], cache_dir: Path | None) -> Path | None:
     except OSError:
         return None
     h = hashlib.sha256(boot.encode())
-    for name in ["mmr_common.h", "mmreplay.h", *(f.source for f in families)]:
+    for name in ["mmr_common.h", "mmr_batch.h", "mmreplay.h", *(f.source for f in families)]:
         h.update((BPF_DIR / name).read_bytes())
     base = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmreplay"
-    return base / f"tier2-detect-{h.hexdigest()[:16]}.json"
+    return base / f"tier2-plan-{h.hexdigest()[:16]}.json"
 
 
 # ---- decoding: lock holds ----------------------------------------------------------------
