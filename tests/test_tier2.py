@@ -50,14 +50,16 @@ class Edges:
         self.records.append(e)
         return e
 
-    def acquire(self, ts, tid, lock, mode=WRITE, wait=0, ok=True, lock_type=RWSEM, stack=7, trylock=False):
+    def acquire(self, ts, tid, lock, mode=WRITE, wait=0, ok=True, lock_type=RWSEM, stack=7, trylock=False, flags=0):
         e = self._head(events.EV_T2_LOCK_ACQUIRE, ts, tid)
+        e["flags"] = flags
         e["wait"], e["lock_addr"], e["mode"], e["success"] = wait, lock, mode, int(ok)
         e["lock_type"], e["stack_id"], e["trylock"] = lock_type, stack, int(trylock)
         return self
 
-    def release(self, ts, tid, lock, mode=WRITE, lock_type=RWSEM):
+    def release(self, ts, tid, lock, mode=WRITE, lock_type=RWSEM, flags=0):
         e = self._head(events.EV_T2_LOCK_RELEASE, ts, tid)
+        e["flags"] = flags
         e["lock_addr"], e["mode"], e["lock_type"] = lock, mode, lock_type
         return self
 
@@ -253,6 +255,56 @@ def test_classify_holds_names_the_lock_from_the_probe_stack() -> None:
     h = Edges().acquire(2_000, 11, 0xA0).release(2_500, 11, 0xA0).decode()
     tier2.classify_holds(h, stacks, ks)
     assert h.columns["lock_class"].tolist() == ["i_mmap_rwsem"]
+
+
+MM, MMAP = 0xFFFF888000AB0000, events.F_T2_MMAP_LOCK
+
+
+def _mmap_and_i_mmap() -> Edges:
+    """munmap-like: mmap_lock write, i_mmap_rwsem inside, downgrade to read, release."""
+    e = Edges().release(1_500, 11, MM, mode=READ, flags=MMAP)  # held since before the start
+    e.acquire(2_000, 11, MM, flags=MMAP, stack=5).acquire(2_100, 11, 0xA0, stack=7).release(2_200, 11, 0xA0)
+    e.release(2_300, 11, MM, flags=MMAP).acquire(2_300, 11, MM, mode=READ, flags=MMAP, stack=8)  # downgrade_write
+    return e.release(2_900, 11, MM, mode=READ, flags=MMAP)
+
+
+def test_mmap_lock_edges_are_keyed_by_the_mm_and_named_mmap_lock_by_the_kernel() -> None:
+    h = _mmap_and_i_mmap().decode()
+    mm = h.columns["lock_addr"] == MM
+    assert mm.sum() == 3 and h.mmap_lock.tolist() == mm.tolist()
+    assert set(h.columns["lock_class"][mm]) == {"mmap_lock"}
+
+
+def test_mmap_lock_acquisitions_count_once_when_tier1_records_them() -> None:
+    """Issue #12 bug 2: tier 1 (keyed by mm) and tier 2 (keyed by &mm->mmap_lock) both made rows."""
+    e = _mmap_and_i_mmap()
+    by_kind = events.split_batch(batch_bytes(e.records))
+    d = tier2.decode_tables(by_kind, None, [tier2.FAMILIES_BY_NAME["lock_holds"]], START, STOP, tier1_mmap_lock=True)
+    assert d.tables["lock_holds"]["lock_addr"].tolist() == [0xA0]
+    assert d.cut_by_start["lock_holds"] == 0  # the cut mmap_lock row went with the others
+    alone = tier2.decode_tables(by_kind, None, [tier2.FAMILIES_BY_NAME["lock_holds"]], START, STOP)
+    assert len(alone.tables["lock_holds"]["ts"]) == 4 and alone.cut_by_start["lock_holds"] == 1
+
+
+def test_the_read_hold_after_downgrade_write_is_classified_from_its_stack() -> None:
+    """Issue #12 bug 3: the read hold that downgrade_write starts had no stack and came out 'other'."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100], ["downgrade_write", "do_mas_align_munmap"])
+    stacks = pl.DataFrame({"stack_id": [8], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    h = Edges().acquire(2_300, 11, 0xB0, mode=READ, stack=8).release(2_900, 11, 0xB0, mode=READ).decode()
+    tier2.classify_holds(h, stacks, ks)  # a remote mm's mmap_lock: no kernel flag, the stack decides
+    assert h.columns["lock_class"].tolist() == ["mmap_lock"]
+
+
+def test_downgrade_write_takes_the_stack_of_its_read_hold() -> None:
+    src = (BPF_DIR / "tier2_locks.c").read_text()
+    body = src[src.index("static __always_inline int mmr_t2_downgrade"):]
+    body = body[: body.index("\n}")]
+    assert "stack_id = -1" not in body and "mmr_t2_lock_enter(ctx" in body
 
 
 # ---- the C programs and detection --------------------------------------------------------------

@@ -192,6 +192,7 @@ EV_T2_TAKE_ALL = 19
 
 LOCK_RWSEM = 0
 LOCK_MUTEX = 1
+F_T2_MMAP_LOCK = 0x80  # lock edge of the current task's mm->mmap_lock; lock_addr is the mm
 
 DTYPES.update(
     {

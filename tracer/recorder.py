@@ -725,7 +725,8 @@ class Recorder:
         try:
             by_kind = {k: events.records(np.concatenate([events.words(p) for p in parts]), events.KIND_DTYPES[k])
                        for k, parts in self._t2_parts.items() if parts}
-            dec = tier2.decode_tables(by_kind, self._bpf, fams, self._start_ns, stop_ns)
+            dec = tier2.decode_tables(by_kind, self._bpf, fams, self._start_ns, stop_ns,
+                                      tier1_mmap_lock=events.EV_LOCK_HOLD in self._kinds)
             if dec.holds is not None and len(dec.holds.columns["ts"]):
                 ids = {int(i) for i in np.unique(dec.holds.columns["stack_id"]) if i >= 0}
                 self._stack_ids |= ids

@@ -457,11 +457,32 @@ class LockHolds:
 
     columns: dict[str, np.ndarray]
     lcb_flags: np.ndarray  # LCB_F_* equivalent per row (READ/WRITE/MUTEX), for replay.lockclass
-    unmatched_releases: int  # releases of locks taken before the recording (rows cut by the start)
-    open_at_stop: int  # acquisitions still held at stop (rows cut by the stop)
-    failed: int  # trylock/killable acquisitions that did not take the lock
+    mmap_lock: np.ndarray  # bool per row: the current task's mm->mmap_lock (lock_addr is the mm)
+    cut: np.ndarray  # int8 per row: 0 whole, CUT_BY_START, CUT_BY_STOP
+
+    @property
+    def unmatched_releases(self) -> int:
+        """Releases of locks taken before the recording (rows cut by the start)."""
+        return int((self.cut == CUT_BY_START).sum())
+
+    @property
+    def open_at_stop(self) -> int:
+        """Acquisitions still held at stop (rows cut by the stop)."""
+        return int((self.cut == CUT_BY_STOP).sum())
+
+    @property
+    def failed(self) -> int:
+        """trylock/killable acquisitions that did not take the lock."""
+        return int((~self.columns["success"].astype(bool)).sum())
+
+    def without(self, drop: np.ndarray) -> LockHolds:
+        """The same holds without the rows where ``drop`` is true."""
+        keep = ~drop
+        return LockHolds({k: v[keep] for k, v in self.columns.items()}, self.lcb_flags[keep], self.mmap_lock[keep],
+                         self.cut[keep])
 
 
+CUT_BY_START, CUT_BY_STOP = 1, 2
 _EMPTY_ACQ = np.zeros(0, events.DTYPES["mmr_t2_acquire"])
 _EMPTY_REL = np.zeros(0, events.DTYPES["mmr_t2_release"])
 
@@ -548,6 +569,8 @@ def pair_lock_edges(
             "stack_id": a["stack_id"][idx].astype(np.int32),
             "incomplete": np.full(len(idx), incomplete),
             "_lock_type": a["lock_type"][idx].astype(np.int16),
+            "_flags": a["flags"][idx].astype(np.uint8),
+            "_cut": np.full(len(idx), CUT_BY_STOP if incomplete else 0, np.int8),
         }
 
     parts = [
@@ -572,17 +595,21 @@ def pair_lock_edges(
             "stack_id": np.full(n_lone, -1, np.int32),
             "incomplete": np.ones(n_lone, bool),
             "_lock_type": r["lock_type"][lone_rel].astype(np.int16),
+            "_flags": r["flags"][lone_rel].astype(np.uint8),
+            "_cut": np.full(n_lone, CUT_BY_START, np.int8),
         }
     )
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     by_seq = np.argsort(cols["seq"], kind="stable")
     cols = {k: v[by_seq] for k, v in cols.items()}
     lock_type = cols.pop("_lock_type")
+    mmap_lock = (cols.pop("_flags") & events.F_T2_MMAP_LOCK) != 0
+    cut = cols.pop("_cut")
     from replay.lockclass import LCB_F_MUTEX, LCB_F_READ, LCB_F_WRITE
 
     lcb = np.where(lock_type == events.LOCK_MUTEX, LCB_F_MUTEX, np.where(cols["mode"] == 0, LCB_F_READ, LCB_F_WRITE))
-    cols["lock_class"] = np.full(len(cols["ts"]), "other", dtype=object)
-    return LockHolds(cols, lcb.astype(np.uint32), n_lone, len(open_idx), len(failed_idx))
+    cols["lock_class"] = np.where(mmap_lock, "mmap_lock", "other").astype(object)
+    return LockHolds(cols, lcb.astype(np.uint32), mmap_lock, cut)
 
 
 def _depths(a: np.ndarray, r: np.ndarray, ok: np.ndarray, rel_matched: np.ndarray) -> np.ndarray:
@@ -627,7 +654,8 @@ def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
          "ts": c["ts"], "dur": c["dur"]}
     )
     res = classify_waits(frame, stacks, kallsyms=kallsyms)
-    c["lock_class"] = res.lock_class.to_numpy().astype(object)
+    # the kernel said which rows are the task's mmap_lock; the stacks name the others
+    c["lock_class"] = np.where(holds.mmap_lock, "mmap_lock", res.lock_class.to_numpy()).astype(object)
 
 
 # ---- decoding: gathers and mm_take_all_locks -----------------------------------------------
@@ -731,12 +759,16 @@ def decode_tables(
     families: Iterable[Family],
     start_ns: int,
     stop_ns: int,
+    tier1_mmap_lock: bool = False,
 ) -> Decoded:
     """Table columns of the tier-2 families recorded by program ``b``, at stop.
 
     ``by_kind`` is the recording's slots split by kind (tracer.events.split_batch);
     the windows still open are read from ``b``'s maps. lock_holds rows keep
     lock_class "other" until ``classify_holds`` is run with the stacks.
+    ``tier1_mmap_lock``: tier 1's mmap_lock tracepoints recorded every mmap_lock
+    acquisition into lock_holds already; tier 2's own rows of the tasks'
+    mmap_lock are then left out, so each acquisition is one row.
     """
     out = Decoded({}, None, {}, {})
     for fam in families:
@@ -744,6 +776,8 @@ def decode_tables(
             holds = pair_lock_edges(
                 by_kind.get(events.EV_T2_LOCK_ACQUIRE), by_kind.get(events.EV_T2_LOCK_RELEASE), start_ns, stop_ns
             )
+            if tier1_mmap_lock:
+                holds = holds.without(holds.mmap_lock)
             out.tables["lock_holds"], out.holds = holds.columns, holds
             out.cut_by_start["lock_holds"], out.cut_by_stop["lock_holds"] = holds.unmatched_releases, holds.open_at_stop
         elif fam.name == "gathers":
