@@ -102,6 +102,7 @@ if [[ -z $kpkg ]]; then
     [[ -n $kpkg ]] || { apt_get update; kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'); }
 fi
 [[ $kpkg == linux-image-* ]] || die 2 "cannot find the Debian kernel package (apt-cache depends linux-image-amd64)"
+apt-cache show "$kpkg" >/dev/null 2>&1 || die 2 "no package $kpkg in the apt lists (MMR_GUEST_KERNEL names a linux-image-* package)"
 rel=${kpkg#linux-image-}
 cache=${MMR_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmreplay-guest}/$rel
 mods=(virtio_pci 9pnet_virtio 9p overlay)   # + their dependencies, from modules.dep
