@@ -50,3 +50,13 @@ def test_one_batch_per_cpu_loses_and_duplicates_rows_of_nested_programs(tmp_path
     """The former scheme, for contrast: what made fentry traces fail to replay."""
     r = _run(tmp_path, 20000, 4, "-DMMR_SINGLE_BATCH")
     assert r["duplicated"] > 0 and r["missing"] > 0
+
+
+def test_the_python_mirror_knows_the_number_of_levels():
+    """The recorder reads every level's leftover batch at stop (tracer.events.NEST_MAX)."""
+    import re
+
+    from tracer import events
+
+    header = (BPF_DIR / "mmr_batch.h").read_text()
+    assert int(re.search(r"#define MMR_NEST_MAX (\d+)", header).group(1)) == events.NEST_MAX

@@ -492,3 +492,56 @@ def test_a_recording_compiles_each_tier2_family_once(tmp_path: Path, monkeypatch
     assert [(f.name, m) for f, m in rec._t2] == [(f.name, "fentry") for f in tier2.FAMILIES]
     rec._tier2_plan(object())  # the same boot: the cached plan, nothing compiled
     assert len(tried) == len(tier2.FAMILIES)
+
+
+def test_mm_take_all_locks_inlined_call_sites_are_told_apart_by_their_order() -> None:
+    """vm_lock_mapping/vm_lock_anon_vma are inlined: same functions on the stack, only the return
+    address differs. mm_take_all_locks locks every file mapping first, then every anon_vma."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    base = 0xFFFFFFFF81000000
+    ks = Kallsyms.from_arrays([base, base + 0x100, base + 0x200, base + 0x1000],
+                              ["down_write", "mutex_lock", "mm_take_all_locks", "__mmu_notifier_register"])
+    frames = {1: [base + 0x10, base + 0x210], 2: [base + 0x10, base + 0x280], 3: [base + 0x110, base + 0x205]}
+    stacks = pl.DataFrame({"stack_id": list(frames), "ips": [[*f, base + 0x1010] for f in frames.values()]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    e, ts = Edges(), 2_000
+    for _ in range(3):  # three calls: the mutex, 4 files, 3 anon_vmas, all released after
+        e.acquire(ts, 5, 0xF00, lock_type=MUTEX, stack=3)
+        for k in range(4):
+            e.acquire(ts + 10 + k, 5, 0x100 + k, stack=1)
+        for k in range(3):
+            e.acquire(ts + 20 + k, 5, 0x200 + k, stack=2)
+        for k in range(4):
+            e.release(ts + 30 + k, 5, 0x100 + k)
+        for k in range(3):
+            e.release(ts + 40 + k, 5, 0x200 + k)
+        e.release(ts + 50, 5, 0xF00, lock_type=MUTEX)
+        ts += 1_000
+    h = e.decode()
+    tier2.classify_holds(h, stacks, ks)
+    by_lock = dict(zip(h.columns["lock_addr"].tolist(), h.columns["lock_class"].tolist(), strict=True))
+    assert {by_lock[0x100 + k] for k in range(4)} == {"i_mmap_rwsem"}
+    assert {by_lock[0x200 + k] for k in range(3)} == {"anon_vma"}
+    assert 0xF00 not in by_lock and h.other_left_out == 3  # mm_all_locks_mutex: no class of the trace
+
+
+def test_holds_of_sleeping_locks_no_class_names_are_left_out_and_counted() -> None:
+    """replay's 'other' class is replayed as a spinning lock: a debugfs rwsem held for seconds (cut by
+    the start) became an 18.8 s preempt-off section in the first guest recording."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100, 0xFFFFFFFF81000200],
+                              ["down_write", "vma_link_file", "debugfs_remove"])
+    stacks = pl.DataFrame({"stack_id": [7, 9], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110],
+                                                       [0xFFFFFFFF81000000, 0xFFFFFFFF81000210]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    h = (Edges().release(1_500, 11, 0xD0, mode=READ).acquire(2_000, 11, 0xA0).acquire(2_100, 11, 0xD0, stack=9)
+         .release(2_200, 11, 0xD0).release(2_500, 11, 0xA0).decode())
+    tier2.classify_holds(h, stacks, ks)
+    assert h.columns["lock_class"].tolist() == ["i_mmap_rwsem"] and h.columns["lock_addr"].tolist() == [0xA0]
+    assert h.other_left_out == 2 and len(h.lcb_flags) == len(h.cut) == len(h.mmap_lock) == 1

@@ -367,7 +367,7 @@ class Recorder:
 
     def _leftovers(self, stop_ns: int) -> None:
         """Partly filled batches, open page-free bursts and open intervals, as rows."""
-        for level in range(len(self._bpf["mmr_batches"])):  # one batch per nesting level (bpf/mmr_batch.h)
+        for level in range(events.NEST_MAX):  # one batch per nesting level (bpf/mmr_batch.h)
             for raw in self._per_cpu_bytes("mmr_batches", level):
                 self._absorb(raw)
         b = self._bpf

@@ -459,6 +459,7 @@ class LockHolds:
     lcb_flags: np.ndarray  # LCB_F_* equivalent per row (READ/WRITE/MUTEX), for replay.lockclass
     mmap_lock: np.ndarray  # bool per row: the current task's mm->mmap_lock (lock_addr is the mm)
     cut: np.ndarray  # int8 per row: 0 whole, CUT_BY_START, CUT_BY_STOP
+    other_left_out: int = 0  # holds of sleeping locks no lock-class rule names (classify_holds drops them)
 
     @property
     def unmatched_releases(self) -> int:
@@ -479,7 +480,7 @@ class LockHolds:
         """The same holds without the rows where ``drop`` is true."""
         keep = ~drop
         return LockHolds({k: v[keep] for k, v in self.columns.items()}, self.lcb_flags[keep], self.mmap_lock[keep],
-                         self.cut[keep])
+                         self.cut[keep], self.other_left_out)
 
 
 CUT_BY_START, CUT_BY_STOP = 1, 2
@@ -641,7 +642,8 @@ def _depths(a: np.ndarray, r: np.ndarray, ok: np.ndarray, rel_matched: np.ndarra
 
 
 def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
-    """Fill ``lock_class`` from the stacks (replay.lockclass), each distinct (stack, kind) once."""
+    """Fill ``lock_class`` from the stacks (replay.lockclass), each distinct (stack, kind) once;
+    leave out (in place) the holds of locks no class names (``other_left_out``)."""
     import polars as pl
 
     from replay.lockclass import classify_waits
@@ -656,6 +658,91 @@ def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
     res = classify_waits(frame, stacks, kallsyms=kallsyms)
     # the kernel said which rows are the task's mmap_lock; the stacks name the others
     c["lock_class"] = np.where(holds.mmap_lock, "mmap_lock", res.lock_class.to_numpy()).astype(object)
+    from replay.lockclass import LCB_F_MUTEX
+
+    rwsem = (holds.lcb_flags & LCB_F_MUTEX) == 0
+    for sid, cls in take_all_sites(c, stacks, kallsyms, rwsem).items():
+        at = c["stack_id"] == sid
+        c["lock_class"][rwsem & at] = cls
+        c["lock_class"][~rwsem & at] = "other"  # mm_all_locks_mutex
+    # The probes see every rwsem and mutex; replay's "other" class stands for the spinning locks tier 1
+    # saw contended (replayed as recorded, preemption off). A sleeping lock no rule names (debugfs,
+    # kernfs, perf's mutexes) has no class to go to: its holds are left out, and counted.
+    other = c["lock_class"] == "other"
+    if other.any():
+        keep = ~other
+        for k in list(c):
+            c[k] = c[k][keep]
+        holds.lcb_flags, holds.mmap_lock, holds.cut = holds.lcb_flags[keep], holds.mmap_lock[keep], holds.cut[keep]
+        holds.other_left_out += int(other.sum())
+
+
+def take_all_sites(columns: Mapping[str, np.ndarray], stacks: Any, kallsyms: Any,
+                   rwsem: np.ndarray | None = None) -> dict[int, str]:
+    """stack_id -> lock class for the lock calls mm_take_all_locks makes itself.
+
+    vm_lock_mapping (i_mmap_rwsem) and vm_lock_anon_vma (anon_vma root) are
+    inlined into mm_take_all_locks on distribution kernels: their stacks differ
+    only in the return address, so the stack's functions cannot tell them apart.
+    Their order can: mm_take_all_locks walks the VMAs for the file mappings
+    first and for the anon_vmas last (mm/mmap.c). In each run of a task's
+    consecutive acquisitions from mm_take_all_locks with more than one call
+    site, the site that starts last is the anon_vma one; a site is named by
+    the majority of its runs. Sites never seen with another keep their class.
+    ``rwsem`` masks the rwsem rows: mm_take_all_locks' own mutex_lock
+    (mm_all_locks_mutex, no class of the trace) is "other".
+    """
+    from replay.lockclass import LOCK_PRIMITIVES, base_name
+
+    all_sids = np.asarray(columns["stack_id"])
+    if not len(all_sids):
+        return {}
+    sid_col = all_sids if rwsem is None else np.where(rwsem, all_sids, -1)
+    ips = dict(zip(stacks["stack_id"].to_list(), stacks["ips"].to_list(), strict=True))
+    taker_sites: set[int] = set()
+    for sid in np.unique(all_sids[all_sids >= 0]).tolist():
+        frames = [int(a) for a in (ips.get(sid) or ())]
+        if not frames:
+            continue
+        idx, _ = kallsyms.lookup_many(np.asarray(frames, np.uint64))
+        names = [base_name(str(kallsyms.names[i])) if i >= 0 else "" for i in idx]
+        i = 0
+        while i < len(names) and (not names[i] or names[i].startswith(("bpf_prog_", "bpf_trampoline_"))):
+            i += 1
+        while i < len(names) and names[i] in LOCK_PRIMITIVES:
+            i += 1
+        if i < len(names) and names[i] == "mm_take_all_locks":
+            taker_sites.add(sid)
+    out: dict[int, str] = {s: "other" for s in taker_sites}  # sites with no rwsem row: the mutex
+    taker_sites &= set(np.unique(sid_col[sid_col >= 0]).tolist())
+    if len(taker_sites) < 2:
+        return {s: c for s, c in out.items() if s not in taker_sites}
+    order = np.lexsort((np.asarray(columns["ts"]), np.asarray(columns["tid"])))
+    sid_o, tid_o = sid_col[order], np.asarray(columns["tid"])[order]
+    votes: dict[int, list[int]] = {s: [0, 0] for s in taker_sites}  # [i_mmap, anon] votes
+    run: list[int] = []  # call sites of the current run, by first appearance
+    prev_tid = None
+
+    def close() -> None:
+        if len(run) > 1:
+            for s in run[:-1]:
+                votes[s][0] += 1
+            votes[run[-1]][1] += 1
+        run.clear()
+
+    for sid, tid in zip(sid_o.tolist(), tid_o.tolist(), strict=True):
+        if sid not in taker_sites or tid != prev_tid:
+            close()
+        prev_tid = tid
+        if sid in taker_sites and sid not in run:
+            run.append(sid)
+    close()
+    for s, v in votes.items():
+        if v[0] or v[1]:
+            out[s] = "anon_vma" if v[1] > v[0] else "i_mmap_rwsem"
+        else:
+            del out[s]
+    return out
 
 
 # ---- decoding: gathers and mm_take_all_locks -----------------------------------------------
