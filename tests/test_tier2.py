@@ -545,3 +545,27 @@ def test_holds_of_sleeping_locks_no_class_names_are_left_out_and_counted() -> No
     tier2.classify_holds(h, stacks, ks)
     assert h.columns["lock_class"].tolist() == ["i_mmap_rwsem"] and h.columns["lock_addr"].tolist() == [0xA0]
     assert h.other_left_out == 2 and len(h.lcb_flags) == len(h.cut) == len(h.mmap_lock) == 1
+
+
+def test_another_tasks_mmap_lock_named_by_its_stack_is_left_to_tier1() -> None:
+    """exec's new mm is not current->mm: the kernel cannot flag its mmap_lock, its stack names it
+    (get_arg_page), and tier 1's tracepoints recorded that acquisition already (issue #12 bug 2)."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100, 0xFFFFFFFF81000200],
+                              ["down_read", "get_arg_page", "vma_link_file"])
+    stacks = pl.DataFrame({"stack_id": [5, 7], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110],
+                                                       [0xFFFFFFFF81000000, 0xFFFFFFFF81000210]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    e = (Edges().acquire(2_000, 11, 0xB0, mode=READ, stack=5).release(2_100, 11, 0xB0, mode=READ)
+         .acquire(2_200, 11, 0xA0, stack=7).release(2_300, 11, 0xA0))
+    by_kind = events.split_batch(batch_bytes(e.records))
+    fam = [tier2.FAMILIES_BY_NAME["lock_holds"]]
+    with_t1 = tier2.decode_tables(by_kind, None, fam, START, STOP, tier1_mmap_lock=True).holds
+    tier2.classify_holds(with_t1, stacks, ks)
+    assert with_t1.columns["lock_class"].tolist() == ["i_mmap_rwsem"] and with_t1.mmap_lock_left_out == 1
+    alone = tier2.decode_tables(by_kind, None, fam, START, STOP).holds
+    tier2.classify_holds(alone, stacks, ks)
+    assert alone.columns["lock_class"].tolist() == ["mmap_lock", "i_mmap_rwsem"]

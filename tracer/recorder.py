@@ -740,7 +740,11 @@ class Recorder:
             for fam, mode in self._t2:
                 n = sum(len(by_kind[k]) for k in fam.kinds if k in by_kind)
                 cut = dec.cut_by_start.get(fam.table, 0) + dec.cut_by_stop.get(fam.table, 0)
-                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="recorded", reason=f"{mode} mode",
+                why = f"{mode} mode"
+                if fam.name == "lock_holds" and dec.holds is not None:  # rows tracer.tier2 left out, said
+                    why += (f"; left out: {dec.holds.other_left_out} holds of sleeping locks no class names, "
+                            f"{dec.holds.mmap_lock_left_out} of other tasks' mmap_lock (tier 1 has them)")
+                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="recorded", reason=why,
                                              events=n, unmatched=cut))
         except Exception as e:  # noqa: BLE001
             self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=f"decoding failed: {e}")

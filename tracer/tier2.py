@@ -460,6 +460,8 @@ class LockHolds:
     mmap_lock: np.ndarray  # bool per row: the current task's mm->mmap_lock (lock_addr is the mm)
     cut: np.ndarray  # int8 per row: 0 whole, CUT_BY_START, CUT_BY_STOP
     other_left_out: int = 0  # holds of sleeping locks no lock-class rule names (classify_holds drops them)
+    tier1_mmap_lock: bool = False  # tier 1 records every mmap_lock acquisition: classify_holds drops tier 2's
+    mmap_lock_left_out: int = 0  # tier-2 rows of another task's mmap_lock, left to tier 1's
 
     @property
     def unmatched_releases(self) -> int:
@@ -480,7 +482,7 @@ class LockHolds:
         """The same holds without the rows where ``drop`` is true."""
         keep = ~drop
         return LockHolds({k: v[keep] for k, v in self.columns.items()}, self.lcb_flags[keep], self.mmap_lock[keep],
-                         self.cut[keep], self.other_left_out)
+                         self.cut[keep], self.other_left_out, self.tier1_mmap_lock, self.mmap_lock_left_out)
 
 
 CUT_BY_START, CUT_BY_STOP = 1, 2
@@ -669,12 +671,16 @@ def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
     # saw contended (replayed as recorded, preemption off). A sleeping lock no rule names (debugfs,
     # kernfs, perf's mutexes) has no class to go to: its holds are left out, and counted.
     other = c["lock_class"] == "other"
-    if other.any():
-        keep = ~other
+    # another task's mmap_lock (exec's new mm, /proc, GUP on another process): the kernel could not
+    # flag it, the stack names it, and tier 1's tracepoints already recorded the acquisition
+    dup = (c["lock_class"] == "mmap_lock") if holds.tier1_mmap_lock else np.zeros(len(other), bool)
+    if other.any() or dup.any():
+        keep = ~(other | dup)
         for k in list(c):
             c[k] = c[k][keep]
         holds.lcb_flags, holds.mmap_lock, holds.cut = holds.lcb_flags[keep], holds.mmap_lock[keep], holds.cut[keep]
         holds.other_left_out += int(other.sum())
+        holds.mmap_lock_left_out += int(dup.sum())
 
 
 def take_all_sites(columns: Mapping[str, np.ndarray], stacks: Any, kallsyms: Any,
@@ -865,6 +871,7 @@ def decode_tables(
             )
             if tier1_mmap_lock:
                 holds = holds.without(holds.mmap_lock)
+                holds.tier1_mmap_lock = True
             out.tables["lock_holds"], out.holds = holds.columns, holds
             out.cut_by_start["lock_holds"], out.cut_by_stop["lock_holds"] = holds.unmatched_releases, holds.open_at_stop
         elif fam.name == "gathers":
