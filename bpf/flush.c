@@ -8,8 +8,6 @@ int mmr_flush(struct bpf_perf_event_data *ctx)
 #ifdef MMR_HAVE_PAGE_FREE
 	mmr_pf_close(bpf_ktime_get_ns(), MMR_PF_GAP_NS);
 #endif
-	struct mmr_batch *b = mmr_batch_get();
-	if (b && b->count)
-		mmr_submit(b);
+	mmr_flush_batches();
 	return 0;
 }

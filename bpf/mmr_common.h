@@ -16,6 +16,7 @@
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include "mmreplay.h"
+#include "mmr_batch.h"
 
 #ifndef MMR_SELF_TGID
 #define MMR_SELF_TGID 0
@@ -45,7 +46,8 @@ struct mmr_task {
 };
 
 BPF_RINGBUF_OUTPUT(mmr_rb, MMR_RB_PAGES);
-BPF_PERCPU_ARRAY(mmr_batches, struct mmr_batch, 1);
+BPF_PERCPU_ARRAY(mmr_batches, struct mmr_batch, MMR_NEST_MAX); /* one per nesting level: mmr_batch.h */
+BPF_PERCPU_ARRAY(mmr_nest, struct mmr_nest, 1);
 BPF_PERCPU_ARRAY(mmr_stats, struct mmr_stat, MMR_MAX_KINDS);
 BPF_ARRAY(mmr_seq, u64, 1);
 BPF_STACK_TRACE(mmr_stacks, 16384);
@@ -184,17 +186,36 @@ static __always_inline int mmr_stackid(void *ctx)
 	return id;
 }
 
-/* The current CPU's batch and the slot the next event goes into. */
+/* ---- per-CPU batches, one per nesting level (bpf/mmr_batch.h says why) ----
+ * Every mmr_batch_get() that returns a batch is followed by exactly one
+ * mmr_commit() (or mmr_batch_put() when no event is written). */
+
 static __always_inline struct mmr_batch *mmr_batch_get(void)
 {
 	int zero = 0;
-	return mmr_batches.lookup(&zero);
+	struct mmr_nest *n = mmr_nest.lookup(&zero);
+	if (!n)
+		return 0;
+	int level = mmr_nest_enter(n);
+	if (level < 0)
+		return 0;
+	struct mmr_batch *b = mmr_batches.lookup(&level);
+	if (!b)
+		mmr_nest_exit(n);
+	return b;
+}
+
+static __always_inline void mmr_batch_put(void)
+{
+	int zero = 0;
+	struct mmr_nest *n = mmr_nest.lookup(&zero);
+	if (n)
+		mmr_nest_exit(n);
 }
 
 static __always_inline void *mmr_slot(struct mmr_batch *b)
 {
-	u32 n = b->count & (MMR_BATCH_EVENTS - 1);
-	return &b->ev[n * MMR_EVENT_SIZE];
+	return mmr_batch_slot(b);
 }
 
 static __always_inline void mmr_head(void *slot, u8 kind, u8 flags, u64 ts, u64 seq, u32 pid, u32 tid, u32 cpu)
@@ -212,7 +233,7 @@ static __always_inline void mmr_head(void *slot, u8 kind, u8 flags, u64 ts, u64 
 /* Submit the whole batch as one ring-buffer record; count its events as lost if refused.
  * No wakeup: user space polls every few ms, and a wakeup here would run
  * (and trace) the scheduler from inside the probes, which the kernel then
- * skips as BPF recursion. */
+ * skips as BPF recursion. The caller holds the batch's level. */
 static __always_inline void mmr_submit(struct mmr_batch *b)
 {
 	b->cpu = bpf_get_smp_processor_id();
@@ -228,19 +249,41 @@ static __always_inline void mmr_submit(struct mmr_batch *b)
 				st->lost += b->kind_count[k];
 		}
 	}
-	b->count = 0;
-#pragma unroll
-	for (int k = 0; k < MMR_MAX_KINDS; k++)
-		b->kind_count[k] = 0;
+	mmr_batch_reset(b);
 }
 
+/* The slot from mmr_slot(b) is written: count it, submit a full batch, give the level back. */
 static __always_inline void mmr_commit(struct mmr_batch *b, int kind)
 {
-	b->count = (b->count & (MMR_BATCH_EVENTS - 1)) + 1;
-	if (kind > 0 && kind < MMR_MAX_KINDS)
-		b->kind_count[kind]++;
-	if (b->count >= MMR_BATCH_EVENTS)
+	if (mmr_batch_advance(b, kind))
 		mmr_submit(b);
+	mmr_batch_put();
+}
+
+/* Submit the partly filled batches no running program holds: this CPU's
+ * levels from the caller's own up (the flush timer's). */
+static __always_inline void mmr_flush_batches(void)
+{
+	int zero = 0;
+	struct mmr_nest *n = mmr_nest.lookup(&zero);
+	if (!n)
+		return;
+	u32 from = n->level;
+	if (from >= MMR_NEST_MAX)
+		return;
+	n->level = MMR_NEST_MAX; /* programs nested in the flush are dropped (counted), not mixed in */
+	mmr_barrier();
+#pragma unroll
+	for (int l = 0; l < MMR_NEST_MAX; l++) {
+		if (l < from)
+			continue;
+		int key = l;
+		struct mmr_batch *b = mmr_batches.lookup(&key);
+		if (b && b->count)
+			mmr_submit(b);
+	}
+	mmr_barrier();
+	n->level = from;
 }
 
 #endif /* MMR_COMMON_H */

@@ -192,6 +192,11 @@ struct mmr_stat {
 #define MMR_LOCK_RWSEM 0
 #define MMR_LOCK_MUTEX 1
 
+/* flags byte of lock edges: the lock is the current task's mm->mmap_lock and
+ * lock_addr holds the mm, as tier 1 keys mmap_lock (its tracepoints see every
+ * such acquisition: the recorder keeps tier 1's rows, not these). */
+#define MMR_T2_F_MMAP_LOCK 0x80
+
 /* head.ts: when the lock call returned; head.seq: its order */
 struct mmr_t2_acquire {
 	MMR_EVENT_HEAD;

@@ -13,14 +13,35 @@
  * bcc attaches them at load); otherwise they are plain functions that
  * tracer/tier2.py attaches as kprobes/kretprobes. */
 
+#include <linux/mm_types.h>
+#include <linux/version.h>
+
 struct mmr_t2_call {
 	u64 ts;
-	u64 lock;
+	u64 lock;       /* the mm for the current task's mmap_lock (flags MMR_T2_F_MMAP_LOCK) */
 	s32 stack_id;
-	u32 _pad;
+	u32 flags;
 };
 
 BPF_HASH(mmr_t2_calls, u32, struct mmr_t2_call, 65536);
+
+/* The key of a lock in the trace: the mm for the current task's mm->mmap_lock
+ * (as tier 1 keys it, so one acquisition is not two locks), else its address.
+ * Sets *flags to MMR_T2_F_MMAP_LOCK for the former. */
+static __always_inline u64 mmr_t2_lock_key(u64 lock, u8 *flags)
+{
+	*flags = 0;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 8, 0) /* mmap_sem became mmap_lock */
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	u64 mm = 0;
+	bpf_probe_read_kernel(&mm, sizeof(mm), &t->mm);
+	if (mm && lock == mm + offsetof(struct mm_struct, mmap_lock)) {
+		*flags = MMR_T2_F_MMAP_LOCK;
+		return mm;
+	}
+#endif
+	return lock;
+}
 
 static __always_inline int mmr_t2_lock_enter(void *ctx, u64 lock)
 {
@@ -28,7 +49,10 @@ static __always_inline int mmr_t2_lock_enter(void *ctx, u64 lock)
 	if (!mmr_want_current(id))
 		return 0;
 	u32 tid = (u32)id;
-	struct mmr_t2_call c = {.ts = bpf_ktime_get_ns(), .lock = lock};
+	u8 flags;
+	struct mmr_t2_call c = {.ts = bpf_ktime_get_ns()};
+	c.lock = mmr_t2_lock_key(lock, &flags);
+	c.flags = flags;
 	c.stack_id = mmr_stackid(ctx);
 	mmr_t2_calls.update(&tid, &c);
 	return 0;
@@ -49,7 +73,8 @@ static __always_inline int mmr_t2_lock_exit(u8 mode, u8 type, u8 trylock, u8 ok)
 		return 0;
 	}
 	struct mmr_t2_acquire *e = mmr_slot(b);
-	mmr_head(e, MMR_EV_T2_LOCK_ACQUIRE, 0, now, mmr_next_seq(), id >> 32, tid, bpf_get_smp_processor_id());
+	mmr_head(e, MMR_EV_T2_LOCK_ACQUIRE, (u8)c->flags, now, mmr_next_seq(), id >> 32, tid,
+		 bpf_get_smp_processor_id());
 	e->stack_id = c->stack_id;
 	e->wait = now - c->ts;
 	e->lock_addr = c->lock;
@@ -68,13 +93,15 @@ static __always_inline int mmr_t2_unlock(u64 lock, u8 mode, u8 type)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want_current(id))
 		return 0;
+	u8 flags;
+	u64 key = mmr_t2_lock_key(lock, &flags);
 	struct mmr_batch *b = mmr_batch_get();
 	if (!b)
 		return 0;
 	struct mmr_t2_release *e = mmr_slot(b);
-	mmr_head(e, MMR_EV_T2_LOCK_RELEASE, 0, bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id,
+	mmr_head(e, MMR_EV_T2_LOCK_RELEASE, flags, bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id,
 		 bpf_get_smp_processor_id());
-	e->lock_addr = lock;
+	e->lock_addr = key;
 	e->mode = mode;
 	e->lock_type = type;
 	mmr_count(MMR_EV_T2_LOCK_RELEASE, 1, 0);
@@ -151,16 +178,12 @@ MMR_T2_UNLOCK(up_write, 1, MMR_LOCK_RWSEM)
 MMR_T2_UNLOCK(mutex_unlock, 1, MMR_LOCK_MUTEX)
 
 /* downgrade_write: the write hold ends and a read hold of the same rwsem
- * starts without waiting. Emitted as a release and a zero-wait acquire. */
+ * starts without waiting. Emitted as a release and a zero-wait acquire that
+ * carries the stack (downgrade_write's caller names the lock). */
 static __always_inline int mmr_t2_downgrade(void *ctx, u64 lock)
 {
 	mmr_t2_unlock(lock, 1, MMR_LOCK_RWSEM);
-	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
-		return 0;
-	u32 tid = (u32)id;
-	struct mmr_t2_call c = {.ts = bpf_ktime_get_ns(), .lock = lock, .stack_id = -1};
-	mmr_t2_calls.update(&tid, &c);
+	mmr_t2_lock_enter(ctx, lock);
 	return mmr_t2_lock_exit(0, MMR_LOCK_RWSEM, 0, 1);
 }
 

@@ -72,6 +72,7 @@ LOCK_PRIMITIVES = frozenset(
         "down_read_interruptible", "down_write_nested", "down_read_nested",
         "_down_write_nest_lock", "down_write_killable_nested", "down_read_killable_nested",
         "down_read_non_owner",
+        "downgrade_write",  # a write hold becomes a read hold (tier 2 records the read hold from here)
         # percpu rwsem
         "percpu_down_write", "__percpu_down_read", "percpu_rwsem_wait", "percpu_down_read",
         # mutex (kernel/locking/mutex.c)
@@ -157,7 +158,9 @@ RULES: tuple[Rule, ...] = (
             "mwriteprotect_range", "mfill_atomic", "expand_stack", "account_locked_vm", "print_vma_addr",
             # the inline wrappers themselves, in builds that keep them out of line (-Os, KASAN, gcov)
             "mmap_read_lock", "mmap_write_lock", "mmap_read_lock_killable", "mmap_write_lock_killable",
-            "mmap_write_lock_nested",
+            "mmap_write_lock_nested", "mmap_write_downgrade",
+            # munmap's mmap_write_downgrade (inline): 4.x-5.19, 6.1, 6.2+
+            "__do_munmap", "do_mas_align_munmap", "do_vmi_align_munmap",
         ),
         SLEEPING,
         "mmap_read_lock/mmap_write_lock and their _killable/_trylock forms are static inlines "

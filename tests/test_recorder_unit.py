@@ -124,7 +124,7 @@ class _FakeMap:
         return self._items
 
     def __getitem__(self, key):
-        return self._per_cpu
+        return self._per_cpu if key == 0 else []  # per-CPU arrays: entry 0 only
 
 
 def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():

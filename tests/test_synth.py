@@ -330,3 +330,44 @@ def test_fit_of_a_trace_with_only_mmap_lock_holds_keeps_the_holds_that_nest_othe
     fitted_full, _ = fit_model(full)  # with the chain recorded, the own time is what the model drew
     assert fitted_full["hold:mmap_lock:take_all"].median == pytest.approx(Model()["hold:mmap_lock:take_all"].median,
                                                                           rel=0.15)
+
+
+def _tier2_take_all_trace(path, calls=30, links=64, step=300, drop=100, register=5_000, own=2_000):
+    """mm_take_all_locks calls as tier 2 records them: the call, the mmap_lock write hold around it and
+    the chain of i_mmap_rwsem/anon_vma holds, released in acquisition (VMA) order."""
+    rng = np.random.default_rng(7)
+    h = {k: [] for k in ("ts", "dur", "lock_addr", "lock_class", "mode")}
+    t = {k: [] for k in ("ts", "dur", "mm")}
+    now = 1_000_000
+    for _ in range(calls):
+        start = now + own // 2
+        acq = start + np.cumsum(rng.lognormal(np.log(step), 0.3, links)).astype(np.int64)
+        first_rel = acq[-1] + register
+        rel = first_rel + np.concatenate([[0], np.cumsum(rng.lognormal(np.log(drop), 0.3, links - 1))]).astype(np.int64)
+        t["ts"].append(start), t["dur"].append(int(acq[-1] - start)), t["mm"].append(0xE0)
+        h["ts"] += [now, *acq.tolist()]
+        h["dur"] += [int(rel[-1] + own // 2 - now), *(rel - acq).tolist()]
+        h["lock_addr"] += [0xE0, *range(0x1000, 0x1000 + links)]
+        h["lock_class"] += ["mmap_lock", *(["i_mmap_rwsem", "anon_vma"] * links)[:links]]
+        h["mode"] += ["write"] * (links + 1)
+        now = int(rel[-1]) + 50_000
+    n, m = len(h["ts"]), len(t["ts"])
+    holds = {**h, "wait": [0] * n, "seq": list(range(n)), "cpu": [0] * n, "pid": [5] * n, "tid": [5] * n,
+             "success": [True] * n, "depth": [0] * n, "stack_id": [-1] * n, "incomplete": [False] * n}
+    take = {**t, "seq": list(range(m)), "cpu": [0] * m, "pid": [5] * m, "tid": [5] * m, "ret": [0] * m,
+            "incomplete": [False] * m}
+    write_trace(path, {"lock_holds": holds, "take_all_locks": take}, source="recorded")
+    return Trace.open(path)
+
+
+def test_fit_measures_the_take_all_chain_costs_from_tier2_holds(tmp_path):
+    """Issue #12 item 5 / #16 item 4: the chain's per-lock cost comes from the trace, not a constant."""
+    trace = _tier2_take_all_trace(tmp_path / "t", step=300, drop=100, register=5_000, own=2_000)
+    fitted, report = fit_model(trace)
+    assert fitted["take_all:step"].median == pytest.approx(300, rel=0.05)
+    assert fitted["take_all:drop"].median == pytest.approx(100, rel=0.05)
+    assert fitted["take_all:register"].median == pytest.approx(5_000, rel=0.01)
+    assert fitted["hold:mmap_lock:take_all"].median == pytest.approx(2_000, rel=0.01)
+    assert {"take_all:step", "take_all:drop", "take_all:register", "hold:mmap_lock:take_all"} <= set(fitted.fitted)
+    assert any("30 mm_take_all_locks chains of 64 nested locks" in n for n in report.notes)
+    assert "hold:mmap_lock:fork" not in fitted.fitted  # the take-all write holds are not fork's

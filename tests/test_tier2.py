@@ -50,14 +50,16 @@ class Edges:
         self.records.append(e)
         return e
 
-    def acquire(self, ts, tid, lock, mode=WRITE, wait=0, ok=True, lock_type=RWSEM, stack=7, trylock=False):
+    def acquire(self, ts, tid, lock, mode=WRITE, wait=0, ok=True, lock_type=RWSEM, stack=7, trylock=False, flags=0):
         e = self._head(events.EV_T2_LOCK_ACQUIRE, ts, tid)
+        e["flags"] = flags
         e["wait"], e["lock_addr"], e["mode"], e["success"] = wait, lock, mode, int(ok)
         e["lock_type"], e["stack_id"], e["trylock"] = lock_type, stack, int(trylock)
         return self
 
-    def release(self, ts, tid, lock, mode=WRITE, lock_type=RWSEM):
+    def release(self, ts, tid, lock, mode=WRITE, lock_type=RWSEM, flags=0):
         e = self._head(events.EV_T2_LOCK_RELEASE, ts, tid)
+        e["flags"] = flags
         e["lock_addr"], e["mode"], e["lock_type"] = lock, mode, lock_type
         return self
 
@@ -255,6 +257,56 @@ def test_classify_holds_names_the_lock_from_the_probe_stack() -> None:
     assert h.columns["lock_class"].tolist() == ["i_mmap_rwsem"]
 
 
+MM, MMAP = 0xFFFF888000AB0000, events.F_T2_MMAP_LOCK
+
+
+def _mmap_and_i_mmap() -> Edges:
+    """munmap-like: mmap_lock write, i_mmap_rwsem inside, downgrade to read, release."""
+    e = Edges().release(1_500, 11, MM, mode=READ, flags=MMAP)  # held since before the start
+    e.acquire(2_000, 11, MM, flags=MMAP, stack=5).acquire(2_100, 11, 0xA0, stack=7).release(2_200, 11, 0xA0)
+    e.release(2_300, 11, MM, flags=MMAP).acquire(2_300, 11, MM, mode=READ, flags=MMAP, stack=8)  # downgrade_write
+    return e.release(2_900, 11, MM, mode=READ, flags=MMAP)
+
+
+def test_mmap_lock_edges_are_keyed_by_the_mm_and_named_mmap_lock_by_the_kernel() -> None:
+    h = _mmap_and_i_mmap().decode()
+    mm = h.columns["lock_addr"] == MM
+    assert mm.sum() == 3 and h.mmap_lock.tolist() == mm.tolist()
+    assert set(h.columns["lock_class"][mm]) == {"mmap_lock"}
+
+
+def test_mmap_lock_acquisitions_count_once_when_tier1_records_them() -> None:
+    """Issue #12 bug 2: tier 1 (keyed by mm) and tier 2 (keyed by &mm->mmap_lock) both made rows."""
+    e = _mmap_and_i_mmap()
+    by_kind = events.split_batch(batch_bytes(e.records))
+    d = tier2.decode_tables(by_kind, None, [tier2.FAMILIES_BY_NAME["lock_holds"]], START, STOP, tier1_mmap_lock=True)
+    assert d.tables["lock_holds"]["lock_addr"].tolist() == [0xA0]
+    assert d.cut_by_start["lock_holds"] == 0  # the cut mmap_lock row went with the others
+    alone = tier2.decode_tables(by_kind, None, [tier2.FAMILIES_BY_NAME["lock_holds"]], START, STOP)
+    assert len(alone.tables["lock_holds"]["ts"]) == 4 and alone.cut_by_start["lock_holds"] == 1
+
+
+def test_the_read_hold_after_downgrade_write_is_classified_from_its_stack() -> None:
+    """Issue #12 bug 3: the read hold that downgrade_write starts had no stack and came out 'other'."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100], ["downgrade_write", "do_mas_align_munmap"])
+    stacks = pl.DataFrame({"stack_id": [8], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    h = Edges().acquire(2_300, 11, 0xB0, mode=READ, stack=8).release(2_900, 11, 0xB0, mode=READ).decode()
+    tier2.classify_holds(h, stacks, ks)  # a remote mm's mmap_lock: no kernel flag, the stack decides
+    assert h.columns["lock_class"].tolist() == ["mmap_lock"]
+
+
+def test_downgrade_write_takes_the_stack_of_its_read_hold() -> None:
+    src = (BPF_DIR / "tier2_locks.c").read_text()
+    body = src[src.index("static __always_inline int mmr_t2_downgrade"):]
+    body = body[: body.index("\n}")]
+    assert "stack_id = -1" not in body and "mmr_t2_lock_enter(ctx" in body
+
+
 # ---- the C programs and detection --------------------------------------------------------------
 
 
@@ -416,3 +468,104 @@ def test_detect_caches_its_answer_per_boot_and_program_text(tmp_path: Path, monk
     monkeypatch.setenv("MMREPLAY_NO_CACHE", "1")
     tier2.detect(object(), cache_dir=tmp_path)
     assert len(calls) == 2
+
+
+def test_a_recording_compiles_each_tier2_family_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #12 bug 4: the recorder's plan asked detect() and then statuses(), compiling every family twice."""
+    from types import SimpleNamespace
+
+    from tracer import recorder
+
+    tried: list[str] = []
+
+    def fake_try(bcc, fam, facts, available):
+        tried.append(fam.name)
+        return tier2.Status(fam, "fentry", "fentry/fexit loads and attaches")
+
+    monkeypatch.setattr(tier2, "_try_family", fake_try)
+    monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cold cache: detection really runs
+    rec = object.__new__(recorder.Recorder)
+    rec.opts = SimpleNamespace(check_tier2=True)
+    rec._tier2_plan(object())
+    assert sorted(tried) == sorted(f.name for f in tier2.FAMILIES)
+    assert [(f.name, m) for f, m in rec._t2] == [(f.name, "fentry") for f in tier2.FAMILIES]
+    rec._tier2_plan(object())  # the same boot: the cached plan, nothing compiled
+    assert len(tried) == len(tier2.FAMILIES)
+
+
+def test_mm_take_all_locks_inlined_call_sites_are_told_apart_by_their_order() -> None:
+    """vm_lock_mapping/vm_lock_anon_vma are inlined: same functions on the stack, only the return
+    address differs. mm_take_all_locks locks every file mapping first, then every anon_vma."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    base = 0xFFFFFFFF81000000
+    ks = Kallsyms.from_arrays([base, base + 0x100, base + 0x200, base + 0x1000],
+                              ["down_write", "mutex_lock", "mm_take_all_locks", "__mmu_notifier_register"])
+    frames = {1: [base + 0x10, base + 0x210], 2: [base + 0x10, base + 0x280], 3: [base + 0x110, base + 0x205]}
+    stacks = pl.DataFrame({"stack_id": list(frames), "ips": [[*f, base + 0x1010] for f in frames.values()]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    e, ts = Edges(), 2_000
+    for _ in range(3):  # three calls: the mutex, 4 files, 3 anon_vmas, all released after
+        e.acquire(ts, 5, 0xF00, lock_type=MUTEX, stack=3)
+        for k in range(4):
+            e.acquire(ts + 10 + k, 5, 0x100 + k, stack=1)
+        for k in range(3):
+            e.acquire(ts + 20 + k, 5, 0x200 + k, stack=2)
+        for k in range(4):
+            e.release(ts + 30 + k, 5, 0x100 + k)
+        for k in range(3):
+            e.release(ts + 40 + k, 5, 0x200 + k)
+        e.release(ts + 50, 5, 0xF00, lock_type=MUTEX)
+        ts += 1_000
+    h = e.decode()
+    tier2.classify_holds(h, stacks, ks)
+    by_lock = dict(zip(h.columns["lock_addr"].tolist(), h.columns["lock_class"].tolist(), strict=True))
+    assert {by_lock[0x100 + k] for k in range(4)} == {"i_mmap_rwsem"}
+    assert {by_lock[0x200 + k] for k in range(3)} == {"anon_vma"}
+    assert 0xF00 not in by_lock and h.other_left_out == 3  # mm_all_locks_mutex: no class of the trace
+
+
+def test_holds_of_sleeping_locks_no_class_names_are_left_out_and_counted() -> None:
+    """replay's 'other' class is replayed as a spinning lock: a debugfs rwsem held for seconds (cut by
+    the start) became an 18.8 s preempt-off section in the first guest recording."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100, 0xFFFFFFFF81000200],
+                              ["down_write", "vma_link_file", "debugfs_remove"])
+    stacks = pl.DataFrame({"stack_id": [7, 9], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110],
+                                                       [0xFFFFFFFF81000000, 0xFFFFFFFF81000210]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    h = (Edges().release(1_500, 11, 0xD0, mode=READ).acquire(2_000, 11, 0xA0).acquire(2_100, 11, 0xD0, stack=9)
+         .release(2_200, 11, 0xD0).release(2_500, 11, 0xA0).decode())
+    tier2.classify_holds(h, stacks, ks)
+    assert h.columns["lock_class"].tolist() == ["i_mmap_rwsem"] and h.columns["lock_addr"].tolist() == [0xA0]
+    assert h.other_left_out == 2 and len(h.lcb_flags) == len(h.cut) == len(h.mmap_lock) == 1
+
+
+def test_another_tasks_mmap_lock_named_by_its_stack_is_left_to_tier1() -> None:
+    """exec's new mm is not current->mm: the kernel cannot flag its mmap_lock, its stack names it
+    (get_arg_page), and tier 1's tracepoints recorded that acquisition already (issue #12 bug 2)."""
+    import polars as pl
+
+    from replay.symbols import Kallsyms
+
+    ks = Kallsyms.from_arrays([0xFFFFFFFF81000000, 0xFFFFFFFF81000100, 0xFFFFFFFF81000200],
+                              ["down_read", "get_arg_page", "vma_link_file"])
+    stacks = pl.DataFrame({"stack_id": [5, 7], "ips": [[0xFFFFFFFF81000000, 0xFFFFFFFF81000110],
+                                                       [0xFFFFFFFF81000000, 0xFFFFFFFF81000210]]},
+                          schema={"stack_id": pl.Int32, "ips": pl.List(pl.UInt64)})
+    e = (Edges().acquire(2_000, 11, 0xB0, mode=READ, stack=5).release(2_100, 11, 0xB0, mode=READ)
+         .acquire(2_200, 11, 0xA0, stack=7).release(2_300, 11, 0xA0))
+    by_kind = events.split_batch(batch_bytes(e.records))
+    fam = [tier2.FAMILIES_BY_NAME["lock_holds"]]
+    with_t1 = tier2.decode_tables(by_kind, None, fam, START, STOP, tier1_mmap_lock=True).holds
+    tier2.classify_holds(with_t1, stacks, ks)
+    assert with_t1.columns["lock_class"].tolist() == ["i_mmap_rwsem"] and with_t1.mmap_lock_left_out == 1
+    alone = tier2.decode_tables(by_kind, None, fam, START, STOP).holds
+    tier2.classify_holds(alone, stacks, ks)
+    assert alone.columns["lock_class"].tolist() == ["mmap_lock", "i_mmap_rwsem"]

@@ -185,6 +185,8 @@ def split_batch(batches: bytes | bytearray | memoryview | np.ndarray) -> dict[in
 # ---- tier 2 (R2) ----
 # Mirrors the tier-2 section of bpf/mmreplay.h; decoded by tracer/tier2.py.
 
+NEST_MAX = 4  # MMR_NEST_MAX of bpf/mmr_batch.h: per-CPU batches, one per nesting level (mmr_batches entries)
+
 EV_T2_LOCK_ACQUIRE = 16
 EV_T2_LOCK_RELEASE = 17
 EV_T2_GATHER = 18
@@ -192,6 +194,7 @@ EV_T2_TAKE_ALL = 19
 
 LOCK_RWSEM = 0
 LOCK_MUTEX = 1
+F_T2_MMAP_LOCK = 0x80  # lock edge of the current task's mm->mmap_lock; lock_addr is the mm
 
 DTYPES.update(
     {

@@ -418,15 +418,16 @@ class Recorder:
         ctl = self._bpf["mmr_ctl"]
         ctl[ctl.Key(0)] = ctl.Leaf(state)
 
-    def _per_cpu_bytes(self, name: str) -> list[bytes]:
-        """The raw per-CPU values of a one-entry per-CPU array map."""
-        vals = self._bpf[name][0]
+    def _per_cpu_bytes(self, name: str, key: int = 0) -> list[bytes]:
+        """The raw per-CPU values of entry ``key`` of a per-CPU array map."""
+        vals = self._bpf[name][key]
         return [ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)) for v in vals]
 
     def _leftovers(self, stop_ns: int) -> None:
         """Partly filled batches, open page-free bursts and open intervals, as rows."""
-        for raw in self._per_cpu_bytes("mmr_batches"):
-            self._absorb(raw)
+        for level in range(events.NEST_MAX):  # one batch per nesting level (bpf/mmr_batch.h)
+            for raw in self._per_cpu_bytes("mmr_batches", level):
+                self._absorb(raw)
         b = self._bpf
         if events.EV_PAGE_FREE in self._kinds:
             rows = []
@@ -746,8 +747,7 @@ class Recorder:
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
 
-        detect() is cached per boot; the slow statuses() (it compiles each family) runs only when
-        detection says some family works, to learn its attach mode.
+        tier2.plan() compiles each family once to learn whether and how it loads (then cached per boot).
         """
         self._t2, self._t2_probes = [], []
         if not self.opts.check_tier2:
@@ -759,8 +759,8 @@ class Recorder:
             return
         try:
             with kernel_env.captured_stderr():
-                rows = tier2.detect(bcc)
-                statuses = tier2.statuses(bcc) if any(r[1] for r in rows) else []
+                statuses = tier2.plan(bcc)
+            rows = [st.row() for st in statuses]
         except Exception as e:  # noqa: BLE001 - a detection failure must not stop tier 1
             self._t2_probes = [Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}")]
             return
@@ -796,7 +796,8 @@ class Recorder:
         try:
             by_kind = {k: events.records(np.concatenate([events.words(p) for p in parts]), events.KIND_DTYPES[k])
                        for k, parts in self._t2_parts.items() if parts}
-            dec = tier2.decode_tables(by_kind, self._bpf, fams, self._start_ns, stop_ns)
+            dec = tier2.decode_tables(by_kind, self._bpf, fams, self._start_ns, stop_ns,
+                                      tier1_mmap_lock=events.EV_LOCK_HOLD in self._kinds)
             if dec.holds is not None and len(dec.holds.columns["ts"]):
                 ids = {int(i) for i in np.unique(dec.holds.columns["stack_id"]) if i >= 0}
                 self._stack_ids |= ids
@@ -810,7 +811,11 @@ class Recorder:
             for fam, mode in self._t2:
                 n = sum(len(by_kind[k]) for k in fam.kinds if k in by_kind)
                 cut = dec.cut_by_start.get(fam.table, 0) + dec.cut_by_stop.get(fam.table, 0)
-                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="recorded", reason=f"{mode} mode",
+                why = f"{mode} mode"
+                if fam.name == "lock_holds" and dec.holds is not None:  # rows tracer.tier2 left out, said
+                    why += (f"; left out: {dec.holds.other_left_out} holds of sleeping locks no class names, "
+                            f"{dec.holds.mmap_lock_left_out} of other tasks' mmap_lock (tier 1 has them)")
+                self._t2_probes.append(Probe(f"tier2:{fam.name}", 2, status="recorded", reason=why,
                                              events=n, unmatched=cut))
         except Exception as e:  # noqa: BLE001
             self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=f"decoding failed: {e}")

@@ -8,9 +8,10 @@ functions that ``attach`` hooks to kprobes/kretprobes.
 
 Recording with tier 2:
 
-1. ``statuses()`` (``detect()`` gives the same as doctor rows) actually
-   compiles, loads and attaches each family on its own and says in which mode
-   it works, or why not (lockdown, no kprobes, fentry refused) and what to do;
+1. ``plan()`` (``detect()`` gives the same as doctor rows) actually
+   compiles, loads and attaches each family on its own (``statuses()``) and
+   says in which mode it works, or why not (lockdown, no kprobes, fentry
+   refused) and what to do; the answer is cached per boot;
 2. the recorder appends ``c_text(family)`` of the usable families to its
    tier-1 program (one ring buffer, one trace-wide ``seq``) and adds
    ``cflags(mode == "fentry")``; a family that failed detection must be left
@@ -388,36 +389,49 @@ def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | N
     return Status(fam, None, reason, _FIX)
 
 
+def plan(
+    bcc: Any | None = None,
+    families: Iterable[Family] = FAMILIES,
+    cache_dir: Path | None = None,
+) -> list[Status]:
+    """statuses(), compiling each family at most once per boot: the answer (mode or reason) is cached.
+
+    Loading takes seconds of compilation per family (tens of seconds under
+    emulation), and its answer only changes with the boot or the programs: it
+    is cached per boot id and program text in ``cache_dir`` (default
+    ~/.cache/mmreplay; MMREPLAY_NO_CACHE=1 turns the cache off). The recorder
+    and doctor both ask here, so a recording compiles a family for detection
+    only when nothing this boot did already.
+    """
+    families = list(families)
+    by_name = {f.name: f for f in families}
+    path = _cache_path(families, cache_dir)
+    if path is not None:
+        try:
+            cached = json.loads(path.read_text())
+            if [r[0] for r in cached] == [f.name for f in families]:
+                return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in cached]
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
+    out = statuses(bcc, families)
+    if path is not None and os.geteuid() == 0:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps([[s.family.name, s.mode, s.reason, s.fix] for s in out]))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return out
+
+
 def detect(
     bcc: Any | None = None,
     families: Iterable[Family] = FAMILIES,
     cache_dir: Path | None = None,
 ) -> list[tuple[str, bool, str, str]]:
-    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it.
-
-    Loading takes seconds of compilation, and its answer only changes with the
-    boot or the programs: it is cached per boot id and program text in
-    ``cache_dir`` (default ~/.cache/mmreplay; MMREPLAY_NO_CACHE=1 turns the cache off).
-    """
-    families = list(families)
-    path = _cache_path(families, cache_dir)
-    if path is not None:
-        try:
-            rows = [tuple(r) for r in json.loads(path.read_text())]
-            if [r[0] for r in rows] == [f"tier2:{f.name}" for f in families]:
-                return rows
-        except (OSError, ValueError, TypeError):
-            pass
-    rows = [s.row() for s in statuses(bcc, families)]
-    if path is not None and os.geteuid() == 0:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows))
-            tmp.replace(path)
-        except OSError:
-            pass
-    return rows
+    """(probe, ok, reason, fix) per tier-2 family, from actually loading and attaching it (cached: plan())."""
+    return [s.row() for s in plan(bcc, families, cache_dir)]
 
 
 def _cache_path(families: list[Family], cache_dir: Path | None) -> Path | None:
@@ -428,10 +442,10 @@ def _cache_path(families: list[Family], cache_dir: Path | None) -> Path | None:
     except OSError:
         return None
     h = hashlib.sha256(boot.encode())
-    for name in ["mmr_common.h", "mmreplay.h", *(f.source for f in families)]:
+    for name in ["mmr_common.h", "mmr_batch.h", "mmreplay.h", *(f.source for f in families)]:
         h.update((BPF_DIR / name).read_bytes())
     base = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmreplay"
-    return base / f"tier2-detect-{h.hexdigest()[:16]}.json"
+    return base / f"tier2-plan-{h.hexdigest()[:16]}.json"
 
 
 # ---- decoding: lock holds ----------------------------------------------------------------
@@ -443,11 +457,35 @@ class LockHolds:
 
     columns: dict[str, np.ndarray]
     lcb_flags: np.ndarray  # LCB_F_* equivalent per row (READ/WRITE/MUTEX), for replay.lockclass
-    unmatched_releases: int  # releases of locks taken before the recording (rows cut by the start)
-    open_at_stop: int  # acquisitions still held at stop (rows cut by the stop)
-    failed: int  # trylock/killable acquisitions that did not take the lock
+    mmap_lock: np.ndarray  # bool per row: the current task's mm->mmap_lock (lock_addr is the mm)
+    cut: np.ndarray  # int8 per row: 0 whole, CUT_BY_START, CUT_BY_STOP
+    other_left_out: int = 0  # holds of sleeping locks no lock-class rule names (classify_holds drops them)
+    tier1_mmap_lock: bool = False  # tier 1 records every mmap_lock acquisition: classify_holds drops tier 2's
+    mmap_lock_left_out: int = 0  # tier-2 rows of another task's mmap_lock, left to tier 1's
+
+    @property
+    def unmatched_releases(self) -> int:
+        """Releases of locks taken before the recording (rows cut by the start)."""
+        return int((self.cut == CUT_BY_START).sum())
+
+    @property
+    def open_at_stop(self) -> int:
+        """Acquisitions still held at stop (rows cut by the stop)."""
+        return int((self.cut == CUT_BY_STOP).sum())
+
+    @property
+    def failed(self) -> int:
+        """trylock/killable acquisitions that did not take the lock."""
+        return int((~self.columns["success"].astype(bool)).sum())
+
+    def without(self, drop: np.ndarray) -> LockHolds:
+        """The same holds without the rows where ``drop`` is true."""
+        keep = ~drop
+        return LockHolds({k: v[keep] for k, v in self.columns.items()}, self.lcb_flags[keep], self.mmap_lock[keep],
+                         self.cut[keep], self.other_left_out, self.tier1_mmap_lock, self.mmap_lock_left_out)
 
 
+CUT_BY_START, CUT_BY_STOP = 1, 2
 _EMPTY_ACQ = np.zeros(0, events.DTYPES["mmr_t2_acquire"])
 _EMPTY_REL = np.zeros(0, events.DTYPES["mmr_t2_release"])
 
@@ -534,6 +572,8 @@ def pair_lock_edges(
             "stack_id": a["stack_id"][idx].astype(np.int32),
             "incomplete": np.full(len(idx), incomplete),
             "_lock_type": a["lock_type"][idx].astype(np.int16),
+            "_flags": a["flags"][idx].astype(np.uint8),
+            "_cut": np.full(len(idx), CUT_BY_STOP if incomplete else 0, np.int8),
         }
 
     parts = [
@@ -558,17 +598,21 @@ def pair_lock_edges(
             "stack_id": np.full(n_lone, -1, np.int32),
             "incomplete": np.ones(n_lone, bool),
             "_lock_type": r["lock_type"][lone_rel].astype(np.int16),
+            "_flags": r["flags"][lone_rel].astype(np.uint8),
+            "_cut": np.full(n_lone, CUT_BY_START, np.int8),
         }
     )
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     by_seq = np.argsort(cols["seq"], kind="stable")
     cols = {k: v[by_seq] for k, v in cols.items()}
     lock_type = cols.pop("_lock_type")
+    mmap_lock = (cols.pop("_flags") & events.F_T2_MMAP_LOCK) != 0
+    cut = cols.pop("_cut")
     from replay.lockclass import LCB_F_MUTEX, LCB_F_READ, LCB_F_WRITE
 
     lcb = np.where(lock_type == events.LOCK_MUTEX, LCB_F_MUTEX, np.where(cols["mode"] == 0, LCB_F_READ, LCB_F_WRITE))
-    cols["lock_class"] = np.full(len(cols["ts"]), "other", dtype=object)
-    return LockHolds(cols, lcb.astype(np.uint32), n_lone, len(open_idx), len(failed_idx))
+    cols["lock_class"] = np.where(mmap_lock, "mmap_lock", "other").astype(object)
+    return LockHolds(cols, lcb.astype(np.uint32), mmap_lock, cut)
 
 
 def _depths(a: np.ndarray, r: np.ndarray, ok: np.ndarray, rel_matched: np.ndarray) -> np.ndarray:
@@ -600,7 +644,8 @@ def _depths(a: np.ndarray, r: np.ndarray, ok: np.ndarray, rel_matched: np.ndarra
 
 
 def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
-    """Fill ``lock_class`` from the stacks (replay.lockclass), each distinct (stack, kind) once."""
+    """Fill ``lock_class`` from the stacks (replay.lockclass), each distinct (stack, kind) once;
+    leave out (in place) the holds of locks no class names (``other_left_out``)."""
     import polars as pl
 
     from replay.lockclass import classify_waits
@@ -613,7 +658,97 @@ def classify_holds(holds: LockHolds, stacks: Any, kallsyms: Any) -> None:
          "ts": c["ts"], "dur": c["dur"]}
     )
     res = classify_waits(frame, stacks, kallsyms=kallsyms)
-    c["lock_class"] = res.lock_class.to_numpy().astype(object)
+    # the kernel said which rows are the task's mmap_lock; the stacks name the others
+    c["lock_class"] = np.where(holds.mmap_lock, "mmap_lock", res.lock_class.to_numpy()).astype(object)
+    from replay.lockclass import LCB_F_MUTEX
+
+    rwsem = (holds.lcb_flags & LCB_F_MUTEX) == 0
+    for sid, cls in take_all_sites(c, stacks, kallsyms, rwsem).items():
+        at = c["stack_id"] == sid
+        c["lock_class"][rwsem & at] = cls
+        c["lock_class"][~rwsem & at] = "other"  # mm_all_locks_mutex
+    # The probes see every rwsem and mutex; replay's "other" class stands for the spinning locks tier 1
+    # saw contended (replayed as recorded, preemption off). A sleeping lock no rule names (debugfs,
+    # kernfs, perf's mutexes) has no class to go to: its holds are left out, and counted.
+    other = c["lock_class"] == "other"
+    # another task's mmap_lock (exec's new mm, /proc, GUP on another process): the kernel could not
+    # flag it, the stack names it, and tier 1's tracepoints already recorded the acquisition
+    dup = (c["lock_class"] == "mmap_lock") if holds.tier1_mmap_lock else np.zeros(len(other), bool)
+    if other.any() or dup.any():
+        keep = ~(other | dup)
+        for k in list(c):
+            c[k] = c[k][keep]
+        holds.lcb_flags, holds.mmap_lock, holds.cut = holds.lcb_flags[keep], holds.mmap_lock[keep], holds.cut[keep]
+        holds.other_left_out += int(other.sum())
+        holds.mmap_lock_left_out += int(dup.sum())
+
+
+def take_all_sites(columns: Mapping[str, np.ndarray], stacks: Any, kallsyms: Any,
+                   rwsem: np.ndarray | None = None) -> dict[int, str]:
+    """stack_id -> lock class for the lock calls mm_take_all_locks makes itself.
+
+    vm_lock_mapping (i_mmap_rwsem) and vm_lock_anon_vma (anon_vma root) are
+    inlined into mm_take_all_locks on distribution kernels: their stacks differ
+    only in the return address, so the stack's functions cannot tell them apart.
+    Their order can: mm_take_all_locks walks the VMAs for the file mappings
+    first and for the anon_vmas last (mm/mmap.c). In each run of a task's
+    consecutive acquisitions from mm_take_all_locks with more than one call
+    site, the site that starts last is the anon_vma one; a site is named by
+    the majority of its runs. Sites never seen with another keep their class.
+    ``rwsem`` masks the rwsem rows: mm_take_all_locks' own mutex_lock
+    (mm_all_locks_mutex, no class of the trace) is "other".
+    """
+    from replay.lockclass import LOCK_PRIMITIVES, base_name
+
+    all_sids = np.asarray(columns["stack_id"])
+    if not len(all_sids):
+        return {}
+    sid_col = all_sids if rwsem is None else np.where(rwsem, all_sids, -1)
+    ips = dict(zip(stacks["stack_id"].to_list(), stacks["ips"].to_list(), strict=True))
+    taker_sites: set[int] = set()
+    for sid in np.unique(all_sids[all_sids >= 0]).tolist():
+        frames = [int(a) for a in (ips.get(sid) or ())]
+        if not frames:
+            continue
+        idx, _ = kallsyms.lookup_many(np.asarray(frames, np.uint64))
+        names = [base_name(str(kallsyms.names[i])) if i >= 0 else "" for i in idx]
+        i = 0
+        while i < len(names) and (not names[i] or names[i].startswith(("bpf_prog_", "bpf_trampoline_"))):
+            i += 1
+        while i < len(names) and names[i] in LOCK_PRIMITIVES:
+            i += 1
+        if i < len(names) and names[i] == "mm_take_all_locks":
+            taker_sites.add(sid)
+    out: dict[int, str] = {s: "other" for s in taker_sites}  # sites with no rwsem row: the mutex
+    taker_sites &= set(np.unique(sid_col[sid_col >= 0]).tolist())
+    if len(taker_sites) < 2:
+        return {s: c for s, c in out.items() if s not in taker_sites}
+    order = np.lexsort((np.asarray(columns["ts"]), np.asarray(columns["tid"])))
+    sid_o, tid_o = sid_col[order], np.asarray(columns["tid"])[order]
+    votes: dict[int, list[int]] = {s: [0, 0] for s in taker_sites}  # [i_mmap, anon] votes
+    run: list[int] = []  # call sites of the current run, by first appearance
+    prev_tid = None
+
+    def close() -> None:
+        if len(run) > 1:
+            for s in run[:-1]:
+                votes[s][0] += 1
+            votes[run[-1]][1] += 1
+        run.clear()
+
+    for sid, tid in zip(sid_o.tolist(), tid_o.tolist(), strict=True):
+        if sid not in taker_sites or tid != prev_tid:
+            close()
+        prev_tid = tid
+        if sid in taker_sites and sid not in run:
+            run.append(sid)
+    close()
+    for s, v in votes.items():
+        if v[0] or v[1]:
+            out[s] = "anon_vma" if v[1] > v[0] else "i_mmap_rwsem"
+        else:
+            del out[s]
+    return out
 
 
 # ---- decoding: gathers and mm_take_all_locks -----------------------------------------------
@@ -717,12 +852,16 @@ def decode_tables(
     families: Iterable[Family],
     start_ns: int,
     stop_ns: int,
+    tier1_mmap_lock: bool = False,
 ) -> Decoded:
     """Table columns of the tier-2 families recorded by program ``b``, at stop.
 
     ``by_kind`` is the recording's slots split by kind (tracer.events.split_batch);
     the windows still open are read from ``b``'s maps. lock_holds rows keep
     lock_class "other" until ``classify_holds`` is run with the stacks.
+    ``tier1_mmap_lock``: tier 1's mmap_lock tracepoints recorded every mmap_lock
+    acquisition into lock_holds already; tier 2's own rows of the tasks'
+    mmap_lock are then left out, so each acquisition is one row.
     """
     out = Decoded({}, None, {}, {})
     for fam in families:
@@ -730,6 +869,9 @@ def decode_tables(
             holds = pair_lock_edges(
                 by_kind.get(events.EV_T2_LOCK_ACQUIRE), by_kind.get(events.EV_T2_LOCK_RELEASE), start_ns, stop_ns
             )
+            if tier1_mmap_lock:
+                holds = holds.without(holds.mmap_lock)
+                holds.tier1_mmap_lock = True
             out.tables["lock_holds"], out.holds = holds.columns, holds
             out.cut_by_start["lock_holds"], out.cut_by_stop["lock_holds"] = holds.unmatched_releases, holds.open_at_stop
         elif fam.name == "gathers":

@@ -13,6 +13,15 @@ the table of the samples' quantiles (for multi-modal holds).
   hold is fork's or mm_take_all_locks', and a leaf i_mmap_rwsem / anon_vma
   hold is fork's (dup_mmap). Page-table-lock holds outside syscalls and
   gathers are faults'. Holds inside mprotect/mremap fit nothing.
+* ``take_all:step`` / ``take_all:drop`` / ``take_all:register`` and
+  ``hold:mmap_lock:take_all``, from tier 2 (a ``take_all_locks`` table and the
+  i_mmap_rwsem / anon_vma holds inside each call): per nested lock, the gap
+  between consecutive acquisitions of the chain (from the call's start); per
+  nested lock, the gap between consecutive releases (mm_drop_all_locks); the
+  gap from the last acquisition to the first release (the notifier
+  registration); and the enclosing mmap_lock write hold minus the chain's span.
+  The chain's links release in VMA order, not innermost first, so the generic
+  nesting below cannot take them apart; those write holds fit nothing else.
 * ``syscall:<name>``: the syscalls' own time (minus nested holds).
 * ``think:user``: the gaps between consecutive syscalls of a tid
   that hold no page fault and no context switch of that tid.
@@ -139,6 +148,55 @@ def _gaps(trace: Trace) -> np.ndarray:
     return (sc["gap_end"] - sc["gap_start"]).to_numpy()
 
 
+@dataclass
+class TakeAllChains:
+    """Samples of the mm_take_all_locks chain costs (tier 2), and which write holds enclose a chain."""
+
+    step: np.ndarray
+    drop: np.ndarray
+    register: np.ndarray
+    own: np.ndarray  # the enclosing mmap_lock write hold minus the chain's span
+    write_holds: set[tuple[int, int]]  # (tid, ts) of those write holds
+    calls: int
+    links: np.ndarray  # nested locks per call
+
+
+def take_all_chains(trace: Trace) -> TakeAllChains | None:
+    """The chain of every complete, successful mm_take_all_locks call with its nested holds, or None."""
+    if not (trace.has("take_all_locks") and trace.has("lock_holds")):
+        return None
+    calls = (trace.scan("take_all_locks").filter(~pl.col("incomplete") & (pl.col("ret") == 0))
+             .select("tid", "ts", "dur").collect())
+    if calls.is_empty():
+        return None
+    holds = (trace.scan("lock_holds").filter(pl.col("success") & ~pl.col("incomplete"))
+             .select("tid", "ts", "dur", pl.col("lock_class").cast(pl.String), pl.col("mode").cast(pl.String))
+             .collect())
+    nested = holds.filter(pl.col("lock_class").is_in(["i_mmap_rwsem", "anon_vma"]))
+    writes = holds.filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "write"))
+    step, drop, register, own, links = [], [], [], [], []
+    enclosing: set[tuple[int, int]] = set()
+    for tid, ts, dur in calls.iter_rows():
+        inside = nested.filter((pl.col("tid") == tid) & (pl.col("ts") >= ts) & (pl.col("ts") <= ts + dur))
+        if len(inside) < 2:
+            continue
+        acq = np.sort(inside["ts"].to_numpy().astype(np.int64))
+        rel = np.sort((inside["ts"] + inside["dur"]).to_numpy().astype(np.int64))
+        w = writes.filter((pl.col("tid") == tid) & (pl.col("ts") <= ts) & (pl.col("ts") + pl.col("dur") >= rel[-1]))
+        if len(w) != 1:
+            continue
+        step.append(np.diff(np.concatenate([[ts], acq])))
+        drop.append(np.diff(rel))
+        register.append(np.array([rel[0] - acq[-1]]))
+        own.append(np.array([int(w["dur"][0]) - (rel[-1] - ts)]))
+        links.append(len(inside))
+        enclosing.add((int(tid), int(w["ts"][0])))
+    if not links:
+        return None
+    cat = np.concatenate
+    return TakeAllChains(cat(step), cat(drop), cat(register), cat(own), enclosing, len(links), np.array(links))
+
+
 FIT_KINDS = ("lognormal", "empirical")
 
 
@@ -172,6 +230,16 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
                             + " would include the nested holds; kept default")
     excluded = (gather_keys if not trace.has("gathers") else set()) | (nesting_keys if not nested_recorded else set())
 
+    chains = take_all_chains(trace)
+    if chains is not None:
+        add("take_all:step", chains.step, "gaps between the acquisitions of mm_take_all_locks chains (tier 2)")
+        add("take_all:drop", chains.drop, "gaps between the releases of mm_drop_all_locks (tier 2)")
+        add("take_all:register", chains.register, "last chain acquisition to first release (tier 2)")
+        add("hold:mmap_lock:take_all", chains.own, "take-all mmap_lock write holds minus the chain (tier 2)")
+        report.notes.append(f"{chains.calls} mm_take_all_locks chains of {int(np.median(chains.links))} nested "
+                            "locks (median) fitted the take_all:* keys")
+        excluded = excluded | {"hold:mmap_lock:take_all"}  # the generic pass below must not add to it
+
     df = _intervals(trace)
     if not df.is_empty():
         own, syscall_of, in_gather, has_child, partial = _nesting(df)
@@ -199,6 +267,9 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
                 add(f"hold:{cls}:{op}", own[sel], f"{cls} holds inside {sysname}")
             outside = of_cls & (syscall_of < 0)
             if cls == "mmap_lock":
+                if chains is not None:  # the take-all write holds: fitted above, and not fork's
+                    key = list(zip(df["tid"].to_list(), df["ts"].to_list(), strict=True))
+                    outside = outside & ~np.array([k in chains.write_holds for k in key])
                 add("hold:mmap_lock:fault", own[outside & (b == "read")], "mmap_lock read holds outside syscalls")
                 for op in ("fork", "take_all"):
                     add(f"hold:mmap_lock:{op}", own[outside & (b == "write")], "mmap_lock write holds outside syscalls")
