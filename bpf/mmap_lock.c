@@ -22,11 +22,9 @@ struct mmr_ml_val {
 BPF_HASH(mmr_mmap_lock, struct mmr_ml_key, struct mmr_ml_val, 65536);
 BPF_HASH(mmr_mmap_depth, u32, s32, 65536);
 
-static __always_inline void mmr_ml_emit(struct mmr_ml_val *v, u32 tid, u64 mm, u64 now, u8 success, u8 flags)
+static __always_inline void mmr_ml_emit(struct mmr_batch *b, struct mmr_ml_val *v, u32 tid, u64 mm, u64 now,
+				       u8 success, u8 flags)
 {
-	struct mmr_batch *b = mmr_batch_get();
-	if (!b)
-		return;
 	struct mmr_lock_hold *e = mmr_slot(b);
 	mmr_head(e, MMR_EV_LOCK_HOLD, flags, v->acq_ts, v->seq, v->pid, tid, v->cpu);
 	e->stack_id = -1;
@@ -37,7 +35,7 @@ static __always_inline void mmr_ml_emit(struct mmr_ml_val *v, u32 tid, u64 mm, u
 	e->mode = v->write;
 	e->success = success;
 	e->lock_class = 1;
-	mmr_commit(b, MMR_EV_LOCK_HOLD);
+	mmr_emit(b, MMR_EV_LOCK_HOLD);
 }
 
 static __always_inline void mmr_ml_depth(u32 tid, int delta, s32 *before)
@@ -52,31 +50,38 @@ static __always_inline void mmr_ml_depth(u32 tid, int delta, s32 *before)
 		mmr_mmap_depth.update(&tid, &cur);
 }
 
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
+static __always_inline int mmr_ml_start(u64 mm, u8 write)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
+	if (!mmr_want(id, MMR_EV_LOCK_HOLD))
 		return MMR_PASS;
-	struct mmr_ml_key k = {.tid = (u32)id, .mm = (u64)args->mm};
-	struct mmr_ml_val v = {.start_ts = bpf_ktime_get_ns(), .pid = id >> 32, .write = args->write};
+	struct mmr_batch *b = mmr_enter();
+	if (!b)
+		return MMR_PASS;
+	struct mmr_ml_key k = {.tid = (u32)id, .mm = mm};
+	struct mmr_ml_val v = {.start_ts = bpf_ktime_get_ns(), .pid = id >> 32, .write = write};
 	mmr_mmap_lock.update(&k, &v);
+	mmr_exit();
 	return MMR_PASS;
 }
 
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
+static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
+	if (!mmr_want(id, MMR_EV_LOCK_HOLD))
+		return MMR_PASS;
+	struct mmr_batch *b = mmr_enter();
+	if (!b)
 		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
-	struct mmr_ml_key k = {.tid = tid, .mm = (u64)args->mm};
+	struct mmr_ml_key k = {.tid = tid, .mm = mm};
 	struct mmr_ml_val v = {};
 	struct mmr_ml_val *old = mmr_mmap_lock.lookup(&k);
 	s32 depth = 0;
 	if (old && old->held) {
 		/* mmap_write_downgrade: the write hold ends, a read hold starts */
-		mmr_ml_emit(old, tid, k.mm, now, 1, 0);
+		mmr_ml_emit(b, old, tid, k.mm, now, 1, 0);
 		mmr_ml_depth(tid, -1, &depth);
 	} else if (old) {
 		v.wait = now - old->start_ts;
@@ -85,55 +90,92 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
 	v.seq = mmr_next_seq();
 	v.pid = id >> 32;
 	v.cpu = bpf_get_smp_processor_id();
-	v.write = args->write;
+	v.write = write;
 	mmr_count(MMR_EV_LOCK_HOLD, 1, 0);
-	if (!args->success) {
+	if (!success) {
 		mmr_ml_depth(tid, 0, &depth);
 		v.depth = depth;
-		mmr_ml_emit(&v, tid, k.mm, now, 0, 0);
+		mmr_ml_emit(b, &v, tid, k.mm, now, 0, 0);
 		mmr_mmap_lock.delete(&k);
+		mmr_exit();
 		return MMR_PASS;
 	}
 	mmr_ml_depth(tid, 1, &depth);
 	v.depth = depth;
 	v.held = 1;
 	mmr_mmap_lock.update(&k, &v);
+	mmr_exit();
 	return MMR_PASS;
 }
 
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
+static __always_inline int mmr_ml_released(u64 mm, u8 write)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
+	if (!mmr_want(id, MMR_EV_LOCK_HOLD))
+		return MMR_PASS;
+	struct mmr_batch *b = mmr_enter();
+	if (!b)
 		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
-	struct mmr_ml_key k = {.tid = tid, .mm = (u64)args->mm};
+	struct mmr_ml_key k = {.tid = tid, .mm = mm};
 	struct mmr_ml_val *v = mmr_mmap_lock.lookup(&k);
 	s32 depth;
 	if (v && v->held) {
-		mmr_ml_emit(v, tid, k.mm, now, 1, 0);
+		mmr_ml_emit(b, v, tid, k.mm, now, 1, 0);
 		mmr_mmap_lock.delete(&k);
 		mmr_ml_depth(tid, -1, &depth);
+		mmr_exit();
 		return MMR_PASS;
 	}
 	/* taken before the recording started: acquisition time unknown */
-	struct mmr_ml_val n = {.acq_ts = 0, .seq = mmr_next_seq(), .pid = id >> 32,
-			       .cpu = bpf_get_smp_processor_id(), .write = args->write, .depth = -1};
-	struct mmr_batch *b = mmr_batch_get();
-	if (!b)
-		return MMR_PASS;
 	mmr_count(MMR_EV_LOCK_HOLD, 0, 1);
 	struct mmr_lock_hold *e = mmr_slot(b);
-	mmr_head(e, MMR_EV_LOCK_HOLD, MMR_F_INCOMPLETE | MMR_F_NO_START, 0, n.seq, n.pid, tid, n.cpu);
+	mmr_head(e, MMR_EV_LOCK_HOLD, MMR_F_INCOMPLETE | MMR_F_NO_START, 0, mmr_next_seq(), id >> 32, tid,
+		 bpf_get_smp_processor_id());
 	e->stack_id = -1;
 	e->dur = now; /* MMR_F_NO_START: dur holds the end time */
 	e->wait = 0;
 	e->lock_addr = k.mm;
 	e->depth = -1;
-	e->mode = n.write;
+	e->mode = write;
 	e->success = 1;
 	e->lock_class = 1;
 	mmr_commit(b, MMR_EV_LOCK_HOLD);
 	return MMR_PASS;
 }
+
+#if MMR_RAW_MMAP_LOCK
+/* TP_PROTO(struct mm_struct *mm, bool write) */
+RAW_TRACEPOINT_PROBE(mmap_lock_start_locking)
+{
+	return mmr_ml_start(ctx->args[0], (u8)ctx->args[1]);
+}
+
+/* TP_PROTO(struct mm_struct *mm, bool write, bool success) */
+RAW_TRACEPOINT_PROBE(mmap_lock_acquire_returned)
+{
+	return mmr_ml_acquired(ctx->args[0], (u8)ctx->args[1], (u8)ctx->args[2]);
+}
+
+/* TP_PROTO(struct mm_struct *mm, bool write) */
+RAW_TRACEPOINT_PROBE(mmap_lock_released)
+{
+	return mmr_ml_released(ctx->args[0], (u8)ctx->args[1]);
+}
+#else
+TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
+{
+	return mmr_ml_start((u64)args->mm, args->write);
+}
+
+TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
+{
+	return mmr_ml_acquired((u64)args->mm, args->write, args->success);
+}
+
+TRACEPOINT_PROBE(mmap_lock, mmap_lock_released)
+{
+	return mmr_ml_released((u64)args->mm, args->write);
+}
+#endif

@@ -9,6 +9,11 @@
  *   MMR_FILTER_COMM    1: only tasks whose comm equals MMR_COMM
  *   MMR_RB_PAGES       ring-buffer size in pages
  *   MMR_PF_GAP_NS      page-free burst ends after this gap
+ *   MMR_RAW_<FAMILY>   1: the family attaches raw tracepoints (TP_PROTO arguments
+ *                      in ctx->args[]), 0: classic tracepoints (the event record)
+ *   MMR_OFF_TASK_*     offsets in the running kernel's task_struct (from its BTF,
+ *                      tracer/kernel_env.py), read by the raw programs
+ *   MMR_STACKS         0: no kernel stack walk at contention_begin
  */
 #ifndef MMR_COMMON_H
 #define MMR_COMMON_H
@@ -38,6 +43,9 @@
 #ifndef MMR_PF_GAP_NS
 #define MMR_PF_GAP_NS 10000
 #endif
+#ifndef MMR_STACKS
+#define MMR_STACKS 1
+#endif
 
 struct mmr_task {
 	s32 pid;        /* tgid, -1 if never seen as current */
@@ -45,7 +53,16 @@ struct mmr_task {
 };
 
 BPF_RINGBUF_OUTPUT(mmr_rb, MMR_RB_PAGES);
-BPF_PERCPU_ARRAY(mmr_batches, struct mmr_batch, 1);
+/* ---- nesting-safe per-CPU batches (tier-1 raw tracepoints) ----
+ * Raw tracepoint programs guard recursion per program only: another of our
+ * programs can run in the middle of one (an interrupt's tlb_flush or
+ * sched_waking, a contention_begin on a map's lock), and so can the flush
+ * timer. Each nesting level therefore writes its own batch: mmr_batch_get()
+ * takes the next level of this CPU, mmr_commit() gives it back. A nested
+ * program runs to its end before the one it interrupted resumes, so a plain
+ * per-CPU counter is enough. MMR_NEST levels: task, softirq, hardirq, NMI. */
+BPF_PERCPU_ARRAY(mmr_batches, struct mmr_batch, MMR_NEST);
+BPF_PERCPU_ARRAY(mmr_nest, u32, 1);
 BPF_PERCPU_ARRAY(mmr_stats, struct mmr_stat, MMR_MAX_KINDS);
 BPF_ARRAY(mmr_seq, u64, 1);
 BPF_STACK_TRACE(mmr_stacks, 16384);
@@ -72,6 +89,23 @@ static __always_inline u64 mmr_next_seq(void)
 	return s ? __sync_fetch_and_add(s, 1) : 0;
 }
 
+/* One of our programs is running on this CPU (this program runs nested in it). */
+static __always_inline int mmr_in_probe(void)
+{
+	int zero = 0;
+	u32 *n = mmr_nest.lookup(&zero);
+	return n && *n;
+}
+
+/* A hit of a recorded task that the recorder itself caused (its programs' map and
+ * ring-buffer locks): dropped on purpose, counted apart from loss. */
+static __always_inline void mmr_count_recorder(int kind)
+{
+	struct mmr_stat *st = mmr_stats.lookup(&kind);
+	if (st)
+		st->recorder++;
+}
+
 static __always_inline void mmr_count(int kind, int events, int unmatched)
 {
 	struct mmr_stat *st = mmr_stats.lookup(&kind);
@@ -96,27 +130,40 @@ static __always_inline int mmr_comm_eq(const char *c)
 }
 #endif
 
-/* Is an event about the current task wanted? */
-static __always_inline int mmr_want_current(u64 id)
+/* Is an event of the current task wanted? The task filter comes first: most
+ * hits of a busy kernel are other tasks', and they cost one map lookup. Hits of
+ * the recorder's own process (recorded system-wide) are counted as the
+ * recorder's in mmr_stats[kind].recorder. */
+static __always_inline int mmr_want(u64 id, int kind)
 {
-	u32 tgid = id >> 32, tid = (u32)id;
-	if (tgid == MMR_SELF_TGID || mmr_stopped())
-		return 0;
+	u32 tid = (u32)id;
+	int want = 0;
 #if MMR_FILTER_TIDS
-	if (mmr_filter_tids.lookup(&tid))
-		return 1;
+	want = mmr_filter_tids.lookup(&tid) != 0;
 #endif
 #if MMR_FILTER_COMM
-	char comm[16] = {};
-	bpf_get_current_comm(&comm, sizeof(comm));
-	if (mmr_comm_eq(comm))
-		return 1;
+	if (!want) {
+		char comm[16] = {};
+		bpf_get_current_comm(&comm, sizeof(comm));
+		want = mmr_comm_eq(comm);
+	}
 #endif
-#if MMR_FILTER_TIDS || MMR_FILTER_COMM
-	return 0;
-#else
+#if !(MMR_FILTER_TIDS || MMR_FILTER_COMM)
+	want = 1;
+#endif
+	if (!want || mmr_stopped())
+		return 0;
+	if ((id >> 32) == MMR_SELF_TGID) {
+		if (kind > 0)
+			mmr_count_recorder(kind);
+		return 0;
+	}
 	return 1;
-#endif
+}
+
+static __always_inline int mmr_want_current(u64 id)
+{
+	return mmr_want(id, 0);
 }
 
 /* Is an event about another task (tid, comm from the tracepoint) wanted? */
@@ -184,12 +231,40 @@ static __always_inline int mmr_stackid(void *ctx)
 	return id;
 }
 
-/* The current CPU's batch and the slot the next event goes into. */
-static __always_inline struct mmr_batch *mmr_batch_get(void)
+/* Take this CPU's next nesting level and return its batch (NULL: none, and
+ * nothing to give back). Every non-NULL result is given back by mmr_exit()
+ * (or mmr_commit(), which emits the slot and exits). More than MMR_NEST
+ * levels cannot happen on one CPU; should it, the event counts as lost in
+ * mmr_stats[0]. */
+static __always_inline struct mmr_batch *mmr_enter(void)
 {
 	int zero = 0;
-	return mmr_batches.lookup(&zero);
+	u32 *n = mmr_nest.lookup(&zero);
+	if (!n)
+		return 0;
+	u32 lvl = *n;
+	if (lvl >= MMR_NEST) {
+		struct mmr_stat *st = mmr_stats.lookup(&zero);
+		if (st)
+			st->lost++;
+		return 0;
+	}
+	int key = lvl;
+	struct mmr_batch *b = mmr_batches.lookup(&key);
+	if (b)
+		*n = lvl + 1;
+	return b;
 }
+
+static __always_inline void mmr_exit(void)
+{
+	int zero = 0;
+	u32 *n = mmr_nest.lookup(&zero);
+	if (n && *n)
+		*n = *n - 1;
+}
+
+#define mmr_batch_get mmr_enter
 
 static __always_inline void *mmr_slot(struct mmr_batch *b)
 {
@@ -234,7 +309,8 @@ static __always_inline void mmr_submit(struct mmr_batch *b)
 		b->kind_count[k] = 0;
 }
 
-static __always_inline void mmr_commit(struct mmr_batch *b, int kind)
+/* The slot written: count it, submit the batch when full. The level stays taken. */
+static __always_inline void mmr_emit(struct mmr_batch *b, int kind)
 {
 	b->count = (b->count & (MMR_BATCH_EVENTS - 1)) + 1;
 	if (kind > 0 && kind < MMR_MAX_KINDS)
@@ -242,5 +318,26 @@ static __always_inline void mmr_commit(struct mmr_batch *b, int kind)
 	if (b->count >= MMR_BATCH_EVENTS)
 		mmr_submit(b);
 }
+
+static __always_inline void mmr_commit(struct mmr_batch *b, int kind)
+{
+	mmr_emit(b, kind);
+	mmr_exit();
+}
+
+/* ---- task_struct fields for raw tracepoints (offsets of the running kernel) ---- */
+#ifdef MMR_OFF_TASK_PID
+static __always_inline u32 mmr_task_u32(void *task, int off)
+{
+	u32 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (char *)task + off);
+	return v;
+}
+#define mmr_task_pid(t) mmr_task_u32((t), MMR_OFF_TASK_PID)
+#define mmr_task_tgid(t) mmr_task_u32((t), MMR_OFF_TASK_TGID)
+#define mmr_task_prio(t) ((s32)mmr_task_u32((t), MMR_OFF_TASK_PRIO))
+#define mmr_task_cpu(t) ((s32)mmr_task_u32((t), MMR_OFF_TASK_CPU))
+#define mmr_task_comm(t) ((const char *)(t) + MMR_OFF_TASK_COMM)
+#endif
 
 #endif /* MMR_COMMON_H */

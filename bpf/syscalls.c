@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* syscalls:sys_{enter,exit}_{mmap,munmap,mprotect,brk,madvise,mremap,exit_group}
  * paired per tid -> syscalls. exit_group never returns: it closes at the
- * task's sched_process_exit (tasks.c), after its exit_mm(). */
+ * task's sched_process_exit (tasks.c), after its exit_mm().
+ *
+ * Always classic tracepoints: the raw counterpart (raw_syscalls:sys_enter)
+ * fires for every system call of every task and hands over pt_regs, whose
+ * argument registers differ per architecture. */
 
 struct mmr_sys_val {
 	u64 ts;
@@ -19,7 +23,10 @@ BPF_HASH(mmr_sys_open, u32, struct mmr_sys_val, 65536);
 static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
+	if (!mmr_want(id, MMR_EV_SYSCALL))
+		return MMR_PASS;
+	struct mmr_batch *b = mmr_enter();
+	if (!b)
 		return MMR_PASS;
 	u32 tid = (u32)id;
 	struct mmr_sys_val v = {
@@ -32,16 +39,14 @@ static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 		.cpu = bpf_get_smp_processor_id(),
 	};
 	mmr_sys_open.update(&tid, &v);
+	mmr_exit();
 	return MMR_PASS;
 }
 
-static __always_inline void mmr_sys_emit(u64 id, int nr, s64 ret)
+static __always_inline void mmr_sys_emit(struct mmr_batch *b, u64 id, int nr, s64 ret)
 {
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
-	struct mmr_batch *b = mmr_batch_get();
-	if (!b)
-		return;
 	struct mmr_syscall *e = mmr_slot(b);
 	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
 	if (v && v->nr == nr) {
@@ -62,26 +67,30 @@ static __always_inline void mmr_sys_emit(u64 id, int nr, s64 ret)
 	}
 	e->nr = nr;
 	e->ret = ret;
-	mmr_commit(b, MMR_EV_SYSCALL);
+	mmr_emit(b, MMR_EV_SYSCALL);
 }
 
 static __always_inline int mmr_sys_exit(int nr, s64 ret)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want_current(id))
+	if (!mmr_want(id, MMR_EV_SYSCALL))
 		return MMR_PASS;
-	mmr_sys_emit(id, nr, ret);
+	struct mmr_batch *b = mmr_enter();
+	if (!b)
+		return MMR_PASS;
+	mmr_sys_emit(b, id, nr, ret);
+	mmr_exit();
 	return MMR_PASS;
 }
 
-static __always_inline void mmr_sys_exit_group_close(u64 id)
+static __always_inline void mmr_sys_exit_group_close(struct mmr_batch *b, u64 id)
 {
 	u32 tid = (u32)id;
 	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
 	if (!v)
 		return;
 	if (v->nr == MMR_SYS_EXIT_GROUP)
-		mmr_sys_emit(id, MMR_SYS_EXIT_GROUP, 0);
+		mmr_sys_emit(b, id, MMR_SYS_EXIT_GROUP, 0);
 	else
 		mmr_sys_open.delete(&tid);
 }

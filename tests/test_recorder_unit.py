@@ -115,16 +115,17 @@ def test_a_preempted_task_switches_out_with_state_0_as_the_format_says():
 
 
 class _FakeMap:
-    """Stands in for a bcc table: items() for hash maps, [0] -> per-CPU values for per-CPU arrays."""
+    """Stands in for a bcc table: items() for hash maps, [key] -> per-CPU values for per-CPU arrays
+    (per_cpu: entry 0's; levels: the other entries', e.g. the batches of deeper nesting levels)."""
 
-    def __init__(self, items=(), per_cpu=()):
-        self._items, self._per_cpu = list(items), list(per_cpu)
+    def __init__(self, items=(), per_cpu=(), levels=None):
+        self._items, self._per_cpu, self._levels = list(items), list(per_cpu), dict(levels or {})
 
     def items(self):
         return self._items
 
     def __getitem__(self, key):
-        return self._per_cpu
+        return self._per_cpu if key == 0 else self._levels.get(key, [])
 
 
 def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
@@ -138,8 +139,10 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     import ctypes
 
     cpu_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
+    slot["ts"] = 9_500  # an interrupt's event, in the batch of nesting level 2 of the same CPU
+    nested_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
     fake = {
-        "mmr_batches": _FakeMap(per_cpu=[cpu_batch]),
+        "mmr_batches": _FakeMap(per_cpu=[cpu_batch], levels={2: [nested_batch]}),
         "mmr_pf_bursts": _FakeMap(per_cpu=[NS(active=1, first_ts=8_000, last_ts=8_500, seq=3, pid=7, tid=8,
                                                batched=1, pages=40), NS(active=0)]),
         "mmr_mmap_lock": _FakeMap(items=[
@@ -155,7 +158,7 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     r._kinds = {f.kind for f in programs.FAMILIES}
     r._leftovers(stop)
     got = {k: decode.columns(k, np.concatenate(v), 0, _classify_all_other) for k, v in r._pending.items()}
-    assert got[events.EV_PAGE_FAULT]["ts"].tolist() == [9_000]  # from the partly filled batch
+    assert sorted(got[events.EV_PAGE_FAULT]["ts"].tolist()) == [9_000, 9_500]  # the partly filled batches
     burst = got[events.EV_PAGE_FREE]
     assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
     hold = got[events.EV_LOCK_HOLD]

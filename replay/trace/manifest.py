@@ -70,8 +70,9 @@ class Probe:
     status: str = "recorded"  # recorded | skipped | failed
     reason: str = ""
     events: int = 0
-    lost: int = 0  # failed ring-buffer reservations / dropped events
+    lost: int = 0  # recorded tasks' events the recorder failed to write (extra.lost_breakdown says why)
     unmatched: int = 0  # end events with no start, or starts never ended
+    recorder: int = 0  # events the recorder itself caused, dropped on purpose (never counted as lost)
 
 
 @dataclass
@@ -140,6 +141,11 @@ class Manifest:
             raise TraceError(path, f"manifest has a malformed field ({e})") from None
         if not isinstance(m.start_ns, int) or not isinstance(m.end_ns, int):
             raise TraceError(path, "manifest start_ns/end_ns must be integers")
+        for p in m.probes:
+            counts = (p.events, p.lost, p.unmatched, p.recorder)
+            if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+                raise TraceError(path, f"manifest probe {p.name!r}: events, lost, unmatched and recorder must be "
+                                 "non-negative integers")
         if m.kind not in ("trace", "results"):
             raise TraceError(path, f"manifest kind {m.kind!r} is neither 'trace' nor 'results'")
         return m
