@@ -1,20 +1,33 @@
-"""How much does `mmreplay record` slow a page-fault workload down, compared with `perf record`?
+"""What does `mmreplay record` cost the workload it records, compared with `perf record`?
 
-Runs tests/data/mm_workload.c (THREADS threads, each mmap / touch every page /
-munmap, >= 500k user page faults in all) three ways, RUNS times each, and
-prints the median of the workload's own wall time (measured inside it, so
-tracer start-up and exec are excluded):
+Two cases, each run RUNS times as interleaved rounds (bare, perf, mmreplay, ...)
+so that drifting machine load hits all alike; medians and ratios are printed:
+
+  page_fault     tests/data/mm_workload.c (THREADS threads, each mmap / touch
+                 every page / munmap): the workload's own wall time (measured
+                 inside it, so tracer start-up and exec are excluded)
+  mmap1_threads  the will-it-scale mmap1 workload (workloads/mmap1.c), 2 tasks,
+                 --seconds each: its own iterations per second
 
   bare      the workload alone
-  perf      under `perf record -e <every tier-1 tracepoint>` (per task, inherited)
-  mmreplay  under `mmreplay record` with every tier-1 probe (the command's tasks)
+  perf      `perf record -e <every tier-1 tracepoint>` of the workload's tasks
+  mmreplay  `mmreplay record` with every tier-1 probe (the command's tasks)
 
-plus both slowdown ratios, the events mmreplay recorded and lost, and its
-drain rate (events decoded and written per second of recorder CPU time spent
-draining: the sustained rate the recorder can keep up with).
+--per-probe adds, on the mmap1_threads case, one `mmreplay record --probes F`
+per family F per round (and lock_contention without stack walks), and one
+all-probes recording with the kernel's BPF statistics on: per family the hits
+per iteration, the throughput against bare, the time each hit adds to the
+workload (end to end: tracepoint dispatch + program + ring buffer + the
+recorder's share of the CPUs) and the program's own run time per run (BPF
+statistics, which count every task's hits, not only the workload's).
 
-Needs root, bcc, perf and gcc. Usage:
-  sudo PYTHONPATH=. python3 benchmarks/record_overhead.py [--runs 3] [--threads 1] [--iterations 2100]
+--truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
+and compares perf's counts with the rows recorded for the workload's tasks.
+--rss S records mmap1_threads for S seconds and prints the recorder's peak RSS.
+
+Needs root, bcc, perf and gcc. The machine's load average is printed before
+and after: a loaded machine stretches every median. Usage:
+  sudo PYTHONPATH=. python3 benchmarks/record_overhead.py [--case both] [--runs 3] [--per-probe] [--truth]
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,8 +47,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import polars as pl  # noqa: E402
+
 from replay.trace.reader import Trace  # noqa: E402
 from tracer import programs  # noqa: E402
+
+#: tracepoints of the truth line and test: perf stat counts them for the command's tasks
+TRUTH_TRACEPOINTS = ("lock:contention_begin", "sched:sched_switch", "exceptions:page_fault_user", "tlb:tlb_flush")
 
 
 def build(tmp: Path) -> Path:
@@ -43,58 +62,175 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def workload_ns(out: str) -> tuple[int, int]:
-    """The workload prints its wall time and its CPU time in ns as the last line of its stdout."""
-    wall, cpu = out.strip().splitlines()[-1].split()
-    return int(wall), int(cpu)
+def score(case: str, out: str) -> float:
+    """The workload's figure of merit from its stdout: page_fault: wall seconds (lower is better);
+    mmap1_threads: iterations per second (higher is better)."""
+    last = out.strip().splitlines()[-1]
+    if case == "page_fault":
+        return int(last.split()[0]) / 1e9
+    from workloads import parse_summary
+
+    return float(parse_summary(last).fields["per_second"])
 
 
-def run_bare(argv: list[str]) -> tuple[int, int]:
-    return workload_ns(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+def tracepoints(probes: list[str] | None) -> list[str]:
+    tps = [tp for fam in programs.select(probes) for tp in fam.tracepoints] + list(programs.SUPPORT_TRACEPOINTS)
+    return list(dict.fromkeys(tps))
 
 
-def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> tuple[tuple[int, int], str]:
-    events = [tp for fam in programs.select(probes) for tp in fam.tracepoints] + list(programs.SUPPORT_TRACEPOINTS)
+def run_bare(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> str:
     cmd = ["perf", "record", "-q", "-o", str(tmp / "perf.data")]
-    for tp in dict.fromkeys(events):
+    for tp in tracepoints(probes):
         cmd += ["-e", tp]
-    r = subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True)
-    return workload_ns(r.stdout), r.stderr.strip()
+    return subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True).stdout
 
 
-def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None) -> tuple[tuple[int, int], dict]:
+def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str) -> tuple[str, Trace]:
     out = tmp / "trace"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     opts = ["--probes", ",".join(probes)] if probes else []
     r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
-                        *opts, "--", *argv], check=True, capture_output=True, text=True, env=env)
-    trace = Trace.open(out)
+                        *opts, *extra, "--", *argv], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"record_overhead: mmreplay record failed: {r.stderr.strip().splitlines()[-1:]}")
+    return r.stdout, Trace.open(out)
+
+
+def trace_stats(trace: Trace) -> dict:
     m = trace.manifest
-    # "recorded ... (drain N events/s)" is the CLI's summary line
-    drain = 0.0
-    for line in r.stderr.splitlines():
-        if "drain" in line:
-            drain = float(line.rsplit("drain ", 1)[1].split()[0].replace(",", ""))
-    stats = {
-        "rows": sum(e.rows for e in m.tables.values()),
-        "probe_events": sum(p.events for p in m.probes),
-        "lost": m.lost_events,
-        "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
-        "ring_buffer_refused": sum(m.extra.get("lost_breakdown", {}).get("ring_buffer_refused", {}).values()),
-        "page_faults": trace.rows("page_faults"),
-        "drain_events_per_s": drain,
-        "record_s": (m.end_ns - m.start_ns) / 1e9,
+    return {"rows": sum(e.rows for e in m.tables.values()), "lost": m.lost_events,
+            "recorder": sum(p.recorder for p in m.probes),
+            "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
+            "events": {p.name: p.events for p in m.probes if p.status == "recorded"},
+            "attach": m.extra.get("attach", {}), "probe_cost": m.extra.get("probe_cost", {})}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
+    """Interleaved bare/perf/mmreplay rounds of one case: medians, ratios, mmreplay's loss."""
+    series: dict[str, list[float]] = {"bare": [], "perf": [], "mmreplay": []}
+    stats = []
+    for _ in range(runs):
+        series["bare"].append(score(case, run_bare(argv)))
+        series["perf"].append(score(case, run_perf(argv, tmp, None)))
+        out, trace = run_mmreplay(argv, tmp, None)
+        series["mmreplay"].append(score(case, out))
+        stats.append(trace_stats(trace))
+        time.sleep(0.2)
+    med = {k: statistics.median(v) for k, v in series.items()}
+    # a ratio > 1 is a slowdown for page_fault (time) and a throughput fraction for mmap1_threads
+    ratio = {k: med[k] / med["bare"] for k in ("perf", "mmreplay")}
+    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
+            "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
+            "lost_by_probe": [s["lost_by_probe"] for s in stats], "attach": stats[-1]["attach"]}
+
+
+def per_probe(argv: list[str], tmp: Path, runs: int, seconds: float) -> list[dict]:
+    """Per family: throughput of mmap1_threads recorded with that family alone, interleaved with bare."""
+    variants = [(f.name, [f.name], ()) for f in programs.FAMILIES]
+    variants.insert(2, ("lock_contention --no-stacks", ["lock_contention"], ("--no-stacks",)))
+    bare: list[float] = []
+    got: dict[str, list[tuple[float, int, int]]] = {name: [] for name, _, _ in variants}
+    for _ in range(runs):
+        bare.append(score("mmap1_threads", run_bare(argv)))
+        for name, probes, extra in variants:
+            out, trace = run_mmreplay(argv, tmp, probes, *extra)
+            ps = score("mmap1_threads", out)
+            hits = trace_stats(trace)["events"].get(probes[0], 0)
+            got[name].append((ps, hits, int(ps * seconds)))
+    _, cost_trace = run_mmreplay(argv, tmp, None, "--probe-cost")
+    cost = trace_stats(cost_trace)["probe_cost"]
+    b = statistics.median(bare)
+    rows = []
+    for name, probes, _ in variants:
+        ps = statistics.median(x[0] for x in got[name])
+        per_iter = statistics.median(x[1] / max(1, x[2]) for x in got[name])
+        added_ns = (2 / ps - 2 / b) * 1e9  # CPU time per iteration: 2 tasks busy on their CPUs
+        fam = programs.FAMILIES_BY_NAME[probes[0]]
+        runs_, run_ns = 0, 0
+        if "--no-stacks" not in name:
+            for tp in fam.tracepoints:
+                c = cost.get(tp, {})
+                runs_ += c.get("runs", 0)
+                run_ns += c.get("run_ns", 0)
+        rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b,
+                     "added_ns_per_hit": added_ns / per_iter if per_iter > 0.01 else None,
+                     "program_ns_per_run": run_ns / runs_ if runs_ else None, "program_runs": runs_})
+    return rows
+
+
+def truth(tmp: Path, exe: Path) -> list[dict]:
+    """perf stat's counts of the workload's tasks against the rows recorded for them in the same run."""
+    csv = tmp / "perf.csv"
+    cmd = ["perf", "stat", "-x,", "-o", str(csv)]
+    for tp in TRUTH_TRACEPOINTS:
+        cmd += ["-e", tp]
+    _, trace = run_mmreplay([*cmd, "--", str(exe), "4", "200", "256"], tmp, None)
+    perf = {}
+    for line in csv.read_text().splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].isdigit():
+            perf[parts[2]] = int(parts[0])
+    return compare_with_perf(trace, exe.name, perf)
+
+
+def compare_with_perf(trace: Trace, comm: str, perf: dict[str, int]) -> list[dict]:
+    """Rows of the workload's tasks (its pid's) per tracepoint against perf stat's count (also used by the
+    live truth test). sched_switch: the switch-outs of those tasks; tlb_flush: all but the flush at a task
+    switch, which happens after perf has switched the task's counters out."""
+    tasks = trace.scan("tasks").collect()
+    pids = set(tasks.filter(pl.col("comm") == comm)["pid"].to_list())
+    tids = tasks.filter(pl.col("pid").is_in(list(pids)))["tid"].to_list()
+    probes = {p.name: p for p in trace.manifest.probes}
+
+    def n(table: str, col: str = "tid", extra: pl.Expr | None = None) -> int:
+        f = pl.col(col).is_in(tids)
+        if extra is not None:
+            f = f & extra
+        return trace.scan(table).filter(f).select(pl.len()).collect().item()
+
+    begins = trace.scan("lock_waits").filter(pl.col("tid").is_in(tids)).select(pl.col("begins").sum()).collect()
+    got = {
+        "lock:contention_begin": (begins.item() or 0, "lock_contention"),
+        "sched:sched_switch": (n("sched_switch", "prev_tid"), "sched_switch"),
+        "exceptions:page_fault_user": (n("page_faults"), "page_fault"),
+        "tlb:tlb_flush": (n("tlb_flushes", extra=pl.col("reason") != "TLB_FLUSH_ON_TASK_SWITCH"), "tlb_flush"),
     }
-    return workload_ns(r.stdout), stats
+    # perf also counts the hits the recorder caused in these tasks (contention on its maps' locks), which
+    # mmreplay drops on purpose and reports apart: the reference is perf's count without them
+    return [{"tracepoint": tp, "perf": perf.get(tp, 0), "recorded": int(rows), "recorder": probes[fam].recorder,
+             "ratio": rows / (perf[tp] - probes[fam].recorder) if perf.get(tp, 0) > probes[fam].recorder else None,
+             "lost": probes[fam].lost} for tp, (rows, fam) in got.items()]
+
+
+def rss(tmp: Path, seconds: float) -> float:
+    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long (the largest waited-for child)."""
+    from workloads import command
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run_mmreplay(command("mmap1_threads", 2, seconds), tmp, None)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(before, after) / 1024
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=2100, help="per thread; each touches --pages pages")
+    ap.add_argument("--threads", type=int, default=1, help="page_fault: threads")
+    ap.add_argument("--iterations", type=int, default=2100, help="page_fault: per thread, each touches --pages pages")
     ap.add_argument("--pages", type=int, default=256)
-    ap.add_argument("--probes", help="comma-separated tier-1 families for both tracers (default: all)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="mmap1_threads: seconds per run")
+    ap.add_argument("--per-probe", action="store_true", help="the per-family cost table (mmap1_threads)")
+    ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
+    ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -104,58 +240,52 @@ def main() -> int:
     if os.geteuid() != 0:
         print("record_overhead: needs root (perf tracepoints, bcc)", file=sys.stderr)
         return 2
+    from workloads import command
+
+    result: dict = {"loadavg_before": loadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="mmr_bench_") as d:
         tmp = Path(d)
-        argv = [str(build(tmp)), str(args.threads), str(args.iterations), str(args.pages), "time"]
-        bare, perf, mmr, mmr_stats, perf_msgs = [], [], [], [], []
-        probes = args.probes.split(",") if args.probes else None
-        for _ in range(args.runs):  # interleaved, so drifting machine load hits all three alike
-            bare.append(run_bare(argv))
-            t, msg = run_perf(argv, tmp, probes)
-            perf.append(t)
-            perf_msgs.append(msg)
-            t, st = run_mmreplay(argv, tmp, probes)
-            mmr.append(t)
-            mmr_stats.append(st)
-            time.sleep(0.2)
-    series = {"bare": bare, "perf": perf, "mmreplay": mmr}
-    med = {k: statistics.median(x[0] for x in v) / 1e9 for k, v in series.items()}
-    med_cpu = {k: statistics.median(x[1] for x in v) / 1e9 for k, v in series.items()}
-    result = {
-        "workload": {"threads": args.threads, "iterations": args.iterations, "pages": args.pages,
-                     "faults": args.threads * args.iterations * args.pages},
-        "runs": args.runs,
-        "median_wall_s": med,
-        "median_cpu_s": med_cpu,
-        "all_wall_s": {k: [x[0] / 1e9 for x in v] for k, v in series.items()},
-        "all_cpu_s": {k: [x[1] / 1e9 for x in v] for k, v in series.items()},
-        "slowdown": {"perf record": med["perf"] / med["bare"], "mmreplay record": med["mmreplay"] / med["bare"]},
-        "cpu_slowdown": {"perf record": med_cpu["perf"] / med_cpu["bare"],
-                         "mmreplay record": med_cpu["mmreplay"] / med_cpu["bare"]},
-        "mmreplay": mmr_stats,
-        "perf_messages": [m for m in perf_msgs if m],
-    }
+        exe = build(tmp)
+        pf_argv = [str(exe), str(args.threads), str(args.iterations), str(args.pages), "time"]
+        m1_argv = command("mmap1_threads", 2, args.seconds)
+        cases = {"page_fault": pf_argv, "mmap1_threads": m1_argv}
+        chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
+        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
+        if args.per_probe:
+            result["per_probe"] = per_probe(m1_argv, tmp, args.runs, args.seconds)
+        if args.truth:
+            result["truth"] = truth(tmp, exe)
+        if args.rss:
+            result["rss_mib"] = rss(tmp, args.rss)
+    result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    w = result["workload"]
-    print(f"workload: {w['threads']} thread(s) x {w['iterations']} x {w['pages']} pages = {w['faults']:,} faults; "
-          f"median of {args.runs} runs; wall = the workload's own elapsed time, cpu = its user+sys time")
-    for k in series:
-        print(f"  {k:<9} wall {med[k]:7.3f} s  cpu {med_cpu[k]:7.3f} s   (wall runs: "
-              f"{', '.join(f'{x:.3f}' for x in result['all_wall_s'][k])})")
-    print(f"  cpu slowdown: perf record {result['cpu_slowdown']['perf record']:.2f}x, "
-          f"mmreplay record {result['cpu_slowdown']['mmreplay record']:.2f}x")
-    print(f"  wall slowdown: perf record {result['slowdown']['perf record']:.2f}x, "
-          f"mmreplay record {result['slowdown']['mmreplay record']:.2f}x")
-    lost = [s["lost"] for s in mmr_stats]
-    drains = [s["drain_events_per_s"] for s in mmr_stats]
-    print(f"  mmreplay: {statistics.median([s['rows'] for s in mmr_stats]):,.0f} rows, "
-          f"{statistics.median([s['probe_events'] for s in mmr_stats]):,.0f} probe hits; ring buffer refused "
-          f"{[s['ring_buffer_refused'] for s in mmr_stats]}; lost incl. BPF recursion skips {lost} "
-          f"{[s['lost_by_probe'] for s in mmr_stats]}")
-    print(f"  mmreplay drain rate: median {statistics.median(drains):,.0f} events/s (runs: "
-          f"{', '.join(f'{x:,.0f}' for x in drains)})")
+    print(f"load average before {result['loadavg_before']}, after {result['loadavg_after']} "
+          f"({result['cpus']} CPUs); medians of interleaved rounds")
+    for c in result["cases"]:
+        med, unit = c["median"], "s (workload wall time)" if c["case"] == "page_fault" else "iterations/s"
+        what = "slowdown" if c["case"] == "page_fault" else "throughput"
+        print(f"{c['case']}: {c['runs']} rounds, {unit}")
+        for k in ("bare", "perf", "mmreplay"):
+            ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x bare"
+            print(f"  {k:<9} {med[k]:12,.3f}{ratio}   (runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
+        print(f"  mmreplay lost {c['lost']}, caused by the recorder {c['recorder']}; attach {c['attach']}")
+    if "per_probe" in result:
+        print("per probe (mmap1_threads, that family alone; program ns: kernel BPF statistics, all tasks' hits)")
+        print(f"  {'probe':<28} {'hits/iter':>9} {'throughput':>10} {'ns/hit':>8} {'program ns/run':>15}")
+        for r in result["per_probe"]:
+            ns = f"{r['added_ns_per_hit']:8.0f}" if r["added_ns_per_hit"] is not None else f"{'-':>8}"
+            prog = f"{r['program_ns_per_run']:15.0f}" if r["program_ns_per_run"] else f"{'-':>15}"
+            print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {ns} {prog}")
+    if "truth" in result:
+        print("perf stat of the same run (mm_workload 4 threads) against the rows recorded for its tasks")
+        for r in result["truth"]:
+            ratio = f"{r['ratio'] * 100:7.2f} %" if r["ratio"] is not None else "      -"
+            print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
+                  f"lost {r['lost']}  recorder {r['recorder']}")
+    if "rss_mib" in result:
+        print(f"recorder peak RSS over a {args.rss:.0f}-s recording of mmap1_threads: {result['rss_mib']:.0f} MiB")
     return 0
 
 

@@ -6,6 +6,7 @@
  * Compile-time knobs (set by tracer/programs.py through -D):
  *   MMR_SELF_TGID      the recorder's own tgid, never recorded
  *   MMR_FILTER_TIDS    1: only tasks in mmr_filter_tids (forks followed)
+ *   MMR_PID_MAX        entries of mmr_filter_tids (the kernel's pid_max)
  *   MMR_FILTER_COMM    1: only tasks whose comm equals MMR_COMM
  *   MMR_RB_PAGES       ring-buffer size in pages
  *   MMR_PF_GAP_NS      page-free burst ends after this gap
@@ -30,6 +31,9 @@
 #endif
 #ifndef MMR_FILTER_COMM
 #define MMR_FILTER_COMM 0
+#endif
+#ifndef MMR_PID_MAX
+#define MMR_PID_MAX 4194304
 #endif
 #ifndef MMR_RB_PAGES
 #define MMR_RB_PAGES 4096
@@ -66,7 +70,16 @@ BPF_PERCPU_ARRAY(mmr_nest, u32, 1);
 BPF_PERCPU_ARRAY(mmr_stats, struct mmr_stat, MMR_MAX_KINDS);
 BPF_ARRAY(mmr_seq, u64, 1);
 BPF_STACK_TRACE(mmr_stacks, 16384);
-BPF_HASH(mmr_filter_tids, u32, u8, 65536);
+/* The task filter, indexed by tid: an array lookup is a bounds check and an
+ * add once JITed, where a hash lookup hashes and walks a bucket; it is what
+ * every hit of every other task pays. */
+BPF_ARRAY(mmr_filter_tids, u8, MMR_PID_MAX);
+
+static __always_inline int mmr_filtered_in(u32 tid)
+{
+	u8 *in = mmr_filter_tids.lookup(&tid);
+	return in && *in;
+}
 BPF_HASH(mmr_tasks, u32, struct mmr_task, 65536);
 /* [0]: MMR_RECORDING while recording. Before (0: the programs are attached
  * while user space still sets up) and after (2: detaching takes an RCU grace
@@ -139,7 +152,7 @@ static __always_inline int mmr_want(u64 id, int kind)
 	u32 tid = (u32)id;
 	int want = 0;
 #if MMR_FILTER_TIDS
-	want = mmr_filter_tids.lookup(&tid) != 0;
+	want = mmr_filtered_in(tid);
 #endif
 #if MMR_FILTER_COMM
 	if (!want) {
@@ -172,7 +185,7 @@ static __always_inline int mmr_want_task(u32 tid, const char *comm)
 	if (mmr_stopped())
 		return 0;
 #if MMR_FILTER_TIDS
-	if (mmr_filter_tids.lookup(&tid))
+	if (mmr_filtered_in(tid))
 		return 1;
 #endif
 #if MMR_FILTER_COMM

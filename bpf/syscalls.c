@@ -4,8 +4,12 @@
  * task's sched_process_exit (tasks.c), after its exit_mm().
  *
  * Always classic tracepoints: the raw counterpart (raw_syscalls:sys_enter)
- * fires for every system call of every task and hands over pt_regs, whose
- * argument registers differ per architecture. */
+ * fires for every system call of every task, numbers them per architecture
+ * (compat tasks with their own numbers) and hands over pt_regs.
+ *
+ * One entry per task, created at its first call and deleted when it exits:
+ * entering and leaving a call store into it (a map update per call cost more
+ * than the rest of the probe). */
 
 struct mmr_sys_val {
 	u64 ts;
@@ -15,6 +19,7 @@ struct mmr_sys_val {
 	s32 nr;
 	s32 pid;
 	u16 cpu;
+	u8 open;        /* 1: entered, not yet left */
 };
 
 BPF_HASH(mmr_sys_open, u32, struct mmr_sys_val, 65536);
@@ -29,16 +34,22 @@ static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 	if (!b)
 		return MMR_PASS;
 	u32 tid = (u32)id;
-	struct mmr_sys_val v = {
-		.ts = bpf_ktime_get_ns(),
-		.seq = mmr_next_seq(),
-		.arg0 = arg0,
-		.arg1 = arg1,
-		.nr = nr,
-		.pid = id >> 32,
-		.cpu = bpf_get_smp_processor_id(),
-	};
-	mmr_sys_open.update(&tid, &v);
+	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
+	if (!v) {
+		struct mmr_sys_val n = {};
+		mmr_sys_open.insert(&tid, &n);
+		v = mmr_sys_open.lookup(&tid);
+	}
+	if (v) {
+		v->ts = bpf_ktime_get_ns();
+		v->seq = mmr_next_seq();
+		v->arg0 = arg0;
+		v->arg1 = arg1;
+		v->nr = nr;
+		v->pid = id >> 32;
+		v->cpu = bpf_get_smp_processor_id();
+		v->open = 1;
+	}
 	mmr_exit();
 	return MMR_PASS;
 }
@@ -49,12 +60,12 @@ static __always_inline void mmr_sys_emit(struct mmr_batch *b, u64 id, int nr, s6
 	u32 tid = (u32)id;
 	struct mmr_syscall *e = mmr_slot(b);
 	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
-	if (v && v->nr == nr) {
+	if (v && v->open && v->nr == nr) {
 		mmr_head(e, MMR_EV_SYSCALL, 0, v->ts, v->seq, v->pid, tid, v->cpu);
 		e->dur = now - v->ts;
 		e->arg0 = v->arg0;
 		e->arg1 = v->arg1;
-		mmr_sys_open.delete(&tid);
+		v->open = 0;
 		mmr_count(MMR_EV_SYSCALL, 1, 0);
 	} else {
 		/* entered before the recording started */
@@ -89,10 +100,9 @@ static __always_inline void mmr_sys_exit_group_close(struct mmr_batch *b, u64 id
 	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
 	if (!v)
 		return;
-	if (v->nr == MMR_SYS_EXIT_GROUP)
+	if (v->open && v->nr == MMR_SYS_EXIT_GROUP)
 		mmr_sys_emit(b, id, MMR_SYS_EXIT_GROUP, 0);
-	else
-		mmr_sys_open.delete(&tid);
+	mmr_sys_open.delete(&tid);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap) { return mmr_sys_enter(MMR_SYS_MMAP, args->addr, args->len); }

@@ -5,9 +5,9 @@
 static __always_inline void mmr_fork(u32 parent, u32 child)
 {
 #if MMR_FILTER_TIDS
-	u8 one = 1;
-	if (mmr_filter_tids.lookup(&parent))
-		mmr_filter_tids.update(&child, &one);
+	u8 *in = mmr_filter_tids.lookup(&child);
+	if (in && mmr_filtered_in(parent))
+		*in = 1;
 #endif
 }
 
@@ -22,6 +22,10 @@ static __always_inline int mmr_process_exit(void)
 	mmr_note_current(id);
 #ifdef MMR_HAVE_SYSCALLS
 	mmr_sys_exit_group_close(b, id);
+#endif
+#ifdef MMR_HAVE_MMAP_LOCK
+	u32 tid = (u32)id;
+	mmr_mmap_lock.delete(&tid); /* its per-task state (nothing is held any more) */
 #endif
 	mmr_exit();
 	return MMR_PASS;

@@ -145,13 +145,15 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
         "mmr_batches": _FakeMap(per_cpu=[cpu_batch], levels={2: [nested_batch]}),
         "mmr_pf_bursts": _FakeMap(per_cpu=[NS(active=1, first_ts=8_000, last_ts=8_500, seq=3, pid=7, tid=8,
                                                batched=1, pages=40), NS(active=0)]),
-        "mmr_mmap_lock": _FakeMap(items=[
-            (NS(tid=8, mm=0xAA), NS(held=1, acq_ts=7_000, seq=1, pid=7, cpu=0, wait=50, depth=0, write=1)),
-            (NS(tid=9, mm=0xAA), NS(held=0)),  # still waiting for the lock: only counted
+        "mmr_mmap_lock": _FakeMap(items=[  # per task: its mmap_lock slots
+            (NS(value=8), NS(pid=7, s=[NS(mm=0xAA, held=1, acq_ts=7_000, seq=1, cpu=0, wait=50, depth=0, write=1),
+                                       NS(mm=0, held=0)])),
+            (NS(value=9), NS(pid=7, s=[NS(mm=0xAA, held=0)])),  # still waiting for the lock: only counted
         ]),
         "mmr_contention": _FakeMap(items=[(NS(tid=9, addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, flags=4,
                                                                      begins=2, stack_id=-1))]),
-        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2))]),
+        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2, open=1)),
+                                         (NS(value=9), NS(open=0))]),  # a task between two calls
     }
     r = Recorder(RecordOptions(output="unused"))
     r._bpf, r._unmatched_extra, r._start_ns = fake, {}, 0

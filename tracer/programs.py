@@ -14,6 +14,7 @@ decides and says why, `mmreplay doctor` reports it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -218,6 +219,14 @@ def source(families: Sequence[Family], flush: bool = True) -> str:
     return "\n".join(parts)
 
 
+def pid_max() -> int:
+    """The kernel's pid_max: tids are below it (the size of the filter array)."""
+    try:
+        return max(1024, int(Path("/proc/sys/kernel/pid_max").read_text()))
+    except (OSError, ValueError):
+        return 4194304  # PID_MAX_LIMIT on 64-bit
+
+
 def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_tgid: int | None = None,
            attach: Plan = CLASSIC, stacks: bool = True) -> list[str]:
     flags = [
@@ -231,7 +240,7 @@ def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_t
     flags += [f"-D{f.macro}=1" for f in (*FAMILIES, TASKS) if f.name in attach.raw]
     flags += [f"-D{macro}={off}" for macro, off in attach.offsets]
     if flt.by_tid:
-        flags.append("-DMMR_FILTER_TIDS=1")
+        flags += ["-DMMR_FILTER_TIDS=1", f"-DMMR_PID_MAX={pid_max()}"]
     if flt.comm is not None:
         comm = flt.comm.encode()[:15]
         if not comm.isascii() or b'"' in comm or b"\\" in comm:

@@ -427,12 +427,13 @@ class Recorder:
                            events.F_INCOMPLETE)
         if events.EV_LOCK_HOLD in self._kinds:
             rows, waiting = [], 0
-            for k, v in b["mmr_mmap_lock"].items():
-                if v.held:
-                    rows.append((v.acq_ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.acq_ts, v.wait, k.mm, v.depth,
-                                 v.write, 1, 1, -1))
-                else:
-                    waiting += 1
+            for k, t in b["mmr_mmap_lock"].items():
+                for v in t.s:
+                    if v.mm and v.held:
+                        rows.append((v.acq_ts, v.seq, t.pid, k.value, v.cpu, stop_ns - v.acq_ts, v.wait, v.mm,
+                                     v.depth, v.write, 1, 1, -1))
+                    elif v.mm:
+                        waiting += 1
             self._add_rows(events.EV_LOCK_HOLD, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "wait", "lock_addr", "depth", "mode", "success",
                             "lock_class", "stack_id"), events.F_INCOMPLETE)
@@ -445,7 +446,7 @@ class Recorder:
                             "stack_id"), events.F_INCOMPLETE)
         if events.EV_SYSCALL in self._kinds:
             rows = [(v.ts, v.seq, v.pid, k.value, v.cpu, stop_ns - v.ts, v.nr, v.arg0, v.arg1, 0)
-                    for k, v in b["mmr_sys_open"].items()]
+                    for k, v in b["mmr_sys_open"].items() if v.open]
             self._add_rows(events.EV_SYSCALL, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "nr", "arg0", "arg1", "ret"), events.F_INCOMPLETE)
 
