@@ -62,15 +62,35 @@ def build(tmp: Path) -> Path:
     return exe
 
 
+#: Runs a command and prints the CPU time (user + system) of its process tree in ns: a workload's CPU time
+#: per iteration includes what the probes add in its context and, unlike its throughput, hardly depends on
+#: what else the (shared) machine runs.
+CPU_WRAP = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(f'cpu_ns={int((u.ru_utime + u.ru_stime) * 1e9)}', flush=True); sys.exit(r.returncode)"]
+
+
 def score(case: str, out: str) -> float:
     """The workload's figure of merit from its stdout: page_fault: wall seconds (lower is better);
     mmap1_threads: iterations per second (higher is better)."""
-    last = out.strip().splitlines()[-1]
     if case == "page_fault":
-        return int(last.split()[0]) / 1e9
+        return int(out.strip().splitlines()[-1].split()[0]) / 1e9
+    return float(_summary(out).fields["per_second"])
+
+
+def cpu_per_iteration(case: str, out: str) -> float:
+    """CPU ns of the workload per iteration (page_fault: per run)."""
+    lines = out.strip().splitlines()
+    if case == "page_fault":
+        return float(lines[-1].split()[1])
+    cpu = next(int(x.split("=", 1)[1]) for x in lines if x.startswith("cpu_ns="))
+    return cpu / max(1, _summary(out).iterations)
+
+
+def _summary(out: str):
     from workloads import parse_summary
 
-    return float(parse_summary(last).fields["per_second"])
+    return parse_summary(next(x for x in out.strip().splitlines() if x.startswith("mmap1 ")))
 
 
 def tracepoints(probes: list[str] | None) -> list[str]:
@@ -116,53 +136,79 @@ def loadavg() -> str:
 def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
     """Interleaved bare/perf/mmreplay rounds of one case: medians, ratios, mmreplay's loss."""
     series: dict[str, list[float]] = {"bare": [], "perf": [], "mmreplay": []}
+    cpu: dict[str, list[float]] = {k: [] for k in series}
     stats = []
+    if case != "page_fault":
+        argv = [*CPU_WRAP, *argv]
     for _ in range(runs):
-        series["bare"].append(score(case, run_bare(argv)))
-        series["perf"].append(score(case, run_perf(argv, tmp, None)))
-        out, trace = run_mmreplay(argv, tmp, None)
-        series["mmreplay"].append(score(case, out))
-        stats.append(trace_stats(trace))
+        for k in series:
+            if k == "bare":
+                out = run_bare(argv)
+            elif k == "perf":
+                out = run_perf(argv, tmp, None)
+            else:
+                out, trace = run_mmreplay(argv, tmp, None)
+                stats.append(trace_stats(trace))
+            series[k].append(score(case, out))
+            cpu[k].append(cpu_per_iteration(case, out))
         time.sleep(0.2)
     med = {k: statistics.median(v) for k, v in series.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     # a ratio > 1 is a slowdown for page_fault (time) and a throughput fraction for mmap1_threads
     ratio = {k: med[k] / med["bare"] for k in ("perf", "mmreplay")}
+    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in ("perf", "mmreplay")}
     return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
+            "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
             "lost_by_probe": [s["lost_by_probe"] for s in stats], "attach": stats[-1]["attach"]}
 
 
-def per_probe(argv: list[str], tmp: Path, runs: int, seconds: float) -> list[dict]:
-    """Per family: throughput of mmap1_threads recorded with that family alone, interleaved with bare."""
+def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
+    """How often the workload's own tasks hit each tier-1 tracepoint per iteration (perf stat, bare run)."""
+    csv = tmp / "hits.csv"
+    cmd = ["perf", "stat", "-x,", "-o", str(csv)]
+    for tp in tracepoints(None):
+        cmd += ["-e", tp]
+    out = subprocess.run([*cmd, "--", *argv], check=True, capture_output=True, text=True).stdout
+    iters = max(1, _summary(out).iterations)
+    hits = {}
+    for line in csv.read_text().splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].isdigit():
+            hits[parts[2]] = int(parts[0]) / iters
+    return hits
+
+
+def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
+    """Per family: mmap1_threads recorded with that family alone, rounds interleaved with bare runs.
+
+    ns/hit = (CPU per iteration recorded - bare) / the family's hits per iteration (perf stat): what one
+    hit costs the workload's own CPU time, tracepoint dispatch included."""
+    argv = [*CPU_WRAP, *argv]
+    hits = hits_per_iteration(argv, tmp)
     variants = [(f.name, [f.name], ()) for f in programs.FAMILIES]
     variants.insert(2, ("lock_contention --no-stacks", ["lock_contention"], ("--no-stacks",)))
-    bare: list[float] = []
-    got: dict[str, list[tuple[float, int, int]]] = {name: [] for name, _, _ in variants}
+    bare: list[tuple[float, float]] = []
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
     for _ in range(runs):
-        bare.append(score("mmap1_threads", run_bare(argv)))
+        out = run_bare(argv)
+        bare.append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
         for name, probes, extra in variants:
-            out, trace = run_mmreplay(argv, tmp, probes, *extra)
-            ps = score("mmap1_threads", out)
-            hits = trace_stats(trace)["events"].get(probes[0], 0)
-            got[name].append((ps, hits, int(ps * seconds)))
+            out, _ = run_mmreplay(argv, tmp, probes, *extra)
+            got[name].append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
     _, cost_trace = run_mmreplay(argv, tmp, None, "--probe-cost")
     cost = trace_stats(cost_trace)["probe_cost"]
-    b = statistics.median(bare)
+    b_ps, b_cpu = statistics.median(x[0] for x in bare), statistics.median(x[1] for x in bare)
     rows = []
     for name, probes, _ in variants:
-        ps = statistics.median(x[0] for x in got[name])
-        per_iter = statistics.median(x[1] / max(1, x[2]) for x in got[name])
-        added_ns = (2 / ps - 2 / b) * 1e9  # CPU time per iteration: 2 tasks busy on their CPUs
+        ps, cpu = statistics.median(x[0] for x in got[name]), statistics.median(x[1] for x in got[name])
         fam = programs.FAMILIES_BY_NAME[probes[0]]
-        runs_, run_ns = 0, 0
-        if "--no-stacks" not in name:
-            for tp in fam.tracepoints:
-                c = cost.get(tp, {})
-                runs_ += c.get("runs", 0)
-                run_ns += c.get("run_ns", 0)
-        rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b,
-                     "added_ns_per_hit": added_ns / per_iter if per_iter > 0.01 else None,
-                     "program_ns_per_run": run_ns / runs_ if runs_ else None, "program_runs": runs_})
+        per_iter = sum(hits.get(tp, 0.0) for tp in fam.tracepoints)
+        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in fam.tracepoints)
+        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in fam.tracepoints)
+        rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b_ps, "cpu_ratio": cpu / b_cpu,
+                     "added_ns_per_hit": (cpu - b_cpu) / per_iter if per_iter > 0.05 else None,
+                     "program_ns_per_run": run_ns / runs_ if runs_ and "--no-stacks" not in name else None})
     return rows
 
 
@@ -252,7 +298,7 @@ def main() -> int:
         chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
         result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
         if args.per_probe:
-            result["per_probe"] = per_probe(m1_argv, tmp, args.runs, args.seconds)
+            result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
@@ -268,16 +314,19 @@ def main() -> int:
         what = "slowdown" if c["case"] == "page_fault" else "throughput"
         print(f"{c['case']}: {c['runs']} rounds, {unit}")
         for k in ("bare", "perf", "mmreplay"):
-            ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x bare"
-            print(f"  {k:<9} {med[k]:12,.3f}{ratio}   (runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
+            ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
+            print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
+                  f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
         print(f"  mmreplay lost {c['lost']}, caused by the recorder {c['recorder']}; attach {c['attach']}")
     if "per_probe" in result:
-        print("per probe (mmap1_threads, that family alone; program ns: kernel BPF statistics, all tasks' hits)")
-        print(f"  {'probe':<28} {'hits/iter':>9} {'throughput':>10} {'ns/hit':>8} {'program ns/run':>15}")
+        print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
+              "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
+        print(f"  {'probe':<28} {'hits/iter':>9} {'throughput':>10} {'CPU/iter':>9} {'ns/hit':>7} {'program ns':>10}")
         for r in result["per_probe"]:
-            ns = f"{r['added_ns_per_hit']:8.0f}" if r["added_ns_per_hit"] is not None else f"{'-':>8}"
-            prog = f"{r['program_ns_per_run']:15.0f}" if r["program_ns_per_run"] else f"{'-':>15}"
-            print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {ns} {prog}")
+            ns = f"{r['added_ns_per_hit']:7.0f}" if r["added_ns_per_hit"] is not None else f"{'-':>7}"
+            prog = f"{r['program_ns_per_run']:10.0f}" if r["program_ns_per_run"] else f"{'-':>10}"
+            print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
+                  f"{ns} {prog}")
     if "truth" in result:
         print("perf stat of the same run (mm_workload 4 threads) against the rows recorded for its tasks")
         for r in result["truth"]:

@@ -3,9 +3,13 @@
  * paired per tid -> syscalls. exit_group never returns: it closes at the
  * task's sched_process_exit (tasks.c), after its exit_mm().
  *
- * Always classic tracepoints: the raw counterpart (raw_syscalls:sys_enter)
- * fires for every system call of every task, numbers them per architecture
- * (compat tasks with their own numbers) and hands over pt_regs.
+ * Raw: raw_syscalls:sys_{enter,exit} fire for every system call; the
+ * architecture's numbers of the calls above (MMR_NR_*), where pt_regs keeps
+ * the first two arguments and the call number (MMR_OFF_REGS_*) and how a
+ * compat task is told apart (MMR_COMPAT_*) come from tracer/programs.py. The
+ * per-call classic tracepoints are the fallback on other architectures: their
+ * dispatch (a perf trace record built per call) costs several times the
+ * program.
  *
  * One entry per task, created at its first call and deleted when it exits:
  * entering and leaving a call store into it (a map update per call cost more
@@ -105,6 +109,56 @@ static __always_inline void mmr_sys_exit_group_close(struct mmr_batch *b, u64 id
 	mmr_sys_open.delete(&tid);
 }
 
+#if MMR_RAW_SYSCALLS
+static __always_inline int mmr_sys_index(long nr)
+{
+	switch (nr) {
+	case MMR_NR_MMAP: return MMR_SYS_MMAP;
+	case MMR_NR_MUNMAP: return MMR_SYS_MUNMAP;
+	case MMR_NR_MPROTECT: return MMR_SYS_MPROTECT;
+	case MMR_NR_BRK: return MMR_SYS_BRK;
+	case MMR_NR_MADVISE: return MMR_SYS_MADVISE;
+	case MMR_NR_MREMAP: return MMR_SYS_MREMAP;
+	case MMR_NR_EXIT_GROUP: return MMR_SYS_EXIT_GROUP;
+	default: return -1;
+	}
+}
+
+/* A compat (32-bit) task numbers its calls differently: not ours. */
+static __always_inline int mmr_sys_compat(void)
+{
+	u32 word = 0;
+	bpf_probe_read_kernel(&word, sizeof(word), (char *)bpf_get_current_task() + MMR_COMPAT_OFF);
+	return (word & MMR_COMPAT_MASK) != 0;
+}
+
+static __always_inline u64 mmr_reg(u64 regs, int off)
+{
+	u64 v = 0;
+	bpf_probe_read_kernel(&v, sizeof(v), (char *)regs + off);
+	return v;
+}
+
+/* TP_PROTO(struct pt_regs *regs, long id) */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+	int nr = mmr_sys_index((long)ctx->args[1]);
+	if (nr < 0 || !mmr_want(bpf_get_current_pid_tgid(), 0) || mmr_sys_compat())
+		return 0;
+	return mmr_sys_enter(nr, mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG0), mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG1));
+}
+
+/* TP_PROTO(struct pt_regs *regs, long ret) */
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+	if (!mmr_want(bpf_get_current_pid_tgid(), 0))
+		return 0;
+	int nr = mmr_sys_index((long)mmr_reg(ctx->args[0], MMR_OFF_REGS_NR));
+	if (nr < 0 || nr == MMR_SYS_EXIT_GROUP || mmr_sys_compat())
+		return 0;
+	return mmr_sys_exit(nr, (s64)ctx->args[1]);
+}
+#else
 TRACEPOINT_PROBE(syscalls, sys_enter_mmap) { return mmr_sys_enter(MMR_SYS_MMAP, args->addr, args->len); }
 TRACEPOINT_PROBE(syscalls, sys_exit_mmap) { return mmr_sys_exit(MMR_SYS_MMAP, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_munmap) { return mmr_sys_enter(MMR_SYS_MUNMAP, args->addr, args->len); }
@@ -118,3 +172,4 @@ TRACEPOINT_PROBE(syscalls, sys_exit_madvise) { return mmr_sys_exit(MMR_SYS_MADVI
 TRACEPOINT_PROBE(syscalls, sys_enter_mremap) { return mmr_sys_enter(MMR_SYS_MREMAP, args->addr, args->old_len); }
 TRACEPOINT_PROBE(syscalls, sys_exit_mremap) { return mmr_sys_exit(MMR_SYS_MREMAP, args->ret); }
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group) { return mmr_sys_enter(MMR_SYS_EXIT_GROUP, args->error_code, 0); }
+#endif

@@ -14,9 +14,9 @@ decides and says why, `mmreplay doctor` reports it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tracer import BPF_DIR, events
@@ -72,7 +72,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("syscalls", "syscalls.c", events.EV_SYSCALL, "syscalls",
            tuple(f"syscalls:sys_{d}_{s}" for s in _SYSCALLS for d in ("enter", "exit"))
            + ("syscalls:sys_enter_exit_group", "sched:sched_process_exit"),
-           "mm system calls with duration"),
+           "mm system calls with duration",
+           raw=(("sys_enter", ("ptr:pt_regs", "int")), ("sys_exit", ("ptr:pt_regs", "int")))),
     Family("sched_switch", "sched_switch.c", events.EV_SCHED_SWITCH, "sched_switch", ("sched:sched_switch",),
            "context switches", raw=(("sched_switch", ("int", "ptr:task_struct", "ptr:task_struct", "int")),)),
     Family("sched_wakeup", "sched_wakeup.c", events.EV_SCHED_WAKEUP, "sched_wakeup",
@@ -133,6 +134,37 @@ _OFFSETS: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 
+#: Per machine (uname -m): the system call numbers of the recorded calls, where pt_regs keeps the first
+#: two arguments and the call number (struct, member[, extra bytes]), and the thread_info word and bit that
+#: mark a compat task. Other machines record system calls on the classic tracepoints.
+SYSCALL_ABI: dict[str, dict[str, Any]] = {
+    "x86_64": {"nr": {"MMAP": 9, "MUNMAP": 11, "MPROTECT": 10, "BRK": 12, "MADVISE": 28, "MREMAP": 25,
+                      "EXIT_GROUP": 231},
+               "regs": {"ARG0": ("pt_regs", "di", 0), "ARG1": ("pt_regs", "si", 0), "NR": ("pt_regs", "orig_ax", 0)},
+               "compat": (("task_struct", "thread_info"), ("thread_info", "status"), 0x0002)},  # TS_COMPAT
+    "aarch64": {"nr": {"MMAP": 222, "MUNMAP": 215, "MPROTECT": 226, "BRK": 214, "MADVISE": 233, "MREMAP": 216,
+                       "EXIT_GROUP": 94},
+                "regs": {"ARG0": ("pt_regs", "regs", 0), "ARG1": ("pt_regs", "regs", 8),
+                         "NR": ("pt_regs", "syscallno", 0)},
+                "compat": (("task_struct", "thread_info"), ("thread_info", "flags"), 1 << 22)},  # TIF_32BIT
+}
+
+
+def _syscall_abi(kt: Any, machine: str) -> tuple[list[tuple[str, int]], str]:
+    """(-D macros, "") for raw system-call probes on this machine, or ([], why not)."""
+    abi = SYSCALL_ABI.get(machine)
+    if abi is None:
+        return [], f"no system-call table for {machine} here: classic tracepoints"
+    try:
+        out = [(f"MMR_NR_{k}", v) for k, v in abi["nr"].items()]
+        out += [(f"MMR_OFF_REGS_{k}", kt.member_offset(st, m) + extra) for k, (st, m, extra) in abi["regs"].items()]
+        (s1, m1), (s2, m2), mask = abi["compat"]
+        out += [("MMR_COMPAT_OFF", kt.member_offset(s1, m1) + kt.member_offset(s2, m2)), ("MMR_COMPAT_MASK", mask)]
+    except KeyError as e:
+        return [], f"the kernel's BTF lacks {e.args[0]}"
+    return out, ""
+
+
 @dataclass(frozen=True)
 class Plan:
     """How each family attaches: raw tracepoints (names in ``raw``) or classic ones, and why."""
@@ -181,12 +213,13 @@ def plan(families: Sequence[Family], attach: str = "auto", bcc: Any = None) -> P
             else:
                 missing.append(macro)
         raw, why = set(), []
+        sys_macros, sys_why = _syscall_abi(kt, os.uname().machine)
         for f in fams:
             if not f.raw:
-                why.append((f.name, "classic only (raw_syscalls hands over per-architecture registers)"))
+                why.append((f.name, "classic tracepoints only"))
                 continue
-            bad = ""
-            for event, want in f.raw:
+            bad = sys_why if f.name == "syscalls" else ""
+            for event, want in ([] if bad else f.raw):
                 try:
                     got = kt.tracepoint_args(event)
                 except KeyError:
@@ -201,6 +234,8 @@ def plan(families: Sequence[Family], attach: str = "auto", bcc: Any = None) -> P
                 why.append((f.name, bad))
             else:
                 raw.add(f.name)
+                if f.name == "syscalls":
+                    offsets += sys_macros
         return Plan(frozenset(raw), tuple(offsets), tuple(why))
     finally:
         kt.close()

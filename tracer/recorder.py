@@ -710,10 +710,16 @@ class Recorder:
     def _prog_fds(self, fam: programs.Family) -> dict[str, int]:
         """tracepoint -> fd of the loaded program attached to it."""
         fds = {}
+        if self._plan.mode(fam.name) == "raw":
+            for ev, _ in fam.raw:
+                fn = self._bpf.funcs.get(f"raw_tracepoint__{ev}".encode())
+                if fn is not None:  # named as the classic tracepoint it stands for
+                    tp = next((t for t in fam.tracepoints if t.endswith(f":{ev}")), f"raw_syscalls:{ev}")
+                    fds[tp] = fn.fd
+            return fds
         for tp in fam.tracepoints:
             cat, ev = tp.split(":", 1)
-            fn = self._bpf.funcs.get(f"tracepoint__{cat}__{ev}".encode()) \
-                or self._bpf.funcs.get(f"raw_tracepoint__{ev}".encode())
+            fn = self._bpf.funcs.get(f"tracepoint__{cat}__{ev}".encode())
             if fn is not None:
                 fds[tp] = fn.fd
         return fds
