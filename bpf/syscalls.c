@@ -145,17 +145,39 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 	int nr = mmr_sys_index((long)ctx->args[1]);
 	if (nr < 0 || !mmr_want(bpf_get_current_pid_tgid(), 0) || mmr_sys_compat())
 		return 0;
-	return mmr_sys_enter(nr, mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG0), mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG1));
+	/* both argument registers in one read where pt_regs keeps them side by side */
+	u64 a[2] = {};
+#if MMR_OFF_REGS_ARG1 == MMR_OFF_REGS_ARG0 + 8
+	bpf_probe_read_kernel(&a, sizeof(a), (char *)ctx->args[0] + MMR_OFF_REGS_ARG0);
+#elif MMR_OFF_REGS_ARG0 == MMR_OFF_REGS_ARG1 + 8
+	u64 r[2] = {};
+	bpf_probe_read_kernel(&r, sizeof(r), (char *)ctx->args[0] + MMR_OFF_REGS_ARG1);
+	a[0] = r[1];
+	a[1] = r[0];
+#else
+	a[0] = mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG0);
+	a[1] = mmr_reg(ctx->args[0], MMR_OFF_REGS_ARG1);
+#endif
+	return mmr_sys_enter(nr, a[0], a[1]);
 }
 
-/* TP_PROTO(struct pt_regs *regs, long ret) */
+/* TP_PROTO(struct pt_regs *regs, long ret). The task's open entry says which call returns; only a call
+ * without one (entered before the recording, or not ours) needs its number read from the registers. */
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-	if (!mmr_want(bpf_get_current_pid_tgid(), 0))
+	u64 id = bpf_get_current_pid_tgid();
+	if (!mmr_want(id, 0))
 		return 0;
-	int nr = mmr_sys_index((long)mmr_reg(ctx->args[0], MMR_OFF_REGS_NR));
-	if (nr < 0 || nr == MMR_SYS_EXIT_GROUP || mmr_sys_compat())
-		return 0;
+	u32 tid = (u32)id;
+	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
+	int nr;
+	if (v && v->open) {
+		nr = v->nr;
+	} else {
+		nr = mmr_sys_index((long)mmr_reg(ctx->args[0], MMR_OFF_REGS_NR));
+		if (nr < 0 || nr == MMR_SYS_EXIT_GROUP || mmr_sys_compat())
+			return 0;
+	}
 	return mmr_sys_exit(nr, (s64)ctx->args[1]);
 }
 #else
