@@ -47,13 +47,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import polars as pl  # noqa: E402
-
 from replay.trace.reader import Trace  # noqa: E402
 from tracer import programs  # noqa: E402
-
-#: tracepoints of the truth line and test: perf stat counts them for the command's tasks
-TRUTH_TRACEPOINTS = ("lock:contention_begin", "sched:sched_switch", "exceptions:page_fault_user", "tlb:tlb_flush")
+from tracer.perfcheck import TRUTH_TRACEPOINTS, compare_with_perf, parse_perf_stat_csv  # noqa: E402
 
 
 def build(tmp: Path) -> Path:
@@ -171,12 +167,7 @@ def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
         cmd += ["-e", tp]
     out = subprocess.run([*cmd, "--", *argv], check=True, capture_output=True, text=True).stdout
     iters = max(1, _summary(out).iterations)
-    hits = {}
-    for line in csv.read_text().splitlines():
-        parts = line.split(",")
-        if len(parts) > 2 and parts[0].isdigit():
-            hits[parts[2]] = int(parts[0]) / iters
-    return hits
+    return {tp: n / iters for tp, n in parse_perf_stat_csv(csv.read_text()).items()}
 
 
 def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
@@ -219,41 +210,8 @@ def truth(tmp: Path, exe: Path) -> list[dict]:
     for tp in TRUTH_TRACEPOINTS:
         cmd += ["-e", tp]
     _, trace = run_mmreplay([*cmd, "--", str(exe), "4", "200", "256"], tmp, None)
-    perf = {}
-    for line in csv.read_text().splitlines():
-        parts = line.split(",")
-        if len(parts) > 2 and parts[0].isdigit():
-            perf[parts[2]] = int(parts[0])
-    return compare_with_perf(trace, exe.name, perf)
-
-
-def compare_with_perf(trace: Trace, comm: str, perf: dict[str, int]) -> list[dict]:
-    """Rows of the workload's tasks (its pid's) per tracepoint against perf stat's count (also used by the
-    live truth test). sched_switch: the switch-outs of those tasks; tlb_flush: all but the flush at a task
-    switch, which happens after perf has switched the task's counters out."""
-    tasks = trace.scan("tasks").collect()
-    pids = set(tasks.filter(pl.col("comm") == comm)["pid"].to_list())
-    tids = tasks.filter(pl.col("pid").is_in(list(pids)))["tid"].to_list()
-    probes = {p.name: p for p in trace.manifest.probes}
-
-    def n(table: str, col: str = "tid", extra: pl.Expr | None = None) -> int:
-        f = pl.col(col).is_in(tids)
-        if extra is not None:
-            f = f & extra
-        return trace.scan(table).filter(f).select(pl.len()).collect().item()
-
-    begins = trace.scan("lock_waits").filter(pl.col("tid").is_in(tids)).select(pl.col("begins").sum()).collect()
-    got = {
-        "lock:contention_begin": (begins.item() or 0, "lock_contention"),
-        "sched:sched_switch": (n("sched_switch", "prev_tid"), "sched_switch"),
-        "exceptions:page_fault_user": (n("page_faults"), "page_fault"),
-        "tlb:tlb_flush": (n("tlb_flushes", extra=pl.col("reason") != "TLB_FLUSH_ON_TASK_SWITCH"), "tlb_flush"),
-    }
-    # perf also counts the hits the recorder caused in these tasks (contention on its maps' locks), which
-    # mmreplay drops on purpose and reports apart: the reference is perf's count without them
-    return [{"tracepoint": tp, "perf": perf.get(tp, 0), "recorded": int(rows), "recorder": probes[fam].recorder,
-             "ratio": rows / (perf[tp] - probes[fam].recorder) if perf.get(tp, 0) > probes[fam].recorder else None,
-             "lost": probes[fam].lost} for tp, (rows, fam) in got.items()]
+    rows = compare_with_perf(trace, exe.name, parse_perf_stat_csv(csv.read_text()))
+    return [{**vars(a), "ratio": a.ratio} for a in rows]
 
 
 def rss(tmp: Path, seconds: float) -> float:
