@@ -10,7 +10,6 @@ mmap_lock hold or system call it interrupted.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import polars as pl
 import pytest
 
 from replay.trace.reader import Trace
+from tests.live import mm_workload
 
 pytestmark = pytest.mark.live
 
@@ -29,18 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def pinned(tmp_path_factory) -> tuple[Trace, int, set[int]]:
     """(trace, recorder pid, workload tids) of mm_workload recorded with the recorder on the same CPU."""
-    from tracer import kernel_env
-
-    try:
-        kernel_env.prepare()
-    except kernel_env.EnvironmentProblem as e:
-        pytest.skip(f"live recording impossible here: {e}")
-    if shutil.which("gcc") is None or shutil.which("taskset") is None:
-        pytest.skip("gcc or taskset not installed")
-    d = tmp_path_factory.mktemp("switch")
-    exe = d / f"mmrsw{os.getpid() % 100000}"
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(ROOT / "tests/data/mm_workload.c")], check=True)
-    out = d / "trace"
+    exe = mm_workload(tmp_path_factory, "mmrsw", "taskset")
+    out = exe.parent / "trace"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "replay", "record", "-o", str(out),
                              "--no-tier2-check", "--probes", "mmap_lock,syscalls,sched_switch,page_fault",

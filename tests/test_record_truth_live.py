@@ -11,14 +11,14 @@ of both alike; another tool's BPF programs cannot make a raw tracepoint program
 skip a hit (its recursion guard is per program); perf's count includes the
 contentions our own programs cause in the workload's tasks, which mmreplay counts
 apart (tracer.perfcheck.Agreement.ratio takes them out). The workload runs 4 threads
-on 2 CPUs so that every tracepoint has hundreds of hits at least (asserted), which
-makes the 0.5 % tolerance worth more than one event. Measured: 100.02 % to 100.66 %.
+on 2 CPUs so that every tracepoint has tens of hits at least (asserted; contention
+needs the threads to overlap). Measured: 100.0 % to 100.66 %; the extra rows are the
+workload's hits before perf enables its counters at exec.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from replay.trace.reader import Trace
+from tests.live import mm_workload
 from tracer.perfcheck import TRUTH_TRACEPOINTS, compare_with_perf, parse_perf_stat_csv
 
 pytestmark = pytest.mark.live
@@ -35,18 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def same_run(tmp_path_factory):
-    from tracer import kernel_env
-
-    try:
-        kernel_env.prepare()
-    except kernel_env.EnvironmentProblem as e:
-        pytest.skip(f"live recording impossible here: {e}")
-    if shutil.which("gcc") is None or shutil.which("perf") is None:
-        pytest.skip("gcc or perf not installed")
-    d = tmp_path_factory.mktemp("truth")
-    exe = d / f"mmrtr{os.getpid() % 100000}"
-    subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(ROOT / "tests/data/mm_workload.c")], check=True)
-    csv, out = d / "perf.csv", d / "trace"
+    exe = mm_workload(tmp_path_factory, "mmrtr", "perf")
+    csv, out = exe.parent / "perf.csv", exe.parent / "trace"
     perf = ["perf", "stat", "-x,", "-o", str(csv)]
     for tp in TRUTH_TRACEPOINTS:
         perf += ["-e", tp]
@@ -63,7 +54,10 @@ def same_run(tmp_path_factory):
 def test_recorded_rows_are_at_least_99_5_percent_of_perf_stat(same_run, tracepoint):
     _, rows = same_run
     a = next(r for r in rows if r.tracepoint == tracepoint)
-    assert a.perf >= 100, a  # enough hits for the tolerance to mean something
+    # below 200 hits the 0.5 % tolerance allows no miss at all, which is what was measured (recorded >=
+    # perf - recorder in every run); contention needs the threads to overlap, on a loaded machine
+    # they overlap less (84 to 618 contention_begins measured)
+    assert a.perf >= 20, a
     assert a.ratio is not None and a.ratio >= 0.995, a
 
 

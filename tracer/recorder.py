@@ -267,26 +267,28 @@ class Recorder:
             pass
         ok, failed = [], []
         raw = set(self._plan.raw)
+
+        def loads() -> str:
+            """'' if fam loads alone with the current plan, else the first line of why not."""
+            try:
+                programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
+                return ""
+            except Exception as e:  # noqa: BLE001
+                return str(e).splitlines()[0][:200] or type(e).__name__
+
         for fam in families:
             with kernel_env.captured_stderr():
-                try:
-                    programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
-                    ok.append(fam)
-                    continue
-                except Exception as e:  # noqa: BLE001
-                    err = str(e).splitlines()[0][:200]
-                if fam.name in raw:  # the classic tracepoints may still load
+                err = loads()
+                if err and fam.name in raw:  # the classic tracepoints may still load
                     raw.discard(fam.name)
                     kw["attach"] = self._plan = programs.Plan(
                         frozenset(raw), self._plan.offsets,
                         self._plan.why_classic + ((fam.name, f"raw tracepoints failed to load: {err}"),))
-                    try:
-                        programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
-                        ok.append(fam)
-                        continue
-                    except Exception as e:  # noqa: BLE001
-                        err = str(e).splitlines()[0][:200]
+                    err = loads()
+            if err:
                 failed.append(Probe(fam.name, fam.tier, status="failed", reason=err))
+            else:
+                ok.append(fam)
         if not ok:
             raise kernel_env.EnvironmentProblem("probes", "no tier-1 probe family loads here",
                                                 "run 'mmreplay doctor' for the reason of each")
