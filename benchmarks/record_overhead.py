@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -215,13 +214,26 @@ def truth(tmp: Path, exe: Path) -> list[dict]:
 
 
 def rss(tmp: Path, seconds: float) -> float:
-    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long (the largest waited-for child)."""
+    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long: the recorder's VmHWM, read
+    from /proc while it runs (the workload's own memory is not counted)."""
     from workloads import command
 
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    run_mmreplay(command("mmap1_threads", 2, seconds), tmp, None)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(tmp / "rss"), "--force",
+                             "--no-tier2-check", "--", *command("mmap1_threads", 2, seconds)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise SystemExit(f"record_overhead: mmreplay record failed: {proc.stderr.read().strip()[-300:]}")
+    return peak / 1024
 
 
 def main() -> int:
