@@ -110,9 +110,38 @@ static __always_inline int mmr_pf_batched(void)
 }
 
 #if MMR_RAW_PAGE_FREE
+/* A page freed by a softirq that interrupted this program (RCU freeing page
+ * tables, slabs) is a hit the kernel skips: a raw program never runs nested in
+ * itself. A second program on the same tracepoint, attached after this one
+ * (mmr_pf_backup, tracer/recorder.py), records exactly those hits: it runs
+ * for every hit and acts only while this program is marked running on the CPU,
+ * i.e. when the kernel skipped this one for the hit. */
+BPF_PERCPU_ARRAY(mmr_pf_running, u32, 1);
+BPF_PERCPU_ARRAY(mmr_pf_recovered, u64, 1);
+
 /* TP_PROTO(struct page *page, unsigned int order) */
 RAW_TRACEPOINT_PROBE(mm_page_free)
 {
+	int zero = 0;
+	u32 *running = mmr_pf_running.lookup(&zero);
+	u32 was = running ? *running : 0; /* a nested run (another context) restores its outer run's mark */
+	if (running)
+		*running = 1;
+	int ret = mmr_pf_add((u32)ctx->args[1]);
+	if (running)
+		*running = was;
+	return ret;
+}
+
+int mmr_pf_backup(struct bpf_raw_tracepoint_args *ctx)
+{
+	int zero = 0;
+	u32 *running = mmr_pf_running.lookup(&zero);
+	if (!running || !*running || mmr_stopped())
+		return 0;
+	u64 *n = mmr_pf_recovered.lookup(&zero);
+	if (n)
+		(*n)++;
 	return mmr_pf_add((u32)ctx->args[1]);
 }
 

@@ -225,7 +225,9 @@ def test_the_classic_tracepoint_fallback_records_the_same_tables(tmp_path, workl
     assert set(trace.manifest.extra["attach"].values()) == {"classic"}
     assert all(p.reason == "classic tracepoints" for p in trace.manifest.probes if p.tier == 1)
     assert trace.rows("page_faults") >= 2 * 50 * 64 and trace.rows("syscalls") >= 2 * 50 * 4
-    assert trace.manifest.lost_events == 0
+    # classic programs share the kernel's global per-CPU recursion guard: another BPF program on the CPU
+    # (another recording on this shared machine) makes them skip hits, so only the ring buffer must not refuse
+    assert sum(trace.manifest.extra["lost_breakdown"]["ring_buffer_refused"].values()) == 0
 
 
 def test_recording_says_which_tracepoints_each_family_used(recorded):

@@ -220,6 +220,8 @@ class Recorder:
         self._t2_kinds: set[int] = set()
         self._t2_parts: dict[int, list[np.ndarray]] = {}
         self._recorder_wakeups = 0
+        self._backup_fds: list[int] = []
+        self._backup_attached = False
         self._plan = programs.CLASSIC
 
     # -- setup ------------------------------------------------------------------
@@ -393,14 +395,32 @@ class Recorder:
         b = self._bpf
         self._set_ctl(CTL_STOPPED)  # stop recording now; detaching takes a while
         self._stop_ns = time.monotonic_ns()
+        self._misses_at_stop = self._misses_now()
         # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(b.detach_tracepoint, list(b.tracepoint_fds)))
             list(pool.map(b.detach_raw_tracepoint, list(b.raw_tracepoint_fds)))
+            list(pool.map(os.close, self._backup_fds))
+        self._backup_fds = []
         try:
             b.detach_perf_event(ev_type=self._bcc.PerfType.SOFTWARE, ev_config=self._bcc.PerfSWConfig.CPU_CLOCK)
         except Exception:  # noqa: BLE001 - never attached
             pass
+
+    def _attach_backup(self, tp: bytes, fn_name: bytes) -> None:
+        """A second raw-tracepoint program on tp (bcc attaches one per tracepoint only): it records the hits the
+        kernel skipped because the first was running on the CPU (bpf/page_free.c)."""
+        try:
+            fn = self._bpf.load_func(fn_name, self._bcc.BPF.RAW_TRACEPOINT)
+            fd = self._bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, tp)
+        except Exception as e:  # noqa: BLE001 - without it those hits stay lost, and are counted so
+            self.notes.say(f"no backup program on {tp.decode()} ({str(e).splitlines()[0]})")
+            return
+        if fd < 0:
+            self.notes.say(f"no backup program on {tp.decode()} (attach failed: {-fd})")
+            return
+        self._backup_fds.append(fd)
+        self._backup_attached = True
 
     def _set_ctl(self, state: int) -> None:
         ctl = self._bpf["mmr_ctl"]
@@ -549,6 +569,8 @@ class Recorder:
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         b = self._bpf
+        if self._plan.mode("page_free") == "raw" and any(f.name == "page_free" for f in self._families):
+            self._attach_backup(b"mm_page_free", b"mmr_pf_backup")
         self._kinds = {f.kind for f in self._families}
         if self._t2:
             self._tier2_attach()
@@ -586,6 +608,7 @@ class Recorder:
 
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._start_ns = time.monotonic_ns()
+        self._misses_at_start = self._misses_now()
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
         if cmd is not None:
             cmd.release()
@@ -682,6 +705,8 @@ class Recorder:
                 w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
                 probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
                                     reason="events of a CPU that ran out of nesting levels"))
+            if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
+                w.manifest.extra["recursion_recovered"] = self._recovered
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
             why = dict(self._plan.why_classic)
             if any(why.get(f.name) for f in self._families):
@@ -730,7 +755,13 @@ class Recorder:
         """Hits the kernel skipped because a BPF program already ran on the CPU (bpf_prog_info.recursion_misses):
         for raw tracepoints the same program (per-program guard), for classic ones any program (one global
         per-CPU guard). Counted before the task filter: an upper bound for the recorded tasks."""
-        return sum(prog_recursion_misses(fd) for fd in self._prog_fds(fam).values())
+        start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
+        return sum(max(0, stop.get(tp, 0) - start.get(tp, 0)) for tp in self._prog_fds(fam))
+
+    def _misses_now(self) -> dict[str, int]:
+        """tracepoint -> the kernel's recursion-miss count of its program so far: the programs run (filtered
+        out) from load to detach, so a recording's misses are the difference between its start and stop."""
+        return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
 
     def _loss(self, stats: dict[int, tuple[int, int, int, int]]) -> dict[str, dict[str, int]]:
         """Per family: what was lost (LOST_REASONS) and what the recorder caused and dropped (RECORDER_REASONS).
@@ -740,10 +771,18 @@ class Recorder:
         of the lock_contention programs are those same contentions seen by the program already running.
         Every other family's skips are a hit of some task that came while the same program ran (an
         interrupt's TLB flush in the middle of a flush's program): lost."""
-        out = {}
+        out: dict[str, dict[str, int]] = {}
+        self._recovered: dict[str, int] = {}
         for fam in self._families:
             _ev, refused, _unmatched, in_kernel = stats.get(fam.kind, (0, 0, 0, 0))
             misses = self._recursion_misses(fam)
+            if fam.name == "page_free" and self._plan.mode(fam.name) == "raw":
+                # the backup program recorded the skipped hits it saw; its own skips are hits the main
+                # program took (they come while the backup runs, after the main one has finished)
+                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf["mmr_pf_recovered"][0]) \
+                    if self._backup_attached else 0
+                misses = max(0, misses - recovered)
+                self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
             out[fam.name] = {
                 "ring_buffer_refused": refused,
