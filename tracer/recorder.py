@@ -47,6 +47,8 @@ POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups,
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
 MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
+#: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
+PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
 LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
 #: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
@@ -220,6 +222,7 @@ class Recorder:
         self._t2_kinds: set[int] = set()
         self._t2_parts: dict[int, list[np.ndarray]] = {}
         self._recorder_wakeups = 0
+        self._kallsyms: Any = None
         self._backup_fds: list[int] = []
         self._backup_attached = False
         self._plan = programs.CLASSIC
@@ -386,8 +389,23 @@ class Recorder:
                 ips = [int(ip) for ip in self._bpf["mmr_stacks"].walk(stack_id)]
             except KeyError:
                 ips = []
+            ips = self._without_probe_frames(ips)
             self._stack_cache[stack_id] = ips
         return ips
+
+    def _without_probe_frames(self, ips: list[int]) -> list[int]:
+        """A raw tracepoint program's stack starts in the program itself (bpf_prog_*, then bpf_trace_run*);
+        a classic one's at the tracepoint (__traceiter_*). Leading frames of the program and its dispatch are
+        dropped, so a stack is the same whichever way the probe attached."""
+        if self._kallsyms is None:
+            return ips
+        i = 0
+        while i < len(ips):
+            hit = self._kallsyms.lookup(ips[i])
+            if hit is None or not hit[0].startswith(PROBE_FRAMES):
+                break
+            i += 1
+        return ips[i:]
 
     # -- stop -------------------------------------------------------------------
 
