@@ -3,9 +3,10 @@
  * Repeated begins for the same lock (a mutex that spins, sleeps, retries)
  * fold into one wait from the first begin to the end.
  *
- * A contention that begins or ends while one of our programs runs on the CPU
- * is on a lock that program took (a map's bucket lock, the ring buffer's
- * producer lock): the recorder's own, counted as such and not recorded. */
+ * A contention that begins or ends while one of our programs is inside a map or
+ * ring-buffer call on the CPU (mmr_locking) is on a lock that program took (a
+ * map's bucket lock, the ring buffer's producer lock): the recorder's own,
+ * counted as such and not recorded. */
 
 struct mmr_lc_key {
 	u32 tid;
@@ -30,7 +31,7 @@ static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want(id, MMR_EV_LOCK_WAIT))
 		return MMR_PASS;
-	if (mmr_in_probe()) {
+	if (mmr_in_lock_op()) {
 		mmr_count_recorder(MMR_EV_LOCK_WAIT);
 		return MMR_PASS;
 	}
@@ -57,7 +58,11 @@ static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 #if MMR_STACKS
 	v.stack_id = mmr_stackid(ctx);
 #endif
-	mmr_contention.update(&k, &v);
+	{
+		u32 lk = mmr_locking_begin();
+		mmr_contention.update(&k, &v);
+		mmr_locking_end(lk);
+	}
 	mmr_exit();
 	return MMR_PASS;
 }
@@ -67,7 +72,7 @@ static __always_inline int mmr_lc_end(u64 lock, s32 ret)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want(id, 0))
 		return MMR_PASS;
-	if (mmr_in_probe())
+	if (mmr_in_lock_op())
 		return MMR_PASS; /* its begin was counted as the recorder's */
 	struct mmr_batch *b = mmr_enter();
 	if (!b)
@@ -83,7 +88,11 @@ static __always_inline int mmr_lc_end(u64 lock, s32 ret)
 		e->dur = now - v->ts;
 		e->lcb_flags = v->flags;
 		e->begins = v->begins;
-		mmr_contention.delete(&k);
+		{
+			u32 lk = mmr_locking_begin();
+			mmr_contention.delete(&k);
+			mmr_locking_end(lk);
+		}
 		mmr_count(MMR_EV_LOCK_WAIT, 1, 0);
 	} else {
 		/* the wait began before the recording started */

@@ -37,7 +37,11 @@ static __always_inline struct mmr_ml_task *mmr_ml_task_of(u32 tid, s32 pid)
 	if (t)
 		return t;
 	struct mmr_ml_task n = {.pid = pid};
-	mmr_mmap_lock.insert(&tid, &n);
+	{
+		u32 lk = mmr_locking_begin();
+		mmr_mmap_lock.insert(&tid, &n);
+		mmr_locking_end(lk);
+	}
 	return mmr_mmap_lock.lookup(&tid);
 }
 

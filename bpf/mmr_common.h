@@ -102,6 +102,38 @@ static __always_inline u64 mmr_next_seq(void)
 	return s ? __sync_fetch_and_add(s, 1) : 0;
 }
 
+/* Set while one of our programs is inside a map or ring-buffer call that takes
+ * a lock (a hash bucket's, the ring buffer's producer lock): a contention that
+ * begins then, on that CPU, is on a lock the recorder took. Narrower than "one
+ * of our programs runs": an interrupt's own contention that arrives during a
+ * program, outside these calls, is the interrupted task's, and is recorded. */
+BPF_PERCPU_ARRAY(mmr_locking, u32, 1);
+
+static __always_inline u32 mmr_locking_begin(void)
+{
+	int zero = 0;
+	u32 *l = mmr_locking.lookup(&zero);
+	u32 was = l ? *l : 0;
+	if (l)
+		*l = 1;
+	return was;
+}
+
+static __always_inline void mmr_locking_end(u32 was)
+{
+	int zero = 0;
+	u32 *l = mmr_locking.lookup(&zero);
+	if (l)
+		*l = was;
+}
+
+static __always_inline int mmr_in_lock_op(void)
+{
+	int zero = 0;
+	u32 *l = mmr_locking.lookup(&zero);
+	return l && *l;
+}
+
 /* One of our programs is running on this CPU (this program runs nested in it). */
 static __always_inline int mmr_in_probe(void)
 {
@@ -212,7 +244,9 @@ static __always_inline void mmr_note_task(u32 tid, s32 pid, const char *comm)
 	}
 	struct mmr_task n = {.pid = pid};
 	bpf_probe_read_kernel(&n.comm, sizeof(n.comm), comm);
+	u32 lk = mmr_locking_begin();
 	mmr_tasks.update(&tid, &n);
+	mmr_locking_end(lk);
 }
 
 static __always_inline void mmr_note_current(u64 id)
@@ -226,7 +260,9 @@ static __always_inline void mmr_note_current(u64 id)
 	}
 	struct mmr_task n = {.pid = id >> 32};
 	bpf_get_current_comm(&n.comm, sizeof(n.comm));
+	u32 lk = mmr_locking_begin();
 	mmr_tasks.update(&tid, &n);
+	mmr_locking_end(lk);
 }
 
 /* Kernel stack of the current event, as an id in mmr_stacks (negative: none).
@@ -238,9 +274,11 @@ static __always_inline void mmr_note_current(u64 id)
  * function), never the caller the queries name. */
 static __always_inline int mmr_stackid(void *ctx)
 {
+	u32 lk = mmr_locking_begin();
 	int id = mmr_stacks.get_stackid(ctx, 0);
 	if (id == -17 /* -EEXIST */)
 		id = mmr_stacks.get_stackid(ctx, 1);
+	mmr_locking_end(lk);
 	return id;
 }
 
@@ -305,7 +343,10 @@ static __always_inline void mmr_submit(struct mmr_batch *b)
 {
 	b->cpu = bpf_get_smp_processor_id();
 	b->flush_ts = bpf_ktime_get_ns();
-	if (mmr_rb.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) != 0) {
+	u32 lk = mmr_locking_begin();
+	int refused = mmr_rb.ringbuf_output(b, sizeof(*b), BPF_RB_NO_WAKEUP) != 0;
+	mmr_locking_end(lk);
+	if (refused) {
 #pragma unroll
 		for (int k = 1; k < MMR_MAX_KINDS; k++) {
 			if (!b->kind_count[k])

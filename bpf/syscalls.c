@@ -41,7 +41,11 @@ static __always_inline int mmr_sys_enter(int nr, u64 arg0, u64 arg1)
 	struct mmr_sys_val *v = mmr_sys_open.lookup(&tid);
 	if (!v) {
 		struct mmr_sys_val n = {};
-		mmr_sys_open.insert(&tid, &n);
+		{
+			u32 lk = mmr_locking_begin();
+			mmr_sys_open.insert(&tid, &n);
+			mmr_locking_end(lk);
+		}
 		v = mmr_sys_open.lookup(&tid);
 	}
 	if (v) {
@@ -106,7 +110,11 @@ static __always_inline void mmr_sys_exit_group_close(struct mmr_batch *b, u64 id
 		return;
 	if (v->open && v->nr == MMR_SYS_EXIT_GROUP)
 		mmr_sys_emit(b, id, MMR_SYS_EXIT_GROUP, 0);
-	mmr_sys_open.delete(&tid);
+	{
+		u32 lk = mmr_locking_begin();
+		mmr_sys_open.delete(&tid);
+		mmr_locking_end(lk);
+	}
 }
 
 #if MMR_RAW_SYSCALLS

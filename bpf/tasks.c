@@ -25,7 +25,11 @@ static __always_inline int mmr_process_exit(void)
 #endif
 #ifdef MMR_HAVE_MMAP_LOCK
 	u32 tid = (u32)id;
-	mmr_mmap_lock.delete(&tid); /* its per-task state (nothing is held any more) */
+	{
+		u32 lk = mmr_locking_begin();
+		mmr_mmap_lock.delete(&tid); /* its per-task state (nothing is held any more) */
+		mmr_locking_end(lk);
+	}
 #endif
 	mmr_exit();
 	return MMR_PASS;
