@@ -23,9 +23,35 @@ static __always_inline int mmr_tlb_flush(s32 reason, s64 pages)
 }
 
 #if MMR_RAW_TLB_FLUSH
+/* A TLB-shootdown IPI that arrives while this program runs flushes (and hits
+ * the tracepoint) in the middle of it: the kernel skips that hit. The backup
+ * program (attached after this one, as page_free.c's) records exactly those. */
+BPF_PERCPU_ARRAY(mmr_tlb_running, u32, 1);
+BPF_PERCPU_ARRAY(mmr_tlb_recovered, u64, 1);
+
 /* TP_PROTO(int reason, unsigned long pages) */
 RAW_TRACEPOINT_PROBE(tlb_flush)
 {
+	int zero = 0;
+	u32 *running = mmr_tlb_running.lookup(&zero);
+	u32 was = running ? *running : 0;
+	if (running)
+		*running = 1;
+	int ret = mmr_tlb_flush((s32)ctx->args[0], (s64)ctx->args[1]);
+	if (running)
+		*running = was;
+	return ret;
+}
+
+int mmr_tlb_backup(struct bpf_raw_tracepoint_args *ctx)
+{
+	int zero = 0;
+	u32 *running = mmr_tlb_running.lookup(&zero);
+	if (!running || !*running || mmr_stopped())
+		return 0;
+	u64 *n = mmr_tlb_recovered.lookup(&zero);
+	if (n)
+		(*n)++;
 	return mmr_tlb_flush((s32)ctx->args[0], (s64)ctx->args[1]);
 }
 #else

@@ -47,6 +47,10 @@ POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups,
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
 MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
+#: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
+#: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
+           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered"))
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
@@ -224,7 +228,7 @@ class Recorder:
         self._recorder_wakeups = 0
         self._kallsyms: Any = None
         self._backup_fds: list[int] = []
-        self._backup_attached = False
+        self._backup_attached: set[str] = set()
         self._plan = programs.CLASSIC
 
     # -- setup ------------------------------------------------------------------
@@ -425,7 +429,7 @@ class Recorder:
         except Exception:  # noqa: BLE001 - never attached
             pass
 
-    def _attach_backup(self, tp: bytes, fn_name: bytes) -> None:
+    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
         """A second raw-tracepoint program on tp (bcc attaches one per tracepoint only): it records the hits the
         kernel skipped because the first was running on the CPU (bpf/page_free.c)."""
         try:
@@ -438,7 +442,7 @@ class Recorder:
             self.notes.say(f"no backup program on {tp.decode()} (attach failed: {-fd})")
             return
         self._backup_fds.append(fd)
-        self._backup_attached = True
+        self._backup_attached.add(fam)
 
     def _set_ctl(self, state: int) -> None:
         ctl = self._bpf["mmr_ctl"]
@@ -587,8 +591,9 @@ class Recorder:
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         b = self._bpf
-        if self._plan.mode("page_free") == "raw" and any(f.name == "page_free" for f in self._families):
-            self._attach_backup(b"mm_page_free", b"mmr_pf_backup")
+        for fam, tp, fn, _ in BACKUPS:
+            if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
+                self._attach_backup(fam, tp, fn)
         self._kinds = {f.kind for f in self._families}
         if self._t2:
             self._tier2_attach()
@@ -794,11 +799,11 @@ class Recorder:
         for fam in self._families:
             _ev, refused, _unmatched, in_kernel = stats.get(fam.kind, (0, 0, 0, 0))
             misses = self._recursion_misses(fam)
-            if fam.name == "page_free" and self._plan.mode(fam.name) == "raw":
+            backup = next((b for b in BACKUPS if b[0] == fam.name), None)
+            if backup is not None and fam.name in self._backup_attached:
                 # the backup program recorded the skipped hits it saw; its own skips are hits the main
                 # program took (they come while the backup runs, after the main one has finished)
-                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf["mmr_pf_recovered"][0]) \
-                    if self._backup_attached else 0
+                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf[backup[3]][0])
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
