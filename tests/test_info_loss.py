@@ -62,4 +62,4 @@ def test_a_manifest_with_a_negative_count_is_refused_in_one_line(tmp_path, capsy
     (path / "manifest.json").write_text(json.dumps(m))
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "must be non-negative integers" in err[0]
+    assert len(err) == 1 and "negative count" in err[0]
