@@ -1,20 +1,33 @@
-"""How much does `mmreplay record` slow a page-fault workload down, compared with `perf record`?
+"""What does `mmreplay record` cost the workload it records, compared with `perf record`?
 
-Runs tests/data/mm_workload.c (THREADS threads, each mmap / touch every page /
-munmap, >= 500k user page faults in all) three ways, RUNS times each, and
-prints the median of the workload's own wall time (measured inside it, so
-tracer start-up and exec are excluded):
+Two cases, each run RUNS times as interleaved rounds (bare, perf, mmreplay, ...)
+so that drifting machine load hits all alike; medians and ratios are printed:
+
+  page_fault     tests/data/mm_workload.c (THREADS threads, each mmap / touch
+                 every page / munmap): the workload's own wall time (measured
+                 inside it, so tracer start-up and exec are excluded)
+  mmap1_threads  the will-it-scale mmap1 workload (workloads/mmap1.c), 2 tasks,
+                 --seconds each: its own iterations per second
 
   bare      the workload alone
-  perf      under `perf record -e <every tier-1 tracepoint>` (per task, inherited)
-  mmreplay  under `mmreplay record` with every tier-1 probe (the command's tasks)
+  perf      `perf record -e <every tier-1 tracepoint>` of the workload's tasks
+  mmreplay  `mmreplay record` with every tier-1 probe (the command's tasks)
 
-plus both slowdown ratios, the events mmreplay recorded and lost, and its
-drain rate (events decoded and written per second of recorder CPU time spent
-draining: the sustained rate the recorder can keep up with).
+--per-probe adds, on the mmap1_threads case, one `mmreplay record --probes F`
+per family F per round (and lock_contention without stack walks), and one
+all-probes recording with the kernel's BPF statistics on: per family the hits
+per iteration, the throughput against bare, the time each hit adds to the
+workload (end to end: tracepoint dispatch + program + ring buffer + the
+recorder's share of the CPUs) and the program's own run time per run (BPF
+statistics, which count every task's hits, not only the workload's).
 
-Needs root, bcc, perf and gcc. Usage:
-  sudo PYTHONPATH=. python3 benchmarks/record_overhead.py [--runs 3] [--threads 1] [--iterations 2100]
+--truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
+and compares perf's counts with the rows recorded for the workload's tasks.
+--rss S records mmap1_threads for S seconds and prints the recorder's peak RSS.
+
+Needs root, bcc, perf and gcc. The machine's load average is printed before
+and after: a loaded machine stretches every median. Usage:
+  sudo PYTHONPATH=. python3 benchmarks/record_overhead.py [--case both] [--runs 3] [--per-probe] [--truth]
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from replay.trace.reader import Trace  # noqa: E402
 from tracer import programs  # noqa: E402
+from tracer.perfcheck import TRUTH_TRACEPOINTS, compare_with_perf, parse_perf_stat_csv  # noqa: E402
 
 
 def build(tmp: Path) -> Path:
@@ -43,58 +57,196 @@ def build(tmp: Path) -> Path:
     return exe
 
 
-def workload_ns(out: str) -> tuple[int, int]:
-    """The workload prints its wall time and its CPU time in ns as the last line of its stdout."""
-    wall, cpu = out.strip().splitlines()[-1].split()
-    return int(wall), int(cpu)
+#: Runs a command and prints the CPU time (user + system) of its process tree in ns: a workload's CPU time
+#: per iteration includes what the probes add in its context and, unlike its throughput, hardly depends on
+#: what else the (shared) machine runs.
+CPU_WRAP = [sys.executable, "-c", "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(f'cpu_ns={int((u.ru_utime + u.ru_stime) * 1e9)}', flush=True); sys.exit(r.returncode)"]
 
 
-def run_bare(argv: list[str]) -> tuple[int, int]:
-    return workload_ns(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+def score(case: str, out: str) -> float:
+    """The workload's figure of merit from its stdout: page_fault: wall seconds (lower is better);
+    mmap1_threads: iterations per second (higher is better)."""
+    if case == "page_fault":
+        return int(out.strip().splitlines()[-1].split()[0]) / 1e9
+    return float(_summary(out).fields["per_second"])
 
 
-def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> tuple[tuple[int, int], str]:
-    events = [tp for fam in programs.select(probes) for tp in fam.tracepoints] + list(programs.SUPPORT_TRACEPOINTS)
+def cpu_per_iteration(case: str, out: str) -> float:
+    """CPU ns of the workload per iteration (page_fault: per run)."""
+    lines = out.strip().splitlines()
+    if case == "page_fault":
+        return float(lines[-1].split()[1])
+    cpu = next(int(x.split("=", 1)[1]) for x in lines if x.startswith("cpu_ns="))
+    return cpu / max(1, _summary(out).iterations)
+
+
+def _summary(out: str):
+    from workloads import parse_summary
+
+    return parse_summary(next(x for x in out.strip().splitlines() if x.startswith("mmap1 ")))
+
+
+def tracepoints(probes: list[str] | None) -> list[str]:
+    tps = [tp for fam in programs.select(probes) for tp in fam.tracepoints] + list(programs.SUPPORT_TRACEPOINTS)
+    return list(dict.fromkeys(tps))
+
+
+def run_bare(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> str:
     cmd = ["perf", "record", "-q", "-o", str(tmp / "perf.data")]
-    for tp in dict.fromkeys(events):
+    for tp in tracepoints(probes):
         cmd += ["-e", tp]
-    r = subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True)
-    return workload_ns(r.stdout), r.stderr.strip()
+    return subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True).stdout
 
 
-def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None) -> tuple[tuple[int, int], dict]:
+def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str) -> tuple[str, Trace]:
     out = tmp / "trace"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     opts = ["--probes", ",".join(probes)] if probes else []
     r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
-                        *opts, "--", *argv], check=True, capture_output=True, text=True, env=env)
-    trace = Trace.open(out)
+                        *opts, *extra, "--", *argv], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"record_overhead: mmreplay record failed: {r.stderr.strip().splitlines()[-1:]}")
+    return r.stdout, Trace.open(out)
+
+
+def trace_stats(trace: Trace) -> dict:
     m = trace.manifest
-    # "recorded ... (drain N events/s)" is the CLI's summary line
-    drain = 0.0
-    for line in r.stderr.splitlines():
-        if "drain" in line:
-            drain = float(line.rsplit("drain ", 1)[1].split()[0].replace(",", ""))
-    stats = {
-        "rows": sum(e.rows for e in m.tables.values()),
-        "probe_events": sum(p.events for p in m.probes),
-        "lost": m.lost_events,
-        "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
-        "ring_buffer_refused": sum(m.extra.get("lost_breakdown", {}).get("ring_buffer_refused", {}).values()),
-        "page_faults": trace.rows("page_faults"),
-        "drain_events_per_s": drain,
-        "record_s": (m.end_ns - m.start_ns) / 1e9,
-    }
-    return workload_ns(r.stdout), stats
+    return {"rows": sum(e.rows for e in m.tables.values()), "lost": m.lost_events,
+            "recorder": sum(p.recorder for p in m.probes),
+            "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
+            "events": {p.name: p.events for p in m.probes if p.status == "recorded"},
+            "attach": m.extra.get("attach", {}), "probe_cost": m.extra.get("probe_cost", {})}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
+    """Interleaved bare/perf/mmreplay rounds of one case: medians, ratios, mmreplay's loss."""
+    series: dict[str, list[float]] = {"bare": [], "perf": [], "mmreplay": []}
+    cpu: dict[str, list[float]] = {k: [] for k in series}
+    stats = []
+    if case != "page_fault":
+        argv = [*CPU_WRAP, *argv]
+    for _ in range(runs):
+        for k in series:
+            if k == "bare":
+                out = run_bare(argv)
+            elif k == "perf":
+                out = run_perf(argv, tmp, None)
+            else:
+                out, trace = run_mmreplay(argv, tmp, None)
+                stats.append(trace_stats(trace))
+            series[k].append(score(case, out))
+            cpu[k].append(cpu_per_iteration(case, out))
+        time.sleep(0.2)
+    med = {k: statistics.median(v) for k, v in series.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    # a ratio > 1 is a slowdown for page_fault (time) and a throughput fraction for mmap1_threads
+    ratio = {k: med[k] / med["bare"] for k in ("perf", "mmreplay")}
+    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in ("perf", "mmreplay")}
+    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
+            "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
+            "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
+            "lost_by_probe": [s["lost_by_probe"] for s in stats], "attach": stats[-1]["attach"]}
+
+
+def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
+    """How often the workload's own tasks hit each tier-1 tracepoint per iteration (perf stat, bare run)."""
+    csv = tmp / "hits.csv"
+    cmd = ["perf", "stat", "-x,", "-o", str(csv)]
+    for tp in tracepoints(None):
+        cmd += ["-e", tp]
+    out = subprocess.run([*cmd, "--", *argv], check=True, capture_output=True, text=True).stdout
+    iters = max(1, _summary(out).iterations)
+    return {tp: n / iters for tp, n in parse_perf_stat_csv(csv.read_text()).items()}
+
+
+def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
+    """Per family: mmap1_threads recorded with that family alone, rounds interleaved with bare runs.
+
+    ns/hit = (CPU per iteration recorded - bare) / the family's hits per iteration (perf stat): what one
+    hit costs the workload's own CPU time, tracepoint dispatch included."""
+    argv = [*CPU_WRAP, *argv]
+    hits = hits_per_iteration(argv, tmp)
+    variants = [(f.name, [f.name], ()) for f in programs.FAMILIES]
+    variants.insert(2, ("lock_contention --no-stacks", ["lock_contention"], ("--no-stacks",)))
+    bare: list[tuple[float, float]] = []
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
+    for _ in range(runs):
+        out = run_bare(argv)
+        bare.append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+        for name, probes, extra in variants:
+            out, _ = run_mmreplay(argv, tmp, probes, *extra)
+            got[name].append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+    _, cost_trace = run_mmreplay(argv, tmp, None, "--probe-cost")
+    cost = trace_stats(cost_trace)["probe_cost"]
+    b_ps, b_cpu = statistics.median(x[0] for x in bare), statistics.median(x[1] for x in bare)
+    rows = []
+    for name, probes, _ in variants:
+        ps, cpu = statistics.median(x[0] for x in got[name]), statistics.median(x[1] for x in got[name])
+        fam = programs.FAMILIES_BY_NAME[probes[0]]
+        per_iter = sum(hits.get(tp, 0.0) for tp in fam.tracepoints)
+        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in fam.tracepoints)
+        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in fam.tracepoints)
+        rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b_ps, "cpu_ratio": cpu / b_cpu,
+                     "added_ns_per_hit": (cpu - b_cpu) / per_iter if per_iter > 0.05 else None,
+                     "program_ns_per_run": run_ns / runs_ if runs_ and "--no-stacks" not in name else None})
+    return rows
+
+
+def truth(tmp: Path, exe: Path) -> list[dict]:
+    """perf stat's counts of the workload's tasks against the rows recorded for them in the same run."""
+    csv = tmp / "perf.csv"
+    cmd = ["perf", "stat", "-x,", "-o", str(csv)]
+    for tp in TRUTH_TRACEPOINTS:
+        cmd += ["-e", tp]
+    _, trace = run_mmreplay([*cmd, "--", str(exe), "4", "200", "256"], tmp, None)
+    rows = compare_with_perf(trace, exe.name, parse_perf_stat_csv(csv.read_text()))
+    return [{**vars(a), "ratio": a.ratio} for a in rows]
+
+
+def rss(tmp: Path, seconds: float) -> float:
+    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long: the recorder's VmHWM, read
+    from /proc while it runs (the workload's own memory is not counted)."""
+    from workloads import command
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(tmp / "rss"), "--force",
+                             "--no-tier2-check", "--", *command("mmap1_threads", 2, seconds)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.5)
+    if proc.returncode != 0:
+        raise SystemExit(f"record_overhead: mmreplay record failed: {proc.stderr.read().strip()[-300:]}")
+    return peak / 1024
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iterations", type=int, default=2100, help="per thread; each touches --pages pages")
+    ap.add_argument("--threads", type=int, default=1, help="page_fault: threads")
+    ap.add_argument("--iterations", type=int, default=2100, help="page_fault: per thread, each touches --pages pages")
     ap.add_argument("--pages", type=int, default=256)
-    ap.add_argument("--probes", help="comma-separated tier-1 families for both tracers (default: all)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="mmap1_threads: seconds per run")
+    ap.add_argument("--per-probe", action="store_true", help="the per-family cost table (mmap1_threads)")
+    ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
+    ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -104,58 +256,55 @@ def main() -> int:
     if os.geteuid() != 0:
         print("record_overhead: needs root (perf tracepoints, bcc)", file=sys.stderr)
         return 2
+    from workloads import command
+
+    result: dict = {"loadavg_before": loadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="mmr_bench_") as d:
         tmp = Path(d)
-        argv = [str(build(tmp)), str(args.threads), str(args.iterations), str(args.pages), "time"]
-        bare, perf, mmr, mmr_stats, perf_msgs = [], [], [], [], []
-        probes = args.probes.split(",") if args.probes else None
-        for _ in range(args.runs):  # interleaved, so drifting machine load hits all three alike
-            bare.append(run_bare(argv))
-            t, msg = run_perf(argv, tmp, probes)
-            perf.append(t)
-            perf_msgs.append(msg)
-            t, st = run_mmreplay(argv, tmp, probes)
-            mmr.append(t)
-            mmr_stats.append(st)
-            time.sleep(0.2)
-    series = {"bare": bare, "perf": perf, "mmreplay": mmr}
-    med = {k: statistics.median(x[0] for x in v) / 1e9 for k, v in series.items()}
-    med_cpu = {k: statistics.median(x[1] for x in v) / 1e9 for k, v in series.items()}
-    result = {
-        "workload": {"threads": args.threads, "iterations": args.iterations, "pages": args.pages,
-                     "faults": args.threads * args.iterations * args.pages},
-        "runs": args.runs,
-        "median_wall_s": med,
-        "median_cpu_s": med_cpu,
-        "all_wall_s": {k: [x[0] / 1e9 for x in v] for k, v in series.items()},
-        "all_cpu_s": {k: [x[1] / 1e9 for x in v] for k, v in series.items()},
-        "slowdown": {"perf record": med["perf"] / med["bare"], "mmreplay record": med["mmreplay"] / med["bare"]},
-        "cpu_slowdown": {"perf record": med_cpu["perf"] / med_cpu["bare"],
-                         "mmreplay record": med_cpu["mmreplay"] / med_cpu["bare"]},
-        "mmreplay": mmr_stats,
-        "perf_messages": [m for m in perf_msgs if m],
-    }
+        exe = build(tmp)
+        pf_argv = [str(exe), str(args.threads), str(args.iterations), str(args.pages), "time"]
+        m1_argv = command("mmap1_threads", 2, args.seconds)
+        cases = {"page_fault": pf_argv, "mmap1_threads": m1_argv}
+        chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
+        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
+        if args.per_probe:
+            result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
+        if args.truth:
+            result["truth"] = truth(tmp, exe)
+        if args.rss:
+            result["rss_mib"] = rss(tmp, args.rss)
+    result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    w = result["workload"]
-    print(f"workload: {w['threads']} thread(s) x {w['iterations']} x {w['pages']} pages = {w['faults']:,} faults; "
-          f"median of {args.runs} runs; wall = the workload's own elapsed time, cpu = its user+sys time")
-    for k in series:
-        print(f"  {k:<9} wall {med[k]:7.3f} s  cpu {med_cpu[k]:7.3f} s   (wall runs: "
-              f"{', '.join(f'{x:.3f}' for x in result['all_wall_s'][k])})")
-    print(f"  cpu slowdown: perf record {result['cpu_slowdown']['perf record']:.2f}x, "
-          f"mmreplay record {result['cpu_slowdown']['mmreplay record']:.2f}x")
-    print(f"  wall slowdown: perf record {result['slowdown']['perf record']:.2f}x, "
-          f"mmreplay record {result['slowdown']['mmreplay record']:.2f}x")
-    lost = [s["lost"] for s in mmr_stats]
-    drains = [s["drain_events_per_s"] for s in mmr_stats]
-    print(f"  mmreplay: {statistics.median([s['rows'] for s in mmr_stats]):,.0f} rows, "
-          f"{statistics.median([s['probe_events'] for s in mmr_stats]):,.0f} probe hits; ring buffer refused "
-          f"{[s['ring_buffer_refused'] for s in mmr_stats]}; lost incl. BPF recursion skips {lost} "
-          f"{[s['lost_by_probe'] for s in mmr_stats]}")
-    print(f"  mmreplay drain rate: median {statistics.median(drains):,.0f} events/s (runs: "
-          f"{', '.join(f'{x:,.0f}' for x in drains)})")
+    print(f"load average before {result['loadavg_before']}, after {result['loadavg_after']} "
+          f"({result['cpus']} CPUs); medians of interleaved rounds")
+    for c in result["cases"]:
+        med, unit = c["median"], "s (workload wall time)" if c["case"] == "page_fault" else "iterations/s"
+        what = "slowdown" if c["case"] == "page_fault" else "throughput"
+        print(f"{c['case']}: {c['runs']} rounds, {unit}")
+        for k in ("bare", "perf", "mmreplay"):
+            ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
+            print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
+                  f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
+        print(f"  mmreplay lost {c['lost']}, caused by the recorder {c['recorder']}; attach {c['attach']}")
+    if "per_probe" in result:
+        print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
+              "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
+        print(f"  {'probe':<28} {'hits/iter':>9} {'throughput':>10} {'CPU/iter':>9} {'ns/hit':>7} {'program ns':>10}")
+        for r in result["per_probe"]:
+            ns = f"{r['added_ns_per_hit']:7.0f}" if r["added_ns_per_hit"] is not None else f"{'-':>7}"
+            prog = f"{r['program_ns_per_run']:10.0f}" if r["program_ns_per_run"] else f"{'-':>10}"
+            print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
+                  f"{ns} {prog}")
+    if "truth" in result:
+        print("perf stat of the same run (mm_workload 4 threads) against the rows recorded for its tasks")
+        for r in result["truth"]:
+            ratio = f"{r['ratio'] * 100:7.2f} %" if r["ratio"] is not None else "      -"
+            print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
+                  f"lost {r['lost']}  recorder {r['recorder']}")
+    if "rss_mib" in result:
+        print(f"recorder peak RSS over a {args.rss:.0f}-s recording of mmap1_threads: {result['rss_mib']:.0f} MiB")
     return 0
 
 

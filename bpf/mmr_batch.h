@@ -29,8 +29,6 @@
 
 #include "mmreplay.h"
 
-#define MMR_NEST_MAX 4
-
 #ifndef MMR_INLINE
 #define MMR_INLINE static inline __attribute__((always_inline))
 #endif
@@ -44,7 +42,7 @@
 struct mmr_nest {
 	mmr_u32 level;    /* batches in use on this CPU: programs running, innermost last */
 	mmr_u32 _pad;
-	mmr_u64 dropped;  /* events of programs nested deeper than MMR_NEST_MAX, not recorded */
+	mmr_u64 dropped;  /* events of programs nested deeper than MMR_NEST, not recorded */
 };
 
 /* Claim this CPU's next batch level: its index, or -1 (the event is dropped, counted). */
@@ -52,7 +50,7 @@ MMR_INLINE int mmr_nest_enter(struct mmr_nest *n)
 {
 	mmr_u32 level = n->level;
 	MMR_INTERRUPT_POINT(1);
-	if (level >= MMR_NEST_MAX) {
+	if (level >= MMR_NEST) {
 		n->dropped++;
 		return -1;
 	}

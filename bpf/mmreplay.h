@@ -30,6 +30,7 @@ typedef long long mmr_s64;
 #define MMR_EVENT_SIZE 64
 #define MMR_BATCH_EVENTS 256
 #define MMR_MAX_KINDS 24
+#define MMR_NEST 4             /* batches per CPU: one per nesting level (mmr_common.h) */
 
 /* Event kinds: the slot's `kind` byte; also the index of the probe family's
  * counters in the `mmr_stats` map. Tier 1 uses 1..15, tier 2 (R2) 16..23. */
@@ -176,6 +177,7 @@ struct mmr_stat {
 	mmr_u64 events;     /* tracepoint hits that passed the filter */
 	mmr_u64 lost;       /* events in batches the ring buffer refused */
 	mmr_u64 unmatched;  /* closing events without opening ones */
+	mmr_u64 recorder;   /* hits the recorder caused (its programs' locks, its own process): dropped */
 };
 
 /* ---- tier 2 (R2) ---- */

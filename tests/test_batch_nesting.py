@@ -53,10 +53,10 @@ def test_one_batch_per_cpu_loses_and_duplicates_rows_of_nested_programs(tmp_path
 
 
 def test_the_python_mirror_knows_the_number_of_levels():
-    """The recorder reads every level's leftover batch at stop (tracer.events.NEST_MAX)."""
+    """The recorder reads every level's leftover batch at stop (tracer.events.NEST)."""
     import re
 
     from tracer import events
 
-    header = (BPF_DIR / "mmr_batch.h").read_text()
-    assert int(re.search(r"#define MMR_NEST_MAX (\d+)", header).group(1)) == events.NEST_MAX
+    header = (BPF_DIR / "mmreplay.h").read_text()
+    assert int(re.search(r"#define MMR_NEST (\d+)", header).group(1)) == events.NEST

@@ -213,3 +213,27 @@ def test_every_row_lies_inside_the_recorded_span(recorded):
         lo, hi = trace.scan(name).select(ts.min().alias("lo"), ts.max().alias("hi")).collect().row(0)
         if lo is not None:
             assert m.start_ns <= lo and hi <= m.end_ns, name
+
+
+def test_the_classic_tracepoint_fallback_records_the_same_tables(tmp_path, workload):
+    """--attach classic (what a kernel without BTF or with other tracepoint arguments gets)."""
+    out = tmp_path / "trace"
+    r = _mmreplay("record", "-o", str(out), "--no-tier2-check", "--attach", "classic", "--",
+                  str(workload), "2", "50", "64")
+    assert r.returncode == 0, r.stderr
+    trace = Trace.open(out)
+    assert set(trace.manifest.extra["attach"].values()) == {"classic"}
+    assert all(p.reason == "classic tracepoints" for p in trace.manifest.probes if p.tier == 1)
+    assert trace.rows("page_faults") >= 2 * 50 * 64 and trace.rows("syscalls") >= 2 * 50 * 4
+    # classic programs share the kernel's global per-CPU recursion guard: another BPF program on the CPU
+    # (another recording on this shared machine) makes them skip hits, so only the ring buffer must not refuse
+    assert sum(trace.manifest.extra["lost_breakdown"]["ring_buffer_refused"].values()) == 0
+
+
+def test_recording_says_which_tracepoints_each_family_used(recorded):
+    trace, _ = recorded
+    attach = trace.manifest.extra["attach"]
+    from tracer.programs import FAMILIES
+
+    assert set(attach) >= {f.name for f in FAMILIES}
+    assert attach["page_fault"] == "raw"  # this kernel (6.18, BTF) confirms every raw program's arguments

@@ -115,16 +115,17 @@ def test_a_preempted_task_switches_out_with_state_0_as_the_format_says():
 
 
 class _FakeMap:
-    """Stands in for a bcc table: items() for hash maps, [0] -> per-CPU values for per-CPU arrays."""
+    """Stands in for a bcc table: items() for hash maps, [key] -> per-CPU values for per-CPU arrays
+    (per_cpu: entry 0's; levels: the other entries', e.g. the batches of deeper nesting levels)."""
 
-    def __init__(self, items=(), per_cpu=()):
-        self._items, self._per_cpu = list(items), list(per_cpu)
+    def __init__(self, items=(), per_cpu=(), levels=None):
+        self._items, self._per_cpu, self._levels = list(items), list(per_cpu), dict(levels or {})
 
     def items(self):
         return self._items
 
     def __getitem__(self, key):
-        return self._per_cpu if key == 0 else []  # per-CPU arrays: entry 0 only
+        return self._per_cpu if key == 0 else self._levels.get(key, [])
 
 
 def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
@@ -138,24 +139,28 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     import ctypes
 
     cpu_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
+    slot["ts"] = 9_500  # an interrupt's event, in the batch of nesting level 2 of the same CPU
+    nested_batch = ctypes.create_string_buffer(batch.tobytes(), events.BATCH_SIZE)
     fake = {
-        "mmr_batches": _FakeMap(per_cpu=[cpu_batch]),
+        "mmr_batches": _FakeMap(per_cpu=[cpu_batch], levels={2: [nested_batch]}),
         "mmr_pf_bursts": _FakeMap(per_cpu=[NS(active=1, first_ts=8_000, last_ts=8_500, seq=3, pid=7, tid=8,
                                                batched=1, pages=40), NS(active=0)]),
-        "mmr_mmap_lock": _FakeMap(items=[
-            (NS(tid=8, mm=0xAA), NS(held=1, acq_ts=7_000, seq=1, pid=7, cpu=0, wait=50, depth=0, write=1)),
-            (NS(tid=9, mm=0xAA), NS(held=0)),  # still waiting for the lock: only counted
+        "mmr_mmap_lock": _FakeMap(items=[  # per task: its mmap_lock slots
+            (NS(value=8), NS(pid=7, s=[NS(mm=0xAA, held=1, acq_ts=7_000, seq=1, cpu=0, wait=50, depth=0, write=1),
+                                       NS(mm=0, held=0)])),
+            (NS(value=9), NS(pid=7, s=[NS(mm=0xAA, held=0)])),  # still waiting for the lock: only counted
         ]),
         "mmr_contention": _FakeMap(items=[(NS(tid=9, addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, flags=4,
                                                                      begins=2, stack_id=-1))]),
-        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2))]),
+        "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2, open=1)),
+                                         (NS(value=9), NS(open=0))]),  # a task between two calls
     }
     r = Recorder(RecordOptions(output="unused"))
     r._bpf, r._unmatched_extra, r._start_ns = fake, {}, 0
     r._kinds = {f.kind for f in programs.FAMILIES}
     r._leftovers(stop)
     got = {k: decode.columns(k, np.concatenate(v), 0, _classify_all_other) for k, v in r._pending.items()}
-    assert got[events.EV_PAGE_FAULT]["ts"].tolist() == [9_000]  # from the partly filled batch
+    assert sorted(got[events.EV_PAGE_FAULT]["ts"].tolist()) == [9_000, 9_500]  # the partly filled batches
     burst = got[events.EV_PAGE_FREE]
     assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
     hold = got[events.EV_LOCK_HOLD]

@@ -74,20 +74,29 @@ def environment() -> tuple[list[Check], object | None]:
 
 def tier1(bcc: object) -> list[Check]:
     out = []
+    plan = programs.plan(programs.FAMILIES, "auto", bcc)
     for fam in programs.FAMILIES:
         missing = fam.missing_tracepoints()
         if missing:
             out.append(Check(fam.name, 1, False, f"tracepoint {missing[0]} not in this kernel",
                              "needs a newer kernel or one built with it; the recorder skips this probe"))
             continue
-        with kernel_env.captured_stderr() as log:
-            try:
-                programs.load(bcc, [fam], programs.Filter(), flush=False).cleanup()
-                err = None
-            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-                err = e
+        mode = plan.mode(fam.name)
+        err = None
+        for attempt in ([plan, programs.CLASSIC] if mode == "raw" else [plan]):
+            with kernel_env.captured_stderr() as log:
+                try:
+                    programs.load(bcc, [fam], programs.Filter(), flush=False, attach=attempt).cleanup()
+                    err = None
+                    break
+                except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+                    err = e
+                    if mode == "raw":
+                        mode = f"classic (raw failed: {_first_error(e, log)})"
         if err is None:
-            out.append(Check(fam.name, 1, True, f"loaded and attached {len(fam.tracepoints)} tracepoint(s): {fam.doc}"))
+            how = "raw tracepoint(s)" if mode == "raw" else \
+                f"classic tracepoint(s), the costlier fallback: {plan.reason(fam.name) or mode}"
+            out.append(Check(fam.name, 1, True, f"loaded and attached {len(fam.tracepoints)} {how}: {fam.doc}"))
         else:
             reason = _first_error(err, log)
             out.append(Check(fam.name, 1, False, reason, _fix_for(reason)))

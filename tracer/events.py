@@ -13,6 +13,7 @@ import numpy as np
 EVENT_SIZE = 64
 BATCH_EVENTS = 256
 MAX_KINDS = 24
+NEST = 4  # per-CPU batches, one per nesting level (MMR_NEST)
 
 # Event kinds (MMR_EV_*): also the index of a probe family's counters in mmr_stats.
 EV_LOCK_HOLD = 1
@@ -99,7 +100,7 @@ DTYPES: dict[str, np.dtype] = {
     "mmr_ipi": _struct(
         [("target_cpu", "<i4", 28), ("callsite", "<u8", 32), ("callback", "<u8", 40), ("ncpus", "<i4", 48)]
     ),
-    "mmr_stat": np.dtype([("events", "<u8"), ("lost", "<u8"), ("unmatched", "<u8")]),
+    "mmr_stat": np.dtype([("events", "<u8"), ("lost", "<u8"), ("unmatched", "<u8"), ("recorder", "<u8")]),
 }
 
 BATCH_HEAD = np.dtype(
@@ -184,8 +185,6 @@ def split_batch(batches: bytes | bytearray | memoryview | np.ndarray) -> dict[in
 
 # ---- tier 2 (R2) ----
 # Mirrors the tier-2 section of bpf/mmreplay.h; decoded by tracer/tier2.py.
-
-NEST_MAX = 4  # MMR_NEST_MAX of bpf/mmr_batch.h: per-CPU batches, one per nesting level (mmr_batches entries)
 
 EV_T2_LOCK_ACQUIRE = 16
 EV_T2_LOCK_RELEASE = 17

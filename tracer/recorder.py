@@ -47,6 +47,16 @@ POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups,
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
 MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
+#: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
+#: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
+           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered"))
+#: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
+PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
+#: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
+LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
+#: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
+RECORDER_REASONS = ("recorder_in_kernel", "recorder_bpf_recursion", "recorder_wakeups")
 
 
 @dataclass
@@ -69,6 +79,8 @@ class RecordOptions:
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
+    attach: str = "auto"  # auto | raw | classic: how tier-1 families attach (tracer.programs.plan)
+    stacks: bool = True  # kernel stack of every lock wait (lock classes need it)
 
 
 @dataclass
@@ -85,6 +97,14 @@ class RecordResult:
     stop_reason: str = ""  # duration | command exited (N) | SIGINT | SIGTERM
     drain_events_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+def _own_tids() -> list[int]:
+    """The recorder's own threads (it is never recorded, so neither is a wake-up of it)."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [threading.get_native_id()]
 
 
 def _threads_of(pid: int) -> list[int]:
@@ -263,6 +283,11 @@ class Recorder:
         self._t2_probes: list[Probe] = []
         self._t2_kinds: set[int] = set()
         self._t2_parts: dict[int, list[np.ndarray]] = {}
+        self._recorder_wakeups = 0
+        self._kallsyms: Any = None
+        self._backup_fds: list[int] = []
+        self._backup_attached: set[str] = set()
+        self._plan = programs.CLASSIC
 
     # -- setup ------------------------------------------------------------------
 
@@ -281,7 +306,14 @@ class Recorder:
     def _load(self, bcc: Any, families: list[programs.Family], flt: programs.Filter) -> tuple[Any, list, list[Probe]]:
         """Load all families at once (with the usable tier-2 ones); if that fails, drop tier 2, then find
         and skip the tier-1 families that do not load."""
-        kw = {"rb_pages": self.opts.rb_pages, "pf_gap_ns": self.opts.pf_gap_ns}
+        self._plan = programs.plan(families, self.opts.attach, bcc)
+        if self.opts.attach == "raw" and self._plan.why_classic:
+            bad = [(n, r) for n, r in self._plan.why_classic if n != "syscalls"]
+            if bad:
+                raise kernel_env.EnvironmentProblem(
+                    "raw tracepoints", f"{bad[0][0]}: {bad[0][1]}", "record with --attach auto (classic fallback)")
+        kw = {"rb_pages": self.opts.rb_pages, "pf_gap_ns": self.opts.pf_gap_ns, "attach": self._plan,
+              "stacks": self.opts.stacks}
         if self._t2:
             from tracer import tier2
 
@@ -301,13 +333,29 @@ class Recorder:
         except Exception:  # noqa: BLE001 - bcc raises bare Exception for compile/verifier/attach failures
             pass
         ok, failed = [], []
+        raw = set(self._plan.raw)
+
+        def loads() -> str:
+            """'' if fam loads alone with the current plan, else the first line of why not."""
+            try:
+                programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
+                return ""
+            except Exception as e:  # noqa: BLE001
+                return str(e).splitlines()[0][:200] or type(e).__name__
+
         for fam in families:
             with kernel_env.captured_stderr():
-                try:
-                    programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
-                    ok.append(fam)
-                except Exception as e:  # noqa: BLE001
-                    failed.append(Probe(fam.name, fam.tier, status="failed", reason=str(e).splitlines()[0][:200]))
+                err = loads()
+                if err and fam.name in raw:  # the classic tracepoints may still load
+                    raw.discard(fam.name)
+                    kw["attach"] = self._plan = programs.Plan(
+                        frozenset(raw), self._plan.offsets,
+                        self._plan.why_classic + ((fam.name, f"raw tracepoints failed to load: {err}"),))
+                    err = loads()
+            if err:
+                failed.append(Probe(fam.name, fam.tier, status="failed", reason=err))
+            else:
+                ok.append(fam)
         if not ok:
             raise kernel_env.EnvironmentProblem("probes", "no tier-1 probe family loads here",
                                                 "run 'mmreplay doctor' for the reason of each")
@@ -382,6 +430,12 @@ class Recorder:
 
     def _emit(self, kind: int, rec: np.ndarray) -> None:
         fam = programs.FAMILIES_BY_KIND[kind]
+        if kind == events.EV_SCHED_WAKEUP and len(rec):
+            # a recorded task's wake-up of the recorder's own threads (its reader's timer fired while the task ran)
+            mine = np.isin(rec["woken_tid"], np.fromiter(_own_tids(), np.int64))
+            if mine.any():
+                self._recorder_wakeups += int(mine.sum())
+                rec = rec[~mine]
         cols = decode.columns(kind, rec, self._start_ns, self._classify, presorted=True)
         self._tids.update(decode.referenced_tids(kind, rec).tolist())
         if kind in (events.EV_LOCK_WAIT, events.EV_LOCK_HOLD):
@@ -397,8 +451,23 @@ class Recorder:
                 ips = [int(ip) for ip in self._bpf["mmr_stacks"].walk(stack_id)]
             except KeyError:
                 ips = []
+            ips = self._without_probe_frames(ips)
             self._stack_cache[stack_id] = ips
         return ips
+
+    def _without_probe_frames(self, ips: list[int]) -> list[int]:
+        """A raw tracepoint program's stack starts in the program itself (bpf_prog_*, then bpf_trace_run*);
+        a classic one's at the tracepoint (__traceiter_*). Leading frames of the program and its dispatch are
+        dropped, so a stack is the same whichever way the probe attached."""
+        if self._kallsyms is None:
+            return ips
+        i = 0
+        while i < len(ips):
+            hit = self._kallsyms.lookup(ips[i])
+            if hit is None or not hit[0].startswith(PROBE_FRAMES):
+                break
+            i += 1
+        return ips[i:]
 
     # -- stop -------------------------------------------------------------------
 
@@ -406,44 +475,67 @@ class Recorder:
         b = self._bpf
         self._set_ctl(CTL_STOPPED)  # stop recording now; detaching takes a while
         self._stop_ns = time.monotonic_ns()
+        self._misses_at_stop = self._misses_now()
         # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(b.detach_tracepoint, list(b.tracepoint_fds)))
+            list(pool.map(b.detach_raw_tracepoint, list(b.raw_tracepoint_fds)))
+            list(pool.map(os.close, self._backup_fds))
+        self._backup_fds = []
         try:
             b.detach_perf_event(ev_type=self._bcc.PerfType.SOFTWARE, ev_config=self._bcc.PerfSWConfig.CPU_CLOCK)
         except Exception:  # noqa: BLE001 - never attached
             pass
 
+    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
+        """A second raw-tracepoint program on tp (bcc attaches one per tracepoint only): it records the hits the
+        kernel skipped because the first was running on the CPU (bpf/page_free.c)."""
+        try:
+            fn = self._bpf.load_func(fn_name, self._bcc.BPF.RAW_TRACEPOINT)
+            fd = self._bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, tp)
+        except Exception as e:  # noqa: BLE001 - without it those hits stay lost, and are counted so
+            self.notes.say(f"no backup program on {tp.decode()} ({str(e).splitlines()[0]})")
+            return
+        if fd < 0:
+            self.notes.say(f"no backup program on {tp.decode()} (attach failed: {-fd})")
+            return
+        self._backup_fds.append(fd)
+        self._backup_attached.add(fam)
+
     def _set_ctl(self, state: int) -> None:
         ctl = self._bpf["mmr_ctl"]
         ctl[ctl.Key(0)] = ctl.Leaf(state)
 
-    def _per_cpu_bytes(self, name: str, key: int = 0) -> list[bytes]:
-        """The raw per-CPU values of entry ``key`` of a per-CPU array map."""
-        vals = self._bpf[name][key]
-        return [ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)) for v in vals]
+    def _per_cpu_bytes(self, name: str, entries: int = 1) -> list[bytes]:
+        """The raw per-CPU values of the first entries of a per-CPU array map."""
+        out = []
+        for i in range(entries):
+            out += [ctypes.string_at(ctypes.addressof(v), ctypes.sizeof(v)) for v in self._bpf[name][i]]
+        return out
 
     def _leftovers(self, stop_ns: int) -> None:
         """Partly filled batches, open page-free bursts and open intervals, as rows."""
-        for level in range(events.NEST_MAX):  # one batch per nesting level (bpf/mmr_batch.h)
-            for raw in self._per_cpu_bytes("mmr_batches", level):
-                self._absorb(raw)
+        for raw in self._per_cpu_bytes("mmr_batches", events.NEST):
+            self._absorb(raw)
         b = self._bpf
         if events.EV_PAGE_FREE in self._kinds:
             rows = []
-            for cpu, v in enumerate(b["mmr_pf_bursts"][0]):
-                if v.active:
-                    rows.append((v.first_ts, v.seq, v.pid, v.tid, cpu, v.batched, v.last_ts - v.first_ts, v.pages))
+            for lvl in range(events.NEST):
+                for cpu, v in enumerate(b["mmr_pf_bursts"][lvl]):
+                    if v.active:
+                        rows.append((v.first_ts, v.seq, v.pid, v.tid, cpu, v.batched, v.last_ts - v.first_ts,
+                                     v.pages))
             self._add_rows(events.EV_PAGE_FREE, rows, ("ts", "seq", "pid", "tid", "cpu", "batched", "dur", "pages"),
                            events.F_INCOMPLETE)
         if events.EV_LOCK_HOLD in self._kinds:
             rows, waiting = [], 0
-            for k, v in b["mmr_mmap_lock"].items():
-                if v.held:
-                    rows.append((v.acq_ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.acq_ts, v.wait, k.mm, v.depth,
-                                 v.write, 1, 1, -1))
-                else:
-                    waiting += 1
+            for k, t in b["mmr_mmap_lock"].items():
+                for v in t.s:
+                    if v.mm and v.held:
+                        rows.append((v.acq_ts, v.seq, t.pid, k.value, v.cpu, stop_ns - v.acq_ts, v.wait, v.mm,
+                                     v.depth, v.write, 1, 1, -1))
+                    elif v.mm:
+                        waiting += 1
             self._add_rows(events.EV_LOCK_HOLD, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "wait", "lock_addr", "depth", "mode", "success",
                             "lock_class", "stack_id"), events.F_INCOMPLETE)
@@ -456,7 +548,7 @@ class Recorder:
                             "stack_id"), events.F_INCOMPLETE)
         if events.EV_SYSCALL in self._kinds:
             rows = [(v.ts, v.seq, v.pid, k.value, v.cpu, stop_ns - v.ts, v.nr, v.arg0, v.arg1, 0)
-                    for k, v in b["mmr_sys_open"].items()]
+                    for k, v in b["mmr_sys_open"].items() if v.open]
             self._add_rows(events.EV_SYSCALL, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "nr", "arg0", "arg1", "ret"), events.F_INCOMPLETE)
 
@@ -470,15 +562,18 @@ class Recorder:
         rec["flags"] = flags
         self._add(kind, rec)
 
-    def _stats(self) -> dict[int, tuple[int, int, int]]:
-        out: dict[int, tuple[int, int, int]] = {}
+    def _stats(self) -> dict[int, tuple[int, int, int, int]]:
+        """kind -> (events, ring-buffer refused, unmatched, caused by the recorder), summed over CPUs;
+        kind 0: events lost because a CPU ran out of nesting levels."""
+        out: dict[int, tuple[int, int, int, int]] = {}
         table = self._bpf["mmr_stats"]
-        for fam in self._families:
-            per_cpu = table[fam.kind]
-            out[fam.kind] = (
+        for kind in [0, *(fam.kind for fam in self._families)]:
+            per_cpu = table[kind]
+            out[kind] = (
                 sum(int(s.events) for s in per_cpu),
                 sum(int(s.lost) for s in per_cpu),
                 sum(int(s.unmatched) for s in per_cpu),
+                sum(int(s.recorder) for s in per_cpu),
             )
         return out
 
@@ -566,6 +661,9 @@ class Recorder:
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         b = self._bpf
+        for fam, tp, fn, _ in BACKUPS:
+            if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
+                self._attach_backup(fam, tp, fn)
         self._kinds = {f.kind for f in self._families}
         if self._t2:
             self._tier2_attach()
@@ -602,6 +700,7 @@ class Recorder:
             self._writer.declare(fam.table)
 
         self._start_ns = time.monotonic_ns()
+        self._misses_at_start = self._misses_now()
         self._recording = True
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
         if cmd is not None:
@@ -685,18 +784,28 @@ class Recorder:
             addrs = {ip for i in self._stack_ids for ip in self._stack(i)} | {a for a in self._ipi_addrs if a}
             self._symbols(addrs)
             w.write("tasks", self._tasks())
-            refused, skipped_hits = {}, {}
+            loss = self._loss(stats)
             for fam in self._families:
-                ev, lost, unmatched = stats.get(fam.kind, (0, 0, 0))
-                misses = self._recursion_misses(fam)
-                refused[fam.name], skipped_hits[fam.name] = lost, misses
-                probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev, lost=lost + misses,
-                                    unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0)))
-            # Probe.lost = both; they differ in kind: a refused batch is lost data of the recorded tasks,
-            # a recursion skip is a tracepoint hit the kernel did not run the program for (another BPF
-            # program ran on that CPU), counted before the task filter: an upper bound.
-            w.manifest.extra["lost_breakdown"] = {"ring_buffer_refused": refused,
-                                                  "bpf_recursion_skipped": skipped_hits}
+                ev, _refused, unmatched, _rec = stats.get(fam.kind, (0, 0, 0, 0))
+                lp = loss[fam.name]
+                probes.append(Probe(fam.name, fam.tier, status="recorded", events=ev,
+                                    lost=sum(lp[r] for r in LOST_REASONS),
+                                    unmatched=unmatched + self._unmatched_extra.get(fam.kind, 0),
+                                    recorder=sum(lp[r] for r in RECORDER_REASONS),
+                                    reason=f"{self._plan.mode(fam.name)} tracepoints"))
+            overflow = stats.get(0, (0, 0, 0, 0))[1]
+            w.manifest.extra["lost_breakdown"] = {r: {n: v[r] for n, v in loss.items()}
+                                                  for r in (*LOST_REASONS, *RECORDER_REASONS)}
+            if overflow:  # not attributable to a probe: reported, and counted once as lost below
+                w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
+                probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
+                                    reason="events of a CPU that ran out of nesting levels"))
+            if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
+                w.manifest.extra["recursion_recovered"] = self._recovered
+            w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
+            why = dict(self._plan.why_classic)
+            if any(why.get(f.name) for f in self._families):
+                w.manifest.extra["attach_classic_why"] = {f.name: why[f.name] for f in self._families if f.name in why}
             cost = self._probe_cost()
             if cost:
                 w.manifest.extra["probe_cost"] = cost
@@ -722,6 +831,13 @@ class Recorder:
     def _prog_fds(self, fam: programs.Family) -> dict[str, int]:
         """tracepoint -> fd of the loaded program attached to it."""
         fds = {}
+        if self._plan.mode(fam.name) == "raw":
+            for ev, _ in fam.raw:
+                fn = self._bpf.funcs.get(f"raw_tracepoint__{ev}".encode())
+                if fn is not None:  # named as the classic tracepoint it stands for
+                    tp = next((t for t in fam.tracepoints if t.endswith(f":{ev}")), f"raw_syscalls:{ev}")
+                    fds[tp] = fn.fd
+            return fds
         for tp in fam.tracepoints:
             cat, ev = tp.split(":", 1)
             fn = self._bpf.funcs.get(f"tracepoint__{cat}__{ev}".encode())
@@ -730,8 +846,46 @@ class Recorder:
         return fds
 
     def _recursion_misses(self, fam: programs.Family) -> int:
-        """Hits the kernel skipped because another BPF program ran on the CPU (bpf_prog_info.recursion_misses)."""
-        return sum(prog_recursion_misses(fd) for fd in self._prog_fds(fam).values())
+        """Hits the kernel skipped because a BPF program already ran on the CPU (bpf_prog_info.recursion_misses):
+        for raw tracepoints the same program (per-program guard), for classic ones any program (one global
+        per-CPU guard). Counted before the task filter: an upper bound for the recorded tasks."""
+        start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
+        return sum(max(0, stop.get(tp, 0) - start.get(tp, 0)) for tp in self._prog_fds(fam))
+
+    def _misses_now(self) -> dict[str, int]:
+        """tracepoint -> the kernel's recursion-miss count of its program so far: the programs run (filtered
+        out) from load to detach, so a recording's misses are the difference between its start and stop."""
+        return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
+
+    def _loss(self, stats: dict[int, tuple[int, int, int, int]]) -> dict[str, dict[str, int]]:
+        """Per family: what was lost (LOST_REASONS) and what the recorder caused and dropped (RECORDER_REASONS).
+
+        A contention_begin/end that fires while one of our programs runs is on a lock that program took
+        (a map's, the ring buffer's): the kernel side counts it as the recorder's, and the recursion skips
+        of the lock_contention programs are those same contentions seen by the program already running.
+        Every other family's skips are a hit of some task that came while the same program ran (an
+        interrupt's TLB flush in the middle of a flush's program): lost."""
+        out: dict[str, dict[str, int]] = {}
+        self._recovered: dict[str, int] = {}
+        for fam in self._families:
+            _ev, refused, _unmatched, in_kernel = stats.get(fam.kind, (0, 0, 0, 0))
+            misses = self._recursion_misses(fam)
+            backup = next((b for b in BACKUPS if b[0] == fam.name), None)
+            if backup is not None and fam.name in self._backup_attached:
+                # the backup program recorded the skipped hits it saw; its own skips are hits the main
+                # program took (they come while the backup runs, after the main one has finished)
+                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf[backup[3]][0])
+                misses = max(0, misses - recovered)
+                self._recovered[fam.name] = recovered
+            own = fam.name == "lock_contention"
+            out[fam.name] = {
+                "ring_buffer_refused": refused,
+                "bpf_recursion_skipped": 0 if own else misses,
+                "recorder_in_kernel": in_kernel,
+                "recorder_bpf_recursion": misses if own else 0,
+                "recorder_wakeups": self._recorder_wakeups if fam.kind == events.EV_SCHED_WAKEUP else 0,
+            }
+        return out
 
     def _probe_cost(self) -> dict[str, dict[str, int]]:
         """tracepoint -> {"runs", "run_ns"}: how often and how long each program ran, for the programs the
@@ -855,21 +1009,21 @@ def prog_run_stats(fd: int) -> tuple[int, int]:
     return (int(info.run_cnt), int(info.run_time_ns)) if info is not None else (0, 0)
 
 
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+
+
 @contextlib.contextmanager
 def bpf_run_stats() -> Iterator[bool]:
-    """Turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS) for the duration of the block.
+    """Turn on the kernel's BPF run-time statistics (libbpf's bpf_enable_stats) for the duration of the block.
 
     They are system-wide (every program costs two clock reads more per run) and end when the
-    returned fd is closed. Yields False when the kernel refuses (not root, old kernel, not x86_64)."""
-    class _Attr(ctypes.Structure):
-        _fields_ = [("type", ctypes.c_uint32)]
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    sys_bpf, bpf_enable_stats, bpf_stats_run_time = 321, 32, 0  # x86_64
+    returned fd is closed. Yields False when the kernel or libbpf refuses (not root, old kernel, no libbpf)."""
+    lib = kernel_env.libbpf()
     fd = -1
-    if os.uname().machine == "x86_64":
-        attr = _Attr(bpf_stats_run_time)
-        fd = libc.syscall(sys_bpf, bpf_enable_stats, ctypes.byref(attr), ctypes.sizeof(attr))
+    if lib is not None and hasattr(lib, "bpf_enable_stats"):
+        lib.bpf_enable_stats.argtypes = [ctypes.c_int]
+        lib.bpf_enable_stats.restype = ctypes.c_int
+        fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
     try:
         yield fd >= 0
     finally:
@@ -878,18 +1032,16 @@ def bpf_run_stats() -> Iterator[bool]:
 
 
 def prog_info(fd: int) -> _BpfProgInfo | None:
-    """The kernel's bpf_prog_info of a loaded program (None if it cannot tell)."""
-    info = _BpfProgInfo()
-
-    class _Attr(ctypes.Structure):
-        _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
-
-    attr = _Attr(fd, ctypes.sizeof(info), ctypes.addressof(info))
-    libc = ctypes.CDLL(None, use_errno=True)
-    bpf_obj_get_info_by_fd, sys_bpf = 15, 321  # x86_64
-    if os.uname().machine != "x86_64":
+    """The kernel's bpf_prog_info of a loaded program, through libbpf's bpf_obj_get_info_by_fd (None if it
+    cannot tell). The kernel fills only as much of the struct as it knows, and zeroes the rest."""
+    lib = kernel_env.libbpf()
+    if lib is None or not hasattr(lib, "bpf_obj_get_info_by_fd"):
         return None
-    if libc.syscall(sys_bpf, bpf_obj_get_info_by_fd, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+    info = _BpfProgInfo()
+    length = ctypes.c_uint32(ctypes.sizeof(info))
+    lib.bpf_obj_get_info_by_fd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint32)]
+    lib.bpf_obj_get_info_by_fd.restype = ctypes.c_int
+    if lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(length)) != 0:
         return None
     return info
 

@@ -74,15 +74,15 @@ def render(s: dict[str, Any]) -> str:
     ]
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
-    lines.append(f"lost       {s['lost_events']} events")
+    caused = sum(p.get("recorder", 0) for p in s["probes"])
+    lines.append(f"lost       {s['lost_events']} events of the recorded tasks"
+                 + (f"; {caused} more caused by the recorder itself, dropped on purpose (not lost)" if caused else ""))
     lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
-        lines += ["", f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'unmatched':>9}  reason"]
-        for p in s["probes"]:
-            lines.append(
-                f"{p['name']:<28} {p['tier']:>4} {p['status']:<9} {p['events']:>12} {p['lost']:>8} "
-                f"{p['unmatched']:>9}  {p['reason']}".rstrip()
-            )
+        lines += ["", *_probe_table(s["probes"])]
+    breakdown = _breakdown(s["extra"])
+    if breakdown:
+        lines += ["", *breakdown]
     cost = _probe_cost(s["extra"])
     if cost:
         lines += ["", f"{'probe cost (--probe-cost)':<28} {'runs':>12} {'total':>10} {'per run':>10}"]
@@ -94,6 +94,57 @@ def render(s: dict[str, Any]) -> str:
     total = sum(t["rows"] for t in s["tables"].values())
     lines.append(f"{'total':<20} {total:>12} {_size(sum(t['bytes'] for t in s['tables'].values())):>10}")
     return "\n".join(lines)
+
+
+#: A probe's reason longer than this is printed once, below the table, and referred to by number.
+REASON_WIDTH = 40
+
+
+def _probe_table(probes: list[dict[str, Any]]) -> list[str]:
+    """One row per probe; long reasons (e.g. the same tier-2 refusal for every family) once, as notes."""
+    notes: dict[str, int] = {}
+    rows = [f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'recorder':>8} {'unmatched':>9}"
+            "  reason"]
+    for p in probes:
+        reason = str(p.get("reason", ""))
+        if len(reason) > REASON_WIDTH:
+            reason = f"[{notes.setdefault(reason, len(notes) + 1)}]"
+        rows.append(f"{p['name']:<28} {p['tier']:>4} {p['status']:<9} {p['events']:>12} {p['lost']:>8} "
+                    f"{p.get('recorder', 0):>8} {p['unmatched']:>9}  {reason}".rstrip())
+    for text, n in notes.items():
+        rows.append(f"  [{n}] {text}")
+    return rows
+
+
+#: The columns of the loss breakdown: lost (a recorded task's event not written), then caused by the recorder.
+BREAKDOWN = (("ring_buffer_refused", "rb full", "lost"), ("bpf_recursion_skipped", "recursion", "lost"),
+             ("recorder_in_kernel", "rec:bpf", "recorder"), ("recorder_bpf_recursion", "rec:nest", "recorder"),
+             ("recorder_wakeups", "rec:wake", "recorder"))
+
+
+def _breakdown(extra: Any) -> list[str]:
+    """The manifest's extra.lost_breakdown ({reason: {probe: n}}) as a table, probes with anything to say only."""
+    bd = extra.get("lost_breakdown") if isinstance(extra, dict) else None
+    if not isinstance(bd, dict):
+        return []
+    cols = [(key, head) for key, head, _ in BREAKDOWN if isinstance(bd.get(key), dict)]
+    if not cols:
+        return []
+    names = list(dict.fromkeys(n for key, _ in cols for n in bd[key]))
+    out = [f"{'loss by reason':<28}" + "".join(f" {head:>10}" for _, head in cols)]
+    for n in names:
+        vals = [bd[key].get(n, 0) if isinstance(bd[key].get(n, 0), int) else 0 for key, _ in cols]
+        if any(vals):
+            out.append(f"{n:<28}" + "".join(f" {v:>10}" for v in vals))
+    if len(out) == 1:
+        return []
+    if isinstance(bd.get("nesting_overflow"), int) and bd["nesting_overflow"]:
+        out.append(f"{'(no probe: nesting overflow)':<28} {bd['nesting_overflow']:>10}")
+    out.append("  lost: rb full = the ring buffer refused a batch; recursion = a hit skipped while the same "
+               "program ran on its CPU (any task: an upper bound)")
+    out.append("  recorder (dropped, not lost): rec:bpf = hits on its programs' own locks or of its own process; "
+               "rec:nest = contention inside its programs; rec:wake = wake-ups of its reader")
+    return out
 
 
 def _probe_cost(extra: Any) -> list[tuple[str, int, int]]:

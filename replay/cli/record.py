@@ -61,6 +61,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--probe-cost", action="store_true",
                    help="time every probe (kernel BPF run-time statistics, on system-wide while recording): "
                    "runs and run_ns per tracepoint in the manifest's extra.probe_cost")
+    p.add_argument("--attach", choices=("auto", "raw", "classic"), default="auto",
+                   help="tier-1 probes on raw tracepoints where the kernel's BTF allows (auto, the default; raw: "
+                   "fail otherwise) or on classic tracepoints (costlier); doctor says which")
+    p.add_argument("--no-stacks", action="store_true",
+                   help="no kernel stack walk per lock wait (cheaper; lock waits are then classed 'other')")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
     return p
 
@@ -105,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         vmlinux=args.vmlinux,
         check_tier2=not args.no_tier2_check,
         probe_cost=args.probe_cost,
+        attach=args.attach,
+        stacks=not args.no_stacks,
     )
     r = record(opts)
     print(f"recorded {r.duration_s:.2f} s into {r.path}: {r.events:,} rows from BPF, {r.lost} lost "

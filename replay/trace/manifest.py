@@ -77,8 +77,9 @@ class Probe:
     status: str = "recorded"  # recorded | skipped | failed
     reason: str = ""
     events: int = 0
-    lost: int = 0  # failed ring-buffer reservations / dropped events
+    lost: int = 0  # recorded tasks' events the recorder failed to write (extra.lost_breakdown says why)
     unmatched: int = 0  # end events with no start, or starts never ended
+    recorder: int = 0  # events the recorder itself caused, dropped on purpose (never counted as lost)
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Manifest:
             if not 0 <= t.rows <= MAX_ROWS:
                 raise TraceError(path, f"manifest tables.{name}.rows is {t.rows}, not from 0 to {MAX_ROWS}")
         for p in m.probes:
-            if min(p.events, p.lost, p.unmatched) < 0:
+            if min(p.events, p.lost, p.unmatched, p.recorder) < 0:
                 raise TraceError(path, f"manifest probe {p.name!r} has a negative count")
         if any(not isinstance(c, str) for c in m.command):
             raise TraceError(path, "manifest command holds a non-string")

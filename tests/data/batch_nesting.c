@@ -20,7 +20,7 @@
 
 /* Programs running at once, at most: one more than the levels, so that one is dropped. */
 #ifndef MMR_TEST_MAX_DEPTH
-#define MMR_TEST_MAX_DEPTH (MMR_NEST_MAX + 1)
+#define MMR_TEST_MAX_DEPTH (MMR_NEST + 1)
 #endif
 
 static void interrupt_point(int where);
@@ -28,7 +28,7 @@ static void interrupt_point(int where);
 #include "mmr_batch.h"
 
 static struct mmr_nest nest;
-static struct mmr_batch batches[MMR_NEST_MAX];
+static struct mmr_batch batches[MMR_NEST];
 static unsigned char *out;       /* submitted slots, in order */
 static size_t out_n, out_cap;
 static unsigned long programs, dropped_seen;
@@ -112,7 +112,7 @@ int main(int argc, char **argv)
 	rate = argc > 2 ? atoi(argv[2]) : 4;
 	for (unsigned long i = 0; i < n; i++)
 		program();
-	for (int l = 0; l < MMR_NEST_MAX; l++)   /* what the recorder reads at stop */
+	for (int l = 0; l < MMR_NEST; l++)   /* what the recorder reads at stop */
 		if (batches[l].count)
 			submit(&batches[l]);
 
