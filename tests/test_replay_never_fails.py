@@ -166,3 +166,29 @@ def test_open_replay_of_a_recording_waits_for_recorded_starts_on_the_cpu(engine)
         assert res.metrics["context_switches"] == switches
         # the first dispatch's switch fits in the 5 µs; the sleeper's switch back in comes on top
         assert res.metrics["makespan_ns"] == 25_000 + (0 if contiguous else Costs().context_switch_ns)
+
+
+def test_a_derived_hold_ends_before_its_holder_waits_on_the_same_lock_again(tmp_path):
+    """Lock stealing: T1 releases anon_vma and takes it again before T2, queued since before T1's
+    first acquisition, gets it. The hand-off evidence (T2 is the next to acquire) would stretch T1's
+    first hold over its second wait: T1 would then wait for itself, and a fresh mprotect-split
+    recording deadlocked under every policy set. T1's second wait proves the first hold had ended."""
+    b = TraceBuilder(cpus=2)
+    t1 = b.thread(1, cpu=0)
+    with t1.lock("anon_vma", ANON_VMA_ROOT, wait=1_000):
+        t1.run(300)
+    t1.run(200)
+    with t1.lock("anon_vma", ANON_VMA_ROOT, wait=500):
+        t1.run(300)
+    t2 = b.thread(2, cpu=1, start_ns=b.start_ns + 500)
+    with t2.lock("anon_vma", ANON_VMA_ROOT, wait=2_000):
+        t2.run(300)
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    anon = [op for th in w.threads if th.tid == 1 for op in _walk(th.ops)
+            if isinstance(op, Critical) and op.lock.lock_class == "anon_vma"]
+    assert len(anon) == 2 and all(not any(isinstance(c, Critical) for c in _walk(op.body)) for op in anon)
+    assert anon[0].hold_ns <= 500
+    assert w.meta["notes"]["derived holds ended at the holder's next wait on the same lock"] == 1
+    for s in ("2.6.39", "current"):
+        res = simulate(w, SimConfig(cpus=2, policy=resolve(s), seed=1))  # finishes: no thread waits for itself
+        assert res.tables["sim_ops"].num_rows >= 0

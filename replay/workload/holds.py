@@ -23,7 +23,9 @@ released it is not recorded. Three pieces of evidence bound it, tried in order
    ``DEFAULT_HOLD_NS``, capped by the next event.
 
 Whatever the evidence, a derived hold ends by the holder's next sleep (2.6.39 replays
-i_mmap and anon_vma as spinlocks, whose holders cannot sleep).
+i_mmap and anon_vma as spinlocks, whose holders cannot sleep) and before the holder's
+next wait on the same lock (these locks do not nest in themselves: a hold across it
+would make the replayed thread wait for itself).
 
 benchmarks/missing_holds_error.py measures the error against simulated ground
 truth: hand-off holds come out ~30 ns long (the hand-off itself), sampled ones
@@ -94,6 +96,19 @@ def _brackets(t: ThreadRecord) -> dict[int, tuple[int | None, int | None, int | 
     return out
 
 
+def _next_same_lock(t: ThreadRecord) -> dict[int, int]:
+    """id(wait) → start of the thread's next wait on the same lock, for the waits that have one."""
+    by_lock: dict[tuple[str, int], list[Interval]] = defaultdict(list)
+    for w in t.waits:
+        by_lock[(w.lock.lock_class, w.lock.addr)].append(w)
+    out: dict[int, int] = {}
+    for waits in by_lock.values():
+        waits.sort(key=lambda w: (w.start, w.body_start))
+        for w, nxt in zip(waits, waits[1:], strict=False):
+            out[id(w)] = nxt.start
+    return out
+
+
 def derive_holds(rec: Recorded) -> Counter[str]:
     """Give every contended wait of a hold-less class a derived hold; move it among the thread's intervals.
 
@@ -113,6 +128,7 @@ def derive_holds(rec: Recorded) -> Counter[str]:
 
     sources: Counter[str] = Counter()
     for t in rec.threads.values():
+        again = _next_same_lock(t)
         for w in t.waits:
             acquired = w.body_start
             parent_end, nxt, sleep = brackets[t.tid][id(w)]
@@ -141,6 +157,10 @@ def derive_holds(rec: Recorded) -> Counter[str]:
                 # cannot sleep (a derived hold across a sleep deadlocked the spinners)
                 end = sleep
                 rec.notes["derived holds ended at the holder's next sleep"] += 1
+            relock = again.get(id(w))
+            if relock is not None and end > relock:
+                end = relock  # released before the thread waited on the same lock again
+                rec.notes["derived holds ended at the holder's next wait on the same lock"] += 1
             w.end = max(end, acquired)
             w.evidence = source
             sources[f"{w.lock.lock_class}: {source}"] += 1
