@@ -2,20 +2,29 @@
 
 Each run is independent and deterministic (simulate() with the same config
 gives the same result), so the pairs can be spread over a process pool
-(``jobs``) and the results are identical to a serial run. Policy sets travel
-to the workers by their spec string (``PolicySet.name`` resolves back to the
-same set); the workload is inherited by forked workers (Linux) or sent once
-per spawned worker elsewhere.
+(``jobs``) and the results are identical to a serial run. The flattened
+Program depends on the policy set but not on the seed (unless service-time
+noise is on), so it is built once per set and shared by that set's seeds: in
+one process as an object, across processes as memory-mapped arrays in a
+private temporary directory (every worker maps the same page-cache pages
+instead of flattening again or unpickling a copy). Policy sets travel to the
+workers by their spec string (``PolicySet.name`` resolves back to the same
+set); the workload is inherited by forked workers (Linux) or sent once per
+spawned worker elsewhere, and workers that only run a shared Program read
+nothing of it but the thread list.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -24,6 +33,7 @@ import pyarrow as pa
 from replay.results import Run
 from replay.sim.costs import Costs
 from replay.sim.ops import Workload
+from replay.sim.program import Program
 
 
 @dataclass(frozen=True)
@@ -48,16 +58,23 @@ class Settings:
     engine: str = "auto"  # SimConfig.engine: auto | c | python (identical results)
 
 
-def run_one(workload: Workload, spec: RunSpec, settings: Settings,
-            progress: Callable[[float], None] | None = None) -> Run:
-    """Simulate one (set, seed) pair and return its metrics and event tables."""
+def config_of(spec: RunSpec, settings: Settings):
+    """The SimConfig of one run."""
     from replay.policies.sets import resolve
-    from replay.sim import SimConfig, simulate
+    from replay.sim import SimConfig
 
-    config = SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
-                       seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
-                       perturb=settings.perturb, engine=settings.engine)
-    result = simulate(workload, config, progress=progress)
+    return SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
+                     seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
+                     perturb=settings.perturb, engine=settings.engine)
+
+
+def run_one(workload: Workload, spec: RunSpec, settings: Settings,
+            progress: Callable[[float], None] | None = None, program: Program | None = None) -> Run:
+    """Simulate one (set, seed) pair and return its metrics and event tables (``program``: its
+    flattened workload, if already built)."""
+    from replay.sim import simulate
+
+    result = simulate(workload, config_of(spec, settings), progress=progress, program=program)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
     return Run(spec.policy_set, spec.seed, metrics, dict(result.tables) if settings.keep_tables else {})
@@ -94,6 +111,8 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
 
 # -- process pool -------------------------------------------------------------------------------
 
+PROGRAM_ARRAYS = ("code", "points", "start", "floats")
+
 _WORKER: tuple[Workload, Settings] | None = None
 
 
@@ -103,22 +122,62 @@ def _init(workload: Workload | None, settings: Settings | None) -> None:
 
 
 def _work(spec: RunSpec) -> Run:
+    """A run that flattens its own program (the only run of its program)."""
     assert _WORKER is not None
     return run_one(_WORKER[0], spec, _WORKER[1])
+
+
+def _flatten_to(spec: RunSpec, directory: str) -> tuple[list, list[str]]:
+    """Flatten ``spec``'s program into ``directory`` as .npy files; its lock and kind tables."""
+    from replay.sim.simulate import program_for
+
+    assert _WORKER is not None
+    program = program_for(_WORKER[0], config_of(spec, _WORKER[1]))
+    for name in PROGRAM_ARRAYS:
+        np.save(Path(directory, f"{name}.npy"), getattr(program, name), allow_pickle=False)
+    return program.locks, program.kinds
+
+
+def _mapped(directory: str, locks: list, kinds: list[str]) -> Program:
+    """The Program _flatten_to wrote, its arrays mapped copy-on-write (never written back)."""
+    arrays = {name: np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
+              for name in PROGRAM_ARRAYS}
+    return Program(locks=locks, kinds=kinds, **arrays)
+
+
+def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
+    """A run of a program another task flattened."""
+    assert _WORKER is not None
+    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds))
+
+
+def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
+    """Indexes of ``specs`` grouped by the Program they run (first appearance order)."""
+    from replay.sim.simulate import program_key
+
+    by_key: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_key.setdefault(program_key(config_of(spec, settings)), []).append(i)
+    return list(by_key.values())
 
 
 def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *, jobs: int = 1,
             progress: Progress | None = None) -> list[Run]:
     """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is."""
+    from replay.sim.simulate import program_for
+
     if jobs <= 1 or len(specs) <= 1:
-        out = []
-        for i, spec in enumerate(specs):
-            cb = (lambda f, i=i: progress.update(i, f)) if progress else None
-            out.append(run_one(workload, spec, settings, cb))
-            if progress:
-                progress.update(i + 1, 0.0)
-        return out
-    results: dict[int, Run] = {}
+        out: dict[int, Run] = {}
+        for group in groups(specs, settings):
+            program = program_for(workload, config_of(specs[group[0]], settings)) if len(group) > 1 else None
+            for i in group:
+                done = len(out)
+                cb = (lambda f, done=done: progress.update(done, f)) if progress else None
+                out[i] = run_one(workload, specs[i], settings, cb, program=program)
+                if progress:
+                    progress.update(len(out), 0.0)
+            del program
+        return [out[i] for i in range(len(specs))]
     # On Linux, fork: the workers inherit the workload instead of unpickling it (seconds for a large
     # trace). They never touch polars, whose thread pool is the usual reason not to fork. Elsewhere,
     # spawn and send the workload once per worker.
@@ -129,14 +188,34 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
     else:
         ctx = multiprocessing.get_context("spawn")
         init = (_init, (workload, settings))
-    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
-                             initargs=init[1]) as pool:
-        futures = {pool.submit(_work, spec): i for i, spec in enumerate(specs)}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress.update(len(results), 0.0)
-    _init(None, None)
+    results: dict[int, Run] = {}
+    shared = tempfile.mkdtemp(prefix="mmreplay-programs-")  # 0700, ours: nobody else can swap a program
+    try:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
+                                 initargs=init[1]) as pool:
+            pending: dict[Future, tuple[str, list[int], str]] = {}
+            for g, group in enumerate(groups(specs, settings)):
+                if len(group) == 1:
+                    pending[pool.submit(_work, specs[group[0]])] = ("run", group, "")
+                else:  # flatten once, then the group's runs map it
+                    directory = str(Path(shared, str(g)))
+                    Path(directory).mkdir()
+                    pending[pool.submit(_flatten_to, specs[group[0]], directory)] = ("flatten", group, directory)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    what, group, directory = pending.pop(fut)
+                    if what == "flatten":
+                        locks, kinds = fut.result()
+                        for i in group:
+                            pending[pool.submit(_work_shared, specs[i], directory, locks, kinds)] = ("run", [i], "")
+                        continue
+                    results[group[0]] = fut.result()
+                    if progress:
+                        progress.update(len(results), 0.0)
+    finally:
+        _init(None, None)
+        shutil.rmtree(shared, ignore_errors=True)
     return [results[i] for i in range(len(specs))]
 
 
