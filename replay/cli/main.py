@@ -12,7 +12,7 @@ from replay.errors import MmreplayError
 #: Subcommand modules under replay.cli, in the order `--help` lists them. Each
 #: defines ``add_parser(subparsers)`` and ``run(args) -> int``; they import
 #: their heavy dependencies (bcc, the simulator) inside ``run``.
-COMMANDS = ("record", "doctor", "info", "replay", "synth", "query", "report", "export", "repair")
+COMMANDS = ("record", "doctor", "info", "replay", "sweep", "synth", "query", "report", "export", "repair")
 
 
 def build_parser() -> argparse.ArgumentParser:

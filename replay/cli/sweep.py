@@ -1,0 +1,290 @@
+"""`mmreplay sweep TRACE...`: replay a grid of traces x CPU counts x task scales x policy sets x seeds.
+
+Writes OUT/results.parquet (one row per cell: its coordinates, status, error
+and every metric), OUT/summary.parquet (mean and sd over seeds per metric,
+set and grid point) and OUT/summary.txt (the headline figures, and the
+difference of each set from the first with its 95% interval), plus
+OUT/sweep.json (the command and grid). Cells run on local processes, or on a
+Dask cluster with --scheduler (replay/sweep.py); docs/SCALING.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from replay.errors import UsageError
+
+#: what mmreplay sweep writes into OUT; --force replaces a directory holding only these
+OUTPUT_FILES = ("sweep.json", "results.parquet", "summary.parquet", "summary.txt")
+HEADLINE = ("makespan_ns", "probe_latency_p99_ns", "spin_cpu_ns", "context_switches")
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sweep",
+        help="replay a grid of traces x CPUs x task scales x policy sets x seeds into one results table",
+        description="Run every cell of the grid (one replay each), locally on --jobs processes or on a Dask "
+        "cluster (--scheduler), and write OUT/results.parquet (a row per cell), OUT/summary.parquet and "
+        "OUT/summary.txt. A cell that fails is reported with its coordinates; the others are kept.",
+    )
+    p.add_argument("traces", nargs="+", metavar="TRACE", help="trace directories")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="new (or empty) output directory")
+    p.add_argument("--compare", nargs="+", metavar="SET", default=["2.6.39", "current"],
+                   help="policy sets (default: 2.6.39 current); the first is the base of the differences")
+    p.add_argument("--cpus", default="recorded", metavar="N[,N...]",
+                   help="simulated CPU counts (default: each trace's recorded host)")
+    p.add_argument("--scale-tasks", default="1", metavar="K[,K...]", help="task scales (default 1)")
+    p.add_argument("--seeds", default="5", metavar="S", help="seeds per cell (default 5)")
+    p.add_argument("--preempt", metavar="MODEL", help="none, voluntary, full (default: each trace's recorded one)")
+    p.add_argument("--mode", default="closed", metavar="closed|open", help="replay mode (default closed)")
+    p.add_argument("--perturb", default="0", metavar="CV", help="service-time noise (as replay --perturb)")
+    p.add_argument("--costs", metavar="FILE", help="cost constants (TOML or JSON)")
+    p.add_argument("--engine", default="auto", metavar="auto|c|python", help="simulator implementation")
+    p.add_argument("--jobs", metavar="N", help="local worker processes (default: this machine's CPUs)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the cells on this Dask distributed scheduler (tcp://host:8786) instead")
+    p.add_argument("--retries", default="1", metavar="R",
+                   help="times a cell whose worker died is run again before it is reported failed (default 1)")
+    p.add_argument("--force", action="store_true", help="replace the output of an earlier sweep in OUT")
+    return p
+
+
+def _list(name: str, text: str, parse: Any, ok: Any, what: str) -> list:
+    out = []
+    for item in text.split(","):
+        try:
+            value = parse(item.strip())
+        except ValueError:
+            raise UsageError(f"{name} needs {what}, not {item!r}") from None
+        if not ok(value):
+            raise UsageError(f"{name}: {item!r} is not {what}")
+        if value in out:
+            raise UsageError(f"{name}: {item.strip()} given twice")
+        out.append(value)
+    return out
+
+
+def _int(name: str, text: str, minimum: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise UsageError(f"{name} needs an integer, not {text!r}") from None
+    if v < minimum:
+        raise UsageError(f"{name} must be at least {minimum} (got {v})")
+    return v
+
+
+def options(args: argparse.Namespace) -> tuple[list, Any, int, int]:
+    """(cells, settings, jobs, retries) from the command line; every nonsense value is a UsageError."""
+    from replay.cli.replay import PREEMPT_MODELS
+    from replay.policies.sets import resolve
+    from replay.sim.simulate import ENGINES
+    from replay.sweep import SweepSettings, grid
+
+    cpus: list = [None] if args.cpus == "recorded" else _list(
+        "--cpus", args.cpus, int, lambda v: v >= 1, "a positive integer")
+    scales = _list("--scale-tasks", args.scale_tasks, float, lambda v: v > 0 and math.isfinite(v),
+                   "a positive number")
+    seeds = _int("--seeds", args.seeds, 1)
+    retries = _int("--retries", args.retries, 0)
+    jobs = _int("--jobs", args.jobs, 1) if args.jobs is not None else len(os.sched_getaffinity(0))
+    try:
+        perturb = float(args.perturb)
+    except ValueError:
+        raise UsageError(f"--perturb needs a number, not {args.perturb!r}") from None
+    if not 0 <= perturb <= 2:
+        raise UsageError(f"--perturb is a coefficient of variation in [0, 2] (got {args.perturb})")
+    if args.preempt is not None and args.preempt not in PREEMPT_MODELS:
+        raise UsageError(f"unknown --preempt {args.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
+    if args.mode not in ("closed", "open"):
+        raise UsageError(f"unknown --mode {args.mode!r}; known: closed, open")
+    if args.engine not in ENGINES:
+        raise UsageError(f"unknown --engine {args.engine!r}; known: {', '.join(ENGINES)}")
+    names: list[str] = []
+    for spec in args.compare:
+        name = resolve(spec).name
+        if name in names:
+            raise UsageError(f"policy set {name!r} given twice")
+        names.append(name)
+    if args.costs:
+        from replay.sim.costs import Costs
+
+        Costs.load(args.costs)  # a bad cost file is one error now, not one per cell
+    traces = [str(t) for t in args.traces]
+    if len(set(traces)) != len(traces):
+        raise UsageError("a trace is given twice")
+    settings = SweepSettings(sets=tuple(names), preempt=args.preempt, mode=args.mode, perturb=perturb,
+                             engine=args.engine, costs_file=os.path.abspath(args.costs) if args.costs else None)
+    return grid(traces, cpus, scales, names, seeds), settings, jobs, retries
+
+
+# -- the output directory -------------------------------------------------------------------------
+
+
+def prepare_output(path: Path, force: bool, inputs: list[str]) -> int:
+    """Create (or take over) the output directory; its fd. Refuses a link, another user's directory,
+    a directory holding anything but an earlier sweep's files (those only with --force), and any
+    directory that is or holds one of the traces."""
+    real = path.resolve()
+    for t in inputs:
+        rt = Path(t).resolve()
+        if rt == real or real in rt.parents:
+            raise UsageError(f"{path}: is the trace {t} or holds it; choose another output directory")
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create it: {e.strerror}") from None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise UsageError(f"{path}: {'is a symbolic link' if os.path.islink(path) else e.strerror}; "
+                         "refusing to write there") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise UsageError(f"{path}: belongs to uid {st.st_uid}, not to you; refusing to write there")
+        entries = os.listdir(fd)
+        if entries:
+            if not force:
+                raise UsageError(f"{path}: already exists and is not empty; use --force to replace an earlier "
+                                 "sweep's output")
+            strange = sorted(set(entries) - set(OUTPUT_FILES))
+            if strange or "sweep.json" not in entries:
+                raise UsageError(f"{path}: holds {strange[0] if strange else 'no sweep.json'}, which mmreplay sweep "
+                                 "did not write; refusing to replace it even with --force")
+            for name in entries:
+                if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise UsageError(f"{path}/{name}: is not a regular file; refusing to replace it")
+                os.unlink(name, dir_fd=fd)
+        _chown_to_invoker(fd)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _chown_to_invoker(fd: int) -> None:
+    """Under sudo, give what we write to the user who ran sudo (as the recorder does)."""
+    if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() and os.environ.get("SUDO_GID", "").isdigit():
+        os.fchown(fd, int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"]))
+
+
+def _create(dir_fd: int, name: str) -> Any:
+    """A new file ``name`` in the output directory (never through a link, never over a file)."""
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
+    _chown_to_invoker(fd)
+    return os.fdopen(fd, "wb")
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+
+def summarize_rows(rows: list[dict[str, Any]], sets: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """summary.parquet (mean, sd, seeds per metric x set x grid point) and summary.txt's lines."""
+    import pyarrow as pa
+
+    from replay.compare import compare, summarize
+
+    points: dict[tuple, dict[str, dict[int, dict[str, float]]]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            point = (r["trace"], r.get("cpus_run"), r["scale_tasks"])
+            points.setdefault(point, {}).setdefault(r["policy_set"], {})[r["seed"]] = r["metrics"]
+    cols: dict[str, list] = {k: [] for k in ("trace", "cpus", "scale_tasks", "metric", "policy_set", "mean", "sd",
+                                             "seeds")}
+    lines: list[str] = []
+    for (trace, cpus, scale), by_set in points.items():
+        lines.append(f"{trace}  cpus={cpus}  scale-tasks={scale:g}")
+        for s in summarize(by_set):
+            for k, v in zip(cols, (trace, cpus, scale, str(s.key), s.policy_set, s.mean, s.sd, s.seeds),
+                            strict=True):
+                cols[k].append(v)
+        means = {(str(s.key), s.policy_set): (s.mean, s.sd, s.seeds) for s in summarize(by_set)}
+        present = [s for s in sets if s in by_set]
+        for metric in HEADLINE:
+            cells = [f"{p}: {means[(metric, p)][0]:,.0f} ± {means[(metric, p)][1]:,.0f}"
+                     for p in present if (metric, p) in means]
+            if cells:
+                lines.append(f"  {metric:<22} " + "   ".join(cells))
+        if len(present) > 1:
+            for c in compare(by_set, base=present[0], others=present[1:]):
+                if str(c.key) in HEADLINE:
+                    ci = f"[{c.ci_low:,.0f}, {c.ci_high:,.0f}]" if c.ci_low is not None else "(one seed: no interval)"
+                    lines.append(f"  {c.other} - {c.base}: {c.key} {c.diff_mean:+,.0f} {ci} over {c.seeds} seeds")
+        lines.append("")
+    table = pa.table({
+        "trace": pa.array(cols["trace"], pa.string()), "cpus": pa.array(cols["cpus"], pa.int32()),
+        "scale_tasks": pa.array(cols["scale_tasks"], pa.float64()), "metric": pa.array(cols["metric"], pa.string()),
+        "policy_set": pa.array(cols["policy_set"], pa.string()), "mean": pa.array(cols["mean"], pa.float64()),
+        "sd": pa.array(cols["sd"], pa.float64()), "seeds": pa.array(cols["seeds"], pa.int32()),
+    })
+    return table, lines
+
+
+def run(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from replay.sweep import results_table, run_dask, run_local
+
+    cells, settings, jobs, retries = options(args)
+    out = Path(args.output)
+    dir_fd = prepare_output(out, args.force, [str(t) for t in args.traces])
+    rows: dict[int, dict[str, Any]] = {}
+    t0 = time.monotonic()
+    last = [t0]
+
+    def on_row(i: int, row: dict[str, Any]) -> None:
+        rows[i] = row
+        if row["status"] != "ok":
+            c = cells[i]
+            print(f"mmreplay sweep: cell failed: {c.trace} cpus={c.cpus or 'recorded'} scale-tasks={c.scale_tasks:g} "
+                  f"{c.policy_set} seed {c.seed}: {row['error']}", file=sys.stderr)
+        now = time.monotonic()
+        if now - last[0] >= 10 or len(rows) == len(cells):
+            last[0] = now
+            print(f"mmreplay sweep: {len(rows)}/{len(cells)} cells done ({now - t0:.0f} s)", file=sys.stderr)
+
+    meta = {"command": ["mmreplay", *sys.argv[1:]], "cells": len(cells), "traces": [str(t) for t in args.traces],
+            "sets": list(settings.sets), "scheduler": args.scheduler, "jobs": None if args.scheduler else jobs}
+    with _create(dir_fd, "sweep.json") as f:  # first: marks the directory as a sweep's, for --force
+        f.write(json.dumps(meta, indent=2).encode() + b"\n")
+    interrupted = False
+    try:
+        if args.scheduler:
+            run_dask(cells, settings, args.scheduler, retries, on_row)
+        else:
+            run_local(cells, settings, jobs, retries, on_row)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:  # whatever happened, the finished cells are written
+        ordered = [rows[i] for i in sorted(rows)]
+        meta.update(finished=len(rows), failed=sum(r["status"] != "ok" for r in ordered),
+                    wall_s=round(time.monotonic() - t0, 3), interrupted=interrupted)
+        with _create(dir_fd, "results.parquet") as f:
+            pq.write_table(results_table(ordered), f)
+        summary, lines = summarize_rows(ordered, settings.sets)
+        with _create(dir_fd, "summary.parquet") as f:
+            pq.write_table(summary, f)
+        head = [f"{len(rows)}/{len(cells)} cells finished, {meta['failed']} failed, {meta['wall_s']:.1f} s"
+                + (" (interrupted)" if interrupted else ""), ""]
+        with _create(dir_fd, "summary.txt") as f:
+            f.write("\n".join(head + lines).encode())
+        os.unlink("sweep.json", dir_fd=dir_fd)
+        with _create(dir_fd, "sweep.json") as f:
+            f.write(json.dumps(meta, indent=2).encode() + b"\n")
+        os.close(dir_fd)
+    print("\n".join(head + lines))
+    print(f"results: {out / 'results.parquet'}")
+    if interrupted:
+        return 130
+    return 1 if meta["failed"] else 0
