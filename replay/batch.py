@@ -5,9 +5,11 @@ gives the same result), so the pairs can be spread over a process pool
 (``jobs``) and the results are identical to a serial run. The flattened
 Program depends on the policy set but not on the seed (unless service-time
 noise is on), so it is built once per set and shared by that set's seeds: in
-one process as an object, across processes as memory-mapped arrays in a
-private temporary directory (every worker maps the same page-cache pages
-instead of flattening again or unpickling a copy). Policy sets travel to the
+one process as an object; across processes it is built by the parent before
+the workers start and written as .npy arrays into a private temporary
+directory, which every run memory-maps (one page-cache copy, instead of each
+worker flattening again, which would also copy every workload page it
+touches, or unpickling a copy). Policy sets travel to the
 workers by their spec string (``PolicySet.name`` resolves back to the same
 set); the workload is inherited by forked workers (Linux) or sent once per
 spawned worker elsewhere, and workers that only run a shared Program read
@@ -16,13 +18,14 @@ nothing of it but the thread list.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -127,14 +130,11 @@ def _work(spec: RunSpec) -> Run:
     return run_one(_WORKER[0], spec, _WORKER[1])
 
 
-def _flatten_to(spec: RunSpec, directory: str) -> tuple[list, list[str]]:
-    """Flatten ``spec``'s program into ``directory`` as .npy files; its lock and kind tables."""
-    from replay.sim.simulate import program_for
-
-    assert _WORKER is not None
-    program = program_for(_WORKER[0], config_of(spec, _WORKER[1]))
+def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
+    """Write ``program``'s arrays into ``directory`` as .npy files; its lock and kind tables."""
+    directory.mkdir()
     for name in PROGRAM_ARRAYS:
-        np.save(Path(directory, f"{name}.npy"), getattr(program, name), allow_pickle=False)
+        np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
     return program.locks, program.kinds
 
 
@@ -189,31 +189,33 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
         ctx = multiprocessing.get_context("spawn")
         init = (_init, (workload, settings))
     results: dict[int, Run] = {}
-    shared = tempfile.mkdtemp(prefix="mmreplay-programs-")  # 0700, ours: nobody else can swap a program
+    shared = Path(tempfile.mkdtemp(prefix="mmreplay-programs-"))  # 0700, ours: nobody else can swap a program
     try:
+        # Flatten the shared programs here, before the workers fork: flattening touches every op object
+        # (reference counts), and done in a forked worker or after the fork it would copy the whole
+        # workload's pages into that process.
+        tasks: list[tuple[int, tuple]] = []
+        for g, group in enumerate(groups(specs, settings)):
+            if len(group) == 1:
+                tasks.append((group[0], (_work, specs[group[0]])))
+                continue
+            program = program_for(workload, config_of(specs[group[0]], settings))
+            locks, kinds = _save(program, shared / str(g))
+            del program
+            tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if sys.platform == "linux":
+            # The workload's objects go to the permanent generation: the workers' garbage collections
+            # then leave their headers alone, and the pages stay shared instead of being copied.
+            gc.freeze()
         with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
                                  initargs=init[1]) as pool:
-            pending: dict[Future, tuple[str, list[int], str]] = {}
-            for g, group in enumerate(groups(specs, settings)):
-                if len(group) == 1:
-                    pending[pool.submit(_work, specs[group[0]])] = ("run", group, "")
-                else:  # flatten once, then the group's runs map it
-                    directory = str(Path(shared, str(g)))
-                    Path(directory).mkdir()
-                    pending[pool.submit(_flatten_to, specs[group[0]], directory)] = ("flatten", group, directory)
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    what, group, directory = pending.pop(fut)
-                    if what == "flatten":
-                        locks, kinds = fut.result()
-                        for i in group:
-                            pending[pool.submit(_work_shared, specs[i], directory, locks, kinds)] = ("run", [i], "")
-                        continue
-                    results[group[0]] = fut.result()
-                    if progress:
-                        progress.update(len(results), 0.0)
+            futures = {pool.submit(*task): i for i, task in sorted(tasks)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if progress:
+                    progress.update(len(results), 0.0)
     finally:
+        gc.unfreeze()
         _init(None, None)
         shutil.rmtree(shared, ignore_errors=True)
     return [results[i] for i in range(len(specs))]
