@@ -76,6 +76,7 @@ class _Cache(threading.local):
     """Per worker thread: the last workload (key, workload, trace facts) and its programs by program_key."""
 
     key: tuple | None = None
+    error: MmreplayError | None = None
     workload: Any = None
     preempt: str = ""
     programs: dict | None = None
@@ -87,24 +88,36 @@ _cache = _Cache()
 def _workload(cell: Cell, settings: SweepSettings) -> tuple[Any, str]:
     """The cell's reconstructed, scaled workload and preemption model (the last one kept per worker)."""
     key = (cell.trace, cell.cpus, cell.scale_tasks, settings.preempt, settings.sets)
+    if _cache.key == key and _cache.error is not None:
+        raise _cache.error.with_traceback(None)  # the same failure for every cell of this grid point
     if _cache.key != key:
-        _cache.key = _cache.workload = None
+        _cache.key = _cache.workload = _cache.error = None
         _cache.programs = {}
-        from replay.cli.replay import check_tables, preempt_default
-        from replay.policies.sets import resolve
-        from replay.trace.reader import Trace
-        from replay.workload import reconstruct, scale_tasks
-
-        trace = Trace.open(cell.trace)
-        if trace.manifest.kind != "trace":
-            raise UsageError(f"{trace.path}: holds replay results, not a trace")
-        workload = scale_tasks(reconstruct(trace, cpus=cell.cpus), cell.scale_tasks)
-        if not workload.threads:
-            raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
-        check_tables(trace, [resolve(s) for s in settings.sets], workload)
-        preempt = settings.preempt or preempt_default(trace.manifest.host.preempt_model)[0]
-        _cache.key, _cache.workload, _cache.preempt = key, workload, preempt
+        try:
+            _cache.workload, _cache.preempt = _reconstruct(cell, settings)
+        except MmreplayError as e:
+            _cache.key, _cache.error = key, e
+            raise
+        _cache.key = key
     return _cache.workload, _cache.preempt
+
+
+def _reconstruct(cell: Cell, settings: SweepSettings) -> tuple[Any, str]:
+    """Open the trace, reconstruct and scale its work, check it can be compared; its preemption model."""
+    from replay.cli.replay import check_tables, preempt_default
+    from replay.policies.sets import resolve
+    from replay.trace.reader import Trace
+    from replay.workload import reconstruct, scale_tasks
+
+    trace = Trace.open(cell.trace)
+    if trace.manifest.kind != "trace":
+        raise UsageError(f"{trace.path}: holds replay results, not a trace")
+    workload = scale_tasks(reconstruct(trace, cpus=cell.cpus), cell.scale_tasks)
+    if not workload.threads:
+        raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
+    check_tables(trace, [resolve(s) for s in settings.sets], workload)
+    preempt = settings.preempt or preempt_default(trace.manifest.host.preempt_model)[0]
+    return workload, preempt
 
 
 def run_cell(cell: Cell, settings: SweepSettings) -> dict[str, Any]:
