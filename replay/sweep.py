@@ -194,28 +194,44 @@ def run_local(cells: Sequence[Cell], settings: SweepSettings, jobs: int, retries
     while todo:
         batch, workers = ([isolate[0]], 1) if isolate else (sorted(todo), jobs)
         started = ctx.SimpleQueue()
-        finished: set[int] = set()
+        futures: dict[Future, int] = {}
+
+        def collect(fut: Future, futures: dict[Future, int] = futures) -> None:
+            """Record a finished cell (a result, or an error outside the replay); not a broken pool."""
+            i = futures[fut]
+            if i not in todo or not fut.done() or fut.cancelled():
+                return
+            err = fut.exception()
+            if isinstance(err, BrokenProcessPool):
+                return
+            row = fut.result() if err is None else failed_row(cells[i], f"{type(err).__name__}: {err}", 0)
+            row["attempts"] = deaths.get(i, 0) + 1
+            todo.discard(i)
+            if i in isolate:
+                isolate.remove(i)
+            on_row(i, row)
+
         try:
             with ProcessPoolExecutor(max_workers=max(1, min(workers, len(batch))), mp_context=ctx,
                                      initializer=_init_local, initargs=(started,)) as pool:
-                futures: dict[Future, int] = {pool.submit(_local_task, i, cells[i], settings, fn): i for i in batch}
+                futures.update({pool.submit(_local_task, i, cells[i], settings, fn): i for i in batch})
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
-                        i = futures[fut]
-                        row = fut.result()  # BrokenProcessPool when a worker died
-                        row["attempts"] = deaths.get(i, 0) + 1
-                        finished.add(i)
-                        todo.discard(i)
-                        if i in isolate:
-                            isolate.remove(i)
-                        on_row(i, row)
+                        collect(fut)
+                    if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                        raise BrokenProcessPool("a worker died")
         except BrokenProcessPool:
+            for fut in futures:  # results that came back before the pool broke are kept
+                collect(fut)
             in_flight = set()
             while not started.empty():
                 in_flight.add(started.get())
-            in_flight = (in_flight - finished) & todo
+            in_flight &= todo
+            if not in_flight:
+                raise MmreplayError("the sweep's worker processes die before running any cell "
+                                    "(out of memory, or mmreplay cannot be imported in them)") from None
             if workers == 1 or len(in_flight) == 1:  # certain: this cell's worker died
                 for i in in_flight:
                     deaths[i] = deaths.get(i, 0) + 1

@@ -139,3 +139,18 @@ def test_the_output_directory_must_be_new_empty_or_an_earlier_sweeps_with_force(
 def test_nonsense_options_are_one_line_errors_and_write_nothing(capsys, tmp_path, args, message):
     rc, _, err = _sweep(capsys, tmp_path / "s", TRACES[0], *args)
     assert rc == 2 and message in err and len(err.splitlines()) == 1 and not (tmp_path / "s").exists()
+
+
+def raises_on_current_seed_0(cell: Cell, settings: SweepSettings) -> dict:
+    """run_cell with a bug that strikes one cell."""
+    if cell.seed == 0 and cell.policy_set == "current":
+        raise RuntimeError("a bug strikes")
+    return run_cell(cell, settings)
+
+
+def test_a_cell_that_raises_outside_the_replay_is_reported_and_the_sweep_goes_on():
+    cells = grid(TRACES[:1], [2], [1.0], ["2.6.39", "current"], 2)
+    rows: dict[int, dict] = {}
+    run_local(cells, SweepSettings(sets=("2.6.39", "current")), 2, 1, rows.__setitem__, fn=raises_on_current_seed_0)
+    assert [rows[i]["status"] for i in range(4)] == ["ok", "ok", "failed", "ok"]
+    assert rows[2]["error"] == "RuntimeError: a bug strikes"
