@@ -59,9 +59,10 @@ def candidates(stem: str) -> list[Path]:
 
 def locate(stem: str, source: Path) -> Path:
     """The compiled part ``stem`` built from ``source``; EngineUnavailable saying why there is none."""
+    what = {"engine.c": "engine", "flatten.c": "flattening"}.get(source.name, source.stem)
     found = [p for p in candidates(stem) if p.is_file()]
     if not found:
-        raise EngineUnavailable(f"the compiled {source.stem} is not installed ({stem}{ext_suffix()} was not "
+        raise EngineUnavailable(f"the compiled {what} is not installed ({stem}{ext_suffix()} was not "
                                 f"built: install mmreplay with a C compiler and Python headers: {REBUILD})")
     want = source_sha256(source)
     refused = []
@@ -73,7 +74,7 @@ def locate(stem: str, source: Path) -> Path:
                 return path
             problem = f"built from another {source.name}" if built_from else "records no source"
         refused.append(f"{path}: {problem}")
-    raise EngineUnavailable(f"no usable compiled {source.stem} ({'; '.join(refused)}); rebuild: {REBUILD}")
+    raise EngineUnavailable(f"no usable compiled {what} ({'; '.join(refused)}); rebuild: {REBUILD}")
 
 
 def source_sha256(source: Path) -> str | None:
