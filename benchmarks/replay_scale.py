@@ -10,16 +10,19 @@ or synthesized (``mmreplay synth W --tasks 4 --cpus 2 --seconds S``) into
 --traces (kept and reused: delete them or pass --fresh to make new ones). Then:
 
 * stages, in a fresh interpreter each repetition: open + reconstruct, flatten
-  (one policy set, compiled walk), engine (one seed, the C engine: events/s),
-  tables + metrics (the rest of simulate()); the time of each and the
-  process's peak RSS after it (ru_maxrss, so cumulative);
+  (one policy set, compiled walk), engine run (one seed, the C engine: events
+  per CPU second), simulate() with that program (engine, tables, metrics);
+  the wall and CPU time of each and the process's peak RSS after it
+  (ru_maxrss, so cumulative);
 * the command a user runs, ``mmreplay replay T --compare 2.6.39 current --seeds 2
-  --jobs J`` for each J of --jobs, interleaved: wall time, the largest single
+  --jobs J`` for each J of --jobs, interleaved: wall and CPU time (user + system,
+  workers included), the largest single
   process's peak RSS (wait4's ru_maxrss) and the peak of the whole process
   tree's proportional set size (PSS, sampled every 50 ms from
   /proc/PID/smaps_rollup: shared pages counted once).
 
-Medians of --repeat runs. The machine is shared: quote ratios from one session.
+Medians of --repeat runs. On a shared machine wall time follows the load; CPU
+time and memory do not: quote those, and ratios from one session.
 --compare-with DIR also runs the end-to-end command from another checkout
 (PYTHONPATH=DIR), interleaved, e.g. the main branch before a change.
 """
@@ -77,8 +80,11 @@ def stage_child(trace: str) -> None:
     out: dict = {"stages": []}
 
     def stage(name: str, t0: float, **extra) -> None:
-        out["stages"].append({"stage": name, "s": time.perf_counter() - t0, "peak_rss_mib": rss_mib(), **extra})
+        out["stages"].append({"stage": name, "s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0[0],
+                              "peak_rss_mib": rss_mib(), **extra})
+        c0[0] = time.process_time()
 
+    c0 = [time.process_time()]
     t0 = time.perf_counter()
     tr = Trace.open(trace)
     rows = sum(tr.rows(t) for t in tr.tables)
@@ -87,16 +93,19 @@ def stage_child(trace: str) -> None:
     settings = Settings(cpus=w.cpus, preempt=preempt_default(tr.manifest.host.preempt_model)[0], mode="closed",
                         costs=Costs(), keep_tables=False)
     config = config_of(RunSpec("current", 0), settings)
+    c0[0] = time.process_time()
     t0 = time.perf_counter()
     program = program_for(w, config)
     stage("flatten (compiled walk)", t0, instructions=len(program.code))
-    t0 = time.perf_counter()
     eng = CEngine(program, w, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
                   config.probe, config.probe_period_ns)
+    c0[0] = time.process_time()
+    t0 = time.perf_counter()
     eng.run()
-    dt = time.perf_counter() - t0
-    stage("engine (C, one seed)", t0, events=eng.events, events_per_s=eng.events / dt)
+    cpu = time.process_time() - c0[0]
+    stage("engine run (C, one seed)", t0, events=eng.events, events_per_cpu_s=eng.events / max(cpu, 1e-9))
     del eng
+    c0[0] = time.process_time()
     t0 = time.perf_counter()
     result = simulate(w, config, program=program)
     complete_metrics(result.tables, dict(result.metrics))
@@ -155,7 +164,8 @@ def end_to_end(trace: Path, jobs: int, pythonpath: Path) -> dict:
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
-    return {"wall_s": wall, "user_s": ru.ru_utime, "max_rss_mib": ru.ru_maxrss / 1024, "peak_pss_mib": peak_pss / 1024}
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_mib": ru.ru_maxrss / 1024,
+            "peak_pss_mib": peak_pss / 1024}
 
 
 def main() -> None:
@@ -205,15 +215,16 @@ def main() -> None:
                     if other:
                         e2e.setdefault(f"{other.name}, --jobs {j}", []).append(end_to_end(trace, j, other))
             for name, runs in stages.items():
-                extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "peak_rss_mib")}
-                if "events_per_s" in extra:
-                    extra["events_per_s"] = f"{median(r['events_per_s'] for r in runs) / 1e6:.1f}M"
-                print(f"  {name:<58} {median(r['s'] for r in runs):7.2f} s   peak RSS "
+                extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "cpu_s", "peak_rss_mib")}
+                if "events_per_cpu_s" in extra:
+                    extra["events_per_cpu_s"] = f"{median(r['events_per_cpu_s'] for r in runs) / 1e6:.1f}M"
+                print(f"  {name:<58} wall {median(r['s'] for r in runs):7.2f} s  CPU "
+                      f"{median(r['cpu_s'] for r in runs):7.2f} s  peak RSS "
                       f"{median(r['peak_rss_mib'] for r in runs):7.0f} MiB   "
                       + " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in extra.items()))
             for name, runs in e2e.items():
                 print(f"  replay --compare 2.6.39 current --seeds 2, {name:<28} wall "
-                      f"{median(r['wall_s'] for r in runs):6.2f} s  user {median(r['user_s'] for r in runs):6.2f} s  "
+                      f"{median(r['wall_s'] for r in runs):6.2f} s  CPU {median(r['cpu_s'] for r in runs):6.2f} s  "
                       f"max RSS {median(r['max_rss_mib'] for r in runs):6.0f} MiB  tree PSS "
                       f"{median(r['peak_pss_mib'] for r in runs):6.0f} MiB  (walls: "
                       + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + ")")
