@@ -146,9 +146,9 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def end_to_end(trace: Path, jobs: int, pythonpath: Path) -> dict:
-    """Run ``mmreplay replay`` once: wall s, largest process's peak RSS, peak tree PSS."""
-    cmd = [sys.executable, "-m", "replay", "replay", str(trace), "--compare", "2.6.39", "current", "--seeds", "2",
+def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str]) -> dict:
+    """Run ``mmreplay replay`` once: wall s, largest process's peak RSS, peak tree PSS (or its error)."""
+    cmd = [sys.executable, "-m", "replay", "replay", str(trace), "--compare", *sets, "--seeds", "2",
            "--jobs", str(jobs)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=_env(pythonpath), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -163,7 +163,7 @@ def end_to_end(trace: Path, jobs: int, pythonpath: Path) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+        return {"error": (err.strip().splitlines() or ["no output"])[-1]}
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_mib": ru.ru_maxrss / 1024,
             "peak_pss_mib": peak_pss / 1024}
 
@@ -176,6 +176,7 @@ def main() -> None:
     ap.add_argument("--seconds", default="1,10")
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--jobs", default="1,2")
+    ap.add_argument("--sets", default="2.6.39,current", help="the policy sets the end-to-end replay compares")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--traces", default=str(ROOT / "benchmarks" / "out" / "scale"), help="where the traces are kept")
     ap.add_argument("--fresh", action="store_true", help="make new traces even if --traces holds them")
@@ -190,6 +191,7 @@ def main() -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [int(j) for j in a.jobs.split(",")]
+    sets = a.sets.split(",")
     other = Path(a.compare_with).resolve() if a.compare_with else None
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, source {a.source}, {a.repeat} repetitions; "
           f"{TARGETS}")
@@ -211,9 +213,9 @@ def main() -> None:
                 for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]:
                     stages.setdefault(s["stage"], []).append(s)
                 for j in jobs:  # interleaved: each repetition runs every variant once
-                    e2e.setdefault(f"this checkout, --jobs {j}", []).append(end_to_end(trace, j, ROOT))
+                    e2e.setdefault(f"this checkout, --jobs {j}", []).append(end_to_end(trace, j, ROOT, sets))
                     if other:
-                        e2e.setdefault(f"{other.name}, --jobs {j}", []).append(end_to_end(trace, j, other))
+                        e2e.setdefault(f"{other.name}, --jobs {j}", []).append(end_to_end(trace, j, other, sets))
             for name, runs in stages.items():
                 extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "cpu_s", "peak_rss_mib")}
                 if "events_per_cpu_s" in extra:
@@ -222,13 +224,18 @@ def main() -> None:
                       f"{median(r['cpu_s'] for r in runs):7.2f} s  peak RSS "
                       f"{median(r['peak_rss_mib'] for r in runs):7.0f} MiB   "
                       + " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in extra.items()))
-            for name, runs in e2e.items():
-                print(f"  replay --compare 2.6.39 current --seeds 2, {name:<28} wall "
+            for name, all_runs in e2e.items():
+                runs = [r for r in all_runs if "error" not in r]
+                for r in all_runs:
+                    if "error" in r:
+                        print(f"  replay --compare {' '.join(sets)} --seeds 2, {name}: FAILED: {r['error']}")
+                if not runs:
+                    continue
+                print(f"  replay --compare {' '.join(sets)} --seeds 2, {name:<28} wall "
                       f"{median(r['wall_s'] for r in runs):6.2f} s  CPU {median(r['cpu_s'] for r in runs):6.2f} s  "
                       f"max RSS {median(r['max_rss_mib'] for r in runs):6.0f} MiB  tree PSS "
                       f"{median(r['peak_pss_mib'] for r in runs):6.0f} MiB  (walls: "
                       + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + ")")
-
 
 if __name__ == "__main__":
     main()
