@@ -80,26 +80,19 @@ def test_without_the_compiled_parts_auto_runs_python_saying_so_once_and_c_is_a_o
         simulate(w, replace(cfg, engine="c"))
 
 
-def test_a_library_built_from_another_engine_c_is_refused_with_the_command_that_rebuilds_it(fresh, tmp_path):
-    _installed_library()
-    edited = tmp_path / "engine.c"
-    edited.write_text(cengine.SOURCE.read_text() + "\n/* edited after the install */\n")
-    fresh.setattr(cengine, "SOURCE", edited)
-    with pytest.raises(cengine.EngineUnavailable, match="built from another engine.c.*rebuild: pip install"):
-        cengine.load()
-
-
-def test_the_compiled_flattening_is_checked_against_flatten_c_too(fresh, tmp_path):
+@pytest.mark.parametrize("module, cache", [(cengine, "_lib"), (cflatten, "_module")])
+def test_a_library_built_from_another_source_is_refused_with_the_command_that_rebuilds_it(fresh, tmp_path, module,
+                                                                                         cache):
     try:
-        cflatten.load()
+        module.load()
     except cengine.EngineUnavailable:
-        pytest.skip("the compiled flattening is not installed")
-    fresh.setattr(cflatten, "_module", None)
-    edited = tmp_path / "flatten.c"
-    edited.write_text(cflatten.SOURCE.read_text() + "\n")
-    fresh.setattr(cflatten, "SOURCE", edited)
-    with pytest.raises(cengine.EngineUnavailable, match="built from another flatten.c"):
-        cflatten.load()
+        pytest.skip("the compiled parts are not installed (pip install .)")
+    fresh.setattr(module, cache, None)
+    edited = tmp_path / module.SOURCE.name
+    edited.write_text(module.SOURCE.read_text() + "\n/* edited after the install */\n")
+    fresh.setattr(module, "SOURCE", edited)
+    with pytest.raises(cengine.EngineUnavailable, match=f"built from another {edited.name}.*rebuild: pip install"):
+        module.load()
 
 
 def test_a_library_another_user_can_write_is_not_loaded(fresh, tmp_path):

@@ -72,48 +72,22 @@ def _list(name: str, text: str, parse: Any, ok: Any, what: str) -> list:
     return out
 
 
-def _int(name: str, text: str, minimum: int) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise UsageError(f"{name} needs an integer, not {text!r}") from None
-    if v < minimum:
-        raise UsageError(f"{name} must be at least {minimum} (got {v})")
-    return v
-
-
 def options(args: argparse.Namespace) -> tuple[list, Any, int, int]:
     """(cells, settings, jobs, retries) from the command line; every nonsense value is a UsageError."""
-    from replay.cli.replay import PREEMPT_MODELS
-    from replay.policies.sets import resolve
-    from replay.sim.simulate import ENGINES
+    from replay.cli.replay import _int, check_options
     from replay.sweep import SweepSettings, grid
 
     cpus: list = [None] if args.cpus == "recorded" else _list(
         "--cpus", args.cpus, int, lambda v: v >= 1, "a positive integer")
     scales = _list("--scale-tasks", args.scale_tasks, float, lambda v: v > 0 and math.isfinite(v),
                    "a positive number")
-    seeds = _int("--seeds", args.seeds, 1)
     retries = _int("--retries", args.retries, 0)
     jobs = _int("--jobs", args.jobs, 1) if args.jobs is not None else len(os.sched_getaffinity(0))
-    try:
-        perturb = float(args.perturb)
-    except ValueError:
-        raise UsageError(f"--perturb needs a number, not {args.perturb!r}") from None
-    if not 0 <= perturb <= 2:
-        raise UsageError(f"--perturb is a coefficient of variation in [0, 2] (got {args.perturb})")
-    if args.preempt is not None and args.preempt not in PREEMPT_MODELS:
-        raise UsageError(f"unknown --preempt {args.preempt!r}; known: {', '.join(PREEMPT_MODELS)}")
-    if args.mode not in ("closed", "open"):
-        raise UsageError(f"unknown --mode {args.mode!r}; known: closed, open")
-    if args.engine not in ENGINES:
-        raise UsageError(f"unknown --engine {args.engine!r}; known: {', '.join(ENGINES)}")
-    names: list[str] = []
-    for spec in args.compare:
-        name = resolve(spec).name
-        if name in names:
-            raise UsageError(f"policy set {name!r} given twice")
-        names.append(name)
+    # the options a sweep shares with replay, checked by replay's rules (one grid point stands in)
+    one = check_options(argparse.Namespace(
+        cpus=None, seeds=args.seeds, jobs="1", scale_tasks="1", perturb=args.perturb, preempt=args.preempt,
+        mode=args.mode, compare=args.compare, policy=[], engine=args.engine))
+    seeds, names, perturb = one.seeds, list(one.sets), one.perturb
     if args.costs:
         from replay.sim.costs import Costs
 
