@@ -75,8 +75,14 @@ def test_export_refuses_to_overwrite_without_force(tmp_path: Path, capsys: pytes
     out.write_text("keep")
     assert main(["export", str(src), "--perfetto", "-o", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "keep"
+    # --force replaces only an export of mmreplay's (docs/SECURITY.md)
+    assert main(["export", str(src), "--perfetto", "-o", str(out), "--force"]) == 2
+    assert "not written by mmreplay" in capsys.readouterr().err and out.read_text() == "keep"
+    out.unlink()
+    assert main(["export", str(src), "--perfetto", "-o", str(out)]) == 0
     assert main(["export", str(src), "--perfetto", "-o", str(out), "--force"]) == 0
     assert json.loads(out.read_text())["traceEvents"][0]["ph"] == "M"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "x.json"]  # no temporary file left
 
 
 def test_real_recording_exports_properly_nested_slices_at_exact_nanoseconds(

@@ -421,3 +421,39 @@ def test_scheduling_latency_join_matches_its_definition(events: list[tuple], pre
         fx.write_trace(Path(d) / "t", {"sched_switch": sw, "sched_wakeup": wk}, host=fx.HOST)
         got = latencies(Source.open(Path(d) / "t"), preempted=preempted).collect()
     assert sorted(got.select("tid", "ts", "dur").rows()) == want
+
+
+@pytest.mark.parametrize("sql, says", [
+    ("SELECT * FROM read_csv('/etc/passwd')", "read_csv() reads files outside the trace"),
+    ('SELECT * FROM "READ_CSV"(\'/etc/passwd\')', "read_csv() reads files outside the trace"),
+    ("SELECT * FROM read_csv /* hidden */ ('/etc/passwd')", "read_csv() reads files outside the trace"),
+    ("SELECT * FROM lock_waits JOIN read_parquet('https://example.com/x.parquet') ON true", "read_parquet()"),
+    ("SELECT (SELECT count(*) FROM read_ipc('/etc/passwd')) FROM lock_waits", "read_ipc()"),
+    ("SELECT * FROM read_json('/etc/passwd')", "read_json()"),
+    ("SELECT * FROM read_ndjson('/etc/passwd')", "read_ndjson()"),
+    ("CREATE TABLE x AS SELECT * FROM read_csv('/etc/hostname'); SELECT * FROM x", "read_csv()"),
+    ("INSTALL httpfs", "INSTALL reaches outside the trace"),
+    ("SELECT 1; LOAD 'ext.so'", "LOAD reaches outside the trace"),
+    ("COPY lock_waits TO '/tmp/out.csv'", "COPY reaches outside the trace"),
+])
+def test_sql_never_reads_outside_the_trace(trace: Path, capsys, sql: str, says: str) -> None:
+    assert main(["query", str(trace), "--sql", sql]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sql_may_mention_file_functions_in_strings_and_comments(trace: Path) -> None:
+    src = Source.open(trace)
+    df = run_sql(src, "SELECT 'read_csv(x)' AS s, count(*) AS n FROM lock_waits -- read_csv('/etc/passwd')")
+    assert df["s"].to_list() == ["read_csv(x)"]
+
+
+def test_a_plan_that_scans_another_file_is_refused_whatever_the_function_is_called(tmp_path: Path) -> None:
+    from replay.analytics.sql import _check_plan
+    from replay.errors import UsageError
+
+    other = tmp_path / "other.csv"
+    other.write_text("a\n1\n")
+    with pytest.raises(UsageError, match="reads .*other.csv, which is not a table of the trace"):
+        _check_plan(pl.scan_csv(other), allowed=set())
+    _check_plan(pl.scan_csv(other), allowed={str(other)})

@@ -61,7 +61,6 @@ pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[1]
 THREADS, ITERATIONS = 4, 2000  # 200-50k contended waits (mmap_lock sleeping; page-table, LRU spinning), ~3 s
 UNTIMED_NS_PER_WAIT = 200
-MANY_WAITS = 30  # enough waits for a caller's mean difference to be the probes' mean cost
 
 
 @dataclass
@@ -72,6 +71,7 @@ class SameRun:
     ours: pl.DataFrame  # `waits --by caller`
     cmp: pl.DataFrame  # perf_lock.compare on mm_caller (pooled), plus exit_count/exit_total_ns: ours via do_exit
     refused: int  # lock_contention events our ring buffer refused
+    skipped: int  # lock_contention hits the kernel skipped as BPF recursion (for perf too)
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
     begin_runs: int
@@ -135,6 +135,7 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
     return SameRun(
         probes=request.param, trace=t, perf=perf, ours=ours, cmp=cmp,
         refused=extra["lost_breakdown"]["ring_buffer_refused"]["lock_contention"],
+        skipped=extra["lost_breakdown"].get("bpf_recursion_skipped", {}).get("lock_contention", 0),
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
         end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
         begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0))
@@ -142,7 +143,21 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
 
 def _show(run: SameRun) -> str:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=40):
-        return f"probes={run.probes} refused={run.refused}\n{run.cmp.drop('perf_total_resolution_ns', 'perf_max_ns')}"
+        table = run.cmp.drop("perf_total_resolution_ns", "perf_max_ns")
+        return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{table}"
+
+
+def _paired_alike(run: SameRun) -> pl.DataFrame:
+    """The callers both tools paired alike. A contention hit the kernel skipped as BPF recursion reaches
+    neither tool, and each pairs the begin it leaves unmatched its own way (perf with an end much later:
+    a 1.41 s "spinlock" wait against our 36 ms, seen with 8 skips under load 12), which shows as a count
+    that differs by other than the exit-path waits. No per-wait bound holds there: with skips, such
+    callers (at most one per skip) are left out of the comparison of totals and maxima."""
+    if not run.skipped:
+        return run.cmp
+    alike = run.cmp.filter(pl.col("count_diff") == pl.col("exit_count"))
+    assert run.cmp.height - alike.height <= run.skipped, _show(run)
+    return alike
 
 
 def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
@@ -156,9 +171,11 @@ def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits
     waits in the exit path after perf stopped watching the task."""
     cmp = same_run.cmp
     assert cmp["caller"].null_count() == 0, _show(same_run)
-    assert (cmp["count_diff"] <= cmp["exit_count"]).all(), _show(same_run)
+    # a hit skipped as BPF recursion leaves a begin unmatched, which each tool pairs its own way: one
+    # wait more or fewer per skipped hit, in some caller
+    assert (cmp["count_diff"] <= cmp["exit_count"] + same_run.skipped).all(), _show(same_run)
     short = (-cmp["count_diff"]).clip(lower_bound=0).sum()
-    assert short <= same_run.refused, _show(same_run)
+    assert short <= same_run.refused + same_run.skipped, _show(same_run)
 
 
 def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
@@ -167,7 +184,7 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
         pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: totals lack those waits")
-    cmp = same_run.cmp
+    cmp = _paired_alike(same_run)
     assert same_run.begin_runs >= cmp["mm_count"].sum()  # the program ran at least once per wait
     rows = [*cmp.iter_rows(named=True), {
         "caller": "(all)", "perf_count": cmp["perf_count"].sum(), "total_diff_ns": cmp["total_diff_ns"].sum(),
@@ -178,19 +195,27 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
         assert lo <= r["total_diff_ns"] <= hi, (r, lo, hi, _show(same_run))
 
 
-def test_callers_with_long_waits_agree_within_a_percent_plus_the_probes_cost(same_run):
-    """Where waits are long (mmap_lock, sleeping), the probes' microseconds hardly matter.
+def test_every_callers_longest_wait_agrees_within_what_our_probes_cost(same_run):
+    """The longest wait per caller, bounded by the probes' measured run time, not by a guessed tail.
 
-    Per wait ours - perf = B_i - E_i: on average 1-4 us for sleeping waits (measured over 8 runs),
-    up to ~80 us for one wait (an unwind from interrupt context, cold caches after sleeping). So
-    callers waiting >= 100 us on average, over at least MANY_WAITS waits (enough for that average:
-    one madvise wait of 0.6 ms once differed by 17 us, 2.8 %), agree within 1 % + 5 us per wait;
-    every long-waiting caller's longest wait agrees within 1 % + 100 us.
+    Per wait ours_i - perf_i = B_i - E_i with B_i, E_i >= 0 (the module docstring). With j our longest
+    wait and k perf's: ours_max - perf_max <= ours_j - perf_j <= B_j, and perf_max - ours_max <=
+    perf_k - ours_k <= E_k <= E (the contention_end program's whole run time, --probe-cost). One B_j is
+    at most the caller's sum of B_i = (its total difference) + (its sum of E_i) <= total_diff + E; an
+    exit-path wait of ours alone (no perf_j) is at most the exit total, which total_diff includes. So,
+    with the same slack as the totals (perf's print resolution, the untimed 0.2 us per wait):
+        -E - slack <= ours_max - perf_max <= max(total_diff, 0) + E + slack.
+    No tail of B_i is assumed: one wait once differed by 131.7 us in a loaded CI run, where a guessed
+    1 % + 100 us failed; this bound holds whatever one wait costs.
     """
-    long = same_run.cmp.filter((pl.col("perf_count") > 0) & (pl.col("perf_total_ns") >= 100_000 * pl.col("perf_count")))
-    assert long.filter(pl.col("perf_count") >= MANY_WAITS).height > 0, _show(same_run)
-    for r in long.iter_rows(named=True):
-        if r["perf_count"] >= MANY_WAITS:
-            tol = 0.01 * r["perf_total_ns"] + 5_000 * r["perf_count"] + r["perf_total_resolution_ns"]
-            assert abs(r["total_diff_ns"]) <= tol, r
-        assert abs(r["mm_max_ns"] - r["perf_max_ns"]) <= 0.01 * r["perf_max_ns"] + 100_000, r
+    if same_run.begin_run_ns is None or same_run.end_run_ns is None:
+        pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
+    if same_run.refused:
+        pytest.skip(f"{same_run.refused} events refused by the ring buffer: a longest wait may be missing")
+    both = _paired_alike(same_run).filter((pl.col("perf_count") > 0) & (pl.col("mm_count") > 0))
+    assert both.height > 0, _show(same_run)
+    for r in both.iter_rows(named=True):
+        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"]
+        lo = -same_run.end_run_ns - slack
+        hi = max(r["total_diff_ns"], 0) + same_run.end_run_ns + slack
+        assert lo <= r["mm_max_ns"] - r["perf_max_ns"] <= hi, (r, lo, hi, _show(same_run))

@@ -67,7 +67,6 @@ class RecordOptions:
     pf_gap_ns: int = 10_000
     rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
     vmlinux: Path | None = None
-    chown: tuple[int, int] | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
 
@@ -83,6 +82,7 @@ class RecordResult:
     rows: dict[str, int]
     probes: list[Probe]
     command_status: int | None = None
+    stop_reason: str = ""  # duration | command exited (N) | SIGINT | SIGTERM
     drain_events_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -142,6 +142,16 @@ def _lock_classifier(kallsyms: Any, stack_of: Callable[[int], list[int]]) -> dec
     return run
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM before recording began: set-up is abandoned, the command stopped. A
+    KeyboardInterrupt, so that no ``except Exception`` on the way (a probe that failed to load) takes it
+    for an error; the CLI prints it as one line and exits with ``exit_status`` (128 + the signal)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.exit_status = status
+
+
 class _Command:
     """The command to record: forked blocked on a pipe, released once the probes are attached."""
 
@@ -153,7 +163,10 @@ class _Command:
         self._w = w
         if shutil.which(argv[0]) is None:
             raise UsageError(f"cannot run {argv[0]!r}: command not found")
-        stub = "import os, sys; fd = int(sys.argv[1]); os.read(fd, 1); os.close(fd); " \
+        # An empty read means the recorder died (even SIGKILL) before releasing it: exit, do not run.
+        # PR_SET_PDEATHSIG (1): if the recorder dies later, the command gets SIGTERM, not orphaned.
+        stub = "import ctypes, os, sys; ctypes.CDLL(None).prctl(1, 15, 0, 0, 0); fd = int(sys.argv[1]); " \
+               "go = os.read(fd, 1); os.close(fd); go == b'g' and os.getppid() != 1 or os._exit(125); " \
                "os.execvp(sys.argv[2], sys.argv[2:])"
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", stub, str(r), *argv], pass_fds=(r,))
@@ -172,15 +185,59 @@ class _Command:
         os.close(self._w)
 
     def stop(self) -> int | None:
-        """Terminate the command if it still runs; its exit status."""
+        """Terminate the command and every process it started if it still runs (SIGTERM, SIGKILL after
+        2 s): none is left behind holding the terminal or the recorder's pipes. Its exit status."""
         if self.proc.poll() is None:
+            family = _descendants(self.proc.pid)
             self.proc.terminate()
+            _signal_all(family, signal.SIGTERM)
             try:
                 self.proc.wait(2)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            deadline = time.monotonic() + 2
+            while family and time.monotonic() < deadline:
+                family = [p for p in family if _alive(p)]
+                time.sleep(0.02)
+            _signal_all(family, signal.SIGKILL)
         return self.proc.returncode
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from the ppid in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
 
 
 class Recorder:
@@ -200,6 +257,7 @@ class Recorder:
         self._events = 0
         self._stop_reason = ""
         self._stop = False
+        self._recording = False  # set once the probes record: signals then stop, no longer abort
         self._drain_s = 0.0
         self._t2: list[tuple[Any, str]] = []  # (tracer.tier2.Family, attach mode) being recorded
         self._t2_probes: list[Probe] = []
@@ -466,6 +524,18 @@ class Recorder:
         if not families:
             raise UsageError("none of the requested probes exists in this kernel: "
                              + "; ".join(f"{p.name}: {p.reason}" for p in skipped))
+        # SIGINT/SIGTERM from here to the end: during set-up they abort it (the command is stopped, never
+        # orphaned); once recording, they stop it; while stopping, they are ignored so that the trace is
+        # finalized.
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._session(bcc, families, skipped)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+    def _session(self, bcc: Any, families: list, skipped: list[Probe]) -> RecordResult:
+        o = self.opts
         cmd = _Command(o.command) if o.command else None
         try:
             with bpf_run_stats() if o.probe_cost else contextlib.nullcontext(True) as timed:
@@ -530,22 +600,24 @@ class Recorder:
         for fam in self._families:
             self._writer.declare(fam.table)
 
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._start_ns = time.monotonic_ns()
+        self._recording = True
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
         if cmd is not None:
             cmd.release()
         try:
             self._loop(cmd)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             result = self._finish(cmd, skipped + failed)
         return result
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self._stop = True
-        self._stop_reason = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if not self._recording:
+            raise Interrupted(f"{name} during set-up: nothing was recorded", 128 + signum)
+        if not self._stop:
+            self._stop = True
+            self._stop_reason = name
 
     def _loop(self, cmd: _Command | None) -> None:
         self._consumer_stop = threading.Event()
@@ -637,12 +709,11 @@ class Recorder:
                 w.manifest.extra["host_changes"] = list(self.notes.changes)
             m = w.close(start_ns=self._start_ns, end_ns=stop_ns)
             self._bpf.cleanup()
-            if self.opts.chown is not None:
-                _chown_tree(self.opts.output, *self.opts.chown)
         dur = (stop_ns - self._start_ns) / 1e9
         return RecordResult(
             path=self.opts.output, duration_s=dur, events=self._events, lost=m.lost_events,
             rows={n: e.rows for n, e in m.tables.items()}, probes=probes, command_status=status,
+            stop_reason=self._stop_reason,
             drain_events_per_s=self._events / self._drain_s if self._drain_s else 0.0,
             notes=list(self.notes.changes),
         )
@@ -744,12 +815,6 @@ class Recorder:
         except Exception as e:  # noqa: BLE001
             self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=f"decoding failed: {e}")
                                 for f in fams]
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for p in path.iterdir():
-        os.chown(p, uid, gid)
 
 
 class _BpfProgInfo(ctypes.Structure):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from replay.cachedir import cache_dir as shared_cache_dir
+from replay.cachedir import verify_code_file
 from replay.errors import MmreplayError, UsageError
 
 SOURCE_DIR = Path(__file__).resolve().parent
@@ -209,7 +210,8 @@ def describe(name: str) -> str:
 
 def cache_dir() -> Path:
     """Where built programs go: $MMREPLAY_WORKLOAD_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/workloads,
-    else a per-user temporary directory when the home cache is not writable (replay.cachedir)."""
+    else a per-user temporary directory when the home cache is not private (replay.cachedir): a directory
+    someone else can write is never used, since its programs are run, as root when recording."""
     return shared_cache_dir("workloads", "MMREPLAY_WORKLOAD_CACHE")
 
 
@@ -226,12 +228,11 @@ def build(name: str) -> Path:
     """Build the workload's program if it is missing or older than its sources; return the binary."""
     w = spec(name)
     source = SOURCE_DIR / f"{w.program}.c"
-    out_dir = cache_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = cache_dir()  # checked private (ours, 0700, not a link) on every call: we run what is in it
     binary = out_dir / w.program
     newest = max(p.stat().st_mtime for p in (source, *SOURCE_DIR.glob("*.h")))
     if binary.exists() and binary.stat().st_mtime >= newest:
-        return binary
+        return verify_code_file(binary)
     # Build beside the target and rename, so concurrent builders never run a half-written binary.
     fd, tmp = tempfile.mkstemp(prefix=f".{w.program}.", dir=out_dir)
     os.close(fd)
@@ -243,7 +244,7 @@ def build(name: str) -> Path:
         raise MmreplayError(f"building workload {name!r} failed: {' '.join(cmd)}: {first}")
     os.chmod(tmp, 0o755)
     os.replace(tmp, binary)
-    return binary
+    return verify_code_file(binary)
 
 
 def command(name: str, tasks: int, seconds: float, **params: Any) -> list[str]:

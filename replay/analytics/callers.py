@@ -1,8 +1,8 @@
 """Who took the lock: the first kernel frame of a stack outside the locking primitives.
 
-A minimal symbolizer over the trace's own ``symbols`` table (a sorted address
-array and ``numpy.searchsorted``), enough to name call sites offline; the full
-symbolizer with file:line lives in replay/symbols.py.
+Symbols come from the trace's own ``symbols`` table through replay/symbols.py's
+Kallsyms, the symbolizer the recorder uses too (one lookup rule everywhere:
+aliases resolved alike, an address past a symbol's end unknown).
 
 A frame belongs to the locking primitives when its address lies in the
 kernel's ``.sched.text`` or ``.lock.text`` sections (bounded by the
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from replay.symbols import Kallsyms
 from replay.trace.reader import Trace
 
 #: Function names that are part of taking a lock (or of recording that it was taken).
@@ -40,32 +41,30 @@ NO_STACK = "[no stack]"
 
 @dataclass
 class SymbolTable:
-    """Sorted kernel symbols: address -> (name, offset)."""
+    """The trace's ``symbols`` table through the one symbolizer (replay.symbols.Kallsyms, which the
+    tracer also uses), plus the locking-code ranges the caller rule needs."""
 
-    addrs: np.ndarray  # uint64, ascending
-    names: np.ndarray  # object (str)
+    kallsyms: Kallsyms
     lock_ranges: list[tuple[int, int]]
 
     @classmethod
     def from_trace(cls, trace: Trace) -> SymbolTable:
         if not trace.has("symbols"):
-            return cls(np.zeros(0, np.uint64), np.zeros(0, object), [])
-        df = trace.scan("symbols").select("addr", "name").sort("addr").collect()
-        addrs = df["addr"].to_numpy().astype(np.uint64)
-        names = np.asarray(df["name"].to_list(), dtype=object)
+            return cls(Kallsyms.from_arrays([], []), [])
+        df = trace.scan("symbols").select("addr", "name", "module").collect()
+        ks = Kallsyms.from_arrays(df["addr"].to_numpy().astype(np.uint64), df["name"].to_list(),
+                                  df["module"].to_list())
+        # the section markers often alias a function's address: read them from the table, not the deduplicated index
         by_name = dict(zip(df["name"].to_list(), df["addr"].to_list(), strict=True))
         ranges = [(by_name[a], by_name[b]) for a, b in SECTIONS if a in by_name and b in by_name]
-        return cls(addrs, names, ranges)
+        return cls(ks, ranges)
 
     def lookup(self, ips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Symbol name (None if below every symbol) and offset for each address."""
-        ips = np.asarray(ips, dtype=np.uint64)
-        idx = np.searchsorted(self.addrs, ips, side="right").astype(np.int64) - 1
+        """Symbol name (None where no symbol covers the address) and offset for each address."""
+        idx, offsets = self.kallsyms.lookup_many(np.asarray(ips, dtype=np.uint64))
+        names = np.full(len(idx), None, dtype=object)
         known = idx >= 0
-        names = np.full(len(ips), None, dtype=object)
-        offsets = np.zeros(len(ips), dtype=np.uint64)
-        names[known] = self.names[idx[known]]
-        offsets[known] = ips[known] - self.addrs[idx[known]]
+        names[known] = self.kallsyms.names[idx[known]]
         return names, offsets
 
     def is_lock_function(self, ips: np.ndarray, names: np.ndarray) -> np.ndarray:

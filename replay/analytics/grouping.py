@@ -104,9 +104,57 @@ def _caller(lf: pl.LazyFrame, schema: pl.Schema, src: Source, table: str) -> pl.
     callers = stack_callers(src.trace).select(
         "stack_id", pl.col("caller").cast(pl.Categorical), pl.col("caller_site").cast(pl.Categorical)
     )
-    return lf.join(callers, on="stack_id", how="left").with_columns(
-        pl.col("caller").fill_null(NO_STACK), pl.col("caller_site").fill_null(NO_STACK)
-    )
+    lf = lf.join(callers, on="stack_id", how="left")
+    context = _operation(lf, schema, src)
+    if context is not None:
+        lf = _with_operation(lf, src)
+    if context is None:
+        return lf.with_columns(pl.col("caller").fill_null(NO_STACK), pl.col("caller_site").fill_null(NO_STACK))
+    fallback = (pl.col("stack_id") < 0) | pl.col("caller").is_null()
+    return lf.with_columns(context.alias("_context")).with_columns(
+        pl.when(fallback).then(pl.col("_context").cast(pl.Categorical)).otherwise(pl.col("caller")).alias("caller"),
+        pl.when(fallback).then(pl.col("_context").cast(pl.Categorical)).otherwise(pl.col("caller_site"))
+        .alias("caller_site"),
+    ).drop("_context")
+
+
+def _operation(lf: pl.LazyFrame, schema: pl.Schema, src: Source) -> pl.Expr | None:
+    """For rows without a kernel stack: the mm operation the thread was in, as a caller.
+
+    Tier 1 records no stack for mmap_lock holds; the system call that encloses the row
+    ("munmap() [no stack]") or, outside one, the page fault the thread took last
+    ("page fault [no stack]") still says who took the lock. Needs ``ts``/``tid`` and the
+    syscalls or page_faults table; the expression reads columns joined here by the caller.
+    """
+    if not {"ts", "tid"} <= set(schema.names()) or src.is_results:
+        return None
+    if not (src.has("syscalls") or src.has("page_faults")):
+        return None
+    return pl.col("_context").fill_null(NO_STACK)
+
+
+def _with_operation(lf: pl.LazyFrame, src: Source) -> pl.LazyFrame:
+    """Adds ``_context`` (see :func:`_operation`) by as-of joins on the thread's syscalls and faults."""
+    lf = lf.sort("ts")
+    ctx = pl.lit(None, pl.String)
+    if src.has("syscalls"):
+        sys = src.scan("syscalls", "").select(
+            pl.col("tid"), pl.col("ts").alias("_sys_ts"), (pl.col("ts") + pl.col("dur")).alias("_sys_end"),
+            pl.col("name").cast(pl.String).alias("_sys")).sort("_sys_ts")
+        lf = lf.join_asof(sys, left_on="ts", right_on="_sys_ts", by="tid", strategy="backward",
+                          check_sortedness=False)
+        ctx = pl.when(pl.col("_sys_end") >= pl.col("ts")).then(pl.format("{}() [no stack]", pl.col("_sys")))
+    else:
+        lf = lf.with_columns(pl.lit(None, pl.Int64).alias("_sys_end"))
+    if src.has("page_faults"):
+        faults = src.scan("page_faults", "").select("tid", pl.col("ts").alias("_fault_ts")).sort("_fault_ts")
+        lf = lf.join_asof(faults, left_on="ts", right_on="_fault_ts", by="tid", strategy="backward",
+                          check_sortedness=False)
+        after = pl.col("_fault_ts").is_not_null() & (pl.col("_sys_end").is_null()
+                                                     | (pl.col("_fault_ts") > pl.col("_sys_end")))
+        ctx = (ctx.when(after) if isinstance(ctx, pl.Expr) and src.has("syscalls") else pl.when(after)).then(
+            pl.lit("page fault [no stack]"))
+    return lf.with_columns(ctx.alias("_context")).drop("_sys_ts", "_sys_end", "_sys", "_fault_ts", strict=False)
 
 
 KEYS: dict[str, Key] = {

@@ -18,6 +18,8 @@ from replay.analytics.stats import distribution, log2_histogram
 from replay.errors import MissingTableError
 
 LOCK_KEYS = ("class", "caller", "site", "task", "pid", "lock", "mode", "type", "cpu", "seed")
+#: Holds carry no contention flags, so no perf lock type.
+HOLD_KEYS = tuple(k for k in LOCK_KEYS if k != "type")
 
 
 def _summary(
@@ -26,7 +28,7 @@ def _summary(
     lf = src.scan(table, needed_for)
     if table == "lock_holds" and "success" in lf.collect_schema():
         lf = lf.filter(pl.col("success"))
-    lf, keys = group(lf, src, table, by, LOCK_KEYS)
+    lf, keys = group(lf, src, table, by, HOLD_KEYS if table == "lock_holds" else LOCK_KEYS)
     aggs = distribution(col, prefix)
     if "derived" in lf.collect_schema():
         # replay marks holds that come from the missing-holds model: say how many figures rest on it
@@ -92,7 +94,7 @@ def hold_hist(src: Source, by: Sequence[str]) -> pl.LazyFrame:
 
 def _hist(src: Source, table: str, by: Sequence[str], needed_for: str) -> pl.LazyFrame:
     lf = src.scan(table, needed_for)
-    lf, keys = group(lf, src, table, by, LOCK_KEYS)
+    lf, keys = group(lf, src, table, by, HOLD_KEYS if table == "lock_holds" else LOCK_KEYS)
     return labels_to_text(log2_histogram(lf, "dur", keys))
 
 

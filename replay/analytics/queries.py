@@ -37,11 +37,11 @@ class Query:
 QUERIES: dict[str, Query] = {
     q.name: q
     for q in (
-        Query("locks", locks.locks, locks.LOCK_KEYS, ("class",), "lock_waits + lock_holds"),
+        Query("locks", locks.locks, locks.HOLD_KEYS, ("class",), "lock_waits + lock_holds"),
         Query("waits", locks.waits, locks.LOCK_KEYS, ("class",), "lock_waits"),
-        Query("holds", locks.holds, locks.LOCK_KEYS, ("class",), "lock_holds"),
+        Query("holds", locks.holds, locks.HOLD_KEYS, ("class",), "lock_holds"),
         Query("wait_hist", locks.wait_hist, locks.LOCK_KEYS, ("class",), "lock_waits"),
-        Query("hold_hist", locks.hold_hist, locks.LOCK_KEYS, ("class",), "lock_holds"),
+        Query("hold_hist", locks.hold_hist, locks.HOLD_KEYS, ("class",), "lock_holds"),
         Query("stacks", locks.stacks, locks.LOCK_KEYS, (), "lock_waits + stacks + symbols", default_limit=20),
         Query("tlb", tlb.tlb, tlb.TLB_KEYS, ("reason",), "tlb_flushes"),
         Query("tlb_hist", tlb.tlb_hist, tlb.TLB_KEYS, (), "tlb_flushes"),

@@ -23,9 +23,12 @@ from replay.analytics.preempt import sections as preempt_sections
 from replay.analytics.sched import latencies
 from replay.analytics.source import Source
 from replay.errors import MmreplayError
+from replay.trace import safeio
 
 #: How many preempt-off sections the timeline shows.
 TIMELINE_TOP = 20
+#: How many metrics the comparison chart shows.
+COMPARE_ROWS = 30
 TABLE_ROWS = 15
 
 
@@ -67,10 +70,18 @@ def _attempt(section: Section, what: Callable[[], None]) -> None:
     try:
         what()
     except MmreplayError as e:
-        section.notes.append(str(e))
+        section.notes.append(f"Not shown: {e}")
     except pl.exceptions.PolarsError as e:
         first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        section.notes.append(f"{section.title.lower()} could not be computed: {first}")
+        section.notes.append(f"Not shown: {section.title.lower()} could not be computed: {first}")
+
+
+def _add(section: Section, key: str, title: str, caption: str, png: bytes | None, empty: str) -> None:
+    """Adds the figure, or says in one sentence why there is none (``empty``)."""
+    if png is None:
+        section.notes.append(empty)
+    else:
+        section.figures.append(Figure(key, title, caption, png))
 
 
 def lock_section(src: Source) -> Section:
@@ -81,18 +92,22 @@ def lock_section(src: Source) -> Section:
         waits = src.scan("lock_waits", "the wait CDF").select(pl.col(key).cast(pl.String), "dur").collect()
         per = "policy set" if src.is_results else "lock class"
         if waits.height == 0:
-            s.notes.append(f"{src.name_of('lock_waits')} has no rows: no contended lock waits to plot")
+            s.notes.append(f"{src.name_of('lock_waits')} has no rows: there were no contended lock waits.")
             return
-        s.figures.append(Figure("wait_cdf", f"Lock wait CDF per {per}",
-                                f"Contended lock waits ({src.name_of('lock_waits')}), one curve per {per}.",
-                                plots.cdf(_curves(waits, key), f"Lock wait time per {per}", "wait (µs)")))
+        _add(s, "wait_cdf", f"Lock wait CDF per {per}",
+             f"How long contended lock acquisitions waited ({src.name_of('lock_waits')}), one curve per {per}.",
+             plots.cdf(_curves(waits, key), f"Lock wait time per {per}", "wait (µs)"),
+             "Every contended wait lasted 0 ns: no CDF to draw on a log axis.")
 
-    def table() -> None:
-        df = queries.run(src, "locks", ["class"])
-        s.tables.append(("Lock summary by class", df.drop(c for c in df.columns if "_mean_" in c or "_min_" in c)))
+    def tables() -> None:
+        for query, what in (("waits", "Contended lock waits"), ("holds", "Lock holds")):
+            if not src.has("lock_waits" if query == "waits" else "lock_holds"):
+                continue
+            df = queries.run(src, query, ["class"])
+            s.tables.append((f"{what} by class", df.drop(c for c in df.columns if c.startswith(("mean", "min")))))
 
     _attempt(s, figure)
-    _attempt(s, table)
+    _attempt(s, tables)
     return s
 
 
@@ -103,13 +118,15 @@ def sched_section(src: Source) -> Section:
         lat = latencies(src).collect()
         key = "policy_set" if src.is_results else None
         if lat.height == 0:
-            s.notes.append("no wakeup-to-run latencies in this input")
+            s.notes.append("This input has no wakeup-to-run latencies.")
             return
         per = "per policy set" if src.is_results else "all woken tasks"
-        s.figures.append(Figure("sched_cdf", f"Scheduling latency CDF ({per})",
-                                "Wakeup to switch-in of the woken task" if not src.is_results
-                                else "Latency of the simulator's injected probe task (sim_probe)",
-                                plots.cdf(_curves(lat, key), f"Scheduling latency ({per})", "latency (µs)")))
+        _add(s, "sched_cdf", f"Scheduling latency CDF ({per})",
+             "How long woken tasks waited from their wakeup to running on a CPU." if not src.is_results
+             else "How long the simulator's injected high-priority probe waited from its wakeup to running "
+             "(sim_probe).",
+             plots.cdf(_curves(lat, key), f"Scheduling latency ({per})", "latency (µs)"),
+             f"All {lat.height:,} wakeup-to-run latencies are 0 ns: no CDF to draw on a log axis.")
         s.tables.append(("Scheduling latency", queries.run(src, "sched_latency", [] if src.is_results else ["task"],
                                                            limit=TABLE_ROWS)))
 
@@ -121,8 +138,10 @@ def sched_section(src: Source) -> Section:
         per = "per policy set" if src.is_results else "all tasks"
         what = ("every simulated switch-in of a workload task (sim_sched)" if src.is_results
                 else "wakeup or preemption to switch-in, as perf sched latency measures it")
-        s.figures.append(Figure("delay_cdf", f"Run delay CDF ({per})", f"Time runnable before running: {what}.",
-                                plots.cdf(_curves(lat, key), f"Run delay ({per})", "delay (µs)")))
+        _add(s, "delay_cdf", f"Run delay CDF ({per})",
+             f"How long tasks were runnable before they ran ({what}); zero delays are counted in the legend.",
+             plots.cdf(_curves(lat, key), f"Run delay ({per})", "delay (µs)"),
+             f"All {lat.height:,} run delays are 0 ns (every task ran at once): no CDF to draw on a log axis.")
 
     _attempt(s, figure)
     _attempt(s, delay)
@@ -134,8 +153,8 @@ def tlb_section(src: Source) -> Section:
 
     def figure() -> None:
         hist = queries.run(src, "tlb_hist", [])
-        s.figures.append(Figure("flush_hist", "TLB flush sizes", "Pages per flush in log2 buckets; "
-                                "'full' is TLB_FLUSH_ALL; x86 flushes everything above 33 pages.",
+        s.figures.append(Figure("flush_hist", "TLB flush sizes", "How many pages each TLB flush covered, in log2 "
+                                "buckets; 'full' is TLB_FLUSH_ALL; x86 flushes everything above 33 pages.",
                                 plots.histogram(hist, "TLB flush size", "pages flushed")))
         s.tables.append(("TLB flushes by reason", queries.run(src, "tlb", ["reason"])))
 
@@ -148,8 +167,8 @@ def gather_section(src: Source) -> Section:
 
     def figure() -> None:
         hist = queries.run(src, "gather_hist", [])
-        s.figures.append(Figure("gather_hist", "Gather batch sizes", "Pages per mmu_gather window "
-                                "(or per batched free burst without tier 2).",
+        s.figures.append(Figure("gather_hist", "Gather batch sizes", "How many pages each mmu_gather window freed "
+                                "(or each batched free burst, without tier 2).",
                                 plots.histogram(hist, "Pages per batch", "pages")))
         s.tables.append(("Batch sizes", queries.run(src, "gathers", [])))
 
@@ -163,7 +182,7 @@ def preempt_section(src: Source) -> Section:
     def figure() -> None:
         secs = preempt_sections(src).collect()
         if secs.height == 0:
-            s.notes.append("no preempt-off sections in this input")
+            s.notes.append("This input has no preempt-off sections.")
             return
         if src.is_results:
             secs = secs.with_columns(pl.format("{} seed {} cpu{}", "policy_set", "seed", "cpu").alias("lane"))
@@ -179,10 +198,12 @@ def preempt_section(src: Source) -> Section:
         title = (f"The longest preempt-off sections, {per_set} of each policy set" if src.is_results
                  else f"The {top.height} longest preempt-off sections")
         s.figures.append(Figure("preempt_timeline", title,
-                                "Each bar is one section at its time on its CPU, labelled with its length"
+                                "When the longest sections ran with preemption off: each bar is one section at its "
+                                "time on its CPU, labelled with its length"
                                 + ("" if src.is_results else " (recorded: spinning waits and spinlock holds, "
                                    "lower bounds of the true sections)") + ".",
-                                plots.timeline(top, "lane", "Longest preempt-off sections")))
+                                plots.timeline(top, "lane", "Longest preempt-off sections",
+                                               src.trace.manifest.start_ns)))
         limit = 5 if src.is_results else 10  # per policy set for results
         s.tables.append(("Longest preempt-off sections", queries.run(src, "preempt_off", [], limit=limit)))
 
@@ -196,8 +217,8 @@ def compare_section(src: Source, other: Source | None) -> Section | None:
     s = Section("Recorded versus simulated")
     def table() -> None:
         df = queries.run(src, "compare", ["class"], other)
-        df = df.drop(c for c in df.columns if "_mean_" in c)
-        s.tables.append(("Lock waits and holds, recorded vs simulated", df))
+        keep = [c for c in df.columns if not (c.endswith("_mean_ns") or c.endswith("_ratio") or c == "seeds")]
+        s.tables.append(("Lock waits and holds, recorded (rec) vs simulated (sim, per seed)", df.select(keep)))
 
     _attempt(s, table)
     return s
@@ -208,17 +229,39 @@ def policy_section(src: Source) -> Section | None:
     if not (src.is_results and src.trace.has("sim_comparison")):
         return None
     s = Section("Policy sets compared (differences over seeds)")
-    df = src.trace.read("sim_comparison")
+    df = labels_text(src.trace.read("sim_comparison"))
     if df.height == 0:
-        s.notes.append("sim_comparison has no rows")
+        s.notes.append("sim_comparison has no rows: only one policy set was replayed.")
         return s
-    significant = (pl.col("ci_low") > 0) | (pl.col("ci_high") < 0)
-    relative = (pl.col("diff_mean") / pl.col("base_mean")).abs()
-    df = df.with_columns(significant.fill_null(False).alias("ci_excludes_0"), relative.alias("_rel")).sort(
-        ["ci_excludes_0", "_rel"], descending=True, nulls_last=True
-    ).drop("_rel")
-    s.tables.append(("Differences other − base, mean over paired seeds, with the 95% t-interval; "
-                     "intervals that exclude 0 first", labels_text(df)))
+    # an interval excludes 0 only when it exists and lies wholly on one side of it
+    significant = ((pl.col("ci_low") > 0) | (pl.col("ci_high") < 0)).fill_null(False)
+    base = pl.col("base_mean")
+    defined = base.is_not_null() & (base != 0)
+    df = df.with_columns(
+        significant.alias("ci_excludes_0"),
+        pl.when(defined).then(100 * pl.col("diff_mean") / base.abs()).alias("rel"),
+        pl.when(defined).then(100 * pl.col("ci_low") / base.abs()).alias("lo"),
+        pl.when(defined).then(100 * pl.col("ci_high") / base.abs()).alias("hi"),
+        pl.concat_str([pl.col("metric"), pl.lit(" "), pl.col("lock_class").fill_null(""), pl.lit(" "),
+                       pl.col("kind").fill_null(""), pl.lit(" ("), pl.col("other"), pl.lit(" vs "), pl.col("base"),
+                       pl.lit(")")]).str.replace_all(r"\s+", " ").alias("label"),
+    )
+    unchanged = df.filter(pl.col("rel").is_null() & (pl.col("diff_mean") == 0))
+    shown = df.filter(pl.col("rel").is_not_null()).sort(
+        [pl.col("ci_excludes_0"), pl.col("rel").abs()], descending=True).head(COMPARE_ROWS)
+    _add(s, "policy_diff", "Differences between policy sets, with 95% intervals",
+         "How much each metric changes from the base policy set (mean of the per-seed differences, in % of the "
+         "base, with its 95% t-interval); red where the interval excludes 0"
+         + (f"; the {COMPARE_ROWS} largest shown" if df.height > COMPARE_ROWS else "") + ".",
+         plots.differences(shown.select("label", "rel", "lo", "hi", pl.col("ci_excludes_0").alias("excludes0")),
+                           "Other − base (% of base)"),
+         "No metric has a non-zero base value: no relative differences to draw.")
+    if unchanged.height:
+        s.notes.append("0 under every policy set (left out): "
+                       + ", ".join(sorted(set(unchanged["label"].str.replace(r" \(.*", "").to_list()))) + ".")
+    table = df.filter(pl.col("ci_excludes_0")).sort(pl.col("rel").abs(), descending=True, nulls_last=True)
+    s.tables.append(("Differences whose 95% interval excludes 0 (other − base, mean over paired seeds)",
+                     table.drop("label", "lo", "hi", "ci_excludes_0").rename({"rel": "diff_%"})))
     return s
 
 
@@ -228,7 +271,10 @@ def labels_text(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def build(src: Source, other: Source | None = None) -> list[Section]:
-    out = [lock_section(src), sched_section(src), tlb_section(src), gather_section(src), preempt_section(src)]
+    out = [lock_section(src), sched_section(src)]
+    if not src.is_results:  # the simulator counts flushes and frees (in the comparison) but writes no such tables
+        out += [tlb_section(src), gather_section(src)]
+    out.append(preempt_section(src))
     extra = [policy_section(src), compare_section(src, other)]
     return out + [s for s in extra if s is not None]
 
@@ -236,9 +282,9 @@ def build(src: Source, other: Source | None = None) -> list[Section]:
 # -- HTML --------------------------------------------------------------------------------------------
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
+table { border-collapse: collapse; font-size: .8em; margin: .8em 0; }
 th, td { border: 1px solid #ddd; padding: .25em .5em; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; } div.wide { overflow-x: auto; }
@@ -253,6 +299,8 @@ def _fmt(v: object, col: str) -> str:
         return "–"
     if (col.endswith("_ns") or col == "dur") and isinstance(v, (int, float)):
         return f"{v / 1000:,.2f}"
+    if col == "ts" and isinstance(v, float):
+        return f"{v:.6f}"
     if isinstance(v, float):
         return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, int) and col in ("lock_addr", "mm", "address"):
@@ -262,8 +310,11 @@ def _fmt(v: object, col: str) -> str:
     return str(v)
 
 
-def html_table(caption: str, df: pl.DataFrame) -> str:
-    heads = [c[:-3] + " (µs)" if c.endswith("_ns") else "dur (µs)" if c == "dur" else "ts (ns)" if c == "ts" else c
+def html_table(caption: str, df: pl.DataFrame, t0: int = 0) -> str:
+    """The first TABLE_ROWS rows; durations in µs, ``ts`` as seconds since the start of the recording (t0)."""
+    if "ts" in df.columns and df.schema["ts"].is_integer():
+        df = df.with_columns(((pl.col("ts") - t0) / 1e9).alias("ts"))
+    heads = [c[:-3] + " (µs)" if c.endswith("_ns") else "dur (µs)" if c == "dur" else "t (s)" if c == "ts" else c
              for c in df.columns]
     numeric = [dt.is_numeric() for dt in df.dtypes]
     rows = []
@@ -302,23 +353,34 @@ def render(src: Source, sections: list[Section]) -> str:
             parts.append(f'<figure id="{f.key}"><img alt="{html.escape(f.title)}" src="data:image/png;base64,{data}">'
                          f"<figcaption><b>{html.escape(f.title)}.</b> {html.escape(f.caption)}</figcaption></figure>")
         for caption, df in s.tables:
-            parts.append(html_table(caption, df))
+            parts.append(html_table(caption, df, m.start_ns))
         for note in s.notes:
-            parts.append(f'<p class="note">Not shown: {html.escape(note)}</p>')
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
         parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write(src: Source, out: str | os.PathLike[str], other: Source | None = None) -> list[Path]:
-    """Write the page and its PNGs (``<stem>-<figure>.png`` beside it); returns the files written."""
+def write(src: Source, out: str | os.PathLike[str], other: Source | None = None, *, force: bool = False) -> list[Path]:
+    """Write the page and its PNGs (``<stem>-<figure>.png`` beside it); returns the files written.
+
+    Every file is checked before any is written (replay.trace.safeio): an existing one is replaced only
+    with ``force`` and only if this report wrote it; none is written through a link.
+    """
     out = Path(out)
     sections = build(src, other)
-    written = []
-    for s in sections:
-        for f in s.figures:
-            png = out.with_name(f"{out.stem}-{f.key}.png")
-            png.write_bytes(f.png)
-            written.append(png)
-    out.write_text(render(src, sections))
-    return [out, *written]
+    files = [(out.with_name(f"{out.stem}-{f.key}.png"), f.png) for s in sections for f in s.figures]
+    page = render(src, sections).encode()
+    for path, _ in [(out, page), *files]:
+        safeio.check_file(path, force=force, ours=_ours)
+    for path, data in files:
+        safeio.write_file(path, data, force=force, ours=_ours)
+    safeio.write_file(out, page, force=force, ours=_ours)
+    return [out, *(path for path, _ in files)]
+
+
+def _ours(head: bytes) -> bool:
+    """Whether a file's first bytes are a page or a PNG that mmreplay report wrote."""
+    if head.startswith(b"<!DOCTYPE html>"):
+        return b"<title>mmreplay report:" in head
+    return head.startswith(b"\x89PNG") and b"mmreplay report" in head

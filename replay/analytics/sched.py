@@ -6,7 +6,8 @@ trace-wide ``seq``) decides. If it switches the task *in*, that is the end of
 the latency; if it switches the task *out*, the task was already running and
 the wakeup is not a latency. Several wake events of one sleep (waking then
 wakeup) count once, from the first, as `perf sched latency` and Trace Compass
-measure from the waker's request. Tasks that were preempted (runnable without
+measure from the waker's request. ``cause`` (a --by key) is what started the wait: the
+wake event's kind (waking, wakeup, wakeup_new), or "preempted". Tasks that were preempted (runnable without
 a wakeup) are not counted; ``sched_delay`` counts them too, from the switch-out
 that left them runnable, which is `perf sched latency`'s "delay". Replay results: the injected probe's latencies
 (``sim_probe``, one row per wakeup; its ``latency`` is read as ``dur``, its
@@ -48,7 +49,7 @@ def latencies(src: Source, preempted: bool = False) -> pl.LazyFrame:
             return lf.filter(pl.col("next_tid") >= 0).select(
                 *(c for c in ("policy_set", "seed") if c in lf.collect_schema()),
                 pl.col("ts"), pl.col("wait").alias("dur"), "cpu", pl.col("next_tid").alias("tid"),
-                *(["reason"] if "reason" in lf.collect_schema() else []),
+                *([pl.col("reason").cast(pl.String).alias("cause")] if "reason" in lf.collect_schema() else []),
             )
         lf = src.scan("sched_latency", "the scheduling latency")
         if "dur" not in lf.collect_schema() and "latency" in lf.collect_schema():
@@ -60,12 +61,13 @@ def latencies(src: Source, preempted: bool = False) -> pl.LazyFrame:
         switch.select("seq", "ts", pl.col("next_tid").alias("tid"), pl.lit(True).alias("switch_in"), "cpu"),
         switch.select("seq", "ts", pl.col("prev_tid").alias("tid"), pl.lit(False).alias("switch_in"), "cpu"),
     ]).filter(pl.col("tid") != 0).sort("seq")
-    starts = wake.select("seq", pl.col("ts").alias("start_ts"), "tid")
+    starts = wake.select("seq", pl.col("ts").alias("start_ts"), "tid", pl.col("kind").cast(pl.String).alias("cause"))
     if preempted:
         starts = pl.concat([
             starts,
             switch.filter(runnable(pl.col("prev_state"))).select("seq", pl.col("ts").alias("start_ts"),
-                                                                  pl.col("prev_tid").alias("tid")),
+                                                                  pl.col("prev_tid").alias("tid"),
+                                                                  pl.lit("preempted").alias("cause")),
         ])
     starts = starts.filter(pl.col("tid") != 0).sort("seq")
     matched = starts.join_asof(
@@ -79,8 +81,10 @@ def latencies(src: Source, preempted: bool = False) -> pl.LazyFrame:
     ).filter(pl.col("switch_in"))
     return (
         matched.group_by("tid", "switch_seq")
-        .agg(pl.col("start_ts").min(), pl.col("ts").first(), pl.col("cpu").first())
-        .select(pl.col("start_ts").alias("ts"), (pl.col("ts") - pl.col("start_ts")).alias("dur"), "cpu", "tid")
+        .agg(pl.col("cause").sort_by("start_ts").first(), pl.col("start_ts").min(), pl.col("ts").first(),
+             pl.col("cpu").first())
+        .select(pl.col("start_ts").alias("ts"), (pl.col("ts") - pl.col("start_ts")).alias("dur"), "cpu", "tid",
+                "cause")
         .sort("ts", "tid")
     )
 

@@ -7,9 +7,19 @@ import argparse
 import json
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
+EXAMPLES = """\
+examples:
+  sudo mmreplay doctor          # which probes load here, and why the others do not
+  sudo mmreplay doctor --json   # the same checks for scripts
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("doctor", help="check which recording probes work on this host, and how to fix the others")
+    p = sub.add_parser("doctor",
+                       help="check which recording probes work on this host, and how to fix the others",
+                       epilog=EXAMPLES, formatter_class=ExamplesFormatter)
     p.add_argument("--json", action="store_true", help="print the checks as JSON")
     return p
 

@@ -6,11 +6,22 @@ import argparse
 import json
 from typing import Any
 
+from replay.cli import ExamplesFormatter
 from replay.trace.reader import Trace
+from replay.trace.repair import describe as repair_lines
+
+EXAMPLES = """\
+examples:
+  mmreplay info sample_traces/page_fault1_threads
+  mmreplay info results          # replay results: policy sets, seeds, options
+  mmreplay info mytrace --json
+"""
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help="summarize a trace or replay results (manifest, rows per table, lost events)")
+    p = sub.add_parser("info",
+                       help="summarize a trace or replay results (manifest, rows per table, lost events)",
+                       epilog=EXAMPLES, formatter_class=ExamplesFormatter)
     p.add_argument("trace", help="trace or results directory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -64,6 +75,7 @@ def render(s: dict[str, Any]) -> str:
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
     lines.append(f"lost       {s['lost_events']} events")
+    lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
         lines += ["", f"{'probe':<28} {'tier':>4} {'status':<9} {'events':>12} {'lost':>8} {'unmatched':>9}  reason"]
         for p in s["probes"]:

@@ -6,10 +6,21 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli.options import integer
+
+EXAMPLES = """\
+examples:
+  mmreplay query mytrace waits --by class,caller     # perf-lock-contention-style table
+  mmreplay query results preempt_off --limit 10 --csv
+  mmreplay query mytrace --sql "SELECT lock_class, count(*) AS n FROM lock_waits GROUP BY lock_class"
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+
     p = sub.add_parser(
-        "query",
+        "query", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="run a named query (lock summary, histograms, TLB flushes, latencies, ...) or SQL on a trace or results",
         description="Named queries over a recorded trace or replay results (docs/QUERIES.md), or SQL over its tables.",
     )
@@ -17,8 +28,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="query name (--list shows them)")
     p.add_argument("--by", action="append", metavar="KEY[,KEY]",
                    help="grouping keys (query-specific: class, caller, task, ...; 'none' for no grouping)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (table: us/ms, thousands separators, fitted to the terminal)")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    p.add_argument("--csv", dest="format", action="store_const", const="csv", help="same as --format csv")
+    p.add_argument("--limit", type=integer(0, 2**32 - 1), metavar="N",
                    help="print at most N rows (0: all; stacks and preempt_off default to 20)")
     p.add_argument("--sql", metavar="SELECT", help="run SQL over every table (and the derived views) instead")
     p.add_argument("--list", action="store_true", help="list the named queries and the SQL tables of the input")

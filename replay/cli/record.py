@@ -3,48 +3,57 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from replay.cli.options import MAX_SECONDS, MAX_TASKS, PID_MAX, int_list, integer, number
 from replay.errors import UsageError
 
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+EXAMPLES = """\
+examples:
+  sudo mmreplay record -o mytrace -- ./my-benchmark --args
+  sudo mmreplay record -o mytrace -d 10 -p 1234
+  sudo mmreplay record -o mytrace --workload mmap-file --tasks 4 -d 2 --probes mmap_lock,lock_contention,sched_switch
+"""
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+    from tracer.programs import FAMILIES_BY_NAME
+
     p = sub.add_parser(
-        "record",
+        "record", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="record mm locks, TLB flushes, page frees, faults and scheduling live (eBPF tracepoints, root)",
         description="Record until --duration ends, the command exits, or SIGINT/SIGTERM; the trace is always "
         "finalized. Which tasks: those matching --pid/--tid/--comm if given (any of them); else the command "
         "and every task it forks; else (or with --system-wide) every task except the recorder.",
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="trace directory to create")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("-d", "--duration", type=number(0, MAX_SECONDS, lo_open=True), metavar="S",
+                   help="stop after S seconds")
     p.add_argument("--probes", metavar="LIST",
-                   help="comma-separated probe families (default: all tier-1); see 'mmreplay doctor'")
-    p.add_argument("--pid", type=_ints, action="extend", default=[], metavar="PID[,PID]",
+                   help="comma-separated probe families (default: all tier-1): "
+                   + ", ".join(FAMILIES_BY_NAME))
+    p.add_argument("-p", "--pid", type=int_list(1, PID_MAX), action="extend", default=[],
+                   metavar="PID[,PID]",
                    help="record these processes (all their threads, and children they fork)")
-    p.add_argument("--tid", type=_ints, action="extend", default=[], metavar="TID[,TID]",
+    p.add_argument("-t", "--tid", type=int_list(1, PID_MAX), action="extend", default=[],
+                   metavar="TID[,TID]",
                    help="record these threads (and tasks they fork)")
     p.add_argument("--comm", help="record tasks with this name (exact, first 15 characters)")
     p.add_argument("--system-wide", action="store_true",
                    help="with a command or --workload and no filter: record every task, not only the command's")
     p.add_argument("--workload", metavar="NAME", help="run a built-in workload (see tracer.workloads) as the command")
-    p.add_argument("--tasks", type=int, default=4, metavar="N", help="tasks of the --workload (default 4)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing trace directory")
+    p.add_argument("--tasks", type=integer(1, MAX_TASKS), default=4, metavar="N",
+                   help="tasks of the --workload (default 4)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing trace directory that holds an mmreplay trace and nothing else")
     p.add_argument("--compression", choices=("lz4", "zstd"),
                    help="compress the tables (default: none, so that queries memory-map them)")
     p.add_argument("--progress", action="store_true", help="show the progress line even if stderr is not a tty")
     p.add_argument("--vmlinux", type=Path, help="vmlinux with DWARF: adds file:line to the symbols table")
-    p.add_argument("--page-free-gap-us", type=float, default=10.0, metavar="US",
+    p.add_argument("--page-free-gap-us", type=number(0, 1e9, lo_open=True), default=10.0, metavar="US",
                    help="a page-free burst ends after this gap without a free (default 10)")
     p.add_argument("--no-tier2-check", action="store_true",
                    help="do not detect and record tier-2 probes (fentry/kprobes); detection compiles for "
@@ -80,9 +89,6 @@ def run(args: argparse.Namespace) -> int:
         command = _workload_argv(args.workload, args.tasks, args.duration or 5.0)
     if args.page_free_gap_us <= 0:
         raise UsageError("--page-free-gap-us must be positive")
-    chown = None
-    if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() and os.environ.get("SUDO_GID", "").isdigit():
-        chown = (int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"]))
     opts = RecordOptions(
         output=args.output,
         duration=args.duration,
@@ -97,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         system_wide=args.system_wide,
         pf_gap_ns=int(args.page_free_gap_us * 1000),
         vmlinux=args.vmlinux,
-        chown=chown,
         check_tier2=not args.no_tier2_check,
         probe_cost=args.probe_cost,
     )
@@ -109,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p.name}: {p.status}: {p.reason}", file=sys.stderr)
     for name, rows in r.rows.items():
         print(f"  {name:<20} {rows:>12,}", file=sys.stderr)
-    if r.command_status is not None and r.command_status != 0:
-        print(f"mmreplay: the command exited with status {r.command_status}", file=sys.stderr)
-    return 0
+    return command_exit(r.command_status, r.stop_reason)
+
+
+def command_exit(status: int | None, stop_reason: str) -> int:
+    """record's exit status: the command's when it ended by itself and failed (as time and perf stat do),
+    128+N when a signal N killed it; 0 when it succeeded or when the recorder stopped it."""
+    if status is None or status == 0 or not stop_reason.startswith("command exited"):
+        return 0
+    code = status if status > 0 else 128 - status
+    how = f"exited with status {status}" if status > 0 else f"was killed by signal {-status}"
+    print(f"mmreplay: the command {how}; the trace is complete, mmreplay exits with {code}", file=sys.stderr)
+    return code

@@ -5,9 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
+EXAMPLES = """\
+examples:
+  mmreplay repair mytrace        # after a recorder killed by SIGKILL or a full disk
+  mmreplay info mytrace          # then check what was kept
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    p = sub.add_parser("repair", help="recover an interrupted trace, keeping every chunk fully written")
+    p = sub.add_parser("repair",
+                       help="recover an interrupted trace, keeping every chunk fully written",
+                       epilog=EXAMPLES, formatter_class=ExamplesFormatter)
     p.add_argument("trace", help="trace directory")
     return p
 

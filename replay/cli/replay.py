@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from replay.cli import options
 from replay.errors import UsageError
 
 DEFAULT_SETS = ("as-recorded", "current")
@@ -20,9 +21,19 @@ PREEMPT_EQUIVALENT = {"lazy": "full", "rt": "full"}
 DERIVED_MARK = "†"
 
 
+EXAMPLES = """\
+examples:
+  mmreplay replay mytrace --compare 2.6.39 current --seeds 5 -o results
+  mmreplay replay mytrace --compare current --policy i_mmap_rwsem=spinlock,gather=percpu
+  mmreplay replay mytrace --compare 2.6.39 3.0 --cpus 24 --scale-tasks 12 --preempt none --jobs 2
+"""
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+
     p = sub.add_parser(
-        "replay",
+        "replay", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="replay a trace under lock / mmu_gather policy sets and compare them",
         description="Reconstruct the recorded per-thread work, replay it in the simulator under each policy "
         "set and seed, and report lock waits and holds, operation latency, preempt-off sections, probe "
@@ -77,7 +88,7 @@ class Options:
     engine: str = "auto"
 
 
-def _int(name: str, text: str | None, minimum: int) -> int | None:
+def _int(name: str, text: str | None, minimum: int, maximum: int) -> int | None:
     if text is None:
         return None
     try:
@@ -86,6 +97,8 @@ def _int(name: str, text: str | None, minimum: int) -> int | None:
         raise UsageError(f"{name} needs an integer, not {text!r}") from None
     if value < minimum:
         raise UsageError(f"{name} must be at least {minimum} (got {value})")
+    if value > maximum:  # checked before anything is sized by it
+        raise UsageError(f"{name} must be at most {maximum} (got {value})")
     return value
 
 
@@ -93,15 +106,16 @@ def check_options(args: argparse.Namespace) -> Options:
     """Turn the raw arguments into Options; every nonsense value is a one-line UsageError."""
     from replay.policies.sets import resolve
 
-    cpus = _int("--cpus", args.cpus, 1)
-    seeds = _int("--seeds", args.seeds, 1)
-    jobs = _int("--jobs", args.jobs, 1)
+    cpus = _int("--cpus", args.cpus, 1, options.MAX_CPUS)
+    seeds = _int("--seeds", args.seeds, 1, options.MAX_SEEDS)
+    jobs = _int("--jobs", args.jobs, 1, options.MAX_JOBS)
     try:
         scale = float(args.scale_tasks)
     except ValueError:
         raise UsageError(f"--scale-tasks needs a number, not {args.scale_tasks!r}") from None
-    if not (scale > 0) or math.isinf(scale):
-        raise UsageError(f"--scale-tasks must be a positive number (got {args.scale_tasks})")
+    if not (0 < scale <= options.MAX_SCALE):
+        raise UsageError(f"--scale-tasks must be a positive number at most {options.MAX_SCALE:g} "
+                         f"(got {args.scale_tasks})")
     try:
         perturb = float(args.perturb)
     except ValueError:
@@ -186,13 +200,15 @@ def run(args: argparse.Namespace) -> int:
     from replay.compare import compare, derived_dependent, summarize
     from replay.policies.sets import resolve
     from replay.results import write_results
-    from replay.sim.costs import Costs
     from replay.trace.reader import Trace
+    from replay.trace.writer import check_target
     from replay.workload import reconstruct, scale_tasks
 
     opts = check_options(args)
-    costs = Costs.load(args.costs) if args.costs else Costs()
+    costs = options.costs(args.costs)
     trace = Trace.open(args.trace)
+    if args.output:
+        check_target(args.output, args.force)  # refuse (a link, the input, ...) before replaying for minutes
     if trace.manifest.kind != "trace":
         raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
                          f"({trace.manifest.extra.get('trace', 'see its manifest')})")
@@ -203,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = calibrate(trace, base=costs)
         costs, calibration = cal.costs, cal.notes
-    workload = scale_tasks(reconstruct(trace, cpus=opts.cpus), opts.scale_tasks)
+    recon = reconstruct(trace, cpus=opts.cpus)
+    options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
+    workload = scale_tasks(recon, opts.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
     notes = check_tables(trace, sets, workload) + workload_notes(workload)

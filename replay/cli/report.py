@@ -6,10 +6,19 @@ import argparse
 import sys
 from typing import Any
 
+from replay.cli import ExamplesFormatter
+
+EXAMPLES = """\
+examples:
+  mmreplay report results -o report.html
+  mmreplay report results -o report.html --against mytrace   # recorded vs simulated
+  mmreplay report mytrace -o mytrace.html
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "report",
+        "report", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="write a self-contained HTML report (wait and latency CDFs, flush sizes, preempt-off timeline)",
         description="One HTML page with embedded plots and tables, and the plots as PNG files beside it.",
     )
@@ -18,7 +27,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--against", metavar="PATH",
                    help="the recorded trace of these results (default: the one their manifest names), or the "
                    "results of this trace: adds a recorded-vs-simulated section")
-    p.add_argument("--force", action="store_true", help="overwrite REPORT.html if it exists")
+    p.add_argument("--force", action="store_true", help="replace REPORT.html and its PNGs if mmreplay wrote them")
     return p
 
 
@@ -34,8 +43,6 @@ def run(args: argparse.Namespace) -> int:
         raise MmreplayError(f"mmreplay report needs matplotlib ({e}); pip install 'mmreplay[report]'") from None
 
     out = Path(args.output)
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} exists; use --force to overwrite it")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} is not a directory")
     src = Source.open(args.trace)
@@ -48,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
             other = Source.open(src.trace.manifest.extra["trace"])
         except MmreplayError as e:
             print(f"mmreplay: note: no recorded-vs-simulated section ({e}); give --against TRACE", file=sys.stderr)
-    files = report.write(src, out, other)
+    files = report.write(src, out, other, force=args.force)
     print(f"wrote {files[0]} and {len(files) - 1} PNG files beside it", file=sys.stderr)
     return 0

@@ -7,15 +7,24 @@ import math
 import sys
 from typing import Any
 
+from replay.cli import ExamplesFormatter
 from replay.errors import UsageError
 
 FAULT_LOCKS = ("vma", "mmap_lock")
 PREEMPT_MODELS = ("none", "voluntary", "full")
 
 
+EXAMPLES = """\
+examples:
+  mmreplay synth --list
+  mmreplay synth mmap-file -o synth48 --tasks 48 --cpus 24 --seconds 0.05
+  mmreplay synth mmap-file -o fitted --tasks 12 --cpus 24 --fit mytrace
+"""
+
+
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "synth",
+        "synth", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="synthesize a trace of a workload pattern (will-it-scale, mmap-file, mmap-merge, take-all-locks, ...)",
         description="Generate the trace a tier-2 recording of the workload would give, uncontended "
                     "(every wait 0); the replayer adds contention. Numbers are strings here so that every "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,6 +16,12 @@ from replay.errors import TraceError
 from replay.trace.schema import FORMAT_MINOR, FORMAT_NAME, FORMAT_VERSION
 
 MANIFEST = "manifest.json"
+
+#: Limits checked on load, before anything is sized by them (a corrupt or hostile manifest must not make
+#: the reader allocate or loop without end). CONFIG_NR_CPUS is at most 8192 on every architecture.
+MAX_CPUS = 8192
+MAX_ROWS = 1 << 40
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 @dataclass
@@ -126,37 +133,96 @@ class Manifest:
                 f"(this mmreplay reads version {FORMAT_VERSION})",
             )
         try:
-            host = Host(**d.get("host", {}))
-            probes = [Probe(**p) for p in d.get("probes", [])]
-            tables = {k: TableEntry(**v) for k, v in d["tables"].items()}
+            host = Host(**_fields(Host, d.get("host", {}), "host"))
+            probes = [Probe(**_fields(Probe, p, "probes[]")) for p in _typed(d.get("probes", []), list, "probes")]
+            tables = {k: TableEntry(**_fields(TableEntry, v, f"tables.{k}"))
+                      for k, v in _typed(d["tables"], dict, "tables").items()}
             fields = {k: d[k] for k in (
                 "kind", "source", "clock", "start_ns", "end_ns", "command", "tools",
                 "created", "complete", "extra", "minor",
             ) if k in d}
-            m = cls(host=host, probes=probes, tables=tables, **fields)
+            m = cls(host=host, probes=probes, tables=tables, **_fields(cls, fields, "manifest"))
         except KeyError as e:
             raise TraceError(path, f"manifest lacks the field {e.args[0]!r}") from None
-        except (TypeError, AttributeError) as e:
+        except (TypeError, ValueError, AttributeError) as e:
             raise TraceError(path, f"manifest has a malformed field ({e})") from None
-        if not isinstance(m.start_ns, int) or not isinstance(m.end_ns, int):
-            raise TraceError(path, "manifest start_ns/end_ns must be integers")
         if m.kind not in ("trace", "results"):
             raise TraceError(path, f"manifest kind {m.kind!r} is neither 'trace' nor 'results'")
+        if not 0 <= m.host.cpus <= MAX_CPUS:
+            raise TraceError(path, f"manifest host.cpus is {m.host.cpus}, not from 0 to {MAX_CPUS}")
+        if not 0 < m.host.page_size <= 1 << 30 or m.host.page_size & (m.host.page_size - 1):
+            raise TraceError(path, f"manifest host.page_size {m.host.page_size} is not a power of two")
+        for name, t in m.tables.items():
+            if not 0 <= t.rows <= MAX_ROWS:
+                raise TraceError(path, f"manifest tables.{name}.rows is {t.rows}, not from 0 to {MAX_ROWS}")
+        for p in m.probes:
+            if min(p.events, p.lost, p.unmatched) < 0:
+                raise TraceError(path, f"manifest probe {p.name!r} has a negative count")
+        if any(not isinstance(c, str) for c in m.command):
+            raise TraceError(path, "manifest command holds a non-string")
         return m
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        from replay.trace.safeio import open_regular
+
         try:
-            text = path.read_text()
+            fd = open_regular(path)
         except FileNotFoundError:
             raise TraceError(path, "no manifest.json: not a trace directory") from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(MAX_MANIFEST_BYTES + 1)
         except OSError as e:
             raise TraceError(path, f"cannot read manifest ({e.strerror})") from None
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise TraceError(path, f"manifest is larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
         try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise TraceError(path, f"corrupt manifest: {e}") from None
+            d = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            raise TraceError(path, f"corrupt manifest: {_first_line(e)}") from None
+        except RecursionError:
+            raise TraceError(path, "corrupt manifest: nested too deeply") from None
         return cls.from_dict(d, path)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _typed(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+#: What each annotated field type admits (bool is refused where an int is wanted).
+_ADMITS = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "list[str]": lambda v: isinstance(v, list),
+    "dict[str, str]": lambda v: isinstance(v, dict),
+    "dict[str, Any]": lambda v: isinstance(v, dict),
+}
+
+
+def _fields(cls: type, d: Any, name: str) -> dict[str, Any]:
+    """``d``'s entries for dataclass ``cls``, each checked against the field's annotation; unknown keys
+    and wrong types are TypeErrors naming the field."""
+    _typed(d, dict, name)
+    known = {f.name: f.type for f in dataclasses.fields(cls)}
+    out = {}
+    for k, v in d.items():
+        if k not in known:
+            raise TypeError(f"{name} has an unknown field {k!r}")
+        check = _ADMITS.get(str(known[k]))
+        if check is not None and not check(v):
+            raise TypeError(f"{name}.{k} has the wrong type ({type(v).__name__}: {str(v)[:40]!r})")
+        out[k] = v
+    return out
 
 
 def tool_versions() -> dict[str, str]:

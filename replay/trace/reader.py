@@ -14,6 +14,7 @@ import polars as pl
 import pyarrow as pa
 
 from replay.errors import MissingTableError, TraceError
+from replay.trace import safeio
 from replay.trace.manifest import MANIFEST, Manifest
 from replay.trace.schema import TABLES_BY_NAME, describe, types_match
 
@@ -46,6 +47,7 @@ class Trace:
             raise TraceError(p, "no such trace directory")
         if not p.is_dir():
             raise TraceError(p, "not a directory (a trace is a directory holding manifest.json)")
+        safeio.note_input(p)  # this command reads it: --force must never replace it
         manifest = Manifest.load(p / MANIFEST)
         if not manifest.complete:
             raise TraceError(
@@ -107,6 +109,7 @@ def _open_table(trace_dir: Path, name: str, filename: str, expected_rows: int) -
     if Path(filename).name != filename:
         raise TraceError(trace_dir / MANIFEST, f"table {name!r} file {filename!r} is not inside the trace")
     try:
+        os.close(safeio.open_regular(path))  # a FIFO or a device must not hang or feed the reader
         size = path.stat().st_size
         with pa.memory_map(str(path)) as source:
             reader = pa.ipc.open_file(source)
@@ -115,6 +118,8 @@ def _open_table(trace_dir: Path, name: str, filename: str, expected_rows: int) -
             rows = sum(reader.get_batch(i).num_rows for i in range(batches))
     except FileNotFoundError:
         raise TraceError(path, f"table file for {name!r} is missing") from None
+    except MemoryError:
+        raise TraceError(path, "not a valid Arrow IPC file (its footer describes more than fits in memory)") from None
     except OSError as e:
         if isinstance(e, pa.ArrowException):
             raise TraceError(path, f"not a valid Arrow IPC file, truncated or corrupt ({_first_line(e)})") from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from replay.errors import TraceError
+from replay.trace import safeio
 from replay.trace.manifest import MANIFEST, Host, Manifest, Probe, TableEntry, tool_versions
 from replay.trace.schema import TABLES_BY_NAME, Column, Table
 
@@ -90,20 +90,20 @@ def _to_arrow(v: Any, type: pa.DataType | None) -> pa.Array | pa.ChunkedArray:
         raise ValueError(f"cannot convert to {type}: {e}") from None
 
 
-def check_target(path: Path, force: bool) -> bool:
-    """Whether a trace may be written at ``path`` (TraceError if not); True if an old trace must go first.
+def replaceable() -> safeio.Replaceable:
+    """What --force may delete: a trace or results directory holding only files this writer writes."""
+    return safeio.mmreplay_dir(t.filename for t in TABLES_BY_NAME.values())
+
+
+def check_target(path: Path, force: bool) -> None:
+    """Refuse (TraceError) an output directory a TraceWriter would refuse, creating nothing.
 
     Separate from TraceWriter so that a producer (the recorder) can refuse before its slow set-up.
+    The rules are replay.trace.safeio's: a link, a directory of another user, a non-empty directory
+    (or, with ``force``, one that is not an mmreplay trace with nothing else in it, or this command's
+    input) are refused.
     """
-    if path.exists() and not path.is_dir():
-        raise TraceError(path, "exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not force:
-            raise TraceError(path, "already exists and is not empty; use --force to overwrite")
-        if not (path / MANIFEST).exists():
-            raise TraceError(path, "is not empty and holds no trace; refusing to delete it even with --force")
-        return True
-    return False
+    safeio.open_output_dir(path, force=force, replaceable=replaceable(), create=False)
 
 
 class TraceWriter:
@@ -148,10 +148,11 @@ class TraceWriter:
         self._write_manifest()
 
     def _prepare_directory(self, force: bool) -> None:
-        p = self.path
-        if check_target(p, force):
-            shutil.rmtree(p)
-        p.mkdir(parents=True, exist_ok=True)
+        try:
+            self._dir = safeio.open_output_dir(self.path, force=force, replaceable=replaceable())
+        except OSError as e:
+            raise TraceError(self.path, f"cannot prepare the output directory ({e.strerror or e})") from None
+        self._files: dict[str, Any] = {}
 
     # -- tables ---------------------------------------------------------------
 
@@ -165,7 +166,12 @@ class TraceWriter:
             table = TABLES_BY_NAME.get(name)
             if table is None:
                 raise ValueError(f"unknown table {name!r}")
-            w = pa.ipc.new_file(str(self.path / table.filename), table.schema, options=self._options)
+            try:
+                f = self._dir.open_new(table.filename)
+            except OSError as e:
+                raise TraceError(self.path / table.filename, f"cannot create ({e.strerror or e})") from None
+            self._files[name] = f
+            w = pa.ipc.new_file(f, table.schema, options=self._options)
             self._writers[name] = w
             self._rows[name] = 0
         return w
@@ -180,7 +186,11 @@ class TraceWriter:
         t = conform(table, data)
         w = self._writer(name)
         if t.num_rows:
-            w.write_table(t)
+            try:
+                w.write_table(t)
+            except OSError as e:  # disk full, I/O error: the chunks before this one stay recoverable
+                raise TraceError(self.path / table.filename, f"cannot write ({e.strerror or e}); "
+                                 f"'mmreplay repair {self.path}' recovers the chunks written before") from None
             self._rows[name] += t.num_rows
             if "ts" in t.column_names:
                 mn, mx = pc.min_max(t.column("ts")).values()
@@ -193,17 +203,24 @@ class TraceWriter:
         self.manifest.probes.append(probe)
 
     def _write_manifest(self) -> None:
-        tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(self.manifest.to_json())
-        os.replace(tmp, self.path / MANIFEST)
+        try:
+            self._dir.replace(MANIFEST, self.manifest.to_json().encode())
+        except OSError as e:
+            raise TraceError(self.path / MANIFEST, f"cannot write ({e.strerror or e})") from None
 
     def close(self, *, start_ns: int | None = None, end_ns: int | None = None) -> Manifest:
         """Finish every table file and write the final manifest. Idempotent."""
         if self._closed:
             return self.manifest
         self._closed = True
+        failed: OSError | None = None
         for name, w in self._writers.items():
-            w.close()
+            try:
+                w.close()
+                self._files[name].close()
+            except OSError as e:  # disk full: this table keeps its chunks but no footer; repair reads them
+                failed = failed or e
+                continue
             self.manifest.tables[name] = TableEntry(
                 file=TABLES_BY_NAME[name].filename, rows=self._rows[name], compression=self._compression
             )
@@ -216,8 +233,13 @@ class TraceWriter:
             m.end_ns = end_ns
         elif self._ts_range:
             m.end_ns = max(self._ts_range)
+        if failed is not None:
+            self._dir.close()
+            raise TraceError(self.path, f"cannot finish the table files ({failed.strerror or failed}); "
+                             f"'mmreplay repair {self.path}' recovers what was written")
         m.complete = True
         self._write_manifest()
+        self._dir.close()
         return m
 
     def __enter__(self) -> TraceWriter:
