@@ -129,8 +129,9 @@ def test_the_output_directory_must_be_new_empty_or_an_earlier_sweeps_with_force(
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cpus", "0"], "--cpus: '0' is not a positive integer"),
-    (["--cpus", "2,x"], "--cpus needs a positive integer, not 'x'"),
+    (["--cpus", "0"], "--cpus: '0' is not an integer from 1 to"),
+    (["--cpus", "2,x"], "--cpus needs an integer from 1 to"),
+    (["--scale-tasks", "nan"], "--scale-tasks: 'nan' is not a number above 0"),
     (["--scale-tasks", "1,1"], "--scale-tasks: 1 given twice"),
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--compare", "current", "bogus"], "bogus"),

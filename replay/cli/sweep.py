@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import stat
 import sys
@@ -26,10 +25,19 @@ from replay.errors import UsageError
 OUTPUT_FILES = ("sweep.json", "results.parquet", "summary.parquet", "summary.txt")
 HEADLINE = ("makespan_ns", "probe_latency_p99_ns", "spin_cpu_ns", "context_switches")
 
+EXAMPLES = """\
+examples:
+  mmreplay sweep mytrace othertrace -o sweep1 --compare 2.6.39 3.0 current --cpus 8,24 --seeds 5
+  mmreplay sweep mytrace -o sweep2 --scale-tasks 1,4,12 --cpus 24 --jobs 2
+  mmreplay sweep /fleet/traces/a /fleet/traces/b -o sweep3 --scheduler tcp://sched:8786
+"""
+
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
+    from replay.cli import ExamplesFormatter
+
     p = sub.add_parser(
-        "sweep",
+        "sweep", epilog=EXAMPLES, formatter_class=ExamplesFormatter,
         help="replay a grid of traces x CPUs x task scales x policy sets x seeds into one results table",
         description="Run every cell of the grid (one replay each), locally on --jobs processes or on a Dask "
         "cluster (--scheduler), and write OUT/results.parquet (a row per cell), OUT/summary.parquet and "
@@ -74,24 +82,22 @@ def _list(name: str, text: str, parse: Any, ok: Any, what: str) -> list:
 
 def options(args: argparse.Namespace) -> tuple[list, Any, int, int]:
     """(cells, settings, jobs, retries) from the command line; every nonsense value is a UsageError."""
+    from replay.cli import options as options_
     from replay.cli.replay import _int, check_options
     from replay.sweep import SweepSettings, grid
 
     cpus: list = [None] if args.cpus == "recorded" else _list(
-        "--cpus", args.cpus, int, lambda v: v >= 1, "a positive integer")
-    scales = _list("--scale-tasks", args.scale_tasks, float, lambda v: v > 0 and math.isfinite(v),
-                   "a positive number")
-    retries = _int("--retries", args.retries, 0)
-    jobs = _int("--jobs", args.jobs, 1) if args.jobs is not None else len(os.sched_getaffinity(0))
+        "--cpus", args.cpus, int, lambda v: 1 <= v <= options_.MAX_CPUS, f"an integer from 1 to {options_.MAX_CPUS}")
+    scales = _list("--scale-tasks", args.scale_tasks, float, lambda v: 0 < v <= options_.MAX_SCALE,
+                   f"a number above 0 and at most {options_.MAX_SCALE:g}")
+    retries = _int("--retries", args.retries, 0, 100)
+    jobs = _int("--jobs", args.jobs, 1, options_.MAX_JOBS) if args.jobs is not None else len(os.sched_getaffinity(0))
     # the options a sweep shares with replay, checked by replay's rules (one grid point stands in)
     one = check_options(argparse.Namespace(
         cpus=None, seeds=args.seeds, jobs="1", scale_tasks="1", perturb=args.perturb, preempt=args.preempt,
         mode=args.mode, compare=args.compare, policy=[], engine=args.engine))
     seeds, names, perturb = one.seeds, list(one.sets), one.perturb
-    if args.costs:
-        from replay.sim.costs import Costs
-
-        Costs.load(args.costs)  # a bad cost file is one error now, not one per cell
+    options_.costs(args.costs)  # a bad cost file is one error now, not one per cell
     traces = [str(t) for t in args.traces]
     if len(set(traces)) != len(traces):
         raise UsageError("a trace is given twice")
@@ -103,61 +109,32 @@ def options(args: argparse.Namespace) -> tuple[list, Any, int, int]:
 # -- the output directory -------------------------------------------------------------------------
 
 
-def prepare_output(path: Path, force: bool, inputs: list[str]) -> int:
-    """Create (or take over) the output directory; its fd. Refuses a link, another user's directory,
-    a directory holding anything but an earlier sweep's files (those only with --force), and any
-    directory that is or holds one of the traces."""
+def prepare_output(path: Path, force: bool, inputs: list[str]) -> Any:
+    """The output directory, opened by replay/trace/safeio.py's rules (created by us, or an existing one
+    of the invoking user's that is empty, or with --force holds only an earlier sweep's files); never a
+    trace of this sweep or a directory holding one."""
+    from replay.trace.safeio import open_output_dir
+
     real = path.resolve()
     for t in inputs:
         rt = Path(t).resolve()
         if rt == real or real in rt.parents:
             raise UsageError(f"{path}: is the trace {t} or holds it; choose another output directory")
-    try:
-        os.mkdir(path, 0o755)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise UsageError(f"{path}: cannot create it: {e.strerror}") from None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise UsageError(f"{path}: {'is a symbolic link' if os.path.islink(path) else e.strerror}; "
-                         "refusing to write there") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise UsageError(f"{path}: belongs to uid {st.st_uid}, not to you; refusing to write there")
-        entries = os.listdir(fd)
-        if entries:
-            if not force:
-                raise UsageError(f"{path}: already exists and is not empty; use --force to replace an earlier "
-                                 "sweep's output")
-            strange = sorted(set(entries) - set(OUTPUT_FILES))
-            if strange or "sweep.json" not in entries:
-                raise UsageError(f"{path}: holds {strange[0] if strange else 'no sweep.json'}, which mmreplay sweep "
-                                 "did not write; refusing to replace it even with --force")
-            for name in entries:
-                if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                    raise UsageError(f"{path}/{name}: is not a regular file; refusing to replace it")
-                os.unlink(name, dir_fd=fd)
-        _chown_to_invoker(fd)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
+
+    def earlier_sweep(fd: int, entries: list[str]) -> str | None:
+        for name in entries:
+            if name.removesuffix(".tmp") not in OUTPUT_FILES:
+                return f"holds {name}, which mmreplay sweep did not write"
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                return f"holds {name}, which is not a regular file"
+        return None if "sweep.json" in entries else "holds no sweep.json, so it is not a sweep's output"
+
+    return open_output_dir(path, force=force, replaceable=earlier_sweep)
 
 
-def _chown_to_invoker(fd: int) -> None:
-    """Under sudo, give what we write to the user who ran sudo (as the recorder does)."""
-    if os.geteuid() == 0 and os.environ.get("SUDO_UID", "").isdigit() and os.environ.get("SUDO_GID", "").isdigit():
-        os.fchown(fd, int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"]))
-
-
-def _create(dir_fd: int, name: str) -> Any:
+def _create(out: Any, name: str) -> Any:
     """A new file ``name`` in the output directory (never through a link, never over a file)."""
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=dir_fd)
-    _chown_to_invoker(fd)
-    return os.fdopen(fd, "wb")
+    return os.fdopen(out.create(name), "wb")
 
 
 # -- summary --------------------------------------------------------------------------------------
@@ -212,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     cells, settings, jobs, retries = options(args)
     out = Path(args.output)
-    dir_fd = prepare_output(out, args.force, [str(t) for t in args.traces])
+    outdir = prepare_output(out, args.force, [str(t) for t in args.traces])
     rows: dict[int, dict[str, Any]] = {}
     t0 = time.monotonic()
     last = [t0]
@@ -230,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
     meta = {"command": ["mmreplay", *sys.argv[1:]], "cells": len(cells), "traces": [str(t) for t in args.traces],
             "sets": list(settings.sets), "scheduler": args.scheduler, "jobs": None if args.scheduler else jobs}
-    with _create(dir_fd, "sweep.json") as f:  # first: marks the directory as a sweep's, for --force
+    with _create(outdir, "sweep.json") as f:  # first: marks the directory as a sweep's, for --force
         f.write(json.dumps(meta, indent=2).encode() + b"\n")
     interrupted = False
     try:
@@ -244,19 +221,17 @@ def run(args: argparse.Namespace) -> int:
         ordered = [rows[i] for i in sorted(rows)]
         meta.update(finished=len(rows), failed=sum(r["status"] != "ok" for r in ordered),
                     wall_s=round(time.monotonic() - t0, 3), interrupted=interrupted)
-        with _create(dir_fd, "results.parquet") as f:
+        with _create(outdir, "results.parquet") as f:
             pq.write_table(results_table(ordered), f)
         summary, lines = summarize_rows(ordered, settings.sets)
-        with _create(dir_fd, "summary.parquet") as f:
+        with _create(outdir, "summary.parquet") as f:
             pq.write_table(summary, f)
         head = [f"{len(rows)}/{len(cells)} cells finished, {meta['failed']} failed, {meta['wall_s']:.1f} s"
                 + (" (interrupted)" if interrupted else ""), ""]
-        with _create(dir_fd, "summary.txt") as f:
+        with _create(outdir, "summary.txt") as f:
             f.write("\n".join(head + lines).encode())
-        os.unlink("sweep.json", dir_fd=dir_fd)
-        with _create(dir_fd, "sweep.json") as f:
-            f.write(json.dumps(meta, indent=2).encode() + b"\n")
-        os.close(dir_fd)
+        outdir.replace("sweep.json", json.dumps(meta, indent=2).encode() + b"\n")
+        outdir.close()
     print("\n".join(head + lines))
     print(f"results: {out / 'results.parquet'}")
     if interrupted:
