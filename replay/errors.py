@@ -34,3 +34,10 @@ class MissingTableError(TraceError):
 
 class UsageError(MmreplayError):
     """A nonsensical combination of options or an invalid option value."""
+
+
+class InconsistencyError(MmreplayError):
+    """mmreplay contradicted itself (a bug, not bad input): one line naming the trace, the thread and the
+    simulated time, so the failure can be reported and reproduced."""
+
+    exit_status = 3

@@ -473,3 +473,20 @@ def test_a_write_hold_that_goes_on_for_read_at_the_same_instant_is_one_downgrade
     assert crits[1].downgrade is None and crits[1].mode == "read"
     rec = recorded_intervals(Trace.open(path))
     assert placed_intervals(w) == [(tid, k, s, None if k == "span:fault" else e, acq) for tid, k, s, e, acq in rec]
+
+
+def test_time_preempted_inside_a_gather_is_not_gather_work(tmp_path):
+    """A munmap frees 100 pages in two bursts of 50 (20 ns a page, 1 ns per flush) and is preempted
+    for 50 µs between them: the gather costs its 2 001 ns on CPU, not the 52 µs window (the
+    simulator preempts the gather itself where the gather policy allows; counted as non-preemptible
+    work, the window made a 2.6.39 per-CPU gather a 50 µs preempt-off section)."""
+    b = TraceBuilder()
+    t = b.thread(1)
+    with t.syscall("munmap"):
+        t.gather(pages=50)
+        t.preempted(50_000)
+        t.gather(pages=50)
+    w = reconstruct(Trace.open(b.write(tmp_path / "t")))
+    gathers = [op for op in walk(w.threads[0].ops) if isinstance(op, Gather)]
+    assert [(g.pages, g.recorded_ns) for g in gathers] == [(100, 2_001)]
+    assert w.meta["notes"]["off-CPU ns inside gathers left out of their cost"] == 50_000

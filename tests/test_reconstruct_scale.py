@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replay.errors import UsageError
@@ -63,6 +63,7 @@ def test_halving_keeps_the_earliest_threads():
     assert [t.tid for t in w.threads] == [1, 2]
 
 
+@settings(deadline=None)  # timing is not what it checks; a loaded machine missed the 200 ms default
 @given(n=st.integers(1, 12), k=st.floats(0.05, 6.0, allow_nan=False))
 def test_thread_count_scales_by_k(n, k):
     w = scale_tasks(workload(n), k)

@@ -79,3 +79,24 @@ def test_the_lock_hand_off_comes_from_waits_that_saw_another_task_release(tmp_pa
     cal = calibrate(_trace(tmp_path, {"lock_holds": holds}))
     assert cal.costs.line_transfer_ns == 400
     assert any("60 lock hand-offs" in n for n in cal.notes)
+
+
+def test_the_lock_hand_off_leaves_out_waiters_that_slept(tmp_path):
+    """40 waiters spin through their wait and run 400 ns after the release; 80 slept and were switched in
+    (woken) 9 µs after it. The engine adds a sleeper's wake-up and run-queue wait on top of the hand-off,
+    so only the spinners measure it (counting the sleepers too made it 9 µs, added twice)."""
+    holds, switches = [], []
+    t = 10_000
+    for i in range(120):
+        a, b = 1 + i % 2, 2 - i % 2
+        slept = i % 3 != 0
+        gap = 9_000 if slept else 400
+        holds.append(dict(ts=t, dur=1_000, wait=0, tid=a, lock_addr=0x10, lock_class="mmap_lock", mode="write"))
+        holds.append(dict(ts=t + 1_000 + gap, dur=1_000, wait=500 + gap, tid=b, lock_addr=0x10,
+                          lock_class="mmap_lock", mode="write"))
+        if slept:
+            switches.append(dict(ts=t + 1_000 + gap - 100, prev_tid=0, next_tid=b))
+        t += 50_000
+    cal = calibrate(_trace(tmp_path, {"lock_holds": holds, "sched_switch": switches}))
+    assert cal.costs.line_transfer_ns == 400
+    assert any("40 lock hand-offs" in n for n in cal.notes)

@@ -16,9 +16,13 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   ``(dur − flushes · flush cost) / pages − free_page_ns`` over gathers of ≥ 64 pages.
 * lock hand-off: a contended acquisition whose wait saw another task release the
   same lock gives release → next owner running; ``line_transfer_ns`` = the
-  median over ``lock_holds`` (mmap_lock in tier 1: both sides are recorded).
-  It includes what the kernel's waiter does to notice the release and what the
-  tracer adds at both events, which is what the recorded waits hold too.
+  median over ``lock_holds`` (mmap_lock in tier 1: both sides are recorded) of
+  the waiters that stayed on their CPU through the wait (no sched_switch onto
+  them inside it): a sleeper's hand-off also holds its wake-up and run-queue
+  wait, which the engine adds on top of ``line_transfer_ns`` (counted twice
+  before: 4.9 to 9 µs on mmap1 recordings here). It includes what the kernel's
+  waiter does to notice the release and what the tracer adds at both events,
+  which is what the recorded waits hold too.
 
 Everything else (context switch, fast paths, TLB flush and IPI costs) keeps its
 default: no tracepoint times it. Each figure is reported with its sample count.
@@ -82,11 +86,18 @@ def _handoffs(trace: Trace) -> pl.Series:
     )
     joined = holds.sort("got").join_asof(releases, left_on="got", right_on="released", by="lock_addr",
                                          strategy="backward", check_sortedness=False)
-    return (
-        joined.filter((pl.col("released") >= pl.col("tried")) & (pl.col("holder") != pl.col("tid")))
-        .select((pl.col("got") - pl.col("released")).alias("handoff"))
-        .collect()["handoff"]
-    )
+    handed = joined.filter((pl.col("released") >= pl.col("tried")) & (pl.col("holder") != pl.col("tid")))
+    if trace.has("sched_switch"):
+        # a waiter switched in during its wait slept (or was preempted): its hand-off holds a wake-up and a
+        # run-queue wait, which the engine adds to a sleeper's hand-off itself. Keep the waiters that stayed on
+        # their CPU (spinning): their hand-off is the release -> owner-running transfer alone.
+        runs = (trace.scan("sched_switch").select(pl.col("ts").alias("ran"), pl.col("next_tid").alias("tid"))
+                .sort("ran"))
+        handed = (handed.sort("got")
+                  .join_asof(runs, left_on="got", right_on="ran", by="tid", strategy="backward",
+                             check_sortedness=False)
+                  .filter(pl.col("ran").is_null() | (pl.col("ran") < pl.col("tried"))))
+    return handed.select((pl.col("got") - pl.col("released")).alias("handoff")).collect()["handoff"]
 
 
 def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
@@ -150,7 +161,7 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
         if len(ho) >= MIN_SAMPLES:
             changes["line_transfer_ns"] = round(float(ho.median()))
             notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
-                         "(release → next owner running, tracer time included)")
+                         "of waiters that stayed on their CPU (release → next owner running, tracer time included)")
         else:
             notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
     else:

@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,7 +228,17 @@ typedef struct Engine {
 	i64 next_report;
 	int err;
 	const char *errmsg;
+	char errbuf[200];
 } Engine;
+
+/* Engine.inconsistent: a state the model cannot reach (a bug), named by thread and simulated time */
+static void inconsistent(Engine *e, const Thread *th, i64 now, const char *what)
+{
+	e->err = ERR_ASSERT;
+	snprintf(e->errbuf, sizeof e->errbuf, "tid %d at %.6f s into the replay: %s", th->tid,
+		 (double)(now - e->s.t0) / 1e9, what);
+	e->errmsg = e->errbuf;
+}
 
 /* ------------------------------------------------------------------ Python's random */
 
@@ -535,7 +546,7 @@ static void grant_sleeper(Engine *e, Thread *th, i64 now)
 	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
-static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping)
+static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping, int preempt_off)
 {
 	if (sleeping) {
 		th->state = SLEEP;
@@ -547,7 +558,8 @@ static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping)
 	} else {
 		th->state = SPIN;
 		th->spin_start = now;
-		poff_inc(th, now, (int)e->p.p_recorded_spin, (int)e->p.lock_cls[ins_lid(th)]);
+		if (preempt_off)
+			poff_inc(th, now, (int)e->p.p_recorded_spin, (int)e->p.lock_cls[ins_lid(th)]);
 		push(e, now + wait, E_GRANT, th->idx, th->gen);
 	}
 }
@@ -702,11 +714,14 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		sleep_on_lock(e, th, now);
 		return 0;
 	}
-	default: /* L_RECORDED */
+	default: /* L_RECORDED */ {
 		if (th->recorded_wait <= 0)
 			return 1;
-		timed_wait(e, th, now, th->recorded_wait, lk->sleeping);
+		/* a sleeping class's waiter that stayed on its CPU (ACQ_SPUN 4) spun optimistically: it waits there */
+		int sleeping = lk->sleeping && !(th->code[th->pc * WIDTH + 4] & 4);
+		timed_wait(e, th, now, th->recorded_wait, sleeping, lk->preempt_off);
 		return 0;
+	}
 	}
 }
 
@@ -821,8 +836,7 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 {
 	if ((lk->kind != L_MUTEX && lk->kind != L_MUTEX_CLASSIC && lk->kind != L_RWSEM) ||
 	    dq_remove(&lk->q, th->idx)) {
-		e->err = ERR_ASSERT;
-		e->errmsg = "a waiter that cannot abort its spin was asked to";
+		inconsistent(e, th, now, "a waiter that cannot abort its spin was asked to");
 		return;
 	}
 	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
@@ -846,11 +860,10 @@ static void lock_downgrade(Engine *e, Lock *lk, i64 now)
 }
 
 /* RWSem.spin_limit_reached: a writer spun on readers for rwsem_rspin_threshold */
-static void lock_spin_limit_reached(Engine *e, Lock *lk, i64 now)
+static void lock_spin_limit_reached(Engine *e, Lock *lk, Thread *th, i64 now)
 {
 	if (lk->kind != L_RWSEM) {
-		e->err = ERR_ASSERT;
-		e->errmsg = "only rwsem spinners have a time limit";
+		inconsistent(e, th, now, "only rwsem spinners have a time limit");
 		return;
 	}
 	if (lk->owner < 0 && lk->readers) {
@@ -950,8 +963,7 @@ static void probe_wake_ev(Engine *e, int c, i64 t)
 	e->probe_wake[c] = t;
 	if (e->cur[c] < 0) {
 		if (e->preempted[c] >= 0) {
-			e->err = ERR_ASSERT;
-			e->errmsg = "preempted thread without a running probe";
+			inconsistent(e, &e->th[e->preempted[c]], t, "preempted thread without a running probe");
 			return;
 		}
 		for (int i = 0; i < e->nidle; i++) { /* list.remove(c) */
@@ -988,7 +1000,9 @@ static void probe_wake_ev(Engine *e, int c, i64 t)
 		return;
 	}
 	e->probe_pending[c] = t + irq;
-	if (th->state == SPIN && th->waiting_lock >= 0 && !e->locks[th->waiting_lock].preempt_off) {
+	/* Lock.abortable: a spinning mutex/rwsem waiter (not a spinlock's, not an as-recorded wait) */
+	if (th->state == SPIN && th->waiting_lock >= 0 && e->locks[th->waiting_lock].kind != L_SPIN &&
+	    e->locks[th->waiting_lock].kind != L_RECORDED) {
 		e->probe_cause[c] = (int)e->p.q_preemptible;
 		lock_abort_spin(e, &e->locks[th->waiting_lock], th, t);
 		return;
@@ -1120,7 +1134,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 		} else if (ev.ev == E_RSPIN) {
 			th = &e->th[ev.x];
 			if (th->state == SPIN && th->spins == ev.g && th->waiting_lock >= 0)
-				lock_spin_limit_reached(e, &e->locks[th->waiting_lock], now);
+				lock_spin_limit_reached(e, &e->locks[th->waiting_lock], th, now);
 			continue;
 		} else {
 			probe_end(e, ev.x, now);
@@ -1233,8 +1247,11 @@ int mmr_engine_run(Engine *e, i64 report_every)
 						continue;
 					}
 				}
+				/* the end of a contended wait: its timers (a spin limit) must not act on a later one */
 				th->granted = 0;
 				th->retrying = 0;
+				th->waiting_lock = -1;
+				th->spins++;
 				i64 wait = now - th->wait_start;
 				waiters_change(e, (int)p->lock_cls[lid], now, -1);
 				i64 *r = log_row(e, LOG_WAITS);
@@ -1294,7 +1311,21 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					e->s.events += n;
 					leave_cpu(e, th, now, p->r_exit);
 					break;
-				} else {
+				} else if (op == UNTIL && ins[2]) { /* open mode: wait for the recorded start on the CPU */
+					d = ins[1] - now;
+					if (d <= 0) {
+						th->pc = pc + 1;
+						th->fresh = 1;
+						continue;
+					}
+					th->rem = d;
+					pre = 1;
+					if (e->rq.n) {
+						i64 cut = th->slice_start + slice_ns - now;
+						if (0 < cut && cut < d)
+							d = cut;
+					}
+				} else { /* BLOCK, or UNTIL asleep (a workload that is not contiguous: its gaps are idle) */
 					i64 until = op == BLOCK ? now + ins[1] : ins[1];
 					th->pc = pc + 1;
 					th->fresh = 1;
@@ -1403,8 +1434,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				d = th->rem;
 				pre = 0;
 			} else {
-				e->err = ERR_ASSERT;
-				e->errmsg = "bad opcode";
+				inconsistent(e, th, now, "bad opcode");
 				return e->err;
 			}
 			/* start a segment of d ns work (+ pending overhead) */

@@ -130,7 +130,7 @@ class SimThread:
         self.held: list[tuple] = []
         self.wait_start = 0
         self.spin_start = 0
-        self.spins = 0  # spin episodes begun (names the one a time limit is for)
+        self.spins = 0  # wait generation: + 1 when a spin begins and when a wait ends (names a time limit's wait)
         self.spun = 0
         self.slept = False
         self.granted = False
@@ -275,6 +275,11 @@ class Engine:
         c = th.cpu
         return self.probe_pending[c] >= 0 or (bool(self.rq) and now - th.slice_start >= self.c.timeslice_ns)
 
+    def inconsistent(self, th: SimThread, now: int, what: str) -> AssertionError:
+        """The error for a state the model cannot reach (a bug): names the thread and the simulated time;
+        replay.sim.simulate turns it into a one-line InconsistencyError (engine.c words it the same)."""
+        return AssertionError(f"tid {th.tid} at {(now - self.t0) / 1e9:.6f} s into the replay: {what}")
+
     def poff_inc(self, th: SimThread, now: int, cause: int, cls: int) -> None:
         if th.pcount == 0:
             th.poff_start = now
@@ -393,8 +398,8 @@ class Engine:
         th.state = READY
         self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
 
-    def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool) -> None:
-        """as-recorded: wait ``wait`` ns on the CPU (preempt off) or asleep."""
+    def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool, preempt_off: bool) -> None:
+        """as-recorded: wait ``wait`` ns asleep or on the CPU (preemption off for a spinning class)."""
         if sleeping:
             th.state = SLEEP
             th.slept = True
@@ -404,7 +409,8 @@ class Engine:
         else:
             th.state = SPIN
             th.spin_start = now
-            self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
+            if preempt_off:
+                self.poff_inc(th, now, P_RECORDED_SPIN, self.lock_cls[th.code[th.pc][1]])
             self.push(now + wait, E_GRANT, th.idx, th.gen)
 
     def stretch(self, th: SimThread, ns: int) -> None:
@@ -452,7 +458,7 @@ class Engine:
         th = self.cur[c]
         if th is None:
             if self.preempted[c] is not None:  # cannot happen: the probe is not running
-                raise AssertionError("preempted thread without a running probe")
+                raise self.inconsistent(self.preempted[c], t, "preempted thread without a running probe")
             self.idle.remove(c)
             self.probe_pending[c] = t + irq
             self.probe_cause[c] = Q_IDLE
@@ -478,7 +484,7 @@ class Engine:
             self.switch_to_probe(th, c, t)
             return
         self.probe_pending[c] = t + irq
-        if th.state == SPIN and th.waiting_lock is not None and not th.waiting_lock.preempt_off:
+        if th.state == SPIN and th.waiting_lock is not None and th.waiting_lock.abortable:
             self.probe_cause[c] = Q_PREEMPTIBLE
             th.waiting_lock.abort_spin(th, t)  # sleeps; the CPU goes to the probe
             return
@@ -730,9 +736,12 @@ class Engine:
                             th.debt += lock_cost[lid]
                             th.pc = pc + 1
                             continue
-                    # the end of a contended wait: granted, or won its retry after a wake-up
+                    # the end of a contended wait: granted, or won its retry after a wake-up. Its timers
+                    # (a spin limit) must not act on a later wait: forget the lock, start a new generation
                     th.granted = False
                     th.retrying = False
+                    th.waiting_lock = None
+                    th.spins += 1
                     wait = now - th.wait_start
                     k = lock_cls[lid]  # one waiter fewer: the integral of waiters over time (Little's L)
                     nw = nwait[k]
@@ -779,6 +788,20 @@ class Engine:
                         d = 0
                         pre = False
                         n -= 1  # the instruction itself runs after the payment
+                    elif op == UNTIL and ins[2]:  # open mode: wait for the recorded start on the CPU, as user work
+                        # (the recorded task was running then: an op that ends early must not become a sleep
+                        # and a context switch); re-evaluated after any cut, so the start stays the recorded one
+                        d = ins[1] - now
+                        if d <= 0:
+                            th.pc = pc + 1
+                            th.fresh = True
+                            continue
+                        th.rem = d
+                        pre = True
+                        if rq:
+                            cut = th.slice_start + slice_ns - now
+                            if 0 < cut < d:
+                                d = cut
                     elif op == END:
                         th.state = DONE
                         self.done += 1
@@ -788,7 +811,7 @@ class Engine:
                         events += n
                         self.leave_cpu(th, now, R_EXIT)
                         break
-                    else:
+                    else:  # BLOCK, or UNTIL asleep (the gaps of a workload that is not contiguous are idle)
                         until = now + ins[1] if op == BLOCK else ins[1]
                         th.pc = pc + 1
                         th.fresh = True
@@ -880,7 +903,7 @@ class Engine:
                     d = th.rem
                     pre = False
                 else:
-                    raise AssertionError(f"bad opcode {op}")
+                    raise self.inconsistent(th, now, "bad opcode")
                 # --- start a segment of d ns work (+ pending overhead)
                 debt = th.debt
                 if debt:

@@ -101,6 +101,7 @@ static int push_ins(Stack *s, int kind, int64_t op, int64_t a, int64_t b)
 
 /* interned attribute names */
 static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns, *s_recorded_wait_ns, *s_derived,
+	*s_recorded_wait_slept,
 	*s_ns, *s_kind, *s_write, *s_read, *s_lock_of_ref, *s_sleeping_lock, *s_scale, *s_gather, *s_kind_m,
 	*s_lock_m, *s_lock_class, *s_addr, *s_downgrade, *s_check_downgrade;
 
@@ -108,7 +109,7 @@ static PyObject *s_ops, *s_tid, *s_body, *s_lock, *s_mode, *s_hold_ns, *s_at_ns,
 typedef struct {
 	PyObject *flattener, *lock_of_ref, *lock_ids, *kind_ids, *sleeping_lock, *scale;
 	PyTypeObject *think, *block, *critical, *gather, *span;
-	int open_mode, full, voluntary, perturbing;
+	int open_mode, full, voluntary, perturbing, until_on_cpu;
 	/* id(LockRef) -> index, for the LockRef objects seen last (they live as long as the workload) */
 	PyObject *cache_ref[LOCK_CACHE];
 	int64_t cache_lid[LOCK_CACHE];
@@ -345,7 +346,7 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 					int64_t a = PyLong_AsLongLong(at);
 					Py_DECREF(at);
 					CHECK_I64(a);
-					CHECK(i64s_put(&w->code, UNTIL, a, 0, 0, 0));
+					CHECK(i64s_put(&w->code, UNTIL, a, w->until_on_cpu, 0, 0));
 					CHECK(u8s_put(&w->pts, 1));
 				} else {
 					Py_DECREF(at);
@@ -396,6 +397,15 @@ static int walk_thread(Walk *w, PyObject *th, Stack *stack)
 				CHECK_I64(rw);
 				int derived = attr_true(op, s_derived);
 				CHECK(derived);
+				/* program.acq_flags: ACQ_DERIVED 1, ACQ_SLEPT 2, ACQ_SPUN 4 (neither: not known) */
+				PyObject *slept = attr(op, s_recorded_wait_slept);
+				if (!slept)
+					goto fail;
+				int slept_true = slept == Py_None ? 0 : PyObject_IsTrue(slept);
+				int known = slept != Py_None;
+				Py_DECREF(slept);
+				CHECK(slept_true);
+				derived |= known ? (slept_true ? 2 : 4) : 0;
 				hold = attr_i64(op, s_hold_ns, 0);
 				CHECK_I64(hold);
 				PyObject *body = attr(op, s_body);
@@ -529,6 +539,13 @@ static PyObject *walk(PyObject *self, PyObject *args)
 	if (!perturbing)
 		goto out;
 	w.perturbing = PyObject_IsTrue(perturbing);
+	{
+		PyObject *on = PyObject_GetAttrString(flattener, "until_on_cpu"); /* program.Flattener */
+		if (!on)
+			goto out;
+		w.until_on_cpu = PyObject_IsTrue(on);
+		Py_DECREF(on);
+	}
 	if (!PyDict_Check(w.lock_of_ref) || !PyDict_Check(w.lock_ids) || !PyDict_Check(w.kind_ids) ||
 	    !PyList_Check(w.sleeping_lock)) {
 		PyErr_SetString(PyExc_TypeError, "Flattener: lock_of_ref, lock_ids, kind_ids must be dicts, "
@@ -598,6 +615,7 @@ PyMODINIT_FUNC PyInit__mmr_flatten(void)
 	INTERN(s_at_ns, "at_ns");
 	INTERN(s_recorded_wait_ns, "recorded_wait_ns");
 	INTERN(s_derived, "derived");
+	INTERN(s_recorded_wait_slept, "recorded_wait_slept");
 	INTERN(s_ns, "ns");
 	INTERN(s_kind, "kind");
 	INTERN(s_write, "write");

@@ -29,6 +29,7 @@ class SpinLock:
 
     preempt_off = True
     sleeping = False
+    abortable = False  # a spinning waiter that must reschedule may go to sleep instead
     __slots__ = ("eng", "owner", "q", "per_waiter")
 
     def __init__(self, eng: Engine, per_waiter: float):
@@ -58,10 +59,10 @@ class SpinLock:
         pass
 
     def abort_spin(self, th: SimThread, now: int) -> None:  # spinlock waiters never abort
-        raise AssertionError("a spinlock waiter cannot abort its spin")
+        raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("spinlock waiters have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0
@@ -92,6 +93,7 @@ class Mutex:
 
     preempt_off = False
     sleeping = True
+    abortable = True
     __slots__ = ("eng", "owner", "spinners", "sleepers", "woken", "handoff_after", "unqueued", "per_waiter",
                  "waker_ns", "wait_lock_free")
 
@@ -182,12 +184,14 @@ class Mutex:
             self._spinners_sleep(now)
 
     def abort_spin(self, th: SimThread, now: int) -> None:
+        if th not in self.spinners:
+            raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th)
         self.eng.spin_to_sleep(th, now)
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("mutex spinners have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def downgrade(self, th: SimThread, now: int) -> None:  # cannot share: the hold stays exclusive
         pass
@@ -221,6 +225,7 @@ class RWSem:
 
     preempt_off = False
     sleeping = True
+    abortable = True
     __slots__ = ("eng", "writer", "readers", "spinners", "sleepers", "woken", "handoff_after", "classic",
                  "nonspinnable")
 
@@ -347,6 +352,8 @@ class RWSem:
             self._spinners_sleep(now)
 
     def abort_spin(self, th: SimThread, now: int) -> None:
+        if th not in self.spinners:
+            raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th, True)
         self.eng.spin_to_sleep(th, now)
@@ -373,9 +380,12 @@ class RWSem:
 
 
 class Recorded:
-    """The identity baseline: no exclusion; each acquisition waits what the trace recorded,
-    on its CPU with preemption off for classes that spin today, asleep for the others."""
+    """The identity baseline: no exclusion; each acquisition waits what the trace recorded: on its CPU
+    with preemption off for classes that spin today; for the others asleep, unless the trace shows the
+    waiter stayed on its CPU through the wait (it spun optimistically: it waits on its CPU, and the
+    probe cannot cut the wait short)."""
 
+    abortable = False
     __slots__ = ("eng", "preempt_off", "sleeping")
 
     def __init__(self, eng: Engine, sleeping: bool):
@@ -387,7 +397,9 @@ class Recorded:
         wait = th.recorded_wait
         if wait <= 0:
             return True
-        self.eng.timed_wait(th, now, wait, self.sleeping)
+        # a sleeping class's waiter that stayed on its CPU (program.ACQ_SPUN) spun optimistically: it waits there
+        sleeping = self.sleeping and not th.code[th.pc][4] & 4
+        self.eng.timed_wait(th, now, wait, sleeping, self.preempt_off)
         return False
 
     def release(self, th: SimThread, now: int, write: bool) -> None:
@@ -397,10 +409,10 @@ class Recorded:
         pass
 
     def abort_spin(self, th: SimThread, now: int) -> None:
-        raise AssertionError("as-recorded waits do not abort")
+        raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
 
     def spin_limit_reached(self, th: SimThread, now: int) -> None:
-        raise AssertionError("as-recorded waits have no time limit")
+        raise self.eng.inconsistent(th, now, "only rwsem spinners have a time limit")
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0

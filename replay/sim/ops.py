@@ -57,6 +57,9 @@ class Critical:
     body: tuple[Op, ...] = ()
     at_ns: int | None = None  # recorded start of the acquire attempt
     recorded_wait_ns: int | None = None  # what the trace saw; used by the as-recorded policy
+    #: the recorded waiter left its CPU during the wait (sched_switch); None: not known. as-recorded
+    #: replays a wait that slept as a sleep and one that did not on the CPU, whatever the class
+    recorded_wait_slept: bool | None = None
     derived: bool = False  # hold_ns comes from the missing-holds model, not a measurement
     downgrade: Critical | None = None  # the read section after downgrade_write (mode write only)
 
@@ -123,6 +126,10 @@ class Workload:
     derived_classes: frozenset[str] = frozenset()
     #: provenance: trace path, manifest facts, reconstruction notes
     meta: dict[str, object] = field(default_factory=dict)
+    #: each thread's top-level ops cover its recorded time (Think and Block fill every gap, as reconstruction
+    #: makes them): in open replay, waiting for an op's recorded start is time the task was running, so it
+    #: waits on its CPU; otherwise (synthetic arrivals) the gaps are idle and it sleeps
+    contiguous: bool = False
 
     @property
     def lock_classes(self) -> set[str]:

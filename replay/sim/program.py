@@ -26,8 +26,8 @@ from replay.trace.schema import LOCK_CLASSES
 USER = 0  # (ns): user-mode work, preemptible everywhere
 KERN = 1  # (ns): kernel work outside a gather
 BLOCK = 2  # (ns): off-CPU for ns
-UNTIL = 3  # (at_ns): open replay: do not start the next op before at_ns
-ACQ = 4  # (lock, write, recorded_wait_ns, derived)
+UNTIL = 3  # (at_ns, on_cpu): open replay: do not start the next op before at_ns; wait on the CPU if on_cpu
+ACQ = 4  # (lock, write, recorded_wait_ns, flags: ACQ_DERIVED | ACQ_SLEPT | ACQ_SPUN)
 REL = 5  # (lock, write)
 SPAN_B = 6  # (kind index)
 SPAN_E = 7  # (kind index)
@@ -63,6 +63,15 @@ _CHUNK = 1 << 20
 
 #: int64 fields per instruction: the opcode and up to four operands (unused ones are 0)
 WIDTH = 5
+#: ACQ's flags: the hold is derived (the holds table's column); the recorded wait slept / stayed on its CPU
+#: (neither: not known; as-recorded then goes by the class)
+ACQ_DERIVED, ACQ_SLEPT, ACQ_SPUN = 1, 2, 4
+
+
+def acq_flags(op: Critical) -> int:
+    """The flags of ``op``'s ACQ instruction."""
+    slept = op.recorded_wait_slept
+    return (ACQ_DERIVED if op.derived else 0) | (ACQ_SLEPT if slept else ACQ_SPUN if slept is False else 0)
 
 
 @dataclass
@@ -123,6 +132,7 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     EngineUnavailable if it cannot be built) instead of the Python walk below.
     """
     f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
+    f.until_on_cpu = 1 if workload.contiguous else 0
     with paused_gc():  # short-lived tuples only
         if compiled:
             from replay.sim.cflatten import walk
@@ -145,6 +155,7 @@ class Flattener:
         self.lock_policy = lock_policy
         self.costs = costs
         self.open_mode = open_mode
+        self.until_on_cpu = 0  # UNTIL's on_cpu (flatten(): the workload is contiguous)
         self.percpu = gather == "percpu"
         if self.percpu:
             self.block = costs.zap_block_preempt_pages if preempt == "full" else costs.zap_block_nopreempt_pages
@@ -234,6 +245,7 @@ class Flattener:
     def walk(self, threads: list[Thread]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Visit every thread's op tree: (code, points, start) of the Program."""
         open_mode, full, voluntary, perturbing = self.open_mode, self.full, self.voluntary, self.perturbing
+        until_on_cpu = self.until_on_cpu
         scale = self.scale
         lock_of_ref = self.lock_of_ref
         sleeping_lock = self.sleeping_lock
@@ -260,16 +272,16 @@ class Flattener:
                     mode = top.mode
                     if lid is not None and (mode == "write" or mode == "read"):
                         if open_mode and top.at_ns is not None:
-                            emit((UNTIL, top.at_ns, 0, 0, 0))
+                            emit((UNTIL, top.at_ns, until_on_cpu, 0, 0))
                             point(True)
                         write = 1 if mode == "write" else 0
                         hold = top.hold_ns
                         if hold > 0:
-                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, acq_flags(top),
                                   KERN, hold, 0, 0, 0, REL, lid, write, 0, 0))
                             pts += leaf_pts[1 + 2 * sleeping_lock[lid]]
                         else:
-                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, 1 if top.derived else 0,
+                            emit((ACQ, lid, write, top.recorded_wait_ns or 0, acq_flags(top),
                                   REL, lid, write, 0, 0))
                             pts += leaf_pts[1 + 2 * sleeping_lock[lid]][:2]
                         continue
@@ -287,7 +299,7 @@ class Flattener:
                         point(full)
                         continue
                     if open_mode and user and op.at_ns is not None:
-                        emit((UNTIL, op.at_ns, 0, 0, 0))
+                        emit((UNTIL, op.at_ns, until_on_cpu, 0, 0))
                         point(True)
                     if type(op) is Think:
                         if op.ns > 0:
@@ -314,16 +326,16 @@ class Flattener:
                         elif not op.body:  # the common leaf: acquire, hold, release (what the stack would give)
                             hold = op.hold_ns
                             if hold > 0:
-                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op),
                                       KERN, scale(hold) if perturbing else hold, 0, 0, 0, REL, lid, write, 0, 0))
                                 pts += leaf_pts[user + 2 * sleeping_lock[lid]]
                             else:
-                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0,
+                                emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op),
                                       REL, lid, write, 0, 0))
                                 point(acq_point)
                                 point(full)
                             continue
-                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, 1 if op.derived else 0))
+                        emit((ACQ, lid, write, op.recorded_wait_ns or 0, acq_flags(op)))
                         point(acq_point)
                         depth += 1
                         if down is not None:  # write body, hold, downgrade, read body, hold, release (read)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from replay.errors import UsageError
+from replay.errors import InconsistencyError, UsageError
 from replay.policies.sets import PolicySet
 from replay.sim.cbuild import EngineUnavailable, warn_fallback
 from replay.sim.cengine import CEngine
@@ -104,7 +104,12 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
         except EngineUnavailable as e:
             warn_fallback(str(e), "using the Python engine (about 10x slower)")
             eng = Engine(*args)
-    eng.run()
+    try:
+        eng.run()
+    except AssertionError as e:  # the engines' words for a state the model cannot reach
+        what = str(e).removeprefix("C engine: ")
+        raise InconsistencyError(f"{what} (policy set {config.policy.name}, seed {config.seed}, "
+                                 f"{'C' if isinstance(eng, CEngine) else 'Python'} engine)") from e
     if progress is not None:
         progress(1.0)
     logs = eng.logs()
@@ -126,6 +131,8 @@ def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> p
         cols["lock_class"] = np.asarray([LOCK_CLASSES.index(lk.lock_class) for lk in program.locks],
                                         dtype=np.int16)[lid]
         cols["mode"] = cols.pop("write")
+    if "derived" in cols:  # the ACQ flags the holds carry: the derived bit (program.ACQ_DERIVED)
+        cols["derived"] = cols["derived"] & 1
     arrays = []
     for col in table.columns:
         if col.name == "policy_set":

@@ -48,7 +48,8 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
         )
         sources = derive_holds(rec)
         notes: Counter[str] = Counter(rec.notes)
-        threads = [_thread(t, rec, notes) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
+        sleeps_known = trace.has("sched_switch")
+        threads = [_thread(t, rec, notes, sleeps_known) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
     threads = [t for t in threads if t.ops]
     m = trace.manifest
     return Workload(
@@ -56,6 +57,7 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
         cpus=cpus,
         name=trace.path.name,
         derived_classes=derived_classes,
+        contiguous=True,
         meta={
             "trace": str(trace.path),
             "recorded_cpus": m.host.cpus,
@@ -195,6 +197,29 @@ class _Gaps:
         return out
 
 
+    def slept(self, a: int, b: int) -> bool:
+        """Whether the thread was switched out asleep (not preempted) at some point between ``a`` and ``b``."""
+        k = max(bisect_left(self.starts, a) - 1, 0)
+        off = self.off
+        while k < len(off) and off[k].start < b:
+            if off[k].blocked and off[k].end > a:
+                return True
+            k += 1
+        return False
+
+    def off_ns(self, a: int, b: int) -> int:
+        """How long the thread was off CPU (asleep or preempted) between ``a`` and ``b``."""
+        k = max(bisect_left(self.starts, a) - 1, 0)
+        off = self.off
+        total = 0
+        while k < len(off) and off[k].start < b:
+            s, e = max(off[k].start, a), min(off[k].end, b)
+            if e > s:
+                total += e - s
+            k += 1
+        return total
+
+
 def _append(out: list[Op], op: Think | Block) -> None:
     last = out[-1] if out else None
     if type(last) is type(op) and last.at_ns is not None and last.at_ns + last.ns == op.at_ns:
@@ -228,22 +253,24 @@ def _downgraded(w: Interval, r: Interval) -> bool:
             and r.start == w.end and r.body_start == r.start)
 
 
-def _op(iv: Interval, body: list[Op]) -> Op:
+def _op(iv: Interval, body: list[Op], off_ns: int = 0, slept: bool | None = None) -> Op:
     if iv.kind == "span":
         return Span(iv.span_kind, tuple(body), at_ns=iv.start, recorded_ns=iv.end - iv.start)
     if iv.kind == "gather":
+        # the gather's cost is its time on CPU: preempted inside it, the task did no gather work (the
+        # simulator preempts it by itself where the gather policy allows)
         return Gather(iv.pages, 0, mm=iv.mm, fullmm=iv.fullmm, recorded_flushes=iv.flushes,
-                      recorded_ns=iv.end - iv.start, at_ns=iv.start)
+                      recorded_ns=iv.end - iv.start - off_ns, at_ns=iv.start)
     # A section that only computes is all hold_ns; otherwise its on-CPU gaps stay Think ops of the
     # body, in order, so the layout does not depend on where a simulator puts hold_ns.
     hold = 0
     if len(body) == 1 and isinstance(body[0], Think):
         hold = body.pop().ns
     return Critical(iv.lock, iv.mode, hold, tuple(body), at_ns=iv.start,
-                    recorded_wait_ns=iv.body_start - iv.start, derived=iv.derived)
+                    recorded_wait_ns=iv.body_start - iv.start, derived=iv.derived, recorded_wait_slept=slept)
 
 
-def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
+def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str], sleeps_known: bool) -> Thread:
     if not t.intervals and not t.instants:
         return Thread(t.tid, t.pid, [], mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, prio=t.prio)
     roots = nest(t.intervals, notes)
@@ -258,7 +285,16 @@ def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str]) -> Thread:
         todo.extend(iv.children)
     for iv in reversed(order):
         children = [(c, built.pop(id(c))) for c in iv.children]
-        built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children) if iv.kind != "gather" else [])
+        if iv.kind == "gather":
+            off = gaps.off_ns(iv.start, iv.end)
+            if off:
+                notes["off-CPU ns inside gathers left out of their cost"] += off
+            built[id(iv)] = _op(iv, [], off)
+        else:
+            # whether a lock's recorded waiter slept (sched_switch shows it; without that table, unknown)
+            slept = (gaps.slept(iv.start, iv.body_start) if sleeps_known and iv.body_start > iv.start else None) \
+                if iv.kind == "critical" else None
+            built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children), slept=slept)
     start, end = t.first_ns(), t.last_ns()
     ops = _body(gaps, start, end, [(r, built.pop(id(r))) for r in roots])
     return Thread(t.tid, t.pid, ops, mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, start_ns=start, prio=t.prio)

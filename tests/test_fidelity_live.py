@@ -1,0 +1,89 @@
+"""Recorded-kernel fidelity, live (benchmarks/fidelity.py, docs/VALIDATION.md §e): two uncontended
+workloads recorded on this kernel replay under `current --calibrate` with their system-call latencies.
+
+mmap1_processes (mmap + munmap of 128 MiB, one process each) and tlb_flush2_threads (write +
+MADV_DONTNEED of single pages) are recorded for RECORD_S seconds; closed replay's p50 and p99 of
+each system call must be within TARGET of the recorded ones, widened by the sampling error of the
+recorded percentile: the recorded values at the quantiles q ± 1.96·sqrt(q(1−q)/n) (the 95 % band of
+the q-quantile's rank in n samples) bound what another sample of the same run could have given.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.live
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORD_S = 0.5
+TARGET = 0.15
+#: (workload, system call, quantiles): tlb_flush2's munmaps are ~40 a run; its madvise p99 is not reproduced
+#: stably (+1 % on a 1.5 s recording, +65 % on a 0.5 s one: docs/VALIDATION.md §e), so only its p50 is held
+CASES = {"mmap1_processes": (("mmap", (0.5, 0.99)), ("munmap", (0.5, 0.99))),
+         "tlb_flush2_threads": (("madvise", (0.5,)),)}
+
+
+def _fidelity():
+    name = "mmreplay_benchmarks_fidelity"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "fidelity.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # its dataclasses look their module up
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+def sampling_band(values: np.ndarray, q: float) -> float:
+    """Relative half-width of the recorded q-quantile's 95 % band, from the sample itself."""
+    n = len(values)
+    d = 1.96 * math.sqrt(q * (1 - q) / n)
+    mid = float(np.quantile(values, q))
+    lo, hi = float(np.quantile(values, max(0.0, q - d))), float(np.quantile(values, min(1.0, q + d)))
+    return max(hi / mid - 1, 1 - lo / mid) if mid else math.inf
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    from tests.test_record_live import _live_or_skip
+
+    _live_or_skip()
+    base = tmp_path_factory.mktemp("fidelity")
+    out = {}
+    for name in CASES:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, "-m", "replay", "record", "--no-tier2-check", "-o", str(base / name),
+                               "--workload", name, "--tasks", "2", "--duration", str(RECORD_S)],
+                              env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[name] = base / name
+    return out
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_uncontended_system_call_latency_is_replayed_within_15_percent(traces, name):
+    from replay.trace.reader import Trace
+    from replay.workload import reconstruct
+
+    fid = _fidelity()
+    trace = Trace.open(traces[name])
+    w = reconstruct(trace)
+    spans = fid._spans(w)
+    runs = fid.replay_figures(w, trace, "closed", seeds=1)
+    for kind, quantiles in CASES[name]:
+        rec = np.asarray(spans[kind], dtype=float)
+        assert len(rec) >= 100, f"{name}: only {len(rec)} {kind} calls recorded"
+        for q in quantiles:
+            recorded = float(np.quantile(rec, q))
+            replayed = runs[0][f"op_latency_p{round(q * 100)}_ns:{kind}"]
+            tol = TARGET + sampling_band(rec, q)
+            assert abs(replayed / recorded - 1) <= tol, (
+                f"{name} {kind} p{round(q * 100)}: recorded {recorded:.0f} ns, replayed {replayed:.0f} ns "
+                f"({100 * (replayed / recorded - 1):+.0f} %, tolerance ±{100 * tol:.0f} %)")
