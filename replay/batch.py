@@ -2,20 +2,32 @@
 
 Each run is independent and deterministic (simulate() with the same config
 gives the same result), so the pairs can be spread over a process pool
-(``jobs``) and the results are identical to a serial run. Policy sets travel
-to the workers by their spec string (``PolicySet.name`` resolves back to the
-same set); the workload is inherited by forked workers (Linux) or sent once
-per spawned worker elsewhere.
+(``jobs``) and the results are identical to a serial run. The flattened
+Program depends on the policy set but not on the seed (unless service-time
+noise is on), so it is built once per set and shared by that set's seeds: in
+one process as an object; across processes it is built by the parent before
+the workers start and written as .npy arrays into a private temporary
+directory, which every run memory-maps (one page-cache copy, instead of each
+worker flattening again, which would also copy every workload page it
+touches, or unpickling a copy). Policy sets travel to the
+workers by their spec string (``PolicySet.name`` resolves back to the same
+set); the workload is inherited by forked workers (Linux) or sent once per
+spawned worker elsewhere, and workers that only run a shared Program read
+nothing of it but the thread list.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -24,6 +36,7 @@ import pyarrow as pa
 from replay.results import Run
 from replay.sim.costs import Costs
 from replay.sim.ops import Workload
+from replay.sim.program import Program
 
 
 @dataclass(frozen=True)
@@ -48,16 +61,23 @@ class Settings:
     engine: str = "auto"  # SimConfig.engine: auto | c | python (identical results)
 
 
-def run_one(workload: Workload, spec: RunSpec, settings: Settings,
-            progress: Callable[[float], None] | None = None) -> Run:
-    """Simulate one (set, seed) pair and return its metrics and event tables."""
+def config_of(spec: RunSpec, settings: Settings):
+    """The SimConfig of one run."""
     from replay.policies.sets import resolve
-    from replay.sim import SimConfig, simulate
+    from replay.sim import SimConfig
 
-    config = SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
-                       seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
-                       perturb=settings.perturb, engine=settings.engine)
-    result = simulate(workload, config, progress=progress)
+    return SimConfig(cpus=settings.cpus, policy=resolve(spec.policy_set), preempt=settings.preempt,
+                     seed=spec.seed, mode=settings.mode, costs=settings.costs, probe=settings.probe,
+                     perturb=settings.perturb, engine=settings.engine)
+
+
+def run_one(workload: Workload, spec: RunSpec, settings: Settings,
+            progress: Callable[[float], None] | None = None, program: Program | None = None) -> Run:
+    """Simulate one (set, seed) pair and return its metrics and event tables (``program``: its
+    flattened workload, if already built)."""
+    from replay.sim import simulate
+
+    result = simulate(workload, config_of(spec, settings), progress=progress, program=program)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
     return Run(spec.policy_set, spec.seed, metrics, dict(result.tables) if settings.keep_tables else {})
@@ -94,6 +114,8 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
 
 # -- process pool -------------------------------------------------------------------------------
 
+PROGRAM_ARRAYS = ("code", "points", "start", "floats")
+
 _WORKER: tuple[Workload, Settings] | None = None
 
 
@@ -103,22 +125,59 @@ def _init(workload: Workload | None, settings: Settings | None) -> None:
 
 
 def _work(spec: RunSpec) -> Run:
+    """A run that flattens its own program (the only run of its program)."""
     assert _WORKER is not None
     return run_one(_WORKER[0], spec, _WORKER[1])
+
+
+def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
+    """Write ``program``'s arrays into ``directory`` as .npy files; its lock and kind tables."""
+    directory.mkdir()
+    for name in PROGRAM_ARRAYS:
+        np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
+    return program.locks, program.kinds
+
+
+def _mapped(directory: str, locks: list, kinds: list[str]) -> Program:
+    """The Program _flatten_to wrote, its arrays mapped copy-on-write (never written back)."""
+    arrays = {name: np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
+              for name in PROGRAM_ARRAYS}
+    return Program(locks=locks, kinds=kinds, **arrays)
+
+
+def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
+    """A run of a program another task flattened."""
+    assert _WORKER is not None
+    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds))
+
+
+def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
+    """Indexes of ``specs`` grouped by the Program they run (first appearance order)."""
+    from replay.sim.simulate import program_key
+
+    by_key: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        by_key.setdefault(program_key(config_of(spec, settings)), []).append(i)
+    return list(by_key.values())
 
 
 def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *, jobs: int = 1,
             progress: Progress | None = None) -> list[Run]:
     """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is."""
+    from replay.sim.simulate import program_for
+
     if jobs <= 1 or len(specs) <= 1:
-        out = []
-        for i, spec in enumerate(specs):
-            cb = (lambda f, i=i: progress.update(i, f)) if progress else None
-            out.append(run_one(workload, spec, settings, cb))
-            if progress:
-                progress.update(i + 1, 0.0)
-        return out
-    results: dict[int, Run] = {}
+        out: dict[int, Run] = {}
+        for group in groups(specs, settings):
+            program = program_for(workload, config_of(specs[group[0]], settings)) if len(group) > 1 else None
+            for i in group:
+                done = len(out)
+                cb = (lambda f, done=done: progress.update(done, f)) if progress else None
+                out[i] = run_one(workload, specs[i], settings, cb, program=program)
+                if progress:
+                    progress.update(len(out), 0.0)
+            del program
+        return [out[i] for i in range(len(specs))]
     # On Linux, fork: the workers inherit the workload instead of unpickling it (seconds for a large
     # trace). They never touch polars, whose thread pool is the usual reason not to fork. Elsewhere,
     # spawn and send the workload once per worker.
@@ -129,14 +188,36 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
     else:
         ctx = multiprocessing.get_context("spawn")
         init = (_init, (workload, settings))
-    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
-                             initargs=init[1]) as pool:
-        futures = {pool.submit(_work, spec): i for i, spec in enumerate(specs)}
-        for fut in as_completed(futures):
-            results[futures[fut]] = fut.result()
-            if progress:
-                progress.update(len(results), 0.0)
-    _init(None, None)
+    results: dict[int, Run] = {}
+    shared = Path(tempfile.mkdtemp(prefix="mmreplay-programs-"))  # 0700, ours: nobody else can swap a program
+    try:
+        # Flatten the shared programs here, before the workers fork: flattening touches every op object
+        # (reference counts), and done in a forked worker or after the fork it would copy the whole
+        # workload's pages into that process.
+        tasks: list[tuple[int, tuple]] = []
+        for g, group in enumerate(groups(specs, settings)):
+            if len(group) == 1:
+                tasks.append((group[0], (_work, specs[group[0]])))
+                continue
+            program = program_for(workload, config_of(specs[group[0]], settings))
+            locks, kinds = _save(program, shared / str(g))
+            del program
+            tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if sys.platform == "linux":
+            # The workload's objects go to the permanent generation: the workers' garbage collections
+            # then leave their headers alone, and the pages stay shared instead of being copied.
+            gc.freeze()
+        with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
+                                 initargs=init[1]) as pool:
+            futures = {pool.submit(*task): i for i, task in sorted(tasks)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if progress:
+                    progress.update(len(results), 0.0)
+    finally:
+        gc.unfreeze()
+        _init(None, None)
+        shutil.rmtree(shared, ignore_errors=True)
     return [results[i] for i in range(len(specs))]
 
 

@@ -1,5 +1,5 @@
 """`mmreplay doctor`: can this host record, and with which probes? (Loads each probe for real.)
-And does the compiled simulator build here (replay/sim/cbuild.py)?"""
+And is the compiled simulator installed, built from this version's sources (replay/sim/cbuild.py)?"""
 
 from __future__ import annotations
 
@@ -38,17 +38,18 @@ def render(checks: list) -> str:
 
 
 def simulator_checks() -> list:
-    """One line per compiled part of the simulator: built (where), or why not and what runs instead."""
+    """One line per compiled part of the simulator: installed (where), or why not and what runs instead."""
     from replay.sim import cbuild, cengine, cflatten
     from tracer.doctor import Check
 
+    fix = ("reinstall with a C compiler and this Python's headers (Debian: apt install gcc python3-dev; "
+           "then pip install .)")
     out = []
-    for name, load, fix in (("compiled engine", cengine.load, "install a C compiler (gcc) or set CC"),
-                            ("compiled flattening", cflatten.load,
-                             "install a C compiler and this Python's headers (python3-dev)")):
+    for name, load, where in (("compiled engine", cengine.load, cengine.library_path),
+                              ("compiled flattening", cflatten.load, lambda: cflatten.load().__file__)):
         try:
             load()
-            out.append(Check(name, 0, True, f"built in {cbuild.cache_dir()}"))
+            out.append(Check(name, 0, True, f"installed: {where()}"))
         except cbuild.EngineUnavailable as e:
             out.append(Check(name, 0, False, f"{e}; replays run the Python code instead (same results, slower)",
                              fix))

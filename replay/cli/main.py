@@ -33,7 +33,7 @@ class Parser(argparse.ArgumentParser):
 #: Subcommand modules under replay.cli, in the order `--help` lists them. Each
 #: defines ``add_parser(subparsers)`` and ``run(args) -> int``; they import
 #: their heavy dependencies (bcc, the simulator) inside ``run``.
-COMMANDS = ("record", "doctor", "info", "replay", "synth", "query", "report", "export", "repair")
+COMMANDS = ("record", "doctor", "info", "replay", "sweep", "synth", "query", "report", "export", "repair")
 
 
 @functools.lru_cache(maxsize=1)

@@ -62,9 +62,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="seeded lognormal noise on think and hold times, as a coefficient of variation "
                         "(default 0: seeds differ only in wake-up jitter and probe timing)")
     p.add_argument("--engine", default="auto", metavar="auto|c|python",
-                   help="simulator implementation; results are identical (default auto: C, built on first use with "
-                        "the system compiler; Python if that fails)")
-    p.add_argument("--jobs", metavar="N", default="1", help="replays run in parallel on N processes (default 1)")
+                   help="simulator implementation; results are identical (default auto: C, built by pip install; "
+                        "the Python reference, saying so, where it is not installed)")
+    p.add_argument("--jobs", metavar="N", default="1",
+                   help="replays run in parallel on N processes (default 1); a policy set's seeds share one "
+                        "flattened program")
     p.add_argument("-o", "--output", metavar="RESULTS", help="write every simulated event and figure here")
     p.add_argument("--force", action="store_true", help="overwrite an existing RESULTS directory")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

@@ -1,107 +1,112 @@
-"""Building the simulator's C parts (engine.c, flatten.c) on first use.
+"""Finding the simulator's compiled parts (engine.c, flatten.c), built by ``pip install``.
 
-Each source is compiled with the system C compiler ($CC, else cc, gcc or clang)
-into a shared object in a cache directory, named by a hash of the source, the
-compiler and its flags: a checkout, an installed package and concurrent
-``--jobs`` processes all find or build the same file, and an edited source is
-rebuilt. Nothing is built at install time, so ``pip install .`` needs no
-compiler; without one the Python implementations run instead.
+setup.py compiles each source into an extension of replay.sim when the package
+is installed (wheels carry them); nothing is compiled at run time and nothing
+is loaded from a cache directory. A part is looked for
+
+1. next to this module (an installed package, an editable install, or a
+   checkout after ``python3 setup.py build_ext --inplace``), then
+2. in an installed mmreplay distribution, for a source checkout run with
+   ``PYTHONPATH=.`` after ``pip install .`` (how the test suite runs).
+
+A part is loaded only if it was built from the very source next to this module
+(buildinfo.c records the source's SHA-256): a stale install next to an edited
+checkout is refused with the command that rebuilds it, not run with structures
+that no longer match. It is also refused if its file or directory can be
+written by another user (a root tool must not load code anyone else can write).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import importlib.metadata
 import os
-import platform
-import shlex
-import shutil
-import subprocess
+import stat
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+import sysconfig
 from pathlib import Path
-from typing import TypeVar
 
-from replay.cachedir import cache_dir as shared_cache_dir
 from replay.errors import MmreplayError
+
+HERE = Path(__file__).resolve().parent
+REBUILD = "pip install . (or, in a checkout, with setuptools>=77: python3 setup.py build_ext --inplace)"
 
 
 class EngineUnavailable(MmreplayError):
-    """A compiled part cannot be built or loaded here (no compiler, no headers, build failure)."""
+    """A compiled part is not installed, was built from another source, or does not load."""
 
 
-def cache_dir() -> Path:
-    """$MMREPLAY_ENGINE_CACHE, else $XDG_CACHE_HOME (or ~/.cache)/mmreplay/engine, else a temporary directory."""
+def ext_suffix() -> str:
+    """The file name suffix of this interpreter's extension modules (.cpython-311-x86_64-linux-gnu.so)."""
+    return sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def candidates(stem: str) -> list[Path]:
+    """Where the compiled part ``stem`` may be, in the order tried (see the module docstring)."""
+    name = f"{stem}{ext_suffix()}"
+    out = [HERE / name]
     try:
-        return shared_cache_dir("engine", "MMREPLAY_ENGINE_CACHE")
-    except MmreplayError as e:
-        raise EngineUnavailable(str(e)) from None
+        dists = list(importlib.metadata.distributions(name="mmreplay"))
+    except Exception:  # a broken metadata directory on sys.path must not stop the replay
+        dists = []
+    for dist in dists:
+        path = Path(str(dist.locate_file(f"replay/sim/{name}")))
+        if path not in out:
+            out.append(path)
+    return out
 
 
-def compiler() -> list[str]:
-    """$CC (split like a shell would), else the first of cc, gcc, clang on $PATH."""
-    cc = os.environ.get("CC")
-    if cc:
-        argv = shlex.split(cc)
-        if shutil.which(argv[0]):
-            return argv
-        raise EngineUnavailable(f"C compiler {cc!r} ($CC) not found")
-    for name in ("cc", "gcc", "clang"):
-        if shutil.which(name):
-            return [name]
-    raise EngineUnavailable("no C compiler (cc, gcc or clang) to build the compiled simulator")
+def locate(stem: str, source: Path) -> Path:
+    """The compiled part ``stem`` built from ``source``; EngineUnavailable saying why there is none."""
+    what = {"engine.c": "engine", "flatten.c": "flattening"}.get(source.name, source.stem)
+    found = [p for p in candidates(stem) if p.is_file()]
+    if not found:
+        raise EngineUnavailable(f"the compiled {what} is not installed ({stem}{ext_suffix()} was not "
+                                f"built: install mmreplay with a C compiler and Python headers: {REBUILD})")
+    want = source_sha256(source)
+    refused = []
+    for path in found:
+        problem = unsafe(path)
+        if problem is None:
+            built_from = built_sha256(path)
+            if want is None or built_from == want:
+                return path
+            problem = f"built from another {source.name}" if built_from else "records no source"
+        refused.append(f"{path}: {problem}")
+    raise EngineUnavailable(f"no usable compiled {what} ({'; '.join(refused)}); rebuild: {REBUILD}")
 
 
-def build(source: Path, cflags: Sequence[str], libs: Sequence[str] = (), suffix: str = ".so") -> Path:
-    """The shared object built from ``source`` (built now unless cached); EngineUnavailable on failure."""
-    text = source.read_bytes()
-    cc = compiler()
-    flags = [*cflags, "-fPIC", "-shared"]
-    key = hashlib.sha256(text + " ".join([*cc, *flags, *libs, platform.machine()]).encode()).hexdigest()[:16]
-    out_dir = cache_dir()
-    lib = out_dir / f"{source.stem}-{key}{suffix}"
-    if lib.exists():
-        return lib
+def source_sha256(source: Path) -> str | None:
+    """SHA-256 of ``source``; None where the package was installed without its C sources."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=suffix, dir=out_dir)
-    except OSError as e:
-        raise EngineUnavailable(f"cannot write to {out_dir}: {e.strerror}") from None
-    os.close(fd)
-    cmd = [*cc, *flags, "-o", tmp, str(source), *libs]
+        return hashlib.sha256(source.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def built_sha256(path: Path) -> str | None:
+    """The source SHA-256 that buildinfo.c recorded in the library ``path`` (None if it has none)."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as e:
-        os.unlink(tmp)
-        raise EngineUnavailable(f"building {source.name} failed: {' '.join(cmd)}: {e}") from None
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), None) or \
-            (proc.stderr.strip().splitlines() or ["no output"])[0]
-        raise EngineUnavailable(f"building {source.name} failed: {' '.join(cmd)}: {first}")
-    os.replace(tmp, lib)  # concurrent builders each rename a complete file
-    return lib
+        lib = ctypes.CDLL(str(path))
+        return (ctypes.c_char * 65).in_dll(lib, "mmr_source_sha256").value.decode()
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
 
 
-T = TypeVar("T")
-
-
-def build_and_open(source: Path, cflags: Sequence[str], open_: Callable[[Path], T], libs: Sequence[str] = (),
-                   suffix: str = ".so") -> T:
-    """``open_`` of the shared object built from ``source``. A cached file that does not open (cut
-    short by a full disk or a killed copy) is built again, once; EngineUnavailable if that fails too."""
-    path = build(source, cflags, libs, suffix)
-    try:
-        return open_(path)
-    except (OSError, ImportError):
+def unsafe(path: Path) -> str | None:
+    """Why loading ``path`` would run code another user could have written, or None."""
+    me = os.geteuid()
+    for p in (path, path.parent):
         try:
-            path.unlink()
-        except OSError:
-            pass
-    path = build(source, cflags, libs, suffix)
-    try:
-        return open_(path)
-    except (OSError, ImportError) as e:
-        raise EngineUnavailable(f"loading {path} failed: {e}") from None
+            st = p.stat()
+        except OSError as e:
+            return f"cannot stat {p}: {e.strerror}"
+        if st.st_uid not in (0, me):
+            return f"{p} belongs to uid {st.st_uid}, not to root or to this user"
+        if st.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+            return f"{p} is writable by every user"
+    return None
 
 
 _warned: set[str] = set()

@@ -1,10 +1,11 @@
-"""The compiled engine: replay/sim/engine.c, built on first use and driven through ctypes.
+"""The compiled engine: replay/sim/engine.c, built at install (replay.sim._engine) and driven through ctypes.
 
 engine.c transcribes engine.py (the reference, which documents the model) and
 gives bit-identical results; it runs the same Program and writes the same logs,
-10-20 times faster (benchmarks/replay_speed.py). It is compiled with the
-system C compiler (replay/sim/cbuild.py); no Python headers are needed.
-Without a compiler, ``engine="auto"`` falls back to engine.py.
+10-20 times faster (benchmarks/replay_speed.py). setup.py compiles it as plain
+C (no Python API); replay/sim/cbuild.py finds it and checks it was built from
+this engine.c. Where it is not installed, ``engine="auto"`` falls back to
+engine.py and says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from replay.errors import MmreplayError
-from replay.sim.cbuild import EngineUnavailable, build, build_and_open
+from replay.sim.cbuild import EngineUnavailable, locate
 from replay.sim.costs import Costs
 from replay.sim.engine import (
     DONE,
@@ -89,22 +90,25 @@ class Stats(ctypes.Structure):
     _fields_ = [(name, _I64) for name in STATS]
 
 
-CFLAGS = ("-O2", "-std=c11", "-fno-strict-aliasing")
 
 
 def library_path() -> Path:
-    """Build engine.c if its library is not cached yet; return the library."""
-    return build(SOURCE, CFLAGS, ("-lm",))
+    """The installed library built from engine.c (EngineUnavailable if there is none)."""
+    return locate("_engine", SOURCE)
 
 
 _lib: ctypes.CDLL | None = None
 
 
 def load() -> ctypes.CDLL:
-    """The C engine's library, built if needed (EngineUnavailable if it cannot be)."""
+    """The C engine's library (EngineUnavailable if it is not installed or does not load)."""
     global _lib
     if _lib is None:
-        lib = build_and_open(SOURCE, CFLAGS, lambda path: ctypes.CDLL(str(path)), ("-lm",))
+        path = library_path()
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as e:
+            raise EngineUnavailable(f"loading {path} failed: {e}") from None
         lib.mmr_engine_new.restype = ctypes.c_void_p
         lib.mmr_engine_new.argtypes = [ctypes.POINTER(Params)]
         lib.mmr_engine_run.restype = ctypes.c_int
@@ -273,7 +277,7 @@ class CEngine:
 
 
 def available() -> bool:
-    """Whether the C engine can be built and loaded here."""
+    """Whether the C engine is installed and loads here."""
     try:
         load()
     except EngineUnavailable:

@@ -65,18 +65,32 @@ class SimResult:
     metrics: dict[str, float]
 
 
-def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None) -> SimResult:
-    """Replay ``workload`` once under ``config``; the same config gives the same result."""
+def program_for(workload: Workload, config: SimConfig) -> Program:
+    """``workload`` flattened for ``config`` (compiled where it can be; the same Program either way).
+    Configs with the same program_key get the same Program."""
     flat = (workload, config.policy.lock_policy, config.policy.gather, config.preempt, config.mode == "open",
             config.costs, config.perturb, config.seed)
     if config.engine == "python":
-        program = flatten(*flat)
-    else:
-        try:
-            program = flatten(*flat, compiled=True)
-        except EngineUnavailable as e:
-            warn_fallback(str(e), "flattening in Python")
-            program = flatten(*flat)
+        return flatten(*flat)
+    try:
+        return flatten(*flat, compiled=True)
+    except EngineUnavailable as e:
+        warn_fallback(str(e), "flattening in Python")
+        return flatten(*flat)
+
+
+def program_key(config: SimConfig) -> tuple:
+    """What the flattened Program depends on: the seed only through the service-time noise."""
+    return (config.policy.name, config.preempt, config.mode, config.costs, config.perturb,
+            config.seed if config.perturb > 0 else None, config.engine == "python")
+
+
+def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None,
+             program: Program | None = None) -> SimResult:
+    """Replay ``workload`` once under ``config``; the same config gives the same result.
+    ``program``: program_for(workload, config) (or one with the same program_key) computed before."""
+    if program is None:
+        program = program_for(workload, config)
     args = (program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
             config.probe, config.probe_period_ns, progress)
     eng: Engine | CEngine
@@ -208,4 +222,4 @@ def _metrics(eng: Engine | CEngine, tables: dict[str, pa.Table]) -> dict[str, fl
     return m
 
 
-__all__ = ["SIM_TABLES", "SimConfig", "SimResult", "simulate"]
+__all__ = ["SIM_TABLES", "SimConfig", "SimResult", "program_for", "program_key", "simulate"]
