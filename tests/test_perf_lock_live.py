@@ -154,18 +154,24 @@ def _paired_alike(run: SameRun) -> pl.DataFrame:
     neither tool, and each pairs the begin it leaves unmatched its own way (perf with an end much later:
     a 1.41 s "spinlock" wait against our 36 ms, seen with 8 skips under load 12), which shows as a count
     that differs by other than the exit-path waits. No per-wait bound holds there: with skips, such
-    callers (at most one per skip) are left out of the comparison of totals and maxima."""
+    callers (at most one per skip) are left out of the comparison of totals and maxima. So are the callers
+    we count more waits of than perf beyond the exit path: the raw tracepoints see a few contentions perf's
+    own event path does not record (test_every_caller_has_perfs_count_...), waits with no perf counterpart."""
+    over = pl.col("count_diff") > pl.col("exit_count")
     if not run.skipped:
-        return run.cmp
+        return run.cmp.filter(~over)
     alike = run.cmp.filter(pl.col("count_diff") == pl.col("exit_count"))
-    assert run.cmp.height - alike.height <= run.skipped, _show(run)
+    short = run.cmp.filter(pl.col("count_diff") < pl.col("exit_count"))
+    assert short.height <= run.skipped, _show(run)
     return alike
 
 
 def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
     assert same_run.perf["contended"].sum() >= 100, "the workload did not contend: nothing to compare"
     waits = same_run.trace.scan("lock_waits").collect()
-    assert not waits["incomplete"].any()  # perf ran inside the recording: it saw no wait we cut
+    # perf ran inside the recording: it saw no wait we cut. A contention_end the kernel skipped as BPF
+    # recursion leaves its begin open until the stop: at most one such wait per skip
+    assert waits["incomplete"].sum() <= same_run.skipped, _show(same_run)
 
 
 def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits(same_run):
