@@ -136,14 +136,6 @@ static __always_inline int mmr_in_lock_op(void)
 	return l && *l;
 }
 
-/* One of our programs is running on this CPU (this program runs nested in it). */
-static __always_inline int mmr_in_probe(void)
-{
-	int zero = 0;
-	struct mmr_nest *n = mmr_nest.lookup(&zero);
-	return n && n->level;
-}
-
 /* A hit of a recorded task that the recorder itself caused (its programs' map and
  * ring-buffer locks): dropped on purpose, counted apart from loss. */
 static __always_inline void mmr_count_recorder(int kind)
