@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from replay.cli.replay import preempt_default  # noqa: E402
+from replay.interference import apply as apply_interference  # noqa: E402
+from replay.interference import derive as derive_interference  # noqa: E402
 from replay.policies import resolve  # noqa: E402
 from replay.sim import SimConfig, simulate  # noqa: E402
 from replay.sim.calibrate import calibrate  # noqa: E402
@@ -172,9 +174,24 @@ def overlap(trace: Trace, tids: list[int]) -> tuple[float, int, int]:
     return (both / busy if busy else float("nan")), preempted, slept
 
 
+#: replay modes: closed/open, and each with the recorded host's interference (replay/interference.py)
+MODES = ("closed", "open", "closed+i", "open+i")
+
+
+def with_interference(w: Workload, trace: Trace) -> Workload:
+    """The workload with the time other jobs held its tasks off their CPUs, as recorded."""
+    cal = calibrate(trace)
+    inf = derive_interference(trace, [t.tid for t in w.threads], w.cpus)
+    c = cal.costs
+    return apply_interference(w, inf, c.wakeup_ns + c.wake_jitter_ns + c.context_switch_ns).workload
+
+
 def replay_figures(w: Workload, trace: Trace, mode: str, seeds: int) -> list[dict[str, float]]:
     cal = calibrate(trace)
     preempt = preempt_default(trace.manifest.host.preempt_model)[0]
+    if mode.endswith("+i"):
+        w = with_interference(w, trace)
+        mode = mode[:-2]
     out = []
     for seed in range(seeds):
         res = simulate(w, SimConfig(cpus=w.cpus, policy=resolve("current"), preempt=preempt, seed=seed, mode=mode,
@@ -208,7 +225,7 @@ def run(name: str, trace_dir: Path, seeds: int, min_samples: int) -> tuple[list[
     trace = Trace.open(trace_dir)
     w = reconstruct(trace)
     figs = recorded_figures(trace, w, min_samples)
-    for mode in ("closed", "open"):
+    for mode in MODES:
         runs = replay_figures(w, trace, mode, seeds)
         for f in figs:
             vals = [r[f.name] for r in runs if f.name in r]
@@ -242,13 +259,13 @@ def main() -> int:
               f"ran alongside another recorded task, {facts['preempted']:,} preemptions, "
               f"{facts['slept']:,} sleeps, {facts['flushes']:,} TLB flushes in all (in gathers or not)\n")
         if args.markdown:
-            print("| figure | samples | recorded | closed | error | open | error |")
-            print("|---|---:|---:|---:|---:|---:|---:|")
+            print("| figure | samples | recorded | " + " | ".join(f"{m} | error" for m in MODES) + " |")
+            print("|---|---:|---:|" + "---:|---:|" * len(MODES))
         else:
-            print(f"{'figure':<34}{'samples':>9}{'recorded':>12}{'closed':>12}{'error':>8}{'open':>12}{'error':>8}")
+            print(f"{'figure':<34}{'samples':>9}{'recorded':>12}" + "".join(f"{m:>12}{'error':>8}" for m in MODES))
         for f in figs:
             cells = []
-            for mode in ("closed", "open"):
+            for mode in MODES:
                 v = f.replayed.get(mode)
                 e = f.error(mode)
                 cells += [fmt(float(np.mean(v)) if v else None, f.name), "-" if e is None else f"{100 * e:+.0f}%"]

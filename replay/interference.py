@@ -1,0 +1,177 @@
+"""As-recorded interference: the CPU time other jobs took from the recorded tasks, replayed as recorded.
+
+A recording made on a shared host holds the recorded tasks' involuntary
+switch-outs (``sched_switch`` with ``prev_state`` 0: preempted, still runnable)
+and, later, their switch-ins. Reconstruction drops that preempted time from the
+tasks' work (docs/SIMULATOR.md), and the simulator has only the recorded tasks:
+a replay runs them as if the host had been theirs. On a loaded host that is the
+largest difference between a replay and its recording (docs/VALIDATION.md §e):
+tasks that never ran at the same time (another job held the other CPU) run side
+by side and contend, and the switches other jobs caused are gone.
+
+This module derives, per recorded task, the runnable-but-not-running intervals
+that the task's own workload does not explain: the parts of each preempted
+interval during which fewer recorded tasks ran than the host had CPUs (so a CPU
+was busy with something outside the recording; while every CPU ran recorded
+tasks the simulator's own scheduler decides the wait). ``apply`` hands them to
+the simulator as ``Block`` ops at the recorded point of the task's work: the task
+leaves its CPU for the recorded time (less the wake-up and switch the engine
+adds to every block) and comes back, as it did. It is an input of the replay
+like the recorded work, not a model of the other jobs: it answers "this
+workload on this host as loaded as it was", which is what a replay is compared
+with when its recording is the reference.
+
+Placement: an interval that starts inside a top-level ``Think`` (user time, or
+kernel work outside the modelled operations) splits it at the recorded offset;
+one that starts inside a system call or fault (``Span``) or a top-level lock
+section is placed after it (the engine has no off-CPU point inside them) and
+counted in ``Interference.moved``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import polars as pl
+
+from replay.sim.ops import Block, Think, Thread, Workload
+from replay.trace.reader import Trace
+
+
+@dataclass(frozen=True)
+class Interference:
+    """Per task (tid): (recorded start, ns) of each interval other jobs held it off its CPU."""
+
+    intervals: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    #: preempted intervals seen (switch-out with prev_state 0 to the task's next switch-in)
+    preemptions: int = 0
+    #: time of theirs the recorded tasks' own workload explains (every CPU ran a recorded task): left out
+    own_ns: int = 0
+
+    @property
+    def total_ns(self) -> int:
+        return sum(d for iv in self.intervals.values() for _, d in iv)
+
+    @property
+    def count(self) -> int:
+        return sum(len(iv) for iv in self.intervals.values())
+
+
+def _covered(starts: np.ndarray, counts: np.ndarray, s: int, e: int, cpus: int) -> int:
+    """ns of [s, e) during which at least ``cpus`` recorded tasks ran (counts[i] holds from starts[i] on)."""
+    busy = 0
+    i = max(0, int(np.searchsorted(starts, s, side="right")) - 1)
+    while i < len(starts) and starts[i] < e:
+        lo = max(s, int(starts[i]))
+        hi = min(e, int(starts[i + 1])) if i + 1 < len(starts) else e
+        if hi > lo and counts[i] >= cpus:
+            busy += hi - lo
+        i += 1
+    return busy
+
+
+def derive(trace: Trace, tids: list[int], cpus: int) -> Interference:
+    """The recorded tasks' preempted time that no recorded task caused (see the module's docstring)."""
+    if not trace.has("sched_switch") or not tids:
+        return Interference()
+    df = (trace.scan("sched_switch").filter(pl.col("prev_tid").is_in(tids) | pl.col("next_tid").is_in(tids))
+          .select("ts", "prev_tid", "prev_state", "next_tid").sort("ts", maintain_order=True).collect())
+    tidset = set(tids)
+    ts = df["ts"].to_numpy()
+    prev = df["prev_tid"].to_numpy()
+    state = df["prev_state"].to_numpy()
+    nxt = df["next_tid"].to_numpy()
+    # which recorded tasks ran, from each switch on: a task whose first row switches it out ran from the start
+    first_seen: dict[int, bool] = {}  # tid -> its first row switched it out
+    for p, n in zip(prev.tolist(), nxt.tolist(), strict=True):
+        if p in tidset and p not in first_seen:
+            first_seen[p] = True
+        if n in tidset and n not in first_seen:
+            first_seen[n] = False
+    on = {t for t, out_first in first_seen.items() if out_first}
+    counts = np.empty(len(ts), dtype=np.int64)
+    out_at: dict[int, int] = {}  # tid -> when it was preempted, while it waits to run again
+    raw: list[tuple[int, int, int]] = []
+    for i in range(len(ts)):
+        p, n, t = int(prev[i]), int(nxt[i]), int(ts[i])
+        if p in tidset:
+            on.discard(p)
+            if state[i] == 0:
+                out_at[p] = t
+        if n in tidset:
+            on.add(n)
+            s = out_at.pop(n, None)
+            if s is not None and t > s:
+                raw.append((n, s, t))
+        counts[i] = len(on)
+    intervals: dict[int, list[tuple[int, int]]] = {}
+    own = 0
+    for tid, s, e in raw:
+        busy = _covered(ts, counts, s, e, cpus)
+        own += busy
+        if e - s - busy > 0:
+            intervals.setdefault(tid, []).append((s, e - s - busy))
+    return Interference(intervals, preemptions=len(raw), own_ns=own)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The workload with the interference in it, and how it was placed."""
+
+    workload: Workload
+    placed: int
+    moved: int  # intervals that started inside a system call, fault or lock section: placed after it
+    skipped: int  # intervals before the task's first recorded activity or after its last
+
+
+def apply(workload: Workload, interference: Interference, overhead_ns: int) -> Applied:
+    """``workload`` with each task's intervals as ``Block`` ops at their recorded points; each block is
+    ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch)."""
+    threads: list[Thread] = []
+    placed = moved = skipped = 0
+    for th in workload.threads:
+        ivs = sorted(interference.intervals.get(th.tid, ()))
+        at = [op.at_ns for op in th.ops]
+        if not ivs or any(a is None for a in at):
+            threads.append(th)
+            skipped += len(ivs)
+            continue
+        inserts: dict[int, list[tuple[int, int]]] = {}  # op index -> intervals starting in it
+        for s, d in ivs:
+            i = bisect.bisect_right(at, s) - 1
+            if i < 0:
+                skipped += 1
+                continue
+            inserts.setdefault(i, []).append((s, d))
+        ops = []
+        for i, op in enumerate(th.ops):
+            here = inserts.get(i)
+            if not here:
+                ops.append(op)
+                continue
+            if type(op) is Think:
+                done = 0  # work of the Think already placed
+                off = 0  # interference already placed inside it
+                for s, d in here:
+                    k = min(op.ns, max(done, s - op.at_ns - off))
+                    if k > done:
+                        ops.append(Think(k - done, op.at_ns + done + off))
+                    ops.append(Block(max(0, d - overhead_ns), s))
+                    done = k
+                    off += d
+                    placed += 1
+                if op.ns > done:
+                    ops.append(Think(op.ns - done, op.at_ns + done + off))
+            else:
+                ops.append(op)
+                for s, d in here:
+                    ops.append(Block(max(0, d - overhead_ns), s))
+                    placed += 1
+                    moved += 1
+        threads.append(replace(th, ops=ops))
+    meta = dict(workload.meta)
+    meta["interference"] = (f"as recorded: {placed} intervals, {interference.total_ns / 1e6:.1f} ms other jobs held "
+                            f"the recorded tasks off their CPUs ({moved} placed after the operation they fell in)")
+    return Applied(replace(workload, threads=threads, meta=meta), placed, moved, skipped)
