@@ -100,3 +100,13 @@ def test_the_shipped_sample_with_preemptions_by_other_jobs():
     assert inf.preemptions > 0 and inf.count > 0
     out = apply(w, inf, overhead_ns=0)
     assert out.placed + out.skipped == inf.count
+
+
+def test_replay_interference_option(capsys):
+    from replay.cli.main import main
+
+    sample = str(SAMPLES / "mmap1_threads")
+    assert main(["replay", sample, "--compare", "current", "--seeds", "1", "--interference", "--mode", "open"]) == 0
+    assert "other jobs' time on the CPUs replayed as recorded" in capsys.readouterr().out
+    assert main(["replay", sample, "--interference", "--cpus", "1"]) == 2
+    assert "--interference" in capsys.readouterr().err
