@@ -21,22 +21,26 @@ like the recorded work, not a model of the other jobs: it answers "this
 workload on this host as loaded as it was", which is what a replay is compared
 with when its recording is the reference.
 
-Placement: an interval that starts inside a top-level ``Think`` (user time, or
-kernel work outside the modelled operations) splits it at the recorded offset;
-one that starts inside a system call or fault (``Span``) or a top-level lock
-section is placed after it (the engine has no off-CPU point inside them) and
-counted in ``Interference.moved``.
+Placement, by recorded start: an interval that starts inside a ``Think`` splits it
+at the recorded offset; inside a system call or fault (``Span``) or a sleeping
+lock's section (``Critical`` of mmap_lock, i_mmap_rwsem, anon_vma: the task was
+preempted holding it, and the others waited, as they did) it goes into its body
+by the same rule, so the recorded operation's latency holds it as the recorded
+one does; inside a gather or a spinlock's section (no off-CPU point there) it
+goes right after it, counted in ``Applied.moved``.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
 
-from replay.sim.ops import Block, Think, Thread, Workload
+from replay.sim.ops import Block, Critical, Op, Span, Think, Thread, Workload
+from replay.sim.program import SLEEPING_CLASSES
 from replay.trace.reader import Trace
 
 
@@ -122,55 +126,75 @@ class Applied:
 
     workload: Workload
     placed: int
-    moved: int  # intervals that started inside a system call, fault or lock section: placed after it
-    skipped: int  # intervals before the task's first recorded activity or after its last
+    moved: int  # intervals that started inside an op with no off-CPU point (a gather, a spinlock section): after it
+    skipped: int  # intervals of a task whose ops have no recorded start
+
+
+def _place(ops: Sequence[Op], ivs: list[tuple[int, int]], overhead_ns: int, count: list[int]) -> list[Op]:
+    """``ops`` with ``ivs`` (sorted (start, ns)) placed: each in the op it started in, descending into system
+    calls, faults and sleeping locks' sections; after any other op; before the first op if it started
+    earlier. count: [placed, moved]."""
+    at = [op.at_ns if op.at_ns is not None else -1 for op in ops]
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for iv in ivs:
+        groups.setdefault(max(0, bisect.bisect_right(at, iv[0]) - 1), []).append(iv)
+    out: list[Op] = []
+    for i, op in enumerate(ops):
+        here = groups.get(i)
+        if not here:
+            out.append(op)
+            continue
+        if i == 0 and op.at_ns is not None:  # intervals before the first op go first
+            early = [iv for iv in here if iv[0] < op.at_ns]
+            here = [iv for iv in here if iv[0] >= op.at_ns]
+            for st, d in early:
+                out.append(Block(max(0, d - overhead_ns), st))
+                count[0] += 1
+            if not here:
+                out.append(op)
+                continue
+        kind = type(op)
+        if kind is Think and op.at_ns is not None:
+            done = 0  # work of the Think already placed
+            off = 0  # interference already placed inside it
+            for st, d in here:
+                k = min(op.ns, max(done, st - op.at_ns - off))
+                if k > done:
+                    out.append(Think(k - done, op.at_ns + done + off))
+                out.append(Block(max(0, d - overhead_ns), st))
+                done = k
+                off += d
+                count[0] += 1
+            if op.ns > done:
+                out.append(Think(op.ns - done, op.at_ns + done + off))
+        elif kind is Span and op.body:
+            out.append(replace(op, body=tuple(_place(op.body, here, overhead_ns, count))))
+        elif kind is Critical and op.body and op.lock.lock_class in SLEEPING_CLASSES:
+            # a task preempted holding a sleeping lock: the others wait for it, as they did
+            out.append(replace(op, body=tuple(_place(op.body, here, overhead_ns, count))))
+        else:  # no off-CPU point inside (a gather, a spinlock's section, a bodiless op): after it
+            out.append(op)
+            for st, d in here:
+                out.append(Block(max(0, d - overhead_ns), st))
+                count[0] += 1
+                count[1] += 1
+    return out
 
 
 def apply(workload: Workload, interference: Interference, overhead_ns: int) -> Applied:
     """``workload`` with each task's intervals as ``Block`` ops at their recorded points; each block is
     ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch)."""
     threads: list[Thread] = []
-    placed = moved = skipped = 0
+    count = [0, 0]
+    skipped = 0
     for th in workload.threads:
         ivs = sorted(interference.intervals.get(th.tid, ()))
-        at = [op.at_ns for op in th.ops]
-        if not ivs or any(a is None for a in at):
+        if not ivs or any(op.at_ns is None for op in th.ops):
             threads.append(th)
             skipped += len(ivs)
             continue
-        inserts: dict[int, list[tuple[int, int]]] = {}  # op index -> intervals starting in it
-        for s, d in ivs:
-            i = bisect.bisect_right(at, s) - 1
-            if i < 0:
-                skipped += 1
-                continue
-            inserts.setdefault(i, []).append((s, d))
-        ops = []
-        for i, op in enumerate(th.ops):
-            here = inserts.get(i)
-            if not here:
-                ops.append(op)
-                continue
-            if type(op) is Think:
-                done = 0  # work of the Think already placed
-                off = 0  # interference already placed inside it
-                for s, d in here:
-                    k = min(op.ns, max(done, s - op.at_ns - off))
-                    if k > done:
-                        ops.append(Think(k - done, op.at_ns + done + off))
-                    ops.append(Block(max(0, d - overhead_ns), s))
-                    done = k
-                    off += d
-                    placed += 1
-                if op.ns > done:
-                    ops.append(Think(op.ns - done, op.at_ns + done + off))
-            else:
-                ops.append(op)
-                for s, d in here:
-                    ops.append(Block(max(0, d - overhead_ns), s))
-                    placed += 1
-                    moved += 1
-        threads.append(replace(th, ops=ops))
+        threads.append(replace(th, ops=_place(th.ops, ivs, overhead_ns, count)))
+    placed, moved = count
     meta = dict(workload.meta)
     meta["interference"] = (f"as recorded: {placed} intervals, {interference.total_ns / 1e6:.1f} ms other jobs held "
                             f"the recorded tasks off their CPUs ({moved} placed after the operation they fell in)")

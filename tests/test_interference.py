@@ -12,7 +12,7 @@ import pytest
 from replay.interference import Interference, apply, derive
 from replay.policies import resolve
 from replay.sim import Costs, SimConfig, simulate
-from replay.sim.ops import Block, Span, Think
+from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
 from replay.trace import Trace
 from replay.workload import reconstruct
 from tests.tracebuilder import TraceBuilder
@@ -83,14 +83,28 @@ def test_the_interval_is_replayed_off_cpu_at_its_recorded_point(tmp_path, mode):
     assert len(switched_in(interfered)) == len(switched_in(plain)) + 1
 
 
-def test_an_interval_inside_a_system_call_goes_after_it():
-    w_thread_ops = [Think(1_000, 0), Span("munmap", (Think(5_000, 1_000),), 1_000, 5_000), Think(1_000, 6_000)]
-    from replay.sim.ops import Thread, Workload
-
-    w = Workload([Thread(7, 7, w_thread_ops)], cpus=1, contiguous=True)
+def test_an_interval_inside_a_system_call_goes_into_its_body_at_the_recorded_offset():
+    span = Span("munmap", (Think(5_000, 1_000),), 1_000, 5_000)
+    ops = [Think(1_000, 0), span, Think(1_000, 6_000)]
+    w = Workload([Thread(7, 7, ops)], cpus=1, contiguous=True)
     out = apply(w, Interference({7: [(3_000, 20_000)]}), overhead_ns=2_000)
-    assert out.moved == 1
-    assert out.workload.threads[0].ops == [w_thread_ops[0], w_thread_ops[1], Block(18_000, 3_000), w_thread_ops[2]]
+    assert (out.placed, out.moved) == (1, 0)
+    body = (Think(2_000, 1_000), Block(18_000, 3_000), Think(3_000, 23_000))
+    assert out.workload.threads[0].ops == [ops[0], replace(span, body=body), ops[2]]
+
+
+def test_preempted_holding_mmap_lock_the_block_is_under_the_lock_but_never_under_a_spinlock():
+    under = Critical(LockRef("mmap_lock", 1), "write", 100, (Think(4_000, 1_100),), 1_000)
+    spin = Critical(LockRef("page_table_lock", 2), "write", 100, (Think(4_000, 10_000),), 9_900)
+    gather = Gather(16, at_ns=20_000)
+    ops = [Think(1_000, 0), under, Think(1_000, 9_000), spin, Think(1_000, 19_000), gather, Think(10, 30_000)]
+    w = Workload([Thread(7, 7, ops)], cpus=1, contiguous=True)
+    out = apply(w, Interference({7: [(2_000, 5_000), (11_000, 5_000), (25_000, 5_000)]}), overhead_ns=0)
+    assert (out.placed, out.moved) == (3, 2)
+    got = out.workload.threads[0].ops
+    assert got[1].body == (Think(900, 1_100), Block(5_000, 2_000), Think(3_100, 7_000))
+    assert got[3] == spin and got[4] == Block(5_000, 11_000)
+    assert got[6] == gather and got[7] == Block(5_000, 25_000)
 
 
 def test_the_shipped_sample_with_preemptions_by_other_jobs():
