@@ -169,9 +169,15 @@ def _place(ops: Sequence[Op], ivs: list[tuple[int, int]], overhead_ns: int, coun
                 out.append(Think(op.ns - done, op.at_ns + done + off))
         elif kind is Span and op.body:
             out.append(replace(op, body=tuple(_place(op.body, here, overhead_ns, count))))
-        elif kind is Critical and op.body and op.lock.lock_class in SLEEPING_CLASSES:
-            # a task preempted holding a sleeping lock: the others wait for it, as they did
-            out.append(replace(op, body=tuple(_place(op.body, here, overhead_ns, count))))
+        elif kind is Critical and op.lock.lock_class in SLEEPING_CLASSES:
+            # a task preempted holding a sleeping lock: the others wait for it, as they did (a section with no
+            # nested op gets it before its hold time: the offset inside a hold is not recorded)
+            if op.body:
+                body = _place(op.body, here, overhead_ns, count)
+            else:
+                body = [Block(max(0, d - overhead_ns), st) for st, d in here]
+                count[0] += len(here)
+            out.append(replace(op, body=tuple(body)))
         else:  # no off-CPU point inside (a gather, a spinlock's section, a bodiless op): after it
             out.append(op)
             for st, d in here:

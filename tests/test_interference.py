@@ -124,3 +124,12 @@ def test_replay_interference_option(capsys):
     assert "other jobs' time on the CPUs replayed as recorded" in capsys.readouterr().out
     assert main(["replay", sample, "--interference", "--cpus", "1"]) == 2
     assert "--interference" in capsys.readouterr().err
+
+
+def test_preempted_inside_a_hold_with_no_nested_op_the_block_is_under_the_lock():
+    crit = Critical(LockRef("mmap_lock", 1), "write", 3_000, (), 1_000)
+    ops = [Think(1_000, 0), Span("mmap", (crit,), 1_000, 3_000), Think(1_000, 9_000)]
+    out = apply(Workload([Thread(7, 7, ops)], cpus=1, contiguous=True),
+                Interference({7: [(2_000, 5_000)]}), overhead_ns=0)
+    assert (out.placed, out.moved) == (1, 0)
+    assert out.workload.threads[0].ops[1].body == (replace(crit, body=(Block(5_000, 2_000),)),)
