@@ -57,7 +57,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="closed: think time after each op's simulated end (default); open: recorded start times")
     p.add_argument("--costs", metavar="FILE", help="cost constants (TOML or JSON), see replay/sim/costs.py")
     p.add_argument("--calibrate", action="store_true",
-                   help="replace the costs the trace measures (wake-up latency, page free/zap) with its figures")
+                   help="replace the costs the trace measures (wake-up latency, page free/zap, lock hand-off, the "
+                        "tracer's own time in each mmap_lock wait) with its figures")
+    p.add_argument("--interference", action="store_true",
+                   help="replay the time other jobs held the recorded tasks off their CPUs, at the recorded points "
+                        "(the recorded host's load; with the recorded tasks and CPUs only)")
     p.add_argument("--perturb", metavar="CV", default="0",
                    help="seeded lognormal noise on think and hold times, as a coefficient of variation "
                         "(default 0: seeds differ only in wake-up jitter and probe timing)")
@@ -197,6 +201,8 @@ def workload_notes(workload: Any) -> list[str]:
         measured = sum(1 for op in _ops(workload) if isinstance(op, Span) and op.kind == "fault")
         notes.append(f"{unmeasured:,} faults have no measured end (per-VMA lock; tier 1 has no fault-exit event): "
                      f"their time is replayed as think time; fault latency covers the {measured:,} measured ones")
+    if workload.meta.get("interference"):  # --interference (replay/interference.py)
+        notes.append(f"other jobs' time on the CPUs replayed {workload.meta['interference']}")
     return notes
 
 
@@ -239,6 +245,14 @@ def run(args: argparse.Namespace) -> int:
     workload = scale_tasks(recon, opts.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
+    if args.interference:
+        if opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus:
+            raise UsageError("--interference replays the recorded host's load on the recorded tasks: it needs the "
+                             "recorded CPUs and tasks (no --cpus or --scale-tasks)")
+        from replay.interference import apply, derive
+
+        inf = derive(trace, [t.tid for t in workload.threads], workload.cpus)
+        workload = apply(workload, inf, costs.wakeup_ns + costs.wake_jitter_ns + costs.context_switch_ns).workload
     notes = check_tables(trace, sets, workload) + workload_notes(workload)
     if "as-recorded" in opts.sets and (opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus):
         notes.append("as-recorded replays the recorded waits verbatim: with other CPUs or tasks than recorded "

@@ -77,6 +77,7 @@ class Params(ctypes.Structure):
         ("tid", _P64), ("mm", _P64), ("start_ns", _P64),
         ("probe_at", _P64),
         ("mt", ctypes.POINTER(ctypes.c_uint32)),
+        ("lock_tracer", _P64),  # issue #16: engine.py's lock_tracer
     ]
 
 
@@ -183,6 +184,8 @@ class CEngine:
             "start_ns": np.array([t.start_ns for t in threads] or [0], dtype=np.int64),
             "probe_at": probe_at,
             "mt": np.array(state, dtype=np.uint32),
+            "lock_tracer": np.array([c.mmap_lock_tracer_ns if lk.lock_class == "mmap_lock"
+                                     and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
         }
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
         if unknown:
@@ -206,7 +209,7 @@ class CEngine:
         for i, q in enumerate(PROBE_CAUSE_OF):
             p.probe_cause_of[i] = q
         for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost", "tid",
-                     "mm", "start_ns", "probe_at"):
+                     "mm", "start_ns", "probe_at", "lock_tracer"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

@@ -43,6 +43,12 @@ class Costs:
     #: rwsem: RWSEM_WAIT_TIMEOUT = DIV_ROUND_UP(HZ, 250) jiffies = 4 ms (kernel/locking/rwsem.c).
     rwsem_handoff_after_ns: int = 4_000_000
 
+    #: the tier-1 tracer's own time at an mmap_lock acquisition (mmap_lock_start_locking ->
+    #: mmap_lock_acquire_returned, its BPF program and the fast path), which every recorded mmap_lock wait
+    #: contains: replayed as CPU time before each attempt, counted in the wait, min(the acquisition's
+    #: recorded wait, this) (docs/VALIDATION.md §e). 0: an untraced kernel; --calibrate measures it.
+    mmap_lock_tracer_ns: int = 0
+
     # --- scheduling: lmbench / perf bench sched pipe
     context_switch_ns: int = 1_700  #: context switch (lmbench lat_ctx, 2 processes, small footprint)
     #: wake-up to runnable; with a 1.7 us switch a pipe round trip (2 wakes + 2 switches) is 3.7 us,

@@ -62,6 +62,8 @@ struct mmr_params {
 	const i64 *tid, *mm, *start_ns;
 	const i64 *probe_at; /* first probe timer per CPU */
 	const uint32_t *mt;  /* Python's random state: 624 words and the index */
+	/* issue #16: per lock, the tracer's time replayed at an acquisition (engine.py lock_tracer), 0: none */
+	const i64 *lock_tracer;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -181,6 +183,7 @@ typedef struct {
 	int slept, granted, retrying;
 	i64 recorded_wait;
 	int waiting_lock; /* -1: none */
+	i64 traced_at;    /* issue #16: start of the tracer's time at the acquisition under way, -1: none */
 	SpanRec *spans;
 	i64 nspans, capspans;
 	i64 g_pending, g_cap, g_pt;
@@ -1181,6 +1184,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 							if (percpu)
 								poff_dec(e, th, now);
 						}
+					} else if (op == ACQ) { /* the tracer's time before the attempt is over: attempt */
+						continue;
 					}
 					th->pc++;
 					th->fresh = 1;
@@ -1214,6 +1219,12 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				} else {
 					pre = full && th->pcount == 0;
 				}
+			} else if (op == ACQ && th->fresh && p->lock_tracer[ins[1]] && ins[3] && !th->granted) {
+				/* issue #16: the tracer's time at this acquisition first (not preemptible: a BPF program) */
+				th->fresh = 0;
+				th->traced_at = now + th->debt;
+				d = th->rem = ins[3] < p->lock_tracer[ins[1]] ? ins[3] : p->lock_tracer[ins[1]];
+				pre = 0;
 			} else if (op == ACQ) {
 				int lid = (int)ins[1];
 				if (!th->granted) {
@@ -1241,7 +1252,13 @@ int mmr_engine_run(Engine *e, i64 report_every)
 							}
 							th->pcount++;
 						}
-						held_push(e, th, lid, now, 0, (int)ins[4]);
+						if (th->traced_at >= 0) {
+							held_push(e, th, lid, now, now - th->traced_at, (int)ins[4]);
+							th->traced_at = -1;
+							th->fresh = 1;
+						} else {
+							held_push(e, th, lid, now, 0, (int)ins[4]);
+						}
 						th->debt += p->lock_cost[lid];
 						th->pc = pc + 1;
 						continue;
@@ -1258,6 +1275,11 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				if (r) {
 					r[0] = th->wait_start; r[1] = wait; r[2] = c; r[3] = th->tid; r[4] = lid;
 					r[5] = ins[2]; r[6] = th->spun; r[7] = th->slept;
+				}
+				if (th->traced_at >= 0) { /* the hold's wait counts the tracer's time before the attempt */
+					wait = now - th->traced_at;
+					th->traced_at = -1;
+					th->fresh = 1;
 				}
 				held_push(e, th, lid, now, wait, (int)ins[4]);
 				th->debt += p->lock_cost[lid];
@@ -1571,6 +1593,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 		th->fresh = 1;
 		th->poff_class = -1;
 		th->waiting_lock = -1;
+		th->traced_at = -1;
 		if (i == 0 || p->start_ns[i] < t0)
 			t0 = p->start_ns[i];
 	}

@@ -100,7 +100,7 @@ class SimThread:
         "pcount", "poff_start", "poff_cause", "poff_class",
         # locks held and the acquisition under way
         "held", "wait_start", "spin_start", "spins", "spun", "slept", "granted", "retrying", "recorded_wait",
-        "waiting_lock",
+        "waiting_lock", "traced_at",
         # open spans and the gather under way
         "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
         "slice_start", "runnable_at",
@@ -138,6 +138,7 @@ class SimThread:
         self.retrying = False
         self.recorded_wait = 0
         self.waiting_lock = None
+        self.traced_at = -1  # start of the tracer's time at the acquisition under way (issue #16), -1: none
         self.spans: list[tuple[int, int]] = []
         self.g_pending = 0
         self.g_cap = 0
@@ -196,6 +197,12 @@ class Engine:
         self.lock_info = program.locks
         self.lock_cost = [costs.spin_lock_unlock_ns if isinstance(lk, SpinLock)
                           else (0 if isinstance(lk, Recorded) else costs.cas_ns) for lk in self.locks]
+        # issue #16: the tier-1 tracer's own time at each mmap_lock acquisition (start_locking ->
+        # acquire_returned), replayed as CPU work before the attempt and counted in the acquisition's wait,
+        # as the recorded waits count it: min(recorded wait, costs.mmap_lock_tracer_ns) per acquisition.
+        # 0 (the default): an untraced kernel. as-recorded replays the whole recorded wait already.
+        self.lock_tracer = [costs.mmap_lock_tracer_ns if info.lock_class == "mmap_lock" and not isinstance(lk, Recorded)
+                            else 0 for info, lk in zip(program.locks, self.locks, strict=True)]
         self.kinds = program.kinds
         # CPUs
         self.cur: list[SimThread | None] = [None] * cpus
@@ -576,6 +583,7 @@ class Engine:
         probe_pending = self.probe_pending
         locks = self.locks
         lock_cost = self.lock_cost
+        lock_tracer = self.lock_tracer
         rows_sched = self.rows_sched
         rows_holds = self.rows_holds
         rows_poff = self.rows_poff
@@ -673,6 +681,8 @@ class Engine:
                                 th.g_pending = 0
                                 if percpu:
                                     self.poff_dec(th, now)
+                        elif op == ACQ:  # the tracer's time before the attempt is over (issue #16): attempt
+                            continue
                         th.pc += 1
                         th.fresh = True
                 pc = th.pc
@@ -701,6 +711,12 @@ class Engine:
                                 d = cut
                     else:
                         pre = full and th.pcount == 0
+                elif op == ACQ and th.fresh and lock_tracer[ins[1]] and ins[3] and not th.granted:
+                    # issue #16: the tracer's time at this acquisition first (not preemptible: a BPF program)
+                    th.fresh = False
+                    th.traced_at = now + th.debt
+                    d = th.rem = min(ins[3], lock_tracer[ins[1]])
+                    pre = False
                 elif op == ACQ:
                     lid = ins[1]
                     if not th.granted:
@@ -732,7 +748,12 @@ class Engine:
                                     th.poff_cause = P_SPINLOCK
                                     th.poff_class = lock_cls[lid]
                                 th.pcount += 1
-                            th.held.append((lid, now, 0, len(th.held), ins[4]))
+                            if th.traced_at >= 0:
+                                th.held.append((lid, now, now - th.traced_at, len(th.held), ins[4]))
+                                th.traced_at = -1
+                                th.fresh = True
+                            else:
+                                th.held.append((lid, now, 0, len(th.held), ins[4]))
                             th.debt += lock_cost[lid]
                             th.pc = pc + 1
                             continue
@@ -751,6 +772,10 @@ class Engine:
                     nwait[k] = nw - 1
                     contended[k] = True
                     self.rows_waits.append((th.wait_start, wait, c, th.tid, lid, ins[2], th.spun, th.slept))
+                    if th.traced_at >= 0:  # the hold's wait counts the tracer's time before the attempt
+                        wait = now - th.traced_at
+                        th.traced_at = -1
+                        th.fresh = True
                     th.held.append((lid, now, wait, len(th.held), ins[4]))
                     th.debt += lock_cost[lid]
                     th.pc = pc + 1

@@ -1,0 +1,135 @@
+"""As-recorded interference (replay/interference.py): the time other jobs held the recorded tasks off their
+CPUs comes back in the replay at the recorded point, for the recorded time; the time the tasks' own
+workload explains (every CPU ran a recorded task) is left to the simulator's scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from replay.interference import Interference, apply, derive
+from replay.policies import resolve
+from replay.sim import Costs, SimConfig, simulate
+from replay.sim.ops import Block, Critical, Gather, LockRef, Span, Think, Thread, Workload
+from replay.trace import Trace
+from replay.workload import reconstruct
+from tests.tracebuilder import TraceBuilder
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_traces"
+
+
+def _trace(path, cpus: int, other_runs: bool):
+    b = TraceBuilder(cpus=cpus)
+    a = b.thread(100, comm="worker", cpu=0)
+    if other_runs:  # a second recorded task switched in on the other CPU and running throughout
+        o = b.thread(101, comm="worker", cpu=0)
+        o.sleep(1)
+    for _ in range(3):
+        a.run(10_000)
+        with a.syscall("mmap"), a.mmap_lock("write"):
+            a.run(2_000)
+    a.run(10_000)
+    a.preempted(50_000)
+    a.run(10_000)
+    with a.syscall("munmap"), a.mmap_lock("write"):
+        a.run(3_000)
+    a.run(1_000)
+    if other_runs:
+        o.run(a.now - o.now)
+        with o.syscall("mmap"), o.mmap_lock("write"):
+            o.run(2_000)
+    return Trace.open(b.write(path))
+
+
+def test_a_preemption_by_another_job_is_an_interval_of_its_recorded_length(tmp_path):
+    trace = _trace(tmp_path / "t", cpus=2, other_runs=False)
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    assert inf.preemptions == 1 and inf.own_ns == 0
+    [(start, ns)] = inf.intervals[100]
+    assert ns == 50_000
+
+
+def test_a_wait_behind_the_recorded_tasks_themselves_is_left_to_the_scheduler(tmp_path):
+    trace = _trace(tmp_path / "t", cpus=1, other_runs=True)  # one CPU, the other recorded task on it
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    assert 100 not in inf.intervals
+    assert inf.own_ns == 50_000
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_the_interval_is_replayed_off_cpu_at_its_recorded_point(tmp_path, mode):
+    trace = _trace(tmp_path / "t", cpus=2, other_runs=False)
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    out = apply(w, inf, overhead_ns=0)
+    assert (out.placed, out.moved, out.skipped) == (1, 0, 0)
+    [th] = [t for t in out.workload.threads if t.tid == 100]
+    kinds = [type(op).__name__ for op in th.ops]
+    i = kinds.index("Block")
+    assert th.ops[i] == Block(50_000, inf.intervals[100][0][0])
+    assert type(th.ops[i - 1]) is Think and isinstance(th.ops[i + 1], (Think, Span))
+    # the work is unchanged: the Think it fell in was split, not shortened
+    work = lambda t: sum(op.ns for op in t.ops if type(op) is Think)  # noqa: E731
+    assert work(th) == work(next(t for t in w.threads if t.tid == 100))
+    cfg = SimConfig(cpus=2, policy=resolve("current"), preempt="none", probe=False, mode=mode,
+                    costs=replace(Costs.zero(), cas_ns=0))
+    plain, interfered = simulate(w, cfg), simulate(out.workload, cfg)
+    assert interfered.metrics["makespan_ns"] - plain.metrics["makespan_ns"] == (50_000 if mode == "closed" else 0)
+    switched_in = lambda r: [row for row in r.tables["sim_sched"].to_pylist() if row["next_tid"] == 100]  # noqa: E731
+    assert len(switched_in(interfered)) == len(switched_in(plain)) + 1
+
+
+def test_an_interval_inside_a_system_call_goes_into_its_body_at_the_recorded_offset():
+    span = Span("munmap", (Think(5_000, 1_000),), 1_000, 5_000)
+    ops = [Think(1_000, 0), span, Think(1_000, 6_000)]
+    w = Workload([Thread(7, 7, ops)], cpus=1, contiguous=True)
+    out = apply(w, Interference({7: [(3_000, 20_000)]}), overhead_ns=2_000)
+    assert (out.placed, out.moved) == (1, 0)
+    body = (Think(2_000, 1_000), Block(18_000, 3_000), Think(3_000, 23_000))
+    assert out.workload.threads[0].ops == [ops[0], replace(span, body=body), ops[2]]
+
+
+def test_preempted_holding_mmap_lock_the_block_is_under_the_lock_but_never_under_a_spinlock():
+    under = Critical(LockRef("mmap_lock", 1), "write", 100, (Think(4_000, 1_100),), 1_000)
+    spin = Critical(LockRef("page_table_lock", 2), "write", 100, (Think(4_000, 10_000),), 9_900)
+    gather = Gather(16, at_ns=20_000)
+    ops = [Think(1_000, 0), under, Think(1_000, 9_000), spin, Think(1_000, 19_000), gather, Think(10, 30_000)]
+    w = Workload([Thread(7, 7, ops)], cpus=1, contiguous=True)
+    out = apply(w, Interference({7: [(2_000, 5_000), (11_000, 5_000), (25_000, 5_000)]}), overhead_ns=0)
+    assert (out.placed, out.moved) == (3, 2)
+    got = out.workload.threads[0].ops
+    assert got[1].body == (Think(900, 1_100), Block(5_000, 2_000), Think(3_100, 7_000))
+    assert got[3] == spin and got[4] == Block(5_000, 11_000)
+    assert got[6] == gather and got[7] == Block(5_000, 25_000)
+
+
+def test_the_shipped_sample_with_preemptions_by_other_jobs():
+    trace = Trace.open(SAMPLES / "mmap1_threads")
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    assert inf.preemptions > 0 and inf.count > 0
+    out = apply(w, inf, overhead_ns=0)
+    assert out.placed + out.skipped == inf.count
+
+
+def test_replay_interference_option(capsys):
+    from replay.cli.main import main
+
+    sample = str(SAMPLES / "mmap1_threads")
+    assert main(["replay", sample, "--compare", "current", "--seeds", "1", "--interference", "--mode", "open"]) == 0
+    assert "other jobs' time on the CPUs replayed as recorded" in capsys.readouterr().out
+    assert main(["replay", sample, "--interference", "--cpus", "1"]) == 2
+    assert "--interference" in capsys.readouterr().err
+
+
+def test_preempted_inside_a_hold_with_no_nested_op_the_block_is_under_the_lock():
+    crit = Critical(LockRef("mmap_lock", 1), "write", 3_000, (), 1_000)
+    ops = [Think(1_000, 0), Span("mmap", (crit,), 1_000, 3_000), Think(1_000, 9_000)]
+    out = apply(Workload([Thread(7, 7, ops)], cpus=1, contiguous=True),
+                Interference({7: [(2_000, 5_000)]}), overhead_ns=0)
+    assert (out.placed, out.moved) == (1, 0)
+    assert out.workload.threads[0].ops[1].body == (replace(crit, body=(Block(5_000, 2_000),)),)
