@@ -113,7 +113,7 @@ def mean_ci(xs: list[float]) -> tuple[float, float, float]:
     if len(xs) < 2:
         return m, m, m
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-    h = t_quantile(len(xs) - 1) * sd / math.sqrt(len(xs))
+    h = t_quantile(0.975, len(xs) - 1) * sd / math.sqrt(len(xs))
     return m, m - h, m + h
 
 
@@ -160,10 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--programs", nargs="*", default=list(PATTERN), choices=list(PATTERN))
     ap.add_argument("--seconds", type=float, default=0.002, help="synthetic trace length per task (default 2 ms)")
     ap.add_argument("--costs", default=None, help="a costs file (Costs.load) instead of the defaults")
+    ap.add_argument("--set", action="append", default=[], metavar="COST=VALUE",
+                    help="override one cost (e.g. lock_data_lines=3); repeatable")
+    ap.add_argument("--out", default=str(OUT), help="JSON output (default benchmarks/out/published_2011.json)")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
     costs = Costs.load(args.costs) if args.costs else Costs()
     costs = replace(costs, cpus_per_socket=CPUS_PER_SOCKET)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kind = type(getattr(costs, name))
+        costs = replace(costs, **{name: kind(float(value)) if kind is int else kind(value)})
     seeds = list(range(args.seeds))
     rows = [r for r in PUBLISHED if r.program in args.programs and (args.tasks is None or r.tasks in args.tasks)]
     results = []
@@ -177,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         subject, msgid = SOURCES[prog]
         print(f"\n{prog} (model: synth {PATTERN[prog]}): \"{subject}\", Peter Zijlstra, 21 Apr 2011, {msgid}, "
               f"{ARCHIVE}")
+    changed = {f: getattr(costs, f) for f in costs.__dataclass_fields__ if getattr(costs, f) != getattr(Costs(), f)}
     print(f"\n24 CPUs in 2 sockets, {args.seconds * 1e3:g} ms per task synthesized, seeds 0..{len(seeds) - 1} "
-          "(mean [95% CI]); ratio = 3.0 (mutex) / 2.6.39 (spinlock); error = model / published − 1\n")
+          f"(mean [95% CI]); ratio = 3.0 (mutex) / 2.6.39 (spinlock); error = model / published − 1; costs "
+          f"other than the defaults: {changed}\n")
     print("| program | tasks | published real ×10 (spin → mutex) | published real ratio | model makespan ratio "
           "| error | published sys ratio | model CPU ratio | error | switches 2.6.39 → 3.0 | verdict (real, sys) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -194,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         doc.append({"program": row.program, "tasks": row.tasks, "published_real_ratio": row.real_ratio,
                     "published_sys_ratio": row.sys_ratio, "model_real_ratio": r, "model_sys_ratio": s,
                     "real_error": er, "sys_error": es, "switches": m["switches"], "verdict": v})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"seeds": seeds, "seconds": args.seconds, "costs": costs.__dict__, "rows": doc},
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"seeds": seeds, "seconds": args.seconds, "costs": costs.__dict__, "rows": doc},
                               indent=1, default=str) + "\n")
     return 0
 
