@@ -371,3 +371,60 @@ def test_fit_measures_the_take_all_chain_costs_from_tier2_holds(tmp_path):
     assert {"take_all:step", "take_all:drop", "take_all:register", "hold:mmap_lock:take_all"} <= set(fitted.fitted)
     assert any("30 mm_take_all_locks chains of 64 nested locks" in n for n in report.notes)
     assert "hold:mmap_lock:fork" not in fitted.fitted  # the take-all write holds are not fork's
+
+
+def _tier1_take_all_trace(tmp_path, files: int, command_prefix=()):
+    """A take-all-locks recording as tier 1 sees it: the synthesized trace without the nested i_mmap/anon_vma
+    holds, with the recorded program's command line in the manifest."""
+    full = synth(tmp_path / f"full-{files}", "take-all-locks", tasks=1, seconds=0.03, files=files)
+    tables = {name: full.arrow(name) for name in full.tables}
+    tables["lock_holds"] = full.read("lock_holds").filter(pl.col("lock_class") == "mmap_lock")
+    out = tmp_path / f"tier1-{files}"
+    write_trace(out, tables, source="recorded",
+                command=[*command_prefix, "/root/.cache/mmreplay/workloads/take_all_locks", "-t", "1", "-n",
+                         str(files)])
+    return Trace.open(out)
+
+
+def test_tier1_take_all_recordings_at_several_chain_lengths_fit_the_cost_per_nested_lock(tmp_path):
+    """Issue #16 item 4: from tier 1 (no nested holds) the per-lock cost is the slope of the locker's mmap_lock
+    write hold over the chain length, and synth with it reproduces the hold at a length it was not fitted on."""
+    model = Model()
+    per_lock = model["take_all:step"].mean + model["take_all:drop"].mean
+    traces = [_tier1_take_all_trace(tmp_path, f) for f in (32, 64, 128)]
+    fitted, report = fit_model(traces[0], more=tuple(traces[1:]))
+    assert {"take_all:step", "take_all:drop"} <= set(fitted.fitted)
+    got = fitted["take_all:step"].mean + fitted["take_all:drop"].mean
+    assert got == pytest.approx(per_lock, rel=0.05)
+    assert fitted["take_all:step"].mean / got == pytest.approx(2 / 3, rel=0.05)  # the defaults' split
+    assert any("per nested lock" in line for line in report.lines())
+    assert not any("take_all" in k for k in report.kept)
+    # out of sample: 2 x 256 nested locks
+    truth = _tier1_take_all_trace(tmp_path, 256)
+    out = tmp_path / "refit"
+    synthesize("take-all-locks", out, tasks=1, cpus=1, seconds=0.03, files=256, model=fitted)
+
+    def locker_p50(trace):
+        h = trace.read("lock_holds").filter((pl.col("lock_class") == "mmap_lock") & (pl.col("mode") == "write"))
+        return float(h.filter(pl.col("dur") > 10_000)["dur"].median())
+
+    assert locker_p50(Trace.open(out)) == pytest.approx(locker_p50(truth), rel=0.10)
+
+
+def test_take_all_chain_length_comes_from_the_recorded_take_all_locks_command(tmp_path):
+    from replay.synth.fit import take_all_chain_length
+
+    assert take_all_chain_length(_tier1_take_all_trace(tmp_path, 40, ("perf", "stat", "--"))) == 80
+    other = synth(tmp_path, "mmap-file", tasks=1)
+    assert take_all_chain_length(other) is None
+    fitted, _ = fit_model(other)
+    assert "take_all:step" not in fitted.fitted
+
+
+def test_one_tier1_take_all_recording_fits_the_slope_over_the_default_fixed_part(tmp_path):
+    model = Model()
+    fitted, report = fit_model(_tier1_take_all_trace(tmp_path, 128))
+    assert fitted["take_all:step"].mean + fitted["take_all:drop"].mean == pytest.approx(
+        model["take_all:step"].mean + model["take_all:drop"].mean, rel=0.15)
+    assert "hold:mmap_lock:take_all" not in fitted.fitted and "take_all:register" not in fitted.fitted
+    assert any("default fixed part" in line for line in report.lines())

@@ -37,8 +37,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--cpus", default=None, help="CPUs of the modelled host, host.cpus in the manifest (default: tasks)")
     p.add_argument("--seconds", default="1.0", help="length of the trace (default 1.0)")
     p.add_argument("--seed", default="0", help="random seed; the same seed gives identical files (default 0)")
-    p.add_argument("--fit", metavar="TRACE",
-                   help="fit hold, syscall and think-time distributions from a recorded trace")
+    p.add_argument("--fit", metavar="TRACE", action="append",
+                   help="fit hold, syscall and think-time distributions from a recorded trace; repeat it with "
+                   "take-all-locks recordings at other -n to fit mm_take_all_locks' cost per nested lock "
+                   "(the first trace fits everything else)")
     p.add_argument("--fit-kind", default="lognormal", help="what --fit fits: 'lognormal' or 'empirical' "
                    "(the samples' quantiles, for multi-modal holds) (default lognormal)")
     p.add_argument("--region", default=None, help="bytes mapped per iteration by page_fault*, mmap*, tlb_flush*, "
@@ -115,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     model = Model()
     fit_lines: list[str] = []
     if args.fit:
-        model, report = fit_model(Trace.open(args.fit), kind=args.fit_kind)
+        first, *more = [Trace.open(path) for path in args.fit]
+        model, report = fit_model(first, kind=args.fit_kind, more=tuple(more))
         fit_lines = report.lines()
     result = synthesize(
         args.name, args.output, tasks=tasks, cpus=cpus, seconds=seconds, seed=seed, model=model,

@@ -72,7 +72,7 @@ class Params(ctypes.Structure):
         ("start", _P64),
         ("floats", _PF64),
         ("lock_kind", _P64), ("lock_handoff", _P64), ("lock_sleeping", _P64), ("lock_cls", _P64),
-        ("lock_cost", _P64),
+        ("lock_cost", _P64), ("lock_lines", _P64),
         ("lock_per_waiter", _PF64),
         ("tid", _P64), ("mm", _P64), ("start_ns", _P64),
         ("probe_at", _P64),
@@ -177,6 +177,8 @@ class CEngine:
             "lock_cost": np.array([c.spin_lock_unlock_ns if lk.policy in ("spinlock", "qspinlock")
                                    else 0 if lk.policy == "as-recorded" else c.cas_ns for lk in locks] or [0],
                                   dtype=np.int64),
+            "lock_lines": np.array([0 if lk.policy == "as-recorded" else c.lock_data_lines for lk in locks] or [0],
+                                   dtype=np.int64),
             "lock_per_waiter": np.array([per_waiter.get(lk.policy, 0.0) for lk in locks] or [0.0],
                                         dtype=np.float64),
             "tid": np.array([t.tid for t in threads] or [0], dtype=np.int64),
@@ -208,8 +210,8 @@ class CEngine:
         )
         for i, q in enumerate(PROBE_CAUSE_OF):
             p.probe_cause_of[i] = q
-        for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost", "tid",
-                     "mm", "start_ns", "probe_at", "lock_tracer"):
+        for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost",
+                     "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

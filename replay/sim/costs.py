@@ -29,6 +29,13 @@ class Costs:
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
     #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
     cpus_per_socket: int = 0
+    #: cache lines of protected data a critical section touches that the previous owner wrote:
+    #: when a lock is taken on another CPU than its last owner's, they follow it, and the new
+    #: owner pays this many line transfers (line_transfer_remote_ns from another socket) on top
+    #: of its hold. 0 = not modelled (the hold costs what was recorded or synthesized, which on
+    #: one CPU or uncontended already has the data in cache). Simulated locks only, not
+    #: as-recorded. docs/SIMULATOR.md, docs/VALIDATION.md §h.
+    lock_data_lines: int = 0
     #: ticket lock hand-off: each waiter re-reads the line after a release, serialized at the
     #: directory; the next owner is on average half-way, so hand-off = line_transfer * (1 + (k-1)/2)
     #: for k waiters (Boyd-Wickizer et al., "Non-scalable locks are dangerous", OLS 2012).

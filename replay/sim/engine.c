@@ -57,7 +57,7 @@ struct mmr_params {
 	const uint8_t *points;
 	const i64 *start;
 	const double *floats;
-	const i64 *lock_kind, *lock_handoff, *lock_sleeping, *lock_cls, *lock_cost;
+	const i64 *lock_kind, *lock_handoff, *lock_sleeping, *lock_cls, *lock_cost, *lock_lines;
 	const double *lock_per_waiter;
 	const i64 *tid, *mm, *start_ns;
 	const i64 *probe_at; /* first probe timer per CPU */
@@ -201,6 +201,7 @@ typedef struct {
 	int nonspinnable; /* RWSEM_NONSPINNABLE */
 	int woken;       /* -1 none */
 	i64 wait_lock_free; /* mutex-classic: when the waking unlocker lets wait_lock go */
+	i64 last_cpu;       /* CPU of the last owner, -1 none yet (Engine.lock_cpu) */
 	Deque q;         /* spinlock queue; mutex / rwsem optimistic spinners */
 	Deque sleepers;  /* thread indices; rwsem: idx * 2 + write */
 } Lock;
@@ -522,6 +523,19 @@ static void spin_to_sleep(Engine *e, Thread *th, i64 now)
 	th->state = SLEEP;
 	th->slept = 1;
 	leave_cpu(e, th, now, e->p.r_sleep_lock);
+}
+
+/* Engine.migrate: lock lid's data follows it to CPU c, its new owner's */
+static i64 migrate(Engine *e, int lid, int c)
+{
+	Lock *lk = &e->locks[lid];
+	i64 prev = lk->last_cpu;
+	lk->last_cpu = c;
+	if (prev < 0 || prev == c)
+		return 0;
+	i64 per = e->p.cpus_per_socket;
+	i64 line = (per && prev / per != c / per) ? e->p.line_remote : e->p.line;
+	return e->p.lock_lines[lid] * line;
 }
 
 static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, double scale)
@@ -1260,6 +1274,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 							held_push(e, th, lid, now, 0, (int)ins[4]);
 						}
 						th->debt += p->lock_cost[lid];
+						if (p->lock_lines[lid])
+							th->debt += migrate(e, lid, c);
 						th->pc = pc + 1;
 						continue;
 					}
@@ -1283,6 +1299,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				}
 				held_push(e, th, lid, now, wait, (int)ins[4]);
 				th->debt += p->lock_cost[lid];
+				if (p->lock_lines[lid])
+					th->debt += migrate(e, lid, c);
 				th->pc = pc + 1;
 				continue;
 			} else if (op == REL) {
@@ -1570,6 +1588,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 		lk->handoff_after = p->lock_handoff[i];
 		lk->owner = -1;
 		lk->woken = -1;
+		lk->last_cpu = -1;
 	}
 	for (int c = 0; c < cpus; c++) {
 		e->cur[c] = -1;

@@ -203,6 +203,9 @@ class Engine:
         # 0 (the default): an untraced kernel. as-recorded replays the whole recorded wait already.
         self.lock_tracer = [costs.mmap_lock_tracer_ns if info.lock_class == "mmap_lock" and not isinstance(lk, Recorded)
                             else 0 for info, lk in zip(program.locks, self.locks, strict=True)]
+        #: lines of protected data that follow each lock to a new owner's CPU (Costs.lock_data_lines)
+        self.lock_lines = [0 if isinstance(lk, Recorded) else costs.lock_data_lines for lk in self.locks]
+        self.lock_cpu = [-1] * len(self.locks)  # CPU of each lock's last owner, -1 none yet
         self.kinds = program.kinds
         # CPUs
         self.cur: list[SimThread | None] = [None] * cpus
@@ -386,6 +389,18 @@ class Engine:
         at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
+
+    def migrate(self, lid: int, c: int) -> int:
+        """The data of lock ``lid`` moves to CPU ``c``, its new owner's: ``lock_data_lines`` line
+        transfers (cross-socket ones when the last owner's CPU is on another socket) if the last
+        owner ran elsewhere, else nothing."""
+        prev = self.lock_cpu[lid]
+        self.lock_cpu[lid] = c
+        if prev < 0 or prev == c:
+            return 0
+        per = self.per_socket
+        line = self.c.line_transfer_remote_ns if per and prev // per != c // per else self.line_ns
+        return self.lock_lines[lid] * line
 
     def spin_limit(self, th: SimThread, at: int) -> None:
         """End ``th``'s current spin at ``at`` unless it has got the lock or stopped by then."""
@@ -584,6 +599,7 @@ class Engine:
         locks = self.locks
         lock_cost = self.lock_cost
         lock_tracer = self.lock_tracer
+        lock_lines = self.lock_lines
         rows_sched = self.rows_sched
         rows_holds = self.rows_holds
         rows_poff = self.rows_poff
@@ -755,6 +771,8 @@ class Engine:
                             else:
                                 th.held.append((lid, now, 0, len(th.held), ins[4]))
                             th.debt += lock_cost[lid]
+                            if lock_lines[lid]:
+                                th.debt += self.migrate(lid, c)
                             th.pc = pc + 1
                             continue
                     # the end of a contended wait: granted, or won its retry after a wake-up. Its timers
@@ -778,6 +796,8 @@ class Engine:
                         th.fresh = True
                     th.held.append((lid, now, wait, len(th.held), ins[4]))
                     th.debt += lock_cost[lid]
+                    if lock_lines[lid]:
+                        th.debt += self.migrate(lid, c)
                     th.pc = pc + 1
                     continue
                 elif op == REL:

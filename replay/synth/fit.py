@@ -22,6 +22,23 @@ the table of the samples' quantiles (for multi-modal holds).
   registration); and the enclosing mmap_lock write hold minus the chain's span.
   The chain's links release in VMA order, not innermost first, so the generic
   nesting below cannot take them apart; those write holds fit nothing else.
+* the same keys from tier 1 (no nested holds recorded), for recordings of the
+  project's take-all-locks program (workloads/take_all_locks.c, whose ``-n``
+  in the manifest's command gives the chain: n file VMAs and n anon VMAs): the
+  locker's ``mmap_lock`` write hold (the holds outside recorded syscalls of the
+  tid that has most of them) is the chain and its fixed cost. Its 10th
+  percentile per trace (``TAKE_ALL_QUANTILE``: on this project's shared 2-vCPU
+  host, at load average 10-14, the median of the same chain doubled while the
+  holds had no context switch inside: other jobs slow the locker down without
+  preempting it, and the 10th percentile stayed linear in the chain length and
+  matched the median of a quiet recording) against the chain length gives, by
+  least squares over the traces
+  (``--fit`` given several times, at different ``-n``), the cost per nested
+  lock (slope) and the fixed part (intercept); with one chain length only the
+  slope is fitted, over the default fixed part. Tier 1 cannot split a lock's
+  cost between taking it and dropping it: the slope is split as the defaults
+  are (``take_all:step`` : ``take_all:drop`` = 2 : 1), the intercept equally
+  between ``hold:mmap_lock:take_all`` and ``take_all:register``.
 * ``syscall:<name>``: the syscalls' own time (minus nested holds).
 * ``think:user``: the gaps between consecutive syscalls of a tid
   that hold no page fault and no context switch of that tid.
@@ -39,6 +56,7 @@ is not a hold, and this synthesizer generates uncontended timelines.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -197,12 +215,105 @@ def take_all_chains(trace: Trace) -> TakeAllChains | None:
     return TakeAllChains(cat(step), cat(drop), cat(register), cat(own), enclosing, len(links), np.array(links))
 
 
+@dataclass
+class TakeAllRegression:
+    """The mm_take_all_locks cost per nested lock from tier-1 recordings at one or more chain lengths."""
+
+    links: np.ndarray  # nested locks per trace (2 x the program's -n)
+    medians: np.ndarray  # the locker's mmap_lock write hold per trace at TAKE_ALL_QUANTILE, ns
+    holds: np.ndarray  # write holds per trace
+    per_lock_ns: float  # slope
+    fixed_ns: float | None  # intercept; None: one chain length, the default fixed part kept
+
+    def describe(self) -> str:
+        q = round(TAKE_ALL_QUANTILE * 100)
+        pts = ", ".join(f"{int(k)} locks: p{q} {m / 1e3:.1f} µs ({int(n)} holds)"
+                        for k, m, n in zip(self.links, self.medians, self.holds, strict=True))
+        fixed = f", fixed {self.fixed_ns / 1e3:.1f} µs" if self.fixed_ns is not None else " (default fixed part)"
+        return (f"mm_take_all_locks from tier-1 write holds ({pts}): {self.per_lock_ns:.1f} ns per nested lock"
+                f"{fixed}")
+
+
+TAKE_ALL_PROGRAM = "take_all_locks"
+TAKE_ALL_DEFAULT_COUNT = 256  # workloads/take_all_locks.c without -n
+#: which quantile of the locker's write holds stands for the chain's cost (see the module docstring)
+TAKE_ALL_QUANTILE = 0.10
+
+
+def take_all_chain_length(trace: Trace) -> int | None:
+    """Nested locks of the recorded program's mm_take_all_locks, from the manifest's command: 2 x ``-n`` of
+    workloads/take_all_locks.c (n files, n anon VMAs); None for any other command."""
+    cmd = list(trace.manifest.command or [])
+    at = next((i for i, a in enumerate(cmd) if a.rsplit("/", 1)[-1] == TAKE_ALL_PROGRAM), None)
+    if at is None:
+        return None
+    n = TAKE_ALL_DEFAULT_COUNT
+    args = cmd[at + 1:]
+    for i, a in enumerate(args):
+        if a == "-n" and i + 1 < len(args):
+            try:
+                n = int(args[i + 1])
+            except ValueError:
+                return None
+    return 2 * n if n > 0 else None
+
+
+def take_all_tier1(traces: list[Trace]) -> tuple[list[tuple[int, float, int]], list[str]]:
+    """Per usable trace (chain length, the locker's write hold at TAKE_ALL_QUANTILE, holds); and why others
+    were not used."""
+    points, skipped = [], []
+    for trace in traces:
+        links = take_all_chain_length(trace)
+        if links is None or not trace.has("lock_holds"):
+            continue
+        writes = (trace.scan("lock_holds").filter(
+            pl.col("success") & ~pl.col("incomplete") & (pl.col("lock_class").cast(pl.String) == "mmap_lock")
+            & (pl.col("mode").cast(pl.String) == "write")).select("tid", "ts", "dur").sort("tid", "ts").collect())
+        if trace.has("syscalls"):
+            sc = (trace.scan("syscalls").select("tid", pl.col("ts").alias("s_ts"), (pl.col("ts") + pl.col("dur"))
+                                                .alias("s_end")).sort("s_ts").collect())
+            inside = writes.sort("ts").join_asof(sc.sort("s_ts"), left_on="ts", right_on="s_ts", by="tid",
+                                                 strategy="backward", check_sortedness=False)
+            writes = inside.filter(pl.col("s_end").is_null() | (pl.col("s_end") < pl.col("ts"))).select(
+                "tid", "ts", "dur")
+        if writes.is_empty():
+            skipped.append(f"{trace.path}: no mmap_lock write holds outside system calls")
+            continue
+        tid = writes.group_by("tid").agg(pl.len()).sort(["len", "tid"], descending=[True, False])["tid"][0]
+        x = writes.filter(pl.col("tid") == tid)["dur"].to_numpy()
+        if x.size < MIN_SAMPLES:
+            skipped.append(f"{trace.path}: only {x.size} take-all write holds")
+            continue
+        points.append((links, float(np.quantile(x, TAKE_ALL_QUANTILE)), int(x.size)))
+    return points, skipped
+
+
+def fit_take_all_tier1(points: list[tuple[int, float, int]], model: Model) -> TakeAllRegression | None:
+    """Least squares of the hold on chain length (slope, intercept); one length: slope over the default
+    fixed part (own hold + registration). None when the slope comes out non-positive."""
+    if not points:
+        return None
+    links = np.array([p[0] for p in points], dtype=np.float64)
+    med = np.array([p[1] for p in points], dtype=np.float64)
+    fixed: float | None
+    if np.unique(links).size >= 2:
+        slope, fixed = (float(v) for v in np.polyfit(links, med, 1))
+    else:
+        default_fixed = model["hold:mmap_lock:take_all"].mean + model["take_all:register"].mean
+        slope, fixed = float(np.mean((med - default_fixed) / links)), None
+    if not slope > 0:
+        return None
+    return TakeAllRegression(links.astype(np.int64), med, np.array([p[2] for p in points]), slope, fixed)
+
+
 FIT_KINDS = ("lognormal", "empirical")
 
 
-def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") -> tuple[Model, FitReport]:
+def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal",
+              more: tuple[Trace, ...] = ()) -> tuple[Model, FitReport]:
     """A copy of ``base`` (default: the defaults) with every key the trace supports fitted,
-    as lognormals or as empirical quantile tables (``kind``)."""
+    as lognormals or as empirical quantile tables (``kind``). ``more``: further recordings that
+    only the tier-1 mm_take_all_locks regression uses (other chain lengths)."""
     if kind not in FIT_KINDS:
         raise ValueError(f"fit kind must be one of {FIT_KINDS}, not {kind!r}")
     model = Model(dict((base or Model()).dists), dict((base or Model()).fitted))
@@ -230,6 +341,7 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
                             + " would include the nested holds; kept default")
     excluded = (gather_keys if not trace.has("gathers") else set()) | (nesting_keys if not nested_recorded else set())
 
+    tier1_done: set[str] = set()
     chains = take_all_chains(trace)
     if chains is not None:
         add("take_all:step", chains.step, "gaps between the acquisitions of mm_take_all_locks chains (tier 2)")
@@ -239,6 +351,17 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
         report.notes.append(f"{chains.calls} mm_take_all_locks chains of {int(np.median(chains.links))} nested "
                             "locks (median) fitted the take_all:* keys")
         excluded = excluded | {"hold:mmap_lock:take_all"}  # the generic pass below must not add to it
+    elif not nested_recorded:
+        points, skipped = take_all_tier1([trace, *more])
+        report.notes.extend(skipped)
+        reg = fit_take_all_tier1(points, model)
+        if reg is not None:
+            tier1_done = _apply_take_all(model, reg, trace, report)
+            report.notes = [n.replace("hold:mmap_lock:fork, hold:mmap_lock:take_all", "hold:mmap_lock:fork")
+                            for n in report.notes]
+            excluded = excluded | {"take_all:step", "take_all:drop", "take_all:register", "hold:mmap_lock:take_all"}
+        elif points:
+            report.notes.append("tier-1 take-all write holds gave no positive cost per nested lock: kept defaults")
 
     df = _intervals(trace)
     if not df.is_empty():
@@ -294,6 +417,8 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
             report.notes.append(f"{row['n']} {row['lock_class']} waits (median {row['median']:.0f} ns) "
                                 "are waits, not holds: not fitted")
     for key in sorted(model.dists):
+        if key in tier1_done:
+            continue
         values = np.concatenate(samples[key]) if key in samples else np.zeros(0)
         values = values[values > 0]
         if values.size >= MIN_SAMPLES:
@@ -305,3 +430,28 @@ def fit_model(trace: Trace, base: Model | None = None, kind: str = "lognormal") 
         else:
             report.kept.append(key if values.size == 0 else f"{key} (only {values.size} samples)")
     return model, report
+
+
+def _apply_take_all(model: Model, reg: TakeAllRegression, trace: Trace, report: FitReport) -> set[str]:
+    """Set the take_all:* keys (and the take-all mmap_lock hold) so that their means add up to the regression."""
+    step, drop = model["take_all:step"], model["take_all:drop"]
+    share = step.mean / (step.mean + drop.mean)  # the defaults' split: tier 1 sees only the sum
+    source = f"{trace.path}: {reg.describe()}"
+
+    def set_mean(key: str, mean: float) -> None:
+        sigma = model[key].sigma
+        model.replace(key, LogNormal(mean * math.exp(-sigma**2 / 2), sigma), source)
+
+    set_mean("take_all:step", reg.per_lock_ns * share)
+    set_mean("take_all:drop", reg.per_lock_ns * (1 - share))
+    fitted = ["take_all:step", "take_all:drop"]
+    if reg.fixed_ns is not None and reg.fixed_ns > 0:
+        set_mean("hold:mmap_lock:take_all", reg.fixed_ns / 2)
+        set_mean("take_all:register", reg.fixed_ns / 2)
+        fitted += ["hold:mmap_lock:take_all", "take_all:register"]
+    elif reg.fixed_ns is not None:
+        report.notes.append(f"tier-1 take-all intercept {reg.fixed_ns / 1e3:.1f} µs is not positive: fixed part kept")
+    for key in fitted:
+        report.fitted.append(f"{key}: lognormal, median {model[key].median:.0f} ns, sigma {model[key].sigma:.3f} "
+                             f"from {reg.describe()}")
+    return set(fitted)
