@@ -8,6 +8,7 @@ import pytest
 from replay.cli.main import main
 from replay.errors import TraceError, UsageError
 from replay.trace.reader import Trace
+from replay.trace.schema import LOCK_CLASSES
 from replay.trace.writer import write_trace
 from tracer import decode, events, programs
 from tracer.recorder import Recorder, RecordOptions
@@ -165,7 +166,7 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
     hold = got[events.EV_LOCK_HOLD]
     assert (hold["ts"].tolist(), hold["dur"].tolist(), hold["incomplete"].tolist()) == ([7_000], [3_000], [True])
-    assert hold["lock_class"].tolist() == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
+    assert [LOCK_CLASSES[c] for c in hold["lock_class"]] == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
     wait = got[events.EV_LOCK_WAIT]
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
     call = got[events.EV_SYSCALL]

@@ -45,7 +45,7 @@ WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flu
 WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
 POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
 CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
-MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
+MAX_BACKLOG_BYTES = 16 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
@@ -75,7 +75,9 @@ class RecordOptions:
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
-    rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
+    # 16 MiB: 256k events, ~1 s of mmap1_threads' rate (220k events/s), 0.25 s of a page-fault loop's 1M/s;
+    # the reader empties it every 5 ms. The kernel maps the data area twice into the reader: 2x in RSS.
+    rb_pages: int = 4096
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
@@ -613,6 +615,7 @@ class Recorder:
         if o.duration is not None and o.duration <= 0:
             raise UsageError("--duration must be positive")
         programs.select(o.probes)  # user errors before touching the host
+        lean_allocators()
         programs.cflags(programs.Filter(comm=o.comm))
         bcc, _ = kernel_env.prepare(self.notes)
         self._bcc = bcc
@@ -681,6 +684,7 @@ class Recorder:
             self._kallsyms = None
             self.notes.say(f"no kernel symbols ({e}); lock classes of waits will be 'other'")
         self._classify = _lock_classifier(self._kallsyms, self._stack)
+        release_compiler_memory()  # the compilation and the kallsyms parse are done
 
         b["mmr_rb"].open_ring_buffer(self._on_record)
         try:
@@ -1029,6 +1033,60 @@ def bpf_run_stats() -> Iterator[bool]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+#: Buffers at least this big get their own mapping, unmapped when freed (glibc: 128 KiB, raised on the fly to 32 MiB).
+MMAP_THRESHOLD = 1 << 20
+
+
+def lean_allocators() -> None:
+    """Make the decoding buffers go back to the kernel when freed, so the recorder's RSS follows what it holds.
+
+    Every 0.2 s the recorder allocates and frees a few MiB of numpy and Arrow buffers. glibc raises its mmap
+    threshold each time a big mapped buffer is freed, after which such buffers come from the heap and the
+    heap's high water stays resident; pyarrow's mimalloc pool keeps freed segments too. A fixed threshold
+    and Arrow's system (malloc) pool keep them from doing so (measured: ~100 MiB less RSS on mmap1_threads).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+MADV_DONTNEED, MADV_PAGEOUT = 4, 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
+#: The shared objects of bcc's in-process compiler (clang and LLVM): used while the programs compile, idle after.
+COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def release_compiler_memory() -> int:
+    """Give back the memory the BPF compilation left resident, once the programs are loaded; bytes advised.
+
+    bcc compiles in this process: clang's and LLVM's code (~80 MiB of file pages touched) and the heap the
+    compilation freed would stay in the recorder's RSS for the whole recording. glibc's malloc_trim returns
+    the freed heap. The compiler libraries' code (r-x: never written, so every page is the file's) is dropped
+    with MADV_DONTNEED, their other mappings get MADV_PAGEOUT (a reclaim hint that keeps written pages);
+    a page used again is read back from the page cache, so nothing is lost whatever happens later."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with contextlib.suppress(AttributeError):
+        libc.malloc_trim(0)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or not any(lib in parts[5].rsplit("/", 1)[-1] for lib in COMPILER_LIBS):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        code = parts[1].startswith("r-x") and parts[1][3] == "p"
+        if libc.madvise(lo, hi - lo, MADV_DONTNEED if code else MADV_PAGEOUT) == 0:  # PAGEOUT: EINVAL before 5.4
+            advised += hi - lo
+    return advised
 
 
 def prog_info(fd: int) -> _BpfProgInfo | None:
