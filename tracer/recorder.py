@@ -663,6 +663,7 @@ class Recorder:
 
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
+        release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
         for fam, tp, fn, _ in BACKUPS:
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
@@ -684,7 +685,7 @@ class Recorder:
             self._kallsyms = None
             self.notes.say(f"no kernel symbols ({e}); lock classes of waits will be 'other'")
         self._classify = _lock_classifier(self._kallsyms, self._stack)
-        release_compiler_memory()  # the compilation and the kallsyms parse are done
+        release_compiler_memory()  # again: what the kallsyms parse freed
 
         b["mmr_rb"].open_ring_buffer(self._on_record)
         try:
