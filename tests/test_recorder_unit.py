@@ -166,7 +166,8 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
     hold = got[events.EV_LOCK_HOLD]
     assert (hold["ts"].tolist(), hold["dur"].tolist(), hold["incomplete"].tolist()) == ([7_000], [3_000], [True])
-    assert [LOCK_CLASSES[c] for c in hold["lock_class"]] == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
+    assert [LOCK_CLASSES[c] for c in hold["lock_class"]] == ["mmap_lock"]
+    assert r._unmatched_extra[events.EV_LOCK_HOLD] == 1
     wait = got[events.EV_LOCK_WAIT]
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
     call = got[events.EV_SYSCALL]
@@ -190,3 +191,49 @@ def test_lock_waits_are_classified_once_per_distinct_stack_and_flags(monkeypatch
     assert sorted(seen) == sorted([((), 2), ((0xFFFF0003,), 4), ((0xFFFF0003,), 2), ((0xFFFF0005,), 4)])
     run(np.array([3], np.int32), np.array([4], np.uint32), np.zeros(1, np.uint64))
     assert len(seen) == 4  # cached across chunks
+
+
+def test_a_backlog_is_decoded_and_written_in_bounded_steps(monkeypatch):
+    """The recorder starved of CPU catches up on a backlog several times the step: no step decodes more than
+    DRAIN_STEP_BYTES (the decoding buffers stay bounded), every row is written, in (ts, seq) order."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "DRAIN_STEP_BYTES", 8 * events.BATCH_SIZE)
+    nbatches, written, steps = 50, [], []
+    batches = np.zeros(nbatches, events.DTYPES["mmr_batch"])
+    batches["count"] = events.BATCH_EVENTS
+    slots = np.zeros(nbatches * events.BATCH_EVENTS, events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    slots["kind"] = events.EV_PAGE_FAULT
+    slots["ts"] = np.arange(len(slots)) * 10
+    slots["seq"] = np.arange(len(slots))
+    batches["ev"] = slots.view(np.uint8).reshape(nbatches, -1)
+    r = Recorder(RecordOptions(output="unused"))
+    r._kinds, r._start_ns, r._classify = {events.EV_PAGE_FAULT}, 0, _classify_all_other
+    r._writer = type("W", (), {"write": lambda self, table, cols: written.append(cols["ts"].copy())})()
+    r._raw = [b.tobytes() for b in batches]
+    absorb = r._absorb
+    monkeypatch.setattr(r, "_absorb", lambda raw: (steps.append(len(raw)), absorb(raw)))
+    r._drain_and_write(watermark=int(slots["ts"][-1]) + 1)
+    assert len(steps) == nbatches // 8 + 1 and max(steps) <= 8 * events.BATCH_SIZE
+    ts = np.concatenate(written)
+    assert len(ts) == len(slots) and (np.diff(ts) > 0).all()
+    assert not r._raw and not any(r._pending_rows.values())
+
+
+def test_a_table_writes_a_chunk_when_its_pending_rows_reach_the_bound(monkeypatch):
+    """Rows above the watermark are kept for sorting with later ones, but never more than CHUNK_ROWS per table."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "CHUNK_ROWS", 1000)
+    written = []
+    r = Recorder(RecordOptions(output="unused"))
+    r._kinds, r._start_ns, r._classify = {events.EV_PAGE_FAULT}, 0, _classify_all_other
+    r._writer = type("W", (), {"write": lambda self, table, cols: written.append(len(cols["ts"]))})()
+    rec_ = np.zeros(600, events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    rec_["kind"], rec_["ts"] = events.EV_PAGE_FAULT, 10**9
+    r._add(events.EV_PAGE_FAULT, rec_)
+    r._write(watermark=0)  # every row is newer than the watermark: kept
+    assert written == [] and r._pending_rows[events.EV_PAGE_FAULT] == 600
+    r._add(events.EV_PAGE_FAULT, rec_.copy())
+    r._write(watermark=0)  # 1200 >= CHUNK_ROWS: written
+    assert written == [1200] and r._pending_rows[events.EV_PAGE_FAULT] == 0

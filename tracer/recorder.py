@@ -43,9 +43,15 @@ from tracer import decode, events, kernel_env, programs
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
 WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flush period + slack)
 WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
-POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
-CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
+# Ring-buffer consume period (the probes submit without wakeups, see mmr_submit). Each wake-up of the reader
+# takes a CPU from the workload (on 2 CPUs and 2 busy threads, often from an mmap_lock holder); 20 ms is 50
+# wake-ups a second and uses 1/13 of the 16 MiB ring at the fastest rate measured (1M events/s, page faults).
+POLL_S = 0.02
+CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are buffered in one table
 MAX_BACKLOG_BYTES = 16 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
+# Ring-buffer data decoded and written per step: a backlog (the recorder was starved of CPU, then catches up)
+# is decoded in steps of this size, so the decoding buffers (~5 copies of a step) stay bounded whatever it is.
+DRAIN_STEP_BYTES = 4 << 20
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
@@ -397,15 +403,31 @@ class Recorder:
             # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
             self._consumer_stop.wait(POLL_S)
 
-    def _drain(self) -> None:
-        if self._raw:
-            t = time.perf_counter()
-            n = len(self._raw)  # the consumer thread only appends
-            raw = b"".join(self._raw[:n])
-            del self._raw[:n]
-            self._decoded_bytes += len(raw)  # written by the main thread only
-            self._absorb(raw)
-            self._drain_s += time.perf_counter() - t
+    def _drain(self) -> bool:
+        """Decode the oldest copied records, up to DRAIN_STEP_BYTES of them (at least one); True if more wait."""
+        if not self._raw:
+            return False
+        step = DRAIN_STEP_BYTES
+        t = time.perf_counter()
+        n, size = 0, 0
+        avail = len(self._raw)  # the consumer thread only appends
+        while n < avail and (n == 0 or size + len(self._raw[n]) <= step):
+            size += len(self._raw[n])
+            n += 1
+        raw = self._raw[0] if n == 1 else b"".join(self._raw[:n])
+        del self._raw[:n]
+        self._decoded_bytes += len(raw)  # written by the main thread only
+        self._absorb(raw)
+        self._drain_s += time.perf_counter() - t
+        return n < avail
+
+    def _drain_and_write(self, watermark: int) -> None:
+        """Decode every copied record and write what is older than the watermark, one bounded step at a time."""
+        while True:
+            more = self._drain()
+            self._write(watermark)
+            if not more:
+                return
 
     def _write(self, watermark: int | None) -> None:
         """Write pending rows with ts < watermark (all if None), sorted, one chunk per table."""
@@ -742,7 +764,11 @@ class Recorder:
         next_progress = time.monotonic() + 1.0
         last_events, last_t = 0, time.monotonic()
         while not self._stop:
-            time.sleep(0.05)
+            # wake for the next write only (or the deadline): the main thread's wake-ups also take a CPU
+            wake = next_write - time.monotonic()
+            if deadline is not None:
+                wake = min(wake, (deadline - time.monotonic_ns()) / 1e9)
+            time.sleep(min(max(wake, 0.005), WRITE_EVERY_S))
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "duration"
@@ -751,8 +777,7 @@ class Recorder:
                 self._stop_reason = f"command exited ({cmd.proc.returncode})"
                 break
             if time.monotonic() >= next_write:
-                self._drain()
-                self._write(now - WATERMARK_LAG_NS)
+                self._drain_and_write(now - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
@@ -776,7 +801,8 @@ class Recorder:
         try:
             # everything still in the ring buffer, then the partly filled batches and open intervals
             self._bpf.ring_buffer_consume()
-            self._drain()
+            # the last rows wait for the partly filled batches (up to a flush period older) to be sorted with them
+            self._drain_and_write(stop_ns - WATERMARK_LAG_NS)
             self._leftovers(stop_ns)
             self._write(None)
             if self._t2:
