@@ -48,10 +48,12 @@ WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
 # wake-ups a second and uses 1/13 of the 16 MiB ring at the fastest rate measured (1M events/s, page faults).
 POLL_S = 0.02
 CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are buffered in one table
-MAX_BACKLOG_BYTES = 16 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
 # Ring-buffer data decoded and written per step: a backlog (the recorder was starved of CPU, then catches up)
 # is decoded in steps of this size, so the decoding buffers (~5 copies of a step) stay bounded whatever it is.
 DRAIN_STEP_BYTES = 4 << 20
+# Copied out but not yet decoded: the reader stops copying at this much (one decoding step). The ring buffer
+# holds the rest: its pages are resident anyway, a copy of them would count twice.
+MAX_BACKLOG_BYTES = DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
@@ -276,6 +278,7 @@ class Recorder:
         self.notes = kernel_env.Notes([])
         self._raw: list[bytes] = []
         self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
+        self._backlog_full = False
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
@@ -374,7 +377,10 @@ class Recorder:
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))
         self._copied_bytes += size  # written by the consumer thread only
-        return 0
+        # A full backlog stops this consume (libbpf has consumed this record: it is kept); the rest stays in
+        # the ring buffer until the main thread has decoded a step.
+        self._backlog_full = self._copied_bytes - self._decoded_bytes >= MAX_BACKLOG_BYTES
+        return -1 if self._backlog_full else 0
 
     def _absorb(self, raw: bytes | np.ndarray) -> None:
         """Decode ring-buffer records (or per-CPU batch snapshots) into pending per-kind arrays."""
@@ -400,6 +406,8 @@ class Recorder:
         while not self._consumer_stop.is_set():
             if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
                 self._bpf.ring_buffer_consume()
+            if self._backlog_full:  # a step's worth waits: decode it now, not at the next write period
+                self._backlog_ready.set()
             # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
             self._consumer_stop.wait(POLL_S)
 
@@ -430,26 +438,36 @@ class Recorder:
                 return
 
     def _write(self, watermark: int | None) -> None:
-        """Write pending rows with ts < watermark (all if None), sorted, one chunk per table."""
+        """Write pending rows with ts < watermark (all if None, or when a table holds CHUNK_ROWS), sorted, one
+        chunk per table. Each row is sorted once, when written: a part wholly newer than the watermark is kept
+        as it is, one wholly older goes out as it is, only a part that straddles it is split."""
         t = time.perf_counter()
         for kind, parts in list(self._pending.items()):
             if not parts:
                 continue
             dt = events.KIND_DTYPES[kind]
-            rec = parts[0] if len(parts) == 1 else events.records(np.concatenate([events.words(p) for p in parts]), dt)
-            # one gather (as uint64 words: fast), then the watermark split is by slicing
-            rec = events.records(events.words(rec)[np.lexsort((rec["seq"], rec["ts"]))], dt)
-            if watermark is not None and self._pending_rows.get(kind, 0) < CHUNK_ROWS:
-                cut = int(np.searchsorted(rec["ts"], watermark))
-                if cut == 0:
-                    self._pending[kind] = [rec]
-                    continue
-                keep, rec = events.records(events.words(rec[cut:]).copy(), dt), rec[:cut]
-                self._pending[kind] = [keep] if len(keep) else []
-                self._pending_rows[kind] = len(keep)
+            if watermark is None or self._pending_rows.get(kind, 0) >= CHUNK_ROWS:
+                out, keep = parts, []
             else:
-                self._pending[kind], self._pending_rows[kind] = [], 0
-            self._emit(kind, rec)
+                out, keep = [], []
+                for p in parts:
+                    below = p["ts"] < watermark
+                    n = int(np.count_nonzero(below))
+                    if n == len(p):
+                        out.append(p)
+                    elif n == 0:
+                        keep.append(p)
+                    else:  # as uint64 words: a gather at memcpy speed (structured copies go field by field)
+                        w = events.words(p)
+                        out.append(events.records(w[below], dt))
+                        keep.append(events.records(w[~below], dt))
+            self._pending[kind] = keep
+            self._pending_rows[kind] = sum(len(p) for p in keep)
+            if not out:
+                continue
+            rec = out[0] if len(out) == 1 else events.records(np.concatenate([events.words(p) for p in out]), dt)
+            order = np.lexsort((rec["seq"], rec["ts"]))
+            self._emit(kind, events.records(events.words(rec)[order], dt))
         self._drain_s += time.perf_counter() - t
 
     def _emit(self, kind: int, rec: np.ndarray) -> None:
@@ -748,6 +766,7 @@ class Recorder:
 
     def _loop(self, cmd: _Command | None) -> None:
         self._consumer_stop = threading.Event()
+        self._backlog_ready = threading.Event()
         consumer = threading.Thread(target=self._consume_loop, name="mmreplay-ringbuf", daemon=True)
         consumer.start()
         try:
@@ -768,7 +787,8 @@ class Recorder:
             wake = next_write - time.monotonic()
             if deadline is not None:
                 wake = min(wake, (deadline - time.monotonic_ns()) / 1e9)
-            time.sleep(min(max(wake, 0.005), WRITE_EVERY_S))
+            full = self._backlog_ready.wait(min(max(wake, 0.005), WRITE_EVERY_S))
+            self._backlog_ready.clear()
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "duration"
@@ -776,7 +796,7 @@ class Recorder:
             if cmd is not None and cmd.proc.poll() is not None:
                 self._stop_reason = f"command exited ({cmd.proc.returncode})"
                 break
-            if time.monotonic() >= next_write:
+            if full or time.monotonic() >= next_write:
                 self._drain_and_write(now - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
@@ -799,10 +819,13 @@ class Recorder:
         w = self._writer
         probes: list[Probe] = []
         try:
-            # everything still in the ring buffer, then the partly filled batches and open intervals
-            self._bpf.ring_buffer_consume()
-            # the last rows wait for the partly filled batches (up to a flush period older) to be sorted with them
-            self._drain_and_write(stop_ns - WATERMARK_LAG_NS)
+            # everything in the ring buffer, a backlog at a time; the last rows wait for the partly filled
+            # batches (up to a flush period older) to be sorted with them
+            self._backlog_full = True
+            while self._backlog_full:
+                self._backlog_full = False
+                self._bpf.ring_buffer_consume()
+                self._drain_and_write(stop_ns - WATERMARK_LAG_NS)
             self._leftovers(stop_ns)
             self._write(None)
             if self._t2:
@@ -1064,7 +1087,7 @@ def bpf_run_stats() -> Iterator[bool]:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 #: Buffers at least this big get their own mapping, unmapped when freed (glibc: 128 KiB, raised on the fly to 32 MiB).
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 256 << 10
 
 
 def lean_allocators() -> None:
@@ -1073,7 +1096,7 @@ def lean_allocators() -> None:
     Every 0.2 s the recorder allocates and frees a few MiB of numpy and Arrow buffers. glibc raises its mmap
     threshold each time a big mapped buffer is freed, after which such buffers come from the heap and the
     heap's high water stays resident; pyarrow's mimalloc pool keeps freed segments too. A fixed threshold
-    and Arrow's system (malloc) pool keep them from doing so (measured: ~100 MiB less RSS on mmap1_threads).
+    and Arrow's system (malloc) pool keep them from doing so.
     """
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None)
