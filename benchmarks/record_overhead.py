@@ -23,7 +23,7 @@ statistics, which count every task's hits, not only the workload's).
 
 --truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
 and compares perf's counts with the rows recorded for the workload's tasks.
---rss S records mmap1_threads for S seconds and prints the recorder's peak RSS.
+--rss S records mmap1_threads for S seconds and prints the recorder's peak RSS (while recording, and VmHWM).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -213,27 +213,33 @@ def truth(tmp: Path, exe: Path) -> list[dict]:
     return [{**vars(a), "ratio": a.ratio} for a in rows]
 
 
-def rss(tmp: Path, seconds: float) -> float:
-    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long: the recorder's VmHWM, read
-    from /proc while it runs (the workload's own memory is not counted)."""
+def rss(tmp: Path, seconds: float) -> dict[str, float]:
+    """The recorder's memory (MiB) over a `mmreplay record` of mmap1_threads this long, read from /proc every
+    0.5 s: its VmHWM (peak RSS over its whole life, the compilation of the programs included), its peak RSS
+    while the workload ran (the recording itself), and the largest RssAnon then (its own heap; the rest is
+    file pages: shared libraries and the ring buffer's mapping). The workload's own memory is not counted."""
     from workloads import command
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(tmp / "rss"), "--force",
                              "--no-tier2-check", "--", *command("mmap1_threads", 2, seconds)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    hwm = recording = anon = 0
     while proc.poll() is None:
         try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            running = any(Path(f"/proc/{k}/comm").read_text().startswith("mmap1") for k in kids)
+        except (OSError, ValueError):
+            continue
+        hwm = max(hwm, int(status["VmHWM"].split()[0]))
+        if running:
+            recording = max(recording, int(status["VmRSS"].split()[0]))
+            anon = max(anon, int(status["RssAnon"].split()[0]))
         time.sleep(0.5)
     if proc.returncode != 0:
         raise SystemExit(f"record_overhead: mmreplay record failed: {proc.stderr.read().strip()[-300:]}")
-    return peak / 1024
+    return {"vmhwm": hwm / 1024, "recording": recording / 1024, "recording_anon": anon / 1024}
 
 
 def main() -> int:
@@ -304,7 +310,10 @@ def main() -> int:
             print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
                   f"lost {r['lost']}  recorder {r['recorder']}")
     if "rss_mib" in result:
-        print(f"recorder peak RSS over a {args.rss:.0f}-s recording of mmap1_threads: {result['rss_mib']:.0f} MiB")
+        r = result["rss_mib"]
+        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads: peak RSS while recording "
+              f"{r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM {r['vmhwm']:.0f} MiB "
+              f"(the compilation of the programs included)")
     return 0
 
 
