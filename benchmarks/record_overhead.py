@@ -23,6 +23,8 @@ statistics, which count every task's hits, not only the workload's).
 
 --truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
 and compares perf's counts with the rows recorded for the workload's tasks.
+--subsets records mmap1_threads with the hottest families left out (all; all but syscalls; all but
+syscalls and mmap_lock), interleaved with bare runs.
 --rss S records mmap1_threads for S seconds and prints the recorder's peak RSS (while recording, and VmHWM).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
@@ -202,6 +204,29 @@ def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
     return rows
 
 
+#: --subsets: the families left out, in the order the advice of docs/RECORDING.md leaves them out
+SUBSETS = (("all", ()), ("all but syscalls", ("syscalls",)), ("all but syscalls, mmap_lock", ("syscalls", "mmap_lock")))
+
+
+def subsets(argv: list[str], tmp: Path, runs: int) -> list[dict]:
+    """mmap1_threads recorded with fewer families (SUBSETS), rounds interleaved with bare runs: how much
+    leaving the hottest families out gives back."""
+    argv = [*CPU_WRAP, *argv]
+    bare: list[tuple[float, float]] = []
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in SUBSETS}
+    for _ in range(runs):
+        out = run_bare(argv)
+        bare.append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+        for name, left_out in SUBSETS:
+            probes = [f.name for f in programs.FAMILIES if f.name not in left_out] if left_out else None
+            out, _ = run_mmreplay(argv, tmp, probes)
+            got[name].append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+    b_ps, b_cpu = statistics.median(x[0] for x in bare), statistics.median(x[1] for x in bare)
+    return [{"families": name, "ratio": statistics.median(x[0] for x in got[name]) / b_ps,
+             "cpu_ratio": statistics.median(x[1] for x in got[name]) / b_cpu,
+             "runs": [x[0] for x in got[name]], "bare_runs": [x[0] for x in bare]} for name, _ in SUBSETS]
+
+
 def truth(tmp: Path, exe: Path) -> list[dict]:
     """perf stat's counts of the workload's tasks against the rows recorded for them in the same run."""
     csv = tmp / "perf.csv"
@@ -252,6 +277,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="mmap1_threads: seconds per run")
     ap.add_argument("--per-probe", action="store_true", help="the per-family cost table (mmap1_threads)")
     ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
+    ap.add_argument("--subsets", action="store_true", help="mmap1_threads with the hottest families left out")
     ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -275,6 +301,8 @@ def main() -> int:
         result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
         if args.per_probe:
             result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
+        if args.subsets:
+            result["subsets"] = subsets(m1_argv, tmp, args.runs)
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
@@ -303,6 +331,11 @@ def main() -> int:
             prog = f"{r['program_ns_per_run']:10.0f}" if r["program_ns_per_run"] else f"{'-':>10}"
             print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
                   f"{ns} {prog}")
+    if "subsets" in result:
+        print("mmap1_threads with families left out (throughput and CPU per iteration against bare)")
+        for r in result["subsets"]:
+            runs, bare = (", ".join(f"{x:,.0f}" for x in r[k]) for k in ("runs", "bare_runs"))
+            print(f"  {r['families']:<30} {r['ratio']:5.2f}x  CPU {r['cpu_ratio']:5.2f}x   (runs: {runs}; bare {bare})")
     if "truth" in result:
         print("perf stat of the same run (mm_workload 4 threads) against the rows recorded for its tasks")
         for r in result["truth"]:

@@ -2,11 +2,13 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every few ms; every 0.5 s the main thread
-decodes them with numpy (tracer/events.py), splits them by kind, sorts each
-table by (ts, seq) and writes the rows older than a watermark as one chunk
-per table. Interval rows (holds, waits, syscalls, bursts) are emitted when
-they end, so they are sorted within each chunk only.
+reader thread copies records out every 20 ms, up to one 4 MiB decoding step
+(the ring buffer holds the rest); every 0.2 s, or as soon as a step waits,
+the main thread decodes them with numpy (tracer/events.py) a step at a time,
+splits them by kind, and writes the rows older than a watermark as one chunk
+per table, sorted by (ts, seq). Interval rows (holds, waits, syscalls,
+bursts) are emitted when they end, so they are sorted within each chunk only.
+Memory stays bounded whatever the rate or the backlog (docs/RECORDING.md).
 
 Stop (duration, command exit, SIGINT/SIGTERM) sets a flag that stops every
 probe at once, detaches them, then drains the ring buffer, the partly filled
