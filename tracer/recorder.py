@@ -86,7 +86,7 @@ class RecordOptions:
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
     # 16 MiB: 256k events, ~1 s of mmap1_threads' rate (220k events/s), 0.25 s of a page-fault loop's 1M/s;
-    # the reader empties it every 5 ms. The kernel maps the data area twice into the reader: 2x in RSS.
+    # the reader empties it every 20 ms. The kernel maps the data area twice into the reader: 2x in RSS.
     rb_pages: int = 4096
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
@@ -406,11 +406,11 @@ class Recorder:
         """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
         (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
         while not self._consumer_stop.is_set():
+            # when decoding is behind, the kernel ring buffer holds (and, if full, counts) the rest
             if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
                 self._bpf.ring_buffer_consume()
             if self._backlog_full:  # a step's worth waits: decode it now, not at the next write period
                 self._backlog_ready.set()
-            # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
             self._consumer_stop.wait(POLL_S)
 
     def _drain(self) -> bool:
