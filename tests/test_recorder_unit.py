@@ -237,3 +237,41 @@ def test_a_table_writes_a_chunk_when_its_pending_rows_reach_the_bound(monkeypatc
     r._add(events.EV_PAGE_FAULT, rec_.copy())
     r._write(watermark=0)  # 1200 >= CHUNK_ROWS: written
     assert written == [1200] and r._pending_rows[events.EV_PAGE_FAULT] == 0
+
+
+def test_the_compilers_code_pages_leave_the_recorders_rss_once_the_programs_are_loaded():
+    """bcc compiles in the recorder's process: clang's and LLVM's code stays resident unless given back."""
+    import ctypes
+    import glob
+
+    from tracer.recorder import release_compiler_memory
+
+    libs = sorted(glob.glob("/usr/lib/*/libLLVM*.so*") + glob.glob("/usr/lib/*/libLLVM-*.so*"))
+    if not libs:
+        pytest.skip("no libLLVM here (bcc's compiler)")
+    ctypes.CDLL(libs[0])
+
+    def code_ranges():
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 5 and "libLLVM" in parts[5] and parts[1].startswith("r-x"):
+                    yield tuple(int(x, 16) for x in parts[0].split("-"))
+
+    def resident_kib():
+        total, inside = 0, False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split()[0]
+                if "-" in first and not first.endswith(":"):
+                    inside = "libLLVM" in line and line.split()[1].startswith("r-x")
+                elif inside and first == "Rss:":
+                    total += int(line.split()[1])
+        return total
+
+    for lo, hi in code_ranges():  # as a compilation would: its code paged in (a byte of every page)
+        touched = sum(ctypes.c_char.from_address(page).value[0] for page in range(lo, hi, 4096))
+        assert touched >= 0
+    before = resident_kib()
+    assert release_compiler_memory() > 0
+    assert before > 10_000 and resident_kib() < before / 4
