@@ -408,7 +408,11 @@ class Recorder:
         while not self._consumer_stop.is_set():
             # when decoding is behind, the kernel ring buffer holds (and, if full, counts) the rest
             if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
+                t = time.monotonic_ns()
+                self._backlog_full = False
                 self._bpf.ring_buffer_consume()
+                if not self._backlog_full:  # the ring buffer was emptied: every batch submitted before t is here
+                    self._copied_until_ns = t
             if self._backlog_full:  # a step's worth waits: decode it now, not at the next write period
                 self._backlog_ready.set()
             self._consumer_stop.wait(POLL_S)
@@ -769,6 +773,7 @@ class Recorder:
     def _loop(self, cmd: _Command | None) -> None:
         self._consumer_stop = threading.Event()
         self._backlog_ready = threading.Event()
+        self._copied_until_ns = time.monotonic_ns()
         consumer = threading.Thread(target=self._consume_loop, name="mmreplay-ringbuf", daemon=True)
         consumer.start()
         try:
@@ -799,7 +804,9 @@ class Recorder:
                 self._stop_reason = f"command exited ({cmd.proc.returncode})"
                 break
             if full or time.monotonic() >= next_write:
-                self._drain_and_write(now - WATERMARK_LAG_NS)
+                # rows still in the ring buffer (the reader was held back or starved) must not come after
+                # younger rows already written: the watermark follows what has been copied, not the clock
+                self._drain_and_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
