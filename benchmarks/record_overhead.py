@@ -23,7 +23,9 @@ statistics, which count every task's hits, not only the workload's).
 
 --truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
 and compares perf's counts with the rows recorded for the workload's tasks.
---rss S records mmap1_threads for S seconds and prints the recorder's peak RSS.
+--subsets records mmap1_threads with the hottest families left out (all; all but syscalls; all but
+syscalls and mmap_lock), interleaved with bare runs.
+--rss S records mmap1_threads for S seconds and prints the recorder's peak RSS (while recording, and VmHWM).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -202,6 +204,29 @@ def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
     return rows
 
 
+#: --subsets: the families left out, in the order the advice of docs/RECORDING.md leaves them out
+SUBSETS = (("all", ()), ("all but syscalls", ("syscalls",)), ("all but syscalls, mmap_lock", ("syscalls", "mmap_lock")))
+
+
+def subsets(argv: list[str], tmp: Path, runs: int) -> list[dict]:
+    """mmap1_threads recorded with fewer families (SUBSETS), rounds interleaved with bare runs: how much
+    leaving the hottest families out gives back."""
+    argv = [*CPU_WRAP, *argv]
+    bare: list[tuple[float, float]] = []
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in SUBSETS}
+    for _ in range(runs):
+        out = run_bare(argv)
+        bare.append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+        for name, left_out in SUBSETS:
+            probes = [f.name for f in programs.FAMILIES if f.name not in left_out] if left_out else None
+            out, _ = run_mmreplay(argv, tmp, probes)
+            got[name].append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+    b_ps, b_cpu = statistics.median(x[0] for x in bare), statistics.median(x[1] for x in bare)
+    return [{"families": name, "ratio": statistics.median(x[0] for x in got[name]) / b_ps,
+             "cpu_ratio": statistics.median(x[1] for x in got[name]) / b_cpu,
+             "runs": [x[0] for x in got[name]], "bare_runs": [x[0] for x in bare]} for name, _ in SUBSETS]
+
+
 def truth(tmp: Path, exe: Path) -> list[dict]:
     """perf stat's counts of the workload's tasks against the rows recorded for them in the same run."""
     csv = tmp / "perf.csv"
@@ -213,27 +238,33 @@ def truth(tmp: Path, exe: Path) -> list[dict]:
     return [{**vars(a), "ratio": a.ratio} for a in rows]
 
 
-def rss(tmp: Path, seconds: float) -> float:
-    """Peak RSS (MiB) of `mmreplay record` of mmap1_threads for this long: the recorder's VmHWM, read
-    from /proc while it runs (the workload's own memory is not counted)."""
+def rss(tmp: Path, seconds: float) -> dict[str, float]:
+    """The recorder's memory (MiB) over a `mmreplay record` of mmap1_threads this long, read from /proc every
+    0.5 s: its VmHWM (peak RSS over its whole life, the compilation of the programs included), its peak RSS
+    while the workload ran (the recording itself), and the largest RssAnon then (its own heap; the rest is
+    file pages: shared libraries and the ring buffer's mapping). The workload's own memory is not counted."""
     from workloads import command
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(tmp / "rss"), "--force",
                              "--no-tier2-check", "--", *command("mmap1_threads", 2, seconds)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    hwm = recording = anon = 0
     while proc.poll() is None:
         try:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            pass
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            running = any(Path(f"/proc/{k}/comm").read_text().startswith("mmap1") for k in kids)
+        except (OSError, ValueError):
+            continue
+        hwm = max(hwm, int(status["VmHWM"].split()[0]))
+        if running:
+            recording = max(recording, int(status["VmRSS"].split()[0]))
+            anon = max(anon, int(status["RssAnon"].split()[0]))
         time.sleep(0.5)
     if proc.returncode != 0:
         raise SystemExit(f"record_overhead: mmreplay record failed: {proc.stderr.read().strip()[-300:]}")
-    return peak / 1024
+    return {"vmhwm": hwm / 1024, "recording": recording / 1024, "recording_anon": anon / 1024}
 
 
 def main() -> int:
@@ -246,6 +277,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="mmap1_threads: seconds per run")
     ap.add_argument("--per-probe", action="store_true", help="the per-family cost table (mmap1_threads)")
     ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
+    ap.add_argument("--subsets", action="store_true", help="mmap1_threads with the hottest families left out")
     ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -269,6 +301,8 @@ def main() -> int:
         result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
         if args.per_probe:
             result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
+        if args.subsets:
+            result["subsets"] = subsets(m1_argv, tmp, args.runs)
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
@@ -297,6 +331,11 @@ def main() -> int:
             prog = f"{r['program_ns_per_run']:10.0f}" if r["program_ns_per_run"] else f"{'-':>10}"
             print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
                   f"{ns} {prog}")
+    if "subsets" in result:
+        print("mmap1_threads with families left out (throughput and CPU per iteration against bare)")
+        for r in result["subsets"]:
+            runs, bare = (", ".join(f"{x:,.0f}" for x in r[k]) for k in ("runs", "bare_runs"))
+            print(f"  {r['families']:<30} {r['ratio']:5.2f}x  CPU {r['cpu_ratio']:5.2f}x   (runs: {runs}; bare {bare})")
     if "truth" in result:
         print("perf stat of the same run (mm_workload 4 threads) against the rows recorded for its tasks")
         for r in result["truth"]:
@@ -304,7 +343,10 @@ def main() -> int:
             print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
                   f"lost {r['lost']}  recorder {r['recorder']}")
     if "rss_mib" in result:
-        print(f"recorder peak RSS over a {args.rss:.0f}-s recording of mmap1_threads: {result['rss_mib']:.0f} MiB")
+        r = result["rss_mib"]
+        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads: peak RSS while recording "
+              f"{r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM {r['vmhwm']:.0f} MiB "
+              f"(the compilation of the programs included)")
     return 0
 
 

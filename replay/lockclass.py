@@ -28,9 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # imported where a whole table is classified: `mmreplay record` classifies without polars
+    import polars as pl
 
 from replay.trace.schema import LOCK_CLASSES
 
@@ -495,6 +498,8 @@ def classify_waits(
     ``mmap_lock_holds`` (lock_holds rows of class mmap_lock: tid, ts, wait) turns
     an ambiguous rwsem wait that lies inside a task's mmap_lock acquisition into mmap_lock.
     """
+    import polars as pl
+
     if isinstance(waits, pl.LazyFrame):
         waits = waits.collect()
     if isinstance(stacks, pl.LazyFrame):

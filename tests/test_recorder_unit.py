@@ -8,6 +8,7 @@ import pytest
 from replay.cli.main import main
 from replay.errors import TraceError, UsageError
 from replay.trace.reader import Trace
+from replay.trace.schema import LOCK_CLASSES
 from replay.trace.writer import write_trace
 from tracer import decode, events, programs
 from tracer.recorder import Recorder, RecordOptions
@@ -165,7 +166,8 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert (burst["pages"].tolist(), burst["dur"].tolist(), burst["incomplete"].tolist()) == ([40], [500], [True])
     hold = got[events.EV_LOCK_HOLD]
     assert (hold["ts"].tolist(), hold["dur"].tolist(), hold["incomplete"].tolist()) == ([7_000], [3_000], [True])
-    assert hold["lock_class"].tolist() == ["mmap_lock"] and r._unmatched_extra[events.EV_LOCK_HOLD] == 1
+    assert [LOCK_CLASSES[c] for c in hold["lock_class"]] == ["mmap_lock"]
+    assert r._unmatched_extra[events.EV_LOCK_HOLD] == 1
     wait = got[events.EV_LOCK_WAIT]
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
     call = got[events.EV_SYSCALL]
@@ -189,3 +191,87 @@ def test_lock_waits_are_classified_once_per_distinct_stack_and_flags(monkeypatch
     assert sorted(seen) == sorted([((), 2), ((0xFFFF0003,), 4), ((0xFFFF0003,), 2), ((0xFFFF0005,), 4)])
     run(np.array([3], np.int32), np.array([4], np.uint32), np.zeros(1, np.uint64))
     assert len(seen) == 4  # cached across chunks
+
+
+def test_a_backlog_is_decoded_and_written_in_bounded_steps(monkeypatch):
+    """The recorder starved of CPU catches up on a backlog several times the step: no step decodes more than
+    DRAIN_STEP_BYTES (the decoding buffers stay bounded), every row is written, in (ts, seq) order."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "DRAIN_STEP_BYTES", 8 * events.BATCH_SIZE)
+    nbatches, written, steps = 50, [], []
+    batches = np.zeros(nbatches, events.DTYPES["mmr_batch"])
+    batches["count"] = events.BATCH_EVENTS
+    slots = np.zeros(nbatches * events.BATCH_EVENTS, events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    slots["kind"] = events.EV_PAGE_FAULT
+    slots["ts"] = np.arange(len(slots)) * 10
+    slots["seq"] = np.arange(len(slots))
+    batches["ev"] = slots.view(np.uint8).reshape(nbatches, -1)
+    r = Recorder(RecordOptions(output="unused"))
+    r._kinds, r._start_ns, r._classify = {events.EV_PAGE_FAULT}, 0, _classify_all_other
+    r._writer = type("W", (), {"write": lambda self, table, cols: written.append(cols["ts"].copy())})()
+    r._raw = [b.tobytes() for b in batches]
+    absorb = r._absorb
+    monkeypatch.setattr(r, "_absorb", lambda raw: (steps.append(len(raw)), absorb(raw)))
+    r._drain_and_write(watermark=int(slots["ts"][-1]) + 1)
+    assert len(steps) == nbatches // 8 + 1 and max(steps) <= 8 * events.BATCH_SIZE
+    ts = np.concatenate(written)
+    assert len(ts) == len(slots) and (np.diff(ts) > 0).all()
+    assert not r._raw and not any(r._pending_rows.values())
+
+
+def test_a_table_writes_a_chunk_when_its_pending_rows_reach_the_bound(monkeypatch):
+    """Rows above the watermark are kept for sorting with later ones, but never more than CHUNK_ROWS per table."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "CHUNK_ROWS", 1000)
+    written = []
+    r = Recorder(RecordOptions(output="unused"))
+    r._kinds, r._start_ns, r._classify = {events.EV_PAGE_FAULT}, 0, _classify_all_other
+    r._writer = type("W", (), {"write": lambda self, table, cols: written.append(len(cols["ts"]))})()
+    rec_ = np.zeros(600, events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    rec_["kind"], rec_["ts"] = events.EV_PAGE_FAULT, 10**9
+    r._add(events.EV_PAGE_FAULT, rec_)
+    r._write(watermark=0)  # every row is newer than the watermark: kept
+    assert written == [] and r._pending_rows[events.EV_PAGE_FAULT] == 600
+    r._add(events.EV_PAGE_FAULT, rec_.copy())
+    r._write(watermark=0)  # 1200 >= CHUNK_ROWS: written
+    assert written == [1200] and r._pending_rows[events.EV_PAGE_FAULT] == 0
+
+
+def test_the_compilers_code_pages_leave_the_recorders_rss_once_the_programs_are_loaded():
+    """bcc compiles in the recorder's process: clang's and LLVM's code stays resident unless given back."""
+    import ctypes
+    import glob
+
+    from tracer.recorder import release_compiler_memory
+
+    libs = sorted(glob.glob("/usr/lib/*/libLLVM*.so*") + glob.glob("/usr/lib/*/libLLVM-*.so*"))
+    if not libs:
+        pytest.skip("no libLLVM here (bcc's compiler)")
+    ctypes.CDLL(libs[0])
+
+    def code_ranges():
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 5 and "libLLVM" in parts[5] and parts[1].startswith("r-x"):
+                    yield tuple(int(x, 16) for x in parts[0].split("-"))
+
+    def resident_kib():
+        total, inside = 0, False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split()[0]
+                if "-" in first and not first.endswith(":"):
+                    inside = "libLLVM" in line and line.split()[1].startswith("r-x")
+                elif inside and first == "Rss:":
+                    total += int(line.split()[1])
+        return total
+
+    for lo, hi in code_ranges():  # as a compilation would: its code paged in (a byte of every page)
+        touched = sum(ctypes.c_char.from_address(page).value[0] for page in range(lo, hi, 4096))
+        assert touched >= 0
+    before = resident_kib()
+    assert release_compiler_memory() > 0
+    assert before > 10_000 and resident_kib() < before / 4

@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from replay.trace.schema import LOCK_CLASSES
 from tracer import events
+
+LOCK_CLASS_CODE = {name: i for i, name in enumerate(LOCK_CLASSES)}
 
 #: (stack_id, lcb flags, lock_addr) -> lock class; for lock_waits rows.
 Classifier = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -41,7 +44,8 @@ def _common(rec: np.ndarray) -> dict[str, np.ndarray]:
 
 def lock_holds(rec: np.ndarray, start_ns: int) -> dict[str, np.ndarray]:
     ts, dur, inc = _interval(rec, start_ns)
-    classes = np.where(rec["lock_class"] == 1, "mmap_lock", "other")
+    # codes of the column's vocabulary, not strings: no Python object per row
+    classes = np.where(rec["lock_class"] == 1, LOCK_CLASS_CODE["mmap_lock"], LOCK_CLASS_CODE["other"]).astype(np.int16)
     return {
         "ts": ts, "dur": dur, "wait": rec["wait"].astype(np.int64), **_common(rec),
         "lock_addr": rec["lock_addr"], "lock_class": classes, "mode": rec["mode"].astype(np.int16),

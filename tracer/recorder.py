@@ -2,11 +2,13 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every few ms; every 0.5 s the main thread
-decodes them with numpy (tracer/events.py), splits them by kind, sorts each
-table by (ts, seq) and writes the rows older than a watermark as one chunk
-per table. Interval rows (holds, waits, syscalls, bursts) are emitted when
-they end, so they are sorted within each chunk only.
+reader thread copies records out every 20 ms, up to one 4 MiB decoding step
+(the ring buffer holds the rest); every 0.2 s, or as soon as a step waits,
+the main thread decodes them with numpy (tracer/events.py) a step at a time,
+splits them by kind, and writes the rows older than a watermark as one chunk
+per table, sorted by (ts, seq). Interval rows (holds, waits, syscalls,
+bursts) are emitted when they end, so they are sorted within each chunk only.
+Memory stays bounded whatever the rate or the backlog (docs/RECORDING.md).
 
 Stop (duration, command exit, SIGINT/SIGTERM) sets a flag that stops every
 probe at once, detaches them, then drains the ring buffer, the partly filled
@@ -43,9 +45,17 @@ from tracer import decode, events, kernel_env, programs
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
 WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flush period + slack)
 WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
-POLL_S = 0.005  # ring-buffer consume period (the probes submit without wakeups, see mmr_submit)
-CHUNK_ROWS = 1 << 20  # force a write when this many rows are buffered in one table
-MAX_BACKLOG_BYTES = 64 << 20  # copied but not yet decoded; beyond it the ring buffer holds the backlog
+# Ring-buffer consume period (the probes submit without wakeups, see mmr_submit). Each wake-up of the reader
+# takes a CPU from the workload (on 2 CPUs and 2 busy threads, often from an mmap_lock holder); 20 ms is 50
+# wake-ups a second and uses 1/13 of the 16 MiB ring at the fastest rate measured (1M events/s, page faults).
+POLL_S = 0.02
+CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are buffered in one table
+# Ring-buffer data decoded and written per step: a backlog (the recorder was starved of CPU, then catches up)
+# is decoded in steps of this size, so the decoding buffers (~5 copies of a step) stay bounded whatever it is.
+DRAIN_STEP_BYTES = 4 << 20
+# Copied out but not yet decoded: the reader stops copying at this much (one decoding step). The ring buffer
+# holds the rest: its pages are resident anyway, a copy of them would count twice.
+MAX_BACKLOG_BYTES = DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
@@ -75,7 +85,9 @@ class RecordOptions:
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
-    rb_pages: int = 16384  # 64 MiB: ~1M events, >0.5 s of the fastest drain rate measured here
+    # 16 MiB: 256k events, ~1 s of mmap1_threads' rate (220k events/s), 0.25 s of a page-fault loop's 1M/s;
+    # the reader empties it every 20 ms. The kernel maps the data area twice into the reader: 2x in RSS.
+    rb_pages: int = 4096
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
@@ -268,6 +280,7 @@ class Recorder:
         self.notes = kernel_env.Notes([])
         self._raw: list[bytes] = []
         self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
+        self._backlog_full = False
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
@@ -366,7 +379,10 @@ class Recorder:
     def _on_record(self, ctx: Any, data: Any, size: int) -> int:
         self._raw.append(ctypes.string_at(data, size))
         self._copied_bytes += size  # written by the consumer thread only
-        return 0
+        # A full backlog stops this consume (libbpf has consumed this record: it is kept); the rest stays in
+        # the ring buffer until the main thread has decoded a step.
+        self._backlog_full = self._copied_bytes - self._decoded_bytes >= MAX_BACKLOG_BYTES
+        return -1 if self._backlog_full else 0
 
     def _absorb(self, raw: bytes | np.ndarray) -> None:
         """Decode ring-buffer records (or per-CPU batch snapshots) into pending per-kind arrays."""
@@ -390,42 +406,74 @@ class Recorder:
         """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
         (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
         while not self._consumer_stop.is_set():
+            # when decoding is behind, the kernel ring buffer holds (and, if full, counts) the rest
             if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
+                t = time.monotonic_ns()
+                self._backlog_full = False
                 self._bpf.ring_buffer_consume()
-            # else: decoding is behind; let the kernel ring buffer hold (and, if full, count) the rest
+                if not self._backlog_full:  # the ring buffer was emptied: every batch submitted before t is here
+                    self._copied_until_ns = t
+            if self._backlog_full:  # a step's worth waits: decode it now, not at the next write period
+                self._backlog_ready.set()
             self._consumer_stop.wait(POLL_S)
 
-    def _drain(self) -> None:
-        if self._raw:
-            t = time.perf_counter()
-            n = len(self._raw)  # the consumer thread only appends
-            raw = b"".join(self._raw[:n])
-            del self._raw[:n]
-            self._decoded_bytes += len(raw)  # written by the main thread only
-            self._absorb(raw)
-            self._drain_s += time.perf_counter() - t
+    def _drain(self) -> bool:
+        """Decode the oldest copied records, up to DRAIN_STEP_BYTES of them (at least one); True if more wait."""
+        if not self._raw:
+            return False
+        step = DRAIN_STEP_BYTES
+        t = time.perf_counter()
+        n, size = 0, 0
+        avail = len(self._raw)  # the consumer thread only appends
+        while n < avail and (n == 0 or size + len(self._raw[n]) <= step):
+            size += len(self._raw[n])
+            n += 1
+        raw = self._raw[0] if n == 1 else b"".join(self._raw[:n])
+        del self._raw[:n]
+        self._decoded_bytes += len(raw)  # written by the main thread only
+        self._absorb(raw)
+        self._drain_s += time.perf_counter() - t
+        return n < avail
+
+    def _drain_and_write(self, watermark: int) -> None:
+        """Decode every copied record and write what is older than the watermark, one bounded step at a time."""
+        while True:
+            more = self._drain()
+            self._write(watermark)
+            if not more:
+                return
 
     def _write(self, watermark: int | None) -> None:
-        """Write pending rows with ts < watermark (all if None), sorted, one chunk per table."""
+        """Write pending rows with ts < watermark (all if None, or when a table holds CHUNK_ROWS), sorted, one
+        chunk per table. Each row is sorted once, when written: a part wholly newer than the watermark is kept
+        as it is, one wholly older goes out as it is, only a part that straddles it is split."""
         t = time.perf_counter()
         for kind, parts in list(self._pending.items()):
             if not parts:
                 continue
             dt = events.KIND_DTYPES[kind]
-            rec = parts[0] if len(parts) == 1 else events.records(np.concatenate([events.words(p) for p in parts]), dt)
-            # one gather (as uint64 words: fast), then the watermark split is by slicing
-            rec = events.records(events.words(rec)[np.lexsort((rec["seq"], rec["ts"]))], dt)
-            if watermark is not None and self._pending_rows.get(kind, 0) < CHUNK_ROWS:
-                cut = int(np.searchsorted(rec["ts"], watermark))
-                if cut == 0:
-                    self._pending[kind] = [rec]
-                    continue
-                keep, rec = events.records(events.words(rec[cut:]).copy(), dt), rec[:cut]
-                self._pending[kind] = [keep] if len(keep) else []
-                self._pending_rows[kind] = len(keep)
+            if watermark is None or self._pending_rows.get(kind, 0) >= CHUNK_ROWS:
+                out, keep = parts, []
             else:
-                self._pending[kind], self._pending_rows[kind] = [], 0
-            self._emit(kind, rec)
+                out, keep = [], []
+                for p in parts:
+                    below = p["ts"] < watermark
+                    n = int(np.count_nonzero(below))
+                    if n == len(p):
+                        out.append(p)
+                    elif n == 0:
+                        keep.append(p)
+                    else:  # as uint64 words: a gather at memcpy speed (structured copies go field by field)
+                        w = events.words(p)
+                        out.append(events.records(w[below], dt))
+                        keep.append(events.records(w[~below], dt))
+            self._pending[kind] = keep
+            self._pending_rows[kind] = sum(len(p) for p in keep)
+            if not out:
+                continue
+            rec = out[0] if len(out) == 1 else events.records(np.concatenate([events.words(p) for p in out]), dt)
+            order = np.lexsort((rec["seq"], rec["ts"]))
+            self._emit(kind, events.records(events.words(rec)[order], dt))
         self._drain_s += time.perf_counter() - t
 
     def _emit(self, kind: int, rec: np.ndarray) -> None:
@@ -613,6 +661,7 @@ class Recorder:
         if o.duration is not None and o.duration <= 0:
             raise UsageError("--duration must be positive")
         programs.select(o.probes)  # user errors before touching the host
+        lean_allocators()
         programs.cflags(programs.Filter(comm=o.comm))
         bcc, _ = kernel_env.prepare(self.notes)
         self._bcc = bcc
@@ -660,6 +709,7 @@ class Recorder:
 
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
+        release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
         for fam, tp, fn, _ in BACKUPS:
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
@@ -681,6 +731,7 @@ class Recorder:
             self._kallsyms = None
             self.notes.say(f"no kernel symbols ({e}); lock classes of waits will be 'other'")
         self._classify = _lock_classifier(self._kallsyms, self._stack)
+        release_compiler_memory()  # again: what the kallsyms parse freed
 
         b["mmr_rb"].open_ring_buffer(self._on_record)
         try:
@@ -721,6 +772,8 @@ class Recorder:
 
     def _loop(self, cmd: _Command | None) -> None:
         self._consumer_stop = threading.Event()
+        self._backlog_ready = threading.Event()
+        self._copied_until_ns = time.monotonic_ns()
         consumer = threading.Thread(target=self._consume_loop, name="mmreplay-ringbuf", daemon=True)
         consumer.start()
         try:
@@ -737,7 +790,12 @@ class Recorder:
         next_progress = time.monotonic() + 1.0
         last_events, last_t = 0, time.monotonic()
         while not self._stop:
-            time.sleep(0.05)
+            # wake for the next write only (or the deadline): the main thread's wake-ups also take a CPU
+            wake = next_write - time.monotonic()
+            if deadline is not None:
+                wake = min(wake, (deadline - time.monotonic_ns()) / 1e9)
+            full = self._backlog_ready.wait(min(max(wake, 0.005), WRITE_EVERY_S))
+            self._backlog_ready.clear()
             now = time.monotonic_ns()
             if deadline is not None and now >= deadline:
                 self._stop_reason = "duration"
@@ -745,9 +803,10 @@ class Recorder:
             if cmd is not None and cmd.proc.poll() is not None:
                 self._stop_reason = f"command exited ({cmd.proc.returncode})"
                 break
-            if time.monotonic() >= next_write:
-                self._drain()
-                self._write(now - WATERMARK_LAG_NS)
+            if full or time.monotonic() >= next_write:
+                # rows still in the ring buffer (the reader was held back or starved) must not come after
+                # younger rows already written: the watermark follows what has been copied, not the clock
+                self._drain_and_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
@@ -769,9 +828,13 @@ class Recorder:
         w = self._writer
         probes: list[Probe] = []
         try:
-            # everything still in the ring buffer, then the partly filled batches and open intervals
-            self._bpf.ring_buffer_consume()
-            self._drain()
+            # everything in the ring buffer, a backlog at a time; the last rows wait for the partly filled
+            # batches (up to a flush period older) to be sorted with them
+            self._backlog_full = True
+            while self._backlog_full:
+                self._backlog_full = False
+                self._bpf.ring_buffer_consume()
+                self._drain_and_write(stop_ns - WATERMARK_LAG_NS)
             self._leftovers(stop_ns)
             self._write(None)
             if self._t2:
@@ -1029,6 +1092,60 @@ def bpf_run_stats() -> Iterator[bool]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+#: Buffers at least this big get their own mapping, unmapped when freed (glibc: 128 KiB, raised on the fly to 32 MiB).
+MMAP_THRESHOLD = 256 << 10
+
+
+def lean_allocators() -> None:
+    """Make the decoding buffers go back to the kernel when freed, so the recorder's RSS follows what it holds.
+
+    Every 0.2 s the recorder allocates and frees a few MiB of numpy and Arrow buffers. glibc raises its mmap
+    threshold each time a big mapped buffer is freed, after which such buffers come from the heap and the
+    heap's high water stays resident; pyarrow's mimalloc pool keeps freed segments too. A fixed threshold
+    and Arrow's system (malloc) pool keep them from doing so.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
+MADV_DONTNEED, MADV_PAGEOUT = 4, 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
+#: The shared objects of bcc's in-process compiler (clang and LLVM): used while the programs compile, idle after.
+COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def release_compiler_memory() -> int:
+    """Give back the memory the BPF compilation left resident, once the programs are loaded; bytes advised.
+
+    bcc compiles in this process: clang's and LLVM's code (~80 MiB of file pages touched) and the heap the
+    compilation freed would stay in the recorder's RSS for the whole recording. glibc's malloc_trim returns
+    the freed heap. The compiler libraries' code (r-x: never written, so every page is the file's) is dropped
+    with MADV_DONTNEED, their other mappings get MADV_PAGEOUT (a reclaim hint that keeps written pages);
+    a page used again is read back from the page cache, so nothing is lost whatever happens later."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with contextlib.suppress(AttributeError):
+        libc.malloc_trim(0)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    advised = 0
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or not any(lib in parts[5].rsplit("/", 1)[-1] for lib in COMPILER_LIBS):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        code = parts[1].startswith("r-x") and parts[1][3] == "p"
+        if libc.madvise(lo, hi - lo, MADV_DONTNEED if code else MADV_PAGEOUT) == 0:  # PAGEOUT: EINVAL before 5.4
+            advised += hi - lo
+    return advised
 
 
 def prog_info(fd: int) -> _BpfProgInfo | None:

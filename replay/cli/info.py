@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay.cli import ExamplesFormatter
-from replay.trace.reader import Trace
 from replay.trace.repair import describe as repair_lines
 
 EXAMPLES = """\
@@ -16,6 +15,10 @@ examples:
   mmreplay info results          # replay results: policy sets, seeds, options
   mmreplay info mytrace --json
 """
+
+
+if TYPE_CHECKING:  # the reader imports polars: not loaded by the other commands (`record` keeps its RSS down)
+    from replay.trace.reader import Trace
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -162,6 +165,8 @@ def _probe_cost(extra: Any) -> list[tuple[str, int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from replay.trace.reader import Trace
+
     s = summary(Trace.open(args.trace))
     print(json.dumps(s, indent=2) if args.json else render(s))
     return 0
