@@ -129,9 +129,16 @@ def _replay(trace: Path, out: Path) -> Path:
     return out
 
 
-def test_replay_under_2639_and_current_succeeds_for_both(guest, tmp_path):
+@pytest.fixture(scope="module")
+def replays(guest, tmp_path_factory) -> dict[str, Path]:
+    """Each workload's trace replayed under 2.6.39 and current (2 seeds), once for all checks."""
+    out = tmp_path_factory.mktemp("replay")
+    return {wl: _replay(guest / wl, out / wl) for wl in WORKLOADS}
+
+
+def test_replay_under_2639_and_current_succeeds_for_both(replays):
     for wl in WORKLOADS:
-        _replay(guest / wl, tmp_path / wl)
+        assert Trace.open(replays[wl]).has("sim_summary"), wl
 
 
 def _chains(guest: Path) -> tuple[int, list[int]]:
@@ -147,8 +154,8 @@ def _chains(guest: Path) -> tuple[int, list[int]]:
 
 
 @pytest.fixture(scope="module")
-def take_all_replay(guest, tmp_path_factory) -> Trace:
-    return Trace.open(_replay(guest / "take-all-locks", tmp_path_factory.mktemp("replay") / "r"))
+def take_all_replay(replays) -> Trace:
+    return Trace.open(replays["take-all-locks"])
 
 
 def _locker_sections(res: Trace, policy_set: str, tid: int) -> pl.DataFrame:
@@ -162,17 +169,14 @@ def test_2639_runs_each_take_all_chain_with_preemption_off_and_current_does_not(
     """2.6.39's i_mmap_lock and anon_vma lock were spinlocks: each chain is one long preempt-off section."""
     tid, spans = _chains(guest)
     old = _locker_sections(take_all_replay, "2.6.39", tid)
-    # replay cuts each chain into a few sections (next test): the longest still spans many links
-    assert len(old) and old["dur"].max() >= 0.1 * float(np.median(spans)), (old["dur"].max(), spans)
+    assert len(old) and old["dur"].max() >= 0.5 * float(np.median(spans)), (old["dur"].max(), spans)
     assert _locker_sections(take_all_replay, "current", tid).is_empty()
 
 
-@pytest.mark.xfail(reason="replay clips the chain's partly overlapping holds (mm_drop_all_locks releases in VMA "
-                          "order, not innermost first) and drops the locker's preempted time: in the sample "
-                          "take-all-locks-tier2 the longest 2.6.39 sections were 1.6-18.6 ms for chains of "
-                          "14.8-89.0 ms (docs/VALIDATION.md §g)",
-                   strict=False)
 def test_2639_preempt_off_sections_are_as_long_as_the_recorded_chains(guest, take_all_replay):
+    """Each chain is one 2.6.39 section (holds.fit_measured_holds keeps the chain one nest to its last
+    release, and the links' uncaused waits as its CPU time): the longest sections, one a chain, have the
+    recorded chains' median length within 20 %."""
     tid, spans = _chains(guest)
     old = _locker_sections(take_all_replay, "2.6.39", tid)
     longest = np.sort(old["dur"].to_numpy())[::-1][: len(spans)]
