@@ -141,15 +141,34 @@ def test_replay_under_2639_and_current_succeeds_for_both(replays):
         assert Trace.open(replays[wl]).has("sim_summary"), wl
 
 
+def _preempted_ns(t: Trace, tid: int, a: int, z: int) -> int:
+    """How long tid was switched out runnable (preempted, prev_state 0) between a and z."""
+    ss = (t.scan("sched_switch").filter((pl.col("prev_tid") == tid) | (pl.col("next_tid") == tid))
+          .sort("ts", "seq").select("ts", "prev_tid", "prev_state", "next_tid").collect())
+    total, out = 0, None
+    for ts, prev, state, nxt in ss.rows():
+        if prev == tid:
+            out = (ts, state == 0)
+        elif nxt == tid and out is not None:
+            (start, runnable), out = out, None
+            if runnable:
+                total += max(0, min(ts, z) - max(start, a))
+    return total
+
+
 def _chains(guest: Path) -> tuple[int, list[int]]:
-    """The locker's tid and, per complete call, the nested chain's span (first acquisition's start to last release)."""
+    """The locker's tid and, per complete call, the nested chain's length: first acquisition's start to last
+    release, less the time the locker was preempted in between (under 2.6.39 the chain holds spinlocks,
+    whose holder is not preempted; the emulated guest preempts it for up to a third of the span)."""
     calls, h = _take_all(guest)
+    t = _trace(guest, "take-all-locks")
     nested = h.filter(pl.col("lock_class").is_in(["i_mmap_rwsem", "anon_vma"]))
     spans = []
     for c in calls.iter_rows(named=True):
         inside = nested.filter((pl.col("tid") == c["tid"]) & (pl.col("ts") >= c["ts"])
                                & (pl.col("ts") <= c["ts"] + c["dur"]))
-        spans.append(int((inside["ts"] + inside["dur"]).max() - (inside["ts"] - inside["wait"]).min()))
+        a, z = int((inside["ts"] - inside["wait"]).min()), int((inside["ts"] + inside["dur"]).max())
+        spans.append(z - a - _preempted_ns(t, c["tid"], a, z))
     return int(calls["tid"][0]), spans
 
 
@@ -176,7 +195,7 @@ def test_2639_runs_each_take_all_chain_with_preemption_off_and_current_does_not(
 def test_2639_preempt_off_sections_are_as_long_as_the_recorded_chains(guest, take_all_replay):
     """Each chain is one 2.6.39 section (holds.fit_measured_holds keeps the chain one nest to its last
     release, and the links' uncaused waits as its CPU time): the longest sections, one a chain, have the
-    recorded chains' median length within 20 %."""
+    recorded chains' median length (on CPU, _chains) within 20 % (docs/VALIDATION.md §g: to 0.1 ms)."""
     tid, spans = _chains(guest)
     old = _locker_sections(take_all_replay, "2.6.39", tid)
     longest = np.sort(old["dur"].to_numpy())[::-1][: len(spans)]
