@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -569,3 +570,40 @@ def test_another_tasks_mmap_lock_named_by_its_stack_is_left_to_tier1() -> None:
     alone = tier2.decode_tables(by_kind, None, fam, START, STOP).holds
     tier2.classify_holds(alone, stacks, ks)
     assert alone.columns["lock_class"].tolist() == ["mmap_lock", "i_mmap_rwsem"]
+
+
+def test_detection_compiles_once_when_every_family_loads_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling is what detection costs (tens of seconds a program in the emulated guest): all families in
+    one fentry program first; each alone only when that is refused, to learn its own mode or reason."""
+    compiled: list[str] = []
+
+    class FakeBPF:
+        refuse: tuple[str, ...] = ()
+
+        @staticmethod
+        def support_kfunc() -> bool:
+            return True
+
+        def __init__(self, text: str, cflags: list[str]):
+            compiled.append(text)
+            if any(f"---- {src} ----" in text for src in FakeBPF.refuse):
+                raise Exception("Failed to load BPF program: Permission denied")  # noqa: TRY002 - what bcc raises
+
+        def attach_raw_tracepoint(self, tp: bytes, fn_name: bytes) -> None:
+            pass
+
+        def cleanup(self) -> None:
+            pass
+
+    fake = SimpleNamespace(BPF=FakeBPF)
+    monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
+    got = tier2.statuses(fake)
+    assert [(s.family.name, s.mode) for s in got] == [(f.name, "fentry") for f in tier2.FAMILIES]
+    assert len(compiled) == 1 and all(f"---- {f.source} ----" in compiled[0] for f in tier2.FAMILIES)
+
+    compiled.clear()
+    FakeBPF.refuse = (tier2.FAMILIES[0].source,)
+    monkeypatch.setattr(tier2, "compile_kprobe_build", lambda bcc, fam: (_ for _ in ()).throw(Exception("no kprobes")))
+    got = tier2.statuses(fake)
+    assert [s.mode for s in got] == [None] + ["fentry"] * (len(tier2.FAMILIES) - 1)
+    assert len(compiled) == 1 + len(tier2.FAMILIES)  # together, then each alone

@@ -41,6 +41,9 @@ def guest(tmp_path_factory) -> Path:
         return Path(os.environ["MMREPLAY_VM_TRACES"])
     out = tmp_path_factory.mktemp("vm-tier2")
     os.chmod(out, 0o755)
+    for wl in WORKLOADS:  # built here, natively: the guest (which sees this /) finds them, no gcc under TCG
+        subprocess.run([sys.executable, "-m", "tracer.workloads", "command", wl, "2", "2"], cwd=ROOT, check=True,
+                       capture_output=True)
     argv = ["bash", str(ROOT / "tests/vm/run.sh"), "--timeout", str(GUEST_TIMEOUT_S), "--lockup-panic",
             "--rw", str(out), "--kernel-log", str(out / "kernel.log"), "--",
             "sh", "tests/vm/record_tier2.sh", str(out), *WORKLOADS]

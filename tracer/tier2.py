@@ -358,7 +358,36 @@ def statuses(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> l
         available: set[str] | None = {n.split(".")[0] for n in Kallsyms.load().names}
     except Exception:  # noqa: BLE001 - without kallsyms every optional probe is attempted
         available = None
+    if _fentry_together(bcc, families):
+        return [Status(fam, "fentry", "fentry/fexit loads and attaches") for fam in families]
     return [_try_family(bcc, fam, facts, available) for fam in families]
+
+
+def _fentry_together(bcc: Any, families: list[Family]) -> bool:
+    """Whether every family loads and attaches in fentry mode as ONE program, the way a recording loads them.
+
+    One compile instead of one per family: compiling is most of what detection costs (tens of seconds a
+    program under emulation, where tier 2 is tested). False (then each family is tried alone, for its
+    mode or its reason) when any part is refused.
+    """
+    if len(families) < 2:
+        return False
+    try:
+        if not bcc.BPF.support_kfunc():
+            return False
+        text = "\n".join([(BPF_DIR / "mmr_common.h").read_text(), *(c_text(f) for f in families)])
+        b = bcc.BPF(text=text, cflags=cflags(True))
+    except Exception:  # noqa: BLE001 - bcc raises bare Exception; the families alone say why
+        return False
+    try:
+        for fam in families:
+            for tp, handler in fam.raw_tracepoints:
+                b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        b.cleanup()
 
 
 def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | None) -> Status:
