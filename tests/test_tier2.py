@@ -607,3 +607,41 @@ def test_detection_compiles_once_when_every_family_loads_together(monkeypatch: p
     got = tier2.statuses(fake)
     assert [s.mode for s in got] == [None] + ["fentry"] * (len(tier2.FAMILIES) - 1)
     assert len(compiled) == 1 + len(tier2.FAMILIES)  # together, then each alone
+
+
+def test_a_tier2_raw_tracepoint_attaches_beside_the_tier1_program_on_the_same_tracepoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Since tier 1 attaches raw tracepoints, page_free holds mm_page_free_batched in the recording's program,
+    and bcc refused the gathers family's handler on it ("Raw tracepoint ... has been attached"): in the guest
+    the tier2:gathers table was lost. The kernel runs both; the second attaches through libbcc."""
+    import sys
+
+    attached: list[tuple[int, bytes]] = []
+
+    class FakeBPF:
+        RAW_TRACEPOINT = 17
+
+        def __init__(self) -> None:
+            self.raw_tracepoint_fds = {b"mm_page_free_batched": 3}  # tier 1's, attached at load
+
+        def attach_raw_tracepoint(self, tp: bytes, fn_name: bytes) -> None:
+            if tp in self.raw_tracepoint_fds:
+                raise Exception(f"Raw tracepoint {tp} has been attached")  # noqa: TRY002 - what bcc does
+            self.raw_tracepoint_fds[tp] = 4
+
+        def load_func(self, name: bytes, kind: int) -> SimpleNamespace:
+            assert kind == FakeBPF.RAW_TRACEPOINT
+            return SimpleNamespace(fd=40 + len(name))
+
+    def bpf_attach_raw_tracepoint(prog_fd: int, tp: bytes) -> int:
+        attached.append((prog_fd, tp))
+        return 9
+
+    monkeypatch.setitem(sys.modules, "bcc", SimpleNamespace(
+        BPF=FakeBPF, libbcc=SimpleNamespace(lib=SimpleNamespace(bpf_attach_raw_tracepoint=bpf_attach_raw_tracepoint))))
+    gathers = tier2.FAMILIES_BY_NAME["gathers"]
+    assert any(tp == "mm_page_free_batched" for tp, _ in gathers.raw_tracepoints)
+    b = FakeBPF()
+    tier2.attach(b, gathers, "fentry")
+    assert [tp for _, tp in attached] == [b"mm_page_free_batched"]
+    assert sorted(b.raw_tracepoint_fds.values()).count(9) == 1 and b.raw_tracepoint_fds[b"mm_page_free_batched"] == 3

@@ -203,8 +203,30 @@ def attach_kprobes(b: Any, family: Family, available: Iterable[str] | None = Non
         else:
             b.attach_kprobe(event=p.function.encode(), fn_name=p.handler.encode())
     for tp, handler in family.raw_tracepoints:
-        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        attach_raw(b, tp, handler)
     return sorted(set(skipped))
+
+
+def attach_raw(b: Any, tp: str, handler: str) -> None:
+    """Attach ``handler`` of program ``b`` to raw tracepoint ``tp``, also when a tier-1 family of the same
+    program holds ``tp`` already (page_free on mm_page_free_batched, since tier 1 attaches raw tracepoints).
+
+    bcc attaches one program per tracepoint name and refuses a second ("Raw tracepoint ... has been
+    attached"); the kernel runs any number. The second goes through libbcc, its fd kept in bcc's table
+    under its own key so that ``b.cleanup()`` closes it with the others.
+    """
+    key = tp.encode()
+    fds = b.raw_tracepoint_fds
+    if key not in fds:
+        b.attach_raw_tracepoint(tp=key, fn_name=handler.encode())
+        return
+    import bcc
+
+    fn = b.load_func(handler.encode(), bcc.BPF.RAW_TRACEPOINT)
+    fd = bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, key)
+    if fd < 0:
+        raise RuntimeError(f"cannot attach {handler} to raw tracepoint {tp} beside tier 1's program ({fd})")
+    fds[key + b" " + handler.encode()] = fd
 
 
 def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = None) -> list[str]:
@@ -218,7 +240,7 @@ def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = 
     if mode != "fentry":
         raise ValueError(f"mode {mode!r}: expected 'fentry' or 'kprobe'")
     for tp, handler in family.raw_tracepoints:
-        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        attach_raw(b, tp, handler)
     return []
 
 
