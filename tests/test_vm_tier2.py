@@ -48,6 +48,7 @@ def guest(tmp_path_factory) -> Path:
             "--rw", str(out), "--kernel-log", str(out / "kernel.log"), "--",
             "sh", "tests/vm/record_tier2.sh", str(out), *WORKLOADS]
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=GUEST_TIMEOUT_S + 600)
+    (out / "guest.log").write_text(r.stdout + r.stderr)  # what the recordings said, with their timings
     sys.stderr.write(r.stderr[-4000:])
     if r.returncode != 0:
         klog = (out / "kernel.log").read_text(errors="replace") if (out / "kernel.log").exists() else ""
