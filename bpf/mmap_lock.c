@@ -78,8 +78,15 @@ static __always_inline void mmr_ml_emit(struct mmr_batch *b, struct mmr_ml_slot 
 	mmr_emit(b, MMR_EV_LOCK_HOLD);
 }
 
-/* Slot i of t, bounded for the verifier. */
-#define MMR_ML_SLOT(t, i) (&(t)->s[(i) & (MMR_ML_SLOTS - 1)])
+/* Slot i (0 <= i < MMR_ML_SLOTS) of t. The mask bounds the index for the verifier; the barrier keeps clang
+ * from dropping it: clang knows mmr_ml_find() returns -1..3 and computes that branch-free with a negation,
+ * whose result the 6.1 verifier cannot bound ("R3 unbounded memory access", the program refused). */
+static __always_inline struct mmr_ml_slot *mmr_ml_at(struct mmr_ml_task *t, int i)
+{
+	u32 k = i;
+	asm volatile("" : "+r"(k));
+	return &t->s[k & (MMR_ML_SLOTS - 1)];
+}
 
 static __always_inline int mmr_ml_start(u64 mm, u8 write)
 {
@@ -93,7 +100,7 @@ static __always_inline int mmr_ml_start(u64 mm, u8 write)
 	int held;
 	int i = t ? mmr_ml_find(t, mm, &held) : -1;
 	if (i >= 0) {
-		struct mmr_ml_slot *v = MMR_ML_SLOT(t, i);
+		struct mmr_ml_slot *v = mmr_ml_at(t, i);
 		if (!v->held) { /* a held slot of the same mm: a nested start, seen at its acquire */
 			v->mm = mm;
 			v->start_ts = bpf_ktime_get_ns();
@@ -123,7 +130,7 @@ static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 		mmr_exit();
 		return MMR_PASS;
 	}
-	struct mmr_ml_slot *v = MMR_ML_SLOT(t, i);
+	struct mmr_ml_slot *v = mmr_ml_at(t, i);
 	u64 wait = 0;
 	if (v->mm == mm && v->held) {
 		/* mmap_write_downgrade: the write hold ends, a read hold starts */
@@ -164,7 +171,7 @@ static __always_inline int mmr_ml_released(u64 mm, u8 write)
 	int held = 0;
 	int i = t ? mmr_ml_find(t, mm, &held) : -1;
 	if (i >= 0) {
-		struct mmr_ml_slot *v = MMR_ML_SLOT(t, i);
+		struct mmr_ml_slot *v = mmr_ml_at(t, i);
 		if (v->mm == mm && v->held) {
 			mmr_ml_emit(b, v, pid, tid, now, 1);
 			v->mm = 0;

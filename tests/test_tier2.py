@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -569,3 +570,78 @@ def test_another_tasks_mmap_lock_named_by_its_stack_is_left_to_tier1() -> None:
     alone = tier2.decode_tables(by_kind, None, fam, START, STOP).holds
     tier2.classify_holds(alone, stacks, ks)
     assert alone.columns["lock_class"].tolist() == ["mmap_lock", "i_mmap_rwsem"]
+
+
+def test_detection_compiles_once_when_every_family_loads_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiling is what detection costs (tens of seconds a program in the emulated guest): all families in
+    one fentry program first; each alone only when that is refused, to learn its own mode or reason."""
+    compiled: list[str] = []
+
+    class FakeBPF:
+        refuse: tuple[str, ...] = ()
+
+        @staticmethod
+        def support_kfunc() -> bool:
+            return True
+
+        def __init__(self, text: str, cflags: list[str]):
+            compiled.append(text)
+            if any(f"---- {src} ----" in text for src in FakeBPF.refuse):
+                raise Exception("Failed to load BPF program: Permission denied")  # noqa: TRY002 - what bcc raises
+
+        def attach_raw_tracepoint(self, tp: bytes, fn_name: bytes) -> None:
+            pass
+
+        def cleanup(self) -> None:
+            pass
+
+    fake = SimpleNamespace(BPF=FakeBPF)
+    monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
+    got = tier2.statuses(fake)
+    assert [(s.family.name, s.mode) for s in got] == [(f.name, "fentry") for f in tier2.FAMILIES]
+    assert len(compiled) == 1 and all(f"---- {f.source} ----" in compiled[0] for f in tier2.FAMILIES)
+
+    compiled.clear()
+    FakeBPF.refuse = (tier2.FAMILIES[0].source,)
+    monkeypatch.setattr(tier2, "compile_kprobe_build", lambda bcc, fam: (_ for _ in ()).throw(Exception("no kprobes")))
+    got = tier2.statuses(fake)
+    assert [s.mode for s in got] == [None] + ["fentry"] * (len(tier2.FAMILIES) - 1)
+    assert len(compiled) == 1 + len(tier2.FAMILIES)  # together, then each alone
+
+
+def test_a_tier2_raw_tracepoint_attaches_beside_the_tier1_program_on_the_same_tracepoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Since tier 1 attaches raw tracepoints, page_free holds mm_page_free_batched in the recording's program,
+    and bcc refused the gathers family's handler on it ("Raw tracepoint ... has been attached"): in the guest
+    the tier2:gathers table was lost. The kernel runs both; the second attaches through libbcc."""
+    import sys
+
+    attached: list[tuple[int, bytes]] = []
+
+    class FakeBPF:
+        RAW_TRACEPOINT = 17
+
+        def __init__(self) -> None:
+            self.raw_tracepoint_fds = {b"mm_page_free_batched": 3}  # tier 1's, attached at load
+
+        def attach_raw_tracepoint(self, tp: bytes, fn_name: bytes) -> None:
+            if tp in self.raw_tracepoint_fds:
+                raise Exception(f"Raw tracepoint {tp} has been attached")  # noqa: TRY002 - what bcc does
+            self.raw_tracepoint_fds[tp] = 4
+
+        def load_func(self, name: bytes, kind: int) -> SimpleNamespace:
+            assert kind == FakeBPF.RAW_TRACEPOINT
+            return SimpleNamespace(fd=40 + len(name))
+
+    def bpf_attach_raw_tracepoint(prog_fd: int, tp: bytes) -> int:
+        attached.append((prog_fd, tp))
+        return 9
+
+    monkeypatch.setitem(sys.modules, "bcc", SimpleNamespace(
+        BPF=FakeBPF, libbcc=SimpleNamespace(lib=SimpleNamespace(bpf_attach_raw_tracepoint=bpf_attach_raw_tracepoint))))
+    gathers = tier2.FAMILIES_BY_NAME["gathers"]
+    assert any(tp == "mm_page_free_batched" for tp, _ in gathers.raw_tracepoints)
+    b = FakeBPF()
+    tier2.attach(b, gathers, "fentry")
+    assert [tp for _, tp in attached] == [b"mm_page_free_batched"]
+    assert sorted(b.raw_tracepoint_fds.values()).count(9) == 1 and b.raw_tracepoint_fds[b"mm_page_free_batched"] == 3

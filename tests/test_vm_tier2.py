@@ -41,10 +41,14 @@ def guest(tmp_path_factory) -> Path:
         return Path(os.environ["MMREPLAY_VM_TRACES"])
     out = tmp_path_factory.mktemp("vm-tier2")
     os.chmod(out, 0o755)
+    for wl in WORKLOADS:  # built here, natively: the guest (which sees this /) finds them, no gcc under TCG
+        subprocess.run([sys.executable, "-m", "tracer.workloads", "command", wl, "2", "2"], cwd=ROOT, check=True,
+                       capture_output=True)
     argv = ["bash", str(ROOT / "tests/vm/run.sh"), "--timeout", str(GUEST_TIMEOUT_S), "--lockup-panic",
             "--rw", str(out), "--kernel-log", str(out / "kernel.log"), "--",
             "sh", "tests/vm/record_tier2.sh", str(out), *WORKLOADS]
     r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=GUEST_TIMEOUT_S + 600)
+    (out / "guest.log").write_text(r.stdout + r.stderr)  # what the recordings said, with their timings
     sys.stderr.write(r.stderr[-4000:])
     if r.returncode != 0:
         klog = (out / "kernel.log").read_text(errors="replace") if (out / "kernel.log").exists() else ""
@@ -129,26 +133,52 @@ def _replay(trace: Path, out: Path) -> Path:
     return out
 
 
-def test_replay_under_2639_and_current_succeeds_for_both(guest, tmp_path):
+@pytest.fixture(scope="module")
+def replays(guest, tmp_path_factory) -> dict[str, Path]:
+    """Each workload's trace replayed under 2.6.39 and current (2 seeds), once for all checks."""
+    out = tmp_path_factory.mktemp("replay")
+    return {wl: _replay(guest / wl, out / wl) for wl in WORKLOADS}
+
+
+def test_replay_under_2639_and_current_succeeds_for_both(replays):
     for wl in WORKLOADS:
-        _replay(guest / wl, tmp_path / wl)
+        assert Trace.open(replays[wl]).has("sim_summary"), wl
+
+
+def _preempted_ns(t: Trace, tid: int, a: int, z: int) -> int:
+    """How long tid was switched out runnable (preempted, prev_state 0) between a and z."""
+    ss = (t.scan("sched_switch").filter((pl.col("prev_tid") == tid) | (pl.col("next_tid") == tid))
+          .sort("ts", "seq").select("ts", "prev_tid", "prev_state", "next_tid").collect())
+    total, out = 0, None
+    for ts, prev, state, nxt in ss.rows():
+        if prev == tid:
+            out = (ts, state == 0)
+        elif nxt == tid and out is not None:
+            (start, runnable), out = out, None
+            if runnable:
+                total += max(0, min(ts, z) - max(start, a))
+    return total
 
 
 def _chains(guest: Path) -> tuple[int, list[int]]:
-    """The locker's tid and, per complete call, the nested chain's span (first acquisition's start to last release)."""
+    """The locker's tid and, per complete call, the nested chain's length: first acquisition's start to last
+    release, less the time the locker was preempted in between (under 2.6.39 the chain holds spinlocks,
+    whose holder is not preempted; the emulated guest preempts it for up to a third of the span)."""
     calls, h = _take_all(guest)
+    t = _trace(guest, "take-all-locks")
     nested = h.filter(pl.col("lock_class").is_in(["i_mmap_rwsem", "anon_vma"]))
     spans = []
     for c in calls.iter_rows(named=True):
         inside = nested.filter((pl.col("tid") == c["tid"]) & (pl.col("ts") >= c["ts"])
                                & (pl.col("ts") <= c["ts"] + c["dur"]))
-        spans.append(int((inside["ts"] + inside["dur"]).max() - (inside["ts"] - inside["wait"]).min()))
+        a, z = int((inside["ts"] - inside["wait"]).min()), int((inside["ts"] + inside["dur"]).max())
+        spans.append(z - a - _preempted_ns(t, c["tid"], a, z))
     return int(calls["tid"][0]), spans
 
 
 @pytest.fixture(scope="module")
-def take_all_replay(guest, tmp_path_factory) -> Trace:
-    return Trace.open(_replay(guest / "take-all-locks", tmp_path_factory.mktemp("replay") / "r"))
+def take_all_replay(replays) -> Trace:
+    return Trace.open(replays["take-all-locks"])
 
 
 def _locker_sections(res: Trace, policy_set: str, tid: int) -> pl.DataFrame:
@@ -162,17 +192,14 @@ def test_2639_runs_each_take_all_chain_with_preemption_off_and_current_does_not(
     """2.6.39's i_mmap_lock and anon_vma lock were spinlocks: each chain is one long preempt-off section."""
     tid, spans = _chains(guest)
     old = _locker_sections(take_all_replay, "2.6.39", tid)
-    # replay cuts each chain into a few sections (next test): the longest still spans many links
-    assert len(old) and old["dur"].max() >= 0.1 * float(np.median(spans)), (old["dur"].max(), spans)
+    assert len(old) and old["dur"].max() >= 0.5 * float(np.median(spans)), (old["dur"].max(), spans)
     assert _locker_sections(take_all_replay, "current", tid).is_empty()
 
 
-@pytest.mark.xfail(reason="replay clips the chain's partly overlapping holds (mm_drop_all_locks releases in VMA "
-                          "order, not innermost first) and drops the locker's preempted time: in the sample "
-                          "take-all-locks-tier2 the longest 2.6.39 sections were 1.6-18.6 ms for chains of "
-                          "14.8-89.0 ms (docs/VALIDATION.md §g)",
-                   strict=False)
 def test_2639_preempt_off_sections_are_as_long_as_the_recorded_chains(guest, take_all_replay):
+    """Each chain is one 2.6.39 section (holds.fit_measured_holds keeps the chain one nest to its last
+    release, and the links' uncaused waits as its CPU time): the longest sections, one a chain, have the
+    recorded chains' median length (on CPU, _chains) within 20 % (docs/VALIDATION.md §g: to 0.1 ms)."""
     tid, spans = _chains(guest)
     old = _locker_sections(take_all_replay, "2.6.39", tid)
     longest = np.sort(old["dur"].to_numpy())[::-1][: len(spans)]

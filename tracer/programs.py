@@ -14,6 +14,7 @@ decides and says why, `mmreplay doctor` reports it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,3 +295,26 @@ def load(bcc: Any, families: Sequence[Family], flt: Filter, *, flush: bool = Tru
     """
     text = source(families, flush=flush) + ("\n" + extra_text if extra_text else "")
     return bcc.BPF(text=text.encode(), cflags=cflags(flt, **kw) + list(extra_cflags))
+
+
+#: Lines of a verifier log that are not its verdict: instructions, source lines, state dumps.
+_LOG_DETAIL = re.compile(r"^(\d+: |\d+:$|; |from \d+ to \d+|last_idx |regs=|parent |mark_precise|func#|Live regs|"
+                         r"verification time|stack depth|\s*$)")
+
+
+def load_error(exc: BaseException, log: Sequence[str]) -> str:
+    """One line for a program that did not compile or load: bcc's message, and why (the compiler's first
+    error, or the verifier's verdict: the last line of its log before "processed N insns").
+
+    bcc's own message names only the program and the errno ("Permission denied"); the reason is in the
+    log it writes to stderr (capture it with kernel_env.captured_stderr)."""
+    text = str(exc).strip()
+    head = text.splitlines()[0] if text else type(exc).__name__
+    why = ""
+    for i, line in enumerate(log):
+        if line.startswith("processed ") and " insns" in line:
+            why = next((p.strip() for p in reversed(log[:i]) if not _LOG_DETAIL.match(p)), "")
+            break
+    if not why:
+        why = next((ln.strip() for ln in log if "error:" in ln), "")
+    return f"{head} ({why})" if why and why not in head else head

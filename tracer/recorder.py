@@ -317,8 +317,10 @@ class Recorder:
         return use, skipped
 
     def _load(self, bcc: Any, families: list[programs.Family], flt: programs.Filter) -> tuple[Any, list, list[Probe]]:
-        """Load all families at once (with the usable tier-2 ones); if that fails, drop tier 2, then find
-        and skip the tier-1 families that do not load."""
+        """Load all families at once (with the usable tier-2 ones). If the kernel refuses that program, find
+        who: each tier-1 family alone (raw tracepoints, then classic), then tier 2 with the tier-1 families
+        that load. A family that does not load is one failed Probe with the compiler's or verifier's reason
+        (printed at the end of the recording), never a table silently missing, and never the others'."""
         self._plan = programs.plan(families, self.opts.attach, bcc)
         if self.opts.attach == "raw" and self._plan.why_classic:
             bad = [(n, r) for n, r in self._plan.why_classic if n != "syscalls"]
@@ -327,52 +329,70 @@ class Recorder:
                     "raw tracepoints", f"{bad[0][0]}: {bad[0][1]}", "record with --attach auto (classic fallback)")
         kw = {"rb_pages": self.opts.rb_pages, "pf_gap_ns": self.opts.pf_gap_ns, "attach": self._plan,
               "stacks": self.opts.stacks}
+        t2_kw: dict[str, Any] = {}
         if self._t2:
             from tracer import tier2
 
-            fentry = self._t2[0][1] == "fentry"
-            try:
-                with kernel_env.captured_stderr():
-                    b = programs.load(bcc, families, flt, extra_text="\n".join(tier2.c_text(f) for f, _ in self._t2),
-                                      extra_cflags=tier2.cflags(fentry), **kw)
+            t2_kw = {"extra_text": "\n".join(tier2.c_text(f) for f, _ in self._t2),
+                     "extra_cflags": tier2.cflags(self._t2[0][1] == "fentry")}
+
+        def try_load(fams: list[programs.Family], **more: Any) -> tuple[Any, str]:
+            """(the loaded program, "") or (None, why not in one line)."""
+            with kernel_env.captured_stderr() as log:
+                try:
+                    return programs.load(bcc, fams, flt, **kw, **more), ""
+                except Exception as e:  # noqa: BLE001 - bcc raises bare Exception for compile/verifier/attach
+                    err = e
+            return None, programs.load_error(err, log)
+
+        def tier2_failed(why: str) -> None:
+            self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed", reason=why) for f, _ in self._t2]
+            self._t2 = []
+
+        if t2_kw:
+            b, err = try_load(families, **t2_kw)
+            if b is not None:
                 return b, families, []
-            except Exception as e:  # noqa: BLE001
-                self._t2_probes += [Probe(f"tier2:{f.name}", 2, status="failed",
-                                          reason=f"loading with tier 1 failed: {str(e).splitlines()[0][:200]}")
-                                    for f, _ in self._t2]
-                self._t2 = []
-        try:
-            return programs.load(bcc, families, flt, **kw), families, []
-        except Exception:  # noqa: BLE001 - bcc raises bare Exception for compile/verifier/attach failures
-            pass
+        b, err1 = try_load(families)
+        if b is not None:
+            if t2_kw:  # tier 1 alone loads: tier 2 was refused
+                tier2_failed(f"loading failed: {err[:300]}")
+            return b, families, []
         ok, failed = [], []
         raw = set(self._plan.raw)
 
-        def loads() -> str:
+        def loads(fam: programs.Family) -> str:
             """'' if fam loads alone with the current plan, else the first line of why not."""
-            try:
-                programs.load(bcc, [fam], flt, flush=False, **kw).cleanup()
-                return ""
-            except Exception as e:  # noqa: BLE001
-                return str(e).splitlines()[0][:200] or type(e).__name__
+            b, err = try_load([fam], flush=False)
+            if b is not None:
+                b.cleanup()
+            return err[:300]
 
         for fam in families:
-            with kernel_env.captured_stderr():
-                err = loads()
-                if err and fam.name in raw:  # the classic tracepoints may still load
-                    raw.discard(fam.name)
-                    kw["attach"] = self._plan = programs.Plan(
-                        frozenset(raw), self._plan.offsets,
-                        self._plan.why_classic + ((fam.name, f"raw tracepoints failed to load: {err}"),))
-                    err = loads()
+            err = loads(fam)
+            if err and fam.name in raw:  # the classic tracepoints may still load
+                raw.discard(fam.name)
+                kw["attach"] = self._plan = programs.Plan(
+                    frozenset(raw), self._plan.offsets,
+                    self._plan.why_classic + ((fam.name, f"raw tracepoints failed to load: {err}"),))
+                err = loads(fam)
             if err:
                 failed.append(Probe(fam.name, fam.tier, status="failed", reason=err))
             else:
                 ok.append(fam)
         if not ok:
-            raise kernel_env.EnvironmentProblem("probes", "no tier-1 probe family loads here",
+            raise kernel_env.EnvironmentProblem("probes", f"no tier-1 probe family loads here (first: {err1[:200]})",
                                                 "run 'mmreplay doctor' for the reason of each")
-        return programs.load(bcc, ok, flt, **kw), ok, failed
+        if t2_kw:
+            b, err = try_load(ok, **t2_kw)
+            if b is not None:
+                return b, ok, failed
+            tier2_failed(f"loading with tier 1 failed: {err[:300]}")
+        b, err = try_load(ok)
+        if b is None:  # each loads alone, not together: say so rather than record less than asked
+            raise kernel_env.EnvironmentProblem("probes", f"the tier-1 families load one by one but not together: "
+                                                f"{err[:200]}", "record fewer --probes; run 'mmreplay doctor'")
+        return b, ok, failed
 
     # -- data path --------------------------------------------------------------
 

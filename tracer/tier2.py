@@ -203,8 +203,30 @@ def attach_kprobes(b: Any, family: Family, available: Iterable[str] | None = Non
         else:
             b.attach_kprobe(event=p.function.encode(), fn_name=p.handler.encode())
     for tp, handler in family.raw_tracepoints:
-        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        attach_raw(b, tp, handler)
     return sorted(set(skipped))
+
+
+def attach_raw(b: Any, tp: str, handler: str) -> None:
+    """Attach ``handler`` of program ``b`` to raw tracepoint ``tp``, also when a tier-1 family of the same
+    program holds ``tp`` already (page_free on mm_page_free_batched, since tier 1 attaches raw tracepoints).
+
+    bcc attaches one program per tracepoint name and refuses a second ("Raw tracepoint ... has been
+    attached"); the kernel runs any number. The second goes through libbcc, its fd kept in bcc's table
+    under its own key so that ``b.cleanup()`` closes it with the others.
+    """
+    key = tp.encode()
+    fds = b.raw_tracepoint_fds
+    if key not in fds:
+        b.attach_raw_tracepoint(tp=key, fn_name=handler.encode())
+        return
+    import bcc
+
+    fn = b.load_func(handler.encode(), bcc.BPF.RAW_TRACEPOINT)
+    fd = bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, key)
+    if fd < 0:
+        raise RuntimeError(f"cannot attach {handler} to raw tracepoint {tp} beside tier 1's program ({fd})")
+    fds[key + b" " + handler.encode()] = fd
 
 
 def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = None) -> list[str]:
@@ -218,7 +240,7 @@ def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = 
     if mode != "fentry":
         raise ValueError(f"mode {mode!r}: expected 'fentry' or 'kprobe'")
     for tp, handler in family.raw_tracepoints:
-        b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        attach_raw(b, tp, handler)
     return []
 
 
@@ -358,7 +380,36 @@ def statuses(bcc: Any | None = None, families: Iterable[Family] = FAMILIES) -> l
         available: set[str] | None = {n.split(".")[0] for n in Kallsyms.load().names}
     except Exception:  # noqa: BLE001 - without kallsyms every optional probe is attempted
         available = None
+    if _fentry_together(bcc, families):
+        return [Status(fam, "fentry", "fentry/fexit loads and attaches") for fam in families]
     return [_try_family(bcc, fam, facts, available) for fam in families]
+
+
+def _fentry_together(bcc: Any, families: list[Family]) -> bool:
+    """Whether every family loads and attaches in fentry mode as ONE program, the way a recording loads them.
+
+    One compile instead of one per family: compiling is most of what detection costs (tens of seconds a
+    program under emulation, where tier 2 is tested). False (then each family is tried alone, for its
+    mode or its reason) when any part is refused.
+    """
+    if len(families) < 2:
+        return False
+    try:
+        if not bcc.BPF.support_kfunc():
+            return False
+        text = "\n".join([(BPF_DIR / "mmr_common.h").read_text(), *(c_text(f) for f in families)])
+        b = bcc.BPF(text=text, cflags=cflags(True))
+    except Exception:  # noqa: BLE001 - bcc raises bare Exception; the families alone say why
+        return False
+    try:
+        for fam in families:
+            for tp, handler in fam.raw_tracepoints:
+                b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        b.cleanup()
 
 
 def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | None) -> Status:

@@ -33,6 +33,24 @@ within ~30% (median), where the bare bracket overestimated by ~100%.
 
 Uncontended acquisitions leave no trace in tier 1 at all; those holds are not
 modelled (their time stays in the surrounding think time).
+
+Measured holds (tier 1's mmap_lock, tier 2's rwsems) need two repairs before nesting
+(:func:`fit_measured_holds`), both for the take-all-locks chain (issue #12):
+
+* **a wait nobody caused** — a measured acquisition made while holding another
+  measured lock, whose wait no other recorded thread's hold of the same lock
+  overlaps and during which the waiter never slept, waited for nothing: that time
+  is the lock code's (and, under emulation, the probes') own CPU time inside the
+  outer hold, so it stays on-CPU time of the outer section instead of a recorded
+  wait, which every simulated policy but as-recorded replaces by its own (zero,
+  uncontended). mm_take_all_locks spends most of its chain there. (Outside any
+  hold, the attempt keeps its recorded start: nothing recorded gets shorter.)
+* **releases out of nesting order** — a measured hold that starts inside another
+  one's hold and is released after it (mm_drop_all_locks releases in VMA order,
+  not innermost first): the outer hold is extended to that release, so the chain
+  stays one nest whose outermost section spans it, as the preempt-off time of
+  2.6.39's spinlocks did. Clipping the inner hold instead (what nesting does
+  otherwise) cut each chain's section short by its whole release phase.
 """
 
 from __future__ import annotations
@@ -42,6 +60,9 @@ from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 
 from replay.workload.intervals import Interval, Recorded, ThreadRecord
+
+#: other threads' holds looked at per wait before it counts as contended (readers can pile up)
+OVERLAP_SCAN = 256
 
 #: hold assumed when no evidence bounds it (a short critical section; ~ an i_mmap tree update)
 DEFAULT_HOLD_NS = 1_000
@@ -113,7 +134,9 @@ def derive_holds(rec: Recorded) -> Counter[str]:
     """Give every contended wait of a hold-less class a derived hold; move it among the thread's intervals.
 
     Returns how many holds each kind of evidence decided (``"<class>: hand-off"`` ...).
+    Measured holds are fitted first (:func:`fit_measured_holds`).
     """
+    fit_measured_holds(rec)
     handoff = _handoff_ends(rec)
     brackets = {tid: _brackets(t) for tid, t in rec.threads.items()}
     typical_samples: dict[str, list[int]] = defaultdict(list)
@@ -167,3 +190,60 @@ def derive_holds(rec: Recorded) -> Counter[str]:
         t.intervals.extend(t.waits)
         t.waits = []
     return sources
+
+
+def fit_measured_holds(rec: Recorded) -> None:
+    """Turn waits nobody caused into on-CPU time and extend holds released out of nesting order (module doc)."""
+    holders: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for t in rec.threads.values():
+        for iv in t.intervals:
+            if iv.kind == "critical" and not iv.derived:
+                holders[(iv.lock.lock_class, iv.lock.addr)].append((iv.body_start, iv.end, t.tid))
+    index: dict[tuple[str, int], tuple[list[int], list[tuple[int, int, int]], list[int]]] = {}
+    for key, hs in holders.items():
+        hs.sort()
+        reach, m = [], -1
+        for _b, e, _tid in hs:
+            m = max(m, e)
+            reach.append(m)  # the latest release among holds acquired up to here
+        index[key] = ([b for b, _e, _tid in hs], hs, reach)
+
+    def contended(iv: Interval, tid: int) -> bool:
+        starts, hs, reach = index[(iv.lock.lock_class, iv.lock.addr)]
+        j = bisect_left(starts, iv.body_start) - 1
+        for _ in range(OVERLAP_SCAN):
+            if j < 0 or reach[j] <= iv.start:
+                return False
+            b, e, other = hs[j]
+            if other != tid and e > iv.start and b < iv.body_start:
+                return True
+            j -= 1
+        return True  # a crowd of holders: assume one of them was in the way
+
+    for t in rec.threads.values():
+        sleeps = sorted((o.start, o.end) for o in t.off_cpu if o.blocked)
+        sleep_starts = [a for a, _ in sleeps]
+        held = sorted((iv for iv in t.intervals if iv.kind == "critical" and not iv.derived), key=Interval.key)
+        stack: list[Interval] = []
+        for iv in held:
+            while stack and stack[-1].end <= iv.start:
+                stack.pop()
+            nested = bool(stack) and iv.start >= stack[-1].body_start
+            stack.append(iv)
+            if not nested or iv.body_start <= iv.start:
+                continue  # only inside another hold does the wait's time lengthen a recorded section
+            k = bisect_left(sleep_starts, iv.body_start) - 1
+            slept = k >= 0 and sleeps[k][1] > iv.start
+            if not slept and not contended(iv, t.tid):
+                iv.start = iv.body_start
+                rec.notes["measured waits no holder caused kept as on-CPU time"] += 1
+        stack = []
+        for iv in sorted(held, key=Interval.key):
+            while stack and stack[-1].end <= iv.start:
+                stack.pop()
+            if stack and iv.end > stack[-1].end and iv.start >= stack[-1].body_start:
+                for outer in stack:
+                    if outer.end < iv.end:
+                        outer.end = iv.end
+                rec.notes["measured holds released out of nesting order: outer holds extended"] += 1
+            stack.append(iv)
