@@ -90,7 +90,7 @@ def test_garbage_fifo_and_links_are_dropped_with_a_reason_and_never_read(tmp_pat
     (t / "ipis.arrow").symlink_to("/etc/passwd")
     results = {r.table: r.action for r in repair(t)}
     assert results == {"page_faults": "rebuilt footer", "lock_waits": "dropped (not an Arrow IPC stream after the "
-                       "header (corrupt))", "tlb_flushes": "dropped (not a regular file)",
+                       "header, and no valid chunk in it (corrupt))", "tlb_flushes": "dropped (not a regular file)",
                        "ipis": "dropped (not a regular file)"}
     assert Trace.open(t).tables == ["page_faults"]
     out = _info(t, capsys)
