@@ -108,7 +108,7 @@ def _lost_headline(s: dict[str, Any]) -> str:
     if dropped is None:
         return f"lost       {s['lost_events']} events of the recorded tasks{by_recorder}"
     repair = (f"repair dropped {dropped} bytes of torn or corrupt chunks (their rows unknown)" if dropped
-              else "repair dropped no chunk")
+              else "repair found no torn or corrupt chunk")
     if s["lost_events"] is None:
         return (f"lost       unknown: the recording was stopped before the recorder counted its events and "
                 f"losses; {repair}")
