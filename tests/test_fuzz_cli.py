@@ -281,3 +281,38 @@ def test_the_fuzz_ran_every_command_and_both_outcomes() -> None:
     for name in COMMANDS:
         assert any(k.startswith(f"{name} -> ") for k in RAN), (name, RAN)
     assert any(k.endswith("-> 0") for k in RAN) and any(k.endswith("-> 2") for k in RAN), RAN
+
+
+# -- what the fuzz found, as specifications ---------------------------------------------------------
+
+def _one(tmp_path: Path, table: str, column: str, value: object) -> Path:
+    t = fx.write_recorded(tmp_path / "t")
+    with pa.memory_map(str(t / f"{table}.arrow")) as src:
+        data = pa.ipc.open_file(src).read_all()
+    _write_table(t, table, data.set_column(data.column_names.index(column), column,
+                                           _cells(data.column(column), [0], value)))
+    return t
+
+
+def _refused(argv: list[str], capsys, *words: str) -> None:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_a_null_where_none_may_be_is_refused_on_open(tmp_path, capsys):
+    t = _one(tmp_path, "lock_waits", "tid", None)
+    _refused(["query", str(t), "waits", "--by", "task"], capsys, "lock_waits.arrow", "'tid'", "nulls")
+
+
+def test_an_enum_code_outside_its_dictionary_is_refused_on_open(tmp_path, capsys):
+    t = _one(tmp_path, "lock_waits", "lock_class", 999)
+    _refused(["info", str(t)], capsys, "'lock_class'", "outside its dictionary")
+
+
+def test_replay_refuses_a_negative_duration_and_an_event_outside_the_span(tmp_path, capsys):
+    t = _one(tmp_path, "lock_holds", "dur", -5)
+    _refused(["replay", str(t), "--seeds", "1"], capsys, "lock_holds.arrow", "negative duration")
+    t = _one(tmp_path / "b", "gathers", "dur", 2**63 - 1)
+    _refused(["replay", str(t), "--seeds", "1"], capsys, "gathers.arrow", "outside the recorded span")
