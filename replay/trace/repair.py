@@ -67,9 +67,7 @@ def _read_file(buf: pa.Buffer, spec: Table) -> int | None:
             return None
         rows = 0
         for i in range(r.num_record_batches):
-            b = r.get_batch(i)
-            b.validate(full=True)
-            rows += b.num_rows
+            rows += _checked(spec, r.get_batch(i)).num_rows  # what the loader would refuse is repaired
         return rows
     except (pa.ArrowException, OSError, ValueError, MemoryError):
         return None
@@ -89,8 +87,11 @@ def _checked(spec: Table, b: pa.RecordBatch) -> pa.RecordBatch:
     raises ValueError: a chunk with a flipped length, offset, index or validity bit is not kept."""
     b.validate(full=True)
     for col in spec.columns:
-        if not col.nullable and b.column(col.name).null_count:
+        arr = b.column(col.name)
+        if not col.nullable and arr.null_count:
             raise ValueError(f"nulls in the non-nullable column {col.name!r}")
+        if col.is_enum and pa.types.is_dictionary(arr.type) and not set(arr.dictionary.to_pylist()) <= set(col.values):
+            raise ValueError(f"words outside the vocabulary in column {col.name!r}")
     return b
 
 
@@ -98,10 +99,10 @@ class _Decoder:
     """Decodes record-batch messages found anywhere in a file, without the stream's dictionary messages.
 
     Enum columns travel as dictionary indices whose dictionary is sent once, before the first batch. Every
-    message is read with those columns as plain integers and given the table's fixed vocabulary back,
-    which is what the writer always stores (docs/TRACE_FORMAT.md, enums): a chunk found after a corrupt
-    region decodes like the first one, and a flipped bit in the dictionary message cannot rename a lock
-    class. A dictionary column the table does not define takes the file's own dictionary (``first``).
+    message is read with those columns as plain integers and given the dictionary back: the file's own
+    (read with its first batch) if every word of it is in the table's vocabulary, else the vocabulary
+    itself, which is what TraceWriter always stores (docs/TRACE_FORMAT.md, enums). So a chunk found after a
+    corrupt region decodes like the first one, and a damaged dictionary message cannot rename a lock class.
     """
 
     def __init__(self, spec: Table, schema: pa.Schema, first: pa.RecordBatch | None):
@@ -113,10 +114,11 @@ class _Decoder:
         for i, f in enumerate(schema):
             if not pa.types.is_dictionary(f.type):
                 continue
-            if f.name in vocab:
+            own = first.column(i).dictionary if first is not None else None
+            if f.name in vocab and (own is None or not set(own.to_pylist()) <= set(vocab[f.name])):
                 self.dictionaries[i] = pa.array(vocab[f.name], f.type.value_type)
-            elif first is not None:
-                self.dictionaries[i] = first.column(i).dictionary
+            elif own is not None:
+                self.dictionaries[i] = own  # the file's own order (another writer may order it otherwise)
             else:
                 raise ValueError(f"the dictionary of column {f.name!r} is unknown")
 
@@ -202,9 +204,8 @@ def _salvage(buf: pa.Buffer, spec: Table) -> Salvaged | str:
     if schema is not None:
         if not _schema_ok(spec, schema):
             return "its schema is not the table's"
-        enums = {c.name for c in spec.columns if c.is_enum}
-        if any(pa.types.is_dictionary(f.type) and f.name not in enums for f in schema):
-            try:  # a dictionary column the table does not define: its dictionary is the file's
+        if any(pa.types.is_dictionary(f.type) for f in schema):
+            try:  # the file's dictionaries come with its first batch
                 first = reader.read_next_batch()
             except (StopIteration, pa.ArrowException, OSError, ValueError, MemoryError):
                 pass
