@@ -90,7 +90,7 @@ def test_garbage_fifo_and_links_are_dropped_with_a_reason_and_never_read(tmp_pat
     (t / "ipis.arrow").symlink_to("/etc/passwd")
     results = {r.table: r.action for r in repair(t)}
     assert results == {"page_faults": "rebuilt footer", "lock_waits": "dropped (not an Arrow IPC stream after the "
-                       "header (corrupt))", "tlb_flushes": "dropped (not a regular file)",
+                       "header, and no valid chunk in it (corrupt))", "tlb_flushes": "dropped (not a regular file)",
                        "ipis": "dropped (not a regular file)"}
     assert Trace.open(t).tables == ["page_faults"]
     out = _info(t, capsys)
@@ -262,3 +262,45 @@ def test_a_killed_recording_gets_the_span_of_its_recovered_events(tmp_path: Path
     m = Trace.open(t).manifest
     # _faults: ts = i * 1000 for i < 3000 (page faults carry no dur)
     assert (m.start_ns, m.end_ns) == (0, 2_999_000)
+
+
+# -- info's lost headline after a repair -----------------------------------------------------------
+
+def _headline(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith("lost "))
+
+
+def test_a_killed_recording_is_never_said_to_have_lost_0(tmp_path: Path, capsys) -> None:
+    t = tmp_path / "t"
+    _unfinished(t, {"page_faults": 3}, recorder="mmreplay record (bcc)")
+    with open(t / "page_faults.arrow", "r+b") as fh:  # and its last chunk torn
+        fh.truncate((t / "page_faults.arrow").stat().st_size - 100)
+    [r] = [r for r in repair(t) if r.table == "page_faults"]
+    headline = _headline(_info(t, capsys))
+    assert headline.split()[1] == "unknown:", headline
+    assert f"repair dropped {r.lost_bytes} bytes of torn or corrupt chunks" in headline
+    capsys.readouterr()
+    assert main(["info", str(t), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["lost_events"] is None and s["repair_lost_bytes"] == r.lost_bytes
+    # repaired again (nothing left to do, or after more damage): the counts stay unknown
+    with open(t / "page_faults.arrow", "r+b") as fh:
+        fh.truncate((t / "page_faults.arrow").stat().st_size - 50)
+    repair(t)
+    headline = _headline(_info(t, capsys))
+    assert headline.split()[1] == "unknown:" and "lost-event counts per probe are unknown" in _info(t, capsys)
+
+
+def test_a_finished_recording_damaged_later_keeps_its_counts_and_adds_what_repair_dropped(tmp_path, capsys):
+    from replay.trace.manifest import Probe
+    from replay.trace.writer import write_trace
+
+    t = tmp_path / "t"
+    write_trace(t, {"page_faults": _faults(3000)}, probes=[Probe("page_fault", 1, events=3000, lost=0)],
+                extra={"recorder": "mmreplay record (bcc)"})
+    with open(t / "page_faults.arrow", "r+b") as fh:  # the footer and some of the only chunk gone
+        fh.truncate(2000)
+    [r] = [r for r in repair(t) if r.table == "page_faults"]
+    headline = _headline(_info(t, capsys))
+    assert not headline.startswith("lost       0 events of the recorded tasks;") and headline.split()[1] == "0"
+    assert f"as the recorder counted them, and repair dropped {r.lost_bytes} bytes" in headline

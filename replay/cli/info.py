@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from replay.cli import ExamplesFormatter
 from replay.trace.repair import describe as repair_lines
+from replay.trace.repair import loss as repair_loss
 
 EXAMPLES = """\
 examples:
@@ -31,8 +32,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def summary(trace: Trace) -> dict[str, Any]:
-    """The facts `info` prints, as a JSON-ready dict."""
+    """The facts `info` prints, as a JSON-ready dict. ``lost_events`` is null when it is unknown (a
+    recording killed before the recorder counted, then repaired); ``repair_lost_bytes`` is what repair
+    dropped (null: never repaired)."""
     m = trace.manifest
+    repaired = repair_loss(m.extra)
     return {
         "path": str(trace.path),
         "format": m.format,
@@ -48,7 +52,8 @@ def summary(trace: Trace) -> dict[str, Any]:
         "command": m.command,
         "tools": m.tools,
         "probes": [vars(p) for p in m.probes],
-        "lost_events": m.lost_events,
+        "lost_events": m.lost_events if repaired is None or repaired[0] else None,
+        "repair_lost_bytes": None if repaired is None else repaired[1],
         "tables": {
             name: {"rows": trace.rows(name), "bytes": trace.info(name).bytes, "file": trace.info(name).path.name}
             for name in trace.tables
@@ -77,9 +82,7 @@ def render(s: dict[str, Any]) -> str:
     ]
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
-    caused = sum(p.get("recorder", 0) for p in s["probes"])
-    lines.append(f"lost       {s['lost_events']} events of the recorded tasks"
-                 + (f"; {caused} more caused by the recorder itself, dropped on purpose (not lost)" if caused else ""))
+    lines.append(_lost_headline(s))
     lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
         lines += ["", *_probe_table(s["probes"])]
@@ -97,6 +100,23 @@ def render(s: dict[str, Any]) -> str:
     total = sum(t["rows"] for t in s["tables"].values())
     lines.append(f"{'total':<20} {total:>12} {_size(sum(t['bytes'] for t in s['tables'].values())):>10}")
     return "\n".join(lines)
+
+
+def _lost_headline(s: dict[str, Any]) -> str:
+    """The `lost` line: real loss only; for a repaired trace never a bare count that omits what repair
+    dropped, and "unknown" when the recorder was killed before it counted."""
+    caused = sum(p.get("recorder", 0) for p in s["probes"])
+    by_recorder = f"; {caused} more caused by the recorder itself, dropped on purpose (not lost)" if caused else ""
+    dropped = s.get("repair_lost_bytes")
+    if dropped is None:
+        return f"lost       {s['lost_events']} events of the recorded tasks{by_recorder}"
+    repair = (f"repair dropped {dropped} bytes of torn or corrupt chunks (their rows unknown)" if dropped
+              else "repair found no torn or corrupt chunk")
+    if s["lost_events"] is None:
+        return (f"lost       unknown: the recording was stopped before the recorder counted its events and "
+                f"losses; {repair}")
+    return f"lost       {s['lost_events']} events of the recorded tasks as the recorder counted them, and {repair}" \
+           f"{by_recorder}"
 
 
 #: A probe's reason longer than this is printed once, below the table, and referred to by number.

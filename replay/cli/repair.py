@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
     from replay.trace.repair import repair
 
     for r in repair(args.trace):
-        print(f"{r.table:<20} {r.rows:>12} rows  {r.action}")
+        dropped = f", {r.lost_bytes} bytes dropped" if r.lost_bytes else ""
+        print(f"{r.table:<20} {r.rows:>12} rows  {r.action}{dropped}")
     return 0

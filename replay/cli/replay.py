@@ -222,12 +222,14 @@ def run(args: argparse.Namespace) -> int:
     from replay.policies.sets import resolve
     from replay.results import write_results
     from replay.trace.reader import Trace
+    from replay.trace.validate import check_values
     from replay.trace.writer import check_target
     from replay.workload import reconstruct, scale_tasks
 
     opts = check_options(args)
     costs = options.costs(args.costs)
     trace = Trace.open(args.trace)
+    check_values(trace)  # a corrupt cell must not become hours of simulated time or an overflow
     if args.output:
         check_target(args.output, args.force)  # refuse (a link, the input, ...) before replaying for minutes
     if trace.manifest.kind != "trace":

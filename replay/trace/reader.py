@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from replay.errors import MissingTableError, TraceError
 from replay.trace import safeio
@@ -115,7 +116,11 @@ def _open_table(trace_dir: Path, name: str, filename: str, expected_rows: int) -
             reader = pa.ipc.open_file(source)
             schema = reader.schema
             batches = reader.num_record_batches
-            rows = sum(reader.get_batch(i).num_rows for i in range(batches))
+            rows = 0
+            for i in range(batches):
+                batch = reader.get_batch(i)
+                rows += batch.num_rows
+                _check_cells(path, name, batch)
     except FileNotFoundError:
         raise TraceError(path, f"table file for {name!r} is missing") from None
     except MemoryError:
@@ -141,6 +146,31 @@ def _open_table(trace_dir: Path, name: str, filename: str, expected_rows: int) -
     if rows != expected_rows:
         raise TraceError(path, f"holds {rows} rows but the manifest says {expected_rows}: file truncated or replaced")
     return TableInfo(name, path, rows, batches, schema, size)
+
+
+def _check_cells(path: Path, name: str, batch: pa.RecordBatch) -> None:
+    """What a batch's metadata and enum indices say about its cells, without reading the other data:
+    no null where the contract allows none (a null count is metadata), enum dictionaries within the
+    table's vocabulary, and every enum index within its dictionary (2 bytes a row)."""
+    spec = TABLES_BY_NAME.get(name)
+    if spec is None:
+        return
+    for col in spec.columns:
+        idx = batch.schema.get_field_index(col.name)
+        if idx < 0:
+            continue  # reported with the schema below
+        arr = batch.column(idx)
+        if not col.nullable and arr.null_count:
+            raise TraceError(path, f"column {col.name!r} holds {arr.null_count} nulls but may hold none: corrupt")
+        if col.is_enum and pa.types.is_dictionary(arr.type):
+            words = arr.dictionary.to_pylist()
+            unknown = [w for w in words if w not in col.values]
+            if unknown:
+                raise TraceError(path, f"column {col.name!r} has values outside its vocabulary "
+                                 f"({str(unknown[0])[:40]!r}; known: {', '.join(col.values)})")
+            lo, hi = pc.min_max(arr.indices).values()
+            if lo.as_py() is not None and (lo.as_py() < 0 or hi.as_py() >= len(words)):
+                raise TraceError(path, f"column {col.name!r} holds an enum code outside its dictionary: corrupt")
 
 
 def _first_line(e: BaseException) -> str:
