@@ -40,6 +40,7 @@ from __future__ import annotations
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from replay.workload.intervals import Interval, Recorded, ThreadRecord
 
@@ -109,13 +110,14 @@ def _next_same_lock(t: ThreadRecord) -> dict[int, int]:
     return out
 
 
-def derive_holds(rec: Recorded) -> Counter[str]:
+def derive_holds(rec: Recorded, brackets_of: Callable[[ThreadRecord], dict] | None = None) -> Counter[str]:
     """Give every contended wait of a hold-less class a derived hold; move it among the thread's intervals.
 
     Returns how many holds each kind of evidence decided (``"<class>: hand-off"`` ...).
+    ``brackets_of``: _brackets computed another way (the columnar path's, from its arrays).
     """
     handoff = _handoff_ends(rec)
-    brackets = {tid: _brackets(t) for tid, t in rec.threads.items()}
+    brackets = {tid: (brackets_of or _brackets)(t) for tid, t in rec.threads.items()}
     typical_samples: dict[str, list[int]] = defaultdict(list)
     for t in rec.threads.values():
         for w in t.waits:
