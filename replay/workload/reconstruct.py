@@ -20,6 +20,7 @@ Every op keeps its recorded start (``at_ns``) for open replay and the identity c
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 from bisect import bisect_left
@@ -52,6 +53,9 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
             from replay.workload.columnar import build_threads
 
             threads, derived_classes, rec, sources, notes = build_threads(trace)
+        # the workload lives as long as the replay and makes no cycles: keep the collector's full pass
+        # that re-enabling it would start (seconds on millions of ops) off it
+        gc.freeze()
     threads = [t for t in threads if t.ops]
     m = trace.manifest
     return Workload(
