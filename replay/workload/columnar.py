@@ -497,10 +497,73 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     roots: list[tuple[tuple, Op]] = []
     lo_start: list[int] = []
     hi_end: list[int] = []
-    seg_first = np.flatnonzero(is_root).tolist() + [n]
+    firsts_a = np.flatnonzero(is_root)
+    seg_first = firsts_a.tolist() + [n]
     bad_segs = seg_bad.tolist()
+    # segments no off-CPU piece overlaps: every gap inside is one Think, no wait slept
+    if t.off_cpu and n:
+        os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
+        j = np.searchsorted(os_, end[firsts_a], side="left") - 1
+        clean = ~((j >= 0) & (oe_[np.maximum(j, 0)] > start[firsts_a]))
+    else:
+        clean = np.ones(len(firsts_a), bool)
+    clean_segs = clean.tolist()
     for si, bad_seg in enumerate(bad_segs):
         a, z = seg_first[si], seg_first[si + 1]
+        if not bad_seg and clean_segs[si]:
+            s, b, e = starts[a], cbodies[a], ends[a]
+            ja = src[a]
+            if z == a + 1:  # one measured interval alone: a system call, a fault, a lock section
+                if kinds[a] == SPAN:
+                    roots.append((("span", "", None, s, b, e),
+                                  Span(span_kinds[codes[ja]], (Think(e - b, b),) if e > b else (), s, e - s)))
+                else:
+                    lock = locks[codes[ja]]
+                    mode = "write" if modes[ja] else "read"
+                    roots.append((("critical", mode, lock, s, b, e),
+                                  Critical(lock, mode, e - b if e > b else 0, (), s, b - s,
+                                           (False if b > s else None) if sleeps_known else None, False)))
+                continue
+            # a root with leaves one after the other in its body (reconstruct._body, inlined)
+            ops = []
+            cur = b
+            last_write = None  # (lock, end) of the previous leaf when it is a write section
+            for i in range(a + 1, z):
+                cs, cb, ce = starts[i], cbodies[i], ends[i]
+                cj = src[i]
+                if kinds[i] == SPAN:
+                    op = Span(span_kinds[codes[cj]], (Think(ce - cb, cb),) if ce > cb else (), cs, ce - cs)
+                    if cs > cur:
+                        ops.append(Think(cs - cur, cur))
+                    ops.append(op)
+                    last_write = None
+                else:
+                    lock = locks[codes[cj]]
+                    write = modes[cj]
+                    op = Critical(lock, "write" if write else "read", ce - cb if ce > cb else 0, (), cs, cb - cs,
+                                  (False if cb > cs else None) if sleeps_known else None, False)
+                    if last_write is not None and not write and cur == cs and cb == cs and last_write[1] == cs \
+                            and last_write[0] == lock:
+                        w = ops[-1]
+                        ops[-1] = Critical(w.lock, w.mode, w.hold_ns, w.body, w.at_ns, w.recorded_wait_ns,
+                                           w.recorded_wait_slept, w.derived, op)
+                        last_write = None
+                        if ce > cur:
+                            cur = ce
+                        continue
+                    if cs > cur:
+                        ops.append(Think(cs - cur, cur))
+                    ops.append(op)
+                    last_write = (lock, ce) if write else None
+                if ce > cur:
+                    cur = ce
+            if e > cur:
+                ops.append(Think(e - cur, cur))
+            if kinds[a] == SPAN:
+                roots.append((("span", "", None, s, b, e), Span(span_kinds[codes[ja]], tuple(ops), s, e - s)))
+            else:
+                roots.append(critical(a, ops))
+            continue
         if not bad_seg:
             if z == a + 1:
                 roots.append(leaf(a))
