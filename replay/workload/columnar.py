@@ -140,9 +140,9 @@ class _Load:
         for cls, addr in pairs.iter_rows():
             self.lock_index(cls, addr)
         key = holds.select(pl.col("lock_class").cast(pl.String).alias("c"), pl.col("lock_addr").alias("a"))
-        table = pl.DataFrame({"c": [c for c, _ in self.lock_ids], "a": pl.Series([a for _, a in self.lock_ids],
-                                                                             dtype=pl.UInt64),
-                              "i": list(self.lock_ids.values())})
+        table = pl.DataFrame({"c": [c for c, _ in self.lock_ids], "a": [a for _, a in self.lock_ids],
+                              "i": list(self.lock_ids.values())},
+                             schema={"c": pl.String, "a": pl.UInt64, "i": pl.Int64})
         lock_idx = key.join(table, on=["c", "a"], how="left", maintain_order="left")["i"].to_numpy()
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
