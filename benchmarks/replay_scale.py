@@ -45,8 +45,8 @@ TARGETS = "targets (issue 13): 10-s mmap1_threads replay <= 10 s wall with --job
           "engine >= 10M events/s per core"
 
 
-def _env(pythonpath: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(pythonpath)}
+def _env(pythonpath: Path, reconstruct: str = "columnar") -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(pythonpath), "MMREPLAY_RECONSTRUCT": reconstruct}
 
 
 def make_trace(workload: str, seconds: float, source: str, out: Path, tasks: int) -> Path:
@@ -146,12 +146,12 @@ def _tree(root: int) -> list[int]:
     return out
 
 
-def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str]) -> dict:
+def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str], reconstruct: str = "columnar") -> dict:
     """Run ``mmreplay replay`` once: wall s, largest process's peak RSS, peak tree PSS (or its error)."""
     cmd = [sys.executable, "-m", "replay", "replay", str(trace), "--compare", *sets, "--seeds", "2",
            "--jobs", str(jobs)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=_env(pythonpath), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=_env(pythonpath, reconstruct), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak_pss = 0
     while True:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -181,6 +181,9 @@ def main() -> None:
     ap.add_argument("--traces", default=str(ROOT / "benchmarks" / "out" / "scale"), help="where the traces are kept")
     ap.add_argument("--fresh", action="store_true", help="make new traces even if --traces holds them")
     ap.add_argument("--compare-with", metavar="DIR", help="also run the end-to-end command from this checkout")
+    ap.add_argument("--reference", action="store_true",
+                    help="also run every stage and command with the reference (object per row) reconstruction, "
+                         "MMREPLAY_RECONSTRUCT=reference: the before of the columnar path, in the same session")
     ap.add_argument("--stage-child", metavar="TRACE", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stage_child:
@@ -193,8 +196,8 @@ def main() -> None:
     jobs = [int(j) for j in a.jobs.split(",")]
     sets = a.sets.split(",")
     other = Path(a.compare_with).resolve() if a.compare_with else None
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, source {a.source}, {a.repeat} repetitions; "
-          f"{TARGETS}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, source {a.source}, {a.repeat} repetitions, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; {TARGETS}")
     for workload in a.workloads.split(","):
         for seconds in (float(s) for s in a.seconds.split(",")):
             t0 = time.perf_counter()
@@ -205,22 +208,26 @@ def main() -> None:
             print(f"\n== {trace.name}: {size:.1f} MiB on disk ({how})")
             stages: dict[str, list[dict]] = {}
             e2e: dict[str, list[dict]] = {}
+            paths = ["columnar", "reference"] if a.reference else ["columnar"]
             for _ in range(a.repeat):
-                res = subprocess.run([sys.executable, __file__, "--stage-child", str(trace)], env=_env(ROOT),
-                                     capture_output=True, text=True)
-                if res.returncode:
-                    raise SystemExit(f"stages failed: {res.stderr.strip().splitlines()[-1:]}")
-                for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]:
-                    stages.setdefault(s["stage"], []).append(s)
+                for path in paths:
+                    res = subprocess.run([sys.executable, __file__, "--stage-child", str(trace)],
+                                         env=_env(ROOT, path), capture_output=True, text=True)
+                    if res.returncode:
+                        raise SystemExit(f"stages failed: {res.stderr.strip().splitlines()[-1:]}")
+                    for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]:
+                        stages.setdefault(f"[{path}] {s['stage']}", []).append(s)
                 for j in jobs:  # interleaved: each repetition runs every variant once
-                    e2e.setdefault(f"this checkout, --jobs {j}", []).append(end_to_end(trace, j, ROOT, sets))
+                    for path in paths:
+                        e2e.setdefault(f"{path}, --jobs {j}", []).append(end_to_end(trace, j, ROOT, sets, path))
                     if other:
                         e2e.setdefault(f"{other.name}, --jobs {j}", []).append(end_to_end(trace, j, other, sets))
+            print(f"  load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
             for name, runs in stages.items():
                 extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "cpu_s", "peak_rss_mib")}
                 if "events_per_cpu_s" in extra:
                     extra["events_per_cpu_s"] = f"{median(r['events_per_cpu_s'] for r in runs) / 1e6:.1f}M"
-                print(f"  {name:<58} wall {median(r['s'] for r in runs):7.2f} s  CPU "
+                print(f"  {name:<70} wall {median(r['s'] for r in runs):7.2f} s  CPU "
                       f"{median(r['cpu_s'] for r in runs):7.2f} s  peak RSS "
                       f"{median(r['peak_rss_mib'] for r in runs):7.0f} MiB   "
                       + " ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in extra.items()))

@@ -58,6 +58,7 @@ from __future__ import annotations
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
+from collections.abc import Callable
 
 from replay.workload.intervals import Interval, Recorded, ThreadRecord
 
@@ -130,15 +131,16 @@ def _next_same_lock(t: ThreadRecord) -> dict[int, int]:
     return out
 
 
-def derive_holds(rec: Recorded) -> Counter[str]:
+def derive_holds(rec: Recorded, brackets_of: Callable[[ThreadRecord], dict] | None = None) -> Counter[str]:
     """Give every contended wait of a hold-less class a derived hold; move it among the thread's intervals.
 
     Returns how many holds each kind of evidence decided (``"<class>: hand-off"`` ...).
     Measured holds are fitted first (:func:`fit_measured_holds`).
+    ``brackets_of``: _brackets computed another way (the columnar path's, from its arrays).
     """
     fit_measured_holds(rec)
     handoff = _handoff_ends(rec)
-    brackets = {tid: _brackets(t) for tid, t in rec.threads.items()}
+    brackets = {tid: (brackets_of or _brackets)(t) for tid, t in rec.threads.items()}
     typical_samples: dict[str, list[int]] = defaultdict(list)
     for t in rec.threads.values():
         for w in t.waits:
@@ -199,17 +201,28 @@ def fit_measured_holds(rec: Recorded) -> None:
         for iv in t.intervals:
             if iv.kind == "critical" and not iv.derived:
                 holders[(iv.lock.lock_class, iv.lock.addr)].append((iv.body_start, iv.end, t.tid))
-    index: dict[tuple[str, int], tuple[list[int], list[tuple[int, int, int]], list[int]]] = {}
-    for key, hs in holders.items():
-        hs.sort()
-        reach, m = [], -1
-        for _b, e, _tid in hs:
-            m = max(m, e)
-            reach.append(m)  # the latest release among holds acquired up to here
-        index[key] = ([b for b, _e, _tid in hs], hs, reach)
+    index = MeasuredHolders(holders)
+    for t in rec.threads.values():
+        fit_thread_holds(t, [iv for iv in t.intervals if iv.kind == "critical" and not iv.derived], index,
+                         rec.notes)
 
-    def contended(iv: Interval, tid: int) -> bool:
-        starts, hs, reach = index[(iv.lock.lock_class, iv.lock.addr)]
+
+class MeasuredHolders:
+    """Every thread's measured holds per lock, (acquired, released, tid): who could have caused a wait."""
+
+    def __init__(self, holders: dict[tuple[str, int], list[tuple[int, int, int]]]):
+        self.index: dict[tuple[str, int], tuple[list[int], list[tuple[int, int, int]], list[int]]] = {}
+        for key, hs in holders.items():
+            hs.sort()
+            reach, m = [], -1
+            for _b, e, _tid in hs:
+                m = max(m, e)
+                reach.append(m)  # the latest release among holds acquired up to here
+            self.index[key] = ([b for b, _e, _tid in hs], hs, reach)
+
+    def contended(self, iv: Interval, tid: int) -> bool:
+        """Did another thread hold iv's lock during iv's wait (a crowd of holders: assume so)?"""
+        starts, hs, reach = self.index[(iv.lock.lock_class, iv.lock.addr)]
         j = bisect_left(starts, iv.body_start) - 1
         for _ in range(OVERLAP_SCAN):
             if j < 0 or reach[j] <= iv.start:
@@ -218,32 +231,34 @@ def fit_measured_holds(rec: Recorded) -> None:
             if other != tid and e > iv.start and b < iv.body_start:
                 return True
             j -= 1
-        return True  # a crowd of holders: assume one of them was in the way
+        return True
 
-    for t in rec.threads.values():
-        sleeps = sorted((o.start, o.end) for o in t.off_cpu if o.blocked)
-        sleep_starts = [a for a, _ in sleeps]
-        held = sorted((iv for iv in t.intervals if iv.kind == "critical" and not iv.derived), key=Interval.key)
-        stack: list[Interval] = []
-        for iv in held:
-            while stack and stack[-1].end <= iv.start:
-                stack.pop()
-            nested = bool(stack) and iv.start >= stack[-1].body_start
-            stack.append(iv)
-            if not nested or iv.body_start <= iv.start:
-                continue  # only inside another hold does the wait's time lengthen a recorded section
-            k = bisect_left(sleep_starts, iv.body_start) - 1
-            slept = k >= 0 and sleeps[k][1] > iv.start
-            if not slept and not contended(iv, t.tid):
-                iv.start = iv.body_start
-                rec.notes["measured waits no holder caused kept as on-CPU time"] += 1
-        stack = []
-        for iv in sorted(held, key=Interval.key):
-            while stack and stack[-1].end <= iv.start:
-                stack.pop()
-            if stack and iv.end > stack[-1].end and iv.start >= stack[-1].body_start:
-                for outer in stack:
-                    if outer.end < iv.end:
-                        outer.end = iv.end
-                rec.notes["measured holds released out of nesting order: outer holds extended"] += 1
-            stack.append(iv)
+
+def fit_thread_holds(t: ThreadRecord, held: list[Interval], holders: MeasuredHolders, notes: Counter[str]) -> None:
+    """fit_measured_holds for one thread's measured holds ``held`` (changed in place)."""
+    sleeps = sorted((o.start, o.end) for o in t.off_cpu if o.blocked)
+    sleep_starts = [a for a, _ in sleeps]
+    held = sorted(held, key=Interval.key)
+    stack: list[Interval] = []
+    for iv in held:
+        while stack and stack[-1].end <= iv.start:
+            stack.pop()
+        nested = bool(stack) and iv.start >= stack[-1].body_start
+        stack.append(iv)
+        if not nested or iv.body_start <= iv.start:
+            continue  # only inside another hold does the wait's time lengthen a recorded section
+        k = bisect_left(sleep_starts, iv.body_start) - 1
+        slept = k >= 0 and sleeps[k][1] > iv.start
+        if not slept and not holders.contended(iv, t.tid):
+            iv.start = iv.body_start
+            notes["measured waits no holder caused kept as on-CPU time"] += 1
+    stack = []
+    for iv in sorted(held, key=Interval.key):
+        while stack and stack[-1].end <= iv.start:
+            stack.pop()
+        if stack and iv.end > stack[-1].end and iv.start >= stack[-1].body_start:
+            for outer in stack:
+                if outer.end < iv.end:
+                    outer.end = iv.end
+            notes["measured holds released out of nesting order: outer holds extended"] += 1
+        stack.append(iv)

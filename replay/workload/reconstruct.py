@@ -20,7 +20,9 @@ Every op keeps its recorded start (``at_ns``) for open replay and the identity c
 
 from __future__ import annotations
 
+import gc
 import heapq
+import os
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import replace
@@ -32,6 +34,9 @@ from replay.trace.reader import Trace
 from replay.workload.holds import derive_holds
 from replay.workload.intervals import Interval, OffCpu, Recorded, ThreadRecord, load
 
+#: environment variable selecting the reconstruction path: "columnar" (the default) or "reference"
+PATH_ENV = "MMREPLAY_RECONSTRUCT"
+
 
 def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
     """Build the Workload the trace recorded; ``cpus`` overrides the recorded host CPU count."""
@@ -42,14 +47,15 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
     elif cpus <= 0:
         raise UsageError(f"--cpus must be at least 1 (got {cpus})")
     with paused_gc():  # a million intervals and ops, no cycles
-        rec = load(trace)
-        derived_classes = frozenset(
-            w.lock.lock_class for t in rec.threads.values() for w in t.waits
-        )
-        sources = derive_holds(rec)
-        notes: Counter[str] = Counter(rec.notes)
-        sleeps_known = trace.has("sched_switch")
-        threads = [_thread(t, rec, notes, sleeps_known) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
+        if os.environ.get(PATH_ENV, "columnar") == "reference":
+            threads, derived_classes, rec, sources, notes = _reference(trace)
+        else:
+            from replay.workload.columnar import build_threads
+
+            threads, derived_classes, rec, sources, notes = build_threads(trace)
+        # the workload lives as long as the replay and makes no cycles: keep the collector's full pass
+        # that re-enabling it would start (seconds on millions of ops) off it
+        gc.freeze()
     threads = [t for t in threads if t.ops]
     m = trace.manifest
     return Workload(
@@ -71,6 +77,17 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
             "notes": dict(sorted(notes.items())),
         },
     )
+
+
+def _reference(trace: Trace) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
+    """The reference path: an Interval per recorded row, nested one by one (the differential tests' yardstick)."""
+    rec = load(trace)
+    derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
+    sources = derive_holds(rec)
+    notes: Counter[str] = Counter(rec.notes)
+    sleeps_known = trace.has("sched_switch")
+    threads = [_thread(t, rec, notes, sleeps_known) for t in sorted(rec.threads.values(), key=lambda t: t.tid)]
+    return threads, derived_classes, rec, sources, notes
 
 
 # -- nesting ----------------------------------------------------------------------------------
@@ -275,6 +292,13 @@ def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str], sleeps_known: b
         return Thread(t.tid, t.pid, [], mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, prio=t.prio)
     roots = nest(t.intervals, notes)
     gaps = _Gaps(t.off_cpu, notes)
+    start, end = t.first_ns(), t.last_ns()
+    ops = _body(gaps, start, end, build(roots, gaps, notes, sleeps_known))
+    return Thread(t.tid, t.pid, ops, mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, start_ns=start, prio=t.prio)
+
+
+def build(roots: list[Interval], gaps: _Gaps, notes: Counter[str], sleeps_known: bool) -> list[tuple[Interval, Op]]:
+    """Each root of a nested forest with its op (children built first; the columnar path shares this)."""
     # post-order without recursion (mm_take_all_locks nests hundreds deep)
     built: dict[int, Op] = {}
     order: list[Interval] = []
@@ -295,6 +319,4 @@ def _thread(t: ThreadRecord, rec: Recorded, notes: Counter[str], sleeps_known: b
             slept = (gaps.slept(iv.start, iv.body_start) if sleeps_known and iv.body_start > iv.start else None) \
                 if iv.kind == "critical" else None
             built[id(iv)] = _op(iv, _body(gaps, iv.body_start, iv.end, children), slept=slept)
-    start, end = t.first_ns(), t.last_ns()
-    ops = _body(gaps, start, end, [(r, built.pop(id(r))) for r in roots])
-    return Thread(t.tid, t.pid, ops, mm=rec.mm_of_pid.get(t.pid, t.pid), comm=t.comm, start_ns=start, prio=t.prio)
+    return [(r, built.pop(id(r))) for r in roots]

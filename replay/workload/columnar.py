@@ -1,0 +1,647 @@
+"""Columnar work reconstruction: the same Workload as the reference path, without an object per row.
+
+The reference (intervals.py → holds.py → reconstruct.nest/build) makes an
+``Interval`` of every recorded row, sorts and nests them one by one. Here the
+large tables (lock_holds, syscalls, page_faults) stay numpy columns per thread;
+each thread's intervals are ordered by the nesting key with ``np.lexsort`` and
+cut into *segments*: runs that overlap nothing before them (an interval that
+starts at or after every earlier end). ``nest`` never carries anything across
+such a boundary, so segments are independent:
+
+* a segment that is a single measured interval, or a measured root with
+  measured children laid out one after the other inside its body (a system
+  call around its mmap_lock section, a munmap's write hold then its downgraded
+  read hold) becomes its ops straight from the columns: nothing in nest applies;
+* every other segment (gathers, derived holds, deeper or overlapping nests)
+  becomes ``Interval`` objects and goes through the reference ``nest`` and
+  ``build`` unchanged.
+
+The small tables (lock_waits, gathers, page_free_batches, sched_switch, tasks)
+go through the reference code as rows. Derived holds use the reference
+``derive_holds`` with brackets computed from the columns.
+
+``MMREPLAY_RECONSTRUCT=reference`` selects the reference path instead; the
+differential tests (tests/test_reconstruct_columnar.py) hold both to the same
+Workload and the same engine input, byte for byte.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from replay.sim.ops import Critical, LockRef, Op, Span, Think, Thread
+from replay.trace.reader import Trace
+from replay.workload.holds import SPIN_CLASSES, MeasuredHolders, derive_holds, fit_thread_holds
+from replay.workload.intervals import (
+    FAULT_CHAIN_GAP_NS,
+    LCB_READ,
+    SCHEDULER_CLASSES,
+    SPAN_KIND,
+    UNMEASURED_FAULTS,
+    Interval,
+    Recorded,
+    ThreadRecord,
+    _mm_of_pid,
+    _names,
+    _off_cpu,
+    _rows,
+    _tier1_gathers,
+)
+from replay.workload.reconstruct import _Gaps, build, nest
+
+SPAN, CRITICAL, GATHER = 0, 1, 2  # intervals.RANK
+KIND_NAMES = ("span", "critical", "gather")
+
+
+@dataclass
+class _Cols:
+    """One thread's measured intervals (the reference's t.intervals before derived holds), as columns."""
+
+    kind: np.ndarray  # SPAN | CRITICAL | GATHER
+    start: np.ndarray
+    body: np.ndarray  # body_start
+    end: np.ndarray
+    seq: np.ndarray
+    code: np.ndarray  # span kind index | lock index | gather index
+    mode: np.ndarray  # 1 write, 0 read (criticals)
+    extra: np.ndarray  # criticals: wait; spans: recorded_ns
+
+
+def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.DataFrame:
+    lf = trace.scan(name)
+    for f in filters:
+        lf = lf.filter(f)
+    return lf.select(cols).sort([c for c in ("tid", "ts", "seq") if c in cols]).collect()
+
+
+def _by_tid(tid: np.ndarray) -> dict[int, tuple[int, int]]:
+    """tid → (lo, hi) rows of a table sorted by tid."""
+    if len(tid) == 0:
+        return {}
+    tids, first = np.unique(tid, return_index=True)
+    bounds = [*first.tolist(), len(tid)]
+    return {t: (bounds[i], bounds[i + 1]) for i, t in enumerate(tids.tolist())}
+
+
+class _Load:
+    """The reference intervals.load, with the large tables as columns."""
+
+    def __init__(self, trace: Trace):
+        trace.require("lock_holds", needed_for="work reconstruction (mmap_lock holds and page-fault durations)")
+        self.trace = trace
+        self.notes: Counter[str] = Counter()
+        self.threads: dict[int, ThreadRecord] = {}
+        self.mm_of_pid = _mm_of_pid(trace)
+        self.locks: list[LockRef] = []
+        self.lock_ids: dict[tuple[str, int], int] = {}
+        self.span_kinds: list[str] = []
+        self.gathers: list[tuple] = []  # (pages, flushes, fullmm, mm, recorded_ns) by gather index
+        self.parts: dict[int, list[dict[str, np.ndarray]]] = {}
+
+    def thread(self, tid: int, pid: int) -> ThreadRecord:
+        t = self.threads.get(tid)
+        if t is None:
+            t = self.threads[tid] = ThreadRecord(tid, pid)
+        return t
+
+    def create(self, tid: np.ndarray, pid: np.ndarray) -> None:
+        """Create the threads of a table sorted by tid, in the reference's order, with the first row's pid."""
+        if len(tid):
+            tids, first = np.unique(tid, return_index=True)
+            for t, p in zip(tids.tolist(), pid[first].tolist(), strict=True):
+                self.thread(t, p)
+
+    def add(self, tid: np.ndarray, **cols: np.ndarray) -> None:
+        for t, (lo, hi) in _by_tid(tid).items():
+            self.parts.setdefault(t, []).append({k: v[lo:hi] for k, v in cols.items()})
+
+    def lock_index(self, cls: str, addr: int) -> int:
+        lid = self.lock_ids.get((cls, addr))
+        if lid is None:
+            lid = self.lock_ids[(cls, addr)] = len(self.locks)
+            self.locks.append(LockRef(cls, addr))
+        return lid
+
+    def run(self) -> tuple[Recorded, dict[int, _Cols]]:
+        trace, notes = self.trace, self.notes
+        holds = _columns(trace, "lock_holds", ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class",
+                                               "mode", "success"])
+        hold_classes = set(holds["lock_class"].unique().cast(pl.String).to_list())
+        failed = int((~holds["success"]).sum())
+        if failed:
+            notes["failed trylocks skipped"] += failed
+        holds = holds.filter(pl.col("success"))
+        pairs = holds.select(pl.col("lock_class").cast(pl.String), "lock_addr").unique(maintain_order=True)
+        for cls, addr in pairs.iter_rows():
+            self.lock_index(cls, addr)
+        key = holds.select(pl.col("lock_class").cast(pl.String).alias("c"), pl.col("lock_addr").alias("a"))
+        table = pl.DataFrame({"c": [c for c, _ in self.lock_ids], "a": [a for _, a in self.lock_ids],
+                              "i": list(self.lock_ids.values())},
+                             schema={"c": pl.String, "a": pl.UInt64, "i": pl.Int64})
+        lock_idx = key.join(table, on=["c", "a"], how="left", maintain_order="left")["i"].to_numpy()
+        tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
+        self.create(tid, pid)
+        ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
+        self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
+                 seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int64),
+                 mode=(holds["mode"].cast(pl.String) == "write").to_numpy().astype(np.int8), extra=wait)
+        del holds, key, table, lock_idx, ts, dur, wait
+
+        if trace.has("lock_waits"):
+            for tid_, ts_, seq, pid_, dur_, addr, flags, ret, cls in _rows(
+                trace, "lock_waits", ["tid", "ts", "seq", "pid", "dur", "lock_addr", "flags", "ret", "lock_class"],
+                ~pl.col("lock_class").cast(pl.String).is_in(sorted(hold_classes)),
+            ):
+                if cls in SCHEDULER_CLASSES:
+                    notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
+                    continue
+                if ret != 0:
+                    notes["aborted waits (ret<0) left as think time"] += 1
+                    continue
+                mode = "read" if flags & LCB_READ else "write"
+                self.thread(tid_, pid_).waits.append(Interval(
+                    "critical", ts_, ts_ + dur_, ts_ + dur_, seq, lock=LockRef(cls, addr), mode=mode, wait=dur_,
+                    derived=True, exclusive_wait=not flags & LCB_READ))
+
+        sys_by_tid: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if trace.has("syscalls"):
+            sc = _columns(trace, "syscalls", ["tid", "ts", "seq", "pid", "dur", "name"])
+            names = sc["name"].dtype.categories.to_list() if hasattr(sc["name"].dtype, "categories") else None
+            self.span_kinds = [SPAN_KIND.get(n, n) for n in names]
+            tid, ts, dur = sc["tid"].to_numpy(), sc["ts"].to_numpy(), sc["dur"].to_numpy()
+            self.create(tid, sc["pid"].to_numpy())
+            code = sc["name"].to_physical().to_numpy().astype(np.int64)
+            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=ts + dur,
+                     seq=sc["seq"].to_numpy(), code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
+            for t, (lo, hi) in _by_tid(tid).items():
+                sys_by_tid[t] = (ts[lo:hi], ts[lo:hi] + dur[lo:hi], code[lo:hi])
+            del sc
+        else:
+            notes["no syscalls table: mmap/munmap latencies not reported"] += 1
+        self.sys_by_tid = sys_by_tid
+
+        if trace.has("page_faults"):
+            self._faults()
+
+        if trace.has("gathers"):
+            gather_source = "gathers"
+            for tid_, ts_, seq, pid_, dur_, gmm, fullmm, flushes, pages in _rows(
+                trace, "gathers", ["tid", "ts", "seq", "pid", "dur", "mm", "fullmm", "flushes", "pages"]
+            ):
+                self.thread(tid_, pid_)
+                self._gather(tid_, ts_, ts_ + dur_, seq, pages, flushes, fullmm, gmm)
+        elif trace.has("page_free_batches"):
+            gather_source = "page_free_batches"
+            self._tier1()
+        else:
+            gather_source = "none"
+            notes["no gathers or page_free_batches: page freeing not modelled"] += 1
+
+        if trace.has("sched_switch"):
+            _off_cpu(trace, self.threads)
+        else:
+            notes["no sched_switch table: all gaps taken as on-CPU think time"] += 1
+        for t in self.threads.values():
+            t.waits.sort(key=Interval.key)
+        _names(trace, self.threads)
+        mm = self.mm_of_pid
+        rec = Recorded(self.threads, hold_classes, {pid: mm.get(pid, pid) for pid in {t.pid for t in
+                                                                                     self.threads.values()}},
+                       gather_source, notes)
+        cols = {tid: self._cols(parts) for tid, parts in self.parts.items()}
+        self.parts = {}
+        return rec, cols
+
+    def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
+        gi = len(self.gathers)
+        self.gathers.append((pages, flushes, fullmm, mm, end - start))
+        one = np.ones(1, np.int64)
+        self.parts.setdefault(tid, []).append(dict(
+            kind=np.full(1, GATHER, np.int8), start=one * start, body=one * start, end=one * end, seq=one * seq,
+            code=one * gi, mode=np.zeros(1, np.int8), extra=one * (end - start)))
+
+    def _faults(self) -> None:
+        """intervals._fault_extents on columns: a fault ends with the last lock hold chained to its entry."""
+        pf = _columns(self.trace, "page_faults", ["tid", "ts", "seq", "pid"])
+        tid, ts, seq, pid = (pf[c].to_numpy() for c in ("tid", "ts", "seq", "pid"))
+        for t, (lo, hi) in _by_tid(tid).items():
+            rec = self.thread(t, int(pid[lo]))
+            fts = ts[lo:hi]
+            hs, he = self._hold_extents(t)
+            sys_starts = (np.sort(self.sys_by_tid[t][0], kind="stable") if t in self.sys_by_tid
+                          else np.empty(0, np.int64))
+            limit = np.empty(len(fts), np.int64)
+            big = np.iinfo(np.int64).max
+            limit[:-1] = fts[1:]
+            limit[-1] = big
+            k = np.searchsorted(sys_starts, fts, side="left")
+            has = k < len(sys_starts)
+            nxt_sys = np.where(has, sys_starts[np.minimum(k, max(len(sys_starts) - 1, 0))] if len(sys_starts)
+                               else big, big)
+            limit = np.minimum(limit, nxt_sys)
+            j0 = np.searchsorted(hs, fts, side="left")
+            hs_l, he_l = hs.tolist(), he.tolist()
+            n = len(hs_l)
+            ends = []
+            for f, j, lim in zip(fts.tolist(), j0.tolist(), limit.tolist(), strict=True):
+                end = f
+                while j < n and hs_l[j] < lim and hs_l[j] - end <= FAULT_CHAIN_GAP_NS:
+                    if he_l[j] > end:
+                        end = he_l[j]
+                    j += 1
+                ends.append(end)
+            ends_a = np.asarray(ends, dtype=np.int64)
+            unmeasured = ends_a == fts
+            if unmeasured.any():
+                self.notes[UNMEASURED_FAULTS] += int(unmeasured.sum())
+                rec.instants.extend(fts[unmeasured].tolist())
+            m = ~unmeasured
+            if m.any():
+                if "fault" not in self.span_kinds:
+                    self.span_kinds.append("fault")
+                fk = self.span_kinds.index("fault")
+                s, e = fts[m], ends_a[m]
+                self.parts.setdefault(t, []).append(dict(
+                    kind=np.full(len(s), SPAN, np.int8), start=s, body=s, end=e, seq=seq[lo:hi][m],
+                    code=np.full(len(s), fk, np.int64), mode=np.zeros(len(s), np.int8), extra=e - s))
+
+    def _hold_extents(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the thread's measured lock holds, stably sorted by start."""
+        parts = [p for p in self.parts.get(tid, ()) if p["kind"][0] == CRITICAL] if tid in self.parts else []
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        s = np.concatenate([p["start"] for p in parts])
+        e = np.concatenate([p["end"] for p in parts])
+        o = np.argsort(s, kind="stable")
+        return s[o], e[o]
+
+    def _tier1(self) -> None:
+        """intervals._tier1_gathers, given the thread's system calls and lock starts as stand-in intervals."""
+        fake: dict[int, ThreadRecord] = {}
+        syscalls: dict[int, list[Interval]] = {}
+        tids = set(self.trace.scan("page_free_batches").filter(pl.col("batched")).select("tid").unique()
+                   .collect()["tid"].to_list())
+        for t in tids:
+            real = self.threads.get(t)
+            ft = fake[t] = ThreadRecord(t, real.pid) if real is not None else None
+            if ft is None:
+                continue
+            hs, _ = self._hold_extents(t)
+            ft.intervals = [Interval("critical", s, s, s, 0) for s in hs.tolist()]
+            ft.waits = real.waits
+            if t in self.sys_by_tid:
+                s, e, code = self.sys_by_tid[t]
+                syscalls[t] = [Interval("span", a, a, b, 0, span_kind=self.span_kinds[c])
+                               for a, b, c in zip(s.tolist(), e.tolist(), code.tolist(), strict=True)]
+        fake = {t: r for t, r in fake.items() if r is not None}
+        before = set(fake)
+        scratch = Counter()
+        _tier1_gathers(self.trace, fake, syscalls, lambda pid: self.mm_of_pid.get(pid, pid), scratch)
+        self.notes.update(scratch)
+        for t, ft in fake.items():
+            for iv in ft.intervals:
+                if iv.kind == "gather":
+                    self._gather(t, iv.start, iv.end, iv.seq, iv.pages, iv.flushes, iv.fullmm, iv.mm)
+            if t not in before:  # a thread only the free bursts show, created in the reference's order
+                ft.intervals = []
+                self.threads[t] = ft
+
+    def _cols(self, parts: list[dict[str, np.ndarray]]) -> _Cols:
+        return _Cols(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+
+
+def _brackets_of(cols: dict[int, _Cols]):
+    """holds._brackets from a thread's columns: (innermost measured parent's end, next event, next sleep)."""
+
+    def brackets(t: ThreadRecord) -> dict[int, tuple[int | None, int | None, int | None]]:
+        out: dict[int, tuple[int | None, int | None, int | None]] = {}
+        if not t.waits:
+            return out
+        c = cols.get(t.tid)
+        if c is not None:
+            order = np.lexsort((np.arange(len(c.start)), c.seq, c.kind, -c.end, c.start))
+            ms, mb, me = c.start[order], c.body[order], c.end[order]
+        else:
+            ms = mb = me = np.empty(0, np.int64)
+        seg_first = _segment_first(ms, me)
+        starts = np.sort(np.concatenate([ms, np.asarray([w.start for w in t.waits], np.int64)]))
+        sleeps = sorted(o.start for o in t.off_cpu if o.blocked)
+        for w in t.waits:
+            n = int(np.searchsorted(ms, w.start, side="right"))
+            parent = None
+            if n:
+                stack: list[int] = []
+                for i in range(int(seg_first[n - 1]), n):
+                    while stack and me[stack[-1]] <= ms[i]:
+                        stack.pop()
+                    stack.append(i)
+                for p in reversed(stack):
+                    if mb[p] <= w.start and me[p] >= w.body_start:
+                        parent = int(me[p])
+                        break
+            k = int(np.searchsorted(starts, w.body_start, side="right"))
+            nxt = int(starts[k]) if k < len(starts) else None
+            k = bisect_right(sleeps, w.body_start)
+            sleep = sleeps[k] if k < len(sleeps) else None
+            if w.lock.lock_class in SPIN_CLASSES and sleep is not None and (nxt is None or sleep < nxt):
+                nxt = sleep
+            out[id(w)] = (parent, nxt, sleep)
+        return out
+
+    return brackets
+
+
+def _segment_first(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """For intervals in nesting order: the index of the first interval of each one's segment."""
+    n = len(start)
+    if n == 0:
+        return np.empty(0, np.int64)
+    cm = np.maximum.accumulate(end)
+    new = np.ones(n, bool)
+    new[1:] = start[1:] >= cm[:-1]
+    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
+
+
+def build_threads(trace: Trace) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
+    """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them."""
+    load = _Load(trace)
+    rec, cols = load.run()
+    derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
+    _fit_measured_holds(rec, cols, load.locks)
+    sources = derive_holds(rec, brackets_of=_brackets_of(cols))
+    notes: Counter[str] = Counter(rec.notes)
+    sleeps_known = trace.has("sched_switch")
+    out = []
+    for t in sorted(rec.threads.values(), key=lambda t: t.tid):
+        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known))
+    return out, derived_classes, rec, sources, notes
+
+
+def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockRef]) -> None:
+    """holds.fit_measured_holds on the columns (derive_holds' own call finds no measured hold here).
+
+    Only a thread with a hold acquired while an earlier one was still held can change; only its
+    holds become ``Interval`` objects, and only if there is one do all holds become the holders' index.
+    """
+    nested = []
+    for tid, c in cols.items():
+        m = np.flatnonzero(c.kind == CRITICAL)
+        if len(m) > 1:
+            o = m[np.lexsort((m, c.seq[m], -c.end[m], c.start[m]))]
+            if np.any(c.start[o[1:]] < np.maximum.accumulate(c.end[o[:-1]])):
+                nested.append((tid, m))
+    if not nested:
+        return
+    holders: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
+    for tid, c in cols.items():
+        m = c.kind == CRITICAL
+        for lid, b, e in zip(c.code[m].tolist(), c.body[m].tolist(), c.end[m].tolist(), strict=True):
+            lk = locks[lid]
+            holders[(lk.lock_class, lk.addr)].append((b, e, tid))
+    index = MeasuredHolders(holders)
+    for tid, m in nested:
+        c = cols[tid]
+        held = [Interval("critical", a, b, e, q, lock=locks[lid]) for a, b, e, q, lid in zip(
+            c.start[m].tolist(), c.body[m].tolist(), c.end[m].tolist(), c.seq[m].tolist(), c.code[m].tolist(),
+            strict=True)]
+        fit_thread_holds(rec.threads[tid], held, index, rec.notes)
+        c.start[m] = [iv.start for iv in held]
+        c.end[m] = [iv.end for iv in held]
+
+
+def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes: Counter[str],
+            sleeps_known: bool) -> Thread:
+    mm = rec.mm_of_pid.get(t.pid, t.pid)
+    derived = t.intervals  # derive_holds moved the waits here
+    nm = 0 if c is None else len(c.start)
+    if not nm and not derived and not t.instants:
+        return Thread(t.tid, t.pid, [], mm=mm, comm=t.comm, prio=t.prio)
+    empty = np.empty(0, np.int64)
+    d_start = np.asarray([w.start for w in derived], np.int64)
+    d_end = np.asarray([w.end for w in derived], np.int64)
+    d_body = np.asarray([w.body_start for w in derived], np.int64)
+    d_seq = np.asarray([w.seq for w in derived], np.int64)
+    kind = np.concatenate([c.kind if c is not None else empty.astype(np.int8),
+                           np.full(len(derived), CRITICAL, np.int8)])
+    start = np.concatenate([c.start if c is not None else empty, d_start])
+    end = np.concatenate([c.end if c is not None else empty, d_end])
+    body = np.concatenate([c.body if c is not None else empty, d_body])
+    seq = np.concatenate([c.seq if c is not None else empty, d_seq])
+    n = len(start)
+    order = np.lexsort((np.arange(n), seq, kind, -end, start))
+    kind, start, end, body, seq = kind[order], start[order], end[order], body[order], seq[order]
+    is_derived = order >= nm
+    first = _segment_first(start, end)
+    is_root = first == np.arange(n)
+    # a fast segment: its root and every other member measured, not gathers; the others inside the
+    # root's body (after its clipped acquisition), one after the other
+    cbody = np.minimum(body, end)
+    r = first
+    bad = is_derived | (kind == GATHER)
+    prev_end = np.empty(n, np.int64)
+    if n:
+        prev_end[0] = 0
+        prev_end[1:] = end[:-1]
+    prev_is_root = np.zeros(n, bool)
+    if n:
+        prev_is_root[1:] = is_root[:-1]
+    child_bad = (start < cbody[r]) | (end > end[r]) | (~prev_is_root & (start < prev_end))
+    bad |= ~is_root & child_bad
+    seg_id = np.cumsum(is_root) - 1
+    seg_bad = np.bincount(seg_id, weights=bad) > 0 if n else np.empty(0, bool)
+
+    gaps = _Gaps(t.off_cpu, notes)
+    off_starts = [o.start for o in t.off_cpu]
+    off_ends = [o.end for o in t.off_cpu]
+    gops, gslept = gaps.ops, gaps.slept
+
+    def gap(a: int, b: int) -> list[Op]:
+        if b <= a:
+            return []
+        j = bisect_left(off_starts, b) - 1
+        if j >= 0 and off_ends[j] > a:
+            return gops(a, b)
+        return [Think(b - a, a)]
+
+    src = order.tolist()
+    kinds = kind.tolist()
+    starts, ends, bodies, cbodies = start.tolist(), end.tolist(), body.tolist(), cbody.tolist()
+    codes = c.code.tolist() if c is not None else []
+    modes = c.mode.tolist() if c is not None else []
+    extras = c.extra.tolist() if c is not None else []
+    locks, span_kinds = load.locks, load.span_kinds
+
+    def leaf(i: int) -> tuple[tuple, Op]:
+        """The op of measured interval i (order position) with nothing inside, and its descriptor."""
+        k, s, b, e = kinds[i], starts[i], cbodies[i], ends[i]
+        j = src[i]
+        if k == SPAN:
+            return ("span", "", None, s, b, e), Span(span_kinds[codes[j]], tuple(gap(b, e)), s, e - s)
+        return critical(i, gap(b, e))
+
+    def critical(i: int, body_ops: list[Op]) -> tuple[tuple, Op]:
+        s, b, e = starts[i], cbodies[i], ends[i]
+        j = src[i]
+        lock = locks[codes[j]]
+        mode = "write" if modes[j] else "read"
+        slept = None
+        if sleeps_known and b > s:
+            k = bisect_left(off_starts, b) - 1
+            slept = gslept(s, b) if k >= 0 and off_ends[k] > s else False
+        hold = 0
+        if len(body_ops) == 1 and type(body_ops[0]) is Think:
+            hold = body_ops.pop().ns
+        return ("critical", mode, lock, s, b, e), Critical(lock, mode, hold, tuple(body_ops), s, b - s, slept, False)
+
+    def compose(a: int, b: int, children: list[tuple[tuple, Op]]) -> list[Op]:
+        """reconstruct._body over descriptors."""
+        ops: list[Op] = []
+        cur = a
+        last = None
+        for d, op in children:
+            ds = d[3]
+            if last is not None and cur == ds and last[0] == d[0] == "critical" and last[1] == "write" \
+                    and d[1] == "read" and last[2] == d[2] and ds == last[5] and d[4] == ds:
+                w = ops[-1]
+                ops[-1] = Critical(w.lock, w.mode, w.hold_ns, w.body, w.at_ns, w.recorded_wait_ns,
+                                   w.recorded_wait_slept, w.derived, op)
+                last = None
+                if d[5] > cur:
+                    cur = d[5]
+                continue
+            if ds > cur:
+                j = bisect_left(off_starts, ds) - 1
+                if j >= 0 and off_ends[j] > cur:
+                    ops += gops(cur, ds)
+                else:
+                    ops.append(Think(ds - cur, cur))
+            ops.append(op)
+            last = d
+            if d[5] > cur:
+                cur = d[5]
+        ops += gap(cur, b)
+        return ops
+
+    roots: list[tuple[tuple, Op]] = []
+    lo_start: list[int] = []
+    hi_end: list[int] = []
+    firsts_a = np.flatnonzero(is_root)
+    seg_first = firsts_a.tolist() + [n]
+    bad_segs = seg_bad.tolist()
+    # segments no off-CPU piece overlaps: every gap inside is one Think, no wait slept
+    if t.off_cpu and n:
+        os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
+        j = np.searchsorted(os_, end[firsts_a], side="left") - 1
+        clean = ~((j >= 0) & (oe_[np.maximum(j, 0)] > start[firsts_a]))
+    else:
+        clean = np.ones(len(firsts_a), bool)
+    clean_segs = clean.tolist()
+    for si, bad_seg in enumerate(bad_segs):
+        a, z = seg_first[si], seg_first[si + 1]
+        if not bad_seg and clean_segs[si]:
+            s, b, e = starts[a], cbodies[a], ends[a]
+            ja = src[a]
+            if z == a + 1:  # one measured interval alone: a system call, a fault, a lock section
+                if kinds[a] == SPAN:
+                    roots.append((("span", "", None, s, b, e),
+                                  Span(span_kinds[codes[ja]], (Think(e - b, b),) if e > b else (), s, e - s)))
+                else:
+                    lock = locks[codes[ja]]
+                    mode = "write" if modes[ja] else "read"
+                    roots.append((("critical", mode, lock, s, b, e),
+                                  Critical(lock, mode, e - b if e > b else 0, (), s, b - s,
+                                           (False if b > s else None) if sleeps_known else None, False)))
+                continue
+            # a root with leaves one after the other in its body (reconstruct._body, inlined)
+            ops = []
+            cur = b
+            last_write = None  # (lock, end) of the previous leaf when it is a write section
+            for i in range(a + 1, z):
+                cs, cb, ce = starts[i], cbodies[i], ends[i]
+                cj = src[i]
+                if kinds[i] == SPAN:
+                    op = Span(span_kinds[codes[cj]], (Think(ce - cb, cb),) if ce > cb else (), cs, ce - cs)
+                    if cs > cur:
+                        ops.append(Think(cs - cur, cur))
+                    ops.append(op)
+                    last_write = None
+                else:
+                    lock = locks[codes[cj]]
+                    write = modes[cj]
+                    op = Critical(lock, "write" if write else "read", ce - cb if ce > cb else 0, (), cs, cb - cs,
+                                  (False if cb > cs else None) if sleeps_known else None, False)
+                    if last_write is not None and not write and cur == cs and cb == cs and last_write[1] == cs \
+                            and last_write[0] == lock:
+                        w = ops[-1]
+                        ops[-1] = Critical(w.lock, w.mode, w.hold_ns, w.body, w.at_ns, w.recorded_wait_ns,
+                                           w.recorded_wait_slept, w.derived, op)
+                        last_write = None
+                        if ce > cur:
+                            cur = ce
+                        continue
+                    if cs > cur:
+                        ops.append(Think(cs - cur, cur))
+                    ops.append(op)
+                    last_write = (lock, ce) if write else None
+                if ce > cur:
+                    cur = ce
+            if e > cur:
+                ops.append(Think(e - cur, cur))
+            if kinds[a] == SPAN:
+                roots.append((("span", "", None, s, b, e), Span(span_kinds[codes[ja]], tuple(ops), s, e - s)))
+            else:
+                roots.append(critical(a, ops))
+            continue
+        if not bad_seg:
+            if z == a + 1:
+                roots.append(leaf(a))
+                continue
+            children = [leaf(i) for i in range(a + 1, z)]
+            if kinds[a] == SPAN:
+                ops = compose(cbodies[a], ends[a], children)
+                s, e = starts[a], ends[a]
+                roots.append((("span", "", None, s, cbodies[a], e),
+                              Span(span_kinds[codes[src[a]]], tuple(ops), s, e - s)))
+            else:
+                roots.append(critical(a, compose(cbodies[a], ends[a], children)))
+            continue
+        ivs = [derived[src[i] - nm] if src[i] >= nm else _interval(i, src[i], kinds, starts, bodies, ends, seq, codes,
+                                                                     modes, extras, load)
+               for i in range(a, z)]
+        for iv, op in build(nest(ivs, notes), gaps, notes, sleeps_known):
+            roots.append(((iv.kind, iv.mode, iv.lock, iv.start, iv.body_start, iv.end), op))
+        # nest moves and clips: the thread's extent counts the intervals as nest left them
+        lo_start.append(min(iv.start for iv in ivs))
+        hi_end.append(max(iv.end for iv in ivs))
+
+    good = np.repeat(~seg_bad, np.diff(np.asarray(seg_first))) if n else np.empty(0, bool)
+    firsts = lo_start + list(t.instants)
+    lasts = hi_end + list(t.instants)
+    if good.any():
+        firsts.append(int(start[good].min()))
+        lasts.append(int(end[good].max()))
+    if t.first_sched is not None:
+        firsts.append(t.first_sched)
+    if t.last_out is not None:
+        lasts.append(t.last_out)
+    t0, t1 = min(firsts), max(lasts)
+    ops = compose(t0, t1, roots)
+    return Thread(t.tid, t.pid, ops, mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
+
+
+def _interval(i: int, j: int, kinds, starts, bodies, ends, seqs, codes, modes, extras, load: _Load) -> Interval:
+    """The reference's Interval of measured interval j (at order position i), fresh (nest mutates it)."""
+    k, s, b, e = kinds[i], starts[i], bodies[i], ends[i]
+    sq = int(seqs[i])
+    if k == CRITICAL:
+        return Interval("critical", s, b, e, sq, lock=load.locks[codes[j]], mode="write" if modes[j] else "read",
+                        wait=extras[j])
+    if k == SPAN:
+        return Interval("span", s, b, e, sq, span_kind=load.span_kinds[codes[j]], recorded_ns=extras[j])
+    pages, flushes, fullmm, mm, rns = load.gathers[codes[j]]
+    return Interval("gather", s, b, e, sq, pages=pages, flushes=flushes, fullmm=fullmm, mm=mm, recorded_ns=rns)
