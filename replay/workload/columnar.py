@@ -39,8 +39,6 @@ from replay.trace.reader import Trace
 from replay.workload.holds import SPIN_CLASSES, MeasuredHolders, derive_holds, fit_thread_holds
 from replay.workload.intervals import (
     FAULT_CHAIN_GAP_NS,
-    LCB_READ,
-    SCHEDULER_CLASSES,
     SPAN_KIND,
     UNMEASURED_FAULTS,
     Interval,
@@ -51,6 +49,7 @@ from replay.workload.intervals import (
     _off_cpu,
     _rows,
     _tier1_gathers,
+    load_contended_waits,
 )
 from replay.workload.reconstruct import _Gaps, build, nest
 
@@ -152,21 +151,7 @@ class _Load:
                  mode=(holds["mode"].cast(pl.String) == "write").to_numpy().astype(np.int8), extra=wait)
         del holds, key, table, lock_idx, ts, dur, wait
 
-        if trace.has("lock_waits"):
-            for tid_, ts_, seq, pid_, dur_, addr, flags, ret, cls in _rows(
-                trace, "lock_waits", ["tid", "ts", "seq", "pid", "dur", "lock_addr", "flags", "ret", "lock_class"],
-                ~pl.col("lock_class").cast(pl.String).is_in(sorted(hold_classes)),
-            ):
-                if cls in SCHEDULER_CLASSES:
-                    notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
-                    continue
-                if ret != 0:
-                    notes["aborted waits (ret<0) left as think time"] += 1
-                    continue
-                mode = "read" if flags & LCB_READ else "write"
-                self.thread(tid_, pid_).waits.append(Interval(
-                    "critical", ts_, ts_ + dur_, ts_ + dur_, seq, lock=LockRef(cls, addr), mode=mode, wait=dur_,
-                    derived=True, exclusive_wait=not flags & LCB_READ))
+        load_contended_waits(trace, hold_classes, self.thread, notes)
 
         sys_by_tid: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if trace.has("syscalls"):

@@ -127,6 +127,27 @@ def _rows(trace: Trace, name: str, columns: list[str], *filters: pl.Expr) -> lis
     return lf.sort(sort).collect().rows()
 
 
+def load_contended_waits(trace: Trace, hold_classes: set[str], thread: Callable[[int, int], ThreadRecord],
+                         notes: Counter[str]) -> None:
+    """Each contended wait of a class without measured holds, as a derived-hold candidate on its thread's waits."""
+    if not trace.has("lock_waits"):
+        return
+    for tid, ts, seq, pid, dur, addr, flags, ret, cls in _rows(
+        trace, "lock_waits", ["tid", "ts", "seq", "pid", "dur", "lock_addr", "flags", "ret", "lock_class"],
+        ~pl.col("lock_class").cast(pl.String).is_in(sorted(hold_classes)),  # others: inside the measured wait
+    ):
+        if cls in SCHEDULER_CLASSES:
+            notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
+            continue
+        if ret != 0:
+            notes["aborted waits (ret<0) left as think time"] += 1
+            continue
+        mode = "read" if flags & LCB_READ else "write"
+        thread(tid, pid).waits.append(Interval(
+            "critical", ts, ts + dur, ts + dur, seq, lock=LockRef(cls, addr), mode=mode, wait=dur, derived=True,
+            exclusive_wait=not flags & LCB_READ))
+
+
 def _mm_of_pid(trace: Trace) -> dict[int, int]:
     """Each process's mm_struct address: the mmap_lock it takes most often (its pid if never seen)."""
     votes: dict[int, Counter[int]] = defaultdict(Counter)
@@ -170,22 +191,7 @@ def load(trace: Trace) -> Recorded:
             "critical", ts - wait, ts, ts + dur, seq, lock=LockRef(cls, addr), mode=mode, wait=wait))
 
     # contended waits of classes the trace has no holds for → holds derived later (holds.py)
-    if trace.has("lock_waits"):
-        for tid, ts, seq, pid, dur, addr, flags, ret, cls in _rows(
-            trace, "lock_waits", ["tid", "ts", "seq", "pid", "dur", "lock_addr", "flags", "ret", "lock_class"]
-        ):
-            if cls in hold_classes:
-                continue  # already inside the measured acquisition's wait
-            if cls in SCHEDULER_CLASSES:
-                notes["runqueue_lock waits dropped (the simulator does its own scheduling)"] += 1
-                continue
-            if ret != 0:
-                notes["aborted waits (ret<0) left as think time"] += 1
-                continue
-            mode = "read" if flags & LCB_READ else "write"
-            thread(tid, pid).waits.append(Interval(
-                "critical", ts, ts + dur, ts + dur, seq, lock=LockRef(cls, addr), mode=mode, wait=dur, derived=True,
-                exclusive_wait=not flags & LCB_READ))
+    load_contended_waits(trace, hold_classes, thread, notes)
 
     # system calls
     syscalls: dict[int, list[Interval]] = defaultdict(list)
