@@ -119,6 +119,7 @@ def _open_table(trace_dir: Path, name: str, filename: str, expected_rows: int) -
             rows = 0
             for i in range(batches):
                 batch = reader.get_batch(i)
+                batch.validate()  # buffer sizes and offsets: a damaged batch must not be read out of bounds
                 rows += batch.num_rows
                 _check_cells(path, name, batch)
     except FileNotFoundError:
@@ -163,6 +164,7 @@ def _check_cells(path: Path, name: str, batch: pa.RecordBatch) -> None:
         if not col.nullable and arr.null_count:
             raise TraceError(path, f"column {col.name!r} holds {arr.null_count} nulls but may hold none: corrupt")
         if col.is_enum and pa.types.is_dictionary(arr.type):
+            arr.dictionary.validate(full=True)  # its offsets may point anywhere: checked before reading (small)
             words = arr.dictionary.to_pylist()
             unknown = [w for w in words if w not in col.values]
             if unknown:
