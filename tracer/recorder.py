@@ -41,6 +41,7 @@ from replay.errors import UsageError
 from replay.trace.manifest import Probe
 from replay.trace.writer import TraceWriter, check_target
 from tracer import decode, events, kernel_env, programs
+from tracer.switch_gaps import SwitchGaps
 
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
 WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flush period + slack)
@@ -64,7 +65,7 @@ BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
-LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
+LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped", "switch_unreported")
 #: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
 RECORDER_REASONS = ("recorder_in_kernel", "recorder_bpf_recursion", "recorder_wakeups")
 
@@ -284,6 +285,7 @@ class Recorder:
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
+        self._switch_gaps = SwitchGaps()  # switches of recorded tasks the kernel never reported
         self._stack_ids: set[int] = set()
         self._stack_cache: dict[int, list[int]] = {}
         self._ipi_addrs: set[int] = set()
@@ -504,6 +506,8 @@ class Recorder:
             if mine.any():
                 self._recorder_wakeups += int(mine.sum())
                 rec = rec[~mine]
+        if kind == events.EV_SCHED_SWITCH:
+            self._switch_gaps.feed(rec)  # rows come out in (ts, seq) order, chunk after chunk
         cols = decode.columns(kind, rec, self._start_ns, self._classify, presorted=True)
         self._tids.update(decode.referenced_tids(kind, rec).tolist())
         if kind in (events.EV_LOCK_WAIT, events.EV_LOCK_HOLD):
@@ -961,9 +965,15 @@ class Recorder:
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
+            unreported = 0
+            if fam.kind == events.EV_SCHED_SWITCH:
+                # a recorded task's switch the kernel ran without an event (tracer/switch_gaps.py), less the
+                # ones already counted as refused or skipped (those leave the same gap)
+                unreported = max(0, self._switch_gaps.missing - refused - misses)
             out[fam.name] = {
                 "ring_buffer_refused": refused,
                 "bpf_recursion_skipped": 0 if own else misses,
+                "switch_unreported": unreported,
                 "recorder_in_kernel": in_kernel,
                 "recorder_bpf_recursion": misses if own else 0,
                 "recorder_wakeups": self._recorder_wakeups if fam.kind == events.EV_SCHED_WAKEUP else 0,
