@@ -547,7 +547,7 @@ class Recorder:
         b = self._bpf
         self._set_ctl(CTL_STOPPED)  # stop recording now; detaching takes a while
         self._stop_ns = time.monotonic_ns()
-        self._misses_at_stop = self._misses_now()
+        self._misses_at_stop = self._misses_now(stop=True)
         # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(b.detach_tracepoint, list(b.tracepoint_fds)))
@@ -939,10 +939,26 @@ class Recorder:
         start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
         return sum(max(0, stop.get(tp, 0) - start.get(tp, 0)) for tp in self._prog_fds(fam))
 
-    def _misses_now(self) -> dict[str, int]:
-        """tracepoint -> the kernel's recursion-miss count of its program so far: the programs run (filtered
-        out) from load to detach, so a recording's misses are the difference between its start and stop."""
-        return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
+    def _misses_now(self, stop: bool = False) -> dict[str, int]:
+        """tracepoint -> the kernel's recursion-miss count of its program so far, and "recovered:<family>" ->
+        the skipped hits its backup program saw so far: the programs run (filtered out) from load to detach,
+        so a recording's misses and recoveries are the differences between the same two moments, its start
+        and stop (a miss outside the recording is then also a recovery outside it, never a loss).
+
+        The backup sees a skipped hit just after the kernel counts the miss: at the start the misses are read
+        first and at the stop last, so a hit between the two reads can only count as lost, never hide one."""
+        def misses() -> dict[str, int]:
+            return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
+
+        def recovered() -> dict[str, int]:
+            return {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
+                    for fam, _tp, _fn, table in BACKUPS if fam in self._backup_attached}
+
+        if stop:
+            seen = recovered()
+            return {**seen, **misses()}
+        first = misses()
+        return {**first, **recovered()}
 
     def _loss(self, stats: dict[int, tuple[int, int, int, int]]) -> dict[str, dict[str, int]]:
         """Per family: what was lost (LOST_REASONS) and what the recorder caused and dropped (RECORDER_REASONS).
@@ -961,7 +977,9 @@ class Recorder:
             if backup is not None and fam.name in self._backup_attached:
                 # the backup program recorded the skipped hits it saw; its own skips are hits the main
                 # program took (they come while the backup runs, after the main one has finished)
-                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf[backup[3]][0])
+                key = f"recovered:{fam.name}"
+                start = getattr(self, "_misses_at_start", {})
+                recovered = max(0, getattr(self, "_misses_at_stop", {}).get(key, 0) - start.get(key, 0))
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
