@@ -62,3 +62,21 @@ def test_the_first_switch_of_a_task_is_never_a_gap():
     g = SwitchGaps()
     g.feed(_rows((10, 11, P | N)))  # both were running/runnable before the recording: nothing to compare
     assert g.missing == 0
+
+
+def test_info_shows_the_unreported_switches_as_lost(tmp_path, capsys):
+    from replay.cli.main import main
+    from replay.trace.manifest import Probe
+    from replay.trace.writer import write_trace
+
+    zero = {"sched_switch": 0}
+    breakdown = {"ring_buffer_refused": zero, "bpf_recursion_skipped": zero, "switch_unreported": {"sched_switch": 2},
+                 "recorder_in_kernel": zero, "recorder_bpf_recursion": zero, "recorder_wakeups": zero}
+    write_trace(tmp_path / "t", {}, probes=[Probe("sched_switch", 1, events=300, lost=2, reason="raw tracepoints")],
+                extra={"lost_breakdown": breakdown})
+    assert main(["info", str(tmp_path / "t")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("lost ")).split()[1] == "2"
+    at = next(i for i, line in enumerate(lines) if line.startswith("loss by reason"))
+    assert "unreported" in lines[at].split()
+    assert lines[at + 1].split() == ["sched_switch", "0", "0", "2", "0", "0", "0"]
