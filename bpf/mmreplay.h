@@ -47,6 +47,8 @@ typedef long long mmr_s64;
 /* flags byte of every slot */
 #define MMR_F_INCOMPLETE 1     /* interval cut by the start or the end of the recording */
 #define MMR_F_NO_START 2       /* opening event not seen: ts is 0, user space sets it to the recording start */
+#define MMR_F_PREV_RECORDED 4  /* sched_switch: prev is a recorded task */
+#define MMR_F_NEXT_RECORDED 8  /* sched_switch: next is a recorded task */
 
 /* Syscall numbers as indexes of replay.trace.schema.SYSCALLS. */
 #define MMR_SYS_MMAP 0

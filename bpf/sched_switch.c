@@ -4,13 +4,16 @@
  * A switch is recorded when either side is a recorded task, whatever the other
  * side is, the recorder included: a recorded task's switch-in after the
  * recorder ran closes the time it was preempted, which would otherwise stay
- * inside the hold or system call it interrupted. */
+ * inside the hold or system call it interrupted. The flags say which sides
+ * are recorded tasks: user space follows each recorded task's switches and
+ * counts a switch-in the kernel never reported (tracer/switch_gaps.py). */
 
 static __always_inline int mmr_switch(u32 next, const char *next_comm, s32 prev_prio, s64 prev_state,
 				      s32 next_prio)
 {
 	u64 id = bpf_get_current_pid_tgid();
-	if (!mmr_want(id, 0) && !mmr_want_task(next, next_comm))
+	int prev_in = mmr_want(id, 0), next_in = mmr_want_task(next, next_comm);
+	if (!prev_in && !next_in)
 		return MMR_PASS;
 	struct mmr_batch *b = mmr_enter();
 	if (!b)
@@ -18,7 +21,8 @@ static __always_inline int mmr_switch(u32 next, const char *next_comm, s32 prev_
 	mmr_note_current(id);
 	mmr_note_task(next, -1, next_comm);
 	struct mmr_sched_switch *e = mmr_slot(b);
-	mmr_head(e, MMR_EV_SCHED_SWITCH, 0, bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id,
+	mmr_head(e, MMR_EV_SCHED_SWITCH,
+		 (prev_in ? MMR_F_PREV_RECORDED : 0) | (next_in ? MMR_F_NEXT_RECORDED : 0), bpf_ktime_get_ns(), mmr_next_seq(), id >> 32, (u32)id,
 		 bpf_get_smp_processor_id());
 	e->prev_prio = prev_prio;
 	e->prev_state = prev_state;

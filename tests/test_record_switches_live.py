@@ -5,6 +5,11 @@ writer preempt the workload all the time and hand the CPU back to it: the
 switch-ins whose prev is the recorder are exactly the ones the probe once dropped
 (221 of 646 in one recording), leaving a task's preempted time inside the
 mmap_lock hold or system call it interrupted.
+
+One kind of gap is the kernel's, not the recorder's: on this project's host no tracer sees a switch whose
+prev is a thread of PID 1 (the VM's agent; ftrace, perf and a bare BPF program agree), so a workload task
+the agent preempted comes back without a switch-in. Each such gap must be counted in the manifest
+(lost_breakdown.switch_unreported, and in the probe's lost): the tests accept exactly the counted gaps.
 """
 
 from __future__ import annotations
@@ -60,18 +65,26 @@ def test_the_recorder_ran_between_the_workloads_switches(pinned):
     back = trace.scan("sched_switch").filter(pl.col("prev_tid").is_in(list(mine))
                                              & pl.col("next_tid").is_in(list(wl))).select(pl.len()).collect().item()
     assert back > 10, back  # switch-ins of the workload whose prev is the recorder
-    assert {p.name: p.lost for p in trace.manifest.probes}["sched_switch"] == 0
+    bd = trace.manifest.extra["lost_breakdown"]
+    assert bd["ring_buffer_refused"]["sched_switch"] == 0 and bd["bpf_recursion_skipped"]["sched_switch"] == 0
+    # the only loss allowed is the kernel's unreported switches, and every one of them is counted
+    assert {p.name: p.lost for p in trace.manifest.probes}["sched_switch"] == _unreported(trace)
+
+
+def _unreported(trace: Trace) -> int:
+    return trace.manifest.extra["lost_breakdown"]["switch_unreported"]["sched_switch"]
 
 
 def test_every_switch_out_of_a_workload_task_is_followed_by_its_switch_in(pinned):
     trace, _, wl = pinned
     assert len(wl) == 3  # the main thread and two workers
-    total = 0
+    total = gaps = 0
     for tid in wl:
         _, kind = _switches(trace, tid)
         total += len(kind)
-        # strictly alternating: no switch-in or switch-out of the task is missing in between
-        assert (kind[1:] != kind[:-1]).all(), (tid, np.flatnonzero(kind[1:] == kind[:-1])[:5])
+        # strictly alternating, but for the switches the kernel never reported (counted in the manifest)
+        gaps += int(np.count_nonzero(kind[1:] == kind[:-1]))
+    assert gaps == _unreported(trace), (gaps, _unreported(trace))
     assert total > 50, total
 
 
@@ -80,7 +93,9 @@ def test_no_hold_or_syscall_contains_a_switch_out_without_its_switch_in(pinned):
     checked = 0
     for tid in wl:
         ts, kind = _switches(trace, tid)
-        outs = np.flatnonzero(kind == -1)
+        # a switch-out followed by another: its switch-in was never reported (counted, test above)
+        reported = np.append(kind[1:] != kind[:-1], True)
+        outs = np.flatnonzero((kind == -1) & reported)
         # the time of the switch-in that follows each switch-out (inf: none before the end)
         back_in = np.full(len(outs), np.iinfo(np.int64).max)
         has_next = outs + 1 < len(ts)

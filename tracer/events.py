@@ -28,6 +28,8 @@ EV_IPI = 9
 
 F_INCOMPLETE = 1
 F_NO_START = 2
+F_PREV_RECORDED = 4  # sched_switch: prev is a recorded task
+F_NEXT_RECORDED = 8  # sched_switch: next is a recorded task
 
 _HEAD = [
     ("ts", "<u8", 0),

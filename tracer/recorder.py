@@ -41,6 +41,7 @@ from replay.errors import UsageError
 from replay.trace.manifest import Probe
 from replay.trace.writer import TraceWriter, check_target
 from tracer import decode, events, kernel_env, programs
+from tracer.switch_gaps import SwitchGaps
 
 FLUSH_PERIOD_NS = 100_000_000  # per-CPU partial-batch flush (cpu-clock perf event)
 WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flush period + slack)
@@ -64,7 +65,7 @@ BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
-LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
+LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped", "switch_unreported")
 #: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
 RECORDER_REASONS = ("recorder_in_kernel", "recorder_bpf_recursion", "recorder_wakeups")
 
@@ -284,6 +285,7 @@ class Recorder:
         self._pending: dict[int, list[np.ndarray]] = {}
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
+        self._switch_gaps = SwitchGaps()  # switches of recorded tasks the kernel never reported
         self._stack_ids: set[int] = set()
         self._stack_cache: dict[int, list[int]] = {}
         self._ipi_addrs: set[int] = set()
@@ -504,6 +506,8 @@ class Recorder:
             if mine.any():
                 self._recorder_wakeups += int(mine.sum())
                 rec = rec[~mine]
+        if kind == events.EV_SCHED_SWITCH:
+            self._switch_gaps.feed(rec)  # rows come out in (ts, seq) order, chunk after chunk
         cols = decode.columns(kind, rec, self._start_ns, self._classify, presorted=True)
         self._tids.update(decode.referenced_tids(kind, rec).tolist())
         if kind in (events.EV_LOCK_WAIT, events.EV_LOCK_HOLD):
@@ -543,7 +547,7 @@ class Recorder:
         b = self._bpf
         self._set_ctl(CTL_STOPPED)  # stop recording now; detaching takes a while
         self._stop_ns = time.monotonic_ns()
-        self._misses_at_stop = self._misses_now()
+        self._misses_at_stop = self._misses_now(stop=True)
         # Each detach waits for an RCU grace period; do them side by side (the close releases the GIL).
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(b.detach_tracepoint, list(b.tracepoint_fds)))
@@ -935,10 +939,26 @@ class Recorder:
         start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
         return sum(max(0, stop.get(tp, 0) - start.get(tp, 0)) for tp in self._prog_fds(fam))
 
-    def _misses_now(self) -> dict[str, int]:
-        """tracepoint -> the kernel's recursion-miss count of its program so far: the programs run (filtered
-        out) from load to detach, so a recording's misses are the difference between its start and stop."""
-        return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
+    def _misses_now(self, stop: bool = False) -> dict[str, int]:
+        """tracepoint -> the kernel's recursion-miss count of its program so far, and "recovered:<family>" ->
+        the skipped hits its backup program saw so far: the programs run (filtered out) from load to detach,
+        so a recording's misses and recoveries are the differences between the same two moments, its start
+        and stop (a miss outside the recording is then also a recovery outside it, never a loss).
+
+        The backup sees a skipped hit just after the kernel counts the miss: at the start the misses are read
+        first and at the stop last, so a hit between the two reads can only count as lost, never hide one."""
+        def misses() -> dict[str, int]:
+            return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
+
+        def recovered() -> dict[str, int]:
+            return {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
+                    for fam, _tp, _fn, table in BACKUPS if fam in self._backup_attached}
+
+        if stop:
+            seen = recovered()
+            return {**seen, **misses()}
+        first = misses()
+        return {**first, **recovered()}
 
     def _loss(self, stats: dict[int, tuple[int, int, int, int]]) -> dict[str, dict[str, int]]:
         """Per family: what was lost (LOST_REASONS) and what the recorder caused and dropped (RECORDER_REASONS).
@@ -957,13 +977,21 @@ class Recorder:
             if backup is not None and fam.name in self._backup_attached:
                 # the backup program recorded the skipped hits it saw; its own skips are hits the main
                 # program took (they come while the backup runs, after the main one has finished)
-                recovered = sum(int(getattr(v, "value", v)) for v in self._bpf[backup[3]][0])
+                key = f"recovered:{fam.name}"
+                start = getattr(self, "_misses_at_start", {})
+                recovered = max(0, getattr(self, "_misses_at_stop", {}).get(key, 0) - start.get(key, 0))
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
+            unreported = 0
+            if fam.kind == events.EV_SCHED_SWITCH:
+                # a recorded task's switch the kernel ran without an event (tracer/switch_gaps.py), less the
+                # ones already counted as refused or skipped (those leave the same gap)
+                unreported = max(0, self._switch_gaps.missing - refused - misses)
             out[fam.name] = {
                 "ring_buffer_refused": refused,
                 "bpf_recursion_skipped": 0 if own else misses,
+                "switch_unreported": unreported,
                 "recorder_in_kernel": in_kernel,
                 "recorder_bpf_recursion": misses if own else 0,
                 "recorder_wakeups": self._recorder_wakeups if fam.kind == events.EV_SCHED_WAKEUP else 0,

@@ -141,6 +141,7 @@ def _probe_table(probes: list[dict[str, Any]]) -> list[str]:
 
 #: The columns of the loss breakdown: lost (a recorded task's event not written), then caused by the recorder.
 BREAKDOWN = (("ring_buffer_refused", "rb full", "lost"), ("bpf_recursion_skipped", "recursion", "lost"),
+             ("switch_unreported", "unreported", "lost"),
              ("recorder_in_kernel", "rec:bpf", "recorder"), ("recorder_bpf_recursion", "rec:nest", "recorder"),
              ("recorder_wakeups", "rec:wake", "recorder"))
 
@@ -164,7 +165,8 @@ def _breakdown(extra: Any) -> list[str]:
     if isinstance(bd.get("nesting_overflow"), int) and bd["nesting_overflow"]:
         out.append(f"{'(no probe: nesting overflow)':<28} {bd['nesting_overflow']:>10}")
     out.append("  lost: rb full = the ring buffer refused a batch; recursion = a hit skipped while the same "
-               "program ran on its CPU (any task: an upper bound)")
+               "program ran on its CPU (any task: an upper bound); unreported = a switch of a recorded task "
+               "the kernel made without a sched_switch event (two switch-outs in a row)")
     out.append("  recorder (dropped, not lost): rec:bpf = hits on its programs' own locks or of its own process; "
                "rec:nest = contention inside its programs; rec:wake = wake-ups of its reader")
     return out
