@@ -18,12 +18,9 @@ machine runs fewer rather than stretching CI.
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import json
 import re
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from hypothesis import strategies as st
 from replay.cli.main import DEBUG_ENV, main
 from replay.trace.schema import TABLES_BY_NAME
 from tests import analytics_fixtures as fx
+from tests.inprocess import run_main
 from tests.test_fuzz_inputs import JSON_VALUE, _paths, _set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,29 +51,9 @@ FUZZ = settings(derandomize=True, deadline=None, database=None, max_examples=CAS
 PROGRESS = re.compile(r"mmreplay replay: \d+/\d+ runs done")  # replay's progress, not an error
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang(f"a command ran for more than {CASE_SECONDS} s")
-
-
 def run(argv: list[str]) -> int:
     """main(argv) in-process under an alarm; asserts the contract and returns the exit status."""
-    err = io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_SECONDS)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                rc = main(argv)
-            except SystemExit as e:
-                rc = e.code
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-    text = err.getvalue()
+    rc, text = run_main(argv, CASE_SECONDS)
     assert rc in (0, 2, 3), (argv, rc, text)
     assert "Traceback" not in text and "internal error" not in text, (argv, text)
     if rc == 3:

@@ -17,20 +17,18 @@ cases every run; about 2,100 cases take well under a minute here.
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from replay.cli.main import DEBUG_ENV, main
+from replay.cli.main import DEBUG_ENV
 from tests import analytics_fixtures as fx
+from tests.inprocess import run_main
 
 CASE_SECONDS = 10  # one case taking longer is a hang
 CASES = {"manifest values": 350, "manifest bytes": 200, "table files": 600, "option values": 900}
@@ -39,29 +37,9 @@ FUZZ = settings(derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-class Hang(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise Hang(f"a command ran for more than {CASE_SECONDS} s")
-
-
 def run(argv: list[str]) -> tuple[int, str]:
     """main(argv) in-process; (exit status, stderr). Asserts the bad-input contract."""
-    err = io.StringIO()
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(CASE_SECONDS)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            try:
-                rc = main(argv)
-            except SystemExit as e:  # argparse
-                rc = e.code
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-    text = err.getvalue()
+    rc, text = run_main(argv, CASE_SECONDS)
     OUTCOMES[rc] += 1
     assert rc in (0, 2), (argv, rc, text)
     assert "Traceback" not in text and "internal error" not in text, (argv, text)
