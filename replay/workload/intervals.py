@@ -154,7 +154,7 @@ def load_contended_waits(trace: Trace, hold_classes: set[str], thread: Callable[
 INCARNATION_SHIFT = 48
 
 
-def _mmap_lock_incarnations(holds: pl.LazyFrame) -> pl.LazyFrame:
+def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.LazyFrame:
     """Per mmap_lock hold (by ``row``), the life of the mm_struct it locked: 0, 1, ... at its address.
 
     A process's mm_struct is freed when it exits and the slab hands the same address to the next
@@ -162,9 +162,12 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame) -> pl.LazyFrame:
     many locks in turn, and keyed by address alone the replay makes a fork's dup_mmap (which takes
     the new mm's lock nested) wait for the *previous* owner's exit_mmap whenever the replayed timing
     lets the two overlap: waits the kernel cannot have. A life ends after a run of holds by a process
-    whose own mm is at that address (the address it takes most) that never takes it again; another
-    process's holds in between (the parent's dup_mmap, a /proc reader) belong to the life around them.
+    whose own mm is at that address (the address it takes most) that never takes it again and one of
+    whose tasks then exited (``exited``: tid, ts of its final switch-out); another process's holds in
+    between (the parent's dup_mmap, a /proc reader) belong to the life around them.
     """
+    dead = (holds.select("tid", "pid").unique().join(exited, on="tid")
+            .group_by("pid").agg(pl.col("ts").max().alias("died")))
     m = holds.filter(pl.col("lock_class").cast(pl.String) == "mmap_lock").select("row", "ts", "pid", "lock_addr")
     own = (m.group_by("pid", "lock_addr").len().sort("len", "lock_addr", descending=[True, False])
            .group_by("pid", maintain_order=True).first().select("pid", pl.col("lock_addr").alias("own")))
@@ -172,12 +175,13 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame) -> pl.LazyFrame:
          .with_columns(run=(pl.col("pid") != pl.col("pid").shift(1).over("lock_addr")).fill_null(True)
                        .cum_sum().over("lock_addr"),
                        last=pl.col("ts").max().over("lock_addr", "pid"))
-         .join(own, on="pid", how="left"))
+         .join(own, on="pid", how="left").join(dead, on="pid", how="left"))
     runs = (m.group_by("lock_addr", "run").agg(pl.col("ts").max().alias("end"), pl.col("last").first(),
+                                               pl.col("died").first(),
                                                (pl.col("own").first() == pl.col("lock_addr").first()).alias("mine"))
             .sort("lock_addr", "run")
-            .with_columns(ends=(pl.col("mine").fill_null(False) & (pl.col("end") == pl.col("last")))
-                          .cast(pl.Int64))
+            .with_columns(ends=(pl.col("mine").fill_null(False) & (pl.col("end") == pl.col("last"))
+                                & (pl.col("died") >= pl.col("end")).fill_null(False)).cast(pl.Int64))
             .with_columns(life=(pl.col("ends").cum_sum() - pl.col("ends")).over("lock_addr"))
             .select("lock_addr", "run", "life"))
     return m.join(runs, on=["lock_addr", "run"]).select("row", "life")
@@ -189,7 +193,11 @@ def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
     number from INCARNATION_SHIFT up for the next ones."""
     need = sorted({*columns, "ts", "pid", "lock_addr", "lock_class", "tid", "seq"})
     lf = trace.scan("lock_holds").select(need).with_row_index("row")
-    lives = _mmap_lock_incarnations(lf)
+    if not trace.has("sched_switch"):  # no deaths seen: every address is one lock
+        return lf.select(columns).sort([c for c in ("tid", "ts", "seq") if c in columns]).collect()
+    exited = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
+              .select(pl.col("prev_tid").alias("tid"), "ts"))
+    lives = _mmap_lock_incarnations(lf, exited)
     out = (lf.join(lives, on="row", how="left")
            .with_columns(pl.when(pl.col("life").fill_null(0) > 0)
                          .then(pl.col("lock_addr") ^ (pl.col("life").cast(pl.UInt64) * (1 << INCARNATION_SHIFT)))
