@@ -17,7 +17,7 @@ import pytest
 
 from replay.sim.ops import Critical, Gather, Span, children
 from replay.trace.reader import Trace
-from replay.workload.intervals import INCARNATION_SHIFT, lock_holds_table, syscall_table
+from replay.workload.intervals import FAULT_FREES, INCARNATION_SHIFT, lock_holds_table, syscall_table
 from tests.tracebuilder import TraceBuilder
 
 recon = importlib.import_module("replay.workload.reconstruct")
@@ -153,3 +153,24 @@ def test_both_paths_give_each_fork_the_lock_of_the_child_it_creates(tmp_path, mo
     nested = [a for a in by_tid[100] if a != 0xFFFF_8880_1000_0000 + 100 * 0x1000]
     assert nested == [set(by_tid[200 + k]).pop() for k in range(3)]
     assert len(set(nested)) == 3
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_full_lru_batch_freed_in_a_fault_is_not_a_gather(tmp_path, monkeypatch, path):
+    """tlb_flush2: the write fault's folio_add_lru drains a full LRU batch, freeing the pages that
+    earlier madvise(DONTNEED)s unmapped (30 at a time), with no system call around it. An exec's
+    teardown (no traced system call either, no fault just before) stays a gather."""
+    b = TraceBuilder(cpus=2)
+    t = b.thread(700, cpu=0)
+    with t.fault(0x7000_0000, vma_lock=True):
+        t.run(1_500)
+        b._rows.add("page_free_batches", dict(ts=t.now, dur=4_000, cpu=0, pid=700, tid=700, pages=30,
+                                              batched=True, incomplete=False))
+        t.run(4_000)
+    t.run(200_000)
+    t.gather(pages=500, flushes=1)  # the old mm's teardown in execve
+    monkeypatch.setenv(recon.PATH_ENV, path)
+    w = recon.reconstruct(Trace.open(b.write(tmp_path / "t")))
+    gathers = [op for th in w.threads for op, _ in walk(th.ops) if isinstance(op, Gather)]
+    assert [g.pages for g in gathers] == [500]
+    assert w.meta["notes"][FAULT_FREES] == 1  # said, not silently dropped

@@ -27,6 +27,8 @@ REMOTE_FLUSH_REASON = "TLB_REMOTE_SEND_IPI"
 SPAN_KIND = {"exit_group": "exit"}
 #: note naming the faults whose end no event shows (served under the per-VMA lock, tier 1)
 UNMEASURED_FAULTS = "faults with no measured end (per-VMA lock, tier 1): not replayed as operations"
+#: note naming the batched frees of page faults (a full LRU batch drained), which are not mmu_gathers
+FAULT_FREES = "batched frees inside page faults (LRU batch drains): left in the fault's time, not gathers"
 #: lock classes of the scheduler itself: the simulator models scheduling, their recorded waits are dropped
 SCHEDULER_CLASSES = frozenset({"runqueue_lock"})
 #: a fault's lock holds follow its entry (and each other) within this gap
@@ -188,13 +190,13 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.Laz
 
 
 def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
-    """lock_holds' ``columns`` (sorted by tid, ts, seq), an mmap_lock's ``lock_addr`` made the id of the
+    """lock_holds' ``columns`` (rows sorted by tid, ts, seq), an mmap_lock's ``lock_addr`` made the id of the
     mm's life (_mmap_lock_incarnations): the address itself for the first, its top bits XOR the life
     number from INCARNATION_SHIFT up for the next ones."""
     need = sorted({*columns, "ts", "pid", "lock_addr", "lock_class", "tid", "seq"})
     lf = trace.scan("lock_holds").select(need).with_row_index("row")
     if not trace.has("sched_switch"):  # no deaths seen: every address is one lock
-        return lf.select(columns).sort([c for c in ("tid", "ts", "seq") if c in columns]).collect()
+        return lf.sort("tid", "ts", "seq").select(columns).collect()
     exited = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
               .select(pl.col("prev_tid").alias("tid"), "ts"))
     lives = _mmap_lock_incarnations(lf, exited)
@@ -202,7 +204,7 @@ def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
            .with_columns(pl.when(pl.col("life").fill_null(0) > 0)
                          .then(pl.col("lock_addr") ^ (pl.col("life").cast(pl.UInt64) * (1 << INCARNATION_SHIFT)))
                          .otherwise(pl.col("lock_addr")).alias("lock_addr")))
-    return out.select(columns).sort([c for c in ("tid", "ts", "seq") if c in columns]).collect()
+    return out.sort("tid", "ts", "seq").select(columns).collect()
 
 
 def syscall_table(trace: Trace) -> pl.DataFrame:
@@ -393,6 +395,7 @@ def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dic
         ):
             if tid in events:
                 events[tid].append((ts, ts, seq, 0, "remote" if reason == REMOTE_FLUSH_REASON else "local"))
+    lru_frees = 0
     fault_starts: dict[int, list[int]] = defaultdict(list)  # a page fault is never inside a gather
     if trace.has("page_faults"):
         for tid, ts in _rows(trace, "page_faults", ["tid", "ts"], pl.col("tid").is_in(list(events))):
@@ -417,13 +420,15 @@ def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dic
                 f = bisect_left(faults, last)  # a COW fault's own flush (ptep_clear_flush) is not a gather's
                 fault_between = f < len(faults) and faults[f] <= ev[0]
                 if span is not group_span or lock_between or far or fault_between:
-                    _emit_gather(t, group, group_span, mm_of)
+                    lru_frees += not _emit_gather(t, group, group_span, mm_of, faults)
                     group = []
             if not group:
                 group_span = span
             group.append(ev)
         if group:
-            _emit_gather(t, group, group_span, mm_of)
+            lru_frees += not _emit_gather(t, group, group_span, mm_of, faults)
+    if lru_frees:
+        notes[FAULT_FREES] += lru_frees
     notes["gathers rebuilt from page_free_batches + tlb_flushes (tier 1)"] += sum(
         1 for t in threads.values() for iv in t.intervals if iv.kind == "gather")
 
@@ -435,17 +440,23 @@ def _container(spans: list[Interval], starts: list[int], ts: int) -> Interval | 
 
 
 def _emit_gather(t: ThreadRecord, group: list[tuple[int, int, int, int, str]], span: Interval | None,
-                 mm_of: Callable[[int], int]) -> None:
+                 mm_of: Callable[[int], int], faults: list[int]) -> bool:
+    """Add the group's gather to ``t``; False for the free burst of a page fault (not a gather)."""
     pages = sum(e[3] for e in group)
     if pages == 0:
-        return  # flushes with nothing freed (mprotect, a stray flush): not an mmu_gather
+        return True  # flushes with nothing freed (mprotect, a stray flush): not an mmu_gather
     start = min(e[0] for e in group)
+    if span is None and all(e[4] == "free" for e in group):
+        f = bisect_left(faults, start + 1) - 1
+        if f >= 0 and start - faults[f] <= FAULT_CHAIN_GAP_NS:
+            return False  # the fault's folio_add_lru drained a full LRU batch: its time stays the fault's
     end = max(e[1] for e in group)
     local = sum(1 for e in group if e[4] == "local")
     remote = sum(1 for e in group if e[4] == "remote")
     t.intervals.append(Interval(
         "gather", start, start, end, min(e[2] for e in group), pages=pages, flushes=max(local, remote),
         fullmm=span is not None and span.span_kind == "exit", mm=mm_of(t.pid), recorded_ns=end - start))
+    return True
 
 
 def _off_cpu(trace: Trace, threads: dict[int, ThreadRecord]) -> None:
