@@ -18,7 +18,7 @@ import pytest
 from replay.sim.ops import Critical, Gather, Span, children
 from replay.trace.reader import Trace
 from replay.workload.intervals import FAULT_FREES, INCARNATION_SHIFT, lock_holds_table, syscall_table
-from tests.tracebuilder import TraceBuilder
+from tests.tracebuilder import TraceBuilder, mm_addr
 
 recon = importlib.import_module("replay.workload.reconstruct")
 PATHS = ("columnar", "reference")
@@ -174,3 +174,31 @@ def test_a_full_lru_batch_freed_in_a_fault_is_not_a_gather(tmp_path, monkeypatch
     gathers = [op for th in w.threads for op, _ in walk(th.ops) if isinstance(op, Gather)]
     assert [g.pages for g in gathers] == [500]
     assert w.meta["notes"][FAULT_FREES] == 1  # said, not silently dropped
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_exiting_task_leaving_its_mm_is_its_exit_gathers_flush(tmp_path, monkeypatch, path):
+    """x86: the exiting CPU is lazy on the mm, so exit_mmap's flush switches it to init_mm
+    (TLB_FLUSH_ON_TASK_SWITCH) instead of flushing; that is the gather's one flush. The same event
+    right after the task's own context switch is the switch's, not the gather's."""
+    b = TraceBuilder(cpus=2)
+    for tid, preempted in ((800, False), (801, True)):
+        c = b.thread(tid, cpu=tid - 800)
+        with c.syscall("exit_group"):
+            c.run(1_000)
+        if preempted:
+            c.preempted(5_000)
+        b._rows.add("tlb_flushes", dict(ts=c.now + 1, cpu=c.cpu, pid=c.pid, tid=c.tid,
+                                        reason="TLB_FLUSH_ON_TASK_SWITCH", pages=0))
+        c.run(100)
+        with c.lock("mmap_lock", mm_addr(tid), "read"):
+            b._rows.add("page_free_batches", dict(ts=c.now, dur=2_000, cpu=c.cpu, pid=c.pid, tid=c.tid, pages=100,
+                                                  batched=True, incomplete=False))
+            c.run(2_000)
+        c.run(100)
+        b._rows.add("sched_switch", dict(ts=c.now, cpu=c.cpu, prev_tid=c.tid, prev_prio=120,
+                                         prev_state=EXIT_ZOMBIE, next_tid=0, next_prio=120))
+    monkeypatch.setenv(recon.PATH_ENV, path)
+    w = recon.reconstruct(Trace.open(b.write(tmp_path / "t")))
+    flushes = {th.tid: [op.recorded_flushes for op, _ in walk(th.ops) if isinstance(op, Gather)] for th in w.threads}
+    assert flushes == {800: [1], 801: [0]}

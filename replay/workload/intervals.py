@@ -24,6 +24,11 @@ LCB_SPIN, LCB_READ, LCB_WRITE, LCB_MUTEX = 1, 2, 4, 32
 #: tlb_flush reasons a task raises for its own work (the others are received, not initiated)
 LOCAL_FLUSH_REASONS = ("TLB_LOCAL_SHOOTDOWN", "TLB_LOCAL_MM_SHOOTDOWN")
 REMOTE_FLUSH_REASON = "TLB_REMOTE_SEND_IPI"
+#: x86: a CPU lazily on an mm that is flushed switches to init_mm instead (flush_tlb_func); in an exiting
+#: task's full-mm gather that switch is the gather's one flush (pages 0 with PCID: nothing to flush)
+LAZY_LEAVE_REASON = "TLB_FLUSH_ON_TASK_SWITCH"
+#: a TLB_FLUSH_ON_TASK_SWITCH this soon after the task's own sched_switch is that context switch's
+CONTEXT_SWITCH_FLUSH_NS = 20_000
 SPAN_KIND = {"exit_group": "exit"}
 #: note naming the faults whose end no event shows (served under the per-VMA lock, tier 1)
 UNMEASURED_FAULTS = "faults with no measured end (per-VMA lock, tier 1): not replayed as operations"
@@ -395,6 +400,21 @@ def _tier1_gathers(trace: Trace, threads: dict[int, ThreadRecord], syscalls: dic
         ):
             if tid in events:
                 events[tid].append((ts, ts, seq, 0, "remote" if reason == REMOTE_FLUSH_REASON else "local"))
+        switched: dict[int, list[int]] = defaultdict(list)  # the task's own switch-outs
+        if trace.has("sched_switch"):
+            for tid, ts in _rows(trace, "sched_switch", ["prev_tid", "ts"], pl.col("prev_tid").is_in(list(events))):
+                switched[tid].append(ts)
+        exits = {tid: sorted(s.start for s in spans if s.span_kind == "exit") for tid, spans in syscalls.items()}
+        exit_spans = {tid: sorted((s for s in spans if s.span_kind == "exit"), key=lambda s: s.start)
+                      for tid, spans in syscalls.items()}
+        for tid, ts, seq in _rows(trace, "tlb_flushes", ["tid", "ts", "seq"],
+                                  pl.col("reason").cast(pl.String) == LAZY_LEAVE_REASON,
+                                  pl.col("tid").is_in([t for t in events if exits.get(t)])):
+            span = _container(exit_spans[tid], exits[tid], ts)
+            k = bisect_left(switched.get(tid, []), ts - CONTEXT_SWITCH_FLUSH_NS)
+            own_switch = k < len(switched[tid]) and switched[tid][k] <= ts
+            if span is not None and not own_switch:
+                events[tid].append((ts, ts, seq, 0, "local"))  # the exit's gather leaves the mm instead of flushing
     lru_frees = 0
     fault_starts: dict[int, list[int]] = defaultdict(list)  # a page fault is never inside a gather
     if trace.has("page_faults"):
