@@ -13,6 +13,7 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import polars as pl
 
@@ -159,6 +160,8 @@ def load_contended_waits(trace: Trace, hold_classes: set[str], thread: Callable[
 
 #: a recycled mm_struct's later lives get lock ids with these top bits flipped (never a kernel address)
 INCARNATION_SHIFT = 48
+#: per open trace, the mmap_lock holds (row of lock_holds by tid, ts, seq) in a later life of their address
+_LIVES: WeakKeyDictionary[Trace, pl.DataFrame] = WeakKeyDictionary()
 
 
 def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.LazyFrame:
@@ -199,17 +202,27 @@ def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
     mm's life (_mmap_lock_incarnations): the address itself for the first, its top bits XOR the life
     number from INCARNATION_SHIFT up for the next ones."""
     need = sorted({*columns, "ts", "pid", "lock_addr", "lock_class", "tid", "seq"})
-    lf = trace.scan("lock_holds").select(need).with_row_index("row")
-    if not trace.has("sched_switch"):  # no deaths seen: every address is one lock
-        return lf.sort("tid", "ts", "seq").select(columns).collect()
-    exited = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
-              .select(pl.col("prev_tid").alias("tid"), "ts"))
-    lives = _mmap_lock_incarnations(lf, exited)
-    out = (lf.join(lives, on="row", how="left")
+    df = trace.scan("lock_holds").select(need).sort("tid", "ts", "seq").collect().with_row_index("row")
+    lives = _LIVES.get(trace)
+    if lives is None:
+        shared = (df.lazy().filter(pl.col("lock_class").cast(pl.String) == "mmap_lock")  # taken by two processes
+                  .group_by("lock_addr").agg(pl.col("pid").n_unique().alias("n")).filter(pl.col("n") > 1)
+                  .select("lock_addr").collect())
+        if shared.is_empty() or not trace.has("sched_switch"):  # one process per address, or no deaths seen
+            lives = pl.DataFrame(schema={"row": pl.UInt32, "life": pl.Int64})
+        else:
+            exited = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
+                      .select(pl.col("prev_tid").alias("tid"), "ts"))
+            lives = _mmap_lock_incarnations(df.lazy().join(shared.lazy(), on="lock_addr", how="semi"), exited)
+            lives = lives.filter(pl.col("life") > 0).collect()
+        _LIVES[trace] = lives
+    if lives.is_empty():
+        return df.select(columns)
+    out = (df.lazy().join(lives.lazy(), on="row", how="left")
            .with_columns(pl.when(pl.col("life").fill_null(0) > 0)
                          .then(pl.col("lock_addr") ^ (pl.col("life").cast(pl.UInt64) * (1 << INCARNATION_SHIFT)))
                          .otherwise(pl.col("lock_addr")).alias("lock_addr")))
-    return out.sort("tid", "ts", "seq").select(columns).collect()
+    return out.sort("row").select(columns).collect()
 
 
 def syscall_table(trace: Trace) -> pl.DataFrame:
