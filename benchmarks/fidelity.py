@@ -14,7 +14,9 @@ The recorded side: waits from lock_holds (mmap_lock: every acquisition) and
 lock_waits (other classes: contended ones only, which are all the replay has of
 them); operation latency from the reconstructed spans' recorded durations (a
 system call's own; a fault's from its entry to its last lock release); switches
-from sched_switch; flushes from tlb_flushes (local and IPI-sending reasons).
+from sched_switch; flushes: those reconstruction gave its mmu_gathers (tlb_flushes' local and
+IPI-sending reasons inside a gather, and an exiting task's lazy leave of its mm, which is its full-mm
+gather's flush on x86; a fault's own flushes are not a gather's: replay/workload/intervals.py).
 A figure is held to the target (±15 %) when it rests on at least --min-samples
 samples and the recorded figure's own 95 % sampling band is within the target
 (a percentile: the values at the ranks of its band, sampling_band; a share:

@@ -50,6 +50,8 @@ from replay.workload.intervals import (
     _rows,
     _tier1_gathers,
     load_contended_waits,
+    lock_holds_table,
+    syscall_table,
 )
 from replay.workload.reconstruct import _Gaps, build, nest
 
@@ -128,8 +130,8 @@ class _Load:
 
     def run(self) -> tuple[Recorded, dict[int, _Cols]]:
         trace, notes = self.trace, self.notes
-        holds = _columns(trace, "lock_holds", ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class",
-                                               "mode", "success"])
+        holds = lock_holds_table(trace, ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class",
+                                         "mode", "success"])  # a recycled mm's lock: one id per life
         hold_classes = set(holds["lock_class"].unique().cast(pl.String).to_list())
         failed = int((~holds["success"]).sum())
         if failed:
@@ -155,7 +157,7 @@ class _Load:
 
         sys_by_tid: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if trace.has("syscalls"):
-            sc = _columns(trace, "syscalls", ["tid", "ts", "seq", "pid", "dur", "name"])
+            sc = syscall_table(trace)  # exit_group stretched over the exit's mm teardown (intervals.py)
             names = sc["name"].dtype.categories.to_list() if hasattr(sc["name"].dtype, "categories") else None
             self.span_kinds = [SPAN_KIND.get(n, n) for n in names]
             tid, ts, dur = sc["tid"].to_numpy(), sc["ts"].to_numpy(), sc["dur"].to_numpy()
