@@ -153,9 +153,10 @@ def check_options(args: argparse.Namespace) -> Options:
                    parse_size(max_memory) if max_memory is not None else None)
 
 
-#: Peak memory of a replay per trace row (all tables), measured with benchmarks/replay_scale.py: the
-#: largest per-row figure seen there, peak proportional set size of the process tree of
-#: ``replay T --compare 2.6.39 current --seeds 2 --jobs 2`` over the trace's rows (docs/SCALING.md).
+#: Peak memory of a replay per trace row (all tables), measured with benchmarks/replay_scale.py: on a
+#: 10-s mmap1_threads recording (3.08 M rows) ``replay T --compare 2.6.39 current --seeds 2 --jobs 2``
+#: peaked at 3 792 MiB of proportional set size for the process tree, 1 293 B per row; rounded up by a
+#: sixth for recordings with more nesting per row (docs/SCALING.md, "Memory limit").
 REPLAY_BYTES_PER_ROW = 1536
 #: what a replay needs whatever the trace: the interpreter, polars, numpy, pyarrow (measured: ~160 MiB)
 REPLAY_BASE_BYTES = 192 << 20
