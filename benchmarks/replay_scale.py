@@ -151,7 +151,10 @@ def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str], recons
     cmd = [sys.executable, "-m", "replay", "replay", str(trace), "--compare", *sets, "--seeds", "2",
            "--jobs", str(jobs)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=_env(pythonpath, reconstruct), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd too: ``python3 -m replay`` puts the working directory before PYTHONPATH, so run from this
+    # checkout's root, or --compare-with would time this checkout twice
+    proc = subprocess.Popen(cmd, env=_env(pythonpath, reconstruct), cwd=pythonpath, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     peak_pss = 0
     while True:
         pid, status, ru = os.wait4(proc.pid, os.WNOHANG)

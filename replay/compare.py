@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from replay.sim.ops import Critical, Span, Workload, children
+from replay.sim.ops import Block, Critical, Gather, Span, Think, Workload
 from replay.trace.schema import LOCK_CLASSES
 
 #: runs[set][seed] = metrics of that replay
@@ -77,21 +77,52 @@ class Comparison:
         return self.ci_low is not None and (self.ci_low > 0 or self.ci_high < 0)
 
 
+@dataclass(frozen=True)
+class Census:
+    """What one walk over a workload's op trees finds: the replay report's notes and derived flags need
+    nothing else from the ops (three walks of a 10-s recording's millions of ops took longer than
+    reconstructing it)."""
+
+    acquisitions: dict[str, int]  # Critical sections by lock class (downgraded read sections included)
+    spans: dict[str, int]  # Spans by kind
+    gathers: int
+    dependent: frozenset[str]  # derived_dependent()
+
+
+def census(workload: Workload) -> Census:
+    """Walk every op once (iteratively, carrying the classes of the enclosing critical sections)."""
+    out = set(workload.derived_classes)
+    acq: dict[str, int] = {}
+    spans: dict[str, int] = {}
+    gathers = 0
+    todo: list[tuple[tuple, tuple[str, ...]]] = [(tuple(t.ops), ()) for t in workload.threads]
+    while todo:
+        ops, outer = todo.pop()
+        for op in ops:
+            tp = type(op)
+            if tp is Think or tp is Block:
+                continue
+            if tp is Critical:
+                cls = op.lock.lock_class
+                acq[cls] = acq.get(cls, 0) + 1
+                if op.derived and outer:
+                    out.update(outer)
+                down = op.downgrade
+                if op.body or down is not None:
+                    todo.append((op.body if down is None else (*op.body, down), (*outer, cls)))
+            elif tp is Span:
+                spans[op.kind] = spans.get(op.kind, 0) + 1
+                if op.body:
+                    todo.append((op.body, outer))
+            elif tp is Gather:
+                gathers += 1
+    return Census(acq, spans, gathers, frozenset(out))
+
+
 def derived_dependent(workload: Workload) -> frozenset[str]:
     """Lock classes whose figures rest on derived holds: the derived classes themselves and
     every class whose critical sections contain a derived one (their holds include it)."""
-    out = set(workload.derived_classes)
-    # iterative walk, carrying the classes of the enclosing critical sections
-    todo: list[tuple[object, tuple[str, ...]]] = [(op, ()) for t in workload.threads for op in t.ops]
-    while todo:
-        op, outer = todo.pop()
-        if isinstance(op, Critical):
-            if op.derived:
-                out.update(outer)
-            todo.extend((b, (*outer, op.lock.lock_class)) for b in children(op))
-        elif isinstance(op, Span):
-            todo.extend((b, outer) for b in op.body)
-    return frozenset(out)
+    return census(workload).dependent
 
 
 def rests_on_derived(key: MetricKey, dependent: frozenset[str]) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from replay.cli.main import main
 from replay.compare import (
     MetricKey,
+    census,
     compare,
     derived_dependent,
     rests_on_derived,
@@ -21,7 +23,7 @@ from replay.compare import (
     t_quantile,
 )
 from replay.results import Run, write_results
-from replay.sim.ops import Critical, LockRef, Span, Think, Thread, Workload
+from replay.sim.ops import Critical, Gather, LockRef, Span, Think, Thread, Workload, children
 from replay.trace import Host, Trace
 
 
@@ -111,6 +113,59 @@ def test_figures_resting_on_derived_holds_are_flagged():
     assert not rests_on_derived(MetricKey.parse("wait_p99_ns:zone_lock"), dep)
     assert rests_on_derived(MetricKey.parse("makespan_ns"), dep)
     assert not rests_on_derived(MetricKey.parse("makespan_ns"), frozenset())
+
+
+def _dependent_by_full_walk(workload: Workload) -> frozenset[str]:
+    """The definition, walking every op: a derived section adds the classes of all that enclose it."""
+    out = set(workload.derived_classes)
+    todo = [(op, ()) for t in workload.threads for op in t.ops]
+    while todo:
+        op, outer = todo.pop()
+        if isinstance(op, Critical):
+            if op.derived:
+                out.update(outer)
+            todo += [(b, (*outer, op.lock.lock_class)) for b in children(op)]
+        elif isinstance(op, Span):
+            todo += [(b, outer) for b in op.body]
+    return frozenset(out)
+
+
+_CLASSES = ("mmap_lock", "i_mmap_rwsem", "anon_vma", "zone_lock", "ptl")
+
+
+def _ops(depth: int):
+    leaf = st.one_of(st.builds(Think, st.integers(0, 9)),
+                     st.builds(lambda c, d: Critical(LockRef(c, 1), "read", 3, derived=d),
+                               st.sampled_from(_CLASSES), st.booleans()),
+                     st.builds(Gather, st.integers(1, 9)))
+    if depth == 0:
+        return leaf
+    inner = st.lists(_ops(depth - 1), max_size=3).map(tuple)
+    return st.one_of(
+        leaf,
+        st.builds(lambda b: Span("munmap", b), inner),
+        st.builds(lambda c, b, d: Critical(LockRef(c, 2), "write", 1, body=b, derived=d),
+                  st.sampled_from(_CLASSES), inner, st.booleans()),
+        st.builds(lambda c, b, r: Critical(LockRef(c, 3), "write", 1, body=b,
+                                           downgrade=Critical(LockRef(c, 3), "read", 1, body=r)),
+                  st.sampled_from(_CLASSES), inner, inner))
+
+
+@given(st.lists(st.lists(_ops(3), max_size=4), max_size=3),
+       st.frozensets(st.sampled_from(_CLASSES), max_size=2))
+def test_census_is_the_full_walk(threads, derived):
+    """The one walk the report takes gives what walking every op, one question at a time, gives."""
+    w = Workload([Thread(i, 1, ops) for i, ops in enumerate(threads)], cpus=2, derived_classes=derived)
+    assert derived_dependent(w) == _dependent_by_full_walk(w)
+    every, todo = [], [op for t in w.threads for op in t.ops]
+    while todo:
+        op = todo.pop()
+        every.append(op)
+        todo += children(op)
+    found = census(w)
+    assert found.acquisitions == Counter(op.lock.lock_class for op in every if isinstance(op, Critical))
+    assert found.spans == Counter(op.kind for op in every if isinstance(op, Span))
+    assert found.gathers == sum(isinstance(op, Gather) for op in every)
 
 
 def test_results_directory_opens_as_a_trace_and_info_reads_it(tmp_path, capsys):

@@ -249,3 +249,39 @@ def test_calibration_and_perturbation_are_applied_and_reported(capsys, trace_pat
     assert any(n.startswith("wakeup_ns") for n in doc["calibration"])
     makespan = [s for s in doc["summary"] if s["metric"] == "makespan_ns"][0]
     assert makespan["sd"] > 0  # perturbed service times differ between seeds
+
+
+def test_a_trace_too_large_for_the_memory_limit_is_refused_up_front(capsys, trace_path):
+    """The estimate (rows x measured bytes per row) against --max-memory: one line naming the limit,
+    before anything is reconstructed; a limit it fits in replays."""
+    rows = sum(Trace.open(trace_path).rows(t) for t in Trace.open(trace_path).tables)
+    rc, out, err = replay(capsys, trace_path, "--seeds", "1", "--max-memory", "64M")
+    assert rc != 0 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert f"replaying {rows:,} rows needs about" in err and "64 MiB limit (--max-memory)" in err
+    rc, out, err = replay(capsys, trace_path, "--seeds", "1", "--max-memory", "1G")
+    assert rc == 0, err
+
+
+def test_the_memory_available_is_the_default_limit(capsys, trace_path, monkeypatch):
+    from replay.cli import replay as cli
+
+    monkeypatch.setattr(cli, "available_memory", lambda: (100 << 20, "MemAvailable"))
+    rc, out, err = replay(capsys, trace_path, "--seeds", "1")
+    assert rc != 0 and "more than the 100 MiB limit (MemAvailable)" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(cli, "available_memory", lambda: None)  # not known: no refusal
+    assert replay(capsys, trace_path, "--seeds", "1")[0] == 0
+
+
+@pytest.mark.parametrize("size", ["x", "-1G", "0", "1.5Q"])
+def test_nonsense_memory_limits_are_usage_errors(capsys, trace_path, size):
+    rc, out, err = replay(capsys, trace_path, f"--max-memory={size}")
+    assert rc == 2 and "--max-memory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_available_memory_reads_this_machine():
+    from replay.cli.replay import available_memory, parse_size
+
+    got = available_memory()
+    assert got is not None and got[0] > 0
+    assert parse_size("1.5G") == 3 << 29 and parse_size("512M") == 512 << 20 and parse_size("4096") == 4096

@@ -71,6 +71,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--jobs", metavar="N", default="1",
                    help="replays run in parallel on N processes (default 1); a policy set's seeds share one "
                         "flattened program")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="refuse, before reconstructing, a trace whose replay is estimated to need more than SIZE "
+                        "(bytes, or with K, M, G, T: binary units; default: the memory available now, "
+                        "MemAvailable or the cgroup's limit, whichever is less)")
     p.add_argument("-o", "--output", metavar="RESULTS", help="write every simulated event and figure here")
     p.add_argument("--force", action="store_true", help="overwrite an existing RESULTS directory")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -90,6 +94,7 @@ class Options:
     jobs: int
     perturb: float = 0.0
     engine: str = "auto"
+    max_memory: int | None = None  # bytes (--max-memory)
 
 
 def _int(name: str, text: str | None, minimum: int, maximum: int) -> int | None:
@@ -143,7 +148,79 @@ def check_options(args: argparse.Namespace) -> Options:
 
     if args.engine not in ENGINES:
         raise UsageError(f"unknown --engine {args.engine!r}; known: {', '.join(ENGINES)}")
-    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb, args.engine)
+    max_memory = getattr(args, "max_memory", None)
+    return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb, args.engine,
+                   parse_size(max_memory) if max_memory is not None else None)
+
+
+#: Peak memory of a replay per trace row (all tables), measured with benchmarks/replay_scale.py: on a
+#: 10-s mmap1_threads recording (3.08 M rows) ``replay T --compare 2.6.39 current --seeds 2 --jobs 2``
+#: peaked at 3 792 MiB of proportional set size for the process tree, 1 293 B per row; rounded up by a
+#: sixth for recordings with more nesting per row (docs/SCALING.md, "Memory limit").
+REPLAY_BYTES_PER_ROW = 1536
+#: what a replay needs whatever the trace: the interpreter, polars, numpy, pyarrow (measured: ~160 MiB)
+REPLAY_BASE_BYTES = 192 << 20
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``4G``, ``512M``, ``1.5G``, ``1000000`` as bytes (binary units); UsageError otherwise."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise UsageError(f"--max-memory needs a size such as 4G, 512M or a number of bytes, not {text!r}")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value <= 0:
+        raise UsageError(f"--max-memory must be positive (got {text!r})")
+    return value
+
+
+def available_memory() -> tuple[int, str] | None:
+    """(bytes, where from) of the memory a replay may use now: MemAvailable, or the cgroup's room if less."""
+    best: tuple[int, str] | None = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    best = (int(line.split()[1]) * 1024, "MemAvailable")
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next((ln.split(":", 2)[2].strip() for ln in f if ln.startswith("0::")), None)
+        if path is not None:
+            base = f"/sys/fs/cgroup{path.rstrip('/')}"
+            with open(f"{base}/memory.max") as f:
+                limit = f.read().strip()
+            if limit != "max":
+                with open(f"{base}/memory.current") as f:
+                    room = int(limit) - int(f.read().strip())
+                if best is None or room < best[0]:
+                    best = (max(room, 0), f"cgroup {path} memory.max")
+    except (OSError, ValueError, StopIteration):
+        pass
+    return best
+
+
+def _gib(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def check_memory(trace: Any, scale_tasks: float, max_memory: int | None) -> None:
+    """Refuse up front (one-line UsageError) a trace whose replay would not fit: rows x the measured peak
+    bytes per row (x --scale-tasks when it grows the work), against --max-memory or the memory available."""
+    rows = sum(trace.rows(t) for t in trace.tables)
+    need = REPLAY_BASE_BYTES + rows * REPLAY_BYTES_PER_ROW * max(1.0, scale_tasks)
+    if max_memory is not None:
+        limit: tuple[int, str] | None = (max_memory, "--max-memory")
+    else:
+        limit = available_memory()
+    if limit is not None and need > limit[0]:
+        raise UsageError(f"{trace.path}: replaying {rows:,} rows needs about {_gib(need)} "
+                         f"({REPLAY_BYTES_PER_ROW} B per row, measured), more than the {_gib(limit[0])} limit "
+                         f"({limit[1]}); replay a shorter recording, or raise --max-memory if the estimate is wrong")
 
 
 def preempt_default(recorded: str) -> tuple[str, str]:
@@ -158,23 +235,19 @@ def preempt_default(recorded: str) -> tuple[str, str]:
 FEW_ACQUISITIONS = 100
 
 
-def check_tables(trace: Any, sets: list[Any], workload: Any) -> list[str]:
+def check_tables(trace: Any, sets: list[Any], workload: Any, found: Any = None) -> list[str]:
     """Refuse comparisons the trace has no data for (MissingTableError names the probe); return notes
-    on compared policies the workload gives nothing to act on."""
-    from replay.sim.ops import Gather
+    on compared policies the workload gives nothing to act on (``found``: its compare.census, if taken)."""
+    from replay.compare import census
 
+    found = found or census(workload)
     notes = []
     if len({s.gather for s in sets}) > 1:
         if not (trace.has("gathers") or trace.has("page_free_batches")):
             trace.require("page_free_batches", needed_for="comparing mmu_gather policies")
-        if not any(isinstance(op, Gather) for op in _ops(workload)):
+        if not found.gathers:
             notes.append("the policy sets differ in mmu_gather policy but the trace has no gather to replay")
-    from replay.sim.ops import Critical
-
-    acquisitions: dict[str, int] = {}
-    for op in _ops(workload):
-        if isinstance(op, Critical):
-            acquisitions[op.lock.lock_class] = acquisitions.get(op.lock.lock_class, 0) + 1
+    acquisitions = found.acquisitions
     differing = sorted(c for c in ("i_mmap_rwsem", "anon_vma") if len({s.lock_policy(c) for s in sets}) > 1)
     if differing and not set(differing) & set(acquisitions) and not trace.has("lock_waits"):
         trace.require("lock_waits", needed_for=f"comparing {' and '.join(differing)} policies")
@@ -189,16 +262,16 @@ def check_tables(trace: Any, sets: list[Any], workload: Any) -> list[str]:
     return notes
 
 
-def workload_notes(workload: Any) -> list[str]:
-    """What the reader of the figures must know about the reconstruction."""
-    from replay.sim.ops import Span
+def workload_notes(workload: Any, found: Any = None) -> list[str]:
+    """What the reader of the figures must know about the reconstruction (``found``: its compare.census)."""
+    from replay.compare import census
     from replay.workload.intervals import UNMEASURED_FAULTS
 
     recon = workload.meta.get("notes", {})
     notes = [n for n in recon if n.startswith("no ")]  # a table the trace lacks, and what follows from it
     unmeasured = recon.get(UNMEASURED_FAULTS, 0)
     if unmeasured:
-        measured = sum(1 for op in _ops(workload) if isinstance(op, Span) and op.kind == "fault")
+        measured = (found or census(workload)).spans.get("fault", 0)
         notes.append(f"{unmeasured:,} faults have no measured end (per-VMA lock; tier 1 has no fault-exit event): "
                      f"their time is replayed as think time; fault latency covers the {measured:,} measured ones")
     if workload.meta.get("interference"):  # --interference (replay/interference.py)
@@ -206,19 +279,9 @@ def workload_notes(workload: Any) -> list[str]:
     return notes
 
 
-def _ops(workload: Any) -> Any:
-    from replay.sim.ops import children
-
-    todo = [op for t in workload.threads for op in t.ops]
-    while todo:
-        op = todo.pop()
-        yield op
-        todo.extend(children(op))
-
-
 def run(args: argparse.Namespace) -> int:
     from replay.batch import Progress, RunSpec, Settings, run_all
-    from replay.compare import compare, derived_dependent, summarize
+    from replay.compare import census, compare, summarize
     from replay.policies.sets import resolve
     from replay.results import write_results
     from replay.trace.reader import Trace
@@ -235,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
     if trace.manifest.kind != "trace":
         raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
                          f"({trace.manifest.extra.get('trace', 'see its manifest')})")
+    check_memory(trace, opts.scale_tasks, opts.max_memory)
     sets = [resolve(s) for s in opts.sets]
     calibration: tuple[str, ...] = ()
     if args.calibrate:
@@ -255,7 +319,8 @@ def run(args: argparse.Namespace) -> int:
 
         inf = derive(trace, [t.tid for t in workload.threads], workload.cpus)
         workload = apply(workload, inf, costs.wakeup_ns + costs.wake_jitter_ns + costs.context_switch_ns).workload
-    notes = check_tables(trace, sets, workload) + workload_notes(workload)
+    found = census(workload)  # one walk over the ops for the notes and the derived flags
+    notes = check_tables(trace, sets, workload, found) + workload_notes(workload, found)
     if "as-recorded" in opts.sets and (opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus):
         notes.append("as-recorded replays the recorded waits verbatim: with other CPUs or tasks than recorded "
                      "it is no longer the identity baseline")
@@ -276,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
 
     by_set = {s.name: {r.seed: r.metrics for r in runs if r.policy_set == s.name} for s in sets}
-    dependent = derived_dependent(workload)
+    dependent = found.dependent
     summaries = summarize(by_set, dependent)
     comparisons = compare(by_set, base=sets[0].name, dependent=dependent)
     facts = _facts(trace, workload, sets, settings, opts, notes)

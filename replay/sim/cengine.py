@@ -268,14 +268,16 @@ class CEngine:
             )
 
     def logs(self) -> dict[str, np.ndarray]:
-        """The event logs (copies), int64 rows with columns as in engine.LOG_COLUMNS."""
+        """The event logs (copies, column-major), int64 rows with columns as in engine.LOG_COLUMNS."""
         out = {}
         for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
             rows = _P64()
             n = self._lib.mmr_engine_log(self._eng, k, ctypes.byref(rows))
             w = len(cols)
             if n:
-                out[name] = np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).copy()
+                # copied column by column (Fortran order): simulate._table's transpose is then a view, not a
+                # second copy of logs that run to millions of rows
+                out[name] = np.ascontiguousarray(np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).T).T
             else:
                 out[name] = np.zeros((0, w), dtype=np.int64)
         return out

@@ -16,9 +16,12 @@
 enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPOINT, GE, END, DOWNGRADE };
 #define WIDTH 5
 
+/* The instructions, written straight into a bytearray that becomes the Program's code array: no copy
+ * at the end (a 10-s recording's code is ~400 MiB; a copy doubled the flattening's peak memory). */
 typedef struct {
 	int64_t *v;
 	Py_ssize_t n, cap;
+	PyObject *ba; /* bytearray holding v */
 } I64s;
 
 typedef struct {
@@ -45,9 +48,29 @@ static int reserve(void **v, Py_ssize_t need, Py_ssize_t *cap, size_t size, Py_s
 	return 0;
 }
 
+/* Room for ``need`` int64s in b's bytearray (doubling; pages not yet written are never touched). */
+static int i64s_reserve(I64s *b, Py_ssize_t need)
+{
+	if (need <= b->cap)
+		return 0;
+	Py_ssize_t c = b->cap ? b->cap : 1 << 16;
+	while (c < need)
+		c *= 2;
+	if (!b->ba) {
+		b->ba = PyByteArray_FromStringAndSize(NULL, c * (Py_ssize_t)sizeof(int64_t));
+		if (!b->ba)
+			return -1;
+	} else if (PyByteArray_Resize(b->ba, c * (Py_ssize_t)sizeof(int64_t)) < 0) {
+		return -1;
+	}
+	b->v = (int64_t *)PyByteArray_AS_STRING(b->ba);
+	b->cap = c;
+	return 0;
+}
+
 static int i64s_put(I64s *b, int64_t a0, int64_t a1, int64_t a2, int64_t a3, int64_t a4)
 {
-	if (reserve((void **)&b->v, b->n + WIDTH, &b->cap, sizeof(int64_t), 1 << 16))
+	if (i64s_reserve(b, b->n + WIDTH))
 		return -1;
 	int64_t *r = b->v + b->n;
 	r[0] = a0; r[1] = a1; r[2] = a2; r[3] = a3; r[4] = a4;
@@ -574,15 +597,14 @@ static PyObject *walk(PyObject *self, PyObject *args)
 		Py_DECREF(n);
 	}
 	{
-		PyObject *code = PyBytes_FromStringAndSize((const char *)w.code.v, w.code.n * (Py_ssize_t)sizeof(int64_t));
 		PyObject *pts = PyBytes_FromStringAndSize((const char *)w.pts.v, w.pts.n);
-		if (code && pts)
-			result = PyTuple_Pack(3, code, pts, start);
-		Py_XDECREF(code);
+		if (pts && i64s_reserve(&w.code, 1) == 0 &&
+		    PyByteArray_Resize(w.code.ba, w.code.n * (Py_ssize_t)sizeof(int64_t)) == 0)
+			result = PyTuple_Pack(3, w.code.ba, pts, start);
 		Py_XDECREF(pts);
 	}
 out:
-	PyMem_Free(w.code.v);
+	Py_XDECREF(w.code.ba);
 	PyMem_Free(w.pts.v);
 	PyMem_Free(stack.v);
 	Py_XDECREF(perturbing);

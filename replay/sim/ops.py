@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LockRef:
     """A lock instance: its class (schema.LOCK_CLASSES) and kernel address."""
 
@@ -20,7 +20,7 @@ class LockRef:
     addr: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Think:
     """CPU work outside any modelled lock (user code or unrelated kernel work); preemptible."""
 
@@ -28,7 +28,7 @@ class Think:
     at_ns: int | None = None  # recorded start, for open replay and the identity check
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Block:
     """Off-CPU time not caused by a modelled lock (I/O, sleeping, waiting for a child)."""
 
@@ -36,7 +36,7 @@ class Block:
     at_ns: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Critical:
     """Acquire ``lock`` in ``mode``, run ``body`` (nested sections, gathers), spend
     ``hold_ns`` of CPU, release.
@@ -64,7 +64,7 @@ class Critical:
     downgrade: Critical | None = None  # the read section after downgrade_write (mode write only)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gather:
     """An mmu_gather: unmap and free ``pages`` base pages (and ``pt_pages`` page-table
     pages) of mm ``mm``, flushing the TLB as the gather policy dictates."""
@@ -78,7 +78,7 @@ class Gather:
     at_ns: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     """A labelled operation whose end-to-end latency is reported: a page fault, a
     munmap, an mmap, an exit. Its ``body`` is what it did."""
