@@ -25,7 +25,8 @@ statistics, which count every task's hits, not only the workload's).
 and compares perf's counts with the rows recorded for the workload's tasks.
 --subsets records mmap1_threads with the hottest families left out (all; all but syscalls; all but
 syscalls and mmap_lock), interleaved with bare runs.
---rss S records mmap1_threads for S seconds and prints the recorder's peak RSS (while recording, and VmHWM).
+--rss S records mmap1_threads for S seconds, RUNS times, and prints the recorder's peak RSS (medians: while
+recording, and VmHWM).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -267,6 +268,14 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
     return {"vmhwm": hwm / 1024, "recording": recording / 1024, "recording_anon": anon / 1024}
 
 
+def rss_runs(tmp: Path, seconds: float, runs: int) -> dict[str, float | list[float]]:
+    """rss() `runs` times: the medians, and every run's values under "all_<key>"."""
+    each = [rss(tmp, seconds) for _ in range(runs)]
+    out: dict[str, float | list[float]] = {k: statistics.median(r[k] for r in each) for k in each[0]}
+    out.update({f"all_{k}": [r[k] for r in each] for k in each[0]})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
@@ -306,7 +315,7 @@ def main() -> int:
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
-            result["rss_mib"] = rss(tmp, args.rss)
+            result["rss_mib"] = rss_runs(tmp, args.rss, args.runs)
     result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -344,9 +353,11 @@ def main() -> int:
                   f"lost {r['lost']}  recorder {r['recorder']}")
     if "rss_mib" in result:
         r = result["rss_mib"]
-        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads: peak RSS while recording "
-              f"{r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM {r['vmhwm']:.0f} MiB "
-              f"(the compilation of the programs included)")
+        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads, median of {args.runs}: peak RSS "
+              f"while recording {r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM "
+              f"{r['vmhwm']:.0f} MiB (the compilation of the programs included); runs: recording "
+              f"{', '.join(f'{x:.0f}' for x in r['all_recording'])}, "
+              f"VmHWM {', '.join(f'{x:.0f}' for x in r['all_vmhwm'])}")
     return 0
 
 
