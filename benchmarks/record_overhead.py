@@ -123,6 +123,7 @@ def trace_stats(trace: Trace) -> dict:
     return {"rows": sum(e.rows for e in m.tables.values()), "lost": m.lost_events,
             "recorder": sum(p.recorder for p in m.probes),
             "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
+            "ring_buffer_refused": sum(m.extra.get("lost_breakdown", {}).get("ring_buffer_refused", {}).values()),
             "events": {p.name: p.events for p in m.probes if p.status == "recorded"},
             "attach": m.extra.get("attach", {}), "probe_cost": m.extra.get("probe_cost", {})}
 
@@ -158,7 +159,8 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
     return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
             "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
-            "lost_by_probe": [s["lost_by_probe"] for s in stats], "attach": stats[-1]["attach"]}
+            "lost_by_probe": [s["lost_by_probe"] for s in stats],
+            "ring_buffer_refused": [s["ring_buffer_refused"] for s in stats], "attach": stats[-1]["attach"]}
 
 
 def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
@@ -330,7 +332,8 @@ def main() -> int:
             ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
             print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
                   f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
-        print(f"  mmreplay lost {c['lost']}, caused by the recorder {c['recorder']}; attach {c['attach']}")
+        print(f"  mmreplay lost {c['lost']} (of which the ring buffer refused {c['ring_buffer_refused']}), caused by "
+              f"the recorder {c['recorder']}; attach {c['attach']}")
     if "per_probe" in result:
         print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
               "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
