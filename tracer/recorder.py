@@ -59,9 +59,10 @@ CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are 
 # 1 MiB (16k events): the copies of a 4-MiB step (~21 MiB, tracemalloc) were the largest part of the RSS the
 # recording adds; smaller steps cost nothing measurable in drain rate (docs/RECORDING.md, "Memory").
 DRAIN_STEP_BYTES = 1 << 20
-# Copied out but not yet decoded: the reader stops copying at this much (one decoding step). The ring buffer
-# holds the rest: its pages are resident anyway, a copy of them would count twice.
-MAX_BACKLOG_BYTES = DRAIN_STEP_BYTES
+# Copied out but not yet decoded: the reader stops copying at this much (four decoding steps). The ring buffer
+# holds the rest: its pages are resident anyway, a copy of them would count twice. Not one step: while the
+# reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
+MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
