@@ -260,6 +260,9 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
             running = any(Path(f"/proc/{k}/comm").read_text().startswith("mmap1") for k in kids)
         except (OSError, ValueError):
             continue
+        if "VmHWM" not in status:  # exited, not yet reaped: no memory left to read
+            time.sleep(0.05)
+            continue
         hwm = max(hwm, int(status["VmHWM"].split()[0]))
         if running:
             recording = max(recording, int(status["VmRSS"].split()[0]))
