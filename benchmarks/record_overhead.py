@@ -199,8 +199,10 @@ def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
         ps, cpu = statistics.median(x[0] for x in got[name]), statistics.median(x[1] for x in got[name])
         fam = programs.FAMILIES_BY_NAME[probes[0]]
         per_iter = sum(hits.get(tp, 0.0) for tp in fam.tracepoints)
-        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in fam.tracepoints)
-        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in fam.tracepoints)
+        # the recorder names a raw program by the classic tracepoint it stands for, else raw_syscalls:<event>
+        timed = {*fam.tracepoints, *(f"raw_syscalls:{ev}" for ev, _ in fam.raw)}
+        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in timed)
+        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in timed)
         rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b_ps, "cpu_ratio": cpu / b_cpu,
                      "added_ns_per_hit": (cpu - b_cpu) / per_iter if per_iter > 0.05 else None,
                      "program_ns_per_run": run_ns / runs_ if runs_ and "--no-stacks" not in name else None})
