@@ -25,7 +25,8 @@ statistics, which count every task's hits, not only the workload's).
 and compares perf's counts with the rows recorded for the workload's tasks.
 --subsets records mmap1_threads with the hottest families left out (all; all but syscalls; all but
 syscalls and mmap_lock), interleaved with bare runs.
---rss S records mmap1_threads for S seconds and prints the recorder's peak RSS (while recording, and VmHWM).
+--rss S records mmap1_threads for S seconds, RUNS times, and prints the recorder's peak RSS (medians: while
+recording, and VmHWM).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -122,6 +123,7 @@ def trace_stats(trace: Trace) -> dict:
     return {"rows": sum(e.rows for e in m.tables.values()), "lost": m.lost_events,
             "recorder": sum(p.recorder for p in m.probes),
             "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
+            "ring_buffer_refused": sum(m.extra.get("lost_breakdown", {}).get("ring_buffer_refused", {}).values()),
             "events": {p.name: p.events for p in m.probes if p.status == "recorded"},
             "attach": m.extra.get("attach", {}), "probe_cost": m.extra.get("probe_cost", {})}
 
@@ -157,7 +159,8 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
     return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
             "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
-            "lost_by_probe": [s["lost_by_probe"] for s in stats], "attach": stats[-1]["attach"]}
+            "lost_by_probe": [s["lost_by_probe"] for s in stats],
+            "ring_buffer_refused": [s["ring_buffer_refused"] for s in stats], "attach": stats[-1]["attach"]}
 
 
 def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
@@ -196,8 +199,10 @@ def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
         ps, cpu = statistics.median(x[0] for x in got[name]), statistics.median(x[1] for x in got[name])
         fam = programs.FAMILIES_BY_NAME[probes[0]]
         per_iter = sum(hits.get(tp, 0.0) for tp in fam.tracepoints)
-        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in fam.tracepoints)
-        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in fam.tracepoints)
+        # the recorder names a raw program by the classic tracepoint it stands for, else raw_syscalls:<event>
+        timed = {*fam.tracepoints, *(f"raw_syscalls:{ev}" for ev, _ in fam.raw)}
+        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in timed)
+        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in timed)
         rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b_ps, "cpu_ratio": cpu / b_cpu,
                      "added_ns_per_hit": (cpu - b_cpu) / per_iter if per_iter > 0.05 else None,
                      "program_ns_per_run": run_ns / runs_ if runs_ and "--no-stacks" not in name else None})
@@ -257,6 +262,9 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
             running = any(Path(f"/proc/{k}/comm").read_text().startswith("mmap1") for k in kids)
         except (OSError, ValueError):
             continue
+        if "VmHWM" not in status:  # exited, not yet reaped: no memory left to read
+            time.sleep(0.05)
+            continue
         hwm = max(hwm, int(status["VmHWM"].split()[0]))
         if running:
             recording = max(recording, int(status["VmRSS"].split()[0]))
@@ -265,6 +273,14 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
     if proc.returncode != 0:
         raise SystemExit(f"record_overhead: mmreplay record failed: {proc.stderr.read().strip()[-300:]}")
     return {"vmhwm": hwm / 1024, "recording": recording / 1024, "recording_anon": anon / 1024}
+
+
+def rss_runs(tmp: Path, seconds: float, runs: int) -> dict[str, float | list[float]]:
+    """rss() `runs` times: the medians, and every run's values under "all_<key>"."""
+    each = [rss(tmp, seconds) for _ in range(runs)]
+    out: dict[str, float | list[float]] = {k: statistics.median(r[k] for r in each) for k in each[0]}
+    out.update({f"all_{k}": [r[k] for r in each] for k in each[0]})
+    return out
 
 
 def main() -> int:
@@ -306,7 +322,7 @@ def main() -> int:
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
-            result["rss_mib"] = rss(tmp, args.rss)
+            result["rss_mib"] = rss_runs(tmp, args.rss, args.runs)
     result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -321,7 +337,8 @@ def main() -> int:
             ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
             print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
                   f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
-        print(f"  mmreplay lost {c['lost']}, caused by the recorder {c['recorder']}; attach {c['attach']}")
+        print(f"  mmreplay lost {c['lost']} (of which the ring buffer refused {c['ring_buffer_refused']}), caused by "
+              f"the recorder {c['recorder']}; attach {c['attach']}")
     if "per_probe" in result:
         print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
               "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
@@ -344,9 +361,11 @@ def main() -> int:
                   f"lost {r['lost']}  recorder {r['recorder']}")
     if "rss_mib" in result:
         r = result["rss_mib"]
-        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads: peak RSS while recording "
-              f"{r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM {r['vmhwm']:.0f} MiB "
-              f"(the compilation of the programs included)")
+        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads, median of {args.runs}: peak RSS "
+              f"while recording {r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM "
+              f"{r['vmhwm']:.0f} MiB (the compilation of the programs included); runs: recording "
+              f"{', '.join(f'{x:.0f}' for x in r['all_recording'])}, "
+              f"VmHWM {', '.join(f'{x:.0f}' for x in r['all_vmhwm'])}")
     return 0
 
 

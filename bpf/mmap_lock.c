@@ -93,9 +93,7 @@ static __always_inline int mmr_ml_start(u64 mm, u8 write)
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want(id, MMR_EV_LOCK_HOLD))
 		return MMR_PASS;
-	struct mmr_batch *b = mmr_enter();
-	if (!b)
-		return MMR_PASS;
+	/* no batch level: a start writes only the task's entry */
 	struct mmr_ml_task *t = mmr_ml_task_of((u32)id, id >> 32);
 	int held;
 	int i = t ? mmr_ml_find(t, mm, &held) : -1;
@@ -107,7 +105,6 @@ static __always_inline int mmr_ml_start(u64 mm, u8 write)
 			v->write = write;
 		}
 	}
-	mmr_exit();
 	return MMR_PASS;
 }
 

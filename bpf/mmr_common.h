@@ -37,7 +37,7 @@
 #define MMR_PID_MAX 4194304
 #endif
 #ifndef MMR_RB_PAGES
-#define MMR_RB_PAGES 4096
+#define MMR_RB_PAGES 2048
 #endif
 /* What every tracepoint program returns: non-zero lets the kernel also hand the
  * event to perf (perf stat/record of the same tracepoint keep counting while

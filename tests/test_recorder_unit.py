@@ -334,3 +334,29 @@ def test_a_switch_the_kernel_never_reported_is_lost_with_its_reason(monkeypatch)
     r._emit(events.EV_SCHED_SWITCH, rec)
     assert r._loss({})["sched_switch"]["switch_unreported"] == 1
     assert r._loss({events.EV_SCHED_SWITCH: (3, 1, 0, 0)})["sched_switch"]["switch_unreported"] == 0
+
+
+def test_every_librarys_code_pages_leave_the_rss_before_compiling_and_come_back_when_run():
+    """The compilation is the recorder's peak: code paged in by the imports must not add to it."""
+    import numpy as np
+
+    from tracer.recorder import release_code_pages
+
+    def resident_code_kib() -> int:
+        total, inside = 0, False
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                first = line.split()[0]
+                if "-" in first and not first.endswith(":"):
+                    parts = line.split()
+                    inside = parts[1] == "r-xp" and len(parts) > 5 and parts[5].startswith("/")
+                elif inside and first == "Rss:":
+                    total += int(line.split()[1])
+        return total
+
+    np.linalg.inv(np.eye(3)) @ np.arange(3.0)  # page some of numpy's code in
+    before = resident_code_kib()
+    assert release_code_pages() > 0
+    after = resident_code_kib()
+    assert before > 4096 and after < before / 2
+    assert (np.linalg.inv(np.eye(3)) @ np.arange(3.0)).tolist() == [0.0, 1.0, 2.0]  # runs as before

@@ -263,7 +263,7 @@ def pid_max() -> int:
         return 4194304  # PID_MAX_LIMIT on 64-bit
 
 
-def cflags(flt: Filter, *, rb_pages: int = 4096, pf_gap_ns: int = 10_000, self_tgid: int | None = None,
+def cflags(flt: Filter, *, rb_pages: int = 2048, pf_gap_ns: int = 10_000, self_tgid: int | None = None,
            attach: Plan = CLASSIC, stacks: bool = True) -> list[str]:
     flags = [
         f"-I{BPF_DIR}",

@@ -2,7 +2,7 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every 20 ms, up to one 4 MiB decoding step
+reader thread copies records out every 20 ms, up to one 1 MiB decoding step
 (the ring buffer holds the rest); every 0.2 s, or as soon as a step waits,
 the main thread decodes them with numpy (tracer/events.py) a step at a time,
 splits them by kind, and writes the rows older than a watermark as one chunk
@@ -48,15 +48,21 @@ WATERMARK_LAG_NS = 300_000_000  # rows older than now - lag are written out (flu
 WRITE_EVERY_S = 0.2  # small steps keep the decoding buffers small
 # Ring-buffer consume period (the probes submit without wakeups, see mmr_submit). Each wake-up of the reader
 # takes a CPU from the workload (on 2 CPUs and 2 busy threads, often from an mmap_lock holder); 20 ms is 50
-# wake-ups a second and uses 1/13 of the 16 MiB ring at the fastest rate measured (1M events/s, page faults).
+# wake-ups a second and uses 1/6 of the 8 MiB ring at the fastest rate measured (1M events/s, page faults).
 POLL_S = 0.02
+# glibc keeps the heap pages the decoding freed (a page of it still holds a live object: no trim at its top);
+# malloc_trim gives the free pages in the middle back too. ~7 ms a call here: once a second.
+TRIM_EVERY_S = 1.0
 CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are buffered in one table
 # Ring-buffer data decoded and written per step: a backlog (the recorder was starved of CPU, then catches up)
 # is decoded in steps of this size, so the decoding buffers (~5 copies of a step) stay bounded whatever it is.
-DRAIN_STEP_BYTES = 4 << 20
-# Copied out but not yet decoded: the reader stops copying at this much (one decoding step). The ring buffer
-# holds the rest: its pages are resident anyway, a copy of them would count twice.
-MAX_BACKLOG_BYTES = DRAIN_STEP_BYTES
+# 1 MiB (16k events): the copies of a 4-MiB step (~21 MiB, tracemalloc) were the largest part of the RSS the
+# recording adds; smaller steps cost nothing measurable in drain rate (docs/RECORDING.md, "Memory").
+DRAIN_STEP_BYTES = 1 << 20
+# Copied out but not yet decoded: the reader stops copying at this much (four decoding steps). The ring buffer
+# holds the rest: its pages are resident anyway, a copy of them would count twice. Not one step: while the
+# reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
+MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
 #: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
@@ -86,9 +92,10 @@ class RecordOptions:
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
-    # 16 MiB: 256k events, ~1 s of mmap1_threads' rate (220k events/s), 0.25 s of a page-fault loop's 1M/s;
-    # the reader empties it every 20 ms. The kernel maps the data area twice into the reader: 2x in RSS.
-    rb_pages: int = 4096
+    # 8 MiB: 128k events, ~0.5 s of mmap1_threads' rate (260k events/s), 0.13 s of a page-fault loop's 1M/s;
+    # the reader empties it every 20 ms (at most a 1-MiB decoding step behind). The kernel maps the data area
+    # twice into the reader: 16 MiB of RSS (16 MiB ring: 32). What it refuses is counted (ring_buffer_refused).
+    rb_pages: int = 2048
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
@@ -731,6 +738,7 @@ class Recorder:
             if t is not None:
                 self._tasks_at_start[tid] = t
 
+        release_code_pages()  # the compilations below are the recorder's peak: without the pages they do not run
         self._tier2_plan(bcc)
         self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
@@ -748,9 +756,9 @@ class Recorder:
             ftable[ftable.Key(tid)] = one
         self._unmatched_extra: dict[int, int] = {}
         try:
-            from replay.symbols import Kallsyms
+            from tracer.kallsyms import CompactKallsyms
 
-            self._kallsyms = Kallsyms.load()
+            self._kallsyms = CompactKallsyms.load()
         except Exception as e:  # noqa: BLE001 - symbols are optional: classes fall back to "other"
             self._kallsyms = None
             self.notes.say(f"no kernel symbols ({e}); lock classes of waits will be 'other'")
@@ -811,7 +819,7 @@ class Recorder:
         o = self.opts
         deadline = None if o.duration is None else self._start_ns + int(o.duration * 1e9)
         next_write = time.monotonic() + WRITE_EVERY_S
-        next_progress = time.monotonic() + 1.0
+        next_progress = next_trim = time.monotonic() + 1.0
         last_events, last_t = 0, time.monotonic()
         while not self._stop:
             # wake for the next write only (or the deadline): the main thread's wake-ups also take a CPU
@@ -832,6 +840,9 @@ class Recorder:
                 # younger rows already written: the watermark follows what has been copied, not the clock
                 self._drain_and_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
+                if next_write >= next_trim:
+                    trim_heap()
+                    next_trim = next_write + TRIM_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
                 lost = sum(s[1] for s in self._stats().values())
@@ -1162,9 +1173,48 @@ def lean_allocators() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def trim_heap() -> None:
+    """glibc's malloc_trim(0): the free pages of every malloc arena back to the kernel (not only the top)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 MADV_DONTNEED, MADV_PAGEOUT = 4, 21  # include/uapi/asm-generic/mman-common.h (Linux 5.4+)
 #: The shared objects of bcc's in-process compiler (clang and LLVM): used while the programs compile, idle after.
 COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def _advise_mappings(advice_of: Callable[[str, str], int | None]) -> int:
+    """madvise every mapping of /proc/self/maps for which advice_of(perms, path) gives an advice; bytes advised."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return 0
+    advised = 0
+    for line in maps:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6:
+            continue
+        advice = advice_of(parts[1], parts[5])
+        if advice is None:
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if libc.madvise(lo, hi - lo, advice) == 0:  # PAGEOUT: EINVAL before 5.4
+            advised += hi - lo
+    return advised
+
+
+def release_code_pages() -> int:
+    """Drop every shared library's code pages from the recorder's RSS before bcc compiles; bytes advised.
+
+    Loading bcc maps clang and LLVM, and the recorder's imports (numpy, pyarrow) page in code that the
+    compilation does not run; their pages and the compiler's add up to the recorder's peak (VmHWM 233 MiB
+    measured, 179 without them). Code mappings (r-x, private, from a file, never written) are dropped with
+    MADV_DONTNEED: a page run again is mapped back from the page cache, nothing is lost."""
+    return _advise_mappings(lambda perms, path: MADV_DONTNEED if perms == "r-xp" and path.startswith("/") else None)
 
 
 def release_compiler_memory() -> int:
@@ -1175,25 +1225,14 @@ def release_compiler_memory() -> int:
     the freed heap. The compiler libraries' code (r-x: never written, so every page is the file's) is dropped
     with MADV_DONTNEED, their other mappings get MADV_PAGEOUT (a reclaim hint that keeps written pages);
     a page used again is read back from the page cache, so nothing is lost whatever happens later."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    with contextlib.suppress(AttributeError):
-        libc.malloc_trim(0)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    advised = 0
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
-    except OSError:
-        return 0
-    for line in maps:
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or not any(lib in parts[5].rsplit("/", 1)[-1] for lib in COMPILER_LIBS):
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        code = parts[1].startswith("r-x") and parts[1][3] == "p"
-        if libc.madvise(lo, hi - lo, MADV_DONTNEED if code else MADV_PAGEOUT) == 0:  # PAGEOUT: EINVAL before 5.4
-            advised += hi - lo
-    return advised
+    trim_heap()
+
+    def advice(perms: str, path: str) -> int | None:
+        if not any(lib in path.rsplit("/", 1)[-1] for lib in COMPILER_LIBS):
+            return None
+        return MADV_DONTNEED if perms.startswith("r-x") and perms[3] == "p" else MADV_PAGEOUT
+
+    return _advise_mappings(advice)
 
 
 def prog_info(fd: int) -> _BpfProgInfo | None:
