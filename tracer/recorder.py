@@ -265,6 +265,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def task_alive(tid: int) -> bool:
+    """Does this task still run (or wait)? tid 0, each CPU's idle task, always does; a zombie does not."""
+    if tid == 0:
+        return True
+    try:
+        with open(f"/proc/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return state not in (b"Z", b"X", b"x")
+
+
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -613,8 +626,12 @@ class Recorder:
                             "lock_class", "stack_id"), events.F_INCOMPLETE)
             self._unmatched_extra[events.EV_LOCK_HOLD] = waiting
         if events.EV_LOCK_WAIT in self._kinds:
-            rows = [(v.ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.ts, k.addr, v.flags, 0, v.begins, v.stack_id)
-                    for k, v in b["mmr_contention"].items()]
+            # a wait is cut by the stop only if its task still lives: one of a task gone lost its end
+            # (skipped as BPF recursion), a start never ended, not a wait lasting until the stop
+            open_waits = [(k, v) for k, v in b["mmr_contention"].items()]
+            rows = [(v.ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.ts, k.addr, v.p.flags, 0, v.p.begins, v.stack_id)
+                    for k, v in open_waits if task_alive(k.tid)]
+            self._unmatched_extra[events.EV_LOCK_WAIT] = len(open_waits) - len(rows)
             self._add_rows(events.EV_LOCK_WAIT, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "lock_addr", "lcb_flags", "ret", "begins",
                             "stack_id"), events.F_INCOMPLETE)
