@@ -265,6 +265,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def all_tids() -> np.ndarray:
+    """Every task's id now (tid 0, each CPU's idle task, included), sorted."""
+    tids = [0]
+    with contextlib.suppress(OSError):
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    return np.unique(np.array(tids, dtype=np.int64))
+
+
 def task_alive(tid: int) -> bool:
     """Does this task still run (or wait)? tid 0, each CPU's idle task, always does; a zombie does not."""
     if tid == 0:
@@ -296,6 +307,7 @@ class Recorder:
         self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
         self._backlog_full = False
         self._pending: dict[int, list[np.ndarray]] = {}
+        self._alive_at_start: np.ndarray | None = None  # tids alive once recording started (lock waits)
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
         self._switch_gaps = SwitchGaps()  # switches of recorded tasks the kernel never reported
@@ -433,6 +445,15 @@ class Recorder:
             return
         if kind not in self._kinds or not len(rec):
             return
+        if kind == events.EV_LOCK_WAIT and self._alive_at_start is not None:
+            # a contention_end without its begin, of a task born after the start: the begin was lost (skipped
+            # as BPF recursion; counted unmatched in the program), the wait did not begin before the
+            # recording. Written, it would span the recording from its start.
+            lost_begin = ((rec["flags"] & events.F_NO_START) != 0) & ~np.isin(rec["tid"], self._alive_at_start)
+            if lost_begin.any():
+                rec = rec[~lost_begin]
+                if not len(rec):
+                    return
         self._pending.setdefault(kind, []).append(rec)
         self._pending_rows[kind] = self._pending_rows.get(kind, 0) + len(rec)
         self._events += len(rec)
@@ -795,6 +816,8 @@ class Recorder:
         self._misses_at_start = self._misses_now()
         self._recording = True
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
+        if events.EV_LOCK_WAIT in self._kinds:
+            self._alive_at_start = all_tids()  # after the start: a task not in it began no wait before
         if cmd is not None:
             cmd.release()
         try:
