@@ -28,6 +28,7 @@ struct mmr_lc_val {
 	s32 stack_id;
 	s32 pid;
 	u16 cpu;
+	u64 csw;  /* spinning waits: the task's context switches at the begin, + 1 (0: not read) */
 };
 
 BPF_HASH(mmr_contention, struct mmr_lc_key, struct mmr_lc_val, 65536);
@@ -39,9 +40,27 @@ static __always_inline void mmr_lc_key_of(struct mmr_lc_key *k, u64 id, u64 lock
 	k->addr = lock;
 }
 
+/* A spinning waiter (qspinlock, qrwlock: SPIN without MUTEX) spins with preemption off: it is not switched
+ * out before its end. The recorder compares this count with the task's at stop: a wait still open then
+ * whose task has switched since lost its end (bpf/mmr_lc_pair.h), and did not last until the stop. */
+static __always_inline u64 mmr_lc_csw(u32 flags)
+{
+#if defined(MMR_OFF_TASK_NVCSW) && defined(MMR_OFF_TASK_NIVCSW)
+	if ((flags & (MMR_LCB_SPIN | MMR_LCB_MUTEX)) == MMR_LCB_SPIN) {
+		char *t = (char *)bpf_get_current_task();
+		unsigned long nv = 0, niv = 0;
+		bpf_probe_read_kernel(&nv, sizeof(nv), t + MMR_OFF_TASK_NVCSW);
+		bpf_probe_read_kernel(&niv, sizeof(niv), t + MMR_OFF_TASK_NIVCSW);
+		return (u64)nv + niv + 1;
+	}
+#endif
+	return 0;
+}
+
 /* Stamp a wait that begins now (its pairing state already opened). */
 static __always_inline void mmr_lc_stamp(void *ctx, struct mmr_lc_val *v, u64 id)
 {
+	v->csw = mmr_lc_csw(v->p.first);
 	v->ts = bpf_ktime_get_ns();
 	v->seq = mmr_next_seq();
 	v->pid = id >> 32;

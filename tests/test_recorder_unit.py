@@ -154,10 +154,14 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
             (NS(value=9), NS(pid=7, s=[NS(mm=0xAA, held=0)])),  # still waiting for the lock: only counted
         ]),
         "mmr_contention": _FakeMap(items=[
-            (NS(tid=os.getpid(), addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, p=NS(flags=4, begins=2), stack_id=-1)),
+            (NS(tid=os.getpid(), addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, p=NS(flags=4, begins=2), stack_id=-1,
+                                                csw=0)),
             # a task gone by the stop (tids stay below pid_max, 2^22 at most): its end was lost, not cut
             (NS(tid=(1 << 22) + 1, addr=0xBC), NS(ts=6_500, seq=3, pid=7, cpu=1, p=NS(flags=1, begins=1),
-                                                  stack_id=-1))]),
+                                                  stack_id=-1, csw=0)),
+            # a spinning wait (SPIN) of a task switched out since its begin (count 0 then): its end was lost
+            (NS(tid=os.getpid(), addr=0xBD), NS(ts=6_700, seq=4, pid=7, cpu=1, p=NS(flags=1, begins=1),
+                                                stack_id=-1, csw=1))]),
         "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2, open=1)),
                                          (NS(value=9), NS(open=0))]),  # a task between two calls
     }
@@ -175,7 +179,7 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert r._unmatched_extra[events.EV_LOCK_HOLD] == 1
     wait = got[events.EV_LOCK_WAIT]
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
-    assert r._unmatched_extra[events.EV_LOCK_WAIT] == 1
+    assert r._unmatched_extra[events.EV_LOCK_WAIT] == 2
     call = got[events.EV_SYSCALL]
     assert (call["dur"].tolist(), call["name"].tolist(), call["incomplete"].tolist()) == ([5_000], [1], [True])
 

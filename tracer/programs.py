@@ -130,6 +130,8 @@ _OFFSETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "MMR_OFF_TASK_PRIO": (("task_struct", "prio"),),
     "MMR_OFF_TASK_COMM": (("task_struct", "comm"),),
     "MMR_OFF_TASK_EXIT_STATE": (("task_struct", "exit_state"),),
+    "MMR_OFF_TASK_NVCSW": (("task_struct", "nvcsw"),),  # context switches: a spinning waiter makes none
+    "MMR_OFF_TASK_NIVCSW": (("task_struct", "nivcsw"),),
     "MMR_OFF_TASK_CPU": (("task_struct", "cpu"), ("task_struct", "thread_info", "thread_info", "cpu")),
     "MMR_OFF_REGS_IP": (("pt_regs", "ip"), ("pt_regs", "pc"), ("pt_regs", "nip"), ("pt_regs", "psw")),
 }

@@ -276,6 +276,20 @@ def all_tids() -> np.ndarray:
     return np.unique(np.array(tids, dtype=np.int64))
 
 
+def switched_since(tid: int, csw: int) -> bool:
+    """Has the task made a context switch since its count was csw - 1 (csw 0: not known)?"""
+    if not csw or tid == 0:
+        return False
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            status = f.read()
+    except OSError:
+        return False
+    now = sum(int(line.split(":", 1)[1]) for line in status.splitlines()
+              if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+    return now != csw - 1
+
+
 def task_alive(tid: int) -> bool:
     """Does this task still run (or wait)? tid 0, each CPU's idle task, always does; a zombie does not."""
     if tid == 0:
@@ -647,11 +661,12 @@ class Recorder:
                             "lock_class", "stack_id"), events.F_INCOMPLETE)
             self._unmatched_extra[events.EV_LOCK_HOLD] = waiting
         if events.EV_LOCK_WAIT in self._kinds:
-            # a wait is cut by the stop only if its task still lives: one of a task gone lost its end
+            # a wait is cut by the stop only if its task still lives and, for a spinning wait, has not been
+            # switched out since its begin (bpf/lock_contention.c mmr_lc_csw): any other lost its end
             # (skipped as BPF recursion), a start never ended, not a wait lasting until the stop
             open_waits = [(k, v) for k, v in b["mmr_contention"].items()]
             rows = [(v.ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.ts, k.addr, v.p.flags, 0, v.p.begins, v.stack_id)
-                    for k, v in open_waits if task_alive(k.tid)]
+                    for k, v in open_waits if task_alive(k.tid) and not switched_since(k.tid, v.csw)]
             self._unmatched_extra[events.EV_LOCK_WAIT] = len(open_waits) - len(rows)
             self._add_rows(events.EV_LOCK_WAIT, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "lock_addr", "lcb_flags", "ret", "begins",
