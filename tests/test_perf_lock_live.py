@@ -36,7 +36,14 @@ W's threads, from the same tracepoint calls:
   run-time statistics (`record --probe-cost`) give sum B and sum E as the programs'
   run_time_ns. Added slack: perf prints totals to 2 decimals (its resolution), and
   per wait 0.2 us for what the statistics do not time (entering/leaving the program,
-  perf's path to its timestamp; measured ~0.1 us with the stack capture removed).
+  perf's path to its timestamp; measured ~0.1 us with the stack capture removed), and the steal
+  time of the recording: a virtual CPU the host takes away between our program and perf's timestamp
+  shifts one wait by that long, outside the programs' run time (the statistics time only the program;
+  /proc/stat's steal over the recording, in 10 ms ticks, plus a tick per CPU, bounds it; 0 on bare
+  metal). Seen once in 24 loaded runs before this term: irqentry_exit_to_user_mode, equal counts,
+  no skip, ours 8.27 ms short of perf where the end program's whole run time was 7.07 ms (the run's
+  data was not kept: steal is the candidate, not proven; an interrupt in that window, which this
+  kernel does not time (no IRQ_TIME_ACCOUNTING), would do the same and has no term).
   The two clocks run at the same rate here (both TSC; their offset moved by at
   most a few us over a run, <= 2 ppm: <= 0.1 us on a 50 ms wait), so the wait
   length does not enter the bound.
@@ -83,6 +90,7 @@ class SameRun:
     end_run_ns: int | None
     begin_runs: int
     classic: bool  # the lock_contention programs attached classic tracepoints (a skip is perf's too)
+    steal_ns: int  # time the host took this machine's CPUs during the recording (/proc/stat), upper bound
 
 
 def _live_or_skip() -> None:
@@ -120,8 +128,10 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
            str(workload), str(THREADS), str(ITERATIONS)]
     # a hang guard, not a tolerance: the former 120 s was exceeded (compiling the probes, then ~3 s of
     # workload under perf) beside a concurrent system-wide recording at a load average of 14 on 2 CPUs
+    steal0 = _steal_ticks()
     r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                        timeout=HANG_S)
+    steal = _steal_ticks() - steal0 + (os.cpu_count() or 1)  # + one tick per CPU: the counters' resolution
     assert r.returncode == 0, r.stderr
     rep = subprocess.run(["perf", "lock", "contention", "-i", str(data), "-v"], capture_output=True, text=True,
                          timeout=HANG_S)
@@ -154,7 +164,15 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
         end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
         begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0),
-        classic=mode.startswith("classic"))
+        classic=mode.startswith("classic"),
+        steal_ns=steal * 10**9 // os.sysconf("SC_CLK_TCK"))
+
+
+def _steal_ticks() -> int:
+    """Steal time of all CPUs so far (/proc/stat's cpu line, in clock ticks): a hypervisor running something
+    else on this machine's virtual CPUs; 0 on bare metal."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) if len(fields) > 8 else 0
 
 
 def _show(run: SameRun) -> str:
@@ -216,7 +234,7 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
     assert same_run.begin_runs >= cmp["mm_count"].sum()  # the program ran at least once per wait
 
     def bound(r: dict) -> tuple[int, int]:
-        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"]
+        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"] + same_run.steal_ns
         return -same_run.end_run_ns - slack, same_run.begin_run_ns + slack + r["exit_total_ns"]
 
     outside = [(r, *bound(r)) for r in cmp.iter_rows(named=True)
@@ -251,7 +269,7 @@ def test_every_callers_longest_wait_agrees_within_what_our_probes_cost(same_run)
     assert both.height > 0, _show(same_run)
     outside = []
     for r in both.iter_rows(named=True):
-        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"]
+        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"] + same_run.steal_ns
         lo = -same_run.end_run_ns - slack
         hi = max(r["total_diff_ns"], 0) + same_run.end_run_ns + slack
         if not lo <= r["mm_max_ns"] - r["perf_max_ns"] <= hi:
