@@ -40,7 +40,8 @@ W's threads, from the same tracepoint calls:
   time of the recording: a virtual CPU the host takes away between our program and perf's timestamp
   shifts one wait by that long, outside the programs' run time (the statistics time only the program;
   /proc/stat's steal over the recording, in 10 ms ticks, plus a tick per CPU, bounds it; 0 on bare
-  metal). Seen once in 24 loaded runs before this term: irqentry_exit_to_user_mode, equal counts,
+  metal, 60-1,010 ms per recording measured here under load, which weakens the totals test by as
+  much on such a host). Seen once in 24 loaded runs before this term: irqentry_exit_to_user_mode, equal counts,
   no skip, ours 8.27 ms short of perf where the end program's whole run time was 7.07 ms (the run's
   data was not kept: steal is the candidate, not proven; an interrupt in that window, which this
   kernel does not time (no IRQ_TIME_ACCOUNTING), would do the same and has no term).
