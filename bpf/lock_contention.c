@@ -1,30 +1,75 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* lock:contention_{begin,end} paired per (tid, lock) -> lock_waits.
- * Repeated begins for the same lock (a mutex that spins, sleeps, retries)
- * fold into one wait from the first begin to the end.
+ * A repeated begin on a lock the task already waits for is what the kernel
+ * emits for that lock type (bpf/mmr_lc_pair.h: a mutex alternating between
+ * spinning and sleeping folds into one wait from the first begin to the end;
+ * an rt_mutex's or semaphore's own wait_lock contended inside the wait is not
+ * the wait's end), or else it means the open wait's end was lost: that wait is
+ * dropped, counted as unmatched (a start never ended), and a new wait begins,
+ * so a lost end never stretches a wait over later ones.
  *
  * A contention that begins or ends while one of our programs is inside a map or
  * ring-buffer call on the CPU (mmr_locking) is on a lock that program took (a
  * map's bucket lock, the ring buffer's producer lock): the recorder's own,
  * counted as such and not recorded. */
 
+#include "mmr_lc_pair.h"
+
 struct mmr_lc_key {
 	u32 tid;
-	u32 _pad;
+	u32 cpu;  /* tid 0 (each CPU's idle task): the CPU + 1, else 0 */
 	u64 addr;
 };
 
 struct mmr_lc_val {
 	u64 ts;
 	u64 seq;
-	u32 flags;
-	s32 begins;
+	struct mmr_lc_pairing p;
 	s32 stack_id;
 	s32 pid;
 	u16 cpu;
+	u64 csw;  /* spinning waits: the task's context switches at the begin, + 1 (0: not read) */
 };
 
 BPF_HASH(mmr_contention, struct mmr_lc_key, struct mmr_lc_val, 65536);
+
+static __always_inline void mmr_lc_key_of(struct mmr_lc_key *k, u64 id, u64 lock)
+{
+	k->tid = (u32)id;
+	k->cpu = k->tid ? 0 : bpf_get_smp_processor_id() + 1;
+	k->addr = lock;
+}
+
+/* A spinning waiter (qspinlock, qrwlock: SPIN without MUTEX) spins with preemption off: it is not switched
+ * out before its end. The recorder compares this count with the task's at stop: a wait still open then
+ * whose task has switched since lost its end (bpf/mmr_lc_pair.h), and did not last until the stop. */
+static __always_inline u64 mmr_lc_csw(u32 flags)
+{
+#if defined(MMR_OFF_TASK_NVCSW) && defined(MMR_OFF_TASK_NIVCSW)
+	if ((flags & (MMR_LCB_SPIN | MMR_LCB_MUTEX)) == MMR_LCB_SPIN) {
+		char *t = (char *)bpf_get_current_task();
+		unsigned long nv = 0, niv = 0;
+		bpf_probe_read_kernel(&nv, sizeof(nv), t + MMR_OFF_TASK_NVCSW);
+		bpf_probe_read_kernel(&niv, sizeof(niv), t + MMR_OFF_TASK_NIVCSW);
+		return (u64)nv + niv + 1;
+	}
+#endif
+	return 0;
+}
+
+/* Stamp a wait that begins now (its pairing state already opened). */
+static __always_inline void mmr_lc_stamp(void *ctx, struct mmr_lc_val *v, u64 id)
+{
+	v->csw = mmr_lc_csw(v->p.first);
+	v->ts = bpf_ktime_get_ns();
+	v->seq = mmr_next_seq();
+	v->pid = id >> 32;
+	v->cpu = bpf_get_smp_processor_id();
+	v->stack_id = -1;
+#if MMR_STACKS
+	v->stack_id = mmr_stackid(ctx);
+#endif
+}
 
 static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 {
@@ -38,29 +83,24 @@ static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 	struct mmr_batch *b = mmr_enter(); /* marks the CPU as in a probe (the map update below) */
 	if (!b)
 		return MMR_PASS;
-	struct mmr_lc_key k = {.tid = (u32)id, .addr = lock};
+	struct mmr_lc_key k = {};
+	mmr_lc_key_of(&k, id, lock);
 	struct mmr_lc_val *old = mmr_contention.lookup(&k);
 	if (old) {
-		old->begins++;
-		old->flags |= flags;
+		if (mmr_lc_begin_again(&old->p, flags) == MMR_LC_STALE) {
+			/* the open wait's end was lost: a start never ended; this begin starts the next wait */
+			mmr_count(MMR_EV_LOCK_WAIT, 0, 1);
+			mmr_lc_stamp(ctx, old, id);
+		}
 		mmr_exit();
 		return MMR_PASS;
 	}
-	struct mmr_lc_val v = {
-		.ts = bpf_ktime_get_ns(),
-		.seq = mmr_next_seq(),
-		.flags = flags,
-		.begins = 1,
-		.pid = id >> 32,
-		.cpu = bpf_get_smp_processor_id(),
-		.stack_id = -1,
-	};
-#if MMR_STACKS
-	v.stack_id = mmr_stackid(ctx);
-#endif
+	struct mmr_lc_val v = {};
+	mmr_lc_open(&v.p, flags);
+	mmr_lc_stamp(ctx, &v, id);
 	{
 		u32 lk = mmr_locking_begin();
-		mmr_contention.update(&k, &v);
+		mmr_contention.update(&k, &v); /* no room: its end comes unmatched, and is counted then */
 		mmr_locking_end(lk);
 	}
 	mmr_exit();
@@ -79,15 +119,20 @@ static __always_inline int mmr_lc_end(u64 lock, s32 ret)
 		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
 	u32 tid = (u32)id;
-	struct mmr_lc_key k = {.tid = tid, .addr = lock};
+	struct mmr_lc_key k = {};
+	mmr_lc_key_of(&k, id, lock);
 	struct mmr_lc_val *v = mmr_contention.lookup(&k);
+	if (v && !mmr_lc_end_closes(&v->p)) {
+		mmr_exit(); /* the end of the lock's wait_lock contention inside the wait: the wait goes on */
+		return MMR_PASS;
+	}
 	struct mmr_lock_wait *e = mmr_slot(b);
 	if (v) {
 		mmr_head(e, MMR_EV_LOCK_WAIT, 0, v->ts, v->seq, v->pid, tid, v->cpu);
 		e->stack_id = v->stack_id;
 		e->dur = now - v->ts;
-		e->lcb_flags = v->flags;
-		e->begins = v->begins;
+		e->lcb_flags = v->p.flags;
+		e->begins = v->p.begins;
 		{
 			u32 lk = mmr_locking_begin();
 			mmr_contention.delete(&k);

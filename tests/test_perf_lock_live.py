@@ -6,11 +6,17 @@ stop after W has exited. So both read every lock:contention_{begin,end} hit of
 W's threads, from the same tracepoint calls:
 
 * counts: each tracepoint call runs our BPF program, then (if it returned
-  non-zero) hands the event to perf. A hit the kernel skips as BPF recursion is
-  skipped for perf too (perf_trace_run_bpf_submit returns early), so both
-  pair the same begins with the same ends, folding repeated begins alike
-  (per tid and lock, from the first begin). They can differ only by the
-  batches our ring buffer refused (the manifest's `ring_buffer_refused`).
+  non-zero) hands the event to perf, and both pair begins with ends per tid and
+  lock, from the first begin. perf folds every repeated begin into the open
+  wait; we fold the repeats the kernel makes inside one wait (a mutex between
+  spinning and sleeping; bpf/mmr_lc_pair.h), which is every repeat when no end
+  is lost, and then both pair alike. They differ by the batches our ring buffer
+  refused (the manifest's `ring_buffer_refused`) and by hits skipped as BPF
+  recursion (`skipped`): with raw tracepoints (this host) our programs' skips
+  are ours alone, perf sees those hits; with classic ones a skip is perf's too
+  (perf_trace_run_bpf_submit returns early). A lost end makes us drop its wait
+  (counted unmatched) where perf, with classic tracepoints, folds the task's
+  next wait on that lock into it: either way one wait per skip pairs apart.
   One edge remains: perf stops recording a task in do_exit (perf_event_exit_task),
   we watch it until it is gone, so some waits of a dying thread (stack through
   do_exit; seen: the futex wake of mm_release, for pthread_join) are ours alone.
@@ -30,7 +36,15 @@ W's threads, from the same tracepoint calls:
   run-time statistics (`record --probe-cost`) give sum B and sum E as the programs'
   run_time_ns. Added slack: perf prints totals to 2 decimals (its resolution), and
   per wait 0.2 us for what the statistics do not time (entering/leaving the program,
-  perf's path to its timestamp; measured ~0.1 us with the stack capture removed).
+  perf's path to its timestamp; measured ~0.1 us with the stack capture removed), and the steal
+  time of the recording: a virtual CPU the host takes away between our program and perf's timestamp
+  shifts one wait by that long, outside the programs' run time (the statistics time only the program;
+  /proc/stat's steal over the recording, in 10 ms ticks, plus a tick per CPU, bounds it; 0 on bare
+  metal, 60-1,010 ms per recording measured here under load, which weakens the totals test by as
+  much on such a host). Seen once in 24 loaded runs before this term: irqentry_exit_to_user_mode, equal counts,
+  no skip, ours 8.27 ms short of perf where the end program's whole run time was 7.07 ms (the run's
+  data was not kept: steal is the candidate, not proven; an interrupt in that window, which this
+  kernel does not time (no IRQ_TIME_ACCOUNTING), would do the same and has no term).
   The two clocks run at the same rate here (both TSC; their offset moved by at
   most a few us over a run, <= 2 ppm: <= 0.1 us on a 50 ms wait), so the wait
   length does not enter the bound.
@@ -76,6 +90,8 @@ class SameRun:
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
     begin_runs: int
+    classic: bool  # the lock_contention programs attached classic tracepoints (a skip is perf's too)
+    steal_ns: int  # time the host took this machine's CPUs during the recording (/proc/stat), upper bound
 
 
 def _live_or_skip() -> None:
@@ -113,8 +129,10 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
            str(workload), str(THREADS), str(ITERATIONS)]
     # a hang guard, not a tolerance: the former 120 s was exceeded (compiling the probes, then ~3 s of
     # workload under perf) beside a concurrent system-wide recording at a load average of 14 on 2 CPUs
+    steal0 = _steal_ticks()
     r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
                        timeout=HANG_S)
+    steal = _steal_ticks() - steal0 + (os.cpu_count() or 1)  # + one tick per CPU: the counters' resolution
     assert r.returncode == 0, r.stderr
     rep = subprocess.run(["perf", "lock", "contention", "-i", str(data), "-v"], capture_output=True, text=True,
                          timeout=HANG_S)
@@ -122,7 +140,9 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
     perf = perf_lock.parse(rep.stderr)
     t = Trace.open(trace)
     ours = queries.run(Source.open(trace), "waits", ["caller"])
-    extra = json.loads((trace / "manifest.json").read_text())["extra"]
+    manifest = json.loads((trace / "manifest.json").read_text())
+    extra = manifest["extra"]
+    mode = next(p["reason"] for p in manifest["probes"] if p["name"] == "lock_contention")
     cost = extra.get("probe_cost", {})
     exiting = run_sql(Source.open(trace), "SELECT c.caller, count(*) AS exit_count, sum(w.dur) AS exit_total_ns "
                       "FROM lock_waits w JOIN callers c USING (stack_id) WHERE c.frames LIKE '%do_exit+%' "
@@ -144,7 +164,16 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
                     for k in ("bpf_recursion_skipped", "recorder_bpf_recursion")),
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
         end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
-        begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0))
+        begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0),
+        classic=mode.startswith("classic"),
+        steal_ns=steal * 10**9 // os.sysconf("SC_CLK_TCK"))
+
+
+def _steal_ticks() -> int:
+    """Steal time of all CPUs so far (/proc/stat's cpu line, in clock ticks): a hypervisor running something
+    else on this machine's virtual CPUs; 0 on bare metal."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) if len(fields) > 8 else 0
 
 
 def _show(run: SameRun) -> str:
@@ -153,29 +182,35 @@ def _show(run: SameRun) -> str:
         return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{table}"
 
 
-def _paired_alike(run: SameRun) -> pl.DataFrame:
-    """The callers both tools paired alike. A contention hit the kernel skipped as BPF recursion reaches
-    neither tool, and each pairs the begin it leaves unmatched its own way (perf with an end much later:
-    a 1.41 s "spinlock" wait against our 36 ms, seen with 8 skips under load 12), which shows as a count
-    that differs by other than the exit-path waits. No per-wait bound holds there: with skips, such
-    callers (at most one per skip) are left out of the comparison of totals and maxima. So are the callers
+def _paired_alike(run: SameRun) -> tuple[pl.DataFrame, int]:
+    """The callers both tools paired alike, and how many of them may still pair one wait apart unseen.
+
+    A contention hit skipped as BPF recursion leaves one wait paired apart (the module docstring). With raw
+    tracepoints the skip is ours alone: we drop the wait that lost its end (or never record the one that
+    lost its begin), perf has it, and the caller's count is short. With classic ones perf lost it too and
+    folds the task's next wait on that lock into the stale begin (a 1.41 s "spinlock" wait against our
+    36 ms, seen with 8 skips under load 12) where we start anew: the counts agree, the totals do not, and
+    up to one caller per skip not already short may pair apart unseen. No per-wait bound holds for those:
+    callers short by other than the exit-path waits are left out of the comparison of totals and maxima,
+    and with classic tracepoints up to the remaining skips may fall outside the bound. So are the callers
     we count more waits of than perf beyond the exit path: the raw tracepoints see a few contentions perf's
     own event path does not record (test_every_caller_has_perfs_count_...), waits with no perf counterpart."""
     over = pl.col("count_diff") > pl.col("exit_count")
     if not run.skipped:
-        return run.cmp.filter(~over)
+        return run.cmp.filter(~over), 0
     alike = run.cmp.filter(pl.col("count_diff") == pl.col("exit_count"))
     short = run.cmp.filter(pl.col("count_diff") < pl.col("exit_count"))
     assert short.height <= run.skipped, _show(run)
-    return alike
+    return alike, (run.skipped - short.height if run.classic else 0)
 
 
 def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
     assert same_run.perf["contended"].sum() >= 100, "the workload did not contend: nothing to compare"
     waits = same_run.trace.scan("lock_waits").collect()
-    # perf ran inside the recording: it saw no wait we cut. A contention_end the kernel skipped as BPF
-    # recursion leaves its begin open until the stop: at most one such wait per skip
-    assert waits["incomplete"].sum() <= same_run.skipped, _show(same_run)
+    # perf, and the workload it forks, ran inside the recording: no wait was cut. A hit skipped as BPF
+    # recursion leaves a begin open until the stop, of a task gone by then, or an end without its begin, of
+    # a task born after the start: neither is a wait cut by the recording's edges, and neither is written
+    assert waits["incomplete"].sum() == 0, _show(same_run)
 
 
 def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits(same_run):
@@ -196,15 +231,21 @@ def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
         pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: totals lack those waits")
-    cmp = _paired_alike(same_run)
+    cmp, unseen = _paired_alike(same_run)
     assert same_run.begin_runs >= cmp["mm_count"].sum()  # the program ran at least once per wait
-    rows = [*cmp.iter_rows(named=True), {
-        "caller": "(all)", "perf_count": cmp["perf_count"].sum(), "total_diff_ns": cmp["total_diff_ns"].sum(),
-        "perf_total_resolution_ns": cmp["perf_total_resolution_ns"].sum(), "exit_total_ns": cmp["exit_total_ns"].sum()}]
-    for r in rows:
-        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"]
-        lo, hi = -same_run.end_run_ns - slack, same_run.begin_run_ns + slack + r["exit_total_ns"]
-        assert lo <= r["total_diff_ns"] <= hi, (r, lo, hi, _show(same_run))
+
+    def bound(r: dict) -> tuple[int, int]:
+        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"] + same_run.steal_ns
+        return -same_run.end_run_ns - slack, same_run.begin_run_ns + slack + r["exit_total_ns"]
+
+    outside = [(r, *bound(r)) for r in cmp.iter_rows(named=True)
+               if not bound(r)[0] <= r["total_diff_ns"] <= bound(r)[1]]
+    assert len(outside) <= unseen, (outside, _show(same_run))
+    inside = cmp.filter(~pl.col("caller").is_in([r["caller"] for r, _lo, _hi in outside]))
+    total = {"caller": "(all)", **{c: inside[c].sum() for c in (
+        "perf_count", "total_diff_ns", "perf_total_resolution_ns", "exit_total_ns")}}
+    lo, hi = bound(total)
+    assert lo <= total["total_diff_ns"] <= hi, (total, lo, hi, _show(same_run))
 
 
 def test_every_callers_longest_wait_agrees_within_what_our_probes_cost(same_run):
@@ -224,10 +265,14 @@ def test_every_callers_longest_wait_agrees_within_what_our_probes_cost(same_run)
         pytest.skip("the kernel did not time the BPF programs (BPF_ENABLE_STATS refused): no bound")
     if same_run.refused:
         pytest.skip(f"{same_run.refused} events refused by the ring buffer: a longest wait may be missing")
-    both = _paired_alike(same_run).filter((pl.col("perf_count") > 0) & (pl.col("mm_count") > 0))
+    alike, unseen = _paired_alike(same_run)
+    both = alike.filter((pl.col("perf_count") > 0) & (pl.col("mm_count") > 0))
     assert both.height > 0, _show(same_run)
+    outside = []
     for r in both.iter_rows(named=True):
-        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"]
+        slack = r["perf_total_resolution_ns"] + UNTIMED_NS_PER_WAIT * r["perf_count"] + same_run.steal_ns
         lo = -same_run.end_run_ns - slack
         hi = max(r["total_diff_ns"], 0) + same_run.end_run_ns + slack
-        assert lo <= r["mm_max_ns"] - r["perf_max_ns"] <= hi, (r, lo, hi, _show(same_run))
+        if not lo <= r["mm_max_ns"] - r["perf_max_ns"] <= hi:
+            outside.append((r, lo, hi))
+    assert len(outside) <= unseen, (outside, _show(same_run))

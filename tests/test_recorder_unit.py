@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -151,8 +153,15 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
                                        NS(mm=0, held=0)])),
             (NS(value=9), NS(pid=7, s=[NS(mm=0xAA, held=0)])),  # still waiting for the lock: only counted
         ]),
-        "mmr_contention": _FakeMap(items=[(NS(tid=9, addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, flags=4,
-                                                                     begins=2, stack_id=-1))]),
+        "mmr_contention": _FakeMap(items=[
+            (NS(tid=os.getpid(), addr=0xBB), NS(ts=6_000, seq=2, pid=7, cpu=1, p=NS(flags=4, begins=2), stack_id=-1,
+                                                csw=0)),
+            # a task gone by the stop (tids stay below pid_max, 2^22 at most): its end was lost, not cut
+            (NS(tid=(1 << 22) + 1, addr=0xBC), NS(ts=6_500, seq=3, pid=7, cpu=1, p=NS(flags=1, begins=1),
+                                                  stack_id=-1, csw=0)),
+            # a spinning wait (SPIN) of a task switched out since its begin (count 0 then): its end was lost
+            (NS(tid=os.getpid(), addr=0xBD), NS(ts=6_700, seq=4, pid=7, cpu=1, p=NS(flags=1, begins=1),
+                                                stack_id=-1, csw=1))]),
         "mmr_sys_open": _FakeMap(items=[(NS(value=8), NS(ts=5_000, seq=0, pid=7, cpu=0, nr=1, arg0=1, arg1=2, open=1)),
                                          (NS(value=9), NS(open=0))]),  # a task between two calls
     }
@@ -170,8 +179,26 @@ def test_what_is_still_open_at_stop_becomes_incomplete_rows_up_to_the_stop():
     assert r._unmatched_extra[events.EV_LOCK_HOLD] == 1
     wait = got[events.EV_LOCK_WAIT]
     assert (wait["dur"].tolist(), wait["begins"].tolist(), wait["incomplete"].tolist()) == ([4_000], [2], [True])
+    assert r._unmatched_extra[events.EV_LOCK_WAIT] == 2
     call = got[events.EV_SYSCALL]
     assert (call["dur"].tolist(), call["name"].tolist(), call["incomplete"].tolist()) == ([5_000], [1], [True])
+
+
+def test_a_lock_wait_ended_without_its_begin_by_a_task_born_after_the_start_is_not_written():
+    """Its contention_begin was lost (skipped as BPF recursion), the wait did not begin before the recording:
+    written from the recording start, it would span the whole recording. A task alive at the start may have
+    begun its wait before: that one is a wait cut by the start."""
+    r = Recorder(RecordOptions(output="unused"))
+    r._kinds = {events.EV_LOCK_WAIT}
+    r._alive_at_start = np.array([0, 5, 8])
+    rec_ = np.zeros(4, events.KIND_DTYPES[events.EV_LOCK_WAIT])
+    rec_["kind"] = events.EV_LOCK_WAIT
+    rec_["tid"] = [5, 9, 9, 0]
+    rec_["flags"] = [events.F_NO_START | events.F_INCOMPLETE] * 3 + [events.F_NO_START | events.F_INCOMPLETE]
+    rec_["flags"][2] = 0  # a whole wait of the new task: kept
+    r._add(events.EV_LOCK_WAIT, rec_)
+    kept = np.concatenate(r._pending[events.EV_LOCK_WAIT])
+    assert kept["tid"].tolist() == [5, 9, 0] and kept["flags"].tolist()[1] == 0
 
 
 def test_lock_waits_are_classified_once_per_distinct_stack_and_flags(monkeypatch):

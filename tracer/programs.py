@@ -133,6 +133,11 @@ _OFFSETS: dict[str, tuple[tuple[str, ...], ...]] = {
     "MMR_OFF_TASK_CPU": (("task_struct", "cpu"), ("task_struct", "thread_info", "thread_info", "cpu")),
     "MMR_OFF_REGS_IP": (("pt_regs", "ip"), ("pt_regs", "pc"), ("pt_regs", "nip"), ("pt_regs", "psw")),
 }
+#: ... and members a program reads only when the BTF has them (else it does without, bpf/lock_contention.c).
+_OPTIONAL_OFFSETS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "MMR_OFF_TASK_NVCSW": (("task_struct", "nvcsw"),),  # context switches: a spinning waiter makes none
+    "MMR_OFF_TASK_NIVCSW": (("task_struct", "nivcsw"),),
+}
 
 
 #: Per machine (uname -m): the system call numbers of the recorded calls, where pt_regs keeps the first
@@ -201,7 +206,7 @@ def plan(families: Sequence[Family], attach: str = "auto", bcc: Any = None) -> P
     try:
         offsets = []
         missing = []
-        for macro, paths in _OFFSETS.items():
+        for macro, paths in (*_OFFSETS.items(), *_OPTIONAL_OFFSETS.items()):
             for path in paths:
                 try:
                     off = 0
@@ -212,7 +217,8 @@ def plan(families: Sequence[Family], attach: str = "auto", bcc: Any = None) -> P
                 except KeyError:
                     continue
             else:
-                missing.append(macro)
+                if macro in _OFFSETS:
+                    missing.append(macro)
         raw, why = set(), []
         sys_macros, sys_why = _syscall_abi(kt, os.uname().machine)
         for f in fams:

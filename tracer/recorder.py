@@ -272,6 +272,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def all_tids() -> np.ndarray:
+    """Every task's id now (tid 0, each CPU's idle task, included), sorted."""
+    tids = [0]
+    with contextlib.suppress(OSError):
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    return np.unique(np.array(tids, dtype=np.int64))
+
+
+def switched_since(tid: int, csw: int) -> bool:
+    """Has the task made a context switch since its count was csw - 1 (csw 0: not known)?"""
+    if not csw or tid == 0:
+        return False
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            status = f.read()
+    except OSError:
+        return False
+    now = sum(int(line.split(":", 1)[1]) for line in status.splitlines()
+              if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+    return now != csw - 1
+
+
+def task_alive(tid: int) -> bool:
+    """Does this task still run (or wait)? tid 0, each CPU's idle task, always does; a zombie does not."""
+    if tid == 0:
+        return True
+    try:
+        with open(f"/proc/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2:][:1]
+    return state not in (b"Z", b"X", b"x")
+
+
 def _signal_all(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -290,6 +328,7 @@ class Recorder:
         self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
         self._backlog_full = False
         self._pending: dict[int, list[np.ndarray]] = {}
+        self._alive_at_start: np.ndarray | None = None  # tids alive once recording started (lock waits)
         self._pending_rows: dict[int, int] = {}
         self._tids: set[int] = set()
         self._switch_gaps = SwitchGaps()  # switches of recorded tasks the kernel never reported
@@ -427,6 +466,15 @@ class Recorder:
             return
         if kind not in self._kinds or not len(rec):
             return
+        if kind == events.EV_LOCK_WAIT and self._alive_at_start is not None:
+            # a contention_end without its begin, of a task born after the start: the begin was lost (skipped
+            # as BPF recursion; counted unmatched in the program), the wait did not begin before the
+            # recording. Written, it would span the recording from its start.
+            lost_begin = ((rec["flags"] & events.F_NO_START) != 0) & ~np.isin(rec["tid"], self._alive_at_start)
+            if lost_begin.any():
+                rec = rec[~lost_begin]
+                if not len(rec):
+                    return
         self._pending.setdefault(kind, []).append(rec)
         self._pending_rows[kind] = self._pending_rows.get(kind, 0) + len(rec)
         self._events += len(rec)
@@ -620,8 +668,13 @@ class Recorder:
                             "lock_class", "stack_id"), events.F_INCOMPLETE)
             self._unmatched_extra[events.EV_LOCK_HOLD] = waiting
         if events.EV_LOCK_WAIT in self._kinds:
-            rows = [(v.ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.ts, k.addr, v.flags, 0, v.begins, v.stack_id)
-                    for k, v in b["mmr_contention"].items()]
+            # a wait is cut by the stop only if its task still lives and, for a spinning wait, has not been
+            # switched out since its begin (bpf/lock_contention.c mmr_lc_csw): any other lost its end
+            # (skipped as BPF recursion), a start never ended, not a wait lasting until the stop
+            open_waits = [(k, v) for k, v in b["mmr_contention"].items()]
+            rows = [(v.ts, v.seq, v.pid, k.tid, v.cpu, stop_ns - v.ts, k.addr, v.p.flags, 0, v.p.begins, v.stack_id)
+                    for k, v in open_waits if task_alive(k.tid) and not switched_since(k.tid, v.csw)]
+            self._unmatched_extra[events.EV_LOCK_WAIT] = len(open_waits) - len(rows)
             self._add_rows(events.EV_LOCK_WAIT, rows,
                            ("ts", "seq", "pid", "tid", "cpu", "dur", "lock_addr", "lcb_flags", "ret", "begins",
                             "stack_id"), events.F_INCOMPLETE)
@@ -786,6 +839,8 @@ class Recorder:
         self._misses_at_start = self._misses_now()
         self._recording = True
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
+        if events.EV_LOCK_WAIT in self._kinds:
+            self._alive_at_start = all_tids()  # after the start: a task not in it began no wait before
         if cmd is not None:
             cmd.release()
         try:

@@ -122,8 +122,9 @@ TABLES: tuple[Table, ...] = (
     Table(
         "lock_waits",
         "Contended waits for sleeping and queued locks, paired in the kernel "
-        "(several contention_begin may precede one contention_end for a mutex; "
-        "the pair spans the first begin to the end). Waits, never holds.",
+        "(several contention_begin may precede one contention_end for a mutex, and an rt_mutex's or "
+        "semaphore's wait_lock contention may nest inside its wait; the pair spans the first begin to the "
+        "end; a begin whose wait lost its end starts a new wait, docs/RECORDING.md). Waits, never holds.",
         "tier 1: lock:contention_begin + lock:contention_end",
         (
             _ts("first contention_begin"),
