@@ -226,14 +226,16 @@ printf '%s\n' "${rw_dirs[@]}" | sed '/^$/d' > "$run/rw"
 debug=${MMR_GUEST_DEBUG:-0}; [[ $debug == 1 ]] && touch "$run/debug"
 
 share() { echo "local,path=$1,mount_tag=$2,security_model=none,multidevs=remap${3:+,$3}"; }
-kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1"
+kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1${MMR_GUEST_APPEND:+ $MMR_GUEST_APPEND}"
 ((lockup_panic)) && kcmd+=" softlockup_panic=1"
-qemu_args=(-pidfile "$run/qemu.pid" -accel tcg -cpu max -m 2048 -smp 2 -no-reboot -nic none
+qemu_args=(-pidfile "$run/qemu.pid" -accel "${MMR_GUEST_ACCEL:-tcg}" -cpu max -m 2048 -smp 2 -no-reboot -nic none
     -display none -monitor none -serial stdio -serial "file:$run/kernel.log"
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" -append "$kcmd"
     -virtfs "$(share / mmrhost readonly=on)" -virtfs "$(share "$cache/root" mmrkpkg readonly=on)"
     -virtfs "$(share "$run" mmrrun)")
 for i in "${!rw_dirs[@]}"; do qemu_args+=(-virtfs "$(share "${rw_dirs[$i]}" "mmrrw$i")"); done
+# MMR_GUEST_QEMU_ARGS: extra qemu arguments, split on blanks (debugging: a monitor socket, -d, ...)
+[[ -n ${MMR_GUEST_QEMU_ARGS-} ]] && read -r -a extra <<<"$MMR_GUEST_QEMU_ARGS" && qemu_args+=("${extra[@]}")
 
 # ttyS0: init's messages go to $run/console; what lies between the
 # "<token> start" and "<token> end <rc>" lines is COMMAND's. ttyS1: the kernel.
