@@ -226,9 +226,13 @@ printf '%s\n' "${rw_dirs[@]}" | sed '/^$/d' > "$run/rw"
 debug=${MMR_GUEST_DEBUG:-0}; [[ $debug == 1 ]] && touch "$run/debug"
 
 share() { echo "local,path=$1,mount_tag=$2,security_model=none,multidevs=remap${3:+,$3}"; }
-kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1${MMR_GUEST_APPEND:+ $MMR_GUEST_APPEND}"
+kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1 no_timer_check${MMR_GUEST_APPEND:+ $MMR_GUEST_APPEND}"
 ((lockup_panic)) && kcmd+=" softlockup_panic=1"
-qemu_args=(-pidfile "$run/qemu.pid" -accel "${MMR_GUEST_ACCEL:-tcg}" -cpu max -m 2048 -smp 2 -no-reboot -nic none
+# One TCG thread for both vCPUs: with multi-threaded TCG (qemu's default) a vCPU can keep running its old
+# translation of kernel text that the other vCPU patched (int3 then the new bytes, text_poke_bp), and
+# 6.1's int3 handler, finding no int3 in memory, sends it back to run it again: a livelock seen as a soft
+# lockup on both CPUs. Measured in docs/RECORDING.md; MMR_GUEST_ACCEL overrides (e.g. "tcg" for MTTCG).
+qemu_args=(-pidfile "$run/qemu.pid" -accel "${MMR_GUEST_ACCEL:-tcg,thread=single}" -cpu max -m 2048 -smp 2 -no-reboot -nic none
     -display none -monitor none -serial stdio -serial "file:$run/kernel.log"
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" -append "$kcmd"
     -virtfs "$(share / mmrhost readonly=on)" -virtfs "$(share "$cache/root" mmrkpkg readonly=on)"
