@@ -39,7 +39,12 @@
 #    soft lockup into a panic (the guest stops at once, exit 125) instead of
 #    waiting for the timeout. --rw DIR shares host directory DIR read-write at
 #    the same path (e.g. to keep a recording). MMR_GUEST_DEBUG=1 also copies
-#    the kernel console to stderr.
+#    the kernel console to stderr;
+#  * qemu runs single-threaded TCG (-accel tcg,thread=single): multi-threaded
+#    TCG livelocks on kernel text the other vCPU patched (docs/RECORDING.md,
+#    "Soft lockups"). For experiments: MMR_GUEST_ACCEL (e.g. tcg for MTTCG),
+#    MMR_GUEST_APPEND (more kernel arguments, e.g. nokaslr), MMR_GUEST_QEMU_ARGS
+#    (more qemu arguments, e.g. -monitor unix:SOCK,server,nowait).
 #
 # Measured (2-CPU Debian 12 host, qemu 7.2 TCG, linux-image-6.1.0-57-amd64):
 # see docs/RECORDING.md, "testing tier 2 when your host refuses it".
