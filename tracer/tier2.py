@@ -51,6 +51,7 @@ from tracer import BPF_DIR, events
 # (/dev/kmsg, root), where its kernel timestamp lines up with a lockup report on the console.
 
 PHASE_LOG_ENV = "MMREPLAY_TIER2_LOG"
+KMSG = "/dev/kmsg"
 # stderr as it was at import: the phases run inside kernel_env.captured_stderr(), which swallows fd 2
 _PHASE_FD: int | None = os.dup(2) if os.environ.get(PHASE_LOG_ENV) == "1" else None
 
@@ -61,7 +62,7 @@ def _phase_say(msg: str) -> None:
         with contextlib.suppress(OSError):
             os.write(_PHASE_FD, line)
     with contextlib.suppress(OSError):
-        fd = os.open("/dev/kmsg", os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(KMSG, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             os.write(fd, line)
         finally:

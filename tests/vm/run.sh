@@ -80,6 +80,8 @@ while (($#)); do
     esac
 done
 (($#)) || set -- python3 -m replay doctor
+accel=${MMR_GUEST_ACCEL:-tcg,thread=single}
+[[ $accel =~ ^[a-z]+(,[a-z0-9_-]+=[a-z0-9_-]+)*$ ]] || die 2 "MMR_GUEST_ACCEL='$accel' is not a qemu -accel value (e.g. tcg,thread=single)"
 wd=$(cd "$workdir" 2>/dev/null && pwd -P) || die 2 "workdir '$workdir' is not a directory"
 workdir=$wd
 
@@ -237,7 +239,7 @@ kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1 no_t
 # translation of kernel text that the other vCPU patched (int3 then the new bytes, text_poke_bp), and
 # 6.1's int3 handler, finding no int3 in memory, sends it back to run it again: a livelock seen as a soft
 # lockup on both CPUs. Measured in docs/RECORDING.md; MMR_GUEST_ACCEL overrides (e.g. "tcg" for MTTCG).
-qemu_args=(-pidfile "$run/qemu.pid" -accel "${MMR_GUEST_ACCEL:-tcg,thread=single}" -cpu max -m 2048 -smp 2 -no-reboot -nic none
+qemu_args=(-pidfile "$run/qemu.pid" -accel "$accel" -cpu max -m 2048 -smp 2 -no-reboot -nic none
     -display none -monitor none -serial stdio -serial "file:$run/kernel.log"
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" -append "$kcmd"
     -virtfs "$(share / mmrhost readonly=on)" -virtfs "$(share "$cache/root" mmrkpkg readonly=on)"
