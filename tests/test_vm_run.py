@@ -33,6 +33,14 @@ def test_an_unknown_kernel_package_is_one_line_and_exit_2():
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_a_malformed_accelerator_is_one_line_and_exit_2():
+    import os
+
+    r = _run("--", "true", env={**os.environ, "MMR_GUEST_ACCEL": "tcg; rm -rf /"})
+    assert r.returncode == 2 and "MMR_GUEST_ACCEL" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_help_describes_the_exit_statuses():
     r = _run("--help")
     assert r.returncode == 0 and "124 on timeout" in r.stdout and "125" in r.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,36 @@ def _trace(guest: Path, wl: str) -> Trace:
 
 def _holds(t: Trace) -> pl.DataFrame:
     return t.scan("lock_holds").collect()
+
+
+#: what a kernel says when it hangs or is hurt; the console runs at full verbosity (tests/vm/run.sh)
+KERNEL_COMPLAINT = re.compile(r"BUG:|WARNING:|Oops|Call Trace:|soft lockup|hard LOCKUP|detected stalls|"
+                              r"blocked for more than|Kernel panic")
+
+
+def _kernel_log(guest: Path) -> str:
+    klog = guest / "kernel.log"
+    if not klog.exists():  # MMREPLAY_VM_TRACES from a run that kept no console
+        pytest.skip(f"no {klog}: the traces were recorded without --kernel-log")
+    return klog.read_text(errors="replace")
+
+
+def test_the_guest_kernel_never_complained_while_tier2_recorded(guest):
+    """A recorder that can hang a kernel is the worst bug it can have (issue #12): over the whole guest run
+    (boot, tier-2 detection, both recordings, detach) the console has no lockup, stall, warning or oops."""
+    bad = [ln for ln in _kernel_log(guest).splitlines() if KERNEL_COMPLAINT.search(ln)]
+    assert not bad, bad[:10]
+
+
+def test_each_tier2_phase_that_patches_kernel_text_is_in_the_kernel_log(guest):
+    """MMREPLAY_TIER2_LOG=1 (set by record_tier2.sh) puts each attach/detach phase, with its duration, in
+    the kernel log: a hang is then placed in its phase by the kernel's own timestamps."""
+    phases = [ln for ln in _kernel_log(guest).splitlines() if "mmreplay tier2:" in ln]
+    done = [ln for ln in phases if ": done in " in ln]
+    # each recording loads all three families (fentry probes attach at load) and detaches them once
+    loads = "load tier 1 + tier 2 ['lock_holds', 'gathers', 'take_all_locks']"
+    assert sum(loads in ln for ln in done) == len(WORKLOADS), phases
+    assert sum("stop: detach and unload every probe" in ln for ln in done) == len(WORKLOADS), phases
 
 
 @pytest.mark.parametrize("wl", WORKLOADS)

@@ -793,7 +793,10 @@ class Recorder:
 
         release_code_pages()  # the compilations below are the recorder's peak: without the pages they do not run
         self._tier2_plan(bcc)
-        self._bpf, self._families, failed = self._load(bcc, families, self._filter)
+        from tracer.tier2 import phase, phase_note  # MMREPLAY_TIER2_LOG=1: what patches kernel text, when
+
+        with phase(f"load tier 1 + tier 2 {[f.name for f, _ in self._t2]} (fentry probes attach as bcc loads)"):
+            self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
         for fam, tp, fn, _ in BACKUPS:
@@ -841,6 +844,7 @@ class Recorder:
         self._set_ctl(CTL_RECORDING)  # the probes were attached at load; they record from now on
         if events.EV_LOCK_WAIT in self._kinds:
             self._alive_at_start = all_tids()  # after the start: a task not in it began no wait before
+        phase_note("recording: every probe attached; the command runs from now on")
         if cmd is not None:
             cmd.release()
         try:
@@ -971,7 +975,10 @@ class Recorder:
             if self.notes.changes:
                 w.manifest.extra["host_changes"] = list(self.notes.changes)
             m = w.close(start_ns=self._start_ns, end_ns=stop_ns)
-            self._bpf.cleanup()
+            from tracer.tier2 import phase
+
+            with phase("stop: detach and unload every probe"):
+                self._bpf.cleanup()
         dur = (stop_ns - self._start_ns) / 1e9
         return RecordResult(
             path=self.opts.output, duration_s=dur, events=self._events, lost=m.lost_events,

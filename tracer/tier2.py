@@ -28,11 +28,13 @@ mm_take_all_locks arrive paired from the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,53 @@ import numpy as np
 
 from replay.trace.schema import TABLES_BY_NAME
 from tracer import BPF_DIR, events
+
+# ---- the phase log -----------------------------------------------------------------
+# Attaching tier 2 patches kernel text (each fentry site, the BPF trampolines, the kprobes): when a
+# kernel hangs around a recording, the question is which phase it was in. MMREPLAY_TIER2_LOG=1 logs
+# each phase (compile+load+attach, detach) with its duration to stderr AND to the kernel log
+# (/dev/kmsg, root), where its kernel timestamp lines up with a lockup report on the console.
+
+PHASE_LOG_ENV = "MMREPLAY_TIER2_LOG"
+KMSG = "/dev/kmsg"
+# stderr as it was at import: the phases run inside kernel_env.captured_stderr(), which swallows fd 2
+_PHASE_FD: int | None = os.dup(2) if os.environ.get(PHASE_LOG_ENV) == "1" else None
+
+
+def _phase_say(msg: str) -> None:
+    line = f"mmreplay tier2: {msg}\n".encode()
+    if _PHASE_FD is not None:
+        with contextlib.suppress(OSError):
+            os.write(_PHASE_FD, line)
+    with contextlib.suppress(OSError):
+        fd = os.open(KMSG, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+def phase_note(msg: str) -> None:
+    """Log one line (only with MMREPLAY_TIER2_LOG=1)."""
+    if os.environ.get(PHASE_LOG_ENV) == "1":
+        _phase_say(msg)
+
+
+@contextlib.contextmanager
+def phase(what: str) -> Iterator[None]:
+    """Log ``what`` as it starts and as it ends, with its duration (only with MMREPLAY_TIER2_LOG=1)."""
+    if os.environ.get(PHASE_LOG_ENV) != "1":
+        yield
+        return
+    _phase_say(f"{what} ...")
+    t0 = time.monotonic()
+    try:
+        yield
+    except BaseException as e:
+        _phase_say(f"{what}: failed after {time.monotonic() - t0:.2f} s ({_first_line(e)[:120]})")
+        raise
+    _phase_say(f"{what}: done in {time.monotonic() - t0:.2f} s")
+
 
 # ---- the probes -------------------------------------------------------------------
 
@@ -235,13 +284,22 @@ def attach(b: Any, family: Family, mode: str, available: Iterable[str] | None = 
     fentry probes were attached by bcc when it loaded ``b``; raw tracepoints
     and kprobes are attached here. Returns the optional functions skipped.
     """
-    if mode == "kprobe":
-        return attach_kprobes(b, family, available)
-    if mode != "fentry":
+    if mode not in ("fentry", "kprobe"):
         raise ValueError(f"mode {mode!r}: expected 'fentry' or 'kprobe'")
-    for tp, handler in family.raw_tracepoints:
-        attach_raw(b, tp, handler)
-    return []
+    with phase(f"attach {family.name} ({mode}: {', '.join(_attach_points(family, mode))})"):
+        if mode == "kprobe":
+            return attach_kprobes(b, family, available)
+        for tp, handler in family.raw_tracepoints:
+            attach_raw(b, tp, handler)
+        return []
+
+
+def _attach_points(family: Family, mode: str) -> list[str]:
+    """What attaching ``family`` in ``mode`` hooks here (fentry probes were attached at load)."""
+    out = [f"raw_tp/{tp}" for tp, _ in family.raw_tracepoints]
+    if mode == "kprobe":
+        out = [("kretprobe/" if p.on_return else "kprobe/") + p.function for p in family.probes] + out
+    return out or ["nothing: its fentry probes attached at load"]
 
 
 def load_fentry_build(bcc: Any, family: Family, extra_cflags: Iterable[str] = ()) -> Any:
@@ -398,39 +456,46 @@ def _fentry_together(bcc: Any, families: list[Family]) -> bool:
         if not bcc.BPF.support_kfunc():
             return False
         text = "\n".join([(BPF_DIR / "mmr_common.h").read_text(), *(c_text(f) for f in families)])
-        b = bcc.BPF(text=text, cflags=cflags(True))
+        names = ", ".join(f.name for f in families)
+        with phase(f"detect: compile, load and attach (fentry) {names}"):
+            b = bcc.BPF(text=text, cflags=cflags(True))
     except Exception:  # noqa: BLE001 - bcc raises bare Exception; the families alone say why
         return False
     try:
-        for fam in families:
-            for tp, handler in fam.raw_tracepoints:
-                b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
+        with phase(f"detect: attach raw tracepoints of {names}"):
+            for fam in families:
+                for tp, handler in fam.raw_tracepoints:
+                    b.attach_raw_tracepoint(tp=tp.encode(), fn_name=handler.encode())
         return True
     except Exception:  # noqa: BLE001
         return False
     finally:
-        b.cleanup()
+        with phase(f"detect: detach and unload {names}"):
+            b.cleanup()
 
 
 def _try_family(bcc: Any, fam: Family, facts: HostFacts, available: set[str] | None) -> Status:
     try:
         if not bcc.BPF.support_kfunc():
             raise RuntimeError("bcc/kernel lack fentry support (no BTF or no bpf trampoline)")
-        load_fentry_build(bcc, fam).cleanup()
+        with phase(f"detect: {fam.name} alone, fentry: compile, load, attach, detach"):
+            load_fentry_build(bcc, fam).cleanup()
         return Status(fam, "fentry", "fentry/fexit loads and attaches")
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
         fentry_err = _first_line(e)
     b = None
     try:
-        b = compile_kprobe_build(bcc, fam)
-        skipped = attach_kprobes(b, fam, available)
+        with phase(f"detect: {fam.name} alone, kprobes: compile, load, attach"):
+            b = compile_kprobe_build(bcc, fam)
+            skipped = attach_kprobes(b, fam, available)
         note = f" (optional functions absent: {', '.join(skipped)})" if skipped else ""
         return Status(fam, "kprobe", "kprobes load and attach" + note)
     except Exception as e:  # noqa: BLE001
         kprobe_err = _first_line(e)
     finally:
         if b is not None:
-            b.cleanup()
+            with phase(f"detect: {fam.name} alone, kprobes: detach and unload"):
+                b.cleanup()
     why = facts.kprobe_reason()
     reason = (
         f"fentry refused ({fentry_err}); kprobes refused ({kprobe_err})"
@@ -461,6 +526,7 @@ def plan(
         try:
             cached = json.loads(path.read_text())
             if [r[0] for r in cached] == [f.name for f in families]:
+                phase_note(f"detect: answer cached this boot ({path}), nothing compiled or attached")
                 return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in cached]
         except (OSError, ValueError, TypeError, KeyError):
             pass

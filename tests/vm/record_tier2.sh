@@ -10,6 +10,9 @@ set -eu
 out=$1; shift
 [ $# -gt 0 ] || set -- take-all-locks mmap-file
 py=${PYTHON:-python3}
+# each phase that patches kernel text (detect, load + fentry attach, attach, detach), with its duration,
+# on stderr and in the kernel log: lines a hang up with the phase it happened in
+export MMREPLAY_TIER2_LOG=${MMREPLAY_TIER2_LOG:-1}
 rounds=${MMR_ROUNDS:-1}
 r=1
 while [ "$r" -le "$rounds" ]; do

@@ -39,7 +39,12 @@
 #    soft lockup into a panic (the guest stops at once, exit 125) instead of
 #    waiting for the timeout. --rw DIR shares host directory DIR read-write at
 #    the same path (e.g. to keep a recording). MMR_GUEST_DEBUG=1 also copies
-#    the kernel console to stderr.
+#    the kernel console to stderr;
+#  * qemu runs single-threaded TCG (-accel tcg,thread=single): multi-threaded
+#    TCG livelocks on kernel text the other vCPU patched (docs/RECORDING.md,
+#    "Soft lockups"). For experiments: MMR_GUEST_ACCEL (e.g. tcg for MTTCG),
+#    MMR_GUEST_APPEND (more kernel arguments, e.g. nokaslr), MMR_GUEST_QEMU_ARGS
+#    (more qemu arguments, e.g. -monitor unix:SOCK,server,nowait).
 #
 # Measured (2-CPU Debian 12 host, qemu 7.2 TCG, linux-image-6.1.0-57-amd64):
 # see docs/RECORDING.md, "testing tier 2 when your host refuses it".
@@ -75,6 +80,8 @@ while (($#)); do
     esac
 done
 (($#)) || set -- python3 -m replay doctor
+accel=${MMR_GUEST_ACCEL:-tcg,thread=single}
+[[ $accel =~ ^[a-z]+(,[a-z0-9_-]+=[a-z0-9_-]+)*$ ]] || die 2 "MMR_GUEST_ACCEL='$accel' is not a qemu -accel value (e.g. tcg,thread=single)"
 wd=$(cd "$workdir" 2>/dev/null && pwd -P) || die 2 "workdir '$workdir' is not a directory"
 workdir=$wd
 
@@ -226,14 +233,20 @@ printf '%s\n' "${rw_dirs[@]}" | sed '/^$/d' > "$run/rw"
 debug=${MMR_GUEST_DEBUG:-0}; [[ $debug == 1 ]] && touch "$run/debug"
 
 share() { echo "local,path=$1,mount_tag=$2,security_model=none,multidevs=remap${3:+,$3}"; }
-kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1"
+kcmd="console=ttyS1 ignore_loglevel softlockup_all_cpu_backtrace=1 panic=-1 no_timer_check${MMR_GUEST_APPEND:+ $MMR_GUEST_APPEND}"
 ((lockup_panic)) && kcmd+=" softlockup_panic=1"
-qemu_args=(-pidfile "$run/qemu.pid" -accel tcg -cpu max -m 2048 -smp 2 -no-reboot -nic none
+# One TCG thread for both vCPUs: with multi-threaded TCG (qemu's default) a vCPU can keep running its old
+# translation of kernel text that the other vCPU patched (int3 then the new bytes, text_poke_bp), and
+# 6.1's int3 handler, finding no int3 in memory, sends it back to run it again: a livelock seen as a soft
+# lockup on both CPUs. Measured in docs/RECORDING.md; MMR_GUEST_ACCEL overrides (e.g. "tcg" for MTTCG).
+qemu_args=(-pidfile "$run/qemu.pid" -accel "$accel" -cpu max -m 2048 -smp 2 -no-reboot -nic none
     -display none -monitor none -serial stdio -serial "file:$run/kernel.log"
     -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" -append "$kcmd"
     -virtfs "$(share / mmrhost readonly=on)" -virtfs "$(share "$cache/root" mmrkpkg readonly=on)"
     -virtfs "$(share "$run" mmrrun)")
 for i in "${!rw_dirs[@]}"; do qemu_args+=(-virtfs "$(share "${rw_dirs[$i]}" "mmrrw$i")"); done
+# MMR_GUEST_QEMU_ARGS: extra qemu arguments, split on blanks (debugging: a monitor socket, -d, ...)
+[[ -n ${MMR_GUEST_QEMU_ARGS-} ]] && read -r -a extra <<<"$MMR_GUEST_QEMU_ARGS" && qemu_args+=("${extra[@]}")
 
 # ttyS0: init's messages go to $run/console; what lies between the
 # "<token> start" and "<token> end <rc>" lines is COMMAND's. ttyS1: the kernel.
