@@ -87,6 +87,7 @@ class SameRun:
     cmp: pl.DataFrame  # perf_lock.compare on mm_caller (pooled), plus exit_count/exit_total_ns: ours via do_exit
     refused: int  # lock_contention events our ring buffer refused
     skipped: int  # lock_contention hits the kernel skipped as BPF recursion (for perf too)
+    in_lock_op: int  # hits that came while a program of ours was in a map operation: not recorded, ours alone
     begin_run_ns: int | None  # run_time_ns of our contention_begin / contention_end programs
     end_run_ns: int | None
     begin_runs: int
@@ -162,6 +163,10 @@ def same_run(request, tmp_path_factory, workload) -> SameRun:
         # with raw tracepoints the lock_contention programs' own skips are contentions the recorder caused
         skipped=sum(extra["lost_breakdown"].get(k, {}).get("lock_contention", 0)
                     for k in ("bpf_recursion_skipped", "recorder_bpf_recursion")),
+        # counted as the recorder's (recorder_in_kernel): its own map-lock contention, or an interrupt's
+        # contention nested in one of our programs' map operations (seen once: rcu_core's try_to_wake_up
+        # waiting for a pi_lock, a workload task's wait perf has): either way not written
+        in_lock_op=extra["lost_breakdown"].get("recorder_in_kernel", {}).get("lock_contention", 0),
         begin_run_ns=cost.get("lock:contention_begin", {}).get("run_ns"),
         end_run_ns=cost.get("lock:contention_end", {}).get("run_ns"),
         begin_runs=cost.get("lock:contention_begin", {}).get("runs", 0),
@@ -179,7 +184,7 @@ def _steal_ticks() -> int:
 def _show(run: SameRun) -> str:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=250, fmt_str_lengths=40):
         table = run.cmp.drop("perf_total_resolution_ns", "perf_max_ns")
-        return f"probes={run.probes} refused={run.refused} skipped={run.skipped}\n{table}"
+        return f"probes={run.probes} refused={run.refused} skipped={run.skipped} in_lock_op={run.in_lock_op}\n{table}"
 
 
 def _paired_alike(run: SameRun) -> tuple[pl.DataFrame, int]:
@@ -196,12 +201,13 @@ def _paired_alike(run: SameRun) -> tuple[pl.DataFrame, int]:
     we count more waits of than perf beyond the exit path: the raw tracepoints see a few contentions perf's
     own event path does not record (test_every_caller_has_perfs_count_...), waits with no perf counterpart."""
     over = pl.col("count_diff") > pl.col("exit_count")
-    if not run.skipped:
+    if not run.skipped and not run.in_lock_op:
         return run.cmp.filter(~over), 0
     alike = run.cmp.filter(pl.col("count_diff") == pl.col("exit_count"))
     short = run.cmp.filter(pl.col("count_diff") < pl.col("exit_count"))
-    assert short.height <= run.skipped, _show(run)
-    return alike, (run.skipped - short.height if run.classic else 0)
+    assert short.height <= run.skipped + run.in_lock_op, _show(run)
+    # a hit not recorded inside our map operation is ours alone (a short caller), never paired apart unseen
+    return alike, (max(0, run.skipped - max(0, short.height - run.in_lock_op)) if run.classic else 0)
 
 
 def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
@@ -214,7 +220,8 @@ def test_the_run_contends_and_no_wait_is_cut_by_the_recordings_edges(same_run):
 
 
 def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits(same_run):
-    """Same tracepoint hits, same pairing: we are short only by ring-buffer refusals. Over, by waits in the
+    """Same tracepoint hits, same pairing: we are short only by ring-buffer refusals, recursion skips and
+    hits that came inside one of our programs' map operations (each counted in the manifest). Over, by waits in the
     exit path after perf stopped watching the task and, since the probes attach raw tracepoints (which do
     not share the classic tracepoints' dispatch with perf), by a few waits perf's own event path does not
     record (measured: try_to_wake_up 258 vs perf's 254, sched_balance_rq 5 vs 4, every other caller equal);
@@ -222,7 +229,7 @@ def test_every_caller_has_perfs_count_of_waits_up_to_refused_and_exit_path_waits
     cmp = same_run.cmp
     assert cmp["caller"].null_count() == 0, _show(same_run)
     short = (-cmp["count_diff"]).clip(lower_bound=0).sum()
-    assert short <= same_run.refused + same_run.skipped, _show(same_run)
+    assert short <= same_run.refused + same_run.skipped + same_run.in_lock_op, _show(same_run)
 
 
 def test_wait_totals_differ_by_at_most_the_run_time_of_our_probes(same_run):
