@@ -61,7 +61,7 @@ class Params(ctypes.Structure):
         "cpus", "full", "percpu", "probe", "probe_period", "nthreads", "nlocks", "ninstr", "nclasses",
         "context_switch", "wakeup", "wake_jitter", "timeslice", "probe_irq", "probe_run", "line", "line_remote",
         "cpus_per_socket", "max_gather_pages", "batch_pages", "percpu_batch_pages", "local_batch_pages",
-        "invlpg", "full_flush", "flush_ceiling", "ipi_handler", "shootdown", "mutex_waker")] + [
+        "invlpg", "full_flush", "flush_ceiling", "ipi_handler", "shootdown", "mutex_waker", "lazy_leave")] + [
         ("batch_alloc_fail_p", ctypes.c_double)] + [(name, _I64) for name in (
             "r_dispatch", "r_preempt", "r_block", "r_sleep_lock", "r_exit", "r_probe_end",
             "p_spinlock", "p_spin_wait", "p_gather", "p_ptl", "p_recorded_spin",
@@ -202,6 +202,7 @@ class CEngine:
             percpu_batch_pages=c.percpu_batch_pages, local_batch_pages=c.local_batch_pages,
             invlpg=c.invlpg_ns, full_flush=c.full_flush_ns, flush_ceiling=c.flush_ceiling_pages,
             ipi_handler=c.ipi_handler_ns, shootdown=c.shootdown_ns, mutex_waker=c.mutex_waker_ns,
+            lazy_leave=c.lazy_leave_ns,
             batch_alloc_fail_p=c.batch_alloc_fail_p,
             r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
             r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,

@@ -79,6 +79,11 @@ class Costs:
     #: (Amit, "Optimizing the TLB Shootdown Algorithm", USENIX ATC 2017, reports a few us).
     shootdown_ns: int = 2_000
     ipi_handler_ns: int = 500  #: interrupt entry/exit on the target, on top of its flush -- assumption
+    #: exit_mmap's flush on the exiting CPU, which exit_mm left lazy on the mm: flush_tlb_func switches to
+    #: init_mm instead of flushing (switch_mm_irqs_off; with PCID a CR3 write without a flush, traced as
+    #: TLB_FLUSH_ON_TASK_SWITCH with 0 pages; 6.1 and 6.18 alike) -- assumption, ~500 cycles with the
+    #: switch's bookkeeping (mm_cpumask, ASID choice, CR4/LDT checks)
+    lazy_leave_ns: int = 200
 
     # --- mmu_gather (include/asm-generic/tlb.h, mm/memory.c)
     zap_page_ns: int = 40  #: clear one PTE and queue the page (zap_pte_range) -- assumption
@@ -155,4 +160,5 @@ class Costs:
             cas_ns=0, spin_lock_unlock_ns=0, line_transfer_ns=0, line_transfer_remote_ns=0, context_switch_ns=0,
             wakeup_ns=0,
             wake_jitter_ns=0, probe_irq_ns=0, invlpg_ns=0, full_flush_ns=0, shootdown_ns=0, ipi_handler_ns=0,
+            lazy_leave_ns=0,
         )

@@ -45,7 +45,7 @@ struct mmr_params {
 	/* costs (ns, pages) */
 	i64 context_switch, wakeup, wake_jitter, timeslice, probe_irq, probe_run, line, line_remote,
 	    cpus_per_socket, max_gather_pages, batch_pages, percpu_batch_pages, local_batch_pages,
-	    invlpg, full_flush, flush_ceiling, ipi_handler, shootdown, mutex_waker;
+	    invlpg, full_flush, flush_ceiling, ipi_handler, shootdown, mutex_waker, lazy_leave;
 	double batch_alloc_fail_p;
 	/* codes in the results schema's vocabularies */
 	i64 r_dispatch, r_preempt, r_block, r_sleep_lock, r_exit, r_probe_end;
@@ -190,6 +190,7 @@ typedef struct {
 	int g_full, g_broken;
 	double g_free;
 	i64 slice_start, runnable_at;
+	int left_mm; /* exit_mmap's first flush left the lazy mm (switch to init_mm) */
 } Thread;
 
 typedef struct {
@@ -222,6 +223,7 @@ typedef struct Engine {
 	Deque rq;
 	i64 rq_last;
 	int *preempted;
+	int *loaded;   /* thread whose mm each CPU last loaded (kept while idle: lazy TLB), -1 none */
 	int *probe_running;
 	i64 *probe_pending, *probe_wake;
 	int *probe_cause, *probe_tid;
@@ -445,6 +447,7 @@ static void bind(Engine *e, int c, Thread *th, i64 now, i64 prev, i64 reason)
 {
 	log_sched(e, now, c, prev, th->tid, reason, now - th->runnable_at);
 	e->cur[c] = th->idx;
+	e->loaded[c] = th->idx;
 	th->cpu = c;
 	th->oncpu = 1;
 	th->state = RUN;
@@ -901,21 +904,44 @@ static void stretch(Engine *e, Thread *th, i64 ns)
 
 /* ------------------------------------------------------------------ TLB flushes */
 
-static i64 flush(Engine *e, Thread *th, i64 now, i64 pages, int fullmm)
+static i64 flush(Engine *e, Thread *th, i64 now, i64 pages, int fullmm, int freed_tables)
 {
+	/* Engine.flush: IPIs to the CPUs running a thread of the mm and not lazy (should_flush_tlb), to the
+	   lazy ones too when page tables were freed; a full-mm flush is exit_mmap's lazy leave */
 	(void)now;
-	i64 cost = (fullmm || pages > e->p.flush_ceiling) ? e->p.full_flush : pages * e->p.invlpg;
-	e->s.tlb_flushes++;
-	if (fullmm)
-		return cost;
+	i64 cost;
+	if (fullmm) {
+		if (th->left_mm) {
+			cost = 0;
+		} else {
+			th->left_mm = 1;
+			e->s.tlb_flushes++;
+			cost = e->p.lazy_leave;
+		}
+	} else {
+		e->s.tlb_flushes++;
+		cost = pages > e->p.flush_ceiling ? e->p.full_flush : pages * e->p.invlpg;
+	}
 	i64 steal = e->p.ipi_handler + cost;
 	int any = 0;
 	for (int c = 0; c < e->p.cpus; c++) {
-		if (e->cur[c] < 0)
+		if (c == th->cpu || e->probe_running[c])
+			continue; /* a probe's CPU has the probe task's mm loaded */
+		if (e->cur[c] < 0) { /* idle: lazy on the mm it last ran */
+			if (freed_tables && e->loaded[c] >= 0 && e->th[e->loaded[c]].mm == th->mm) {
+				any = 1;
+				e->s.ipis++;
+			}
 			continue;
+		}
 		Thread *r = &e->th[e->cur[c]];
-		if (r == th || r->mm != th->mm)
+		if (r->mm != th->mm)
 			continue;
+		if (!freed_tables && !r->seg_over && r->state == RUN) {
+			const i64 *ins = r->code + r->pc * WIDTH;
+			if (ins[0] == UNTIL && ins[2])
+				continue; /* waiting for its recorded start: not known to be running the mm */
+		}
 		any = 1;
 		e->s.ipis++;
 		if (r->state == RUN)
@@ -1443,7 +1469,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				if (th->fresh) {
 					th->fresh = 0;
 					if (pend || th->g_full)
-						th->debt += flush(e, th, now, pend, th->g_full);
+						th->debt += flush(e, th, now, pend, th->g_full, op == GE && th->g_pt > 0);
 					th->rem = (i64)rint(th->g_free * (double)pend) + (op == GE ? th->g_pt : 0);
 				}
 				d = th->rem;
@@ -1468,7 +1494,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				if (th->fresh) {
 					th->fresh = 0;
 					if (pend)
-						th->debt += flush(e, th, now, pend, 0);
+						th->debt += flush(e, th, now, pend, 0, 0);
 					th->rem = (i64)rint(th->g_free * (double)pend);
 				}
 				d = th->rem;
@@ -1533,6 +1559,7 @@ void mmr_engine_free(Engine *e)
 	free(e->idle);
 	free(e->rq.v);
 	free(e->preempted);
+	free(e->loaded);
 	free(e->probe_running);
 	free(e->probe_pending);
 	free(e->probe_wake);
@@ -1562,6 +1589,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 	e->cur = malloc(sizeof(int) * cpus);
 	e->idle = malloc(sizeof(int) * cpus);
 	e->preempted = malloc(sizeof(int) * cpus);
+	e->loaded = malloc(sizeof(int) * cpus);
 	e->probe_running = calloc(cpus, sizeof(int));
 	e->probe_pending = malloc(sizeof(i64) * cpus);
 	e->probe_wake = calloc(cpus, sizeof(i64));
@@ -1571,7 +1599,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 	e->wait_area = calloc(p->nclasses, sizeof(i64));
 	e->wait_last = calloc(p->nclasses, sizeof(i64));
 	e->contended = calloc(p->nclasses, sizeof(int));
-	if (!e->th || !e->locks || !e->cur || !e->idle || !e->preempted || !e->probe_running || !e->probe_pending ||
+	if (!e->th || !e->locks || !e->cur || !e->idle || !e->preempted || !e->loaded || !e->probe_running || !e->probe_pending ||
 	    !e->probe_wake || !e->probe_cause || !e->probe_tid || !e->nwait || !e->wait_area || !e->wait_last ||
 	    !e->contended) {
 		mmr_engine_free(e);
@@ -1594,6 +1622,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 		e->cur[c] = -1;
 		e->idle[c] = cpus - 1 - c; /* pop() gives CPU 0 first */
 		e->preempted[c] = -1;
+		e->loaded[c] = -1;
 		e->probe_pending[c] = -1;
 		e->probe_tid[c] = IDLE_TID;
 	}

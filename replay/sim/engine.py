@@ -104,6 +104,8 @@ class SimThread:
         # open spans and the gather under way
         "spans", "g_pending", "g_cap", "g_full", "g_pt", "g_broken", "g_free",
         "slice_start", "runnable_at",
+        # its mm torn down on this CPU: exit_mmap's first flush left the lazy mm (switch to init_mm)
+        "left_mm",
     )
 
     def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
@@ -122,6 +124,7 @@ class SimThread:
         self.seg_start = self.seg_end = self.seg_work = self.seg_debt = 0
         self.segpre = False
         self.seg_over = False
+        self.left_mm = False
         self.debt = 0
         self.pcount = 0
         self.poff_start = 0
@@ -215,6 +218,8 @@ class Engine:
         self.rq_area = 0  # integral of the run-queue length over time (Little's L)
         self.rq_last = 0
         self.preempted: list[SimThread | None] = [None] * cpus
+        # the thread whose mm each CPU last loaded (cpu_tlbstate.loaded_mm; kept while the CPU idles: lazy TLB)
+        self.loaded: list[SimThread | None] = [None] * cpus
         self.probe_running = [False] * cpus
         self.probe_pending = [-1] * cpus  # time need_resched is set for the probe (wake + irq), -1 none
         self.probe_wake = [0] * cpus
@@ -333,6 +338,7 @@ class Engine:
         """Put ``th`` on CPU ``c`` (the switch itself is the caller's: an overhead segment or none)."""
         self.rows_sched.append((now, c, prev, th.tid, reason, now - th.runnable_at))
         self.cur[c] = th
+        self.loaded[c] = th
         th.cpu = c
         th.oncpu = True
         th.state = RUN
@@ -444,21 +450,56 @@ class Engine:
         self.push(th.seg_end, E_SEG, th.idx, th.gen)
 
     # ---------------------------------------------------------- TLB flushes
-    def flush(self, th: SimThread, now: int, pages: int, fullmm: bool) -> int:
-        """Flush the TLB for a gather of ``pages``; returns the initiator's cost, stretches the targets'."""
+    def flush(self, th: SimThread, now: int, pages: int, fullmm: bool, freed_tables: bool = False) -> int:
+        """Flush the TLB for a gather of ``pages``; returns the initiator's cost, stretches the targets'.
+
+        As x86 flush_tlb_mm_range / native_flush_tlb_multi (6.1 and 6.18) do: the IPI goes to the CPUs
+        whose loaded mm is ``th``'s and that are not lazy -- running a thread of the mm, in the kernel or in
+        its user work (should_flush_tlb, 6.1's tlb_is_not_lazy); a thread waiting on its CPU for its next
+        recorded start (open mode) is not one: the recorded task was off CPU or idle for an unknown part
+        of that gap. A flush that freed page tables (``freed_tables``) goes to the whole mm_cpumask, lazy
+        CPUs included (an idle CPU whose last mm is this one, and those waiting threads).
+
+        A full-mm flush is exit_mmap's: exit_mm made the CPU lazy, so flush_tlb_func leaves the mm
+        (switch_mm_irqs_off to init_mm, a CR3 write without a flush under PCID: ``lazy_leave_ns``) at the
+        first one; the later ones find init_mm loaded and do nothing locally, and the kernel traces none."""
         c = self.c
-        cost = tlb_flush_ns(pages, c, fullmm)
-        self.tlb_flushes += 1
         if fullmm:
-            return cost
+            if th.left_mm:
+                cost = 0
+            else:
+                th.left_mm = True
+                self.tlb_flushes += 1
+                cost = c.lazy_leave_ns
+        else:
+            self.tlb_flushes += 1
+            cost = tlb_flush_ns(pages, c, False)
         mm = th.mm
-        others = [r for r in self.cur if r is not None and r is not th and r.mm == mm]
-        if others:
-            steal = c.ipi_handler_ns + cost
-            for r in others:
-                self.ipis += 1
-                if r.state == RUN:  # the handler runs inside whatever the target was doing
-                    self.stretch(r, steal)
+        steal = c.ipi_handler_ns + cost
+        any_ = False
+        for i in range(len(self.cur)):
+            if i == th.cpu:
+                continue
+            if self.probe_running[i]:
+                continue  # the probe task's mm is loaded there
+            r = self.cur[i]
+            if r is None:  # idle: lazy on the mm it last ran
+                r = self.loaded[i]
+                if freed_tables and r is not None and r.mm == mm:
+                    any_ = True
+                    self.ipis += 1
+                continue
+            if r.mm != mm:
+                continue
+            if not freed_tables and not r.seg_over and r.state == RUN:
+                ins = r.code[r.pc]
+                if ins[0] == UNTIL and ins[2]:
+                    continue  # waiting for its recorded start: not known to be running the mm
+            any_ = True
+            self.ipis += 1
+            if r.state == RUN:  # the handler runs inside whatever the target was doing
+                self.stretch(r, steal)
+        if any_:
             cost += c.shootdown_ns
         return cost
 
@@ -921,7 +962,7 @@ class Engine:
                     if th.fresh:
                         th.fresh = False
                         if pend or th.g_full:
-                            th.debt += self.flush(th, now, pend, th.g_full)
+                            th.debt += self.flush(th, now, pend, th.g_full, op == GE and th.g_pt > 0)
                         th.rem = round(th.g_free * pend) + (th.g_pt if op == GE else 0)
                     d = th.rem
                     pre = full and not percpu and th.pcount == 0
