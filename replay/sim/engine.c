@@ -1176,6 +1176,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				} else if (th->rem == 0) {
 					const i64 *ins = code + th->pc * WIDTH;
 					i64 op = ins[0];
+					if (op == REL || op == DOWNGRADE) /* the tracer's time after the stamp is over (issue #16) */
+						continue;
 					if (op >= GZAP) {
 						if (op == GZAP) {
 							th->g_pending += ins[1];
@@ -1203,8 +1205,6 @@ int mmr_engine_run(Engine *e, i64 report_every)
 								poff_dec(e, th, now);
 						}
 					} else if (op == ACQ) { /* the tracer's time before the attempt is over: attempt */
-						continue;
-					} else if (op == REL || op == DOWNGRADE) { /* the tracer's time after the stamp is over */
 						continue;
 					}
 					th->pc++;

@@ -689,6 +689,8 @@ class Engine:
                         th.seg_over = False
                     elif th.rem == 0:
                         op = code[th.pc][0]
+                        if op == REL or op == DOWNGRADE:  # the tracer's time after the stamp is over (issue #16)
+                            continue
                         if op >= GZAP:
                             ins = code[th.pc]
                             if op == GZAP:
@@ -715,8 +717,6 @@ class Engine:
                                 if percpu:
                                     self.poff_dec(th, now)
                         elif op == ACQ:  # the tracer's time before the attempt is over (issue #16): attempt
-                            continue
-                        elif op == REL or op == DOWNGRADE:  # the tracer's time after the stamp is over
                             continue
                         th.pc += 1
                         th.fresh = True
