@@ -103,6 +103,7 @@ def test_both_engines_agree_with_tails_on_contended_munmaps():
 
 def _with_manifest_extra(tmp_path: Path, tail: object) -> Trace:
     d = tmp_path / "t"
+    d.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(SAMPLE, d)
     m = json.loads((d / "manifest.json").read_text())
     m.setdefault("extra", {}).pop("mmap_lock_tail", None)
@@ -119,6 +120,8 @@ def test_calibrate_reads_the_recorders_tail_measurement(tmp_path):
     assert cal.costs.mmap_lock_release_tail_ns == 85
     assert cal.costs.mmap_lock_downgrade_tail_ns == 99
     assert any(n.startswith("mmap_lock_release_tail_ns = 85") for n in cal.notes)
+    # a recorded hand-off starts at the release's stamp: the tail replayed before the release is not counted twice
+    assert cal.costs.line_transfer_ns == calibrate(_with_manifest_extra(tmp_path / "old", None)).costs.line_transfer_ns - 85
 
 
 @pytest.mark.parametrize("tail", [None, {"release": {"samples": 10, "ns": 900}}, {"release": "x"}])

@@ -190,12 +190,18 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
     else:
         notes.append("zap_page_ns: default (no gathers table: tier 2)")
 
+    tails = _mmap_lock_tails(trace, notes) if trace.has("lock_holds") else {}
+    changes.update(tails)
     if trace.has("lock_holds"):
         ho = _handoffs(trace)
         if len(ho) >= MIN_SAMPLES:
-            changes["line_transfer_ns"] = round(float(ho.median()))
+            # a recorded hand-off starts at the release's stamp: the tracer's time after it (replayed before the
+            # release since issue #16) is in it once, not twice
+            tail = tails.get("mmap_lock_release_tail_ns", 0)
+            changes["line_transfer_ns"] = max(0, round(float(ho.median())) - tail)
             notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
-                         "of waiters that stayed on their CPU (release → next owner running, tracer time included)")
+                         "of waiters that stayed on their CPU (release → next owner running, tracer time included"
+                         + (f", less the {tail} ns replayed before each release)" if tail else ")"))
         else:
             notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
     else:
@@ -210,9 +216,6 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
                          "replayed at each acquisition up to its recorded wait")
         else:
             notes.append(f"mmap_lock_tracer_ns: 0 ({len(tw)} uncontended mmap_lock acquisitions, need {MIN_SAMPLES})")
-
-    if trace.has("lock_holds"):
-        changes.update(_mmap_lock_tails(trace, notes))
 
     notes.append("context switch, lock fast paths, TLB flush and IPI costs: defaults (no tracepoint times them)")
     return Calibration(replace(costs, **changes), tuple(notes))
