@@ -16,10 +16,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from replay.policies import resolve
 from replay.sim import Costs, SimConfig, simulate
+from replay.sim import calibrate as calibrate_mod
 from replay.sim.calibrate import calibrate
 from replay.sim.ops import Critical, LockRef, Span, Think, Thread, Workload
 from replay.trace import Trace
@@ -120,8 +122,15 @@ def test_calibrate_reads_the_recorders_tail_measurement(tmp_path):
     assert cal.costs.mmap_lock_release_tail_ns == 85
     assert cal.costs.mmap_lock_downgrade_tail_ns == 99
     assert any(n.startswith("mmap_lock_release_tail_ns = 85") for n in cal.notes)
-    # a recorded hand-off starts at the release's stamp: the tail replayed before the release is not counted twice
-    assert cal.costs.line_transfer_ns == calibrate(_with_manifest_extra(tmp_path / "old", None)).costs.line_transfer_ns - 85
+
+
+def test_a_hand_off_holds_the_release_tail_once(tmp_path, monkeypatch):
+    # a recorded hand-off starts at the release's stamp: the tail replayed before the release is taken out of it
+    monkeypatch.setattr(calibrate_mod, "_handoffs", lambda trace: pl.Series([500] * 1_000))
+    old = calibrate(_with_manifest_extra(tmp_path / "old", None)).costs.line_transfer_ns
+    new = calibrate(_with_manifest_extra(tmp_path / "new", {"release": {"samples": 1_000, "ns": 85_000}}))
+    assert (old, new.costs.line_transfer_ns) == (500, 415)
+    assert any("less the 85 ns replayed before each release" in n for n in new.notes)
 
 
 @pytest.mark.parametrize("tail", [None, {"release": {"samples": 10, "ns": 900}}, {"release": "x"}])
