@@ -35,12 +35,10 @@ BPF_HASH(mmr_mmap_lock, u32, struct mmr_ml_task, 65536);
  * fires before up_write/up_read, and mmap_write_downgrade's acquire_returned before downgrade_write, so
  * what the program runs after its timestamp still holds the lock (write-held, for the downgrade). Sampled:
  * one matched release or downgrade in MMR_ML_TAIL_EVERY also reads the clock at the program's end.
- * [0]/[1]: release tail ns, samples; [2]/[3]: downgrade tail ns, samples. Likewise the tracer's time a
- * recorded wait holds on either side of the kernel's attempt: [4]/[5] start_locking's program after its
- * stamp (before the attempt), [6]/[7] acquire_returned's program up to its stamp (after the lock is taken,
- * one in 8 by a random draw). Read at stop into the manifest (extra.mmap_lock_tail, docs/TRACE_FORMAT.md). */
+ * [0]/[1]: release tail ns, samples; [2]/[3]: downgrade tail ns, samples. Read at stop into the manifest
+ * (extra.mmap_lock_tail, docs/TRACE_FORMAT.md). */
 #define MMR_ML_TAIL_EVERY 8
-BPF_PERCPU_ARRAY(mmr_ml_tail, u64, 8);
+BPF_PERCPU_ARRAY(mmr_ml_tail, u64, 4);
 
 static __always_inline void mmr_ml_tail_add(int k, u64 since)
 {
@@ -125,8 +123,6 @@ static __always_inline int mmr_ml_start(u64 mm, u8 write)
 			v->mm = mm;
 			v->start_ts = bpf_ktime_get_ns();
 			v->write = write;
-			if (!(v->start_ts / 64 % MMR_ML_TAIL_EVERY))
-				mmr_ml_tail_add(4, v->start_ts);
 		}
 	}
 	return MMR_PASS;
@@ -134,7 +130,6 @@ static __always_inline int mmr_ml_start(u64 mm, u8 write)
 
 static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 {
-	u64 t0 = bpf_get_prandom_u32() % MMR_ML_TAIL_EVERY ? 0 : bpf_ktime_get_ns();
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want(id, MMR_EV_LOCK_HOLD))
 		return MMR_PASS;
@@ -142,14 +137,6 @@ static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 	if (!b)
 		return MMR_PASS;
 	u64 now = bpf_ktime_get_ns();
-	if (t0) {
-		u32 i = 6, j = 7;
-		u64 *sum = mmr_ml_tail.lookup(&i), *cnt = mmr_ml_tail.lookup(&j);
-		if (sum && cnt) {
-			*sum += now - t0;
-			*cnt += 1;
-		}
-	}
 	u32 tid = (u32)id;
 	s32 pid = id >> 32;
 	struct mmr_ml_task *t = mmr_ml_task_of(tid, pid);

@@ -1086,18 +1086,17 @@ class Recorder:
         return cost
 
     def _mmap_lock_tail(self) -> dict[str, dict[str, int]]:
-        """{"release"|"downgrade"|"start"|"acquire_head": {"samples", "ns"}}: the mmap_lock programs' time after
-        their timestamp at a release or downgrade (which still holds the lock), after start_locking's and before
-        acquire_returned's (bpf/mmap_lock.c mmr_ml_tail, sampled), summed over the CPUs; {} without them."""
+        """{"release"|"downgrade": {"samples", "ns"}}: the mmap_lock programs' time after their timestamp, which
+        still holds the lock (bpf/mmap_lock.c mmr_ml_tail, sampled), summed over the CPUs; {} without them."""
         if not any(f.name == "mmap_lock" for f in self._families):
             return {}
         try:
             table = self._bpf["mmr_ml_tail"]
-            v = [sum(int(getattr(x, "value", x)) for x in table[i]) for i in range(8)]
+            v = [sum(int(getattr(x, "value", x)) for x in table[i]) for i in range(4)]
         except (KeyError, OSError, IndexError):
             return {}
-        return {name: {"samples": v[k + 1], "ns": v[k]}
-                for name, k in (("release", 0), ("downgrade", 2), ("start", 4), ("acquire_head", 6)) if v[k + 1]}
+        return {name: {"samples": v[k + 1], "ns": v[k]} for name, k in (("release", 0), ("downgrade", 2))
+                if v[k + 1]}
 
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
