@@ -31,6 +31,26 @@ struct mmr_ml_task {
 BPF_HASH(mmr_mmap_lock, u32, struct mmr_ml_task, 65536);
 #define MMR_HAVE_MMAP_LOCK 1
 
+/* The tracer's own time inside a hold that the recorded hold leaves out (issue #16): mmap_lock_released
+ * fires before up_write/up_read, and mmap_write_downgrade's acquire_returned before downgrade_write, so
+ * what the program runs after its timestamp still holds the lock (write-held, for the downgrade). Sampled:
+ * one matched release or downgrade in MMR_ML_TAIL_EVERY also reads the clock at the program's end.
+ * [0]/[1]: release tail ns, samples; [2]/[3]: downgrade tail ns, samples. Read at stop into the manifest
+ * (extra.mmap_lock_tail, docs/TRACE_FORMAT.md). */
+#define MMR_ML_TAIL_EVERY 8
+BPF_PERCPU_ARRAY(mmr_ml_tail, u64, 4);
+
+static __always_inline void mmr_ml_tail_add(int k, u64 since)
+{
+	u64 end = bpf_ktime_get_ns();
+	u32 i = k, j = k + 1;
+	u64 *sum = mmr_ml_tail.lookup(&i), *cnt = mmr_ml_tail.lookup(&j);
+	if (sum && cnt) {
+		*sum += end - since;
+		*cnt += 1;
+	}
+}
+
 static __always_inline struct mmr_ml_task *mmr_ml_task_of(u32 tid, s32 pid)
 {
 	struct mmr_ml_task *t = mmr_mmap_lock.lookup(&tid);
@@ -129,9 +149,11 @@ static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 	}
 	struct mmr_ml_slot *v = mmr_ml_at(t, i);
 	u64 wait = 0;
+	int downgrade = 0;
 	if (v->mm == mm && v->held) {
 		/* mmap_write_downgrade: the write hold ends, a read hold starts */
 		mmr_ml_emit(b, v, pid, tid, now, 1);
+		downgrade = 1;
 	} else if (v->mm == mm) {
 		wait = now - v->start_ts;
 	} /* else: a trylock, no wait */
@@ -150,6 +172,8 @@ static __always_inline int mmr_ml_acquired(u64 mm, u8 write, u8 success)
 		v->held = 1;
 	}
 	mmr_exit();
+	if (downgrade && !(v->seq % MMR_ML_TAIL_EVERY))
+		mmr_ml_tail_add(2, now);
 	return MMR_PASS;
 }
 
@@ -170,10 +194,13 @@ static __always_inline int mmr_ml_released(u64 mm, u8 write)
 	if (i >= 0) {
 		struct mmr_ml_slot *v = mmr_ml_at(t, i);
 		if (v->mm == mm && v->held) {
+			u64 sample = !(v->seq % MMR_ML_TAIL_EVERY);
 			mmr_ml_emit(b, v, pid, tid, now, 1);
 			v->mm = 0;
 			v->held = 0;
 			mmr_exit();
+			if (sample)
+				mmr_ml_tail_add(0, now);
 			return MMR_PASS;
 		}
 	}

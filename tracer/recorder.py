@@ -966,6 +966,9 @@ class Recorder:
             cost = self._probe_cost()
             if cost:
                 w.manifest.extra["probe_cost"] = cost
+            tail = self._mmap_lock_tail()
+            if tail:
+                w.manifest.extra["mmap_lock_tail"] = tail
             probes += not_recorded + self._t2_probes
         finally:
             # whatever failed above, what was written stays a valid, finalized trace
@@ -1081,6 +1084,19 @@ class Recorder:
                 if runs:
                     cost[tp] = {"runs": runs, "run_ns": ns}
         return cost
+
+    def _mmap_lock_tail(self) -> dict[str, dict[str, int]]:
+        """{"release"|"downgrade": {"samples", "ns"}}: the mmap_lock programs' time after their timestamp, which
+        still holds the lock (bpf/mmap_lock.c mmr_ml_tail, sampled), summed over the CPUs; {} without them."""
+        if not any(f.name == "mmap_lock" for f in self._families):
+            return {}
+        try:
+            table = self._bpf["mmr_ml_tail"]
+            v = [sum(int(getattr(x, "value", x)) for x in table[i]) for i in range(4)]
+        except (KeyError, OSError, IndexError):
+            return {}
+        return {name: {"samples": v[k + 1], "ns": v[k]} for name, k in (("release", 0), ("downgrade", 2))
+                if v[k + 1]}
 
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.

@@ -190,12 +190,18 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
     else:
         notes.append("zap_page_ns: default (no gathers table: tier 2)")
 
+    tails = _mmap_lock_tails(trace, notes) if trace.has("lock_holds") else {}
+    changes.update(tails)
     if trace.has("lock_holds"):
         ho = _handoffs(trace)
         if len(ho) >= MIN_SAMPLES:
-            changes["line_transfer_ns"] = round(float(ho.median()))
+            # a recorded hand-off starts at the release's stamp: the tracer's time after it (replayed before the
+            # release since issue #16) is in it once, not twice
+            tail = tails.get("mmap_lock_release_tail_ns", 0)
+            changes["line_transfer_ns"] = max(0, round(float(ho.median())) - tail)
             notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
-                         "of waiters that stayed on their CPU (release → next owner running, tracer time included)")
+                         "of waiters that stayed on their CPU (release → next owner running, tracer time included"
+                         + (f", less the {tail} ns replayed before each release)" if tail else ")"))
         else:
             notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
     else:
@@ -213,3 +219,31 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
 
     notes.append("context switch, lock fast paths, TLB flush and IPI costs: defaults (no tracepoint times them)")
     return Calibration(replace(costs, **changes), tuple(notes))
+
+
+#: samples of the recorder's mmap_lock tail measurement (manifest extra.mmap_lock_tail) a mean needs
+MIN_TAIL_SAMPLES = 100
+
+
+def _mmap_lock_tails(trace: Trace, notes: list[str]) -> dict[str, int]:
+    """mmap_lock_release_tail_ns and mmap_lock_downgrade_tail_ns from the recorder's measurement: the mean time
+    its release (downgrade) program ran after its timestamp while the lock was still held (bpf/mmap_lock.c,
+    manifest extra.mmap_lock_tail). A recording made before the recorder measured it: 0, said."""
+    extra = trace.manifest.extra if isinstance(trace.manifest.extra, dict) else {}
+    tail = extra.get("mmap_lock_tail")
+    out: dict[str, int] = {}
+    for key, name in (("release", "mmap_lock_release_tail_ns"), ("downgrade", "mmap_lock_downgrade_tail_ns")):
+        got = tail.get(key) if isinstance(tail, dict) else None
+        n = got.get("samples") if isinstance(got, dict) else None
+        ns = got.get("ns") if isinstance(got, dict) else None
+        if not isinstance(n, int) or not isinstance(ns, int) or isinstance(n, bool) or n < 0 or ns < 0:
+            why = "not measured by this recording's recorder" if tail is None else "no valid measurement"
+            notes.append(f"{name}: 0 ({why}: manifest extra.mmap_lock_tail.{key})")
+        elif n < MIN_TAIL_SAMPLES:
+            notes.append(f"{name}: 0 ({n} sampled {key}s, need {MIN_TAIL_SAMPLES})")
+        else:
+            out[name] = round(ns / n)
+            notes.append(f"{name} = {out[name]}: mean over {n} sampled {key}s of the tracer's time after its "
+                         "timestamp, the lock still held (replayed before each mmap_lock "
+                         f"{'release' if key == 'release' else 'downgrade'})")
+    return out

@@ -78,6 +78,7 @@ class Params(ctypes.Structure):
         ("probe_at", _P64),
         ("mt", ctypes.POINTER(ctypes.c_uint32)),
         ("lock_tracer", _P64),  # issue #16: engine.py's lock_tracer
+        ("lock_tail", _P64), ("lock_dtail", _P64),  # issue #16: engine.py's lock_tail, lock_dtail
     ]
 
 
@@ -188,6 +189,10 @@ class CEngine:
             "mt": np.array(state, dtype=np.uint32),
             "lock_tracer": np.array([c.mmap_lock_tracer_ns if lk.lock_class == "mmap_lock"
                                      and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
+            "lock_tail": np.array([c.mmap_lock_release_tail_ns if lk.lock_class == "mmap_lock"
+                                   and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
+            "lock_dtail": np.array([c.mmap_lock_downgrade_tail_ns if lk.lock_class == "mmap_lock"
+                                    and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
         }
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
         if unknown:
@@ -212,7 +217,7 @@ class CEngine:
         for i, q in enumerate(PROBE_CAUSE_OF):
             p.probe_cause_of[i] = q
         for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost",
-                     "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer"):
+                     "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer", "lock_tail", "lock_dtail"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

@@ -99,6 +99,16 @@ class Costs:
     #: probability that the GFP_NOWAIT allocation of a further batch page fails (seeded).
     batch_alloc_fail_p: float = 0.0
 
+    #: the tier-1 tracer's time inside an mmap_lock hold after the recorded release: mmap_lock_released fires
+    #: before up_write/up_read, so its program's time after its timestamp still holds the lock. Replayed as
+    #: CPU time (not preemptible) before each mmap_lock release, taken back from the work recorded after it
+    #: (that work contains it). 0: an untraced kernel; --calibrate reads the recorder's measurement
+    #: (manifest extra.mmap_lock_tail, docs/VALIDATION.md §e).
+    mmap_lock_release_tail_ns: int = 0
+    #: likewise mmap_write_downgrade: its acquire_returned fires before downgrade_write, so the program's time
+    #: after its timestamp is write-held time the recording counts in the read hold.
+    mmap_lock_downgrade_tail_ns: int = 0
+
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)

@@ -64,6 +64,8 @@ struct mmr_params {
 	const uint32_t *mt;  /* Python's random state: 624 words and the index */
 	/* issue #16: per lock, the tracer's time replayed at an acquisition (engine.py lock_tracer), 0: none */
 	const i64 *lock_tracer;
+	/* issue #16: per lock, the tracer's time after a release's (downgrade's) stamp (engine.py lock_tail) */
+	const i64 *lock_tail, *lock_dtail;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -191,6 +193,8 @@ typedef struct {
 	double g_free;
 	i64 slice_start, runnable_at;
 	int left_mm; /* exit_mmap's first flush left the lazy mm (switch to init_mm) */
+	i64 tail_at; /* issue #16: the recorded release's (downgrade's) time while the tracer's runs, -1: none */
+	i64 credit;  /* tracer time replayed at releases, taken back from the next work (which contains it) */
 } Thread;
 
 typedef struct {
@@ -1198,6 +1202,8 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				} else if (th->rem == 0) {
 					const i64 *ins = code + th->pc * WIDTH;
 					i64 op = ins[0];
+					if (op == REL || op == DOWNGRADE) /* the tracer's time after the stamp is over (issue #16) */
+						continue;
 					if (op >= GZAP) {
 						if (op == GZAP) {
 							th->g_pending += ins[1];
@@ -1247,6 +1253,11 @@ int mmr_engine_run(Engine *e, i64 report_every)
 				if (th->fresh) {
 					th->rem = ins[1];
 					th->fresh = 0;
+					if (th->credit) { /* issue #16: tracer time replayed at a release, recorded here */
+						i64 k = th->credit < th->rem ? th->credit : th->rem;
+						th->rem -= k;
+						th->credit -= k;
+					}
 				}
 				d = th->rem;
 				if (op == USER) {
@@ -1329,6 +1340,13 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					th->debt += migrate(e, lid, c);
 				th->pc = pc + 1;
 				continue;
+			} else if ((op == REL || op == DOWNGRADE) && th->tail_at < 0 && !th->granted &&
+				   (op == REL ? p->lock_tail[ins[1]] : p->lock_dtail[ins[1]])) {
+				/* issue #16: the tracer's time after the recorded release (downgrade) first, lock held */
+				th->tail_at = now + th->debt;
+				d = th->rem = op == REL ? p->lock_tail[ins[1]] : p->lock_dtail[ins[1]];
+				th->fresh = 0;
+				pre = 0;
 			} else if (op == REL) {
 				int lid = (int)ins[1];
 				Lock *lk = &e->locks[lid];
@@ -1348,9 +1366,16 @@ int mmr_engine_run(Engine *e, i64 report_every)
 					}
 				}
 				Held h = th->held[--th->nheld];
+				i64 at = now;
+				if (th->tail_at >= 0) { /* the hold as the tracer recorded it; the tracer's time owed back */
+					at = th->tail_at;
+					th->credit += p->lock_tail[lid];
+					th->tail_at = -1;
+					th->fresh = 1;
+				}
 				i64 *r = log_row(e, LOG_HOLDS);
 				if (r) {
-					r[0] = h.t; r[1] = now - h.t; r[2] = h.wait; r[3] = c; r[4] = th->tid; r[5] = lid;
+					r[0] = h.t; r[1] = at - h.t; r[2] = h.wait; r[3] = c; r[4] = th->tid; r[5] = lid;
 					r[6] = ins[2]; r[7] = h.depth; r[8] = h.derived;
 				}
 				lock_release(e, lk, th, now, (int)ins[2]);
@@ -1415,12 +1440,19 @@ int mmr_engine_run(Engine *e, i64 report_every)
 			} else if (op == DOWNGRADE) { /* log the write hold, go on holding for read */
 				int lid = (int)ins[1];
 				Held *h = &th->held[th->nheld - 1];
+				i64 at = now;
+				if (th->tail_at >= 0) { /* the stamp the tracer gave both holds; the tracer's time owed back */
+					at = th->tail_at;
+					th->credit += p->lock_dtail[lid];
+					th->tail_at = -1;
+					th->fresh = 1;
+				}
 				i64 *r = log_row(e, LOG_HOLDS);
 				if (r) {
-					r[0] = h->t; r[1] = now - h->t; r[2] = h->wait; r[3] = c; r[4] = th->tid; r[5] = lid;
+					r[0] = h->t; r[1] = at - h->t; r[2] = h->wait; r[3] = c; r[4] = th->tid; r[5] = lid;
 					r[6] = 1; r[7] = h->depth; r[8] = h->derived;
 				}
-				h->t = now;
+				h->t = at;
 				h->wait = 0;
 				lock_downgrade(e, &e->locks[lid], now);
 				th->pc = pc + 1;
@@ -1642,6 +1674,7 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 		th->poff_class = -1;
 		th->waiting_lock = -1;
 		th->traced_at = -1;
+		th->tail_at = -1;
 		if (i == 0 || p->start_ns[i] < t0)
 			t0 = p->start_ns[i];
 	}

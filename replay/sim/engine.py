@@ -106,6 +106,8 @@ class SimThread:
         "slice_start", "runnable_at",
         # its mm torn down on this CPU: exit_mmap's first flush left the lazy mm (switch to init_mm)
         "left_mm",
+        # the tracer's time at an mmap_lock release or downgrade (issue #16)
+        "tail_at", "credit",
     )
 
     def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
@@ -151,6 +153,10 @@ class SimThread:
         self.g_free = 0.0
         self.slice_start = 0
         self.runnable_at = 0
+        #: the recorded release's (downgrade's) time while the tracer's time after it runs, -1: none under way
+        self.tail_at = -1
+        #: tracer time replayed at releases and downgrades, taken back from the next work (which contains it)
+        self.credit = 0
 
 
 class Engine:
@@ -206,6 +212,15 @@ class Engine:
         # 0 (the default): an untraced kernel. as-recorded replays the whole recorded wait already.
         self.lock_tracer = [costs.mmap_lock_tracer_ns if info.lock_class == "mmap_lock" and not isinstance(lk, Recorded)
                             else 0 for info, lk in zip(program.locks, self.locks, strict=True)]
+        # issue #16: the tracer's time after mmap_lock_released's (a downgrade's acquire_returned's) timestamp,
+        # the lock still held: replayed before each release (downgrade), the recorded hold ending where it
+        # started, and taken back from the thread's next work, which the reconstruction gave that time.
+        self.lock_tail = [costs.mmap_lock_release_tail_ns if info.lock_class == "mmap_lock"
+                          and not isinstance(lk, Recorded) else 0 for info, lk in zip(program.locks, self.locks,
+                                                                                     strict=True)]
+        self.lock_dtail = [costs.mmap_lock_downgrade_tail_ns if info.lock_class == "mmap_lock"
+                           and not isinstance(lk, Recorded) else 0 for info, lk in zip(program.locks, self.locks,
+                                                                                      strict=True)]
         #: lines of protected data that follow each lock to a new owner's CPU (Costs.lock_data_lines)
         self.lock_lines = [0 if isinstance(lk, Recorded) else costs.lock_data_lines for lk in self.locks]
         self.lock_cpu = [-1] * len(self.locks)  # CPU of each lock's last owner, -1 none yet
@@ -640,6 +655,8 @@ class Engine:
         locks = self.locks
         lock_cost = self.lock_cost
         lock_tracer = self.lock_tracer
+        lock_tail = self.lock_tail
+        lock_dtail = self.lock_dtail
         lock_lines = self.lock_lines
         rows_sched = self.rows_sched
         rows_holds = self.rows_holds
@@ -713,6 +730,8 @@ class Engine:
                         th.seg_over = False
                     elif th.rem == 0:
                         op = code[th.pc][0]
+                        if op == REL or op == DOWNGRADE:  # the tracer's time after the stamp is over (issue #16)
+                            continue
                         if op >= GZAP:
                             ins = code[th.pc]
                             if op == GZAP:
@@ -759,6 +778,10 @@ class Engine:
                     if th.fresh:
                         th.rem = ins[1]
                         th.fresh = False
+                        if th.credit:  # issue #16: tracer time replayed at a release, recorded in this work
+                            k = th.credit if th.credit < th.rem else th.rem
+                            th.rem -= k
+                            th.credit -= k
                     d = th.rem
                     if op == USER:
                         pre = True
@@ -841,6 +864,13 @@ class Engine:
                         th.debt += self.migrate(lid, c)
                     th.pc = pc + 1
                     continue
+                elif (op == REL or op == DOWNGRADE) and th.tail_at < 0 and not th.granted and (
+                        lock_tail[ins[1]] if op == REL else lock_dtail[ins[1]]):
+                    # issue #16: the tracer's time after the recorded release (downgrade) first, lock held
+                    th.tail_at = now + th.debt
+                    d = th.rem = lock_tail[ins[1]] if op == REL else lock_dtail[ins[1]]
+                    th.fresh = False
+                    pre = False
                 elif op == REL:
                     lid = ins[1]
                     lk = locks[lid]
@@ -859,7 +889,13 @@ class Engine:
                             events += n
                             break
                     h = th.held.pop()
-                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, ins[2], h[3], h[4]))
+                    if th.tail_at >= 0:  # the hold as the tracer recorded it; the tracer's time owed back
+                        rows_holds.append((h[1], th.tail_at - h[1], h[2], c, th.tid, lid, ins[2], h[3], h[4]))
+                        th.credit += lock_tail[lid]
+                        th.tail_at = -1
+                        th.fresh = True
+                    else:
+                        rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, ins[2], h[3], h[4]))
                     lk.release(th, now, ins[2])
                     if lk.preempt_off:
                         th.pcount -= 1
@@ -921,8 +957,14 @@ class Engine:
                 elif op == DOWNGRADE:  # log the write hold, go on holding for read
                     lid = ins[1]
                     h = th.held[-1]
-                    rows_holds.append((h[1], now - h[1], h[2], c, th.tid, lid, 1, h[3], h[4]))
-                    th.held[-1] = (lid, now, 0, h[3], h[4])
+                    at = now
+                    if th.tail_at >= 0:  # the stamp the tracer gave both holds; the tracer's time owed back
+                        at = th.tail_at
+                        th.credit += lock_dtail[lid]
+                        th.tail_at = -1
+                        th.fresh = True
+                    rows_holds.append((h[1], at - h[1], h[2], c, th.tid, lid, 1, h[3], h[4]))
+                    th.held[-1] = (lid, at, 0, h[3], h[4])
                     locks[lid].downgrade(th, now)
                     th.pc = pc + 1
                     continue
