@@ -957,6 +957,10 @@ class Recorder:
                 w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
                 probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
                                     reason="events of a CPU that ran out of nesting levels"))
+            start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
+            misses = {tp: stop[tp] - start.get(tp, 0) for tp in stop if not tp.startswith("recovered:")}
+            if any(misses.values()):  # per program: which tracepoint's hits the kernel skipped (issue #11)
+                w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
@@ -1085,7 +1089,8 @@ class Recorder:
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
 
-        tier2.plan() compiles each family once to learn whether and how it loads (then cached per boot).
+        tier2.plan_in_child() compiles each family once, in a child process, to learn whether and how it
+        loads (then cached per boot).
         """
         self._t2, self._t2_probes = [], []
         if not self.opts.check_tier2:
@@ -1096,8 +1101,7 @@ class Recorder:
         except ImportError:
             return
         try:
-            with kernel_env.captured_stderr():
-                statuses = tier2.plan(bcc)
+            statuses = tier2.plan_in_child()  # the compilation's memory stays out of the recorder's RSS
             rows = [st.row() for st in statuses]
         except Exception as e:  # noqa: BLE001 - a detection failure must not stop tier 1
             self._t2_probes = [Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}")]
