@@ -812,7 +812,7 @@ class Recorder:
             ftable[ftable.Key(tid)] = one
         self._unmatched_extra: dict[int, int] = {}
         try:
-            from tracer.kallsyms import CompactKallsyms
+            from replay.symbols import CompactKallsyms
 
             self._kallsyms = CompactKallsyms.load()
         except Exception as e:  # noqa: BLE001 - symbols are optional: classes fall back to "other"
