@@ -1250,24 +1250,31 @@ MADV_DONTNEED, MADV_PAGEOUT = 4, 21  # include/uapi/asm-generic/mman-common.h (L
 COMPILER_LIBS = ("libLLVM", "libclang")
 
 
-def _advise_mappings(advice_of: Callable[[str, str], int | None]) -> int:
-    """madvise every mapping of /proc/self/maps for which advice_of(perms, path) gives an advice; bytes advised."""
+def _advise_mappings(advice_of: Callable[[str, str], int | None], unwritten_only: bool = False) -> int:
+    """madvise every mapping of /proc/self/maps for which advice_of(perms, path) gives an advice; bytes advised.
+
+    unwritten_only: skip a mapping that holds any page of its own (smaps' "Anonymous" > 0: a private file
+    mapping written to, e.g. text relocations or a debugger's breakpoints), which MADV_DONTNEED would discard."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     try:
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
+        with open("/proc/self/smaps" if unwritten_only else "/proc/self/maps") as f:
+            lines = f.read().splitlines()
     except OSError:
         return 0
-    advised = 0
-    for line in maps:
+    maps: list[tuple[str, str, str, int]] = []  # (range, perms, path, anonymous kB)
+    for line in lines:
         parts = line.split(maxsplit=5)
-        if len(parts) < 6:
+        if parts and parts[0] == "Anonymous:" and maps:
+            maps[-1] = (*maps[-1][:3], int(parts[1]))
+        elif len(parts) >= 5 and "-" in parts[0] and not parts[0].endswith(":"):
+            maps.append((parts[0], parts[1], parts[5] if len(parts) > 5 else "", 0))
+    advised = 0
+    for span, perms, path, anonymous in maps:
+        advice = advice_of(perms, path)
+        if advice is None or (unwritten_only and anonymous):
             continue
-        advice = advice_of(parts[1], parts[5])
-        if advice is None:
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        lo, hi = (int(x, 16) for x in span.split("-"))
         if libc.madvise(lo, hi - lo, advice) == 0:  # PAGEOUT: EINVAL before 5.4
             advised += hi - lo
     return advised
@@ -1278,9 +1285,14 @@ def release_code_pages() -> int:
 
     Loading bcc maps clang and LLVM, and the recorder's imports (numpy, pyarrow) page in code that the
     compilation does not run; their pages and the compiler's add up to the recorder's peak (VmHWM 233 MiB
-    measured, 179 without them). Code mappings (r-x, private, from a file, never written) are dropped with
-    MADV_DONTNEED: a page run again is mapped back from the page cache, nothing is lost."""
-    return _advise_mappings(lambda perms, path: MADV_DONTNEED if perms == "r-xp" and path.startswith("/") else None)
+    measured, 179 without them). Code mappings (r-x, private, from a file) are dropped with MADV_DONTNEED:
+    it only unmaps the pages from this process (the page cache keeps them, and other processes sharing
+    them keep theirs), and a page run again is mapped back from the page cache. MADV_PAGEOUT would not do:
+    it leaves alone pages other processes map too (libc's, libpython's), so the RSS would keep them. A
+    mapping with a page of its own (written: text relocations, a breakpoint) is skipped, since
+    MADV_DONTNEED would throw that page away (issue #11 review)."""
+    return _advise_mappings(lambda perms, path: MADV_DONTNEED if perms == "r-xp" and path.startswith("/") else None,
+                            unwritten_only=True)
 
 
 def release_compiler_memory() -> int:
