@@ -26,7 +26,8 @@ and compares perf's counts with the rows recorded for the workload's tasks.
 --subsets records mmap1_threads with the hottest families left out (all; all but syscalls; all but
 syscalls and mmap_lock), interleaved with bare runs.
 --rss S records mmap1_threads for S seconds, RUNS times, and prints the recorder's peak RSS (medians: while
-recording, and VmHWM).
+recording, and VmHWM); --rss-cold makes each of them detect tier 2 as a boot's first recording does (the
+detection compiles in a child process, tracer.tier2.plan_in_child, whose memory is not the recorder's).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -243,7 +244,7 @@ def truth(tmp: Path, exe: Path) -> list[dict]:
     return [{**vars(a), "ratio": a.ratio} for a in rows]
 
 
-def rss(tmp: Path, seconds: float) -> dict[str, float]:
+def rss(tmp: Path, seconds: float, cold: bool = False) -> dict[str, float]:
     """The recorder's memory (MiB) over a `mmreplay record` of mmap1_threads this long, read from /proc every
     0.5 s: its VmHWM (peak RSS over its whole life, the compilation of the programs included), its peak RSS
     while the workload ran (the recording itself), and the largest RssAnon then (its own heap; the rest is
@@ -251,8 +252,13 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
     from workloads import command
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    argv = command("mmap1_threads", 2, seconds)
+    check = ["--no-tier2-check"]
+    if cold:  # as the first recording of a boot: an empty cache, so tier 2 is detected (compiled) again
+        env["XDG_CACHE_HOME"] = tempfile.mkdtemp(dir=tmp)
+        check = []
     proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(tmp / "rss"), "--force",
-                             "--no-tier2-check", "--", *command("mmap1_threads", 2, seconds)],
+                             *check, "--", *argv],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     hwm = recording = anon = 0
     while proc.poll() is None:
@@ -275,9 +281,9 @@ def rss(tmp: Path, seconds: float) -> dict[str, float]:
     return {"vmhwm": hwm / 1024, "recording": recording / 1024, "recording_anon": anon / 1024}
 
 
-def rss_runs(tmp: Path, seconds: float, runs: int) -> dict[str, float | list[float]]:
+def rss_runs(tmp: Path, seconds: float, runs: int, cold: bool = False) -> dict[str, float | list[float]]:
     """rss() `runs` times: the medians, and every run's values under "all_<key>"."""
-    each = [rss(tmp, seconds) for _ in range(runs)]
+    each = [rss(tmp, seconds, cold) for _ in range(runs)]
     out: dict[str, float | list[float]] = {k: statistics.median(r[k] for r in each) for k in each[0]}
     out.update({f"all_{k}": [r[k] for r in each] for k in each[0]})
     return out
@@ -295,6 +301,8 @@ def main() -> int:
     ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
     ap.add_argument("--subsets", action="store_true", help="mmap1_threads with the hottest families left out")
     ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
+    ap.add_argument("--rss-cold", action="store_true",
+                    help="with --rss: each recording detects tier 2 from an empty cache, as a boot's first does")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -322,7 +330,7 @@ def main() -> int:
         if args.truth:
             result["truth"] = truth(tmp, exe)
         if args.rss:
-            result["rss_mib"] = rss_runs(tmp, args.rss, args.runs)
+            result["rss_mib"] = rss_runs(tmp, args.rss, args.runs, args.rss_cold)
     result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -361,8 +369,9 @@ def main() -> int:
                   f"lost {r['lost']}  recorder {r['recorder']}")
     if "rss_mib" in result:
         r = result["rss_mib"]
-        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads, median of {args.runs}: peak RSS "
-              f"while recording {r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM "
+        cold = " (tier 2 detected from an empty cache each time)" if args.rss_cold else ""
+        print(f"recorder memory over a {args.rss:.0f}-s recording of mmap1_threads{cold}, median of {args.runs}: "
+              f"peak RSS while recording {r['recording']:.0f} MiB (anonymous {r['recording_anon']:.0f} MiB); VmHWM "
               f"{r['vmhwm']:.0f} MiB (the compilation of the programs included); runs: recording "
               f"{', '.join(f'{x:.0f}' for x in r['all_recording'])}, "
               f"VmHWM {', '.join(f'{x:.0f}' for x in r['all_vmhwm'])}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -387,3 +388,24 @@ def test_every_librarys_code_pages_leave_the_rss_before_compiling_and_come_back_
     after = resident_code_kib()
     assert before > 4096 and after < before / 2
     assert (np.linalg.inv(np.eye(3)) @ np.arange(3.0)).tolist() == [0.0, 1.0, 2.0]  # runs as before
+
+
+def test_a_written_code_mapping_keeps_its_pages(tmp_path) -> None:
+    """MADV_DONTNEED on a private file mapping throws away the pages written to it (text relocations, a
+    breakpoint): release_code_pages must leave such a mapping alone."""
+    import mmap
+
+    from tracer.recorder import release_code_pages
+
+    path = tmp_path / "code.bin"
+    path.write_bytes(b"\x90" * mmap.PAGESIZE * 2)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with open(path, "r+b") as f:
+        m = mmap.mmap(f.fileno(), mmap.PAGESIZE * 2, flags=mmap.MAP_PRIVATE,
+                      prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m[:4] = b"\xcc\xcc\xcc\xcc"  # a private copy of the first page, as the loader's relocations make
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    assert libc.mprotect(addr, mmap.PAGESIZE * 2, mmap.PROT_READ | mmap.PROT_EXEC) == 0  # r-xp, like code
+    release_code_pages()
+    assert bytes(m[:4]) == b"\xcc\xcc\xcc\xcc"  # with MADV_DONTNEED it would read the file's 0x90 again

@@ -3,6 +3,7 @@ and the decoders turn event bytes into the right lock_holds / gathers / take_all
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from pathlib import Path
@@ -486,6 +487,9 @@ def test_a_recording_compiles_each_tier2_family_once(tmp_path: Path, monkeypatch
     monkeypatch.setattr(tier2, "_try_family", fake_try)
     monkeypatch.setattr(tier2.os, "geteuid", lambda: 0)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # a cold cache: detection really runs
+    # the recorder detects in a child process (tracer.tier2.plan_in_child), which fake_try cannot reach:
+    # here the child's work runs in-process, through the same cache
+    monkeypatch.setattr(tier2, "plan_in_child", lambda: tier2.plan(object()))
     rec = object.__new__(recorder.Recorder)
     rec.opts = SimpleNamespace(check_tier2=True)
     rec._tier2_plan(object())
@@ -493,6 +497,36 @@ def test_a_recording_compiles_each_tier2_family_once(tmp_path: Path, monkeypatch
     assert [(f.name, m) for f, m in rec._t2] == [(f.name, "fentry") for f in tier2.FAMILIES]
     rec._tier2_plan(object())  # the same boot: the cached plan, nothing compiled
     assert len(tried) == len(tier2.FAMILIES)
+
+
+def test_the_recorder_detects_tier2_in_a_child_and_reads_a_cached_answer_without_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #11: detection's compilation must not stay in the recorder's RSS (244 MiB VmHWM on a boot's first
+    recording): the recorder gets the answer from a child process, then from the per-boot cache."""
+    import subprocess
+
+    from tracer import recorder
+
+    assert "tier2.plan_in_child()" in inspect.getsource(recorder.Recorder._tier2_plan)
+    fams = tier2.FAMILIES[:2]
+    answer = [[f.name, "kprobe" if i else None, f"reason {i}", ""] for i, f in enumerate(fams)]
+    # a stand-in child that answers as the real one does (and writes the cache, as plan() does)
+    path = tier2._cache_path(list(fams), tmp_path)
+    child = (f"import json, pathlib; a = {answer!r}; pathlib.Path({str(path)!r}).write_text(json.dumps(a)); "
+             "print('noise'); print(json.dumps(a))")
+    monkeypatch.setattr(tier2, "_CHILD", child)
+    got = tier2.plan_in_child(fams, tmp_path)
+    assert [(st.family.name, st.mode, st.reason) for st in got] == [(a[0], a[1], a[2]) for a in answer]
+
+    def no_child(*a, **k):
+        raise AssertionError("a cached answer must not start a child")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    assert tier2.plan_in_child(fams, tmp_path) == got
+    monkeypatch.undo()
+    monkeypatch.setattr(tier2, "_CHILD", "import sys; print('boom', file=sys.stderr); sys.exit(3)")
+    with pytest.raises(RuntimeError, match="exited 3: boom"):
+        tier2.plan_in_child(fams, tmp_path / "empty")
 
 
 def test_mm_take_all_locks_inlined_call_sites_are_told_apart_by_their_order() -> None:

@@ -812,7 +812,7 @@ class Recorder:
             ftable[ftable.Key(tid)] = one
         self._unmatched_extra: dict[int, int] = {}
         try:
-            from tracer.kallsyms import CompactKallsyms
+            from replay.symbols import CompactKallsyms
 
             self._kallsyms = CompactKallsyms.load()
         except Exception as e:  # noqa: BLE001 - symbols are optional: classes fall back to "other"
@@ -957,6 +957,10 @@ class Recorder:
                 w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
                 probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
                                     reason="events of a CPU that ran out of nesting levels"))
+            start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
+            misses = {tp: stop[tp] - start.get(tp, 0) for tp in stop if not tp.startswith("recovered:")}
+            if any(misses.values()):  # per program: which tracepoint's hits the kernel skipped (issue #11)
+                w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
@@ -1101,7 +1105,8 @@ class Recorder:
     def _tier2_plan(self, bcc: Any) -> None:
         """Which tier-2 families to record and in which mode (tracer.tier2), and Probe rows for the others.
 
-        tier2.plan() compiles each family once to learn whether and how it loads (then cached per boot).
+        tier2.plan_in_child() compiles each family once, in a child process, to learn whether and how it
+        loads (then cached per boot).
         """
         self._t2, self._t2_probes = [], []
         if not self.opts.check_tier2:
@@ -1112,8 +1117,7 @@ class Recorder:
         except ImportError:
             return
         try:
-            with kernel_env.captured_stderr():
-                statuses = tier2.plan(bcc)
+            statuses = tier2.plan_in_child()  # the compilation's memory stays out of the recorder's RSS
             rows = [st.row() for st in statuses]
         except Exception as e:  # noqa: BLE001 - a detection failure must not stop tier 1
             self._t2_probes = [Probe("tier2", 2, status="skipped", reason=f"detection failed: {e}")]
@@ -1262,24 +1266,31 @@ MADV_DONTNEED, MADV_PAGEOUT = 4, 21  # include/uapi/asm-generic/mman-common.h (L
 COMPILER_LIBS = ("libLLVM", "libclang")
 
 
-def _advise_mappings(advice_of: Callable[[str, str], int | None]) -> int:
-    """madvise every mapping of /proc/self/maps for which advice_of(perms, path) gives an advice; bytes advised."""
+def _advise_mappings(advice_of: Callable[[str, str], int | None], unwritten_only: bool = False) -> int:
+    """madvise every mapping of /proc/self/maps for which advice_of(perms, path) gives an advice; bytes advised.
+
+    unwritten_only: skip a mapping that holds any page of its own (smaps' "Anonymous" > 0: a private file
+    mapping written to, e.g. text relocations or a debugger's breakpoints), which MADV_DONTNEED would discard."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     try:
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
+        with open("/proc/self/smaps" if unwritten_only else "/proc/self/maps") as f:
+            lines = f.read().splitlines()
     except OSError:
         return 0
-    advised = 0
-    for line in maps:
+    maps: list[tuple[str, str, str, int]] = []  # (range, perms, path, anonymous kB)
+    for line in lines:
         parts = line.split(maxsplit=5)
-        if len(parts) < 6:
+        if parts and parts[0] == "Anonymous:" and maps:
+            maps[-1] = (*maps[-1][:3], int(parts[1]))
+        elif len(parts) >= 5 and "-" in parts[0] and not parts[0].endswith(":"):
+            maps.append((parts[0], parts[1], parts[5] if len(parts) > 5 else "", 0))
+    advised = 0
+    for span, perms, path, anonymous in maps:
+        advice = advice_of(perms, path)
+        if advice is None or (unwritten_only and anonymous):
             continue
-        advice = advice_of(parts[1], parts[5])
-        if advice is None:
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        lo, hi = (int(x, 16) for x in span.split("-"))
         if libc.madvise(lo, hi - lo, advice) == 0:  # PAGEOUT: EINVAL before 5.4
             advised += hi - lo
     return advised
@@ -1290,9 +1301,14 @@ def release_code_pages() -> int:
 
     Loading bcc maps clang and LLVM, and the recorder's imports (numpy, pyarrow) page in code that the
     compilation does not run; their pages and the compiler's add up to the recorder's peak (VmHWM 233 MiB
-    measured, 179 without them). Code mappings (r-x, private, from a file, never written) are dropped with
-    MADV_DONTNEED: a page run again is mapped back from the page cache, nothing is lost."""
-    return _advise_mappings(lambda perms, path: MADV_DONTNEED if perms == "r-xp" and path.startswith("/") else None)
+    measured, 179 without them). Code mappings (r-x, private, from a file) are dropped with MADV_DONTNEED:
+    it only unmaps the pages from this process (the page cache keeps them, and other processes sharing
+    them keep theirs), and a page run again is mapped back from the page cache. MADV_PAGEOUT would not do:
+    it leaves alone pages other processes map too (libc's, libpython's), so the RSS would keep them. A
+    mapping with a page of its own (written: text relocations, a breakpoint) is skipped, since
+    MADV_DONTNEED would throw that page away (issue #11 review)."""
+    return _advise_mappings(lambda perms, path: MADV_DONTNEED if perms == "r-xp" and path.startswith("/") else None,
+                            unwritten_only=True)
 
 
 def release_compiler_memory() -> int:

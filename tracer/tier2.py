@@ -520,16 +520,10 @@ def plan(
     only when nothing this boot did already.
     """
     families = list(families)
-    by_name = {f.name: f for f in families}
     path = _cache_path(families, cache_dir)
-    if path is not None:
-        try:
-            cached = json.loads(path.read_text())
-            if [r[0] for r in cached] == [f.name for f in families]:
-                phase_note(f"detect: answer cached this boot ({path}), nothing compiled or attached")
-                return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in cached]
-        except (OSError, ValueError, TypeError, KeyError):
-            pass
+    cached = _read_cache(families, path)
+    if cached is not None:
+        return cached
     out = statuses(bcc, families)
     if path is not None and os.geteuid() == 0:
         try:
@@ -540,6 +534,62 @@ def plan(
         except OSError:
             pass
     return out
+
+
+def _read_cache(families: list[Family], path: Path | None) -> list[Status] | None:
+    """The cached answer for these families at path, None if there is none (or it does not fit)."""
+    if path is None:
+        return None
+    by_name = {f.name: f for f in families}
+    try:
+        cached = json.loads(path.read_text())
+        if [r[0] for r in cached] == [f.name for f in families]:
+            phase_note(f"detect: answer cached this boot ({path}), nothing compiled or attached")
+            return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in cached]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return None
+
+
+#: The child of plan_in_child(): argv = [package root, cache dir or "", family names...]; prints the answer.
+_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); from tracer import tier2; "
+          "sys.exit(tier2._plan_child(sys.argv[2], sys.argv[3:]))")
+
+
+def plan_in_child(families: Iterable[Family] = FAMILIES, cache_dir: Path | None = None) -> list[Status]:
+    """plan(), with any compilation done in a child process: what the recorder asks.
+
+    Detection compiles each family with bcc's in-process clang/LLVM; in the recorder's own process that
+    compilation's code and heap set the recording's peak RSS (VmHWM 244 MiB on the first recording of a
+    boot, 186 MiB on the others, issue #11). The child runs this same package (``-I``: no PYTHONPATH, no
+    user site, so no code from elsewhere), writes the per-boot cache as plan() does, and prints the
+    answer; a cached answer is read here without any child. Raises RuntimeError when the child fails."""
+    import subprocess
+    import sys
+
+    families = list(families)
+    cached = _read_cache(families, _cache_path(families, cache_dir))
+    if cached is not None:
+        return cached
+    root = Path(__file__).resolve().parents[1]
+    log = os.environ.get(PHASE_LOG_ENV) == "1"  # the phases go to our stderr as they happen
+    r = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(root), str(cache_dir or ""),
+                        *(f.name for f in families)], stdout=subprocess.PIPE,
+                       stderr=None if log else subprocess.PIPE, text=True, check=False)
+    lines = r.stdout.strip().splitlines()
+    if r.returncode != 0 or not lines:
+        err = (r.stderr or "").strip().splitlines()
+        raise RuntimeError(f"detection process exited {r.returncode}: {err[-1] if err else 'no output'}")
+    by_name = {f.name: f for f in families}
+    return [Status(by_name[n], mode, reason, fix) for n, mode, reason, fix in json.loads(lines[-1])]
+
+
+def _plan_child(cache_dir: str, names: list[str]) -> int:
+    by_name = {f.name: f for f in FAMILIES}
+    families = [by_name[n] for n in names]
+    out = plan(None, families, Path(cache_dir) if cache_dir else None)
+    print(json.dumps([[st.family.name, st.mode, st.reason, st.fix] for st in out]), flush=True)
+    return 0
 
 
 def detect(
