@@ -469,7 +469,8 @@ class Recorder:
         if kind == events.EV_LOCK_WAIT and self._alive_at_start is not None:
             # a contention_end without its begin, of a task born after the start: the begin was lost (skipped
             # as BPF recursion; counted unmatched in the program), the wait did not begin before the
-            # recording. Written, it would span the recording from its start.
+            # recording. Written, it would span the recording from its start. (A task alive at the start
+            # has a state in the program, which drops its lost begins itself: bpf/mmr_lc_pair.h.)
             lost_begin = ((rec["flags"] & events.F_NO_START) != 0) & ~np.isin(rec["tid"], self._alive_at_start)
             if lost_begin.any():
                 rec = rec[~lost_begin]
