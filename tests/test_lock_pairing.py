@@ -159,7 +159,7 @@ def test_a_lost_end_never_stretches_a_wait_over_the_waits_that_follow(pair, run)
 
 TASK_SRC = Path(__file__).parent / "data" / "lock_task.c"
 L, Q, RQ, IRQ_LOCK = 4096, 8192, 12288, 16384  # a sleeping lock; another; a runqueue lock; an interrupt's spinlock
-WAIT_LOCK = L + 8  # struct mutex / rw_semaphore: wait_lock after the owner/count word
+WAIT_LOCK = L + 8  # struct mutex: wait_lock after the owner word (a rw_semaphore's is further in)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +180,7 @@ def task(tmp_path_factory):
 
 @pytest.mark.parametrize("inside, cut", [
     ([], L),  # nothing else before its end
-    ([("b", WAIT_LOCK, SPIN), ("e", WAIT_LOCK)], L),  # an rwsem writer / mutex waiter, woken: its wait_lock
+    ([("b", WAIT_LOCK, SPIN), ("e", WAIT_LOCK)], L),  # a mutex waiter or rwsem writer, woken: its wait_lock
     ([("b", RQ, SPIN), ("e", RQ)] * 2, L),  # schedule() spinning for the runqueue lock
     ([("b", L, SPIN), ("e", L)], L),  # an rt_mutex's or semaphore's own wait_lock, at its address
     ([("b", IRQ_LOCK, SPIN | READ), ("e", IRQ_LOCK)], L),  # an interrupt's rwlock on top of a spinning waiter
