@@ -11,7 +11,12 @@
  * A contention that begins or ends while one of our programs is inside a map or
  * ring-buffer call on the CPU (mmr_locking) is on a lock that program took (a
  * map's bucket lock, the ring buffer's producer lock): the recorder's own,
- * counted as such and not recorded. */
+ * counted as such and not recorded.
+ *
+ * A contention_end without its begin is written as a wait cut by the start
+ * only where the task's state says its begin cannot have been lost since the
+ * start (bpf/mmr_lc_pair.h, mmr_lc_cut_by_start): otherwise it is counted
+ * unmatched and not written. */
 
 #include "mmr_lc_pair.h"
 
@@ -32,6 +37,16 @@ struct mmr_lc_val {
 };
 
 BPF_HASH(mmr_contention, struct mmr_lc_key, struct mmr_lc_val, 65536);
+/* Each task alive at the start (key: addr 0), made by the recorder before it starts: bpf/mmr_lc_pair.h.
+ * Values change in place; the programs never add or delete an entry. A task not in it (born since) gets
+ * no state: the recorder drops its ends without a begin. */
+#ifndef MMR_LC_TASKS
+#define MMR_LC_TASKS 16384
+#endif
+BPF_HASH(mmr_lc_tasks, struct mmr_lc_key, struct mmr_lc_task, MMR_LC_TASKS);
+/* 1 while this CPU runs our contention_begin program: a contention that ends meanwhile is an interrupt's
+ * whose begin came inside that program, and the kernel skipped it as recursion. */
+BPF_PERCPU_ARRAY(mmr_lc_in_begin, u32, 1);
 
 static __always_inline void mmr_lc_key_of(struct mmr_lc_key *k, u64 id, u64 lock)
 {
@@ -71,7 +86,13 @@ static __always_inline void mmr_lc_stamp(void *ctx, struct mmr_lc_val *v, u64 id
 #endif
 }
 
-static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
+static __always_inline struct mmr_lc_task *mmr_lc_task_of(struct mmr_lc_key *k)
+{
+	struct mmr_lc_key tk = {.tid = k->tid, .cpu = k->cpu};
+	return mmr_lc_tasks.lookup(&tk);
+}
+
+static __always_inline int mmr_lc_begin_(void *ctx, u64 lock, u32 flags)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	if (!mmr_want(id, MMR_EV_LOCK_WAIT))
@@ -80,17 +101,24 @@ static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 		mmr_count_recorder(MMR_EV_LOCK_WAIT);
 		return MMR_PASS;
 	}
-	struct mmr_batch *b = mmr_enter(); /* marks the CPU as in a probe (the map update below) */
-	if (!b)
-		return MMR_PASS;
 	struct mmr_lc_key k = {};
 	mmr_lc_key_of(&k, id, lock);
+	struct mmr_batch *b = mmr_enter(); /* marks the CPU as in a probe (the map update below) */
+	if (!b) {
+		struct mmr_lc_task *t = mmr_lc_task_of(&k);
+		if (t)
+			mmr_lc_task_began(t, flags, 0); /* its end comes without it (the loss is counted in mmr_enter) */
+		return MMR_PASS;
+	}
 	struct mmr_lc_val *old = mmr_contention.lookup(&k);
 	if (old) {
 		if (mmr_lc_begin_again(&old->p, flags) == MMR_LC_STALE) {
 			/* the open wait's end was lost: a start never ended; this begin starts the next wait */
 			mmr_count(MMR_EV_LOCK_WAIT, 0, 1);
 			mmr_lc_stamp(ctx, old, id);
+			struct mmr_lc_task *t = mmr_lc_task_of(&k);
+			if (t && !mmr_lc_may_nest(flags))
+				t->settled = 1;
 		}
 		mmr_exit();
 		return MMR_PASS;
@@ -98,13 +126,39 @@ static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
 	struct mmr_lc_val v = {};
 	mmr_lc_open(&v.p, flags);
 	mmr_lc_stamp(ctx, &v, id);
+	int err;
 	{
 		u32 lk = mmr_locking_begin();
-		mmr_contention.update(&k, &v); /* no room: its end comes unmatched, and is counted then */
+		err = mmr_contention.update(&k, &v); /* no room: its end comes unmatched, and is counted then */
 		mmr_locking_end(lk);
 	}
+	struct mmr_lc_task *t = mmr_lc_task_of(&k);
+	if (t)
+		mmr_lc_task_began(t, flags, !err);
 	mmr_exit();
 	return MMR_PASS;
+}
+
+static __always_inline int mmr_lc_begin(void *ctx, u64 lock, u32 flags)
+{
+	int zero = 0;
+	u32 *in = mmr_lc_in_begin.lookup(&zero);
+	u32 was = 0;
+	if (in) {
+		was = *in;
+		*in = 1;
+	}
+	int ret = mmr_lc_begin_(ctx, lock, flags);
+	if (in)
+		*in = was;
+	return ret;
+}
+
+static __always_inline int mmr_lc_in_begin_now(void)
+{
+	int zero = 0;
+	u32 *in = mmr_lc_in_begin.lookup(&zero);
+	return in && *in;
 }
 
 static __always_inline int mmr_lc_end(u64 lock, s32 ret)
@@ -126,6 +180,15 @@ static __always_inline int mmr_lc_end(u64 lock, s32 ret)
 		mmr_exit(); /* the end of the lock's wait_lock contention inside the wait: the wait goes on */
 		return MMR_PASS;
 	}
+	if (!v) {
+		struct mmr_lc_task *t = mmr_lc_task_of(&k);
+		if (mmr_lc_in_begin_now() || (t && !mmr_lc_cut_by_start(t))) {
+			/* its begin came after the start and was lost: a start never seen, not a wait cut by it */
+			mmr_count(MMR_EV_LOCK_WAIT, 1, 1);
+			mmr_exit();
+			return MMR_PASS;
+		}
+	}
 	struct mmr_lock_wait *e = mmr_slot(b);
 	if (v) {
 		mmr_head(e, MMR_EV_LOCK_WAIT, 0, v->ts, v->seq, v->pid, tid, v->cpu);
@@ -138,9 +201,12 @@ static __always_inline int mmr_lc_end(u64 lock, s32 ret)
 			mmr_contention.delete(&k);
 			mmr_locking_end(lk);
 		}
+		struct mmr_lc_task *t = mmr_lc_task_of(&k);
+		if (t)
+			mmr_lc_task_closed(t);
 		mmr_count(MMR_EV_LOCK_WAIT, 1, 0);
 	} else {
-		/* the wait began before the recording started */
+		/* the wait began before the recording started (mmr_lc_cut_by_start), or its task has no state */
 		mmr_head(e, MMR_EV_LOCK_WAIT, MMR_F_INCOMPLETE | MMR_F_NO_START, 0, mmr_next_seq(), id >> 32, tid,
 			 bpf_get_smp_processor_id());
 		e->stack_id = -1;

@@ -108,4 +108,78 @@ MMR_INLINE int mmr_lc_end_closes(struct mmr_lc_pairing *p)
 	return 1;
 }
 
+/*
+ * An end without a begin: a wait cut by the recording's start, or a wait whose
+ * begin was lost after the start (skipped as BPF recursion: an interrupt's
+ * contention while our contention_begin program ran on the CPU; or no room
+ * left in the map)? Written as cut by the start, a lost begin became a wait
+ * from the recording's start to its end.
+ *
+ * A wait in progress at the start is a loop the task (or the interrupt on top
+ * of it) has not left: every lock wait of that task from the start to this
+ * end runs inside it, and so has begun and ended before it. Those inner waits
+ * are raw spinning ones: a mutex waiter, woken, takes the mutex's wait_lock
+ * (8 bytes further) and an rwsem writer its wait_lock after each sleep,
+ * schedule() takes the runqueue lock, an interrupt may spin on any spinlock;
+ * none takes a sleeping lock (PREEMPT_RT's spinlock_t, flagged RT, inside a
+ * percpu-rwsem wait excepted). So the end is a lost begin's, not the start's,
+ * if the task has
+ *   - a wait begun since the start still open (the end would be inside it), or
+ *   - begun since the start a wait that cannot run inside another (a sleeping
+ *     lock's: MUTEX, rwsem READ/WRITE, PERCPU, semaphore 0; RT kept out): no
+ *     wait in progress at the start is then left, or
+ *   - a begin since the start the program saw but could not keep (no room in
+ *     the map): by the same nesting, the first end without a begin after it
+ *     is that wait's.
+ * ("Its first lock-wait event since the start" would be too strict: a rwsem
+ * or mutex wait cut by the start sees its own wait_lock contended after each
+ * sleep before its end, and the runqueue lock in schedule().)
+ * An end inside our contention_begin program on the same CPU is an
+ * interrupt's whose begin came inside that program and was skipped: lost too
+ * (bpf/lock_contention.c checks that itself).
+ */
+
+/* The lock-wait state of a task alive at the start (the recorder creates it before the start). */
+struct mmr_lc_task {
+	mmr_u32 open;    /* its waits begun since the start and kept in the map, not ended */
+	mmr_u32 lost;    /* its begins since the start the program could not keep, whose ends are to come */
+	mmr_u32 settled; /* 1: it has begun a wait since the start that cannot run inside another */
+	mmr_u32 _pad;
+};
+
+/* Can a wait with these first begin flags run inside another wait of the same task (see above)? */
+MMR_INLINE int mmr_lc_may_nest(mmr_u32 first)
+{
+	return (first & (MMR_LCB_SPIN | MMR_LCB_MUTEX)) == MMR_LCB_SPIN || (first & MMR_LCB_RT);
+}
+
+/* A wait of the task begins (flags: its first begin's); kept: the program keeps it in its map, else its
+ * end will come without it. */
+MMR_INLINE void mmr_lc_task_began(struct mmr_lc_task *t, mmr_u32 flags, int kept)
+{
+	if (kept)
+		__sync_fetch_and_add(&t->open, 1);
+	else
+		__sync_fetch_and_add(&t->lost, 1);
+	if (!mmr_lc_may_nest(flags))
+		t->settled = 1; /* no wait in progress at the start can still be: this one would run inside it */
+}
+
+/* A wait of the task, kept since the start, ended. */
+MMR_INLINE void mmr_lc_task_closed(struct mmr_lc_task *t)
+{
+	if (t->open)
+		__sync_fetch_and_add(&t->open, -1);
+}
+
+/* An end of the task without a begin: 1 if it ends a wait cut by the start, 0 if its begin was lost. */
+MMR_INLINE int mmr_lc_cut_by_start(struct mmr_lc_task *t)
+{
+	if (t->lost) {
+		__sync_fetch_and_add(&t->lost, -1);
+		return 0;
+	}
+	return !t->open && !t->settled;
+}
+
 #endif /* MMR_LC_PAIR_H */

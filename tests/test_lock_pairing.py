@@ -153,3 +153,81 @@ def test_a_lost_end_never_stretches_a_wait_over_the_waits_that_follow(pair, run)
         else:
             want.append(("open", start, flags, len(begins)))
     assert pair(events) == want
+
+
+# -- an end without a begin: a wait cut by the start, or a begin lost since (tests/data/lock_task.c) --------
+
+TASK_SRC = Path(__file__).parent / "data" / "lock_task.c"
+L, Q, RQ, IRQ_LOCK = 4096, 8192, 12288, 16384  # a sleeping lock; another; a runqueue lock; an interrupt's spinlock
+WAIT_LOCK = L + 8  # struct mutex: wait_lock after the owner word (a rw_semaphore's is further in)
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("task") / "lock_task"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Werror", f"-I{BPF_DIR}", "-o", str(exe), str(TASK_SRC)], check=True)
+
+    def run(events: list[tuple]) -> list[tuple]:
+        """events of one task alive at the start, since the start: ("b", addr, flags) a begin kept, ("f", addr,
+        flags) a begin the map had no room for, ("e", addr) an end, ("n", addr) an end inside our
+        contention_begin program -> ("wait", addr, flags) | ("cut", addr) | ("lost", addr), one per end."""
+        text = "".join(" ".join(map(str, e)) + "\n" for e in events)
+        out = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True).stdout
+        return [(w[0], *map(int, w[1:])) for w in (line.split() for line in out.splitlines())]
+
+    return run
+
+
+@pytest.mark.parametrize("inside, cut", [
+    ([], L),  # nothing else before its end
+    ([("b", WAIT_LOCK, SPIN), ("e", WAIT_LOCK)], L),  # a mutex waiter or rwsem writer, woken: its wait_lock
+    ([("b", RQ, SPIN), ("e", RQ)] * 2, L),  # schedule() spinning for the runqueue lock
+    ([("b", L, SPIN), ("e", L)], L),  # an rt_mutex's or semaphore's own wait_lock, at its address
+    ([("b", IRQ_LOCK, SPIN | READ), ("e", IRQ_LOCK)], L),  # an interrupt's rwlock on top of a spinning waiter
+])
+def test_a_wait_in_progress_at_the_start_is_cut_by_it_whatever_ran_inside_it(task, inside, cut):
+    """The waits a task runs inside its own wait are complete pairs of raw spinning locks; they do not make
+    its end a lost begin's (the rule "its first lock event since the start" would have dropped these)."""
+    out = task([*inside, ("e", cut)])
+    assert out[-1] == ("cut", cut)
+    assert all(o[0] == "wait" for o in out[:-1])
+
+
+def test_waits_in_progress_at_the_start_end_innermost_first_each_cut_by_it(task):
+    """An interrupt spinning on top of a task spinning for a mutex, both at the start."""
+    assert task([("e", IRQ_LOCK), ("e", L)]) == [("cut", IRQ_LOCK), ("cut", L)]
+
+
+@pytest.mark.parametrize("before", [
+    [("b", L, WRITE), ("e", L)],  # an rwsem wait since the start: nothing from before it is still waiting
+    [("b", L, MUTEX | SPIN), ("e", L)],
+    [("b", L, READ), ("b", WAIT_LOCK, SPIN), ("e", WAIT_LOCK), ("e", L)],
+    [("b", L, 0), ("e", L)],  # a semaphore
+    [("b", L, PERCPU | READ), ("e", L)],
+])
+def test_an_end_without_a_begin_after_a_sleeping_wait_began_since_the_start_is_a_lost_begin(task, before):
+    """The phantom: a spinlock wait of an interrupt whose begin the kernel skipped, written as a wait from the
+    recording's start to its end. Dropped and counted instead."""
+    out = task([*before, ("e", IRQ_LOCK)])
+    assert out[-1] == ("lost", IRQ_LOCK)
+
+
+def test_an_end_without_a_begin_inside_a_wait_begun_since_the_start_is_a_lost_begin(task):
+    assert task([("b", Q, SPIN), ("e", IRQ_LOCK), ("e", Q)]) == [("lost", IRQ_LOCK), ("wait", Q, SPIN)]
+    assert task([("b", Q, SPIN), ("e", Q), ("e", L)]) == [("wait", Q, SPIN), ("cut", L)]  # closed: no longer
+
+
+def test_an_end_inside_our_contention_begin_program_is_a_lost_begin(task):
+    """The kernel skipped its begin as recursion: it came while that program ran on the CPU."""
+    assert task([("n", IRQ_LOCK)]) == [("lost", IRQ_LOCK)]
+
+
+def test_a_begin_the_map_had_no_room_for_makes_the_next_end_without_a_begin_lost(task):
+    assert task([("f", Q, SPIN), ("e", Q), ("e", L)]) == [("lost", Q), ("cut", L)]
+    assert task([("f", Q, SPIN), ("b", RQ, SPIN), ("e", RQ), ("e", Q)]) == [("wait", RQ, SPIN), ("lost", Q)]
+
+
+def test_a_rt_lock_since_the_start_does_not_settle_it(task):
+    """PREEMPT_RT's spinlock_t (RT) runs inside a percpu-rwsem wait: an RT wait since the start does not prove
+    every wait from before it over."""
+    assert task([("b", Q, RT), ("e", Q), ("e", L)]) == [("wait", Q, RT), ("cut", L)]
