@@ -18,6 +18,7 @@ nothing of it but the thread list.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import shutil
@@ -161,15 +162,39 @@ def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
     return list(by_key.values())
 
 
+def release_ops(workload: Workload) -> None:
+    """Empty every thread's op list and give the freed memory back to the system.
+
+    Once each policy set's Program is flattened, a run reads nothing of the workload but the thread
+    list (tid, mm, start); the op objects are most of the replay's memory (about 0.5 KiB per trace row).
+    """
+    for t in workload.threads:
+        t.ops = []
+    gc.collect()
+    try:  # glibc keeps freed heap pages otherwise; a forked worker's RSS starts at the parent's
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *, jobs: int = 1,
-            progress: Progress | None = None) -> list[Run]:
-    """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is."""
+            progress: Progress | None = None, release: bool = False) -> list[Run]:
+    """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is.
+
+    ``release``: the caller needs the workload's ops no more (only its thread list): once every set
+    is flattened they are emptied (release_ops), before the last set's runs or the workers' fork.
+    Only when every set has two runs or more, so that no run flattens again.
+    """
     from replay.sim.simulate import program_for
 
+    release = release and all(len(g) > 1 for g in groups(specs, settings))
     if jobs <= 1 or len(specs) <= 1:
         out: dict[int, Run] = {}
-        for group in groups(specs, settings):
+        all_groups = groups(specs, settings)
+        for g, group in enumerate(all_groups):
             program = program_for(workload, config_of(specs[group[0]], settings)) if len(group) > 1 else None
+            if release and g == len(all_groups) - 1:
+                release_ops(workload)
             for i in group:
                 done = len(out)
                 cb = (lambda f, done=done: progress.update(done, f)) if progress else None
@@ -203,6 +228,8 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
             locks, kinds = _save(program, shared / str(g))
             del program
             tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if release:  # before the fork: neither the parent nor a worker keeps the op objects
+            release_ops(workload)
         if sys.platform == "linux":
             # The workload's objects go to the permanent generation: the workers' garbage collections
             # then leave their headers alone, and the pages stay shared instead of being copied.

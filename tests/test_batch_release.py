@@ -1,0 +1,57 @@
+"""run_all(release=True): the op trees are freed once every program is flattened, the runs unchanged.
+
+The op objects are most of a long replay's memory; a run that is given its set's flattened Program
+reads nothing of the workload but the thread list, so the CLI lets run_all empty the ops before the
+last set's runs (one process) or before the workers fork (--jobs).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from replay.batch import RunSpec, Settings, run_all, run_one
+from replay.sim import Costs
+from replay.sim.ops import Critical, Gather, LockRef, Span, Think, Thread, Workload
+
+
+def _workload() -> Workload:
+    mmap, anon = LockRef("mmap_lock", 1), LockRef("anon_vma", 2)
+    return Workload([Thread(tid=t, pid=1, start_ns=11 * t, ops=[
+        Think(500 + 17 * t),
+        Span("munmap", (Critical(mmap, "write", 800, (Critical(anon, "write", 300), Gather(pages=30))),)),
+        Critical(mmap, "read", 250), Think(150)] * 20) for t in range(1, 6)], cpus=2)
+
+
+def _settings(**kw) -> Settings:
+    return Settings(cpus=2, preempt="voluntary", mode="closed", costs=Costs(), **kw)
+
+
+def _specs() -> list[RunSpec]:
+    return [RunSpec(s, seed) for s in ("2.6.39", "current") for seed in range(2)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_released_ops_give_the_same_runs_and_are_gone_afterwards(jobs):
+    specs, settings = _specs(), _settings()
+    reference = [run_one(_workload(), s, settings) for s in specs]
+    w = _workload()
+    runs = run_all(w, specs, settings, jobs=jobs, release=True)
+    assert [(r.policy_set, r.seed, r.metrics) for r in runs] == [(r.policy_set, r.seed, r.metrics) for r in reference]
+    for a, b in zip(runs, reference, strict=True):
+        assert a.tables.keys() == b.tables.keys() and all(a.tables[k].equals(b.tables[k]) for k in a.tables)
+    assert all(t.ops == [] for t in w.threads)
+    assert [t.tid for t in w.threads] == [1, 2, 3, 4, 5]  # the thread list stays: the report counts it
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ops_are_kept_when_a_run_must_flatten_its_own_program(jobs):
+    # with service-time noise every seed has its own program: nothing is flattened ahead of the runs
+    w = _workload()
+    run_all(w, _specs(), _settings(perturb=0.2), jobs=jobs, release=True)
+    assert all(t.ops for t in w.threads)
+
+
+def test_without_release_the_workload_is_left_alone():
+    w = _workload()
+    run_all(w, _specs(), _settings(), jobs=2)
+    assert all(t.ops for t in w.threads)
