@@ -37,7 +37,7 @@ import pyarrow as pa
 from replay.results import Run
 from replay.sim.costs import Costs
 from replay.sim.ops import Workload
-from replay.sim.program import Program
+from replay.sim.program import WIDTH, Program
 
 
 @dataclass(frozen=True)
@@ -132,18 +132,73 @@ def _work(spec: RunSpec) -> Run:
 
 
 def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
-    """Write ``program``'s arrays into ``directory`` as .npy files; its lock and kind tables."""
+    """Write ``program``'s arrays into ``directory`` (_mapped's files); its lock and kind tables."""
     directory.mkdir()
+    for name in _RAW:
+        getattr(program, name).tofile(directory / f"{name}.bin")
     for name in PROGRAM_ARRAYS:
-        np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
+        if name not in _RAW:
+            np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
     return program.locks, program.kinds
 
 
+#: the arrays written raw (as they are flattened, a thread at a time: flatten_streamed), by element type and row
+_RAW = {"code": (np.int64, (WIDTH,)), "points": (np.uint8, ())}
+
+
 def _mapped(directory: str, locks: list, kinds: list[str]) -> Program:
-    """The Program _flatten_to wrote, its arrays mapped copy-on-write (never written back)."""
-    arrays = {name: np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
-              for name in PROGRAM_ARRAYS}
+    """The Program _save or _flatten_shared wrote, its arrays mapped copy-on-write (never written back)."""
+    arrays = {}
+    for name in PROGRAM_ARRAYS:
+        if name in _RAW:
+            dtype, row = _RAW[name]
+            path = Path(directory, f"{name}.bin")
+            n = path.stat().st_size // (np.dtype(dtype).itemsize * int(np.prod(row)))
+            arrays[name] = np.memmap(path, dtype=dtype, mode="c", shape=(n, *row)) if n else np.empty((0, *row), dtype)
+        else:
+            arrays[name] = np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
     return Program(locks=locks, kinds=kinds, **arrays)
+
+
+def _flatten_shared(workload: Workload, configs: list, directories: list[Path], release: bool) -> list[tuple]:
+    """Flatten ``workload`` for every config into its directory (_mapped's files), thread by thread
+    (program.flatten_streamed); ``release``: each thread's ops are emptied once every config has walked
+    it. The programs are those program_for gives, byte for byte. Returns each one's (locks, kinds)."""
+    from replay.sim.cbuild import EngineUnavailable, warn_fallback
+    from replay.sim.program import FlattenSpec, flatten_streamed
+
+    compiled = any(c.engine != "python" for c in configs)
+    if compiled:
+        try:
+            from replay.sim.cflatten import load
+
+            load()
+        except EngineUnavailable as e:
+            warn_fallback(str(e), "flattening in Python")
+            compiled = False
+    specs = [FlattenSpec(c.policy.lock_policy, c.policy.gather, c.preempt, c.mode == "open", c.costs, c.perturb,
+                         c.seed, compiled and c.engine != "python") for c in configs]
+    files = []
+    try:
+        for d in directories:
+            d.mkdir()
+            files.append({name: open(d / f"{name}.bin", "xb") for name in _RAW})  # noqa: SIM115 (closed below)
+
+        def sink(k: int, code: np.ndarray, points: np.ndarray) -> None:
+            files[k]["code"].write(memoryview(np.ascontiguousarray(code, dtype=np.int64)).cast("B"))
+            files[k]["points"].write(memoryview(np.ascontiguousarray(points, dtype=np.uint8)).cast("B"))
+
+        rest = flatten_streamed(workload, specs, sink, release=release)
+    finally:
+        for f in files:
+            for fh in f.values():
+                fh.close()
+    out = []
+    for d, (start, floats, locks, kinds) in zip(directories, rest, strict=True):
+        np.save(d / "start.npy", start, allow_pickle=False)
+        np.save(d / "floats.npy", floats, allow_pickle=False)
+        out.append((locks, kinds))
+    return out
 
 
 def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
@@ -187,14 +242,12 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
     """
     from replay.sim.simulate import program_for
 
-    release = release and all(len(g) > 1 for g in groups(specs, settings))
-    if jobs <= 1 or len(specs) <= 1:
+    all_groups = groups(specs, settings)
+    release = release and all(len(g) > 1 for g in all_groups)
+    if (jobs <= 1 or len(specs) <= 1) and not release:
         out: dict[int, Run] = {}
-        all_groups = groups(specs, settings)
-        for g, group in enumerate(all_groups):
+        for group in all_groups:
             program = program_for(workload, config_of(specs[group[0]], settings)) if len(group) > 1 else None
-            if release and g == len(all_groups) - 1:
-                release_ops(workload)
             for i in group:
                 done = len(out)
                 cb = (lambda f, done=done: progress.update(done, f)) if progress else None
@@ -203,14 +256,15 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
                     progress.update(len(out), 0.0)
             del program
         return [out[i] for i in range(len(specs))]
+    parallel = jobs > 1 and len(specs) > 1
     # On Linux, fork: the workers inherit the workload instead of unpickling it (seconds for a large
     # trace). They never touch polars, whose thread pool is the usual reason not to fork. Elsewhere,
     # spawn and send the workload once per worker.
-    if sys.platform == "linux":
+    if parallel and sys.platform == "linux":
         ctx = multiprocessing.get_context("fork")
         _init(workload, settings)
         init: tuple = (None, ())
-    else:
+    elif parallel:
         ctx = multiprocessing.get_context("spawn")
         init = (_init, (workload, settings))
     results: dict[int, Run] = {}
@@ -220,16 +274,31 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
         # (reference counts), and done in a forked worker or after the fork it would copy the whole
         # workload's pages into that process.
         tasks: list[tuple[int, tuple]] = []
-        for g, group in enumerate(groups(specs, settings)):
-            if len(group) == 1:
-                tasks.append((group[0], (_work, specs[group[0]])))
-                continue
-            program = program_for(workload, config_of(specs[group[0]], settings))
-            locks, kinds = _save(program, shared / str(g))
-            del program
-            tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
-        if release:  # before the fork: neither the parent nor a worker keeps the op objects
+        if release:
+            # every set at once, a thread at a time, written as it goes; each thread's ops freed once
+            # walked: the op objects leave while the programs are written (release_ops for the rest)
+            dirs = [shared / str(g) for g in range(len(all_groups))]
+            tables = _flatten_shared(workload, [config_of(specs[g[0]], settings) for g in all_groups], dirs, True)
             release_ops(workload)
+            for group, d, (locks, kinds) in zip(all_groups, dirs, tables, strict=True):
+                tasks += [(i, (_work_shared, specs[i], str(d), locks, kinds)) for i in group]
+        else:
+            for g, group in enumerate(all_groups):
+                if len(group) == 1:
+                    tasks.append((group[0], (_work, specs[group[0]])))
+                    continue
+                program = program_for(workload, config_of(specs[group[0]], settings))
+                locks, kinds = _save(program, shared / str(g))
+                del program
+                tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if not parallel:  # one process: each set's runs map its program in turn
+            for i, (_, spec, d, locks, kinds) in sorted(tasks):
+                done = len(results)
+                cb = (lambda f, done=done: progress.update(done, f)) if progress else None
+                results[i] = run_one(workload, spec, settings, cb, program=_mapped(d, locks, kinds))
+                if progress:
+                    progress.update(len(results), 0.0)
+            return [results[i] for i in range(len(specs))]
         if sys.platform == "linux":
             # The workload's objects go to the permanent generation: the workers' garbage collections
             # then leave their headers alone, and the pages stay shared instead of being copied.

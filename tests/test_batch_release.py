@@ -7,11 +7,18 @@ last set's runs (one process) or before the workers fork (--jobs).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from replay import batch
 from replay.batch import RunSpec, Settings, run_all, run_one
-from replay.sim import Costs
+from replay.policies import resolve
+from replay.sim import Costs, SimConfig
 from replay.sim.ops import Critical, Gather, LockRef, Span, Think, Thread, Workload
+from replay.sim.simulate import program_for
+from replay.trace.reader import Trace
+from replay.workload import reconstruct
 
 
 def _workload() -> Workload:
@@ -55,3 +62,29 @@ def test_without_release_the_workload_is_left_alone():
     w = _workload()
     run_all(w, _specs(), _settings(), jobs=2)
     assert all(t.ops for t in w.threads)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest.json").exists())
+SETS = ("2.6.39", "current", "3.0")
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("engine", ["c", "python"])
+def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sample, engine, tmp_path):
+    """Every set flattened thread by thread into files (what --jobs and release use) is program_for's
+    Program: code, points, start, floats, locks and kinds; also for open replay and with noise."""
+    w = reconstruct(Trace.open(sample))
+    configs = [SimConfig(policy=resolve(s), cpus=w.cpus, preempt=p, mode=m, perturb=x, seed=3, engine=engine)
+               for s in SETS for p, m, x in (("voluntary", "closed", 0.0), ("full", "open", 0.0),
+                                             ("none", "closed", 0.2))]
+    expected = [program_for(w, c) for c in configs]
+    dirs = [tmp_path / str(i) for i in range(len(configs))]
+    tables = batch._flatten_shared(w, configs, dirs, release=True)
+    assert all(t.ops == [] for t in w.threads)
+    for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
+        got = batch._mapped(str(d), locks, kinds)
+        for name in batch.PROGRAM_ARRAYS:
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
+        assert got.locks == want.locks and got.kinds == want.kinds
