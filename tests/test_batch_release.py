@@ -7,18 +7,24 @@ last set's runs (one process) or before the workers fork (--jobs).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from replay import batch
 from replay.batch import RunSpec, Settings, run_all, run_one
+from replay.errors import MmreplayError
 from replay.policies import resolve
 from replay.sim import Costs, SimConfig
 from replay.sim.ops import Critical, Gather, LockRef, Span, Think, Thread, Workload
 from replay.sim.simulate import program_for
 from replay.trace.reader import Trace
 from replay.workload import reconstruct
+from tests.test_sim_invariants import SETTINGS, configs, workloads
 
 
 def _workload() -> Workload:
@@ -81,6 +87,33 @@ def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sam
     expected = [program_for(w, c) for c in configs]
     dirs = [tmp_path / str(i) for i in range(len(configs))]
     tables = batch._flatten_shared(w, configs, dirs, release=True)
+    assert all(t.ops == [] for t in w.threads)
+    for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
+        got = batch._mapped(str(d), locks, kinds)
+        for name in batch.PROGRAM_ARRAYS:
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
+        assert got.locks == want.locks and got.kinds == want.kinds
+
+
+@SETTINGS
+@given(w=workloads, cfgs=st.lists(configs, min_size=1, max_size=3), perturb=st.sampled_from([0.0, 0.3]),
+       engine=st.sampled_from(["c", "python"]))
+def test_streamed_flattening_is_flatten_on_random_workloads(w, cfgs, perturb, engine, tmp_path_factory):
+    """The same bytes as program_for for any op trees (nests, downgrades, gathers, spans, blocks,
+    recorded starts), any sets, models, modes, and noise drawn in walk order."""
+    cfgs = [replace(c, perturb=perturb, engine=engine) for c in cfgs]
+    expected = []
+    for c in cfgs:
+        try:
+            expected.append(program_for(w, c))
+        except MmreplayError:  # e.g. a lock class a set cannot replay: the same error streamed
+            dirs = [tmp_path_factory.mktemp("p") / "set" for _ in cfgs]
+            with pytest.raises(MmreplayError):
+                batch._flatten_shared(copy.deepcopy(w), cfgs, dirs, False)
+            return
+    dirs = [tmp_path_factory.mktemp("p") / "set" for _ in cfgs]
+    tables = batch._flatten_shared(w, cfgs, dirs, release=True)
     assert all(t.ops == [] for t in w.threads)
     for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
         got = batch._mapped(str(d), locks, kinds)
