@@ -6,14 +6,17 @@ gives the same result), so the pairs can be spread over a process pool
 Program depends on the policy set but not on the seed (unless service-time
 noise is on), so it is built once per set and shared by that set's seeds: in
 one process as an object; across processes it is built by the parent before
-the workers start and written as .npy arrays into a private temporary
+the workers start and written as arrays into a private temporary
 directory, which every run memory-maps (one page-cache copy, instead of each
 worker flattening again, which would also copy every workload page it
 touches, or unpickling a copy). Policy sets travel to the
 workers by their spec string (``PolicySet.name`` resolves back to the same
 set); the workload is inherited by forked workers (Linux) or sent once per
 spawned worker elsewhere, and workers that only run a shared Program read
-nothing of it but the thread list.
+nothing of it but the thread list. With ``release`` (the CLI's), every set is
+flattened at once a thread at a time and each thread's ops are freed once
+walked, so neither the parent past reconstruction nor any worker keeps the
+op objects (docs/SCALING.md, "replay --jobs N").
 """
 
 from __future__ import annotations
