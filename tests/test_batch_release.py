@@ -75,6 +75,18 @@ SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest
 SETS = ("2.6.39", "current", "3.0")
 
 
+def _streamed_is(w: Workload, configs: list, expected: list, dirs: list[Path]) -> None:
+    """_flatten_shared (released) writes each config's expected Program, byte for byte, and empties the ops."""
+    tables = batch._flatten_shared(w, configs, dirs, release=True)
+    assert all(t.ops == [] for t in w.threads)
+    for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
+        got = batch._mapped(str(d), locks, kinds)
+        for name in batch.PROGRAM_ARRAYS:
+            a, b = getattr(got, name), getattr(want, name)
+            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
+        assert got.locks == want.locks and got.kinds == want.kinds
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 @pytest.mark.parametrize("engine", ["c", "python"])
 def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sample, engine, tmp_path):
@@ -85,15 +97,7 @@ def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sam
     configs = [SimConfig(policy=resolve(s), cpus=w.cpus, preempt=p, mode=m, perturb=x, seed=3, engine=engine)
                for s in SETS for p, m, x in (models if engine == "c" else models[1:2])]  # Python: slow
     expected = [program_for(w, c) for c in configs]
-    dirs = [tmp_path / str(i) for i in range(len(configs))]
-    tables = batch._flatten_shared(w, configs, dirs, release=True)
-    assert all(t.ops == [] for t in w.threads)
-    for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
-        got = batch._mapped(str(d), locks, kinds)
-        for name in batch.PROGRAM_ARRAYS:
-            a, b = getattr(got, name), getattr(want, name)
-            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
-        assert got.locks == want.locks and got.kinds == want.kinds
+    _streamed_is(w, configs, expected, [tmp_path / str(i) for i in range(len(configs))])
 
 
 @SETTINGS
@@ -112,12 +116,4 @@ def test_streamed_flattening_is_flatten_on_random_workloads(w, cfgs, perturb, en
             with pytest.raises(MmreplayError):
                 batch._flatten_shared(copy.deepcopy(w), cfgs, dirs, False)
             return
-    dirs = [tmp_path_factory.mktemp("p") / "set" for _ in cfgs]
-    tables = batch._flatten_shared(w, cfgs, dirs, release=True)
-    assert all(t.ops == [] for t in w.threads)
-    for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
-        got = batch._mapped(str(d), locks, kinds)
-        for name in batch.PROGRAM_ARRAYS:
-            a, b = getattr(got, name), getattr(want, name)
-            assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), name
-        assert got.locks == want.locks and got.kinds == want.kinds
+    _streamed_is(w, cfgs, expected, [tmp_path_factory.mktemp("p") / "set" for _ in cfgs])
