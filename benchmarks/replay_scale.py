@@ -67,6 +67,11 @@ def make_trace(workload: str, seconds: float, source: str, out: Path, tasks: int
 def stage_child(trace: str) -> None:
     """Run the stages in this (fresh) process and print them as JSON."""
     from replay.batch import RunSpec, Settings, complete_metrics, config_of
+
+    try:
+        from replay.batch import release_ops
+    except ImportError:  # a checkout before it
+        release_ops = None
     from replay.cli.replay import preempt_default
     from replay.sim.cengine import CEngine
     from replay.sim.costs import Costs
@@ -79,9 +84,13 @@ def stage_child(trace: str) -> None:
 
     out: dict = {"stages": []}
 
+    def rss_now_mib() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
     def stage(name: str, t0: float, **extra) -> None:
         out["stages"].append({"stage": name, "s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0[0],
-                              "peak_rss_mib": rss_mib(), **extra})
+                              "peak_rss_mib": rss_mib(), "rss_now_mib": round(rss_now_mib()), **extra})
         c0[0] = time.process_time()
 
     c0 = [time.process_time()]
@@ -97,6 +106,11 @@ def stage_child(trace: str) -> None:
     t0 = time.perf_counter()
     program = program_for(w, config)
     stage("flatten (compiled walk)", t0, instructions=len(program.code))
+    if release_ops is not None:  # what replay does once every set is flattened (batch.run_all release)
+        c0[0] = time.process_time()
+        t0 = time.perf_counter()
+        release_ops(w)
+        stage("free the op trees (release_ops)", t0)
     eng = CEngine(program, w, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
                   config.probe, config.probe_period_ns)
     c0[0] = time.process_time()
@@ -227,7 +241,9 @@ def main() -> None:
                         e2e.setdefault(f"{other.name}, --jobs {j}", []).append(end_to_end(trace, j, other, sets))
             print(f"  load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
             for name, runs in stages.items():
-                extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "cpu_s", "peak_rss_mib")}
+                extra = {k: v for k, v in runs[0].items() if k not in ("stage", "s", "cpu_s", "peak_rss_mib",
+                                                                         "rss_now_mib")}
+                extra["RSS_now_MiB"] = round(median(r["rss_now_mib"] for r in runs))
                 if "events_per_cpu_s" in extra:
                     extra["events_per_cpu_s"] = f"{median(r['events_per_cpu_s'] for r in runs) / 1e6:.1f}M"
                 print(f"  {name:<70} wall {median(r['s'] for r in runs):7.2f} s  CPU "

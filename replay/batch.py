@@ -6,18 +6,22 @@ gives the same result), so the pairs can be spread over a process pool
 Program depends on the policy set but not on the seed (unless service-time
 noise is on), so it is built once per set and shared by that set's seeds: in
 one process as an object; across processes it is built by the parent before
-the workers start and written as .npy arrays into a private temporary
+the workers start and written as arrays into a private temporary
 directory, which every run memory-maps (one page-cache copy, instead of each
 worker flattening again, which would also copy every workload page it
 touches, or unpickling a copy). Policy sets travel to the
 workers by their spec string (``PolicySet.name`` resolves back to the same
 set); the workload is inherited by forked workers (Linux) or sent once per
 spawned worker elsewhere, and workers that only run a shared Program read
-nothing of it but the thread list.
+nothing of it but the thread list. With ``release`` (the CLI's), every set is
+flattened at once a thread at a time and each thread's ops are freed once
+walked, so neither the parent past reconstruction nor any worker keeps the
+op objects (docs/SCALING.md, "replay --jobs N").
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import shutil
@@ -36,7 +40,7 @@ import pyarrow as pa
 from replay.results import Run
 from replay.sim.costs import Costs
 from replay.sim.ops import Workload
-from replay.sim.program import Program
+from replay.sim.program import WIDTH, Program
 
 
 @dataclass(frozen=True)
@@ -131,18 +135,73 @@ def _work(spec: RunSpec) -> Run:
 
 
 def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
-    """Write ``program``'s arrays into ``directory`` as .npy files; its lock and kind tables."""
+    """Write ``program``'s arrays into ``directory`` (_mapped's files); its lock and kind tables."""
     directory.mkdir()
+    for name in _RAW:
+        getattr(program, name).tofile(directory / f"{name}.bin")
     for name in PROGRAM_ARRAYS:
-        np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
+        if name not in _RAW:
+            np.save(directory / f"{name}.npy", getattr(program, name), allow_pickle=False)
     return program.locks, program.kinds
 
 
+#: the arrays written raw (as they are flattened, a thread at a time: flatten_streamed), by element type and row
+_RAW = {"code": (np.int64, (WIDTH,)), "points": (np.uint8, ())}
+
+
 def _mapped(directory: str, locks: list, kinds: list[str]) -> Program:
-    """The Program _flatten_to wrote, its arrays mapped copy-on-write (never written back)."""
-    arrays = {name: np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
-              for name in PROGRAM_ARRAYS}
+    """The Program _save or _flatten_shared wrote, its arrays mapped copy-on-write (never written back)."""
+    arrays = {}
+    for name in PROGRAM_ARRAYS:
+        if name in _RAW:
+            dtype, row = _RAW[name]
+            path = Path(directory, f"{name}.bin")
+            n = path.stat().st_size // (np.dtype(dtype).itemsize * int(np.prod(row)))
+            arrays[name] = np.memmap(path, dtype=dtype, mode="c", shape=(n, *row)) if n else np.empty((0, *row), dtype)
+        else:
+            arrays[name] = np.load(Path(directory, f"{name}.npy"), mmap_mode="c", allow_pickle=False)
     return Program(locks=locks, kinds=kinds, **arrays)
+
+
+def _flatten_shared(workload: Workload, configs: list, directories: list[Path], release: bool) -> list[tuple]:
+    """Flatten ``workload`` for every config into its directory (_mapped's files), thread by thread
+    (program.flatten_streamed); ``release``: each thread's ops are emptied once every config has walked
+    it. The programs are those program_for gives, byte for byte. Returns each one's (locks, kinds)."""
+    from replay.sim.cbuild import EngineUnavailable, warn_fallback
+    from replay.sim.program import FlattenSpec, flatten_streamed
+
+    compiled = any(c.engine != "python" for c in configs)
+    if compiled:
+        try:
+            from replay.sim.cflatten import load
+
+            load()
+        except EngineUnavailable as e:
+            warn_fallback(str(e), "flattening in Python")
+            compiled = False
+    specs = [FlattenSpec(c.policy.lock_policy, c.policy.gather, c.preempt, c.mode == "open", c.costs, c.perturb,
+                         c.seed, compiled and c.engine != "python") for c in configs]
+    files = []
+    try:
+        for d in directories:
+            d.mkdir()
+            files.append({name: open(d / f"{name}.bin", "xb") for name in _RAW})  # noqa: SIM115 (closed below)
+
+        def sink(k: int, code: np.ndarray, points: np.ndarray) -> None:
+            files[k]["code"].write(memoryview(np.ascontiguousarray(code, dtype=np.int64)).cast("B"))
+            files[k]["points"].write(memoryview(np.ascontiguousarray(points, dtype=np.uint8)).cast("B"))
+
+        rest = flatten_streamed(workload, specs, sink, release=release)
+    finally:
+        for f in files:
+            for fh in f.values():
+                fh.close()
+    out = []
+    for d, (start, floats, locks, kinds) in zip(directories, rest, strict=True):
+        np.save(d / "start.npy", start, allow_pickle=False)
+        np.save(d / "floats.npy", floats, allow_pickle=False)
+        out.append((locks, kinds))
+    return out
 
 
 def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
@@ -161,14 +220,36 @@ def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
     return list(by_key.values())
 
 
+def release_ops(workload: Workload) -> None:
+    """Empty every thread's op list and give the freed memory back to the system.
+
+    Once each policy set's Program is flattened, a run reads nothing of the workload but the thread
+    list (tid, mm, start); the op objects are most of the replay's memory (about 0.5 KiB per trace row).
+    """
+    for t in workload.threads:
+        t.ops = []
+    gc.collect()
+    try:  # glibc keeps freed heap pages otherwise; a forked worker's RSS starts at the parent's
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *, jobs: int = 1,
-            progress: Progress | None = None) -> list[Run]:
-    """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is."""
+            progress: Progress | None = None, release: bool = False) -> list[Run]:
+    """Every spec's Run, in the order of ``specs`` whatever ``jobs`` is.
+
+    ``release``: the caller needs the workload's ops no more (only its thread list): once every set
+    is flattened they are emptied (release_ops), before the last set's runs or the workers' fork.
+    Only when every set has two runs or more, so that no run flattens again.
+    """
     from replay.sim.simulate import program_for
 
-    if jobs <= 1 or len(specs) <= 1:
+    all_groups = groups(specs, settings)
+    release = release and all(len(g) > 1 for g in all_groups)
+    if (jobs <= 1 or len(specs) <= 1) and not release:
         out: dict[int, Run] = {}
-        for group in groups(specs, settings):
+        for group in all_groups:
             program = program_for(workload, config_of(specs[group[0]], settings)) if len(group) > 1 else None
             for i in group:
                 done = len(out)
@@ -178,14 +259,15 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
                     progress.update(len(out), 0.0)
             del program
         return [out[i] for i in range(len(specs))]
+    parallel = jobs > 1 and len(specs) > 1
     # On Linux, fork: the workers inherit the workload instead of unpickling it (seconds for a large
     # trace). They never touch polars, whose thread pool is the usual reason not to fork. Elsewhere,
     # spawn and send the workload once per worker.
-    if sys.platform == "linux":
+    if parallel and sys.platform == "linux":
         ctx = multiprocessing.get_context("fork")
         _init(workload, settings)
         init: tuple = (None, ())
-    else:
+    elif parallel:
         ctx = multiprocessing.get_context("spawn")
         init = (_init, (workload, settings))
     results: dict[int, Run] = {}
@@ -195,14 +277,31 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
         # (reference counts), and done in a forked worker or after the fork it would copy the whole
         # workload's pages into that process.
         tasks: list[tuple[int, tuple]] = []
-        for g, group in enumerate(groups(specs, settings)):
-            if len(group) == 1:
-                tasks.append((group[0], (_work, specs[group[0]])))
-                continue
-            program = program_for(workload, config_of(specs[group[0]], settings))
-            locks, kinds = _save(program, shared / str(g))
-            del program
-            tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if release:
+            # every set at once, a thread at a time, written as it goes; each thread's ops freed once
+            # walked: the op objects leave while the programs are written (release_ops for the rest)
+            dirs = [shared / str(g) for g in range(len(all_groups))]
+            tables = _flatten_shared(workload, [config_of(specs[g[0]], settings) for g in all_groups], dirs, True)
+            release_ops(workload)
+            for group, d, (locks, kinds) in zip(all_groups, dirs, tables, strict=True):
+                tasks += [(i, (_work_shared, specs[i], str(d), locks, kinds)) for i in group]
+        else:
+            for g, group in enumerate(all_groups):
+                if len(group) == 1:
+                    tasks.append((group[0], (_work, specs[group[0]])))
+                    continue
+                program = program_for(workload, config_of(specs[group[0]], settings))
+                locks, kinds = _save(program, shared / str(g))
+                del program
+                tasks += [(i, (_work_shared, specs[i], str(shared / str(g)), locks, kinds)) for i in group]
+        if not parallel:  # one process: each set's runs map its program in turn
+            for i, (_, spec, d, locks, kinds) in sorted(tasks):
+                done = len(results)
+                cb = (lambda f, done=done: progress.update(done, f)) if progress else None
+                results[i] = run_one(workload, spec, settings, cb, program=_mapped(d, locks, kinds))
+                if progress:
+                    progress.update(len(results), 0.0)
+            return [results[i] for i in range(len(specs))]
         if sys.platform == "linux":
             # The workload's objects go to the permanent generation: the workers' garbage collections
             # then leave their headers alone, and the pages stay shared instead of being copied.

@@ -309,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
     recon = reconstruct(trace, cpus=opts.cpus)
     options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
     workload = scale_tasks(recon, opts.scale_tasks)
+    del recon  # the workload is all that is kept: run_all frees its ops once flattened (release)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
     if args.interference:
@@ -334,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
     specs = [RunSpec(s.name, seed) for s in sets for seed in range(opts.seeds)]
     progress = Progress(len(specs))
     try:
-        runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress)
+        # the census above is the last reader of the ops: they go once the programs are flattened
+        runs = run_all(workload, specs, settings, jobs=opts.jobs, progress=progress, release=True)
     except InconsistencyError as e:  # a bug of ours: say which recording shows it, in one line
         raise InconsistencyError(f"{trace.path}: {e}; please report it with this trace") from None
     finally:

@@ -143,6 +143,60 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     return Program(code, points, start, np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
 
 
+@dataclass
+class FlattenSpec:
+    """The arguments of one flatten() call but the workload (one policy set's program)."""
+
+    lock_policy: Callable[[str], str]
+    gather: str
+    preempt: str
+    open_mode: bool
+    costs: Costs
+    perturb: float = 0.0
+    seed: int = 0
+    compiled: bool = False
+
+
+def flatten_streamed(workload: Workload, specs: list[FlattenSpec],
+                     sink: Callable[[int, np.ndarray, np.ndarray], None], release: bool = False
+                     ) -> list[tuple[np.ndarray, np.ndarray, list[LockInfo], list[str]]]:
+    """Flatten ``workload`` for every spec at once, thread by thread, handing each thread's
+    instructions to ``sink(spec index, code, points)`` instead of keeping them.
+
+    Per spec, the code and points ``sink`` gets, concatenated, are flatten()'s Program.code and
+    .points byte for byte (one Flattener per spec walks the threads in the same order; its lock,
+    kind and noise state carries from one thread to the next as in one walk). ``release``: empty
+    each thread's ops once every spec has walked it, so the op objects go while the programs are
+    written instead of after (the peak is then about the workload's, not workload + a program).
+    Returns per spec (start, floats, locks, kinds), the rest of its Program.
+    """
+    fs = []
+    for sp in specs:
+        f = Flattener(sp.lock_policy, sp.gather, sp.preempt, sp.open_mode, sp.costs, sp.perturb, sp.seed)
+        f.until_on_cpu = 1 if workload.contiguous else 0
+        fs.append(f)
+    walks: list[Callable[[Flattener, list[Thread]], tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+    for sp in specs:
+        if sp.compiled:
+            from replay.sim.cflatten import load, walk
+
+            load()  # EngineUnavailable before any thread is walked
+            walks.append(walk)
+        else:
+            walks.append(Flattener.walk)
+    starts: list[list[int]] = [[0] for _ in specs]
+    with paused_gc():
+        for th in workload.threads:
+            for k, (f, walk_) in enumerate(zip(fs, walks, strict=True)):
+                code, points, _ = walk_(f, [th])
+                sink(k, code, points)
+                starts[k].append(starts[k][-1] + len(points))
+            if release:
+                th.ops = []
+    return [(np.asarray(st, dtype=np.int64), np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
+            for st, f in zip(starts, fs, strict=True)]
+
+
 class Flattener:
     """The state of one flattening: lock and kind indexes, gather expansion, service-time noise.
 
