@@ -112,6 +112,20 @@ def _handoffs(trace: Trace) -> pl.Series:
     return handed.select((pl.col("got") - pl.col("released")).alias("handoff")).collect()["handoff"]
 
 
+#: quantiles of the recorded hand-offs kept (Costs.line_transfer_samples_ns)
+HANDOFF_QUANTILES = 200
+
+
+def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
+    """The recorded hand-offs as HANDOFF_QUANTILES equally likely values, the (i + 1/2)/n quantiles, less the
+    release tail the engine replays before each release: drawing one per hand-off gives the recorded
+    distribution, its mean and its tail, where one median gave every hand-off the same length."""
+    n = HANDOFF_QUANTILES
+    qs = ho.cast(pl.Float64).to_frame("h").select(
+        [pl.col("h").quantile((i + 0.5) / n, interpolation="linear").alias(str(i)) for i in range(n)]).row(0)
+    return tuple(max(0, round(q) - tail) for q in qs)
+
+
 def _uncontended_mmap_lock_waits(trace: Trace) -> pl.Series:
     """Recorded waits of mmap_lock acquisitions no other task's release fell into, by tasks that stayed on
     their CPU: the tracer's own time between its two tracepoints (and the fast path)."""
@@ -202,6 +216,11 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
                          "of waiters that stayed on their CPU (release → next owner running, tracer time included"
                          + (f", less the {tail} ns replayed before each release)" if tail else ")"))
+            samples = _handoff_samples(ho, tail)
+            changes["line_transfer_samples_ns"] = samples
+            notes.append(f"line_transfer_samples_ns: the same hand-offs as {len(samples)} quantiles (mean "
+                         f"{sum(samples) / len(samples):.0f} ns, 99th percentile {samples[-2]} ns), one drawn per "
+                         "hand-off to a spinner")
         else:
             notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
     else:

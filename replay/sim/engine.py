@@ -171,6 +171,8 @@ class Engine:
         self.cpus = cpus
         self.per_socket = costs.cpus_per_socket
         self.line_ns = costs.line_transfer_ns
+        #: recorded hand-offs to spinners, one drawn per same-socket grant (Costs.line_transfer_samples_ns)
+        self.handoffs = costs.line_transfer_samples_ns
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -406,7 +408,12 @@ class Engine:
         """Hand the lock from ``frm`` to the spinner ``th``: one line transfer (times ``scale``) from now."""
         th.waiting_lock = None  # granted: the hand-off is under way, nothing left to abort
         per = self.per_socket
-        line = self.c.line_transfer_remote_ns if per and frm.cpu // per != th.cpu // per else self.line_ns
+        if per and frm.cpu // per != th.cpu // per:
+            line = self.c.line_transfer_remote_ns
+        elif self.handoffs:  # a recorded hand-off, drawn (the C engine draws the same)
+            line = self.handoffs[int(self.rng.random() * len(self.handoffs))]
+        else:
+            line = self.line_ns
         at = now + (line if scale is None else round(line * scale))
         self.seq += 1
         heapq.heappush(self.heap, (at, self.seq, E_GRANT, th.idx, th.gen))
