@@ -179,6 +179,7 @@ class CEngine:
             "lock_cost": np.array([c.spin_lock_unlock_ns if lk.policy in ("spinlock", "qspinlock")
                                    else 0 if lk.policy == "as-recorded" else c.cas_ns for lk in locks] or [0],
                                   dtype=np.int64),
+            # engine.py: a traced lock's fast path is in the tracer's time (0 for every lock with lock_tracer)
             "lock_lines": np.array([0 if lk.policy == "as-recorded" else c.lock_data_lines for lk in locks] or [0],
                                    dtype=np.int64),
             "lock_per_waiter": np.array([per_waiter.get(lk.policy, 0.0) for lk in locks] or [0.0],
@@ -196,6 +197,7 @@ class CEngine:
                                     and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
             "handoffs": np.array(c.line_transfer_samples_ns or [0], dtype=np.int64),
         }
+        arrays["lock_cost"][arrays["lock_tracer"] > 0] = 0
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
         if unknown:
             raise ValueError(f"unknown lock policy {sorted(unknown)[0]!r}")
