@@ -1,10 +1,10 @@
 """A lock hand-off to a spinner takes one of the recorded hand-offs, not one median for all of them.
 
 A chain of hand-offs (two tasks taking turns on mmap_lock, each waiting for the other's release) lasts the
-sum of its hand-offs. The recorded hand-offs are skewed (mmap1_threads pinned on 2 CPUs: p10/p50/p90/p99
-266/355/436/546 ns, mean 379): replayed at the median, every link came 24 ns early, the chains broke
-sooner than the kernel's and the replay lost a quarter of the waits over 1 µs (issue #16 item 2,
-docs/VALIDATION.md §e). ``--calibrate`` keeps the recorded distribution as quantiles
+sum of its hand-offs. The recorded hand-offs have a long tail (mmap1_threads pinned on 2 CPUs:
+p10/p50/p90/p99 266/355/436/546 ns, 0.46 % over 1 µs, mean 379): replayed at the median, every link came
+24 ns early, the chains broke sooner than the kernel's and open replay lost a fifth of the waits over 1 µs
+(issue #16 item 2, docs/VALIDATION.md §e). ``--calibrate`` keeps the recorded distribution as quantiles
 (``Costs.line_transfer_samples_ns``) and both engines draw one per hand-off to a spinner from the run's
 seeded generator; the default (no samples) is the constant ``line_transfer_ns`` as before.
 """

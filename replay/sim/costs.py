@@ -29,8 +29,8 @@ class Costs:
     #: the recorded hand-offs to waiters that stayed on their CPU (release -> next owner running), as equally
     #: likely values (quantiles of the recorded distribution): a lock handed to a spinner on the same socket
     #: takes one of them, drawn from the run's seeded generator, instead of line_transfer_ns. A chain of
-    #: hand-offs (a convoy) lasts their sum, which a single figure (the median) gets wrong by the
-    #: distribution's skew at every link (docs/VALIDATION.md §e). Empty (the default): line_transfer_ns;
+    #: hand-offs (a convoy) lasts their sum, which a single figure (the median) gets wrong at every link by
+    #: the distribution's long tail (docs/VALIDATION.md §e). Empty (the default): line_transfer_ns;
     #: --calibrate measures it from lock_holds.
     line_transfer_samples_ns: tuple[int, ...] = ()
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
