@@ -22,7 +22,10 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   wait, which the engine adds on top of ``line_transfer_ns`` (counted twice
   before: 4.9 to 9 µs on mmap1 recordings here). It includes what the kernel's
   waiter does to notice the release and what the tracer adds at both events,
-  which is what the recorded waits hold too.
+  which is what the recorded waits hold too. ``line_transfer_samples_ns``: the
+  same hand-offs as up to 10,000 quantiles (less the release tail), one drawn
+  per hand-off to a spinner: a convoy lasts the sum of its hand-offs, whose
+  mean the median misses (issue #16, docs/VALIDATION.md §e item 8).
 
 * the tracer's own time at an ``mmap_lock`` acquisition (tier 1): its recorded
   wait runs from ``mmap_lock_start_locking`` to ``mmap_lock_acquire_returned``,
@@ -114,8 +117,8 @@ def _handoffs(trace: Trace) -> pl.Series:
 
 
 #: quantiles of the recorded hand-offs kept (Costs.line_transfer_samples_ns): enough for the rare long ones
-#: (0.4 % over 1 µs, up to 0.2 ms, on mmap1_threads) to keep their share of the mean, which 200 quantiles cut
-#: by 14 of its 24 ns above the median
+#: (0.5 % over 1 µs, up to 0.2 ms, on mmap1_threads) to keep their share of the mean: 24 ns above the median
+#: there, 9 with 200 quantiles, 23 with 10,000
 HANDOFF_QUANTILES = 10_000
 
 
