@@ -54,6 +54,7 @@ def _status(argv: list[str]) -> int:
 @pytest.mark.parametrize("values, says", [
     ({"context_switch_ns": 1e30}, "cost context_switch_ns must be a finite number at most 1e+11"),
     ({"max_gather_pages": 10**12}, "cost max_gather_pages must be a finite number at most 1.07374e+09"),
+    ({"line_transfer_samples_ns": [100, 10**30]}, "cost line_transfer_samples_ns must hold numbers at most 1e+11"),
 ])
 def test_cost_files_with_values_that_would_never_finish_are_refused(tmp_path, capsys, costs, values, says) -> None:
     assert main(["replay", str(tmp_path / "none"), "--costs", str(costs(values))]) == 2

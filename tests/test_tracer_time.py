@@ -54,6 +54,18 @@ def test_an_uncontended_acquisition_waits_the_tracers_time(engine, recorded, tra
     assert spans == [2_500 + wait]  # the system call holds it too
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize(("tracer", "span"), [(200, 2_700), (0, 2_512)])
+def test_a_traced_acquisitions_fast_path_is_in_the_tracers_time(engine, tracer, span):
+    """The recorded wait holds the acquire's atomic and the work after the release holds the release's: with
+    the tracer's time replayed the lock's fast path (cas_ns) is not charged again; untraced, it is."""
+    cfg = SimConfig(cpus=1, policy=resolve("current"), preempt="none", probe=False, engine=engine,
+                    costs=replace(Costs.zero(), cas_ns=12, mmap_lock_tracer_ns=tracer))
+    res = simulate(_one_mmap(300), cfg)
+    assert res.tables["sim_lock_holds"].column("dur").to_pylist() == [500 + (0 if tracer else 12)]
+    assert res.tables["sim_ops"].column("dur").to_pylist() == [span]
+
+
 def test_as_recorded_replays_the_whole_recorded_wait_once():
     waits, spans = _replay(_one_mmap(300), 200, policy="as-recorded")
     assert waits == [300] and spans == [2_800]

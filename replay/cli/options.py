@@ -109,6 +109,8 @@ def costs(path: str | os.PathLike[str] | None) -> Any:
         raise UsageError(str(e)) from None
     c = Costs.load(p)
     for name, v in vars(c).items():
+        if name == "line_transfer_samples_ns" and any(x > MAX_COST_NS for x in v):
+            raise UsageError(f"{p}: cost {name} must hold numbers at most {MAX_COST_NS:g}, not {max(v)!r}")
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
         limit = MAX_COST_PAGES if name.endswith("_pages") or name == "cpus_per_socket" else MAX_COST_NS

@@ -22,7 +22,10 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   wait, which the engine adds on top of ``line_transfer_ns`` (counted twice
   before: 4.9 to 9 µs on mmap1 recordings here). It includes what the kernel's
   waiter does to notice the release and what the tracer adds at both events,
-  which is what the recorded waits hold too.
+  which is what the recorded waits hold too. ``line_transfer_samples_ns``: the
+  same hand-offs as up to 10,000 quantiles (less the release tail), one drawn
+  per hand-off to a spinner: a convoy lasts the sum of its hand-offs, whose
+  mean the median misses (issue #16, docs/VALIDATION.md §e item 8).
 
 * the tracer's own time at an ``mmap_lock`` acquisition (tier 1): its recorded
   wait runs from ``mmap_lock_start_locking`` to ``mmap_lock_acquire_returned``,
@@ -45,6 +48,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
 import polars as pl
 
 from replay.sim.costs import Costs
@@ -110,6 +114,21 @@ def _handoffs(trace: Trace) -> pl.Series:
                              check_sortedness=False)
                   .filter(pl.col("ran").is_null() | (pl.col("ran") < pl.col("tried"))))
     return handed.select((pl.col("got") - pl.col("released")).alias("handoff")).collect()["handoff"]
+
+
+#: quantiles of the recorded hand-offs kept (Costs.line_transfer_samples_ns): enough for the rare long ones
+#: (0.5 % over 1 µs, up to 0.2 ms, on mmap1_threads) to keep their share of the mean: 24 ns above the median
+#: there, 9 with 200 quantiles, 23 with 10,000
+HANDOFF_QUANTILES = 10_000
+
+
+def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
+    """The recorded hand-offs as up to HANDOFF_QUANTILES equally likely values, the (i + 1/2)/n quantiles, less the
+    release tail the engine replays before each release: drawing one per hand-off gives the recorded
+    distribution, its mean and its tail, where one median gave every hand-off the same length."""
+    n = min(HANDOFF_QUANTILES, len(ho))
+    qs = np.quantile(ho.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
+    return tuple(max(0, round(float(q)) - tail) for q in qs)
 
 
 def _uncontended_mmap_lock_waits(trace: Trace) -> pl.Series:
@@ -202,6 +221,11 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             notes.append(f"line_transfer_ns = {changes['line_transfer_ns']}: median over {len(ho)} lock hand-offs "
                          "of waiters that stayed on their CPU (release → next owner running, tracer time included"
                          + (f", less the {tail} ns replayed before each release)" if tail else ")"))
+            samples = _handoff_samples(ho, tail)
+            changes["line_transfer_samples_ns"] = samples
+            notes.append(f"line_transfer_samples_ns: the same hand-offs as {len(samples)} quantiles, less the same "
+                         f"tail (mean {sum(samples) / len(samples):.0f} ns, 99th percentile "
+                         f"{samples[len(samples) * 99 // 100]} ns), one drawn per hand-off to a spinner")
         else:
             notes.append(f"line_transfer_ns: default ({len(ho)} recorded lock hand-offs, need {MIN_SAMPLES})")
     else:

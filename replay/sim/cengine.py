@@ -79,6 +79,7 @@ class Params(ctypes.Structure):
         ("mt", ctypes.POINTER(ctypes.c_uint32)),
         ("lock_tracer", _P64),  # issue #16: engine.py's lock_tracer
         ("lock_tail", _P64), ("lock_dtail", _P64),  # issue #16: engine.py's lock_tail, lock_dtail
+        ("handoffs", _P64), ("nhandoffs", _I64),  # issue #16: engine.py's handoffs
     ]
 
 
@@ -132,7 +133,7 @@ def load() -> ctypes.CDLL:
 def integral_costs(costs: Costs) -> bool:
     """The C engine keeps time in int64 ns: every cost but the two ratios must be a whole number."""
     return all(float(v).is_integer() for k, v in vars(costs).items()
-               if k not in ("ticket_handoff_per_waiter", "batch_alloc_fail_p"))
+               if k not in ("ticket_handoff_per_waiter", "batch_alloc_fail_p", "line_transfer_samples_ns"))
 
 
 def _ptr(a: np.ndarray, ctype: type) -> ctypes._Pointer:
@@ -178,6 +179,7 @@ class CEngine:
             "lock_cost": np.array([c.spin_lock_unlock_ns if lk.policy in ("spinlock", "qspinlock")
                                    else 0 if lk.policy == "as-recorded" else c.cas_ns for lk in locks] or [0],
                                   dtype=np.int64),
+            # engine.py: a traced lock's fast path is in the tracer's time (0 for every lock with lock_tracer)
             "lock_lines": np.array([0 if lk.policy == "as-recorded" else c.lock_data_lines for lk in locks] or [0],
                                    dtype=np.int64),
             "lock_per_waiter": np.array([per_waiter.get(lk.policy, 0.0) for lk in locks] or [0.0],
@@ -193,7 +195,9 @@ class CEngine:
                                    and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
             "lock_dtail": np.array([c.mmap_lock_downgrade_tail_ns if lk.lock_class == "mmap_lock"
                                     and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
+            "handoffs": np.array(c.line_transfer_samples_ns or [0], dtype=np.int64),
         }
+        arrays["lock_cost"][arrays["lock_tracer"] > 0] = 0
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
         if unknown:
             raise ValueError(f"unknown lock policy {sorted(unknown)[0]!r}")
@@ -207,7 +211,7 @@ class CEngine:
             percpu_batch_pages=c.percpu_batch_pages, local_batch_pages=c.local_batch_pages,
             invlpg=c.invlpg_ns, full_flush=c.full_flush_ns, flush_ceiling=c.flush_ceiling_pages,
             ipi_handler=c.ipi_handler_ns, shootdown=c.shootdown_ns, mutex_waker=c.mutex_waker_ns,
-            lazy_leave=c.lazy_leave_ns,
+            lazy_leave=c.lazy_leave_ns, nhandoffs=len(c.line_transfer_samples_ns),
             batch_alloc_fail_p=c.batch_alloc_fail_p,
             r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
             r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,
@@ -217,7 +221,8 @@ class CEngine:
         for i, q in enumerate(PROBE_CAUSE_OF):
             p.probe_cause_of[i] = q
         for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost",
-                     "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer", "lock_tail", "lock_dtail"):
+                     "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer", "lock_tail", "lock_dtail",
+                     "handoffs"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

@@ -26,6 +26,13 @@ class Costs:
     spin_lock_unlock_ns: int = 26  #: uncontended spin_lock + spin_unlock
     line_transfer_ns: int = 31  #: cache-line transfer, same socket
     line_transfer_remote_ns: int = 95  #: cache-line transfer, cross socket
+    #: the recorded hand-offs to waiters that stayed on their CPU (release -> next owner running), as equally
+    #: likely values (quantiles of the recorded distribution): a lock handed to a spinner on the same socket
+    #: takes one of them, drawn from the run's seeded generator, instead of line_transfer_ns. A chain of
+    #: hand-offs (a convoy) lasts their sum, which a single figure (the median) gets wrong at every link by
+    #: the distribution's long tail (docs/VALIDATION.md §e). Empty (the default): line_transfer_ns;
+    #: --calibrate measures it from lock_holds.
+    line_transfer_samples_ns: tuple[int, ...] = ()
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
     #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
     cpus_per_socket: int = 0
@@ -112,6 +119,10 @@ class Costs:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "line_transfer_samples_ns":
+                if not isinstance(v, tuple) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
+                    raise UsageError(f"cost {f.name} must be a list of non-negative whole numbers of ns, not {v!r}")
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise UsageError(f"cost {f.name} must be a non-negative number, not {v!r}")
         if self.batch_alloc_fail_p > 1:
@@ -152,6 +163,12 @@ class Costs:
             raise UsageError(f"{where}: unknown cost {bad[0]!r}; known: {', '.join(known)}")
         out = {}
         for k, v in data.items():
+            if k == "line_transfer_samples_ns":
+                if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                  or not float(x).is_integer() for x in v):
+                    raise UsageError(f"{where}: cost {k} must be a list of whole numbers of ns, not {v!r}")
+                out[k] = tuple(int(x) for x in v)
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise UsageError(f"{where}: cost {k} must be a number, not {v!r}")
             out[k] = int(v) if known[k].type == "int" and float(v).is_integer() else v

@@ -66,6 +66,9 @@ struct mmr_params {
 	const i64 *lock_tracer;
 	/* issue #16: per lock, the tracer's time after a release's (downgrade's) stamp (engine.py lock_tail) */
 	const i64 *lock_tail, *lock_dtail;
+	/* issue #16: recorded hand-offs to spinners, one drawn per same-socket grant (engine.py handoffs) */
+	const i64 *handoffs;
+	i64 nhandoffs;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -549,7 +552,13 @@ static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, 
 {
 	th->waiting_lock = -1;
 	i64 per = e->p.cpus_per_socket;
-	i64 line = (per && frm->cpu / per != th->cpu / per) ? e->p.line_remote : e->p.line;
+	i64 line;
+	if (per && frm->cpu / per != th->cpu / per)
+		line = e->p.line_remote;
+	else if (e->p.nhandoffs) /* a recorded hand-off: int(rng.random() * n), as engine.py draws it */
+		line = e->p.handoffs[(i64)(rnd(e) * (double)e->p.nhandoffs)];
+	else
+		line = e->p.line;
 	i64 at = now + (scaled ? (i64)rint((double)line * scale) : line);
 	push(e, at, E_GRANT, th->idx, th->gen);
 }
