@@ -64,10 +64,16 @@ DRAIN_STEP_BYTES = 1 << 20
 # reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
 MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
-#: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
-#: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
-BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
-           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered"))
+#: (family, tracepoint, program, counter map, first program or None): second programs that record the hits
+#: the kernel skipped because the family's program was running on the CPU (an interrupt's page free or TLB
+#: flush in its middle). page_free's has a program attached before the main one too (bpf/page_free.c: it
+#: pushes each hit, the main program marks it, the backup records an unmarked one), which covers the main
+#: program's whole window, its dispatch included; tlb_flush's acts while the main program's body runs.
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", b"mmr_pf_pre"),
+           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered", None))
+#: bpf/page_free.c mmr_pf_bk: the backup's recoveries of recorded tasks, hits the main program found not
+#: pushed (the first program skipped for them, or not running first), stack resets
+PF_BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
@@ -348,6 +354,7 @@ class Recorder:
         self._kallsyms: Any = None
         self._backup_fds: list[int] = []
         self._backup_attached: set[str] = set()
+        self._helper_progs: dict[str, int] = {}  # "pre:<family>" / "backup:<family>" -> program fd
         self._plan = programs.CLASSIC
 
     # -- setup ------------------------------------------------------------------
@@ -615,19 +622,40 @@ class Recorder:
         except Exception:  # noqa: BLE001 - never attached
             pass
 
-    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
-        """A second raw-tracepoint program on tp (bcc attaches one per tracepoint only): it records the hits the
-        kernel skipped because the first was running on the CPU (bpf/page_free.c)."""
+    def _attach_raw(self, fn_name: bytes, tp: bytes) -> tuple[int, int] | str:
+        """(program fd, attachment fd) of fn_name attached to raw tracepoint tp beside the family's own
+        program (bcc attaches one per tracepoint only), or why not."""
         try:
             fn = self._bpf.load_func(fn_name, self._bcc.BPF.RAW_TRACEPOINT)
             fd = self._bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, tp)
         except Exception as e:  # noqa: BLE001 - without it those hits stay lost, and are counted so
-            self.notes.say(f"no backup program on {tp.decode()} ({str(e).splitlines()[0]})")
+            return str(e).splitlines()[0]
+        return (fn.fd, fd) if fd >= 0 else f"attach failed: {-fd}"
+
+    def _attach_first(self, fam: str, tp: bytes, fn_name: bytes) -> None:
+        """fn_name on tp BEFORE the family's program: the kernel runs a tracepoint's probes of equal priority
+        in the order they were attached (kernel/tracepoint.c func_add), and bcc attached the family's
+        program at load, so it is detached, fn_name attached, and it attached again. Nothing is recorded
+        yet (mmr_ctl is not set), so nothing is lost in between."""
+        main = b"raw_tracepoint__" + tp
+        self._bpf.detach_raw_tracepoint(tp)
+        got = self._attach_raw(fn_name, tp)
+        self._bpf.attach_raw_tracepoint(tp=tp, fn_name=main)
+        if isinstance(got, str):
+            self.notes.say(f"no first program on {tp.decode()} ({got}): its backup records nothing")
             return
-        if fd < 0:
-            self.notes.say(f"no backup program on {tp.decode()} (attach failed: {-fd})")
+        self._helper_progs[f"pre:{fam}"] = got[0]
+        self._backup_fds.append(got[1])
+
+    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
+        """A last raw-tracepoint program on tp: it records the hits the kernel skipped because the family's
+        program was running on the CPU (bpf/page_free.c, bpf/tlb_flush.c)."""
+        got = self._attach_raw(fn_name, tp)
+        if isinstance(got, str):
+            self.notes.say(f"no backup program on {tp.decode()} ({got})")
             return
-        self._backup_fds.append(fd)
+        self._helper_progs[f"backup:{fam}"] = got[0]
+        self._backup_fds.append(got[1])
         self._backup_attached.add(fam)
 
     def _lock_wait_tasks(self) -> None:
@@ -818,8 +846,10 @@ class Recorder:
             self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
-        for fam, tp, fn, _ in BACKUPS:
+        for fam, tp, fn, _, pre in BACKUPS:
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
+                if pre is not None:
+                    self._attach_first(fam, tp, pre)
                 self._attach_backup(fam, tp, fn)
         self._kinds = {f.kind for f in self._families}
         if self._t2:
@@ -984,6 +1014,10 @@ class Recorder:
                 w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
+            helpers = {k.split(":", 1)[1]: stop[k] - start.get(k, 0) for k in stop
+                       if k.startswith(("recovered:pf:", "recovered:skips:"))}
+            if helpers:  # how page_free's three programs fared (bpf/page_free.c; docs/RECORDING.md)
+                w.manifest.extra["page_free_backup"] = helpers
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
             why = dict(self._plan.why_classic)
             if any(why.get(f.name) for f in self._families):
@@ -1052,8 +1086,16 @@ class Recorder:
             return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
 
         def recovered() -> dict[str, int]:
-            return {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
-                    for fam, _tp, _fn, table in BACKUPS if fam in self._backup_attached}
+            out = {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
+                   for fam, _tp, _fn, table, _pre in BACKUPS if fam in self._backup_attached}
+            if "pre:page_free" in self._helper_progs:
+                table = self._bpf["mmr_pf_bk"]
+                for i, name in enumerate(PF_BACKUP_COUNTERS):
+                    out[f"recovered:pf:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
+            # the helper programs' own skips: a hit in the first program's window is not pushed (the main
+            # program then pushes it marked), one in the backup's window leaves a slot behind
+            out.update({f"recovered:skips:{k}": prog_recursion_misses(fd) for k, fd in self._helper_progs.items()})
+            return out
 
         if stop:
             seen = recovered()
