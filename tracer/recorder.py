@@ -77,7 +77,10 @@ PF_BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
-LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped", "switch_unreported")
+LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
+#: ... the recorded tasks' events the kernel itself never emitted: no tracer could have seen them, so they are
+#: not lost by the recorder; reported apart (extra.not_emitted_by_kernel), never in the headline
+NOT_EMITTED = "switch_unreported"
 #: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
 RECORDER_REASONS = ("recorder_in_kernel", "recorder_bpf_recursion", "recorder_wakeups")
 
@@ -1004,6 +1007,8 @@ class Recorder:
             overflow = stats.get(0, (0, 0, 0, 0))[1]
             w.manifest.extra["lost_breakdown"] = {r: {n: v[r] for n, v in loss.items()}
                                                   for r in (*LOST_REASONS, *RECORDER_REASONS)}
+            if events.EV_SCHED_SWITCH in self._kinds:
+                w.manifest.extra["not_emitted_by_kernel"] = self._not_emitted(loss["sched_switch"][NOT_EMITTED])
             if overflow:  # not attributable to a probe: reported, and counted once as lost below
                 w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
                 probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
@@ -1126,7 +1131,7 @@ class Recorder:
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
-            unreported = 0
+            unreported = 0  # not emitted by the kernel: never lost (NOT_EMITTED)
             if fam.kind == events.EV_SCHED_SWITCH:
                 # a recorded task's switch the kernel ran without an event (tracer/switch_gaps.py), less the
                 # ones already counted as refused or skipped (those leave the same gap)
@@ -1134,12 +1139,23 @@ class Recorder:
             out[fam.name] = {
                 "ring_buffer_refused": refused,
                 "bpf_recursion_skipped": 0 if own else misses,
-                "switch_unreported": unreported,
+                NOT_EMITTED: unreported,
                 "recorder_in_kernel": in_kernel,
                 "recorder_bpf_recursion": misses if own else 0,
                 "recorder_wakeups": self._recorder_wakeups if fam.kind == events.EV_SCHED_WAKEUP else 0,
             }
         return out
+
+    def _not_emitted(self, switches: int) -> dict[str, Any]:
+        """The recorded tasks' switches the kernel made without a sched_switch event (tracer/switch_gaps.py),
+        and, for each missing switch-in, the task its earlier switch-out went to (whose own switch-out the
+        kernel did not report either): "<comm> (pid P)" -> gaps, "?" for a task gone or unknown."""
+        after: dict[str, int] = {}
+        for tid in self._switch_gaps.gap_next:
+            t = _proc_task(tid) if tid > 0 else None
+            key = f"{t[1]} (pid {t[0]})" if t is not None else "?"
+            after[key] = after.get(key, 0) + 1
+        return {"sched_switch": switches, "after_switch_to": after}
 
     def _probe_cost(self) -> dict[str, dict[str, int]]:
         """tracepoint -> {"runs", "run_ns"}: how often and how long each program ran, for the programs the
