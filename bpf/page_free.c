@@ -135,17 +135,12 @@ static __always_inline int mmr_pf_batched(void)
  * can find that page unmarked on top only if this program never ran for it.
  * A slot is one u64, page | mark (struct page is 64-byte aligned): read and
  * written in one access, whatever interrupts in between. */
-#define MMR_PF_STACK 16
-struct mmr_pf_stack {
-	u32 depth;
-	u32 _pad;
-	u64 slot[MMR_PF_STACK];
-};
+#include "mmr_pf_stack.h"
 BPF_PERCPU_ARRAY(mmr_pf_stack, struct mmr_pf_stack, 1);
 /* The backup's recoveries (any task: the kernel's misses are counted for any task too). */
 BPF_PERCPU_ARRAY(mmr_pf_recovered, u64, 1);
-/* [0] recoveries of recorded tasks (recorded rows), [1] hits this program found not pushed (mmr_pf_pre
- * skipped, or not running first), [2] stack resets */
+/* [0] recoveries of recorded tasks (recorded rows), [1] hits the main program found not pushed (the first
+ * program skipped for them, or not running first), [2] stack resets */
 #define MMR_PF_BK_MINE 0
 #define MMR_PF_BK_MISSING 1
 #define MMR_PF_BK_RESETS 2
@@ -158,44 +153,27 @@ static __always_inline void mmr_pf_bk_count(int what)
 		(*n)++;
 }
 
-/* Push a slot; a full stack (stale slots only, in practice) is emptied first. */
-static __always_inline void mmr_pf_push(struct mmr_pf_stack *st, u64 v)
-{
-	u32 d = st->depth;
-	if (d >= MMR_PF_STACK) {
-		d = 0;
-		mmr_pf_bk_count(MMR_PF_BK_RESETS);
-	}
-	/* depth first: a hit nested between the two writes sees an old slot on top, never overwrites ours */
-	st->depth = d + 1;
-	mmr_barrier();
-	st->slot[d & (MMR_PF_STACK - 1)] = v;
-}
-
 /* TP_PROTO(struct page *page, unsigned int order): attached before the main program. Every task's hits:
  * the kernel's misses are counted for every task, and so are the backup's recoveries. */
 int mmr_pf_pre(struct bpf_raw_tracepoint_args *ctx)
 {
 	int zero = 0;
 	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
-	if (st)
-		mmr_pf_push(st, ctx->args[0] & ~1ULL);
+	if (st && mmr_pf_stack_push(st, ctx->args[0], 0) == 1)
+		mmr_pf_bk_count(MMR_PF_BK_RESETS);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mm_page_free)
 {
 	int zero = 0;
-	u64 page = ctx->args[0] & ~1ULL;
 	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
 	if (st) {
-		u32 top = st->depth - 1; /* 0 slots: out of range */
-		if (top < MMR_PF_STACK && (st->slot[top] & ~1ULL) == page) {
-			st->slot[top] = page | 1;
-		} else {
+		int how = mmr_pf_stack_mark(st, ctx->args[0]);
+		if (how)
 			mmr_pf_bk_count(MMR_PF_BK_MISSING);
-			mmr_pf_push(st, page | 1);
-		}
+		if (how == 2)
+			mmr_pf_bk_count(MMR_PF_BK_RESETS);
 	}
 	return mmr_pf_add((u32)ctx->args[1]);
 }
@@ -204,19 +182,9 @@ RAW_TRACEPOINT_PROBE(mm_page_free)
 int mmr_pf_backup(struct bpf_raw_tracepoint_args *ctx)
 {
 	int zero = 0;
-	u64 page = ctx->args[0] & ~1ULL;
 	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
-	if (!st)
-		return 0;
-	u32 top = st->depth - 1;
-	if (top >= MMR_PF_STACK)
-		return 0; /* empty */
-	u64 v = st->slot[top];
-	if ((v & ~1ULL) != page)
-		return 0; /* not this hit's slot (it was dropped, or stale slots lie above it): nothing known */
-	st->depth = top;
-	if (v & 1)
-		return 0; /* the main program ran for this hit */
+	if (!st || !mmr_pf_stack_pop(st, ctx->args[0]))
+		return 0; /* the main program ran for this hit, or nothing is known of it */
 	/* counted whatever mmr_ctl says, as the kernel counts the miss: user space takes both at the
 	 * recording's start and stop; what is recorded is filtered (and stopped) as the main program's */
 	u64 *n = mmr_pf_recovered.lookup(&zero);
