@@ -64,16 +64,16 @@ DRAIN_STEP_BYTES = 1 << 20
 # reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
 MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
-#: (family, tracepoint, program, counter map, first program or None): second programs that record the hits
-#: the kernel skipped because the family's program was running on the CPU (an interrupt's page free or TLB
-#: flush in its middle). page_free's has a program attached before the main one too (bpf/page_free.c: it
-#: pushes each hit, the main program marks it, the backup records an unmarked one), which covers the main
-#: program's whole window, its dispatch included; tlb_flush's acts while the main program's body runs.
-BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", b"mmr_pf_pre"),
-           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered", None))
-#: bpf/page_free.c mmr_pf_bk: the backup's recoveries of recorded tasks, hits the main program found not
-#: pushed (the first program skipped for them, or not running first), stack resets
-PF_BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
+#: (family, tracepoint, last program, its recovery counter, first program, its counters map): the programs
+#: that record the hits the kernel skipped because the family's program was running on the CPU (an
+#: interrupt's page free or TLB flush in its middle, its dispatch included). The first, attached before the
+#: family's program, pushes each hit; the family's marks it; the last records an unmarked one
+#: (bpf/mmr_pf_stack.h, bpf/page_free.c).
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", b"mmr_pf_pre", "mmr_pf_bk"),
+           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered", b"mmr_tlb_pre", "mmr_tlb_bk"))
+#: the counters map of each: the last program's recoveries of recorded tasks, hits the family's program
+#: found not pushed (the first program skipped for them, or not running first), stacks emptied when full
+BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
@@ -849,7 +849,7 @@ class Recorder:
             self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
-        for fam, tp, fn, _, pre in BACKUPS:
+        for fam, tp, fn, _, pre, _ in BACKUPS:
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
                 if pre is not None:
                     self._attach_first(fam, tp, pre)
@@ -1019,10 +1019,16 @@ class Recorder:
                 w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
-            helpers = {k.split(":", 1)[1]: stop[k] - start.get(k, 0) for k in stop
-                       if k.startswith(("recovered:pf:", "recovered:skips:"))}
-            if helpers:  # how page_free's three programs fared (bpf/page_free.c; docs/RECORDING.md)
-                w.manifest.extra["page_free_backup"] = helpers
+            helpers: dict[str, dict[str, int]] = {}
+            for k in stop:  # how each family's three programs fared (bpf/mmr_pf_stack.h; docs/RECORDING.md)
+                if k.startswith("recovered:bk:"):
+                    _, _, fam, name = k.split(":", 3)
+                    helpers.setdefault(fam, {})[name] = stop[k] - start.get(k, 0)
+                elif k.startswith("recovered:skips:"):
+                    _, _, role, fam = k.split(":", 3)
+                    helpers.setdefault(fam, {})[f"{role}_skipped"] = stop[k] - start.get(k, 0)
+            if helpers:
+                w.manifest.extra["backup_programs"] = helpers
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
             why = dict(self._plan.why_classic)
             if any(why.get(f.name) for f in self._families):
@@ -1092,11 +1098,12 @@ class Recorder:
 
         def recovered() -> dict[str, int]:
             out = {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
-                   for fam, _tp, _fn, table, _pre in BACKUPS if fam in self._backup_attached}
-            if "pre:page_free" in self._helper_progs:
-                table = self._bpf["mmr_pf_bk"]
-                for i, name in enumerate(PF_BACKUP_COUNTERS):
-                    out[f"recovered:pf:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
+                   for fam, _tp, _fn, table, _pre, _bk in BACKUPS if fam in self._backup_attached}
+            for fam, _tp, _fn, _table, _pre, bk in BACKUPS:
+                if f"pre:{fam}" in self._helper_progs:
+                    table = self._bpf[bk]
+                    for i, name in enumerate(BACKUP_COUNTERS):
+                        out[f"recovered:bk:{fam}:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
             # the helper programs' own skips: a hit in the first program's window is not pushed (the main
             # program then pushes it marked), one in the backup's window leaves a slot behind
             out.update({f"recovered:skips:{k}": prog_recursion_misses(fd) for k, fd in self._helper_progs.items()})
