@@ -1173,6 +1173,14 @@ class Recorder:
                 runs, ns = prog_run_stats(fd)
                 if runs:
                     cost[tp] = {"runs": runs, "run_ns": ns}
+        # the first and last programs beside a family's own (BACKUPS): what they add to each of its hits
+        tps = {fam: next((f.tracepoints for f in self._families if f.name == fam), ()) for fam, *_ in BACKUPS}
+        for key, fd in self._helper_progs.items():
+            role, fam = key.split(":", 1)
+            tp = next((t for t in tps.get(fam, ()) if t.endswith(":mm_page_free") or t.endswith(":tlb_flush")), fam)
+            runs, ns = prog_run_stats(fd)
+            if runs:
+                cost[f"{tp} ({'first' if role == 'pre' else 'backup'})"] = {"runs": runs, "run_ns": ns}
         return cost
 
     def _mmap_lock_tail(self) -> dict[str, dict[str, int]]:
