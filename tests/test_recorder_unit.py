@@ -343,9 +343,10 @@ def test_a_skip_outside_the_recording_that_the_backup_saw_is_not_lost(monkeypatc
     assert r._recovered["tlb_flush"] == 12
 
 
-def test_a_switch_the_kernel_never_reported_is_lost_with_its_reason(monkeypatch):
-    """Rows written through the recorder: a recorded task switched out twice in a row is one switch-in lost,
-    under switch_unreported, less what the ring buffer refused (which leaves the same gap)."""
+def test_a_switch_the_kernel_never_reported_is_counted_apart_from_lost(monkeypatch):
+    """Rows written through the recorder: a recorded task switched out twice in a row is one switch-in the
+    kernel did not emit (switch_unreported, never in LOST_REASONS), less what the ring buffer refused (which
+    leaves the same gap, and is lost); the gap names the task the first switch-out went to."""
     sw = next(f for f in programs.FAMILIES if f.name == "sched_switch")
     r = Recorder(RecordOptions(output="unused"))
     r._families, r._backup_attached, r._bpf = [sw], set(), {}
@@ -360,7 +361,11 @@ def test_a_switch_the_kernel_never_reported_is_lost_with_its_reason(monkeypatch)
     rec = _records(events.EV_SCHED_SWITCH, 3, next_tid=[93, 15, 8], tid=[8, 8, 15],
                    flags=[events.F_PREV_RECORDED, events.F_PREV_RECORDED, events.F_NEXT_RECORDED])
     r._emit(events.EV_SCHED_SWITCH, rec)
+    from tracer.recorder import LOST_REASONS, NOT_EMITTED
+
+    assert NOT_EMITTED == "switch_unreported" and NOT_EMITTED not in LOST_REASONS
     assert r._loss({})["sched_switch"]["switch_unreported"] == 1
+    assert r._switch_gaps.gap_next == [93]
     assert r._loss({events.EV_SCHED_SWITCH: (3, 1, 0, 0)})["sched_switch"]["switch_unreported"] == 0
 
 
