@@ -7,11 +7,12 @@ its body runs. bpf/page_free.c runs three programs on the tracepoint so that the
 the skipped hits (tests/test_pf_backup_nesting.py drives that bookkeeping with every nesting).
 
 Measured before (a backup keyed on a flag the main program's body set), on the benchmark's page-fault
-case (`mm_workload 1 2100 256`, ~5 s): page_free lost 85 / 118 / 14 / 0 / 0 and 16 / 88 / 34 / 0 / 0 in
-two series of five: a loss in about half of the 5-s recordings, so this test records three times as
-long (one before-run in eight would pass it). After: lost 0 in every run, the kernel's skips all
-recovered (docs/RECORDING.md, "Loss, and what the recorder causes"). The only misses left need a hit
-nested two levels deep (task, softirq, hardirq all freeing pages) and end counted, never duplicated;
+case (`mm_workload 1 2100 256`, ~5 s): page_free lost 85 / 118 / 14 / 0 / 0 and 0 / 0 / 0 / 8 / 32 in two
+series of five, a loss in about half of the 5-s recordings; so this test records three times as long.
+This test against that recorder: 3 of 3 runs failed (lost 147, 167, 62). Against this one: 3 of 3 passed
+(the kernel's skips 367 and 301, all recovered), and lost 0 in every one of the 10 benchmark-length
+recordings (docs/RECORDING.md, "Loss, and what the recorder causes"). The only misses left need a hit
+nested two levels deep (task, softirq and hardirq all freeing pages) and end counted, never duplicated;
 none was seen, hence no tolerance above 0.
 """
 

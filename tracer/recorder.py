@@ -1019,14 +1019,7 @@ class Recorder:
                 w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
-            helpers: dict[str, dict[str, int]] = {}
-            for k in stop:  # how each family's three programs fared (bpf/mmr_pf_stack.h; docs/RECORDING.md)
-                if k.startswith("recovered:bk:"):
-                    _, _, fam, name = k.split(":", 3)
-                    helpers.setdefault(fam, {})[name] = stop[k] - start.get(k, 0)
-                elif k.startswith("recovered:skips:"):
-                    _, _, role, fam = k.split(":", 3)
-                    helpers.setdefault(fam, {})[f"{role}_skipped"] = stop[k] - start.get(k, 0)
+            helpers = backup_programs(start, stop)
             if helpers:
                 w.manifest.extra["backup_programs"] = helpers
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
@@ -1292,6 +1285,21 @@ class _BpfProgInfo(ctypes.Structure):
                 ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
                 ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64),
                 ("recursion_misses", ctypes.c_uint64)]
+
+
+def backup_programs(start: dict[str, int], stop: dict[str, int]) -> dict[str, dict[str, int]]:
+    """How each family's first and last programs fared over the recording (manifest extra.backup_programs):
+    family -> {BACKUP_COUNTERS..., "pre_skipped", "backup_skipped"}, from the two snapshots of
+    Recorder._misses_now ("recovered:bk:<family>:<counter>", "recovered:skips:<pre|backup>:<family>")."""
+    out: dict[str, dict[str, int]] = {}
+    for k in stop:
+        if k.startswith("recovered:bk:"):
+            _, _, fam, name = k.split(":", 3)
+            out.setdefault(fam, {})[name] = stop[k] - start.get(k, 0)
+        elif k.startswith("recovered:skips:"):
+            _, _, role, fam = k.split(":", 3)
+            out.setdefault(fam, {})[f"{role}_skipped"] = stop[k] - start.get(k, 0)
+    return out
 
 
 def prog_recursion_misses(fd: int) -> int:
