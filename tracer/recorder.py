@@ -1167,10 +1167,11 @@ class Recorder:
                 if runs:
                     cost[tp] = {"runs": runs, "run_ns": ns}
         # the first and last programs beside a family's own (BACKUPS): what they add to each of its hits
-        tps = {fam: next((f.tracepoints for f in self._families if f.name == fam), ()) for fam, *_ in BACKUPS}
+        names = {fam: next((t for f in self._families for t in f.tracepoints if t.endswith(f":{tp.decode()}")),
+                           tp.decode()) for fam, tp, *_ in BACKUPS}  # e.g. page_free -> kmem:mm_page_free
         for key, fd in self._helper_progs.items():
             role, fam = key.split(":", 1)
-            tp = next((t for t in tps.get(fam, ()) if t.endswith(":mm_page_free") or t.endswith(":tlb_flush")), fam)
+            tp = names.get(fam, fam)
             runs, ns = prog_run_stats(fd)
             if runs:
                 cost[f"{tp} ({'first' if role == 'pre' else 'backup'})"] = {"runs": runs, "run_ns": ns}
