@@ -7,8 +7,9 @@
  * hits nested at every point, the kernel's raw-tracepoint dispatch included.
  *
  * A slot is one u64, the hit's key | mark. The key is the page pointer
- * (64-byte aligned: bit 0 is the mark) with the stack's generation in bits
- * 48-63; a full stack (stale slots, in practice) is emptied by starting a new
+ * (64-byte aligned: bit 0 is the mark; bpf/tlb_flush.c passes its raw
+ * context's address instead: any even value that no two hits in flight on a
+ * CPU share will do) with the stack's generation in bits 48-63; a full stack (stale slots, in practice) is emptied by starting a new
  * generation, so that no slot written before can match a key again. The
  * stack's top word (depth, generation, and a count of its changes) is changed
  * by compare-and-swap only, from the value the program read: a program that
