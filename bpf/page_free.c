@@ -104,38 +104,94 @@ static __always_inline int mmr_pf_batched(void)
 #if MMR_RAW_PAGE_FREE
 /* A page freed by a softirq that interrupted this program (RCU freeing page
  * tables, slabs) is a hit the kernel skips: a raw program never runs nested in
- * itself. A second program on the same tracepoint, attached after this one
- * (mmr_pf_backup, tracer/recorder.py), records exactly those hits: it runs
- * for every hit and acts only while this program is marked running on the CPU,
- * i.e. when the kernel skipped this one for the hit. */
-BPF_PERCPU_ARRAY(mmr_pf_running, u32, 1);
+ * itself, and the kernel counts it as "running" from its dispatch's recursion
+ * counter to after its last instruction (__bpf_trace_run: the counter, the run
+ * context, rcu_read_lock; then the same undone), not only while its body runs.
+ *
+ * Three programs on kmem:mm_page_free, run in attach order (the kernel's
+ * tracepoint keeps probes of equal priority in the order they were added;
+ * tracer/recorder.py attaches them so, and mmr_pf_bk[MISSING] measures it):
+ *   mmr_pf_pre   pushes the hit's page onto this CPU's stack of hits in flight;
+ *   this program marks the top slot if it holds the page (its hit), or pushes a
+ *                marked slot of its own when it does not (mmr_pf_pre was skipped,
+ *                or the stack was reset);
+ *   mmr_pf_backup pops the top slot if it holds the page, and records the hit only
+ *                if it is not marked: then the kernel skipped this program for it.
+ * A hit that lands in any part of this program's window (dispatch included)
+ * runs the other two, so it is recorded by exactly one of the two recording
+ * programs. What can go wrong ends as a counted miss, never a duplicate:
+ *   - a hit in mmr_pf_pre's window is not pushed; this program runs for it and
+ *     pushes a marked slot, which the backup pops (no record);
+ *   - a hit in mmr_pf_backup's window leaves its slot behind (stale); if this
+ *     program was skipped too, nothing records it: a miss of both, counted by
+ *     the kernel (this program's recursion_misses) and not recovered;
+ *   - stale slots sit under the live ones; at MMR_PF_STACK slots the stack is
+ *     reset (mmr_pf_bk[RESETS]): a live hit whose slot it drops and that this
+ *     program skipped is a counted miss.
+ * Why never a duplicate: after this program ran for a hit, the top slot holding
+ * that page is marked (its own slot, or the one it pushed); nested hits push
+ * slots of other pages (a page being freed is freed once), pop only slots of
+ * their own page, and a reset leaves only slots pushed after it, so the backup
+ * can find that page unmarked on top only if this program never ran for it.
+ * A slot is one u64, page | mark (struct page is 64-byte aligned): read and
+ * written in one access, whatever interrupts in between. */
+#include "mmr_pf_stack.h"
+BPF_PERCPU_ARRAY(mmr_pf_stack, struct mmr_pf_stack, 1);
+/* The backup's recoveries (any task: the kernel's misses are counted for any task too). */
 BPF_PERCPU_ARRAY(mmr_pf_recovered, u64, 1);
+/* [0] recoveries of recorded tasks (recorded rows), [1] hits the main program found not pushed (the first
+ * program skipped for them, or not running first), [2] stack resets */
+#define MMR_PF_BK_MINE 0
+#define MMR_PF_BK_MISSING 1
+#define MMR_PF_BK_RESETS 2
+BPF_PERCPU_ARRAY(mmr_pf_bk, u64, 3);
 
-/* TP_PROTO(struct page *page, unsigned int order) */
+static __always_inline void mmr_pf_bk_count(int what)
+{
+	u64 *n = mmr_pf_bk.lookup(&what);
+	if (n)
+		(*n)++;
+}
+
+/* TP_PROTO(struct page *page, unsigned int order): attached before the main program. Every task's hits:
+ * the kernel's misses are counted for every task, and so are the backup's recoveries. */
+int mmr_pf_pre(struct bpf_raw_tracepoint_args *ctx)
+{
+	int zero = 0;
+	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
+	if (st && mmr_pf_stack_push(st, ctx->args[0], 0) == 1)
+		mmr_pf_bk_count(MMR_PF_BK_RESETS);
+	return 0;
+}
+
 RAW_TRACEPOINT_PROBE(mm_page_free)
 {
 	int zero = 0;
-	u32 *running = mmr_pf_running.lookup(&zero);
-	u32 was = running ? *running : 0; /* a nested run (another context) restores its outer run's mark */
-	if (running)
-		*running = 1;
-	int ret = mmr_pf_add((u32)ctx->args[1]);
-	if (running)
-		*running = was;
-	return ret;
+	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
+	if (st) {
+		int how = mmr_pf_stack_mark(st, ctx->args[0]);
+		if (how)
+			mmr_pf_bk_count(MMR_PF_BK_MISSING);
+		if (how == 2)
+			mmr_pf_bk_count(MMR_PF_BK_RESETS);
+	}
+	return mmr_pf_add((u32)ctx->args[1]);
 }
 
+/* Attached after the main program. */
 int mmr_pf_backup(struct bpf_raw_tracepoint_args *ctx)
 {
 	int zero = 0;
-	u32 *running = mmr_pf_running.lookup(&zero);
-	if (!running || !*running)
-		return 0;
+	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
+	if (!st || !mmr_pf_stack_pop(st, ctx->args[0]))
+		return 0; /* the main program ran for this hit, or nothing is known of it */
 	/* counted whatever mmr_ctl says, as the kernel counts the miss: user space takes both at the
 	 * recording's start and stop; what is recorded is filtered (and stopped) as the main program's */
 	u64 *n = mmr_pf_recovered.lookup(&zero);
 	if (n)
 		(*n)++;
+	if (mmr_want_current(bpf_get_current_pid_tgid()))
+		mmr_pf_bk_count(MMR_PF_BK_MINE);
 	return mmr_pf_add((u32)ctx->args[1]);
 }
 

@@ -343,9 +343,10 @@ def test_a_skip_outside_the_recording_that_the_backup_saw_is_not_lost(monkeypatc
     assert r._recovered["tlb_flush"] == 12
 
 
-def test_a_switch_the_kernel_never_reported_is_lost_with_its_reason(monkeypatch):
-    """Rows written through the recorder: a recorded task switched out twice in a row is one switch-in lost,
-    under switch_unreported, less what the ring buffer refused (which leaves the same gap)."""
+def test_a_switch_the_kernel_never_reported_is_counted_apart_from_lost(monkeypatch):
+    """Rows written through the recorder: a recorded task switched out twice in a row is one switch-in the
+    kernel did not emit (switch_unreported, never in LOST_REASONS), less what the ring buffer refused (which
+    leaves the same gap, and is lost); the gap names the task the first switch-out went to."""
     sw = next(f for f in programs.FAMILIES if f.name == "sched_switch")
     r = Recorder(RecordOptions(output="unused"))
     r._families, r._backup_attached, r._bpf = [sw], set(), {}
@@ -360,7 +361,11 @@ def test_a_switch_the_kernel_never_reported_is_lost_with_its_reason(monkeypatch)
     rec = _records(events.EV_SCHED_SWITCH, 3, next_tid=[93, 15, 8], tid=[8, 8, 15],
                    flags=[events.F_PREV_RECORDED, events.F_PREV_RECORDED, events.F_NEXT_RECORDED])
     r._emit(events.EV_SCHED_SWITCH, rec)
+    from tracer.recorder import LOST_REASONS, NOT_EMITTED
+
+    assert NOT_EMITTED == "switch_unreported" and NOT_EMITTED not in LOST_REASONS
     assert r._loss({})["sched_switch"]["switch_unreported"] == 1
+    assert r._switch_gaps.gap_next == [93]
     assert r._loss({events.EV_SCHED_SWITCH: (3, 1, 0, 0)})["sched_switch"]["switch_unreported"] == 0
 
 
@@ -409,3 +414,45 @@ def test_a_written_code_mapping_keeps_its_pages(tmp_path) -> None:
     assert libc.mprotect(addr, mmap.PAGESIZE * 2, mmap.PROT_READ | mmap.PROT_EXEC) == 0  # r-xp, like code
     release_code_pages()
     assert bytes(m[:4]) == b"\xcc\xcc\xcc\xcc"  # with MADV_DONTNEED it would read the file's 0x90 again
+
+
+def test_page_free_loss_is_the_main_programs_skips_less_the_last_programs_recoveries(monkeypatch):
+    """page_free's three programs (bpf/page_free.c): the main program's skips the last one recorded are not
+    lost; the first and last programs' own skips and the stack's counters are reported apart
+    (extra.backup_programs), never added to the loss."""
+    from types import SimpleNamespace as NS
+
+    import tracer.recorder as rec_mod
+
+    pf = next(f for f in programs.FAMILIES if f.name == "page_free")
+    k = {"main": 0, "pre": 0, "backup": 0, "recovered": 0, "mine": 0, "not_pushed": 0, "resets": 0}
+
+    class PerCpu:
+        def __init__(self, *keys):
+            self.keys = keys
+
+        def __getitem__(self, i):
+            return [NS(value=k[self.keys[i]])]
+
+    r = Recorder(RecordOptions(output="unused"))
+    r._families, r._backup_attached = [pf], {"page_free"}
+    r._helper_progs = {"pre:page_free": 11, "backup:page_free": 12}
+    r._bpf = {"mmr_pf_recovered": PerCpu("recovered"), "mmr_pf_bk": PerCpu("mine", "not_pushed", "resets")}
+    monkeypatch.setattr(r, "_prog_fds", lambda fam: {"kmem:mm_page_free": 10})
+    monkeypatch.setattr(rec_mod, "prog_recursion_misses", lambda fd: k[{10: "main", 11: "pre", 12: "backup"}[fd]])
+
+    k.update(main=4, recovered=4)  # before the recording
+    start = r._misses_at_start = r._misses_now()
+    k["main"] += 30
+    k["recovered"] += 29  # one skipped hit nested in the last program's window too: lost
+    k["mine"] += 25  # of the 29, 25 were the recorded tasks' (rows); the rest other tasks' (filtered out)
+    k["pre"] += 6
+    k["not_pushed"] += 6  # the main program pushed a marked slot for each hit the first one skipped
+    k["backup"] += 9
+    k["resets"] += 1
+    stop = r._misses_at_stop = r._misses_now(stop=True)
+    loss = r._loss({})
+    assert loss["page_free"]["bpf_recursion_skipped"] == 1
+    assert r._recovered["page_free"] == 29
+    assert rec_mod.backup_programs(start, stop) == {"page_free": {
+        "recovered_recorded_tasks": 25, "not_pushed": 6, "stack_resets": 1, "pre_skipped": 6, "backup_skipped": 9}}

@@ -211,7 +211,7 @@ def test_missing_table_names_the_probe_that_fills_it(trace_dir: Path) -> None:
 def test_info_summarizes_manifest_rows_and_lost_events(trace_dir: Path, capsys) -> None:
     assert main(["info", str(trace_dir)]) == 0
     out = capsys.readouterr().out
-    assert "mmreplay-trace 1.1 (trace, synthetic)" in out
+    assert "mmreplay-trace 1.2 (trace, synthetic)" in out
     assert "lost       3 events" in out
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert rows["page_faults"][0] == "100" and rows["tasks"][0] == "1"

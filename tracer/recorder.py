@@ -64,14 +64,23 @@ DRAIN_STEP_BYTES = 1 << 20
 # reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
 MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
-#: (family, tracepoint, program, counter map): second programs that record the hits the kernel skipped
-#: because the family's program was running on the CPU (an interrupt's page free or TLB flush in its middle).
-BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered"),
-           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered"))
+#: (family, tracepoint, last program, its recovery counter, first program, its counters map): the programs
+#: that record the hits the kernel skipped because the family's program was running on the CPU (an
+#: interrupt's page free or TLB flush in its middle, its dispatch included). The first, attached before the
+#: family's program, pushes each hit; the family's marks it; the last records an unmarked one
+#: (bpf/mmr_pf_stack.h, bpf/page_free.c).
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", b"mmr_pf_pre", "mmr_pf_bk"),
+           ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered", b"mmr_tlb_pre", "mmr_tlb_bk"))
+#: the counters map of each: the last program's recoveries of recorded tasks, hits the family's program
+#: found not pushed (the first program skipped for them, or not running first), stacks emptied when full
+BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
-LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped", "switch_unreported")
+LOST_REASONS = ("ring_buffer_refused", "bpf_recursion_skipped")
+#: ... the recorded tasks' events the kernel itself never emitted: no tracer could have seen them, so they are
+#: not lost by the recorder; reported apart (extra.not_emitted_by_kernel), never in the headline
+NOT_EMITTED = "switch_unreported"
 #: ... and which events the recorder itself caused and dropped on purpose (Probe.recorder, never lost).
 RECORDER_REASONS = ("recorder_in_kernel", "recorder_bpf_recursion", "recorder_wakeups")
 
@@ -348,6 +357,7 @@ class Recorder:
         self._kallsyms: Any = None
         self._backup_fds: list[int] = []
         self._backup_attached: set[str] = set()
+        self._helper_progs: dict[str, int] = {}  # "pre:<family>" / "backup:<family>" -> program fd
         self._plan = programs.CLASSIC
 
     # -- setup ------------------------------------------------------------------
@@ -615,19 +625,40 @@ class Recorder:
         except Exception:  # noqa: BLE001 - never attached
             pass
 
-    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
-        """A second raw-tracepoint program on tp (bcc attaches one per tracepoint only): it records the hits the
-        kernel skipped because the first was running on the CPU (bpf/page_free.c)."""
+    def _attach_raw(self, fn_name: bytes, tp: bytes) -> tuple[int, int] | str:
+        """(program fd, attachment fd) of fn_name attached to raw tracepoint tp beside the family's own
+        program (bcc attaches one per tracepoint only), or why not."""
         try:
             fn = self._bpf.load_func(fn_name, self._bcc.BPF.RAW_TRACEPOINT)
             fd = self._bcc.libbcc.lib.bpf_attach_raw_tracepoint(fn.fd, tp)
         except Exception as e:  # noqa: BLE001 - without it those hits stay lost, and are counted so
-            self.notes.say(f"no backup program on {tp.decode()} ({str(e).splitlines()[0]})")
+            return str(e).splitlines()[0]
+        return (fn.fd, fd) if fd >= 0 else f"attach failed: {-fd}"
+
+    def _attach_first(self, fam: str, tp: bytes, fn_name: bytes) -> None:
+        """fn_name on tp BEFORE the family's program: the kernel runs a tracepoint's probes of equal priority
+        in the order they were attached (kernel/tracepoint.c func_add), and bcc attached the family's
+        program at load, so it is detached, fn_name attached, and it attached again. Nothing is recorded
+        yet (mmr_ctl is not set), so nothing is lost in between."""
+        main = b"raw_tracepoint__" + tp
+        self._bpf.detach_raw_tracepoint(tp)
+        got = self._attach_raw(fn_name, tp)
+        self._bpf.attach_raw_tracepoint(tp=tp, fn_name=main)
+        if isinstance(got, str):
+            self.notes.say(f"no first program on {tp.decode()} ({got}): its backup records nothing")
             return
-        if fd < 0:
-            self.notes.say(f"no backup program on {tp.decode()} (attach failed: {-fd})")
+        self._helper_progs[f"pre:{fam}"] = got[0]
+        self._backup_fds.append(got[1])
+
+    def _attach_backup(self, fam: str, tp: bytes, fn_name: bytes) -> None:
+        """A last raw-tracepoint program on tp: it records the hits the kernel skipped because the family's
+        program was running on the CPU (bpf/page_free.c, bpf/tlb_flush.c)."""
+        got = self._attach_raw(fn_name, tp)
+        if isinstance(got, str):
+            self.notes.say(f"no backup program on {tp.decode()} ({got})")
             return
-        self._backup_fds.append(fd)
+        self._helper_progs[f"backup:{fam}"] = got[0]
+        self._backup_fds.append(got[1])
         self._backup_attached.add(fam)
 
     def _lock_wait_tasks(self) -> None:
@@ -818,8 +849,10 @@ class Recorder:
             self._bpf, self._families, failed = self._load(bcc, families, self._filter)
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
-        for fam, tp, fn, _ in BACKUPS:
+        for fam, tp, fn, _, pre, _ in BACKUPS:
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
+                if pre is not None:
+                    self._attach_first(fam, tp, pre)
                 self._attach_backup(fam, tp, fn)
         self._kinds = {f.kind for f in self._families}
         if self._t2:
@@ -974,6 +1007,8 @@ class Recorder:
             overflow = stats.get(0, (0, 0, 0, 0))[1]
             w.manifest.extra["lost_breakdown"] = {r: {n: v[r] for n, v in loss.items()}
                                                   for r in (*LOST_REASONS, *RECORDER_REASONS)}
+            if events.EV_SCHED_SWITCH in self._kinds:
+                w.manifest.extra["not_emitted_by_kernel"] = self._not_emitted(loss["sched_switch"][NOT_EMITTED])
             if overflow:  # not attributable to a probe: reported, and counted once as lost below
                 w.manifest.extra["lost_breakdown"]["nesting_overflow"] = overflow
                 probes.append(Probe("nesting overflow", 1, status="recorded", lost=overflow,
@@ -984,6 +1019,9 @@ class Recorder:
                 w.manifest.extra["recursion_misses"] = {tp: n for tp, n in misses.items() if n > 0}
             if any(self._recovered.values()):  # skipped by the main program, recorded by its backup
                 w.manifest.extra["recursion_recovered"] = self._recovered
+            helpers = backup_programs(start, stop)
+            if helpers:
+                w.manifest.extra["backup_programs"] = helpers
             w.manifest.extra["attach"] = {f.name: self._plan.mode(f.name) for f in (*self._families, programs.TASKS)}
             why = dict(self._plan.why_classic)
             if any(why.get(f.name) for f in self._families):
@@ -1052,8 +1090,17 @@ class Recorder:
             return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
 
         def recovered() -> dict[str, int]:
-            return {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
-                    for fam, _tp, _fn, table in BACKUPS if fam in self._backup_attached}
+            out = {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
+                   for fam, _tp, _fn, table, _pre, _bk in BACKUPS if fam in self._backup_attached}
+            for fam, _tp, _fn, _table, _pre, bk in BACKUPS:
+                if f"pre:{fam}" in self._helper_progs:
+                    table = self._bpf[bk]
+                    for i, name in enumerate(BACKUP_COUNTERS):
+                        out[f"recovered:bk:{fam}:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
+            # the helper programs' own skips: a hit in the first program's window is not pushed (the main
+            # program then pushes it marked), one in the backup's window leaves a slot behind
+            out.update({f"recovered:skips:{k}": prog_recursion_misses(fd) for k, fd in self._helper_progs.items()})
+            return out
 
         if stop:
             seen = recovered()
@@ -1084,7 +1131,7 @@ class Recorder:
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
-            unreported = 0
+            unreported = 0  # not emitted by the kernel: never lost (NOT_EMITTED)
             if fam.kind == events.EV_SCHED_SWITCH:
                 # a recorded task's switch the kernel ran without an event (tracer/switch_gaps.py), less the
                 # ones already counted as refused or skipped (those leave the same gap)
@@ -1092,12 +1139,23 @@ class Recorder:
             out[fam.name] = {
                 "ring_buffer_refused": refused,
                 "bpf_recursion_skipped": 0 if own else misses,
-                "switch_unreported": unreported,
+                NOT_EMITTED: unreported,
                 "recorder_in_kernel": in_kernel,
                 "recorder_bpf_recursion": misses if own else 0,
                 "recorder_wakeups": self._recorder_wakeups if fam.kind == events.EV_SCHED_WAKEUP else 0,
             }
         return out
+
+    def _not_emitted(self, switches: int) -> dict[str, Any]:
+        """The recorded tasks' switches the kernel made without a sched_switch event (tracer/switch_gaps.py),
+        and, for each missing switch-in, the task its earlier switch-out went to (whose own switch-out the
+        kernel did not report either): "<comm> (pid P)" -> gaps, "?" for a task gone or unknown."""
+        after: dict[str, int] = {}
+        for tid in self._switch_gaps.gap_next:
+            t = _proc_task(tid) if tid > 0 else None
+            key = f"{t[1]} (pid {t[0]})" if t is not None else "?"
+            after[key] = after.get(key, 0) + 1
+        return {"sched_switch": switches, "after_switch_to": after}
 
     def _probe_cost(self) -> dict[str, dict[str, int]]:
         """tracepoint -> {"runs", "run_ns"}: how often and how long each program ran, for the programs the
@@ -1108,6 +1166,15 @@ class Recorder:
                 runs, ns = prog_run_stats(fd)
                 if runs:
                     cost[tp] = {"runs": runs, "run_ns": ns}
+        # the first and last programs beside a family's own (BACKUPS): what they add to each of its hits
+        names = {fam: next((t for f in self._families for t in f.tracepoints if t.endswith(f":{tp.decode()}")),
+                           tp.decode()) for fam, tp, *_ in BACKUPS}  # e.g. page_free -> kmem:mm_page_free
+        for key, fd in self._helper_progs.items():
+            role, fam = key.split(":", 1)
+            tp = names.get(fam, fam)
+            runs, ns = prog_run_stats(fd)
+            if runs:
+                cost[f"{tp} ({'first' if role == 'pre' else 'backup'})"] = {"runs": runs, "run_ns": ns}
         return cost
 
     def _mmap_lock_tail(self) -> dict[str, dict[str, int]]:
@@ -1219,6 +1286,21 @@ class _BpfProgInfo(ctypes.Structure):
                 ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
                 ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64),
                 ("recursion_misses", ctypes.c_uint64)]
+
+
+def backup_programs(start: dict[str, int], stop: dict[str, int]) -> dict[str, dict[str, int]]:
+    """How each family's first and last programs fared over the recording (manifest extra.backup_programs):
+    family -> {BACKUP_COUNTERS..., "pre_skipped", "backup_skipped"}, from the two snapshots of
+    Recorder._misses_now ("recovered:bk:<family>:<counter>", "recovered:skips:<pre|backup>:<family>")."""
+    out: dict[str, dict[str, int]] = {}
+    for k in stop:
+        if k.startswith("recovered:bk:"):
+            _, _, fam, name = k.split(":", 3)
+            out.setdefault(fam, {})[name] = stop[k] - start.get(k, 0)
+        elif k.startswith("recovered:skips:"):
+            _, _, role, fam = k.split(":", 3)
+            out.setdefault(fam, {})[f"{role}_skipped"] = stop[k] - start.get(k, 0)
+    return out
 
 
 def prog_recursion_misses(fd: int) -> int:

@@ -83,6 +83,7 @@ def render(s: dict[str, Any]) -> str:
     if s["command"]:
         lines.append(f"command    {' '.join(s['command'])}")
     lines.append(_lost_headline(s))
+    lines += _not_emitted(s["extra"])
     lines += repair_lines(s["extra"])  # a repaired trace: what was lost, which tables are missing and why
     if s["probes"]:
         lines += ["", *_probe_table(s["probes"])]
@@ -117,6 +118,24 @@ def _lost_headline(s: dict[str, Any]) -> str:
                 f"losses; {repair}")
     return f"lost       {s['lost_events']} events of the recorded tasks as the recorder counted them, and {repair}" \
            f"{by_recorder}"
+
+
+def _not_emitted(extra: Any) -> list[str]:
+    """The recorded tasks' switches the kernel made without emitting sched_switch (extra.not_emitted_by_kernel,
+    format minor 2): apart from `lost`, which counts what the recorder failed to write, with what it means
+    for replay. Nothing when there were none."""
+    ne = extra.get("not_emitted_by_kernel") if isinstance(extra, dict) else None
+    n = ne.get("sched_switch") if isinstance(ne, dict) else None
+    if not isinstance(n, int) or n <= 0:
+        return []
+    after = ne.get("after_switch_to")
+    who = ""
+    if isinstance(after, dict) and after:
+        who = " (each after a switch to " + ", ".join(f"{k} x{v}" for k, v in after.items()
+                                                      if isinstance(v, int)) + ")"
+    return [f"unemitted  {n} switches of the recorded tasks the kernel made without a sched_switch event{who}: "
+            "not lost by the recorder, no tracer sees them; in replay the time the task was switched out "
+            "stays inside the hold or system call it interrupted"]
 
 
 #: A probe's reason longer than this is printed once, below the table, and referred to by number.
@@ -165,8 +184,9 @@ def _breakdown(extra: Any) -> list[str]:
     if isinstance(bd.get("nesting_overflow"), int) and bd["nesting_overflow"]:
         out.append(f"{'(no probe: nesting overflow)':<28} {bd['nesting_overflow']:>10}")
     out.append("  lost: rb full = the ring buffer refused a batch; recursion = a hit skipped while the same "
-               "program ran on its CPU (any task: an upper bound); unreported = a switch of a recorded task "
-               "the kernel made without a sched_switch event (two switch-outs in a row)")
+               "program ran on its CPU and not recorded by its backup (any task: an upper bound)"
+               + ("; unreported = a switch of a recorded task the kernel made without a sched_switch event "
+                  "(traces before format 1.2 counted it as lost)" if "switch_unreported" in bd else ""))
     out.append("  recorder (dropped, not lost): rec:bpf = hits on its programs' own locks or of its own process; "
                "rec:nest = contention inside its programs; rec:wake = wake-ups of its reader")
     return out

@@ -27,7 +27,7 @@ import pyarrow as pa
 #: Major version: a reader refuses any other. See docs/TRACE_FORMAT.md, "Versioning".
 FORMAT_VERSION = 1
 #: Minor version: additions only (new tables, new nullable columns at the end).
-FORMAT_MINOR = 1  # 1: probes[].recorder, extra.lost_breakdown by reason
+FORMAT_MINOR = 2  # 1: probes[].recorder, extra.lost_breakdown by reason; 2: extra.not_emitted_by_kernel
 FORMAT_NAME = "mmreplay-trace"
 
 ENUM = pa.dictionary(pa.int16(), pa.string())
