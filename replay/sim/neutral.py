@@ -22,7 +22,7 @@ order.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,18 +84,24 @@ def _first_seen(col: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[tup
     return u, list(zip(rows[first[order]].tolist(), u[order].tolist(), strict=True))
 
 
-def walk_thread(f, th: Thread, walk_ops: Callable) -> tuple[np.ndarray, np.ndarray]:
-    """(code, points) of thread ``th`` under Flattener ``f``, its END included, as ``walk_ops(f, [th])``
-    gives them for the same thread made of op objects only."""
+#: rows of a NeutralCode made into instructions at a time (bounds the temporary arrays)
+WINDOW = 1 << 20
+
+
+def walk_thread(f, th: Thread, walk_ops: Callable) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Thread ``th``'s (code, points) under Flattener ``f``, in consecutive parts, its END last: together
+    what ``walk_ops(f, [th])`` gives for the same thread made of op objects only."""
     nc = emitted(th)
     if nc is None:
         code, points, _ = walk_ops(f, [th])
-        return code, points
+        yield code, points
+        return
     op = nc.op
     lock_rows = np.flatnonzero((op == ACQ) | (op == REL) | (op == DOWNGRADE))
     kind_rows = np.flatnonzero((op == SPAN_B) | (op == SPAN_E))
     lu, lfirst = _first_seen(nc.a, lock_rows)
     ku, kfirst = _first_seen(nc.a, kind_rows)
+    del lock_rows, kind_rows
     lid_of = np.zeros(len(lu), np.int64)
     kid_of = np.zeros(len(ku), np.int64)
     li = ki = 0
@@ -110,6 +116,8 @@ def walk_thread(f, th: Thread, walk_ops: Callable) -> tuple[np.ndarray, np.ndarr
         parts.append((code[:-1], points[:-1]))  # without the END
         pending.clear()
 
+    # first every lock, kind and noise draw in walk order (the op runs' instructions on the way), then the
+    # pieces' instructions, which need no more of that order
     for item in th.ops:
         if type(item) is not Emitted:
             pending.append(item)
@@ -134,48 +142,56 @@ def walk_thread(f, th: Thread, walk_ops: Callable) -> tuple[np.ndarray, np.ndarr
         parts.append(item)
     if pending:
         run_ops()
+    sleeping = np.asarray(f.sleeping_lock, dtype=bool)
+    acq_before = 0  # ACQ rows before the window (their waits are nc.wait in order)
+    for part in parts:
+        if type(part) is not Emitted:
+            yield part
+            continue
+        for lo in range(part.lo, part.hi, WINDOW):
+            hi = min(lo + WINDOW, part.hi)
+            code, points, acqs = _window(f, nc, lo, hi, scaled, lu, lid_of, ku, kid_of, sleeping, acq_before)
+            acq_before += acqs
+            yield code, points
+    yield np.asarray([[END, 0, 0, 0, 0]], np.int64), np.ones(1, np.uint8)
 
-    n = len(op)
-    code = np.zeros((n, WIDTH), np.int64)
+
+def _window(f, nc: NeutralCode, lo: int, hi: int, scaled: np.ndarray | None, lu: np.ndarray, lid_of: np.ndarray,
+            ku: np.ndarray, kid_of: np.ndarray, sleeping: np.ndarray, acq_before: int
+            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows ``lo:hi`` of ``nc`` as Flattener ``f``'s instructions and points; and how many ACQs they hold."""
+    op = nc.op[lo:hi]
+    a = nc.a[lo:hi] if scaled is None else scaled[lo:hi]
+    code = np.zeros((hi - lo, WIDTH), np.int64)
     code[:, 0] = op
-    code[:, 1] = nc.a if scaled is None else scaled
-    code[:, 2] = nc.b
-    code[op == ACQ, 3] = nc.wait
-    code[:, 4] = nc.d
-    if len(lock_rows):
-        code[lock_rows, 1] = lid_of[np.searchsorted(lu, nc.a[lock_rows])]
-    if len(kind_rows):
-        code[kind_rows, 1] = kid_of[np.searchsorted(ku, nc.a[kind_rows])]
-    pc = nc.pclass
-    points = np.zeros(n, np.uint8)
-    points[(pc == P_TRUE) | (pc == P_UNTIL)] = 1
+    code[:, 1] = a
+    code[:, 2] = nc.b[lo:hi]
+    code[:, 4] = nc.d[lo:hi]
+    acq = op == ACQ
+    n_acq = int(np.count_nonzero(acq))
+    code[acq, 3] = nc.wait[acq_before:acq_before + n_acq]
+    rows = np.flatnonzero(acq | (op == REL) | (op == DOWNGRADE))
+    if len(rows):
+        code[rows, 1] = lid_of[np.searchsorted(lu, a[rows])]
+    rows = np.flatnonzero((op == SPAN_B) | (op == SPAN_E))
+    if len(rows):
+        code[rows, 1] = kid_of[np.searchsorted(ku, a[rows])]
+    pc = nc.pclass[lo:hi]
     if f.full:
-        points[:] = 1
-    elif f.voluntary:
-        acq = np.flatnonzero(pc == P_ACQ)
-        if len(acq):
-            sleeping = np.asarray(f.sleeping_lock, dtype=bool)
-            points[acq] = sleeping[code[acq, 1]]
+        points = np.ones(hi - lo, np.uint8)
+    else:
+        points = ((pc == P_TRUE) | (pc == P_UNTIL)).view(np.uint8)
+        if f.voluntary:
+            rows = np.flatnonzero(pc == P_ACQ)
+            if len(rows):
+                points[rows] = sleeping[code[rows, 1]]
     until = pc == P_UNTIL
     if f.open_mode:
         code[until, 2] = f.until_on_cpu
-        at = None
-    else:  # closed replay has no UNTIL: drop the rows, and map the pieces' bounds past them
+    elif until.any():  # closed replay has no UNTIL
         keep = ~until
-        at = np.concatenate(([0], np.cumsum(keep)))
         code, points = code[keep], points[keep]
-    codes, pts = [], []
-    for part in parts:
-        if type(part) is Emitted:
-            lo, hi = (part.lo, part.hi) if at is None else (int(at[part.lo]), int(at[part.hi]))
-            codes.append(code[lo:hi])
-            pts.append(points[lo:hi])
-        else:
-            codes.append(part[0])
-            pts.append(part[1])
-    codes.append(np.asarray([[END, 0, 0, 0, 0]], np.int64))
-    pts.append(np.ones(1, np.uint8))
-    return np.concatenate(codes), np.concatenate(pts)
+    return code, points, n_acq
 
 
 def counts(nc: NeutralCode) -> tuple[dict[str, int], dict[str, int]]:

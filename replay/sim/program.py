@@ -143,10 +143,16 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
         if not any(emitted(th) is not None for th in workload.threads):
             code, points, start = walk(f, workload.threads)
         else:  # a thread at a time: its Emitted pieces by the vectorised pass, its op objects by the walk
-            parts = [walk_thread(f, th, walk) for th in workload.threads]
-            code = np.concatenate([c for c, _ in parts]) if parts else np.empty((0, WIDTH), np.int64)
-            points = np.concatenate([p for _, p in parts]) if parts else np.empty(0, np.uint8)
-            start = np.concatenate([[0], np.cumsum([len(p) for _, p in parts])]).astype(np.int64)
+            codes, pts, rows = [], [], []
+            for th in workload.threads:
+                rows.append(0)
+                for c, p in walk_thread(f, th, walk):
+                    codes.append(c)
+                    pts.append(p)
+                    rows[-1] += len(p)
+            start = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)]).astype(np.int64)
+            code = np.concatenate(codes) if codes else np.empty((0, WIDTH), np.int64)
+            points = np.concatenate(pts) if pts else np.empty(0, np.uint8)
     return Program(code, points, start, np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
 
 
@@ -197,9 +203,11 @@ def flatten_streamed(workload: Workload, specs: list[FlattenSpec],
     with paused_gc():
         for th in workload.threads:
             for k, (f, walk_) in enumerate(zip(fs, walks, strict=True)):
-                code, points = walk_thread(f, th, walk_)
-                sink(k, code, points)
-                starts[k].append(starts[k][-1] + len(points))
+                rows = 0
+                for code, points in walk_thread(f, th, walk_):
+                    sink(k, code, points)
+                    rows += len(points)
+                starts[k].append(starts[k][-1] + rows)
             if release:
                 th.ops = []
     return [(np.asarray(st, dtype=np.int64), np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)

@@ -463,12 +463,15 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             return gops(a, b)
         return [Think(b - a, a)]
 
-    src = order.tolist()
-    kinds = kind.tolist()
-    starts, ends, bodies, cbodies = start.tolist(), end.tolist(), body.tolist(), cbody.tolist()
-    codes = c.code.tolist() if c is not None else []
-    modes = c.mode.tolist() if c is not None else []
-    extras = c.extra.tolist() if c is not None else []
+    # the columns as Python ints: whole lists when every segment becomes op objects; read one at a time when
+    # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
+    ints = _Ints if emit else _list
+    src = ints(order)
+    kinds = ints(kind)
+    starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
+    codes = ints(c.code) if c is not None else []
+    modes = ints(c.mode) if c is not None else []
+    extras = ints(c.extra) if c is not None else []
     locks, span_kinds = load.locks, load.span_kinds
 
     def leaf(i: int) -> tuple[tuple, Op]:
@@ -529,8 +532,8 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     lo_start: list[int] = []
     hi_end: list[int] = []
     firsts_a = np.flatnonzero(is_root)
-    seg_first = firsts_a.tolist() + [n]
-    bad_segs = seg_bad.tolist()
+    seg_first = ints(np.append(firsts_a, n))
+    bad_segs = ints(seg_bad)
     # segments no off-CPU piece overlaps: every gap inside is one Think, no wait slept
     if t.off_cpu and n:
         os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
@@ -538,7 +541,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
         clean = ~((j >= 0) & (oe_[np.maximum(j, 0)] > start[firsts_a]))
     else:
         clean = np.ones(len(firsts_a), bool)
-    clean_segs = clean.tolist()
+    clean_segs = ints(clean)
     def segment(si: int) -> list[tuple[tuple, Op]]:
         """The roots of segment ``si`` as op objects (descriptor, op)."""
         bad_seg = bad_segs[si]
@@ -649,6 +652,25 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     if emitting is None:
         return Thread(t.tid, t.pid, compose(t0, t1, roots), mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
     return Thread(t.tid, t.pid, emitting(t0, t1), mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
+
+
+def _list(a: np.ndarray) -> list:
+    return a.tolist()
+
+
+class _Ints:
+    """An array's items as Python ints (bools for a bool array), converted when read."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+
+    def __getitem__(self, i: int) -> int:
+        return self.a[i].item()
+
+    def __len__(self) -> int:
+        return len(self.a)
 
 
 def _interval(i: int, j: int, kinds, starts, bodies, ends, seqs, codes, modes, extras, load: _Load) -> Interval:
