@@ -232,6 +232,10 @@ class CEngine:
         self._stats()
 
     def __del__(self) -> None:
+        self.free()
+
+    def free(self) -> None:
+        """Free the C engine's state and logs (logs() and run() no more; the counters stay)."""
         eng = getattr(self, "_eng", None)
         if eng:
             self._lib.mmr_engine_free(eng)
@@ -250,6 +254,8 @@ class CEngine:
 
     def run(self) -> None:
         """Run to the end; the same errors as engine.Engine.run (MmreplayError on a deadlock)."""
+        if not self._eng:
+            raise RuntimeError("the C engine was freed")
         every = REPORT_EVERY if self.progress is not None else 0
         while True:
             rc = self._lib.mmr_engine_run(self._eng, every)
@@ -275,6 +281,8 @@ class CEngine:
 
     def logs(self) -> dict[str, np.ndarray]:
         """The event logs (copies, column-major), int64 rows with columns as in engine.LOG_COLUMNS."""
+        if not self._eng:
+            raise RuntimeError("the C engine was freed")
         out = {}
         for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
             rows = _P64()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,9 +113,22 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
                                  f"{'C' if isinstance(eng, CEngine) else 'Python'} engine)") from e
     if progress is not None:
         progress(1.0)
+    _drop_pages(program)  # the engine has run: the instructions are read no more
     logs = eng.logs()
+    if isinstance(eng, CEngine):
+        eng.free()  # its own copy of the logs, before the tables are made of ours
     tables = {name: _table(name, logs[name], program, config) for name in SIM_TABLE_NAMES}
     return SimResult(tables, _metrics(eng, tables))
+
+
+def _drop_pages(program: Program) -> None:
+    """Take a mapped program's pages out of this process's resident set (batch._mapped's files: they stay
+    in the page cache, read again from there if touched). The largest replay process's peak is its
+    engine run: the program, the engine's logs and their tables at once."""
+    for arr in (program.code, program.points):
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
 
 SIM_TABLE_NAMES = tuple(t.name for t in SIM_TABLES)

@@ -98,7 +98,7 @@ class _Load:
         self.trace = trace
         self.notes: Counter[str] = Counter()
         self.threads: dict[int, ThreadRecord] = {}
-        self.mm_of_pid = _mm_of_pid(trace)
+        self.mm_of_pid: dict[int, int] = {}  # run() fills it from the lock holds it reads
         self.locks: list[LockRef] = []
         self.lock_ids: dict[tuple[str, int], int] = {}
         self.span_kinds: list[str] = []
@@ -133,6 +133,7 @@ class _Load:
         trace, notes = self.trace, self.notes
         holds = lock_holds_table(trace, ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class",
                                          "mode", "success"])  # a recycled mm's lock: one id per life
+        self.mm_of_pid.update(_mm_of_pid(trace, holds))
         hold_classes = set(holds["lock_class"].unique().cast(pl.String).to_list())
         failed = int((~holds["success"]).sum())
         if failed:
@@ -638,7 +639,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                 t0, t1, fast, roots_of, compose_run, gops, off_starts, off_ends, locks, span_kinds, sleeps_known,
                 is_root=is_root, first=first, seg_id=seg_id, is_span=kind == SPAN, is_crit=kind == CRITICAL,
                 mode=mode_s, code=code_s, start=start, cbody=cbody, end=end)
-    good = np.repeat(~seg_bad, np.diff(np.asarray(seg_first))) if n else np.empty(0, bool)
+    good = np.repeat(~seg_bad, np.diff(np.append(firsts_a, n))) if n else np.empty(0, bool)
     firsts = lo_start + list(t.instants)
     lasts = hi_end + list(t.instants)
     if good.any():
