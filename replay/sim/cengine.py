@@ -290,8 +290,9 @@ class CEngine:
             w = len(cols)
             if n:
                 # copied column by column (Fortran order): simulate._table's transpose is then a view, not a
-                # second copy of logs that run to millions of rows
-                out[name] = np.ascontiguousarray(np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).T).T
+                # second copy of logs that run to millions of rows. Always a copy (ascontiguousarray of one
+                # row would be a view of the engine's memory, which free() releases)
+                out[name] = np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).copy(order="F")
             else:
                 out[name] = np.zeros((0, w), dtype=np.int64)
         return out
