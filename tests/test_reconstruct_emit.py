@@ -7,7 +7,7 @@ On every shipped sample, on random traces built with tests/tracebuilder.py
 (hypothesis) and on workloads recorded fresh, the two must give:
 
 * the same thread list and reconstruction facts (meta, notes);
-* the same census (sections per class, spans per kind, gathers, dependent classes);
+* the same census (sections per class, spans per kind, gathers, dependent classes) and lock classes;
 * the same engine input: each Program's arrays byte for byte and its lock and kind
   tables, from both walks (compiled and Python), under several sets, preemption
   models, closed and open replay, with and without noise; and the same files from
@@ -60,6 +60,7 @@ def assert_same(e: Workload, r: Workload, cfgs: list[SimConfig]) -> None:
     assert [(t.tid, t.pid, t.mm, t.comm, t.start_ns, t.prio) for t in e.threads] == \
         [(t.tid, t.pid, t.mm, t.comm, t.start_ns, t.prio) for t in r.threads]
     assert census(e) == census(r)
+    assert e.lock_classes == r.lock_classes
     for cfg in cfgs:
         pe, pr = program_for(e, cfg), program_for(r, cfg)
         what = f"{cfg.policy.name} {cfg.preempt} {cfg.mode} {cfg.engine} perturb={cfg.perturb}"
