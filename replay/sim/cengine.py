@@ -249,6 +249,11 @@ class CEngine:
             self._lib.mmr_engine_free(eng)
             self._eng = None
 
+    def _drop(self) -> None:
+        """Drop the mapped program's pages from the resident set (its file is unchanged: read again)."""
+        for m in self._mapped:
+            m.madvise(mmap.MADV_DONTNEED)
+
     def _stats(self) -> None:
         s = Stats()
         area = np.zeros(len(LOCK_CLASSES), dtype=np.int64)
@@ -274,8 +279,7 @@ class CEngine:
                     self.progress(min(1.0, self.instr / self.total_instr))
                 drops += every
                 if self._mapped and drops >= DROP_EVERY:
-                    for m in self._mapped:
-                        m.madvise(mmap.MADV_DONTNEED)
+                    self._drop()
                     drops = 0
                 continue
             if rc == -12:
