@@ -30,6 +30,7 @@ time and memory do not: quote those, and ratios from one session.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -97,8 +98,10 @@ def stage_child(trace: str) -> None:
     t0 = time.perf_counter()
     tr = Trace.open(trace)
     rows = sum(tr.rows(t) for t in tr.tables)
-    w = reconstruct(tr)
-    stage("open + reconstruct", t0, rows=rows, threads=len(w.threads))
+    # what replay does: the common segments emitted as policy-neutral instructions (a checkout before: ops)
+    emit = "emit" in inspect.signature(reconstruct).parameters
+    w = reconstruct(tr, emit=True) if emit else reconstruct(tr)
+    stage("open + reconstruct", t0, rows=rows, threads=len(w.threads), emitted=emit)
     settings = Settings(cpus=w.cpus, preempt=preempt_default(tr.manifest.host.preempt_model)[0], mode="closed",
                         costs=Costs(), keep_tables=False)
     config = config_of(RunSpec("current", 0), settings)

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from replay.sim.neutral import Emitted, NeutralCode, counts
 from replay.sim.ops import Block, Critical, Gather, Span, Think, Workload
 from replay.trace.schema import LOCK_CLASSES
 
@@ -96,6 +97,7 @@ def census(workload: Workload) -> Census:
     spans: dict[str, int] = {}
     gathers = 0
     todo: list[tuple[tuple, tuple[str, ...]]] = [(tuple(t.ops), ()) for t in workload.threads]
+    neutral: dict[int, NeutralCode] = {}  # each thread's policy-neutral instructions, counted once
     while todo:
         ops, outer = todo.pop()
         for op in ops:
@@ -116,6 +118,12 @@ def census(workload: Workload) -> Census:
                     todo.append((op.body, outer))
             elif tp is Gather:
                 gathers += 1
+            elif tp is Emitted:  # fast segments at top level: no gather, no derived hold inside
+                neutral[id(op.neutral)] = op.neutral
+    for nc in neutral.values():
+        for into, got in zip((acq, spans), counts(nc), strict=True):
+            for k, v in got.items():
+                into[k] = into.get(k, 0) + v
     return Census(acq, spans, gathers, frozenset(out))
 
 

@@ -112,7 +112,8 @@ def _reconstruct(cell: Cell, settings: SweepSettings) -> tuple[Any, str]:
     trace = Trace.open(cell.trace)
     if trace.manifest.kind != "trace":
         raise UsageError(f"{trace.path}: holds replay results, not a trace")
-    workload = scale_tasks(reconstruct(trace, cpus=cell.cpus), cell.scale_tasks)
+    # scaling up copies the op objects; otherwise the common segments stay policy-neutral instructions
+    workload = scale_tasks(reconstruct(trace, cpus=cell.cpus, emit=cell.scale_tasks <= 1), cell.scale_tasks)
     if not workload.threads:
         raise UsageError(f"{trace.path}: no task in the trace did any mm work to replay")
     check_tables(trace, [resolve(s) for s in settings.sets], workload)

@@ -117,3 +117,24 @@ def test_streamed_flattening_is_flatten_on_random_workloads(w, cfgs, perturb, en
                 batch._flatten_shared(copy.deepcopy(w), cfgs, dirs, False)
             return
     _streamed_is(w, cfgs, expected, [tmp_path_factory.mktemp("p") / "set" for _ in cfgs])
+
+
+def test_a_mapped_programs_pages_dropped_during_the_run_change_nothing(tmp_path, monkeypatch):
+    """The C engine drops a mapped program's pages from its resident set every DROP_EVERY events (read
+    again from the file where a thread is): the run gives what the program in memory gives."""
+    from replay.sim import cengine, simulate
+
+    drops = []
+    real = cengine.CEngine._drop
+    monkeypatch.setattr(cengine, "DROP_EVERY", 256)
+    monkeypatch.setattr(cengine.CEngine, "_drop", lambda self: (drops.append(1), real(self)))
+    w = reconstruct(Trace.open(ROOT / "sample_traces" / "mmap1_threads"), emit=True)
+    cfg = SimConfig(policy=resolve("current"), cpus=w.cpus, preempt="voluntary", seed=5, engine="c")
+    program = program_for(w, cfg)
+    want = simulate(w, cfg, program=program)
+    assert not drops  # a program in memory is never dropped
+    locks, kinds = batch._save(program, tmp_path / "p")
+    got = simulate(w, cfg, program=batch._mapped(str(tmp_path / "p"), locks, kinds))
+    assert len(drops) > 10
+    assert got.metrics == want.metrics
+    assert all(got.tables[k].equals(t) for k, t in want.tables.items())

@@ -119,7 +119,7 @@ def test_the_reference_path_is_selectable_and_the_columnar_one_is_the_default(mo
 
     trace = ROOT / "sample_traces" / "mmap1_threads"
 
-    def broken(_trace):
+    def broken(_trace, *_args):
         raise RuntimeError("columnar path ran")
 
     monkeypatch.setattr(columnar, "build_threads", broken)

@@ -223,3 +223,28 @@ def test_both_engines_agree_on_writers_spinning_on_readers(seed):
     assert_identical(py, c)
     waits = c.tables["sim_lock_waits"].to_pylist()
     assert any(r["mode"] == "write" and r["spun_ns"] > 0 and r["slept"] for r in waits)
+
+
+def test_the_c_engines_logs_are_copies_its_free_cannot_touch():
+    """simulate() frees the C engine once its logs are copied; a log of one row is a copy too (a
+    contiguous one-row transpose would have been a view of the engine's memory)."""
+    from replay.sim.simulate import program_for
+
+    lock = LockRef("mmap_lock", 1)
+    w = Workload([Thread(1, 1, [Think(100), Critical(lock, "write", 50)]),
+                  Thread(2, 1, [Think(120), Critical(lock, "write", 40)])], cpus=2)
+    cfg = SimConfig(cpus=2, policy=resolve("current"), preempt="voluntary", seed=1, engine="c")
+    program = program_for(w, cfg)
+    eng = cengine.CEngine(program, w, cfg.cpus, cfg.preempt, cfg.policy.gather, cfg.seed, cfg.costs, cfg.probe,
+                          cfg.probe_period_ns)
+    eng.run()
+    logs = eng.logs()
+    assert any(len(a) == 1 for a in logs.values())
+    for name, a in logs.items():
+        owner = a if a.base is None else a.base
+        assert isinstance(owner, np.ndarray) and owner.flags.owndata, name
+    before = {k: a.copy() for k, a in logs.items()}
+    eng.free()
+    with pytest.raises(RuntimeError, match="freed"):
+        eng.logs()
+    assert all(np.array_equal(before[k], logs[k]) for k in logs)

@@ -306,7 +306,9 @@ def run(args: argparse.Namespace) -> int:
 
         cal = calibrate(trace, base=costs)
         costs, calibration = cal.costs, cal.notes
-    recon = reconstruct(trace, cpus=opts.cpus)
+    # the common segments as policy-neutral instructions, not op objects, unless something below walks the
+    # ops themselves (more tasks copy them, --interference places other jobs' time between them)
+    recon = reconstruct(trace, cpus=opts.cpus, emit=opts.scale_tasks <= 1 and not args.interference)
     options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
     workload = scale_tasks(recon, opts.scale_tasks)
     del recon  # the workload is all that is kept: run_all frees its ops once flattened (release)

@@ -11,6 +11,7 @@ engine.py and says so.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,8 @@ SOURCE = Path(__file__).with_name("engine.c")
 LOCK_KINDS = {"spinlock": 0, "qspinlock": 0, "mutex": 1, "rwsem": 2, "as-recorded": 3, "rwsem-classic": 4,
               "mutex-classic": 5}
 REPORT_EVERY = 1 << 16
+#: engine events between two drops of a mapped program's pages from the resident set
+DROP_EVERY = 1 << 21
 
 _I64 = ctypes.c_int64
 _P64 = ctypes.POINTER(ctypes.c_int64)
@@ -229,6 +232,11 @@ class CEngine:
         p.lock_per_waiter = _ptr(arrays["lock_per_waiter"], ctypes.c_double)
         p.mt = _ptr(arrays["mt"], ctypes.c_uint32)
         self._params = p
+        # a program mapped from batch._mapped's files: its pages are dropped from the resident set every
+        # DROP_EVERY events (read again from the page cache where a thread is), instead of the whole
+        # program staying resident next to the logs
+        self._mapped = [m for m in (getattr(program.code, "_mmap", None), getattr(program.points, "_mmap", None))
+                        if m is not None and hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED")]
         self._eng = self._lib.mmr_engine_new(ctypes.byref(p))
         if not self._eng:
             raise MemoryError("the C engine could not allocate its state")
@@ -237,10 +245,19 @@ class CEngine:
         self._stats()
 
     def __del__(self) -> None:
+        self.free()
+
+    def free(self) -> None:
+        """Free the C engine's state and logs (logs() and run() no more; the counters stay)."""
         eng = getattr(self, "_eng", None)
         if eng:
             self._lib.mmr_engine_free(eng)
             self._eng = None
+
+    def _drop(self) -> None:
+        """Drop the mapped program's pages from the resident set (its file is unchanged: read again)."""
+        for m in self._mapped:
+            m.madvise(mmap.MADV_DONTNEED)
 
     def _stats(self) -> None:
         s = Stats()
@@ -255,12 +272,20 @@ class CEngine:
 
     def run(self) -> None:
         """Run to the end; the same errors as engine.Engine.run (MmreplayError on a deadlock)."""
-        every = REPORT_EVERY if self.progress is not None else 0
+        if not self._eng:
+            raise RuntimeError("the C engine was freed")
+        every = REPORT_EVERY if self.progress is not None else DROP_EVERY if self._mapped else 0
+        drops = 0
         while True:
             rc = self._lib.mmr_engine_run(self._eng, every)
             if rc == 1:
-                self._stats()
-                self.progress(min(1.0, self.instr / self.total_instr))
+                if self.progress is not None:
+                    self._stats()
+                    self.progress(min(1.0, self.instr / self.total_instr))
+                drops += every
+                if self._mapped and drops >= DROP_EVERY:
+                    self._drop()
+                    drops = 0
                 continue
             if rc == -12:
                 raise MemoryError("the C engine ran out of memory")
@@ -280,6 +305,8 @@ class CEngine:
 
     def logs(self) -> dict[str, np.ndarray]:
         """The event logs (copies, column-major), int64 rows with columns as in engine.LOG_COLUMNS."""
+        if not self._eng:
+            raise RuntimeError("the C engine was freed")
         out = {}
         for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
             rows = _P64()
@@ -287,8 +314,9 @@ class CEngine:
             w = len(cols)
             if n:
                 # copied column by column (Fortran order): simulate._table's transpose is then a view, not a
-                # second copy of logs that run to millions of rows
-                out[name] = np.ascontiguousarray(np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).T).T
+                # second copy of logs that run to millions of rows. Always a copy (ascontiguousarray of one
+                # row would be a view of the engine's memory, which free() releases)
+                out[name] = np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w).copy(order="F")
             else:
                 out[name] = np.zeros((0, w), dtype=np.int64)
         return out

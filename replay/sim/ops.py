@@ -133,11 +133,19 @@ class Workload:
 
     @property
     def lock_classes(self) -> set[str]:
+        from replay.sim.neutral import Emitted, counts
+
         seen: set[str] = set()
         stack: list[Op] = [op for t in self.threads for op in t.ops]
+        neutral = {}
         while stack:
             op = stack.pop()
             if isinstance(op, Critical):
                 seen.add(op.lock.lock_class)
+            elif type(op) is Emitted:  # policy-neutral instructions (reconstruct(emit=True))
+                neutral[id(op.neutral)] = op.neutral
+                continue
             stack.extend(children(op))
+        for nc in neutral.values():
+            seen.update(counts(nc)[0])
         return seen

@@ -131,15 +131,28 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     ``compiled``: walk the op trees with replay/sim/flatten.c (same Program, bit for bit;
     EngineUnavailable if it cannot be built) instead of the Python walk below.
     """
+    from replay.sim.neutral import emitted, walk_thread
+
     f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
     f.until_on_cpu = 1 if workload.contiguous else 0
+    if compiled:
+        from replay.sim.cflatten import walk
+    else:
+        walk = Flattener.walk
     with paused_gc():  # short-lived tuples only
-        if compiled:
-            from replay.sim.cflatten import walk
-
+        if not any(emitted(th) is not None for th in workload.threads):
             code, points, start = walk(f, workload.threads)
-        else:
-            code, points, start = f.walk(workload.threads)
+        else:  # a thread at a time: its Emitted pieces by the vectorised pass, its op objects by the walk
+            codes, pts, rows = [], [], []
+            for th in workload.threads:
+                rows.append(0)
+                for c, p in walk_thread(f, th, walk):
+                    codes.append(c)
+                    pts.append(p)
+                    rows[-1] += len(p)
+            start = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)]).astype(np.int64)
+            code = np.concatenate(codes) if codes else np.empty((0, WIDTH), np.int64)
+            points = np.concatenate(pts) if pts else np.empty(0, np.uint8)
     return Program(code, points, start, np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)
 
 
@@ -184,13 +197,17 @@ def flatten_streamed(workload: Workload, specs: list[FlattenSpec],
             walks.append(walk)
         else:
             walks.append(Flattener.walk)
+    from replay.sim.neutral import walk_thread
+
     starts: list[list[int]] = [[0] for _ in specs]
     with paused_gc():
         for th in workload.threads:
             for k, (f, walk_) in enumerate(zip(fs, walks, strict=True)):
-                code, points, _ = walk_(f, [th])
-                sink(k, code, points)
-                starts[k].append(starts[k][-1] + len(points))
+                rows = 0
+                for code, points in walk_thread(f, th, walk_):
+                    sink(k, code, points)
+                    rows += len(points)
+                starts[k].append(starts[k][-1] + rows)
             if release:
                 th.ops = []
     return [(np.asarray(st, dtype=np.int64), np.asarray(f.floats, dtype=np.float64), f.locks, f.kinds)

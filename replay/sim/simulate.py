@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,9 +114,34 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
                                  f"{'C' if isinstance(eng, CEngine) else 'Python'} engine)") from e
     if progress is not None:
         progress(1.0)
+    _drop_pages(program)  # the engine has run: the instructions are read no more
     logs = eng.logs()
-    tables = {name: _table(name, logs[name], program, config) for name in SIM_TABLE_NAMES}
+    if isinstance(eng, CEngine):
+        eng.free()  # its own copy of the logs, before the tables are made of ours
+        _trim()
+    tables = {}
+    for name in SIM_TABLE_NAMES:  # each log let go once its table is made (a column the table does not share)
+        tables[name] = _table(name, logs.pop(name), program, config)
     return SimResult(tables, _metrics(eng, tables))
+
+
+def _trim() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise: the engine's logs are
+    hundreds of MiB on a long trace)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _drop_pages(program: Program) -> None:
+    """Take a mapped program's pages out of this process's resident set (batch._mapped's files: they stay
+    in the page cache, read again from there if touched). The largest replay process's peak is its
+    engine run: the program, the engine's logs and their tables at once."""
+    for arr in (program.code, program.points):
+        mm = getattr(arr, "_mmap", None)
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
 
 SIM_TABLE_NAMES = tuple(t.name for t in SIM_TABLES)

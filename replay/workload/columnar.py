@@ -36,6 +36,7 @@ import polars as pl
 
 from replay.sim.ops import Critical, LockRef, Op, Span, Think, Thread
 from replay.trace.reader import Trace
+from replay.workload import emit as emit_rows
 from replay.workload.holds import SPIN_CLASSES, MeasuredHolders, derive_holds, fit_thread_holds
 from replay.workload.intervals import (
     FAULT_CHAIN_GAP_NS,
@@ -97,7 +98,7 @@ class _Load:
         self.trace = trace
         self.notes: Counter[str] = Counter()
         self.threads: dict[int, ThreadRecord] = {}
-        self.mm_of_pid = _mm_of_pid(trace)
+        self.mm_of_pid: dict[int, int] = {}  # run() fills it from the lock holds it reads
         self.locks: list[LockRef] = []
         self.lock_ids: dict[tuple[str, int], int] = {}
         self.span_kinds: list[str] = []
@@ -132,6 +133,7 @@ class _Load:
         trace, notes = self.trace, self.notes
         holds = lock_holds_table(trace, ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class",
                                          "mode", "success"])  # a recycled mm's lock: one id per life
+        self.mm_of_pid.update(_mm_of_pid(trace, holds))
         hold_classes = set(holds["lock_class"].unique().cast(pl.String).to_list())
         failed = int((~holds["success"]).sum())
         if failed:
@@ -354,8 +356,10 @@ def _segment_first(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new, np.arange(n), 0))
 
 
-def build_threads(trace: Trace) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
-    """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them."""
+def build_threads(trace: Trace, emit: bool = False
+                  ) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
+    """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them
+    (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py)."""
     load = _Load(trace)
     rec, cols = load.run()
     derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
@@ -365,7 +369,7 @@ def build_threads(trace: Trace) -> tuple[list[Thread], frozenset[str], Recorded,
     sleeps_known = trace.has("sched_switch")
     out = []
     for t in sorted(rec.threads.values(), key=lambda t: t.tid):
-        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known))
+        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit))
     return out, derived_classes, rec, sources, notes
 
 
@@ -402,7 +406,8 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
 
 
 def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes: Counter[str],
-            sleeps_known: bool) -> Thread:
+            sleeps_known: bool, emit: bool = False) -> Thread:
+    """The thread's ops; ``emit``: its fast segments as Emitted pieces (replay/sim/neutral.py), no op object."""
     mm = rec.mm_of_pid.get(t.pid, t.pid)
     derived = t.intervals  # derive_holds moved the waits here
     nm = 0 if c is None else len(c.start)
@@ -422,6 +427,10 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     n = len(start)
     order = np.lexsort((np.arange(n), seq, kind, -end, start))
     kind, start, end, body, seq = kind[order], start[order], end[order], body[order], seq[order]
+    if emit:  # lock / span kind index and mode in nesting order (derived holds: 0, never in a fast segment)
+        pad = np.zeros(len(derived), np.int64)
+        code_s = np.concatenate([c.code if c is not None else empty, pad])[order]
+        mode_s = np.concatenate([c.mode.astype(np.int64) if c is not None else empty, pad])[order]
     is_derived = order >= nm
     first = _segment_first(start, end)
     is_root = first == np.arange(n)
@@ -455,12 +464,15 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             return gops(a, b)
         return [Think(b - a, a)]
 
-    src = order.tolist()
-    kinds = kind.tolist()
-    starts, ends, bodies, cbodies = start.tolist(), end.tolist(), body.tolist(), cbody.tolist()
-    codes = c.code.tolist() if c is not None else []
-    modes = c.mode.tolist() if c is not None else []
-    extras = c.extra.tolist() if c is not None else []
+    # the columns as Python ints: whole lists when every segment becomes op objects; read one at a time when
+    # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
+    ints = _Ints if emit else _list
+    src = ints(order)
+    kinds = ints(kind)
+    starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
+    codes = ints(c.code) if c is not None else []
+    modes = ints(c.mode) if c is not None else []
+    extras = ints(c.extra) if c is not None else []
     locks, span_kinds = load.locks, load.span_kinds
 
     def leaf(i: int) -> tuple[tuple, Op]:
@@ -485,10 +497,9 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             hold = body_ops.pop().ns
         return ("critical", mode, lock, s, b, e), Critical(lock, mode, hold, tuple(body_ops), s, b - s, slept, False)
 
-    def compose(a: int, b: int, children: list[tuple[tuple, Op]]) -> list[Op]:
-        """reconstruct._body over descriptors."""
-        ops: list[Op] = []
-        cur = a
+    def compose_run(cur: int, children: list[tuple[tuple, Op]], ops: list[Op]) -> int:
+        """reconstruct._body over descriptors, without the gap after the last child: appends to ``ops``,
+        returns where the last child ends (``cur`` if none does later)."""
         last = None
         for d, op in children:
             ds = d[3]
@@ -511,15 +522,19 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             last = d
             if d[5] > cur:
                 cur = d[5]
-        ops += gap(cur, b)
+        return cur
+
+    def compose(a: int, b: int, children: list[tuple[tuple, Op]]) -> list[Op]:
+        """reconstruct._body over descriptors."""
+        ops: list[Op] = []
+        ops += gap(compose_run(a, children, ops), b)
         return ops
 
-    roots: list[tuple[tuple, Op]] = []
     lo_start: list[int] = []
     hi_end: list[int] = []
     firsts_a = np.flatnonzero(is_root)
-    seg_first = firsts_a.tolist() + [n]
-    bad_segs = seg_bad.tolist()
+    seg_first = ints(np.append(firsts_a, n))
+    bad_segs = ints(seg_bad)
     # segments no off-CPU piece overlaps: every gap inside is one Think, no wait slept
     if t.off_cpu and n:
         os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
@@ -527,8 +542,11 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
         clean = ~((j >= 0) & (oe_[np.maximum(j, 0)] > start[firsts_a]))
     else:
         clean = np.ones(len(firsts_a), bool)
-    clean_segs = clean.tolist()
-    for si, bad_seg in enumerate(bad_segs):
+    clean_segs = ints(clean)
+    def segment(si: int) -> list[tuple[tuple, Op]]:
+        """The roots of segment ``si`` as op objects (descriptor, op)."""
+        bad_seg = bad_segs[si]
+        roots: list[tuple[tuple, Op]] = []
         a, z = seg_first[si], seg_first[si + 1]
         if not bad_seg and clean_segs[si]:
             s, b, e = starts[a], cbodies[a], ends[a]
@@ -543,7 +561,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                     roots.append((("critical", mode, lock, s, b, e),
                                   Critical(lock, mode, e - b if e > b else 0, (), s, b - s,
                                            (False if b > s else None) if sleeps_known else None, False)))
-                continue
+                return roots
             # a root with leaves one after the other in its body (reconstruct._body, inlined)
             ops = []
             cur = b
@@ -583,11 +601,11 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                 roots.append((("span", "", None, s, b, e), Span(span_kinds[codes[ja]], tuple(ops), s, e - s)))
             else:
                 roots.append(critical(a, ops))
-            continue
+            return roots
         if not bad_seg:
             if z == a + 1:
                 roots.append(leaf(a))
-                continue
+                return roots
             children = [leaf(i) for i in range(a + 1, z)]
             if kinds[a] == SPAN:
                 ops = compose(cbodies[a], ends[a], children)
@@ -596,7 +614,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                               Span(span_kinds[codes[src[a]]], tuple(ops), s, e - s)))
             else:
                 roots.append(critical(a, compose(cbodies[a], ends[a], children)))
-            continue
+            return roots
         ivs = [derived[src[i] - nm] if src[i] >= nm else _interval(i, src[i], kinds, starts, bodies, ends, seq, codes,
                                                                      modes, extras, load)
                for i in range(a, z)]
@@ -605,8 +623,23 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
         # nest moves and clips: the thread's extent counts the intervals as nest left them
         lo_start.append(min(iv.start for iv in ivs))
         hi_end.append(max(iv.end for iv in ivs))
+        return roots
 
-    good = np.repeat(~seg_bad, np.diff(np.asarray(seg_first))) if n else np.empty(0, bool)
+    nseg = len(bad_segs)
+    emitting = None
+    if not emit:
+        roots = [r for si in range(nseg) for r in segment(si)]
+    else:
+        fast = emit_rows.fast_segments(seg_bad | ~clean, kind[firsts_a] == CRITICAL, mode_s[firsts_a] == 1)
+        roots_of = {si: segment(si) for si in np.flatnonzero(~fast).tolist()}
+
+        def emitting(t0: int, t1: int) -> list:
+            """The thread's ops: Emitted pieces for the fast segments, op objects for the others."""
+            return emit_rows.thread_ops(
+                t0, t1, fast, roots_of, compose_run, gops, off_starts, off_ends, locks, span_kinds, sleeps_known,
+                is_root=is_root, first=first, seg_id=seg_id, is_span=kind == SPAN, is_crit=kind == CRITICAL,
+                mode=mode_s, code=code_s, start=start, cbody=cbody, end=end)
+    good = np.repeat(~seg_bad, np.diff(np.append(firsts_a, n))) if n else np.empty(0, bool)
     firsts = lo_start + list(t.instants)
     lasts = hi_end + list(t.instants)
     if good.any():
@@ -617,8 +650,28 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     if t.last_out is not None:
         lasts.append(t.last_out)
     t0, t1 = min(firsts), max(lasts)
-    ops = compose(t0, t1, roots)
-    return Thread(t.tid, t.pid, ops, mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
+    if emitting is None:
+        return Thread(t.tid, t.pid, compose(t0, t1, roots), mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
+    return Thread(t.tid, t.pid, emitting(t0, t1), mm=mm, comm=t.comm, start_ns=t0, prio=t.prio)
+
+
+def _list(a: np.ndarray) -> list:
+    return a.tolist()
+
+
+class _Ints:
+    """An array's items as Python ints (bools for a bool array), converted when read."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: np.ndarray):
+        self.a = a
+
+    def __getitem__(self, i: int) -> int:
+        return self.a[i].item()
+
+    def __len__(self) -> int:
+        return len(self.a)
 
 
 def _interval(i: int, j: int, kinds, starts, bodies, ends, seqs, codes, modes, extras, load: _Load) -> Interval:

@@ -270,11 +270,14 @@ def syscall_table(trace: Trace) -> pl.DataFrame:
             .select(cols))
 
 
-def _mm_of_pid(trace: Trace) -> dict[int, int]:
-    """Each process's mm_struct address: the mmap_lock it takes most often (its pid if never seen)."""
+def _mm_of_pid(trace: Trace, holds: pl.DataFrame | None = None) -> dict[int, int]:
+    """Each process's mm_struct address: the mmap_lock it takes most often (its pid if never seen).
+    ``holds``: lock_holds_table's rows with pid, lock_addr and lock_class, if already read."""
     votes: dict[int, Counter[int]] = defaultdict(Counter)
+    if holds is None:
+        holds = lock_holds_table(trace, ["pid", "lock_addr", "lock_class"])
     for pid, addr, n in (
-        lock_holds_table(trace, ["pid", "lock_addr", "lock_class"]).lazy().filter(pl.col("lock_class") == "mmap_lock")
+        holds.lazy().filter(pl.col("lock_class") == "mmap_lock")
         .group_by("pid", "lock_addr").len().sort("pid", "lock_addr").collect().rows()
     ):
         votes[pid][addr] += n

@@ -38,8 +38,13 @@ from replay.workload.intervals import Interval, OffCpu, Recorded, ThreadRecord, 
 PATH_ENV = "MMREPLAY_RECONSTRUCT"
 
 
-def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
-    """Build the Workload the trace recorded; ``cpus`` overrides the recorded host CPU count."""
+def reconstruct(trace: Trace, *, cpus: int | None = None, emit: bool = False) -> Workload:
+    """Build the Workload the trace recorded; ``cpus`` overrides the recorded host CPU count.
+
+    ``emit``: the common segments come as policy-neutral instructions (replay/sim/neutral.py's Emitted
+    pieces in the threads' ops) instead of op objects, on the columnar path: what flattening, simulate()
+    and compare.census read gives the same results; whatever else walks the op objects needs
+    ``emit=False`` (the default)."""
     if cpus is None:
         cpus = trace.manifest.host.cpus
         if cpus <= 0:
@@ -52,7 +57,7 @@ def reconstruct(trace: Trace, *, cpus: int | None = None) -> Workload:
         else:
             from replay.workload.columnar import build_threads
 
-            threads, derived_classes, rec, sources, notes = build_threads(trace)
+            threads, derived_classes, rec, sources, notes = build_threads(trace, emit)
         # the workload lives as long as the replay and makes no cycles: keep the collector's full pass
         # that re-enabling it would start (seconds on millions of ops) off it
         gc.freeze()
