@@ -285,3 +285,22 @@ def test_available_memory_reads_this_machine():
     got = available_memory()
     assert got is not None and got[0] > 0
     assert parse_size("1.5G") == 3 << 29 and parse_size("512M") == 512 << 20 and parse_size("4096") == 4096
+
+
+def test_the_memory_estimate_follows_the_reconstruction_the_replay_takes():
+    """Emitted segments need a third of the op objects' bytes per row: a limit between the two estimates
+    lets the emitted replay through and refuses the one that builds op objects (--interference,
+    --scale-tasks above 1)."""
+    from replay.cli.replay import REPLAY_BASE_BYTES, REPLAY_BYTES_PER_ROW, REPLAY_BYTES_PER_ROW_EMITTED, check_memory
+    from replay.errors import UsageError
+
+    class Big:
+        path, tables = "T", ("lock_holds",)
+
+        def rows(self, table):
+            return 3_000_000
+
+    limit = REPLAY_BASE_BYTES + 3_000_000 * (REPLAY_BYTES_PER_ROW_EMITTED + REPLAY_BYTES_PER_ROW) // 2
+    check_memory(Big(), 1.0, limit, emit=True)
+    with pytest.raises(UsageError, match=f"{REPLAY_BYTES_PER_ROW} B per row"):
+        check_memory(Big(), 1.0, limit, emit=False)

@@ -153,11 +153,15 @@ def check_options(args: argparse.Namespace) -> Options:
                    parse_size(max_memory) if max_memory is not None else None)
 
 
-#: Peak memory of a replay per trace row (all tables), measured with benchmarks/replay_scale.py: on a
-#: 10-s mmap1_threads recording (3.08 M rows) ``replay T --compare 2.6.39 current --seeds 2 --jobs 2``
+#: Peak memory of a replay per trace row (all tables) when reconstruction builds an op object per row
+#: (--scale-tasks above 1, --interference), measured with benchmarks/replay_scale.py: on a 10-s
+#: mmap1_threads recording (3.08 M rows) ``replay T --compare 2.6.39 current --seeds 2 --jobs 2``
 #: peaked at 3 792 MiB of proportional set size for the process tree, 1 293 B per row; rounded up by a
 #: sixth for recordings with more nesting per row (docs/SCALING.md, "Memory limit").
 REPLAY_BYTES_PER_ROW = 1536
+#: The same when the common segments are emitted from the columns (every other replay): 1 685 MiB of
+#: tree PSS for 3.05 M rows with the same command, 512 B per row above the base; rounded up by a sixth.
+REPLAY_BYTES_PER_ROW_EMITTED = 600
 #: what a replay needs whatever the trace: the interpreter, polars, numpy, pyarrow (measured: ~160 MiB)
 REPLAY_BASE_BYTES = 192 << 20
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -208,18 +212,20 @@ def _gib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def check_memory(trace: Any, scale_tasks: float, max_memory: int | None) -> None:
+def check_memory(trace: Any, scale_tasks: float, max_memory: int | None, emit: bool = False) -> None:
     """Refuse up front (one-line UsageError) a trace whose replay would not fit: rows x the measured peak
-    bytes per row (x --scale-tasks when it grows the work), against --max-memory or the memory available."""
+    bytes per row of the reconstruction the replay takes (emitted or op objects; x --scale-tasks when it
+    grows the work), against --max-memory or the memory available."""
     rows = sum(trace.rows(t) for t in trace.tables)
-    need = REPLAY_BASE_BYTES + rows * REPLAY_BYTES_PER_ROW * max(1.0, scale_tasks)
+    per_row = REPLAY_BYTES_PER_ROW_EMITTED if emit else REPLAY_BYTES_PER_ROW
+    need = REPLAY_BASE_BYTES + rows * per_row * max(1.0, scale_tasks)
     if max_memory is not None:
         limit: tuple[int, str] | None = (max_memory, "--max-memory")
     else:
         limit = available_memory()
     if limit is not None and need > limit[0]:
         raise UsageError(f"{trace.path}: replaying {rows:,} rows needs about {_gib(need)} "
-                         f"({REPLAY_BYTES_PER_ROW} B per row, measured), more than the {_gib(limit[0])} limit "
+                         f"({per_row} B per row, measured), more than the {_gib(limit[0])} limit "
                          f"({limit[1]}); replay a shorter recording, or raise --max-memory if the estimate is wrong")
 
 
@@ -298,7 +304,8 @@ def run(args: argparse.Namespace) -> int:
     if trace.manifest.kind != "trace":
         raise UsageError(f"{trace.path}: holds replay results, not a trace; replay the trace it was made from "
                          f"({trace.manifest.extra.get('trace', 'see its manifest')})")
-    check_memory(trace, opts.scale_tasks, opts.max_memory)
+    emit = opts.scale_tasks <= 1 and not args.interference
+    check_memory(trace, opts.scale_tasks, opts.max_memory, emit)
     sets = [resolve(s) for s in opts.sets]
     calibration: tuple[str, ...] = ()
     if args.calibrate:
@@ -308,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
         costs, calibration = cal.costs, cal.notes
     # the common segments as policy-neutral instructions, not op objects, unless something below walks the
     # ops themselves (more tasks copy them, --interference places other jobs' time between them)
-    recon = reconstruct(trace, cpus=opts.cpus, emit=opts.scale_tasks <= 1 and not args.interference)
+    recon = reconstruct(trace, cpus=opts.cpus, emit=emit)
     options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
     workload = scale_tasks(recon, opts.scale_tasks)
     del recon  # the workload is all that is kept: run_all frees its ops once flattened (release)
