@@ -115,8 +115,10 @@ def derive(trace: Trace, tids: list[int], cpus: int) -> Interference:
             on.discard(p)
             if state[i] == 0:
                 out_at[p] = t
+                slept_at.pop(p, None)  # (a switch-in lost by the recorder: the earlier sleep is no longer known)
             else:
                 slept_at[p] = t
+                out_at.pop(p, None)
         if n in tidset:
             on.add(n)
             s = out_at.pop(n, None)
@@ -225,16 +227,22 @@ def _place(ops: Sequence[Op], ivs: list[tuple[int, int, bool]], overhead_ns: int
     return out
 
 
-def apply(workload: Workload, interference: Interference, overhead_ns: int) -> Applied:
+def apply(workload: Workload, interference: Interference, overhead_ns: int, *, woken: bool = True) -> Applied:
     """``workload`` with each task's intervals as ``Block`` ops at their recorded points; each block is
-    ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch)."""
+    ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch).
+
+    ``woken``: place the waits to run after a wake-up too. For closed replay only: in open replay the task's next
+    operation waits for its recorded start, which holds that wait already (never under a lock, it delays no other
+    task), and placing it as well ran a pinned mmap1_threads open replay 15-17 ms late at the median instead of
+    0.1-1.4 ms (docs/VALIDATION.md §e.9)."""
     threads: list[Thread] = []
     count = [0, 0, 0]
     skipped = 0
     for th in workload.threads:
         # a wait to run after a wake-up no longer than the engine's own wake-up and switch is the engine's
         ivs = sorted([*((s, d, False) for s, d in interference.intervals.get(th.tid, ())),
-                      *((s, d, True) for s, d in interference.woken.get(th.tid, ()) if d > overhead_ns)])
+                      *((s, d, True) for s, d in (interference.woken.get(th.tid, ()) if woken else ())
+                        if d > overhead_ns)])
         if not ivs or any(op.at_ns is None for op in th.ops):
             threads.append(th)
             skipped += sum(not iv[2] for iv in ivs)

@@ -196,4 +196,25 @@ def test_a_wait_to_run_inside_a_lock_wait_is_replayed_before_the_attempt_and_a_s
     assert interfered.metrics["makespan_ns"] - plain.metrics["makespan_ns"] == (29_000 if mode == "closed" else 0)
     # no longer than the engine's own wake-up and switch: the engine's
     assert apply(w, inf, overhead_ns=30_000).woken == 0
+    # open replay: the next operation's recorded start holds it already
+    assert apply(w, inf, overhead_ns=1_000, woken=False).woken == 0
 
+
+def test_a_sleep_whose_switch_in_was_lost_gives_no_wait_to_run(tmp_path):
+    """The recorder can lose a switch (sched_switch 'lost'): a later preemption's switch-in must not be taken
+    for the end of an earlier sleep (which would make the whole stretch since its wake-up a wait to run)."""
+    b = TraceBuilder(cpus=2)
+    a = b.thread(100, comm="worker", cpu=0)
+    a.run(10_000)
+    # a sleep whose switch-in the recorder lost: switched out asleep, woken, (no switch-in row)
+    b._rows.add("sched_switch", dict(ts=a.now, cpu=0, prev_tid=100, prev_prio=120, prev_state=1, next_tid=0,
+                                     next_prio=120))
+    a.now += 20_000
+    b._rows.add("sched_wakeup", dict(ts=a.now, cpu=0, tid=100, prio=120, target_cpu=0, kind="wakeup", waker_tid=0))
+    a.run(10_000)
+    a.preempted(5_000)
+    with a.syscall("mmap"), a.mmap_lock("write"):
+        a.run(2_000)
+    trace = Trace.open(b.write(tmp_path / "t"))
+    inf = derive(trace, [100], 2)
+    assert 100 not in inf.woken and [ns for _, ns in inf.intervals[100]] == [5_000]
