@@ -13,7 +13,9 @@ This module derives, per recorded task, the runnable-but-not-running intervals
 that the task's own workload does not explain: the parts of each preempted
 interval during which fewer recorded tasks ran than the host had CPUs (so a CPU
 was busy with something outside the recording; while every CPU ran recorded
-tasks the simulator's own scheduler decides the wait). ``apply`` hands them to
+tasks the simulator's own scheduler decides the wait), and by the same rule the
+parts of each wait to run after a sleep (``sched_wakeup`` to the switch-in:
+woken, runnable, another job on the CPU; ``Interference.woken``). ``apply`` hands them to
 the simulator as ``Block`` ops at the recorded point of the task's work: the task
 leaves its CPU for the recorded time (less the wake-up and switch the engine
 adds to every block) and comes back, as it did. It is an input of the replay
@@ -27,7 +29,13 @@ lock's section (``Critical`` of mmap_lock, i_mmap_rwsem, anon_vma: the task was
 preempted holding it, and the others waited, as they did) it goes into its body
 by the same rule, so the recorded operation's latency holds it as the recorded
 one does; inside a gather or a spinlock's section (no off-CPU point there) it
-goes right after it, counted in ``Applied.moved``.
+goes right after it, counted in ``Applied.moved``. An interval that starts
+inside a sleeping lock's recorded wait goes before the attempt, the lock not
+held: a woken writer retries the lock, and on pinned mmap1_threads recordings
+the other thread took the lock during 95 % of that time. A wait to run after a
+sleep is placed only there and in closed replay (``apply(woken=...)``): a
+sleep outside a lock wait is a recorded ``Block`` that holds it already, and
+open replay's recorded starts hold it too.
 """
 
 from __future__ import annotations
