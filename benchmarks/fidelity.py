@@ -208,20 +208,22 @@ def overlap(trace: Trace, tids: list[int]) -> tuple[float, int, int]:
 MODES = ("closed", "open", "closed+i", "open+i")
 
 
-def with_interference(w: Workload, trace: Trace) -> Workload:
-    """The workload with the time other jobs held its tasks off their CPUs, as recorded."""
+def with_interference(w: Workload, trace: Trace, mode: str) -> Workload:
+    """The workload with the time other jobs held its tasks off their CPUs, as recorded (as `replay
+    --interference --mode MODE` places it)."""
     cal = calibrate(trace)
     inf = derive_interference(trace, [t.tid for t in w.threads], w.cpus)
     c = cal.costs
-    return apply_interference(w, inf, c.wakeup_ns + c.wake_jitter_ns + c.context_switch_ns).workload
+    return apply_interference(w, inf, c.wakeup_ns + c.wake_jitter_ns + c.context_switch_ns,
+                              woken=mode == "closed").workload
 
 
 def replay_figures(w: Workload, trace: Trace, mode: str, seeds: int) -> list[dict[str, float]]:
     cal = calibrate(trace)
     preempt = preempt_default(trace.manifest.host.preempt_model)[0]
     if mode.endswith("+i"):
-        w = with_interference(w, trace)
         mode = mode[:-2]
+        w = with_interference(w, trace, mode)
     out = []
     for seed in range(seeds):
         res = simulate(w, SimConfig(cpus=w.cpus, policy=resolve("current"), preempt=preempt, seed=seed, mode=mode,

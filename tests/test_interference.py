@@ -113,7 +113,7 @@ def test_the_shipped_sample_with_preemptions_by_other_jobs():
     inf = derive(trace, [t.tid for t in w.threads], w.cpus)
     assert inf.preemptions > 0 and inf.count > 0
     out = apply(w, inf, overhead_ns=0)
-    assert out.placed + out.skipped == inf.count
+    assert out.placed - out.woken + out.skipped == inf.count
 
 
 def test_replay_interference_option(capsys):
@@ -133,3 +133,88 @@ def test_preempted_inside_a_hold_with_no_nested_op_the_block_is_under_the_lock()
                 Interference({7: [(2_000, 5_000)]}), overhead_ns=0)
     assert (out.placed, out.moved) == (1, 0)
     assert out.workload.threads[0].ops[1].body == (replace(crit, body=(Block(5_000, 2_000),)),)
+
+
+def _woken_trace(path, cpus: int, other_runs: bool):
+    """Task 100 sleeps 40 µs in a contended mmap_lock wait, the last 30 µs of it woken and waiting for its CPU
+    (another job had it), then sleeps 20 µs outside any wait, woken 15 µs before it runs."""
+    b = TraceBuilder(cpus=cpus)
+    a = b.thread(100, comm="worker", cpu=0)
+    if other_runs:  # a second recorded task running on the other CPU throughout
+        o = b.thread(101, comm="worker", cpu=0)
+        o.sleep(1)
+    a.run(10_000)
+    with a.syscall("mmap"), a.mmap_lock("write", wait=40_000, sleeping=True, runnable=30_000):
+        a.run(2_000)
+    a.run(10_000)
+    a.sleep(20_000, runnable=15_000)
+    a.run(10_000)
+    with a.syscall("munmap"), a.mmap_lock("write"):
+        a.run(3_000)
+    a.run(1_000)
+    if other_runs:
+        o.run(a.now - o.now)
+        with o.syscall("mmap"), o.mmap_lock("write"):
+            o.run(2_000)
+    return Trace.open(b.write(path))
+
+
+def test_a_wait_to_run_after_a_wake_up_is_another_jobs_time(tmp_path):
+    """After a sleep the task is runnable from its wake-up to its switch-in; on a loaded host that is another job's
+    time, as a preemption is (recorded mmap1_threads, pinned: 90-213 ms of each thread's 1.5 s)."""
+    trace = _woken_trace(tmp_path / "t", cpus=2, other_runs=False)
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    assert inf.preemptions == 0 and 100 not in inf.intervals
+    assert [ns for _, ns in inf.woken[100]] == [30_000, 15_000]
+    # every CPU ran a recorded task then: the simulator's scheduler decides that wait
+    trace = _woken_trace(tmp_path / "u", cpus=1, other_runs=True)
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    assert 100 not in inf.woken and inf.own_ns == 45_000
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_a_wait_to_run_inside_a_lock_wait_is_replayed_before_the_attempt_and_a_sleeps_is_not_twice(tmp_path, mode):
+    trace = _woken_trace(tmp_path / "t", cpus=2, other_runs=False)
+    w = reconstruct(trace)
+    inf = derive(trace, [t.tid for t in w.threads], w.cpus)
+    out = apply(w, inf, overhead_ns=1_000)
+    # the lock wait's goes in; the one after the sleep outside a wait is in that sleep's recorded Block already
+    assert (out.placed, out.woken, out.moved) == (1, 1, 0)
+    [th] = out.workload.threads
+    [mmap] = [op for op in th.ops if type(op) is Span and op.kind == "mmap"]
+    kinds = [type(op).__name__ for op in mmap.body]
+    assert kinds.index("Block") == kinds.index("Critical") - 1  # before the attempt, not under the lock
+    assert next(op for op in mmap.body if type(op) is Block).ns == 29_000
+    crit = next(op for op in mmap.body if type(op) is Critical)
+    assert not any(type(op) is Block for op in crit.body)
+    cfg = SimConfig(cpus=2, policy=resolve("current"), preempt="none", probe=False, mode=mode,
+                    costs=replace(Costs.zero(), cas_ns=0))
+    plain, interfered = simulate(w, cfg), simulate(out.workload, cfg)
+    # closed: the task's recorded time comes back (the lock was free in the replay, its wait is 0)
+    assert interfered.metrics["makespan_ns"] - plain.metrics["makespan_ns"] == (29_000 if mode == "closed" else 0)
+    # no longer than the engine's own wake-up and switch: the engine's
+    assert apply(w, inf, overhead_ns=30_000).woken == 0
+    # open replay: the next operation's recorded start holds it already
+    assert apply(w, inf, overhead_ns=1_000, woken=False).woken == 0
+
+
+def test_a_sleep_whose_switch_in_was_lost_gives_no_wait_to_run(tmp_path):
+    """The recorder can lose a switch (sched_switch 'lost'): a later preemption's switch-in must not be taken
+    for the end of an earlier sleep (which would make the whole stretch since its wake-up a wait to run)."""
+    b = TraceBuilder(cpus=2)
+    a = b.thread(100, comm="worker", cpu=0)
+    a.run(10_000)
+    # a sleep whose switch-in the recorder lost: switched out asleep, woken, (no switch-in row)
+    b._rows.add("sched_switch", dict(ts=a.now, cpu=0, prev_tid=100, prev_prio=120, prev_state=1, next_tid=0,
+                                     next_prio=120))
+    a.now += 20_000
+    b._rows.add("sched_wakeup", dict(ts=a.now, cpu=0, tid=100, prio=120, target_cpu=0, kind="wakeup", waker_tid=0))
+    a.run(10_000)
+    a.preempted(5_000)
+    with a.syscall("mmap"), a.mmap_lock("write"):
+        a.run(2_000)
+    trace = Trace.open(b.write(tmp_path / "t"))
+    inf = derive(trace, [100], 2)
+    assert 100 not in inf.woken and [ns for _, ns in inf.intervals[100]] == [5_000]

@@ -133,20 +133,22 @@ class ThreadBuilder:
         self.now += ns
         return self
 
-    def _off_cpu(self, ns: int, state: int) -> None:
+    def _off_cpu(self, ns: int, state: int, runnable: int = 0) -> None:
+        """``runnable``: of a sleep's ``ns``, the last part after its wake-up (waiting for the CPU)."""
         out = self.now
         self.b._rows.add("sched_switch", dict(ts=out, cpu=self.cpu, prev_tid=self.tid, prev_prio=120,
                                               prev_state=state, next_tid=0, next_prio=120))
         self.now += ns
         if state:
-            self.b._rows.add("sched_wakeup", dict(ts=self.now, cpu=self.cpu, tid=self.tid, prio=120,
+            self.b._rows.add("sched_wakeup", dict(ts=self.now - runnable, cpu=self.cpu, tid=self.tid, prio=120,
                                                   target_cpu=self.cpu, kind="wakeup", waker_tid=0))
         self.b._rows.add("sched_switch", dict(ts=self.now, cpu=self.cpu, prev_tid=0, prev_prio=120,
                                               prev_state=0, next_tid=self.tid, next_prio=120))
 
-    def sleep(self, ns: int, state: int = 1) -> ThreadBuilder:
-        """Block off-CPU (I/O, nanosleep, waiting for a child): switched out with prev_state≠0."""
-        self._off_cpu(ns, state)
+    def sleep(self, ns: int, state: int = 1, runnable: int = 0) -> ThreadBuilder:
+        """Block off-CPU (I/O, nanosleep, waiting for a child): switched out with prev_state≠0, woken
+        ``runnable`` ns before it runs again."""
+        self._off_cpu(ns, state, runnable)
         return self
 
     def preempted(self, ns: int) -> ThreadBuilder:
@@ -181,18 +183,19 @@ class ThreadBuilder:
     # -- locks ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def mmap_lock(self, mode: str, *, wait: int | None = 0, sleeping: bool = False) -> Iterator[ThreadBuilder]:
+    def mmap_lock(self, mode: str, *, wait: int | None = 0, sleeping: bool = False,
+                  runnable: int = 0) -> Iterator[ThreadBuilder]:
         """mmap_lock of this thread's process: tier 1 records every acquisition (lock_holds)."""
-        with self.lock("mmap_lock", mm_addr(self.pid), mode, wait=wait, sleeping=sleeping):
+        with self.lock("mmap_lock", mm_addr(self.pid), mode, wait=wait, sleeping=sleeping, runnable=runnable):
             yield self
 
     @contextlib.contextmanager
     def lock(self, lock_class: str, addr: int, mode: str = "write", *, wait: int | None = 0,
-             flags: int | None = None, sleeping: bool = False) -> Iterator[ThreadBuilder]:
+             flags: int | None = None, sleeping: bool = False, runnable: int = 0) -> Iterator[ThreadBuilder]:
         """Hold a lock around the body. A wait > 0 is contended: it writes a lock_waits row (what
         lock:contention_begin/end see). Hold times reach the trace for mmap_lock always and for
         other classes only when the trace is written with ``tier=2``. ``sleeping`` puts the
-        waiter off-CPU for the wait (a sleeping lock's slow path).
+        waiter off-CPU for the wait (a sleeping lock's slow path), woken ``runnable`` ns before it runs again.
 
         ``wait=None`` derives the wait from the lock itself: the thread waits until the last
         release written so far (FIFO hand-off), so write contending threads in arrival order.
@@ -210,7 +213,7 @@ class ThreadBuilder:
                                                 lock_class=lock_class, stack_id=_STACK_IDS[lock_class],
                                                 incomplete=False))
             if sleeping:
-                self._off_cpu(wait, 2)
+                self._off_cpu(wait, 2, runnable)
             else:
                 self.now += wait
         depth = len(self.held)
