@@ -28,6 +28,11 @@ def costs(tmp_path: Path):
     (["record", "-o", "{tmp}/t", "--page-free-gap-us", "nan"], "argument --page-free-gap-us"),
     (["record", "-o", "{tmp}/t", "--pid", "1,x"], "argument -p/--pid: '1,x': each item must be an integer"),
     (["record", "-o", "{tmp}/t", "--pid", "-5"], "argument -p/--pid"),
+    (["record", "-o", "{tmp}/t", "--buffer-size", "3M"], "--buffer-size must be a power of two from 1M to 1G"),
+    (["record", "-o", "{tmp}/t", "--buffer-size", "2G"], "--buffer-size must be a power of two from 1M to 1G"),
+    (["record", "-o", "{tmp}/t", "-m", "512K"], "--buffer-size must be a power of two from 1M to 1G"),
+    (["record", "-o", "{tmp}/t", "-m", "0"], "--buffer-size must be positive"),
+    (["record", "-o", "{tmp}/t", "-m", "lots"], "--buffer-size needs a size such as 4G"),
     (["replay", "{tmp}/none", "--cpus", "1e8"], "--cpus needs an integer"),
     (["replay", "{tmp}/none", "--cpus", "100000000"], "--cpus must be at most 8192"),
     (["replay", "{tmp}/none", "--seeds", "99999999"], "--seeds must be at most 10000"),
@@ -84,3 +89,14 @@ def test_scaling_tasks_beyond_what_a_replay_can_hold_is_refused_before_allocatin
     with pytest.raises(UsageError, match="would replay 102,400 tasks \\(100 recorded\\); at most 65,536"):
         check_tasks(100, 1024.0)
     assert MAX_SIM_TASKS == 65_536
+
+
+def test_the_ring_buffer_size_is_a_power_of_two_pages() -> None:
+    """--buffer-size becomes the ring buffer's page count (BPF_MAP_TYPE_RINGBUF: a power of two)."""
+    import os
+
+    from replay.cli.record import buffer_pages
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert buffer_pages("8M") == (8 << 20) // page == 2048 * 4096 // page
+    assert buffer_pages("1G") == (1 << 30) // page and buffer_pages("1MiB") == (1 << 20) // page

@@ -280,7 +280,8 @@ def test_nonsense_memory_limits_are_usage_errors(capsys, trace_path, size):
 
 
 def test_available_memory_reads_this_machine():
-    from replay.cli.replay import available_memory, parse_size
+    from replay.cli.options import parse_size
+    from replay.cli.replay import available_memory
 
     got = available_memory()
     assert got is not None and got[0] > 0

@@ -104,7 +104,7 @@ class RecordOptions:
     # 8 MiB: 128k events, ~0.5 s of mmap1_threads' rate (260k events/s), 0.13 s of a page-fault loop's 1M/s;
     # the reader empties it every 20 ms (at most a 1-MiB decoding step behind). The kernel maps the data area
     # twice into the reader: 16 MiB of RSS (16 MiB ring: 32). What it refuses is counted (ring_buffer_refused).
-    rb_pages: int = 2048
+    rb_pages: int = 2048  # record --buffer-size: a power of two (BPF_MAP_TYPE_RINGBUF)
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
@@ -126,6 +126,7 @@ class RecordResult:
     stop_reason: str = ""  # duration | command exited (N) | SIGINT | SIGTERM
     drain_events_per_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    ring_buffer_refused: int = 0  # of `lost`: events the full ring buffer refused (the reader fell behind)
 
 
 def _own_tids() -> list[int]:
@@ -1007,6 +1008,7 @@ class Recorder:
             overflow = stats.get(0, (0, 0, 0, 0))[1]
             w.manifest.extra["lost_breakdown"] = {r: {n: v[r] for n, v in loss.items()}
                                                   for r in (*LOST_REASONS, *RECORDER_REASONS)}
+            self._refused = sum(v["ring_buffer_refused"] for v in loss.values())
             if events.EV_SCHED_SWITCH in self._kinds:
                 w.manifest.extra["not_emitted_by_kernel"] = self._not_emitted(loss["sched_switch"][NOT_EMITTED])
             if overflow:  # not attributable to a probe: reported, and counted once as lost below
@@ -1051,7 +1053,7 @@ class Recorder:
             rows={n: e.rows for n, e in m.tables.items()}, probes=probes, command_status=status,
             stop_reason=self._stop_reason,
             drain_events_per_s=self._events / self._drain_s if self._drain_s else 0.0,
-            notes=list(self.notes.changes),
+            notes=list(self.notes.changes), ring_buffer_refused=getattr(self, "_refused", 0),
         )
 
     def _prog_fds(self, fam: programs.Family) -> dict[str, int]:

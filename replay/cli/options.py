@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,21 @@ MAX_COST_NS = 1e11
 MAX_COST_PAGES = 1 << 30
 
 __all__ = ["MAX_CPUS", "check_tasks", "costs", "int_list", "integer", "number"]
+
+
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, option: str = "--max-memory") -> int:
+    """``4G``, ``512M``, ``1.5G``, ``1000000`` as bytes (binary units); a one-line UsageError naming the
+    option otherwise."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise UsageError(f"{option} needs a size such as 4G, 512M or a number of bytes, not {text!r}")
+    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if value <= 0:
+        raise UsageError(f"{option} must be positive (got {text!r})")
+    return value
 
 
 def _number(text: str) -> float:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from replay.cli.options import MAX_SECONDS, MAX_TASKS, PID_MAX, int_list, integer, number
+from replay.cli.options import MAX_SECONDS, MAX_TASKS, PID_MAX, int_list, integer, number, parse_size
 from replay.errors import UsageError
 
 EXAMPLES = """\
@@ -64,6 +65,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--attach", choices=("auto", "raw", "classic"), default="auto",
                    help="tier-1 probes on raw tracepoints where the kernel's BTF allows (auto, the default; raw: "
                    "fail otherwise) or on classic tracepoints (costlier); doctor says which")
+    p.add_argument("-m", "--buffer-size", default="8M", metavar="SIZE",
+                   help="ring buffer between the probes and the reader, a power of two from 1M to 1G (default "
+                   "8M: ~0.5 s of a contended mmap loop's events); raise it when the recording reports events "
+                   "the ring buffer refused (a reader starved of CPU). The reader maps it twice: its RSS grows "
+                   "by twice the size")
     p.add_argument("--no-stacks", action="store_true",
                    help="no kernel stack walk per lock wait (cheaper; lock waits are then classed 'other')")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         command = _workload_argv(args.workload, args.tasks, args.duration or 5.0)
     if args.page_free_gap_us <= 0:
         raise UsageError("--page-free-gap-us must be positive")
+    rb_pages = buffer_pages(args.buffer_size)
     opts = RecordOptions(
         output=args.output,
         duration=args.duration,
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         probe_cost=args.probe_cost,
         attach=args.attach,
         stacks=not args.no_stacks,
+        rb_pages=rb_pages,
     )
     r = record(opts)
     print(f"recorded {r.duration_s:.2f} s into {r.path}: {r.events:,} rows from BPF, {r.lost} lost "
@@ -121,7 +129,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {p.name}: {p.status}: {p.reason}", file=sys.stderr)
     for name, rows in r.rows.items():
         print(f"  {name:<20} {rows:>12,}", file=sys.stderr)
+    if r.ring_buffer_refused:
+        print(f"mmreplay: the ring buffer refused {r.ring_buffer_refused:,} events (the reader fell behind, "
+              f"e.g. starved of CPU): record with a larger --buffer-size (this one: {args.buffer_size})",
+              file=sys.stderr)
     return command_exit(r.command_status, r.stop_reason)
+
+
+#: --buffer-size bounds: BPF_MAP_TYPE_RINGBUF wants a power-of-two number of pages
+MIN_BUFFER, MAX_BUFFER = 1 << 20, 1 << 30
+
+
+def buffer_pages(text: str) -> int:
+    """--buffer-size as a number of pages, a power of two from 1 MiB to 1 GiB; UsageError otherwise."""
+    size = parse_size(text, "--buffer-size")
+    page = os.sysconf("SC_PAGE_SIZE")
+    pages = size // page
+    if size % page or pages & (pages - 1) or not MIN_BUFFER <= size <= MAX_BUFFER:
+        raise UsageError(f"--buffer-size must be a power of two from 1M to 1G (got {text!r})")
+    return pages
 
 
 def command_exit(status: int | None, stop_reason: str) -> int:

@@ -150,7 +150,7 @@ def check_options(args: argparse.Namespace) -> Options:
         raise UsageError(f"unknown --engine {args.engine!r}; known: {', '.join(ENGINES)}")
     max_memory = getattr(args, "max_memory", None)
     return Options(tuple(names), cpus, scale, args.preempt, seeds, args.mode, jobs, perturb, args.engine,
-                   parse_size(max_memory) if max_memory is not None else None)
+                   options.parse_size(max_memory, "--max-memory") if max_memory is not None else None)
 
 
 #: Peak memory of a replay per trace row (all tables) when reconstruction builds an op object per row
@@ -164,20 +164,6 @@ REPLAY_BYTES_PER_ROW = 1536
 REPLAY_BYTES_PER_ROW_EMITTED = 600
 #: what a replay needs whatever the trace: the interpreter, polars, numpy, pyarrow (measured: ~160 MiB)
 REPLAY_BASE_BYTES = 192 << 20
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``4G``, ``512M``, ``1.5G``, ``1000000`` as bytes (binary units); UsageError otherwise."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise UsageError(f"--max-memory needs a size such as 4G, 512M or a number of bytes, not {text!r}")
-    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
-    if value <= 0:
-        raise UsageError(f"--max-memory must be positive (got {text!r})")
-    return value
-
-
 def available_memory() -> tuple[int, str] | None:
     """(bytes, where from) of the memory a replay may use now: MemAvailable, or the cgroup's room if less."""
     best: tuple[int, str] | None = None
