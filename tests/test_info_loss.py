@@ -63,3 +63,15 @@ def test_a_manifest_with_a_negative_count_is_refused_in_one_line(tmp_path, capsy
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "negative count" in err[0]
+
+
+def test_a_full_ring_buffer_points_at_a_larger_buffer(tmp_path, capsys):
+    """rb full means the reader fell behind: info says which option gives it more room, and only then."""
+    main(["info", str(_trace(tmp_path / "t"))])
+    assert "record with a larger --buffer-size" in capsys.readouterr().out
+    path = tmp_path / "none"
+    write_trace(path, {}, probes=[Probe("page_free", 1, events=10, lost=0, reason="raw tracepoints")],
+                extra={"lost_breakdown": {"ring_buffer_refused": {"page_free": 0},
+                                          "bpf_recursion_skipped": {"page_free": 0}}})
+    main(["info", str(path)])
+    assert "--buffer-size" not in capsys.readouterr().out

@@ -183,6 +183,9 @@ def _breakdown(extra: Any) -> list[str]:
         return []
     if isinstance(bd.get("nesting_overflow"), int) and bd["nesting_overflow"]:
         out.append(f"{'(no probe: nesting overflow)':<28} {bd['nesting_overflow']:>10}")
+    refused = bd.get("ring_buffer_refused") if isinstance(bd.get("ring_buffer_refused"), dict) else {}
+    if any(isinstance(v, int) and v > 0 for v in refused.values()):
+        out.append("  rb full: the reader fell behind (starved of CPU); record with a larger --buffer-size")
     out.append("  lost: rb full = the ring buffer refused a batch; recursion = a hit skipped while the same "
                "program ran on its CPU and not recorded by its backup (any task: an upper bound)"
                + ("; unreported = a switch of a recorded task the kernel made without a sched_switch event "
