@@ -237,3 +237,15 @@ def test_recording_says_which_tracepoints_each_family_used(recorded):
 
     assert set(attach) >= {f.name for f in FAMILIES}
     assert attach["page_fault"] == "raw"  # this kernel (6.18, BTF) confirms every raw program's arguments
+
+
+def test_a_larger_ring_buffer_is_taken_and_written_in_the_manifest(tmp_path, workload):
+    """record -m 16M: the kernel takes the ring buffer (a power of two pages) and the manifest says its size,
+    the figure a `rb full` loss is measured against."""
+    out = tmp_path / "trace"
+    r = _mmreplay("record", "-o", str(out), "--no-tier2-check", "-m", "16M", "--probes", "page_fault", "--",
+                  str(workload), "1", "20", "64")
+    assert r.returncode == 0, r.stderr
+    trace = Trace.open(out)
+    assert trace.manifest.extra["ring_buffer_bytes"] == 16 << 20
+    assert trace.rows("page_faults") >= 20 * 64

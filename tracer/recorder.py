@@ -887,7 +887,8 @@ class Recorder:
                                    extra={"recorder": "mmreplay record (bcc)",
                                           "filter": {"tids": sorted(tids), "comm": o.comm,
                                                      "system_wide": not tids and o.comm is None},
-                                          "page_free_gap_ns": o.pf_gap_ns})
+                                          "page_free_gap_ns": o.pf_gap_ns,
+                                          "ring_buffer_bytes": o.rb_pages * os.sysconf("SC_PAGE_SIZE")})
         for fam in self._families:
             self._writer.declare(fam.table)
 

@@ -185,7 +185,9 @@ def _breakdown(extra: Any) -> list[str]:
         out.append(f"{'(no probe: nesting overflow)':<28} {bd['nesting_overflow']:>10}")
     refused = bd.get("ring_buffer_refused") if isinstance(bd.get("ring_buffer_refused"), dict) else {}
     if any(isinstance(v, int) and v > 0 for v in refused.values()):
-        out.append("  rb full: the reader fell behind (starved of CPU); record with a larger --buffer-size")
+        size = extra.get("ring_buffer_bytes")
+        now = f" than {size >> 20} MiB" if isinstance(size, int) and size >= 1 << 20 else ""
+        out.append(f"  rb full: the reader fell behind (starved of CPU); record with a larger --buffer-size{now}")
     out.append("  lost: rb full = the ring buffer refused a batch; recursion = a hit skipped while the same "
                "program ran on its CPU and not recorded by its backup (any task: an upper bound)"
                + ("; unreported = a switch of a recorded task the kernel made without a sched_switch event "
