@@ -96,13 +96,18 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
         if t is None or t.num_rows == 0:
             return
         codes, names = column_codes(t.column(group))
-        values = np.asarray(t.column(column).to_numpy(), dtype=float)
+        values = None
         for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
             g = names[code]
+            keys = (f"{prefix}_p50_ns:{g}", f"{prefix}_p99_ns:{g}", f"{prefix}_max_ns:{g}")
+            if all(k in metrics for k in keys):  # simulate() computed them: not again (percentiles of millions)
+                continue
+            if values is None:
+                values = np.asarray(t.column(column).to_numpy(), dtype=float)
             v = values[codes == code]
-            metrics.setdefault(f"{prefix}_p50_ns:{g}", float(np.percentile(v, 50)))
-            metrics.setdefault(f"{prefix}_p99_ns:{g}", float(np.percentile(v, 99)))
-            metrics.setdefault(f"{prefix}_max_ns:{g}", float(v.max()))
+            metrics.setdefault(keys[0], float(np.percentile(v, 50)))
+            metrics.setdefault(keys[1], float(np.percentile(v, 99)))
+            metrics.setdefault(keys[2], float(v.max()))
 
     fill("sim_lock_holds", "lock_class", "wait", "wait")
     fill("sim_lock_holds", "lock_class", "dur", "hold")

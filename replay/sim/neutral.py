@@ -159,38 +159,43 @@ def walk_thread(f, th: Thread, walk_ops: Callable) -> Iterator[tuple[np.ndarray,
 def _window(f, nc: NeutralCode, lo: int, hi: int, scaled: np.ndarray | None, lu: np.ndarray, lid_of: np.ndarray,
             ku: np.ndarray, kid_of: np.ndarray, sleeping: np.ndarray, acq_before: int
             ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Rows ``lo:hi`` of ``nc`` as Flattener ``f``'s instructions and points; and how many ACQs they hold."""
+    """Rows ``lo:hi`` of ``nc`` as Flattener ``f``'s instructions and points; and how many ACQs they hold.
+
+    Closed replay drops the UNTIL rows before the instructions are made (a gather of the narrow columns)
+    rather than after (a copy of the 40-byte rows)."""
     op = nc.op[lo:hi]
     a = nc.a[lo:hi] if scaled is None else scaled[lo:hi]
-    code = np.zeros((hi - lo, WIDTH), np.int64)
-    code[:, 0] = op
-    code[:, 1] = a
-    code[:, 2] = nc.b[lo:hi]
-    code[:, 4] = nc.d[lo:hi]
+    b, d, pc = nc.b[lo:hi], nc.d[lo:hi], nc.pclass[lo:hi]
     acq = op == ACQ
     n_acq = int(np.count_nonzero(acq))
-    code[acq, 3] = nc.wait[acq_before:acq_before + n_acq]
+    waits = nc.wait[acq_before:acq_before + n_acq]
+    if not f.open_mode:  # closed replay has no UNTIL: the ACQ rows and their order are unchanged
+        keep = np.flatnonzero(pc != P_UNTIL)
+        if len(keep) < len(pc):
+            op, a, b, d, pc, acq = op[keep], a[keep], b[keep], d[keep], pc[keep], acq[keep]
+    code = np.empty((len(op), WIDTH), np.int64)
+    code[:, 0] = op
+    code[:, 1] = a
+    code[:, 2] = b
+    code[:, 3] = 0
+    code[acq, 3] = waits
+    code[:, 4] = d
     rows = np.flatnonzero(acq | (op == REL) | (op == DOWNGRADE))
     if len(rows):
         code[rows, 1] = lid_of[np.searchsorted(lu, a[rows])]
     rows = np.flatnonzero((op == SPAN_B) | (op == SPAN_E))
     if len(rows):
         code[rows, 1] = kid_of[np.searchsorted(ku, a[rows])]
-    pc = nc.pclass[lo:hi]
     if f.full:
-        points = np.ones(hi - lo, np.uint8)
+        points = np.ones(len(op), np.uint8)
     else:
         points = ((pc == P_TRUE) | (pc == P_UNTIL)).view(np.uint8)
         if f.voluntary:
             rows = np.flatnonzero(pc == P_ACQ)
             if len(rows):
                 points[rows] = sleeping[code[rows, 1]]
-    until = pc == P_UNTIL
     if f.open_mode:
-        code[until, 2] = f.until_on_cpu
-    elif until.any():  # closed replay has no UNTIL
-        keep = ~until
-        code, points = code[keep], points[keep]
+        code[pc == P_UNTIL, 2] = f.until_on_cpu
     return code, points, n_acq
 
 

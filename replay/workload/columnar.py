@@ -234,7 +234,10 @@ class _Load:
                                else big, big)
             limit = np.minimum(limit, nxt_sys)
             j0 = np.searchsorted(hs, fts, side="left")
-            hs_l, he_l = hs.tolist(), he.tolist()
+            # as Python ints: whole lists when the faults are many; read one at a time (only the holds a fault's
+            # chain reaches) when they are few next to the holds (a list of millions of ints for 67 faults)
+            few = 16 * len(fts) < len(hs)
+            hs_l, he_l = (_Ints(hs), _Ints(he)) if few else (hs.tolist(), he.tolist())
             n = len(hs_l)
             ends = []
             for f, j, lim in zip(fts.tolist(), j0.tolist(), limit.tolist(), strict=True):
@@ -318,7 +321,8 @@ def _brackets_of(cols: dict[int, _Cols]):
         else:
             ms = mb = me = np.empty(0, np.int64)
         seg_first = _segment_first(ms, me)
-        starts = np.sort(np.concatenate([ms, np.asarray([w.start for w in t.waits], np.int64)]))
+        # ms is sorted (lexsort's last key): a stable sort (timsort) of it and the few waits is one merge
+        starts = np.sort(np.concatenate([ms, np.asarray([w.start for w in t.waits], np.int64)]), kind="stable")
         sleeps = sorted(o.start for o in t.off_cpu if o.blocked)
         for w in t.waits:
             n = int(np.searchsorted(ms, w.start, side="right"))

@@ -112,8 +112,8 @@ def _block(is_root, last, is_span, mode, code, start, cbody, end, gap_from, gap_
     b[:, 7] = np.where(root_is_span, 0, root_mode)
     valid[:, 7] = last
     wait = (cbody - start)[crit & ~merged]
-    v = valid.ravel()
-    return (op.ravel()[v], a.ravel()[v], b.ravel()[v], d.ravel()[v], pc.ravel()[v], wait,
+    v = np.flatnonzero(valid.ravel())  # once, not a boolean mask scanned again for each column
+    return (op.ravel().take(v), a.ravel().take(v), b.ravel().take(v), d.ravel().take(v), pc.ravel().take(v), wait,
             valid.sum(axis=1).astype(np.int64))
 
 
