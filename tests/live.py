@@ -28,3 +28,23 @@ def mm_workload(tmp_path_factory: pytest.TempPathFactory, prefix: str, *tools: s
     exe = tmp_path_factory.mktemp(prefix) / f"{prefix}{os.getpid() % 100000}"
     subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe), str(ROOT / "tests/data/mm_workload.c")], check=True)
     return exe
+
+
+def record_workloads(base: Path, names: tuple[str, ...], seconds: float, tasks: int = 2) -> dict[str, Path]:
+    """Record each built-in workload of workloads/ now (root + bcc; skips when recording is impossible here)
+    into base/<name>: name -> trace directory. A failed recording fails the test with its stderr's end."""
+    import sys
+
+    from tests.test_record_live import _live_or_skip
+    from workloads import command
+
+    _live_or_skip()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = {}
+    for name in names:
+        trace = base / name
+        proc = subprocess.run([sys.executable, "-m", "replay", "record", "--no-tier2-check", "-o", str(trace), "--",
+                               *command(name, tasks, seconds)], env=env, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, f"recording {name} failed: {proc.stderr.strip()[-2000:]}"
+        out[name] = trace
+    return out

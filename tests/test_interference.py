@@ -20,27 +20,35 @@ from tests.tracebuilder import TraceBuilder
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_traces"
 
 
-def _trace(path, cpus: int, other_runs: bool):
+def _two_tasks(path, cpus: int, other_runs: bool, work) -> Trace:
+    """Task 100 doing work(task); with other_runs a second recorded task, switched in on the other CPU,
+    running throughout and taking mmap_lock once at the end."""
     b = TraceBuilder(cpus=cpus)
     a = b.thread(100, comm="worker", cpu=0)
-    if other_runs:  # a second recorded task switched in on the other CPU and running throughout
+    if other_runs:
         o = b.thread(101, comm="worker", cpu=0)
         o.sleep(1)
-    for _ in range(3):
-        a.run(10_000)
-        with a.syscall("mmap"), a.mmap_lock("write"):
-            a.run(2_000)
-    a.run(10_000)
-    a.preempted(50_000)
-    a.run(10_000)
-    with a.syscall("munmap"), a.mmap_lock("write"):
-        a.run(3_000)
-    a.run(1_000)
+    work(a)
     if other_runs:
         o.run(a.now - o.now)
         with o.syscall("mmap"), o.mmap_lock("write"):
             o.run(2_000)
     return Trace.open(b.write(path))
+
+
+def _trace(path, cpus: int, other_runs: bool):
+    def work(a):
+        for _ in range(3):
+            a.run(10_000)
+            with a.syscall("mmap"), a.mmap_lock("write"):
+                a.run(2_000)
+        a.run(10_000)
+        a.preempted(50_000)
+        a.run(10_000)
+        with a.syscall("munmap"), a.mmap_lock("write"):
+            a.run(3_000)
+        a.run(1_000)
+    return _two_tasks(path, cpus, other_runs, work)
 
 
 def test_a_preemption_by_another_job_is_an_interval_of_its_recorded_length(tmp_path):
@@ -138,25 +146,17 @@ def test_preempted_inside_a_hold_with_no_nested_op_the_block_is_under_the_lock()
 def _woken_trace(path, cpus: int, other_runs: bool):
     """Task 100 sleeps 40 µs in a contended mmap_lock wait, the last 30 µs of it woken and waiting for its CPU
     (another job had it), then sleeps 20 µs outside any wait, woken 15 µs before it runs."""
-    b = TraceBuilder(cpus=cpus)
-    a = b.thread(100, comm="worker", cpu=0)
-    if other_runs:  # a second recorded task running on the other CPU throughout
-        o = b.thread(101, comm="worker", cpu=0)
-        o.sleep(1)
-    a.run(10_000)
-    with a.syscall("mmap"), a.mmap_lock("write", wait=40_000, sleeping=True, runnable=30_000):
-        a.run(2_000)
-    a.run(10_000)
-    a.sleep(20_000, runnable=15_000)
-    a.run(10_000)
-    with a.syscall("munmap"), a.mmap_lock("write"):
-        a.run(3_000)
-    a.run(1_000)
-    if other_runs:
-        o.run(a.now - o.now)
-        with o.syscall("mmap"), o.mmap_lock("write"):
-            o.run(2_000)
-    return Trace.open(b.write(path))
+    def work(a):
+        a.run(10_000)
+        with a.syscall("mmap"), a.mmap_lock("write", wait=40_000, sleeping=True, runnable=30_000):
+            a.run(2_000)
+        a.run(10_000)
+        a.sleep(20_000, runnable=15_000)
+        a.run(10_000)
+        with a.syscall("munmap"), a.mmap_lock("write"):
+            a.run(3_000)
+        a.run(1_000)
+    return _two_tasks(path, cpus, other_runs, work)
 
 
 def test_a_wait_to_run_after_a_wake_up_is_another_jobs_time(tmp_path):

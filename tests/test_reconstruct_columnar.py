@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +29,7 @@ from replay.sim import SimConfig, simulate
 from replay.sim.ops import Critical, Span, Workload
 from replay.sim.simulate import program_for
 from replay.trace.reader import Trace
+from tests.live import record_workloads
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest.json").exists())
@@ -150,20 +148,7 @@ def test_a_change_to_the_reference_path_shows_up_as_a_difference(monkeypatch):
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> dict[str, Path]:
     """LIVE workloads recorded now (root + bcc), LIVE_S seconds, 2 tasks each."""
-    from tests.test_record_live import _live_or_skip
-    from workloads import command
-
-    _live_or_skip()
-    base = tmp_path_factory.mktemp("columnar")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = {}
-    for name in LIVE:
-        trace = base / name
-        proc = subprocess.run([sys.executable, "-m", "replay", "record", "--no-tier2-check", "-o", str(trace), "--",
-                               *command(name, 2, LIVE_S)], env=env, capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, f"recording {name} failed: {proc.stderr.strip()[-2000:]}"
-        out[name] = trace
-    return out
+    return record_workloads(tmp_path_factory.mktemp("columnar"), LIVE, LIVE_S)
 
 
 @pytest.mark.live

@@ -30,12 +30,14 @@ from hypothesis import strategies as st
 from replay import batch
 from replay.compare import census
 from replay.policies import resolve
-from replay.sim import SimConfig, simulate
+from replay.sim import SimConfig
 from replay.sim.neutral import Emitted
 from replay.sim.ops import Workload
 from replay.sim.simulate import program_for
 from replay.trace.reader import Trace
 from replay.workload import reconstruct
+from tests.live import record_workloads
+from tests.test_reconstruct_columnar import assert_same_results
 from tests.tracebuilder import FILE_A, TraceBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,15 +72,6 @@ def assert_same(e: Workload, r: Workload, cfgs: list[SimConfig]) -> None:
         assert pe.locks == pr.locks and pe.kinds == pr.kinds, what
 
 
-def assert_same_results(e: Workload, r: Workload, sets=("2.6.39", "current")) -> None:
-    for s in sets:
-        cfg = SimConfig(cpus=r.cpus, policy=resolve(s), preempt="voluntary", seed=3)
-        a, b = simulate(e, cfg), simulate(r, cfg)
-        assert a.metrics == b.metrics, s
-        for name, table in b.tables.items():
-            assert table.equals(a.tables[name]), f"{s}: table {name} differs"
-
-
 def pieces(w: Workload) -> tuple[int, int]:
     """(op objects at top level, Emitted pieces) of a workload."""
     em = sum(1 for t in w.threads for op in t.ops if type(op) is Emitted)
@@ -90,7 +83,7 @@ def test_emitted_reconstruction_is_the_op_objects_on_every_sample(trace):
     e, r = both(trace)
     assert r.threads
     assert_same(e, r, configs(r, engines=("c",)) + configs(r, engines=("python",), noise=(0.3,))[:2])
-    assert_same_results(e, r)
+    assert_same_results(e, r, ("2.6.39", "current"))
 
 
 @pytest.mark.parametrize("trace", SAMPLES[:4], ids=[p.name for p in SAMPLES[:4]])
@@ -233,20 +226,7 @@ LIVE = ("mmap1_threads", "page_fault1_threads", "mmap-file", "tlb_flush2_threads
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> dict[str, Path]:
     """LIVE workloads recorded now (root + bcc), 0.5 s, 2 tasks each."""
-    from tests.test_record_live import _live_or_skip
-    from workloads import command
-
-    _live_or_skip()
-    base = tmp_path_factory.mktemp("emit")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    out = {}
-    for name in LIVE:
-        trace = base / name
-        proc = subprocess.run([sys.executable, "-m", "replay", "record", "--no-tier2-check", "-o", str(trace), "--",
-                               *command(name, 2, 0.5)], env=env, capture_output=True, text=True, timeout=180)
-        assert proc.returncode == 0, f"recording {name} failed: {proc.stderr.strip()[-2000:]}"
-        out[name] = trace
-    return out
+    return record_workloads(tmp_path_factory.mktemp("emit"), LIVE, 0.5)
 
 
 @pytest.mark.live
