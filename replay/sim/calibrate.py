@@ -131,6 +131,38 @@ def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
     return tuple(max(0, round(float(q)) - tail) for q in qs)
 
 
+def _lock_wake_delays(trace: Trace) -> pl.Series:
+    """Waker -> activation delay of each woken lock sleeper: from ``sched_waking`` (fired in the waker's
+    try_to_wake_up, where the engine's wake-up begins) to the same task's next ``sched_wakeup`` (fired where it
+    is activated: on another CPU that idles, only after an IPI has brought that CPU out of idle), for wake-ups
+    inside a recorded lock wait of the woken task (lock_holds' waits, lock_waits). Over 1 ms: left out."""
+    wk = trace.scan("sched_wakeup").select("ts", "tid", "kind")
+    waking = wk.filter(pl.col("kind") == "waking").select(pl.col("ts").alias("waking"), "tid").sort("waking")
+    pairs = (wk.filter(pl.col("kind") == "wakeup").select("ts", "tid").sort("ts")
+             .join_asof(waking, left_on="ts", right_on="waking", by="tid", strategy="backward",
+                        check_sortedness=False)
+             .filter(pl.col("waking").is_not_null() & (pl.col("ts") - pl.col("waking") < 1_000_000)))
+    waits = []
+    if trace.has("lock_holds"):
+        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
+                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
+    if trace.has("lock_waits"):
+        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
+                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
+    inside = pl.lit(False)
+    for i, wt in enumerate(waits):
+        wt = wt.rename({"w0": f"w0_{i}", "w1": f"w1_{i}"}).sort(f"w0_{i}")
+        pairs = pairs.join_asof(wt, left_on="ts", right_on=f"w0_{i}", by="tid", strategy="backward",
+                                check_sortedness=False)
+        inside = inside | (pl.col(f"w1_{i}").is_not_null() & (pl.col("ts") <= pl.col(f"w1_{i}"))
+                           & (pl.col("waking") >= pl.col(f"w0_{i}")))
+    return pairs.filter(inside).select((pl.col("ts") - pl.col("waking")).alias("delay")).collect()["delay"]
+
+
+#: quantiles of the recorded lock wake-up delays kept (Costs.lock_wake_samples_ns)
+LOCK_WAKE_QUANTILES = 1_000
+
+
 def _uncontended_mmap_lock_waits(trace: Trace) -> pl.Series:
     """Recorded waits of mmap_lock acquisitions no other task's release fell into, by tasks that stayed on
     their CPU: the tracer's own time between its two tracepoints (and the fast path)."""
@@ -172,6 +204,20 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             notes.append(f"wakeup_ns, wake_jitter_ns: default ({len(lat)} wake-ups, need {MIN_SAMPLES})")
     else:
         notes.append("wakeup_ns, wake_jitter_ns: default (no sched_wakeup/sched_switch tables)")
+
+    if trace.has("sched_wakeup") and (trace.has("lock_holds") or trace.has("lock_waits")):
+        dl = _lock_wake_delays(trace)
+        if len(dl) >= MIN_SAMPLES:
+            n = min(LOCK_WAKE_QUANTILES, len(dl))
+            qs = np.quantile(dl.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
+            changes["lock_wake_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
+            notes.append(f"lock_wake_samples_ns: {len(dl)} woken lock sleepers' waker → activation delays (sched_waking "
+                         f"→ sched_wakeup) as {n} quantiles (median {float(dl.median()):.0f} ns, mean "
+                         f"{float(dl.mean()):.0f} ns), one drawn per wake-up of a lock sleeper")
+        else:
+            notes.append(f"lock_wake_samples_ns: none ({len(dl)} woken lock sleepers, need {MIN_SAMPLES})")
+    else:
+        notes.append("lock_wake_samples_ns: none (no sched_wakeup or lock tables)")
 
     free_ns = costs.free_page_ns
     if trace.has("page_free_batches"):

@@ -69,6 +69,9 @@ struct mmr_params {
 	/* issue #16: recorded hand-offs to spinners, one drawn per same-socket grant (engine.py handoffs) */
 	const i64 *handoffs;
 	i64 nhandoffs;
+	/* issue #16: recorded waker -> activation delays of woken lock sleepers (engine.py lock_wakes) */
+	const i64 *lock_wakes;
+	i64 nlock_wakes;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -563,12 +566,21 @@ static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, 
 	push(e, at, E_GRANT, th->idx, th->gen);
 }
 
+/* engine.py lock_wake_cost: the wake-up latency, then a recorded waker -> activation delay (drawn second) */
+static i64 lock_wake_cost(Engine *e)
+{
+	i64 w = wake_cost(e);
+	if (e->p.nlock_wakes)
+		w += e->p.lock_wakes[(i64)(rnd(e) * (double)e->p.nlock_wakes)];
+	return w;
+}
+
 static void wake_retry(Engine *e, Thread *th, i64 now, i64 delay)
 {
 	th->waiting_lock = -1;
 	th->retrying = 1;
 	th->state = READY;
-	push(e, now + delay + wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + delay + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
 static void grant_sleeper(Engine *e, Thread *th, i64 now)
@@ -576,7 +588,7 @@ static void grant_sleeper(Engine *e, Thread *th, i64 now)
 	th->waiting_lock = -1;
 	th->granted = 1;
 	th->state = READY;
-	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
 static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping, int preempt_off)

@@ -173,6 +173,9 @@ class Engine:
         self.line_ns = costs.line_transfer_ns
         #: recorded hand-offs to spinners, one drawn per same-socket grant (Costs.line_transfer_samples_ns)
         self.handoffs = costs.line_transfer_samples_ns
+        #: recorded waker -> activation delays of woken lock sleepers, one drawn per such wake-up
+        #: (Costs.lock_wake_samples_ns; the C engine draws the same)
+        self.lock_wakes = costs.lock_wake_samples_ns
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -306,6 +309,15 @@ class Engine:
     def wake_cost(self) -> int:
         j = self.c.wake_jitter_ns
         return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
+
+    def lock_wake_cost(self) -> int:
+        """A woken lock sleeper's delay before it runs: the recorded waker -> activation delay (an IPI to an idle
+        CPU and its exit from idle: Costs.lock_wake_samples_ns, drawn after the wake-up latency), then the
+        wake-up latency (issue #16)."""
+        w = self.wake_cost()
+        if self.lock_wakes:
+            w += self.lock_wakes[int(self.rng.random() * len(self.lock_wakes))]
+        return w
 
     def need_resched(self, th: SimThread, now: int) -> bool:
         c = th.cpu
@@ -444,13 +456,13 @@ class Engine:
         th.waiting_lock = None
         th.retrying = True
         th.state = READY
-        self.push(now + delay + self.wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + delay + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
         th.granted = True
         th.state = READY
-        self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
 
     def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool, preempt_off: bool) -> None:
         """as-recorded: wait ``wait`` ns asleep or on the CPU (preemption off for a spinning class)."""
