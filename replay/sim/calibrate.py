@@ -211,8 +211,8 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             n = min(LOCK_WAKE_QUANTILES, len(dl))
             qs = np.quantile(dl.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
             changes["lock_wake_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
-            notes.append(f"lock_wake_samples_ns: {len(dl)} woken lock sleepers' waker → activation delays (sched_waking "
-                         f"→ sched_wakeup) as {n} quantiles (median {float(dl.median()):.0f} ns, mean "
+            notes.append(f"lock_wake_samples_ns: {len(dl)} woken lock sleepers' waker → activation delays "
+                         f"(sched_waking → sched_wakeup) as {n} quantiles (median {float(dl.median()):.0f} ns, mean "
                          f"{float(dl.mean()):.0f} ns), one drawn per wake-up of a lock sleeper")
         else:
             notes.append(f"lock_wake_samples_ns: none ({len(dl)} woken lock sleepers, need {MIN_SAMPLES})")
