@@ -9,6 +9,13 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   ``wake_jitter_ns`` = (median − 5th percentile) / ln 2 (the median of an
   exponential is its mean · ln 2); latencies over 1 ms (run-queue waits) are
   left out.
+* a woken lock sleeper's waker -> activation delay: ``sched_waking`` (in the
+  releaser's try_to_wake_up, where the engine's wake-up starts) → the same
+  task's next ``sched_wakeup`` (where it is activated: on a CPU that idles,
+  after an IPI has brought it out of idle), for wake-ups inside the task's
+  recorded lock waits: ``lock_wake_samples_ns``, up to 1,000 quantiles, one
+  drawn per wake-up of a lock sleeper on top of the wake-up latency (17 µs at
+  the median on a quiet 2-vCPU recording here, docs/VALIDATION.md §e item 10).
 * page freeing: ``page_free_batches`` bursts freed through the gather path:
   ``free_page_ns`` = median of ``dur / (pages − 1)`` over bursts of ≥ 16 pages.
 * zapping (tier 2 ``gathers``): per-page gather time minus the freeing and the
