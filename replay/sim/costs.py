@@ -44,6 +44,11 @@ class Costs:
     #: this 2-vCPU guest, 2.4-3.8 µs on the waker's own CPU (docs/VALIDATION.md §e item 10). Empty (the
     #: default): no such delay; --calibrate measures it from sched_wakeup.
     lock_wake_samples_ns: tuple[int, ...] = ()
+    #: a lock waiter that must sleep leaves its CPU this long after it queued (the kernel's way from
+    #: contention_begin through schedule() to the switch: the recorder's program, newly-idle balancing); a
+    #: grant or a wake to retry inside it is taken on the CPU, without a switch or a wake-up. 0 (the default):
+    #: it leaves at once. --calibrate measures it (lock_waits -> sched_switch, docs/VALIDATION.md §e item 10).
+    lock_sleep_window_ns: int = 0
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
     #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
     cpus_per_socket: int = 0
