@@ -157,3 +157,25 @@ def test_both_engines_take_the_same_way_to_sleep(seed):
                         costs=replace(Costs(), lock_sleep_window_ns=3_000,
                                       lock_wake_samples_ns=tuple(range(1_000, 30_000, 700))))
         assert_identical(*run_both(w, cfg))
+
+
+def test_calibrate_measures_the_way_to_sleep_from_contention_begin_to_the_switch_out(tmp_path):
+    """Sleeping-lock waits whose task switched out asleep 6, 8 or 10 µs after contention_begin: the median,
+    8 µs. A spinlock's wait with a switch in it, a wait that never left its CPU and a preemption (prev_state
+    0) are not the way to sleep and are left out."""
+    waits, switches = [], []
+    t = 1_000_000
+    for i in range(30):
+        gap = (6_000, 8_000, 10_000)[i % 3]
+        waits.append(dict(ts=t, dur=50_000, tid=2, flags=2, lock_class="mmap_lock"))
+        switches.append(dict(ts=t + gap, prev_tid=2, prev_state=2, next_tid=0))
+        waits.append(dict(ts=t + 100_000, dur=20_000, tid=3, flags=1, lock_class="page_table_lock"))  # a spinlock
+        switches.append(dict(ts=t + 101_000, prev_tid=3, prev_state=2, next_tid=0))
+        waits.append(dict(ts=t + 200_000, dur=5_000, tid=2, flags=2, lock_class="mmap_lock"))  # granted on its CPU
+        waits.append(dict(ts=t + 300_000, dur=5_000, tid=4, flags=4, lock_class="mmap_lock"))
+        switches.append(dict(ts=t + 301_000, prev_tid=4, prev_state=0, next_tid=0))  # preempted, not asleep
+        t += 1_000_000
+    cal = calibrate_of(tmp_path, {"lock_waits": waits, "sched_switch": switches})
+    assert cal.costs.lock_sleep_window_ns == 8_000
+    assert any("lock_sleep_window_ns = 8000: median over 30 lock waits" in n for n in cal.notes)
+    assert Costs().lock_sleep_window_ns == 0
