@@ -140,6 +140,9 @@ RULES: tuple[Rule, ...] = (
             "do_user_addr_fault", "exc_page_fault", "mmap_read_lock_maybe_expand",
             # mm system calls: mm/util.c, mm/mmap.c, mm/vma.c, mm/mprotect.c, mm/madvise.c, mm/mremap.c
             "vm_mmap_pgoff", "vm_munmap", "__vm_munmap", "do_mprotect_pkey", "do_madvise", "madvise_lock",
+            # 6.16+ madvise: a per-VMA lock that fails (the VMA write-locked by another task's mmap/munmap) falls
+            # back to mmap_read_lock inside madvise_walk_vmas/try_vma_read_lock, inlined into madvise_do_behavior
+            "madvise_do_behavior", "madvise_walk_vmas", "try_vma_read_lock",
             "madvise_dontneed_free", "madvise_remove", "madvise_willneed", "madvise_populate",
             "madvise_collapse", "__do_sys_brk", "__x64_sys_brk", "__se_sys_brk", "vm_brk_flags",
             "do_mremap", "__do_sys_mremap", "__x64_sys_mremap", "do_mlock", "apply_mlockall_flags",

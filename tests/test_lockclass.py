@@ -77,7 +77,8 @@ FUNCS = sorted(
         "folios_put_refs", "free_pages_and_swap_cache", "tlb_flush_mmu", "raw_spin_rq_lock_nested",
         "try_to_wake_up", "wake_up_q", "__schedule", "schedule", "ttwu_queue_wakelist", "sched_ttwu_pending",
         "inode_lock_slowpath_unknown", "ext4_buffered_write_iter", "vfs_write", "split_huge_page_to_list_to_order",
-        "deferred_split_scan", "collapse_huge_page", "i_mmap_lock_write",
+        "deferred_split_scan", "collapse_huge_page", "i_mmap_lock_write", "madvise_do_behavior", "do_madvise",
+        "__x64_sys_madvise",
         "bpf_prog_6deef7357e7b4530_mmr_t2_enter", "bpf_trampoline_6442491234",
         *(f for _, _, stack in REAL_STACKS for f in stack),
     }
@@ -131,6 +132,14 @@ def test_mmap_and_munmap_syscalls_wait_on_mmap_lock() -> None:
     assert cls(LCB_F_WRITE, *RWSEM_W[:-1], "down_write_killable", "__vm_munmap", "__x64_sys_munmap",
                *SYSCALL) == "mmap_lock"
     assert cls(LCB_F_WRITE, *RWSEM_W, "exit_mmap", "__mmput", "do_exit") == "mmap_lock"
+
+
+def test_madvise_falling_back_from_its_per_vma_lock_waits_on_mmap_lock() -> None:
+    # 6.18, tlb_flush2_threads: the other thread's munmap/mmap write-locked the VMA, madvise(MADV_DONTNEED)'s
+    # try_vma_read_lock failed and took mmap_read_lock (inlined into madvise_do_behavior); 47 such waits of
+    # a 0.5-s recording were "other" (docs/VALIDATION.md §e item 10)
+    assert cls(LCB_F_READ, *RWSEM_R, "madvise_do_behavior", "do_madvise", "__x64_sys_madvise", *SYSCALL) \
+        == "mmap_lock"
 
 
 def test_linking_and_unlinking_file_vmas_wait_on_i_mmap_rwsem() -> None:

@@ -9,6 +9,18 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   ``wake_jitter_ns`` = (median − 5th percentile) / ln 2 (the median of an
   exponential is its mean · ln 2); latencies over 1 ms (run-queue waits) are
   left out.
+* a woken lock sleeper's waker -> activation delay: ``sched_waking`` (in the
+  releaser's try_to_wake_up, where the engine's wake-up starts) → the same
+  task's next ``sched_wakeup`` (where it is activated: on a CPU that idles,
+  after an IPI has brought it out of idle), for wake-ups inside the task's
+  recorded lock waits: ``lock_wake_samples_ns``, up to 1,000 quantiles, one
+  drawn per wake-up of a lock sleeper on top of the wake-up latency (17 µs at
+  the median on a quiet 2-vCPU recording here, docs/VALIDATION.md §e item 10).
+* a lock sleeper's way to sleep: ``lock_waits``' ``contention_begin`` (fired in
+  a sleeping lock's slowpath right before schedule()) → the task's switch-out
+  asleep inside that wait: ``lock_sleep_window_ns`` = the median; a grant inside
+  it is taken on the CPU (5.9/7.9/13.2 µs p10/p50/p90 on a quiet tlb_flush2
+  recording here, where 71 read waits were granted 3.1–6.6 µs in without a switch).
 * page freeing: ``page_free_batches`` bursts freed through the gather path:
   ``free_page_ns`` = median of ``dur / (pages − 1)`` over bursts of ≥ 16 pages.
 * zapping (tier 2 ``gathers``): per-page gather time minus the freeing and the
@@ -131,6 +143,51 @@ def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
     return tuple(max(0, round(float(q)) - tail) for q in qs)
 
 
+def _lock_wake_delays(trace: Trace) -> pl.Series:
+    """Waker -> activation delay of each woken lock sleeper: from ``sched_waking`` (fired in the waker's
+    try_to_wake_up, where the engine's wake-up begins) to the same task's next ``sched_wakeup`` (fired where it
+    is activated: on another CPU that idles, only after an IPI has brought that CPU out of idle), for wake-ups
+    inside a recorded lock wait of the woken task (lock_holds' waits, lock_waits). Over 1 ms: left out."""
+    wk = trace.scan("sched_wakeup").select("ts", "tid", "kind")
+    waking = wk.filter(pl.col("kind") == "waking").select(pl.col("ts").alias("waking"), "tid").sort("waking")
+    pairs = (wk.filter(pl.col("kind") == "wakeup").select("ts", "tid").sort("ts")
+             .join_asof(waking, left_on="ts", right_on="waking", by="tid", strategy="backward",
+                        check_sortedness=False)
+             .filter(pl.col("waking").is_not_null() & (pl.col("ts") - pl.col("waking") < 1_000_000)))
+    waits = []
+    if trace.has("lock_holds"):
+        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
+                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
+    if trace.has("lock_waits"):
+        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
+                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
+    inside = pl.lit(False)
+    for i, wt in enumerate(waits):
+        wt = wt.rename({"w0": f"w0_{i}", "w1": f"w1_{i}"}).sort(f"w0_{i}")
+        pairs = pairs.join_asof(wt, left_on="ts", right_on=f"w0_{i}", by="tid", strategy="backward",
+                                check_sortedness=False)
+        inside = inside | (pl.col(f"w1_{i}").is_not_null() & (pl.col("ts") <= pl.col(f"w1_{i}"))
+                           & (pl.col("waking") >= pl.col(f"w0_{i}")))
+    return pairs.filter(inside).select((pl.col("ts") - pl.col("waking")).alias("delay")).collect()["delay"]
+
+
+def _lock_sleep_windows(trace: Trace) -> pl.Series:
+    """A lock sleeper's way to sleep: from its ``contention_begin`` (lock_waits' ts; a sleeping lock's slowpath
+    fires it right before schedule()) to its switch-out asleep (``sched_switch`` with ``prev_state`` ≠ 0) inside
+    that wait, for the waits of sleeping locks (not LCB_F_SPIN) whose task slept in them."""
+    waits = (trace.scan("lock_waits").filter(~pl.col("incomplete") & ((pl.col("flags") & 1) == 0))
+             .select("tid", "ts", (pl.col("ts") + pl.col("dur")).alias("end")).sort("ts"))
+    outs = (trace.scan("sched_switch").filter(pl.col("prev_state") != 0)
+            .select(pl.col("prev_tid").alias("tid"), pl.col("ts").alias("out")).sort("out"))
+    return (waits.join_asof(outs, left_on="ts", right_on="out", by="tid", strategy="forward", check_sortedness=False)
+            .filter(pl.col("out").is_not_null() & (pl.col("out") <= pl.col("end")))
+            .select((pl.col("out") - pl.col("ts")).alias("window")).collect()["window"])
+
+
+#: quantiles of the recorded lock wake-up delays kept (Costs.lock_wake_samples_ns)
+LOCK_WAKE_QUANTILES = 1_000
+
+
 def _uncontended_mmap_lock_waits(trace: Trace) -> pl.Series:
     """Recorded waits of mmap_lock acquisitions no other task's release fell into, by tasks that stayed on
     their CPU: the tracer's own time between its two tracepoints (and the fast path)."""
@@ -172,6 +229,31 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             notes.append(f"wakeup_ns, wake_jitter_ns: default ({len(lat)} wake-ups, need {MIN_SAMPLES})")
     else:
         notes.append("wakeup_ns, wake_jitter_ns: default (no sched_wakeup/sched_switch tables)")
+
+    if trace.has("sched_wakeup") and (trace.has("lock_holds") or trace.has("lock_waits")):
+        dl = _lock_wake_delays(trace)
+        if len(dl) >= MIN_SAMPLES:
+            n = min(LOCK_WAKE_QUANTILES, len(dl))
+            qs = np.quantile(dl.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
+            changes["lock_wake_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
+            notes.append(f"lock_wake_samples_ns: {len(dl)} woken lock sleepers' waker → activation delays "
+                         f"(sched_waking → sched_wakeup) as {n} quantiles (median {float(dl.median()):.0f} ns, mean "
+                         f"{float(dl.mean()):.0f} ns), one drawn per wake-up of a lock sleeper")
+        else:
+            notes.append(f"lock_wake_samples_ns: none ({len(dl)} woken lock sleepers, need {MIN_SAMPLES})")
+    else:
+        notes.append("lock_wake_samples_ns: none (no sched_wakeup or lock tables)")
+    if trace.has("lock_waits") and trace.has("sched_switch"):
+        win = _lock_sleep_windows(trace)
+        if len(win) >= MIN_SAMPLES:
+            changes["lock_sleep_window_ns"] = round(float(win.median()))
+            notes.append(f"lock_sleep_window_ns = {changes['lock_sleep_window_ns']}: median over {len(win)} lock waits "
+                         "that slept of contention_begin → their switch-out (p10/p90 "
+                         f"{float(win.quantile(0.1)):.0f}/{float(win.quantile(0.9)):.0f} ns)")
+        else:
+            notes.append(f"lock_sleep_window_ns: 0 ({len(win)} lock waits that slept, need {MIN_SAMPLES})")
+    else:
+        notes.append("lock_sleep_window_ns: 0 (no lock_waits or sched_switch table)")
 
     free_ns = costs.free_page_ns
     if trace.has("page_free_batches"):

@@ -20,7 +20,7 @@ import numpy as np
 
 from replay.errors import MmreplayError
 from replay.sim.cbuild import EngineUnavailable, locate
-from replay.sim.costs import Costs
+from replay.sim.costs import SAMPLE_COSTS, Costs
 from replay.sim.engine import (
     DONE,
     LOG_COLUMNS,
@@ -83,6 +83,8 @@ class Params(ctypes.Structure):
         ("lock_tracer", _P64),  # issue #16: engine.py's lock_tracer
         ("lock_tail", _P64), ("lock_dtail", _P64),  # issue #16: engine.py's lock_tail, lock_dtail
         ("handoffs", _P64), ("nhandoffs", _I64),  # issue #16: engine.py's handoffs
+        ("lock_wakes", _P64), ("nlock_wakes", _I64),  # issue #16: engine.py's lock_wakes
+        ("sleep_window", _I64),  # issue #16: engine.py's sleep_window
     ]
 
 
@@ -136,7 +138,7 @@ def load() -> ctypes.CDLL:
 def integral_costs(costs: Costs) -> bool:
     """The C engine keeps time in int64 ns: every cost but the two ratios must be a whole number."""
     return all(float(v).is_integer() for k, v in vars(costs).items()
-               if k not in ("ticket_handoff_per_waiter", "batch_alloc_fail_p", "line_transfer_samples_ns"))
+               if k not in ("ticket_handoff_per_waiter", "batch_alloc_fail_p", *SAMPLE_COSTS))
 
 
 def _ptr(a: np.ndarray, ctype: type) -> ctypes._Pointer:
@@ -199,6 +201,7 @@ class CEngine:
             "lock_dtail": np.array([c.mmap_lock_downgrade_tail_ns if lk.lock_class == "mmap_lock"
                                     and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
             "handoffs": np.array(c.line_transfer_samples_ns or [0], dtype=np.int64),
+            "lock_wakes": np.array(c.lock_wake_samples_ns or [0], dtype=np.int64),
         }
         arrays["lock_cost"][arrays["lock_tracer"] > 0] = 0
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
@@ -215,6 +218,7 @@ class CEngine:
             invlpg=c.invlpg_ns, full_flush=c.full_flush_ns, flush_ceiling=c.flush_ceiling_pages,
             ipi_handler=c.ipi_handler_ns, shootdown=c.shootdown_ns, mutex_waker=c.mutex_waker_ns,
             lazy_leave=c.lazy_leave_ns, nhandoffs=len(c.line_transfer_samples_ns),
+            nlock_wakes=len(c.lock_wake_samples_ns), sleep_window=c.lock_sleep_window_ns,
             batch_alloc_fail_p=c.batch_alloc_fail_p,
             r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
             r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,
@@ -225,7 +229,7 @@ class CEngine:
             p.probe_cause_of[i] = q
         for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost",
                      "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer", "lock_tail", "lock_dtail",
-                     "handoffs"):
+                     "handoffs", "lock_wakes"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

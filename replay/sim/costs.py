@@ -16,6 +16,9 @@ from pathlib import Path
 
 from replay.errors import UsageError
 
+#: the costs that are lists of recorded samples (ns) rather than one figure
+SAMPLE_COSTS = ("line_transfer_samples_ns", "lock_wake_samples_ns")
+
 
 @dataclass(frozen=True)
 class Costs:
@@ -33,6 +36,19 @@ class Costs:
     #: the distribution's long tail (docs/VALIDATION.md §e). Empty (the default): line_transfer_ns;
     #: --calibrate measures it from lock_holds.
     line_transfer_samples_ns: tuple[int, ...] = ()
+    #: the recorded delays from a lock releaser's wake-up call to the woken waiter's activation on its CPU
+    #: (``sched_waking`` in the waker -> ``sched_wakeup`` of the waiter), as equally likely values: a woken
+    #: lock sleeper (granted, or woken to retry) takes one, drawn from the run's seeded generator, on top of
+    #: the wake-up latency (wakeup_ns + jitter, which runs from the activation to the switch). A wake-up onto
+    #: another CPU that idles waits there for an IPI and the CPU's exit from idle: 17-19 µs at the median on
+    #: this 2-vCPU guest, 2.4-3.8 µs on the waker's own CPU (docs/VALIDATION.md §e item 10). Empty (the
+    #: default): no such delay; --calibrate measures it from sched_wakeup.
+    lock_wake_samples_ns: tuple[int, ...] = ()
+    #: a lock waiter that must sleep leaves its CPU this long after it queued (the kernel's way from
+    #: contention_begin through schedule() to the switch: the recorder's program, newly-idle balancing); a
+    #: grant or a wake to retry inside it is taken on the CPU, without a switch or a wake-up. 0 (the default):
+    #: it leaves at once. --calibrate measures it (lock_waits -> sched_switch, docs/VALIDATION.md §e item 10).
+    lock_sleep_window_ns: int = 0
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
     #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
     cpus_per_socket: int = 0
@@ -119,7 +135,7 @@ class Costs:
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "line_transfer_samples_ns":
+            if f.name in SAMPLE_COSTS:
                 if not isinstance(v, tuple) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
                     raise UsageError(f"cost {f.name} must be a list of non-negative whole numbers of ns, not {v!r}")
                 continue
@@ -163,7 +179,7 @@ class Costs:
             raise UsageError(f"{where}: unknown cost {bad[0]!r}; known: {', '.join(known)}")
         out = {}
         for k, v in data.items():
-            if k == "line_transfer_samples_ns":
+            if k in SAMPLE_COSTS:
                 if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, (int, float))
                                                   or not float(x).is_integer() for x in v):
                     raise UsageError(f"{where}: cost {k} must be a list of whole numbers of ns, not {v!r}")

@@ -25,7 +25,7 @@ enum { USER, KERN, BLOCK, UNTIL, ACQ, REL, SPAN_B, SPAN_E, GB, GZAP, GFLUSH, GPO
 #define WIDTH 5
 /* thread states and events: engine.py */
 enum { RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE };
-enum { E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PWAKE, E_PEND };
+enum { E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PSLEEP, E_RESUME, E_PWAKE, E_PEND };
 /* lock kinds (a qspinlock is a spinlock with per_waiter 0) */
 enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC, L_MUTEX_CLASSIC };
 #define MAX_READERS_WAKEUP 256
@@ -69,6 +69,11 @@ struct mmr_params {
 	/* issue #16: recorded hand-offs to spinners, one drawn per same-socket grant (engine.py handoffs) */
 	const i64 *handoffs;
 	i64 nhandoffs;
+	/* issue #16: recorded waker -> activation delays of woken lock sleepers (engine.py lock_wakes) */
+	const i64 *lock_wakes;
+	i64 nlock_wakes;
+	/* issue #16: a lock waiter that must sleep leaves its CPU this much later (engine.py sleep_window) */
+	i64 sleep_window;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -198,6 +203,7 @@ typedef struct {
 	int left_mm; /* exit_mmap's first flush left the lazy mm (switch to init_mm) */
 	i64 tail_at; /* issue #16: the recorded release's (downgrade's) time while the tracer's runs, -1: none */
 	i64 credit;  /* tracer time replayed at releases, taken back from the next work (which contains it) */
+	int presleep; /* on its way to sleep on a lock: still on its CPU, queued (engine.py presleep) */
 } Thread;
 
 typedef struct {
@@ -518,9 +524,23 @@ static void spin(Engine *e, Thread *th, i64 now, int preempt_off)
 	}
 }
 
+/* engine.py begin_window: queued, on its way to sleep; a grant or a wake to retry first is taken on the CPU */
+static void begin_window(Engine *e, Thread *th, i64 now)
+{
+	th->presleep = 1;
+	th->spins++;
+	push(e, now + e->p.sleep_window, E_PSLEEP, th->idx, th->spins);
+}
+
 static void sleep_on_lock(Engine *e, Thread *th, i64 now)
 {
 	th->state = SLEEP;
+	if (e->p.sleep_window) {
+		if (!th->retrying)
+			th->slept = 0;
+		begin_window(e, th, now);
+		return;
+	}
 	th->slept = 1;
 	leave_cpu(e, th, now, e->p.r_sleep_lock);
 }
@@ -531,6 +551,10 @@ static void spin_to_sleep(Engine *e, Thread *th, i64 now)
 	th->spun += d;
 	e->s.spin_ns += d;
 	th->state = SLEEP;
+	if (e->p.sleep_window) {
+		begin_window(e, th, now);
+		return;
+	}
 	th->slept = 1;
 	leave_cpu(e, th, now, e->p.r_sleep_lock);
 }
@@ -563,20 +587,43 @@ static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, 
 	push(e, at, E_GRANT, th->idx, th->gen);
 }
 
+/* engine.py lock_wake_cost: the wake-up latency, then a recorded waker -> activation delay (drawn second) */
+static i64 lock_wake_cost(Engine *e)
+{
+	i64 w = wake_cost(e);
+	if (e->p.nlock_wakes)
+		w += e->p.lock_wakes[(i64)(rnd(e) * (double)e->p.nlock_wakes)];
+	return w;
+}
+
 static void wake_retry(Engine *e, Thread *th, i64 now, i64 delay)
 {
 	th->waiting_lock = -1;
 	th->retrying = 1;
+	if (th->presleep) { /* not asleep yet: it retries on its CPU */
+		th->presleep = 0;
+		th->state = SPIN;
+		th->spin_start = now;
+		push(e, now + delay, E_RESUME, th->idx, th->gen);
+		return;
+	}
 	th->state = READY;
-	push(e, now + delay + wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + delay + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
 static void grant_sleeper(Engine *e, Thread *th, i64 now)
 {
 	th->waiting_lock = -1;
 	th->granted = 1;
+	if (th->presleep) { /* not asleep yet: it goes on on its CPU */
+		th->presleep = 0;
+		th->state = SPIN;
+		th->spin_start = now;
+		push(e, now, E_GRANT, th->idx, th->gen);
+		return;
+	}
 	th->state = READY;
-	push(e, now + wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
 }
 
 static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping, int preempt_off)
@@ -1184,6 +1231,21 @@ int mmr_engine_run(Engine *e, i64 report_every)
 			th->granted = 1;
 			th->state = RUN;
 			completed = 0;
+		} else if (ev.ev == E_RESUME) { /* woken to retry before it slept: back to its acquisition */
+			th = &e->th[ev.x];
+			i64 d = now - th->spin_start;
+			th->spun += d;
+			e->s.spin_ns += d;
+			th->state = RUN;
+			completed = 0;
+		} else if (ev.ev == E_PSLEEP) {
+			th = &e->th[ev.x];
+			if (th->presleep && th->spins == ev.g) { /* nothing came in time: it sleeps */
+				th->presleep = 0;
+				th->slept = 1;
+				leave_cpu(e, th, now, p->r_sleep_lock);
+			}
+			continue;
 		} else if (ev.ev == E_PWAKE) {
 			probe_wake_ev(e, ev.x, now);
 			continue;

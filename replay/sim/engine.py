@@ -62,8 +62,9 @@ from replay.trace.schema import LOCK_CLASSES, SIM_PREEMPT_CAUSES, SIM_PROBE_CAUS
 # thread states
 RUN, SPIN, SLEEP, BLOCKED, READY, PREEMPTED, DONE = range(7)
 # events
-# events (E_RSPIN: a writer's time limit for spinning on a reader-owned rwsem; probe events last)
-E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PWAKE, E_PEND = range(6)
+# events (E_RSPIN: a writer's time limit for spinning on a reader-owned rwsem; E_PSLEEP: the end of a lock
+# sleeper's way to sleep, E_RESUME: a sleeper woken to retry inside it; probe events last)
+E_SEG, E_WAKE, E_GRANT, E_RSPIN, E_PSLEEP, E_RESUME, E_PWAKE, E_PEND = range(8)
 
 IDLE_TID = -1
 PROBE_TID = -2
@@ -108,6 +109,8 @@ class SimThread:
         "left_mm",
         # the tracer's time at an mmap_lock release or downgrade (issue #16)
         "tail_at", "credit",
+        # on its way to sleep on a lock: still on its CPU, queued (Costs.lock_sleep_window_ns)
+        "presleep",
     )
 
     def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
@@ -157,6 +160,7 @@ class SimThread:
         self.tail_at = -1
         #: tracer time replayed at releases and downgrades, taken back from the next work (which contains it)
         self.credit = 0
+        self.presleep = False
 
 
 class Engine:
@@ -173,6 +177,11 @@ class Engine:
         self.line_ns = costs.line_transfer_ns
         #: recorded hand-offs to spinners, one drawn per same-socket grant (Costs.line_transfer_samples_ns)
         self.handoffs = costs.line_transfer_samples_ns
+        #: recorded waker -> activation delays of woken lock sleepers, one drawn per such wake-up
+        #: (Costs.lock_wake_samples_ns; the C engine draws the same)
+        self.lock_wakes = costs.lock_wake_samples_ns
+        #: a lock waiter that must sleep leaves its CPU this much later (Costs.lock_sleep_window_ns)
+        self.sleep_window = costs.lock_sleep_window_ns
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -307,6 +316,15 @@ class Engine:
         j = self.c.wake_jitter_ns
         return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
 
+    def lock_wake_cost(self) -> int:
+        """A woken lock sleeper's delay before it runs: the recorded waker -> activation delay (an IPI to an idle
+        CPU and its exit from idle: Costs.lock_wake_samples_ns, drawn after the wake-up latency), then the
+        wake-up latency (issue #16)."""
+        w = self.wake_cost()
+        if self.lock_wakes:
+            w += self.lock_wakes[int(self.rng.random() * len(self.lock_wakes))]
+        return w
+
     def need_resched(self, th: SimThread, now: int) -> bool:
         c = th.cpu
         return self.probe_pending[c] >= 0 or (bool(self.rq) and now - th.slice_start >= self.c.timeslice_ns)
@@ -397,6 +415,11 @@ class Engine:
 
     def sleep_on_lock(self, th: SimThread, now: int) -> None:
         th.state = SLEEP
+        if self.sleep_window:
+            if not th.retrying:  # a new wait: it has not slept yet (a retry keeps its earlier sleep)
+                th.slept = False
+            self.begin_window(th, now)
+            return
         th.slept = True
         self.leave_cpu(th, now, R_SLEEP_LOCK)
 
@@ -405,8 +428,19 @@ class Engine:
         th.spun += d
         self.spin_ns += d
         th.state = SLEEP
+        if self.sleep_window:
+            self.begin_window(th, now)
+            return
         th.slept = True
         self.leave_cpu(th, now, R_SLEEP_LOCK)
+
+    def begin_window(self, th: SimThread, now: int) -> None:
+        """The waiter, queued, is on its way to sleep (the kernel's schedule() after contention_begin): it
+        leaves its CPU ``sleep_window`` ns later unless a grant or a wake to retry comes first, which it
+        takes on its CPU, without a switch or a wake-up (issue #16, docs/VALIDATION.md §e item 10)."""
+        th.presleep = True
+        th.spins += 1  # a new wait generation: no earlier timer acts on it
+        self.push(now + self.sleep_window, E_PSLEEP, th.idx, th.spins)
 
     def grant_spin(self, frm: SimThread, th: SimThread, now: int, scale: float | None = None) -> None:
         """Hand the lock from ``frm`` to the spinner ``th``: one line transfer (times ``scale``) from now."""
@@ -443,14 +477,26 @@ class Engine:
         (runnable ``delay`` ns later than a wake-up from ``now`` would make it)."""
         th.waiting_lock = None
         th.retrying = True
+        if th.presleep:  # not asleep yet: it retries on its CPU
+            th.presleep = False
+            th.state = SPIN
+            th.spin_start = now
+            self.push(now + delay, E_RESUME, th.idx, th.gen)
+            return
         th.state = READY
-        self.push(now + delay + self.wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + delay + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
         th.granted = True
+        if th.presleep:  # not asleep yet: it goes on on its CPU
+            th.presleep = False
+            th.state = SPIN
+            th.spin_start = now
+            self.push(now, E_GRANT, th.idx, th.gen)
+            return
         th.state = READY
-        self.push(now + self.wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
 
     def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool, preempt_off: bool) -> None:
         """as-recorded: wait ``wait`` ns asleep or on the CPU (preemption off for a spinning class)."""
@@ -718,6 +764,20 @@ class Engine:
                 th.granted = True
                 th.state = RUN
                 completed = False
+            elif ev == E_RESUME:  # woken to retry before it slept: back to its acquisition
+                th = threads[x]
+                d = now - th.spin_start
+                th.spun += d
+                self.spin_ns += d
+                th.state = RUN
+                completed = False
+            elif ev == E_PSLEEP:
+                th = threads[x]
+                if th.presleep and th.spins == g:  # nothing came in time: it sleeps
+                    th.presleep = False
+                    th.slept = True
+                    self.leave_cpu(th, now, R_SLEEP_LOCK)
+                continue
             elif ev == E_PWAKE:
                 self.probe_wake_ev(x, now)
                 continue
