@@ -1424,12 +1424,7 @@ def bpf_run_stats() -> Iterator[bool]:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 #: Buffers at least this big get their own mapping, unmapped when freed (glibc: 128 KiB, raised on the fly to 32 MiB).
-#: Not lower: a fresh mapping is a page fault per 4 KiB touched (and a probe hit of page_fault and page_free per
-#: page, system-wide). At 256 KiB every column and decoding step of the 1-MiB steps was mapped afresh: the
-#: decode+write path measured 390 ns a row against 220 at 4 MiB (same records, offline), 520-600 against 370-450
-#: live (mmap1_threads). The step's buffers (1-2 MiB) now come from the heap, trimmed once a second. Its price:
-#: ~10 MiB more RSS while recording (10-s mmap1_threads, 197/204 MiB against 186/195, load 4-5).
-MMAP_THRESHOLD = 4 << 20
+MMAP_THRESHOLD = 256 << 10
 
 
 def lean_allocators() -> None:
