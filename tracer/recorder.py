@@ -592,7 +592,9 @@ class Recorder:
         step = max(1, DRAIN_STEP_BYTES // events.BATCH_SIZE) * events.BATCH_SIZE
         pos = 0
         try:
-            for end, watermark in self._spill_marks:
+            for n, (end, watermark) in enumerate(self._spill_marks):
+                if n and not n % round(TRIM_EVERY_S / WRITE_EVERY_S):
+                    trim_heap()  # as while recording: what a second of decoding freed goes back
                 while pos < end:
                     chunk = os.pread(spill.fileno(), min(step, end - pos), pos)
                     if not chunk:
