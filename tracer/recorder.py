@@ -2,11 +2,14 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every 20 ms, up to one 1 MiB decoding step
-(the ring buffer holds the rest); every 0.2 s, or as soon as a step waits,
-the main thread decodes them with numpy (tracer/events.py) a step at a time,
-splits them by kind, and writes the rows older than a watermark as one chunk
-per table, sorted by (ts, seq). Interval rows (holds, waits, syscalls,
+reader thread copies records out every 20 ms, up to four 1 MiB decoding steps
+(the ring buffer holds the rest); every 0.2 s, or as soon as that much waits,
+the main thread appends them to an unnamed spill file with that period's
+watermark (decoding while recording took CPU from the workload). At stop it
+decodes them with numpy (tracer/events.py) a step at a time, splits them by
+kind, and writes the rows older than each period's watermark as one chunk per
+table, sorted by (ts, seq): the chunks decoding while recording would have
+written (it still does without a spill file). Interval rows (holds, waits, syscalls,
 bursts) are emitted when they end, so they are sorted within each chunk only.
 Memory stays bounded whatever the rate or the backlog (docs/RECORDING.md).
 
