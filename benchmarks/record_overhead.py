@@ -28,6 +28,9 @@ syscalls and mmap_lock), interleaved with bare runs.
 --rss S records mmap1_threads for S seconds, RUNS times, and prints the recorder's peak RSS (medians: while
 recording, and VmHWM); --rss-cold makes each of them detect tier 2 as a boot's first recording does (the
 detection compiles in a child process, tracer.tier2.plan_in_child, whose memory is not the recorder's).
+--reader S records mmap1_threads for S seconds, RUNS times, and prints what the recorder's own process costs
+while the workload runs (its threads' CPU from /proc/PID/task/*/schedstat at the workload's start and exit:
+the compilation and the stop left out), per recorded row, its context switches, and how long the stop took.
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -289,6 +292,58 @@ def rss_runs(tmp: Path, seconds: float, runs: int, cold: bool = False) -> dict[s
     return out
 
 
+def _threads(pid: int) -> dict[str, tuple[int, int]]:
+    """Per thread of pid: (CPU ns from schedstat, voluntary + involuntary context switches)."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            cpu = int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+            status = Path(f"/proc/{pid}/task/{t}/status").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        switches = sum(int(line.split(":", 1)[1]) for line in status.splitlines()
+                       if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+        out[t] = (cpu, switches)
+    return out
+
+
+def reader(tmp: Path, seconds: float) -> dict[str, float]:
+    """The recorder's CPU per recorded row and its context switches while mmap1_threads runs, and the stop."""
+    from workloads import command
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp / "reader"
+    proc = subprocess.Popen([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
+                             "--", *command("mmap1_threads", 2, seconds)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = last = None
+    t_exit = None
+    while proc.poll() is None:
+        try:
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            running = any(Path(f"/proc/{k}/comm").read_text().startswith("mmap1")
+                          and Path(f"/proc/{k}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" for k in kids)
+        except OSError:
+            running = False
+        if running and first is None:
+            first = (_threads(proc.pid), time.monotonic())
+        elif first is not None and not running:
+            last, t_exit = _threads(proc.pid), time.monotonic()
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate()
+    if proc.returncode != 0 or first is None or last is None:
+        raise SystemExit(f"record_overhead: mmreplay record failed: {err.strip()[-300:]}")
+    stop_s = time.monotonic() - t_exit
+    before = first[0]
+    cpu = sum(c - before.get(t, (0, 0))[0] for t, (c, _) in last.items())
+    switches = sum(n - before.get(t, (0, 0))[1] for t, (_, n) in last.items())
+    rows = sum(e.rows for e in Trace.open(out).manifest.tables.values())
+    wall = t_exit - first[1]
+    return {"ns_per_row": cpu / max(rows, 1), "cpu_s": cpu / 1e9, "rows": rows, "switches_per_s": switches / wall,
+            "stop_s": stop_s}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
@@ -303,6 +358,8 @@ def main() -> int:
     ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
     ap.add_argument("--rss-cold", action="store_true",
                     help="with --rss: each recording detects tier 2 from an empty cache, as a boot's first does")
+    ap.add_argument("--reader", type=float, metavar="S",
+                    help="the recorder's CPU per recorded row over a recording of mmap1_threads of S seconds")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -331,6 +388,8 @@ def main() -> int:
             result["truth"] = truth(tmp, exe)
         if args.rss:
             result["rss_mib"] = rss_runs(tmp, args.rss, args.runs, args.rss_cold)
+        if args.reader:
+            result["reader"] = [reader(tmp, args.reader) for _ in range(args.runs)]
     result["loadavg_after"] = loadavg()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -375,6 +434,14 @@ def main() -> int:
               f"{r['vmhwm']:.0f} MiB (the compilation of the programs included); runs: recording "
               f"{', '.join(f'{x:.0f}' for x in r['all_recording'])}, "
               f"VmHWM {', '.join(f'{x:.0f}' for x in r['all_vmhwm'])}")
+    if "reader" in result:
+        runs = result["reader"]
+        print(f"the recorder while a {args.reader:.0f}-s recording of mmap1_threads ran, median of {args.runs}: "
+              f"{statistics.median(r['ns_per_row'] for r in runs):.0f} ns of CPU per recorded row, "
+              f"{statistics.median(r['switches_per_s'] for r in runs):.0f} context switches/s; stop "
+              f"{statistics.median(r['stop_s'] for r in runs):.2f} s; runs: "
+              + "; ".join(f"{r['ns_per_row']:.0f} ns/row ({r['cpu_s']:.2f} s, {r['rows']:,} rows), "
+                          f"{r['switches_per_s']:.0f}/s, stop {r['stop_s']:.2f} s" for r in runs))
     return 0
 
 

@@ -58,3 +58,17 @@ def test_split_batch_keeps_only_counted_slots_and_groups_them_by_kind():
     assert sorted(out) == [events.EV_TLB_FLUSH, events.EV_PAGE_FAULT]
     assert list(out[events.EV_PAGE_FAULT]["address"]) == [0x1000, 0x2000] * 2
     assert list(out[events.EV_TLB_FLUSH]["pages"]) == [-1, -1]
+
+
+def test_full_and_partial_batches_give_their_counted_slots_in_order():
+    batches = np.zeros(3, events.DTYPES["mmr_batch"])
+    batches["count"] = [events.BATCH_EVENTS, 5, events.BATCH_EVENTS]
+    ev = batches["ev"].view(np.uint8).reshape(3, events.BATCH_EVENTS, events.EVENT_SIZE)
+    faults = ev.view(np.void(events.EVENT_SIZE)).reshape(3, -1).view(events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    faults["kind"] = events.EV_PAGE_FAULT
+    faults["address"] = np.arange(3 * events.BATCH_EVENTS).reshape(3, -1)
+    want = [*range(events.BATCH_EVENTS), *range(events.BATCH_EVENTS, events.BATCH_EVENTS + 5),
+            *range(2 * events.BATCH_EVENTS, 3 * events.BATCH_EVENTS)]
+    assert list(events.split_batch(batches.tobytes())[events.EV_PAGE_FAULT]["address"]) == want
+    full = batches[[0, 2]].tobytes()  # every batch full: the one-copy path
+    assert list(events.split_batch(full)[events.EV_PAGE_FAULT]["address"]) == want[:256] + want[-256:]

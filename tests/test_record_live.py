@@ -168,6 +168,14 @@ def test_manifest_reports_every_tier1_probe_with_its_counters(recorded):
     assert probes["tier2"].status == "skipped"
 
 
+def _runs_as_child(pid: int, comm: str) -> bool:
+    try:
+        kids = (Path(f"/proc/{pid}/task/{pid}/children")).read_text().split()
+        return any(Path(f"/proc/{k}/comm").read_text().strip() == comm for k in kids)
+    except OSError:
+        return False
+
+
 def test_sigint_mid_recording_leaves_a_valid_finalized_trace(tmp_path, workload):
     out = tmp_path / "trace"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -176,11 +184,14 @@ def test_sigint_mid_recording_leaves_a_valid_finalized_trace(tmp_path, workload)
          str(workload), "2", "1000000", "64"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # the workload runs once the probes record (released by the recorder); rows reach the tables only at
+        # stop (spilled while recording), so its running is the sign, then a while of faults
         deadline = time.monotonic() + 30
-        while not (out / "page_faults.arrow").exists() or (out / "page_faults.arrow").stat().st_size < 4096:
+        while not _runs_as_child(proc.pid, workload.name[:15]):
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "recording did not start"
             time.sleep(0.1)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -456,3 +456,82 @@ def test_page_free_loss_is_the_main_programs_skips_less_the_last_programs_recove
     assert r._recovered["page_free"] == 29
     assert rec_mod.backup_programs(start, stop) == {"page_free": {
         "recovered_recorded_tasks": 25, "not_pushed": 6, "stack_resets": 1, "pre_skipped": 6, "backup_skipped": 9}}
+
+
+def _fault_batches(nbatches: int, counts: list[int] | None = None) -> tuple[list[bytes], np.ndarray]:
+    batches = np.zeros(nbatches, events.DTYPES["mmr_batch"])
+    batches["count"] = counts or events.BATCH_EVENTS
+    slots = np.zeros(nbatches * events.BATCH_EVENTS, events.KIND_DTYPES[events.EV_PAGE_FAULT])
+    slots["kind"] = events.EV_PAGE_FAULT
+    # two CPUs' batches interleaved: each batch in order, the batches not
+    slots["ts"] = (np.arange(len(slots)) * 10).reshape(nbatches, -1)[np.r_[0:nbatches:2, 1:nbatches:2]].ravel()
+    slots["seq"] = np.arange(len(slots))
+    batches["ev"] = slots.view(np.uint8).reshape(nbatches, -1)
+    return [b.tobytes() for b in batches], slots
+
+
+def _chunks_written(r: Recorder, written: list) -> None:
+    r._kinds, r._start_ns, r._classify = {events.EV_PAGE_FAULT}, 0, _classify_all_other
+    r._writer = type("W", (), {"write": lambda self, table, cols: written.append(cols["ts"].copy())})()
+
+
+def test_records_spilled_while_recording_are_written_at_stop_as_they_would_have_been_then(tmp_path, monkeypatch):
+    """The same records, arriving over several write periods: decoded at once (no spill file) and spilled then
+    decoded at stop give the same chunks, with the same watermarks; records copied after the last period (not
+    yet spilled) come after the spilled ones; nothing stays in memory while recording."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "DRAIN_STEP_BYTES", 3 * events.BATCH_SIZE)
+    recs, slots = _fault_batches(20, [events.BATCH_EVENTS] * 19 + [7])
+    periods = [(recs[0:6], 900), (recs[6:7], 2_000), (recs[7:15], 30_000), (recs[15:18], 40_000)]
+    late = recs[18:]
+    results = []
+    for spill in (False, True):
+        written: list = []
+        r = Recorder(RecordOptions(output=tmp_path))
+        _chunks_written(r, written)
+        if spill:
+            r._start_spill()
+            assert r._spill is not None
+        for part, watermark in periods:
+            r._raw.extend(part)
+            r._copied_bytes += sum(len(x) for x in part)
+            r._spill_or_write(watermark)
+            if spill:
+                assert not r._raw and not written  # on disk, not decoded
+        r._raw.extend(late)
+        r._copied_bytes += sum(len(x) for x in late)
+        r._unspill()
+        assert r._spill is None and r._decoded_bytes == r._copied_bytes - len(late) * events.BATCH_SIZE
+        r._drain_and_write(10**9)
+        r._write(None)
+        results.append(written)
+        if spill:
+            assert r._spill_events == 18 * events.BATCH_EVENTS
+    direct, spilled = results
+    assert len(direct) == len(spilled) > 1
+    for a, b in zip(direct, spilled, strict=True):
+        assert np.array_equal(a, b)
+    assert sum(len(c) for c in spilled) == 19 * events.BATCH_EVENTS + 7
+    assert list(tmp_path.iterdir()) == []  # the spill file had no name
+
+
+def test_a_spill_file_that_fails_to_write_decodes_what_it_held_and_goes_on_without_it(tmp_path, monkeypatch):
+    recs, _ = _fault_batches(6)
+    written: list = []
+    r = Recorder(RecordOptions(output=tmp_path))
+    _chunks_written(r, written)
+    r._start_spill()
+    r._raw.extend(recs[:3])
+    r._spill_or_write(10**9)
+    assert not written
+
+    def full(fd, bufs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", full)
+    r._raw.extend(recs[3:])
+    r._spill_or_write(10**9)
+    assert r._spill is None and not r._raw
+    assert sum(len(c) for c in written) == 6 * events.BATCH_EVENTS
+    assert any("No space left on device" in n for n in r.notes.changes)

@@ -151,4 +151,10 @@ def referenced_tids(kind: int, rec: np.ndarray) -> np.ndarray:
         parts.append(rec["next_tid"])
     elif kind == events.EV_SCHED_WAKEUP:
         parts.append(rec["woken_tid"])
-    return np.unique(np.concatenate([p.astype(np.int64) for p in parts]))
+    # a chunk holds a few tasks' rows, mostly in runs of one task: unique over the run starts only
+    # (np.unique sorts; over every row it was ~17 ns a row, most of the decoding after the split)
+    firsts = []
+    for p in parts:
+        p = np.ascontiguousarray(p, dtype=np.int64)
+        firsts.append(p[np.flatnonzero(np.diff(p, prepend=p[:1] - 1))])
+    return np.unique(np.concatenate(firsts))

@@ -158,8 +158,15 @@ def slots(batches: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     counts = heads[:, :64].copy().view(BATCH_HEAD)["count"].ravel()
     counts = np.minimum(counts, BATCH_EVENTS)
     ev = heads[:, 64:].reshape(n, BATCH_EVENTS, EVENT_SIZE)
-    mask = np.arange(BATCH_EVENTS)[None, :] < counts[:, None]
-    return np.ascontiguousarray(ev[mask]).view(np.uint64).reshape(-1, _WORDS)
+    if n and counts.min() == BATCH_EVENTS:  # full batches (the common case): one strided copy
+        return np.ascontiguousarray(ev).view(np.uint64).reshape(-1, _WORDS)
+    # a boolean mask over (batch, slot) gathers slot by slot (~30 ns a slot); a slice per batch is a memcpy
+    out = np.empty((int(counts.sum()), EVENT_SIZE), dtype=np.uint8)
+    at = 0
+    for i, c in enumerate(counts.tolist()):
+        out[at:at + c] = ev[i, :c]
+        at += c
+    return out.view(np.uint64).reshape(-1, _WORDS)
 
 
 def split_by_kind(slot_words: np.ndarray) -> dict[int, np.ndarray]:
@@ -168,7 +175,7 @@ def split_by_kind(slot_words: np.ndarray) -> dict[int, np.ndarray]:
         return {}
     kinds = slot_words.view(np.uint8).reshape(-1, EVENT_SIZE)[:, 26]
     order = np.argsort(kinds, kind="stable")  # one gather for all kinds, then slices
-    grouped = slot_words[order]
+    grouped = take(slot_words, order)
     sorted_kinds = kinds[order]
     present = np.unique(sorted_kinds)
     bounds = np.searchsorted(sorted_kinds, np.append(present, 256))
@@ -178,6 +185,14 @@ def split_by_kind(slot_words: np.ndarray) -> dict[int, np.ndarray]:
         if dt is not None:
             out[k] = records(grouped[lo:hi], dt)
     return out
+
+
+def take(w: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows of (n, 8) uint64 slots by index (or boolean mask): np.take/np.compress copy a row at a time
+    (~2-3 ns a slot here) where fancy indexing goes word by word (15 ns; a mask, 30 ns)."""
+    if index.dtype == np.bool_:
+        return np.compress(index, w, axis=0)
+    return np.take(w, index, axis=0)
 
 
 def split_batch(batches: bytes | bytearray | memoryview | np.ndarray) -> dict[int, np.ndarray]:

@@ -2,11 +2,14 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every 20 ms, up to one 1 MiB decoding step
-(the ring buffer holds the rest); every 0.2 s, or as soon as a step waits,
-the main thread decodes them with numpy (tracer/events.py) a step at a time,
-splits them by kind, and writes the rows older than a watermark as one chunk
-per table, sorted by (ts, seq). Interval rows (holds, waits, syscalls,
+reader thread copies records out every 20 ms, up to four 1 MiB decoding steps
+(the ring buffer holds the rest); every 0.2 s, or as soon as that much waits,
+the main thread appends them to an unnamed spill file with that period's
+watermark (decoding while recording took CPU from the workload). At stop it
+decodes them with numpy (tracer/events.py) a step at a time, splits them by
+kind, and writes the rows older than each period's watermark as one chunk per
+table, sorted by (ts, seq): the chunks decoding while recording would have
+written (it still does without a spill file). Interval rows (holds, waits, syscalls,
 bursts) are emitted when they end, so they are sorted within each chunk only.
 Memory stays bounded whatever the rate or the backlog (docs/RECORDING.md).
 
@@ -27,6 +30,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -355,6 +359,11 @@ class Recorder:
         self._t2_kinds: set[int] = set()
         self._t2_parts: dict[int, list[np.ndarray]] = {}
         self._recorder_wakeups = 0
+        self._own_seen: set[int] = set()  # the recorder's threads while it recorded (the reader's is gone at stop)
+        self._spill: Any = None  # unnamed file the records go to while recording, decoded at stop (_unspill)
+        self._spilled = 0  # bytes in it
+        self._spill_marks: list[tuple[int, int]] = []  # (spilled bytes, watermark) at each write period
+        self._spill_events = 0  # events in it (the progress line)
         self._kallsyms: Any = None
         self._backup_fds: list[int] = []
         self._backup_attached: set[str] = set()
@@ -532,6 +541,76 @@ class Recorder:
             if not more:
                 return
 
+    def _start_spill(self) -> None:
+        """An unnamed file in the trace's directory (gone with the recorder, whatever ends it) for the records
+        copied while recording. Without one (a file system that has none), records are decoded as they come."""
+        try:
+            self._spill = tempfile.TemporaryFile(dir=self.opts.output, buffering=0)
+        except OSError as e:
+            self.notes.say(f"records decoded while recording (no spill file in {self.opts.output}: {e.strerror})")
+            self._spill = None
+
+    def _spill_or_write(self, watermark: int) -> None:
+        """While recording: append the copied records to the spill file, to be decoded at stop with this
+        watermark; it is one write system call a period, where decoding was ~400 ns of CPU per recorded row
+        taken from the workload's CPUs (docs/RECORDING.md, "The reader"). Without a spill file (or after a
+        write failed), decode and write now."""
+        if self._spill is None:
+            self._drain_and_write(watermark)
+            return
+        n = len(self._raw)  # the consumer thread only appends
+        recs = self._raw[:n]
+        if any(len(r) != events.BATCH_SIZE for r in recs):  # not a batch: nothing to spill it as
+            self._unspill()
+            self._drain_and_write(watermark)
+            return
+        try:
+            for i in range(0, n, 512):  # IOV_MAX is 1024
+                part = recs[i:i + 512]
+                size = len(part) * events.BATCH_SIZE
+                done = os.writev(self._spill.fileno(), part)
+                if done != size:  # short write: the rest, joined
+                    rest = b"".join(part)[done:]
+                    while rest:
+                        rest = rest[os.write(self._spill.fileno(), rest):]
+                self._spilled += size
+                del self._raw[:len(part)]
+                self._decoded_bytes += size  # out of memory: the reader may copy more
+                self._spill_events += sum(int.from_bytes(r[4:8], "little") for r in part)
+        except OSError as e:  # a full disk: what was spilled is decoded now, the rest as it comes
+            self.notes.say(f"records decoded while recording from {self._spilled} bytes on (spill file: {e.strerror})")
+            self._spill_marks.append((self._spilled, watermark))
+            self._unspill()
+            self._drain_and_write(watermark)
+            return
+        self._spill_marks.append((self._spilled, watermark))
+
+    def _unspill(self) -> None:
+        """Decode and write the spilled records as they would have been while recording: each write period's
+        records with its watermark, in bounded steps; records copied but not yet spilled come after them."""
+        if self._spill is None:
+            return
+        spill, self._spill = self._spill, None
+        leftover, self._raw = self._raw, []
+        step = max(1, DRAIN_STEP_BYTES // events.BATCH_SIZE) * events.BATCH_SIZE
+        pos = 0
+        try:
+            for n, (end, watermark) in enumerate(self._spill_marks):
+                if n and not n % round(TRIM_EVERY_S / WRITE_EVERY_S):
+                    trim_heap()  # as while recording: what a second of decoding freed goes back
+                while pos < end:
+                    chunk = os.pread(spill.fileno(), min(step, end - pos), pos)
+                    if not chunk:
+                        break
+                    self._raw.append(chunk)
+                    pos += len(chunk)
+                self._drain_and_write(watermark)
+        finally:
+            spill.close()
+            self._spill_marks = []
+            self._raw = leftover + self._raw
+            self._decoded_bytes = self._copied_bytes - sum(len(r) for r in self._raw)
+
     def _write(self, watermark: int | None) -> None:
         """Write pending rows with ts < watermark (all if None, or when a table holds CHUNK_ROWS), sorted, one
         chunk per table. Each row is sorted once, when written: a part wholly newer than the watermark is kept
@@ -545,8 +624,9 @@ class Recorder:
                 out, keep = parts, []
             else:
                 out, keep = [], []
+                wm = np.uint64(max(watermark, 0))  # a Python int against uint64 compares ~4x slower
                 for p in parts:
-                    below = p["ts"] < watermark
+                    below = p["ts"] < wm
                     n = int(np.count_nonzero(below))
                     if n == len(p):
                         out.append(p)
@@ -554,22 +634,23 @@ class Recorder:
                         keep.append(p)
                     else:  # as uint64 words: a gather at memcpy speed (structured copies go field by field)
                         w = events.words(p)
-                        out.append(events.records(w[below], dt))
-                        keep.append(events.records(w[~below], dt))
+                        out.append(events.records(events.take(w, below), dt))
+                        keep.append(events.records(events.take(w, ~below), dt))
             self._pending[kind] = keep
             self._pending_rows[kind] = sum(len(p) for p in keep)
             if not out:
                 continue
             rec = out[0] if len(out) == 1 else events.records(np.concatenate([events.words(p) for p in out]), dt)
-            order = np.lexsort((rec["seq"], rec["ts"]))
-            self._emit(kind, events.records(events.words(rec)[order], dt))
+            # the keys copied out first: lexsort over strided fields is ~5x slower
+            order = np.lexsort((np.ascontiguousarray(rec["seq"]), np.ascontiguousarray(rec["ts"])))
+            self._emit(kind, events.records(events.take(events.words(rec), order), dt))
         self._drain_s += time.perf_counter() - t
 
     def _emit(self, kind: int, rec: np.ndarray) -> None:
         fam = programs.FAMILIES_BY_KIND[kind]
         if kind == events.EV_SCHED_WAKEUP and len(rec):
             # a recorded task's wake-up of the recorder's own threads (its reader's timer fired while the task ran)
-            mine = np.isin(rec["woken_tid"], np.fromiter(_own_tids(), np.int64))
+            mine = np.isin(rec["woken_tid"], np.fromiter(set(_own_tids()) | self._own_seen, np.int64))
             if mine.any():
                 self._recorder_wakeups += int(mine.sum())
                 rec = rec[~mine]
@@ -891,6 +972,7 @@ class Recorder:
                                           "ring_buffer_bytes": o.rb_pages * os.sysconf("SC_PAGE_SIZE")})
         for fam in self._families:
             self._writer.declare(fam.table)
+        self._start_spill()
 
         if events.EV_LOCK_WAIT in self._kinds:
             self._lock_wait_tasks()
@@ -923,6 +1005,7 @@ class Recorder:
         self._copied_until_ns = time.monotonic_ns()
         consumer = threading.Thread(target=self._consume_loop, name="mmreplay-ringbuf", daemon=True)
         consumer.start()
+        self._own_seen.update(_own_tids())
         try:
             self._until_stop(cmd)
         finally:
@@ -953,19 +1036,21 @@ class Recorder:
             if full or time.monotonic() >= next_write:
                 # rows still in the ring buffer (the reader was held back or starved) must not come after
                 # younger rows already written: the watermark follows what has been copied, not the clock
-                self._drain_and_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
+                self._spill_or_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
                 if next_write >= next_trim:
-                    trim_heap()
+                    if self._spill is None:  # spilling allocates nothing worth a trim (~7 ms a call)
+                        trim_heap()
                     next_trim = next_write + TRIM_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
                 lost = sum(s[1] for s in self._stats().values())
-                rate = (self._events - last_events) / (t - last_t)
+                seen = self._events + self._spill_events
+                rate = (seen - last_events) / (t - last_t)
                 sys.stderr.write(f"\rmmreplay: recording {(time.monotonic_ns() - self._start_ns) / 1e9:7.1f} s  "
-                                 f"{self._events:>12,} events  {rate:>10,.0f} ev/s  lost {lost}   ")
+                                 f"{seen:>12,} events  {rate:>10,.0f} ev/s  lost {lost}   ")
                 sys.stderr.flush()
-                last_events, last_t, next_progress = self._events, t, t + 1.0
+                last_events, last_t, next_progress = seen, t, t + 1.0
         if not self._stop_reason:
             self._stop_reason = "signal"
 
@@ -980,6 +1065,7 @@ class Recorder:
         try:
             # everything in the ring buffer, a backlog at a time; the last rows wait for the partly filled
             # batches (up to a flush period older) to be sorted with them
+            self._unspill()  # what was recorded, decoded now that the workload no longer competes for the CPUs
             self._backlog_full = True
             while self._backlog_full:
                 self._backlog_full = False
