@@ -482,6 +482,7 @@ def test_records_spilled_while_recording_are_written_at_stop_as_they_would_have_
     import tracer.recorder as rec
 
     monkeypatch.setattr(rec, "DRAIN_STEP_BYTES", 3 * events.BATCH_SIZE)
+    monkeypatch.setattr(Recorder, "_idle_cpus", lambda self: 0.0)  # a busy host: nothing decoded early
     recs, slots = _fault_batches(20, [events.BATCH_EVENTS] * 19 + [7])
     periods = [(recs[0:6], 900), (recs[6:7], 2_000), (recs[7:15], 30_000), (recs[15:18], 40_000)]
     late = recs[18:]
@@ -501,19 +502,63 @@ def test_records_spilled_while_recording_are_written_at_stop_as_they_would_have_
                 assert not r._raw and not written  # on disk, not decoded
         r._raw.extend(late)
         r._copied_bytes += sum(len(x) for x in late)
+        assert r._spill_events == (18 * events.BATCH_EVENTS if spill else 0)  # the progress line's count
         r._unspill()
         assert r._spill is None and r._decoded_bytes == r._copied_bytes - len(late) * events.BATCH_SIZE
         r._drain_and_write(10**9)
         r._write(None)
         results.append(written)
-        if spill:
-            assert r._spill_events == 18 * events.BATCH_EVENTS
+        assert r._spill_events == 0
     direct, spilled = results
     assert len(direct) == len(spilled) > 1
     for a, b in zip(direct, spilled, strict=True):
         assert np.array_equal(a, b)
     assert sum(len(c) for c in spilled) == 19 * events.BATCH_EVENTS + 7
     assert list(tmp_path.iterdir()) == []  # the spill file had no name
+
+
+def test_spilled_periods_are_decoded_while_recording_when_the_host_has_idle_cpus(tmp_path, monkeypatch):
+    """With CPUs to spare after a period, the spilled periods so far are decoded then (oldest first, each with
+    its watermark): the chunks are those decoding at once writes, and a recorder killed after such a period
+    keeps them; with none to spare (or unknown), they wait for the stop."""
+    import tracer.recorder as rec
+
+    monkeypatch.setattr(rec, "DRAIN_STEP_BYTES", 3 * events.BATCH_SIZE)
+    recs, _ = _fault_batches(20, [events.BATCH_EVENTS] * 19 + [7])
+    periods = [(recs[0:6], 900), (recs[6:7], 2_000), (recs[7:15], 30_000), (recs[15:18], 40_000), (recs[18:], 10**9)]
+    results = []
+    for idle in ([0.0] * 5, [0.0, 1.5, 0.0, 0.2, 2.0]):
+        written: list = []
+        r = Recorder(RecordOptions(output=tmp_path))
+        _chunks_written(r, written)
+        r._start_spill()
+        idle_after = iter(idle)
+        monkeypatch.setattr(r, "_idle_cpus", idle_after.__next__)
+        seen_live = []
+        for part, watermark in periods:
+            r._raw.extend(part)
+            r._copied_bytes += sum(len(x) for x in part)
+            r._spill_or_write(watermark)
+            seen_live.append(sum(len(c) for c in written))
+        r._unspill()
+        r._write(None)
+        results.append(written)
+        if idle[1]:
+            # after period 2 the first two periods were decoded (everything older than 2,000 written), then
+            # nothing more until period 5, which decoded them all
+            assert seen_live[0] == 0 and 0 < seen_live[1] == seen_live[3] < seen_live[4]
+            assert r._decoding["decoded_while_recording_bytes"] == r._decoding["spilled_bytes"]
+        else:
+            assert seen_live == [0] * 5 and r._decoding["decoded_while_recording_bytes"] == 0
+    assert len(results[0]) == len(results[1]) > 1
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_live_decoding_has_no_spill_file(tmp_path):
+    r = Recorder(RecordOptions(output=tmp_path, decode="live"))
+    r._start_spill()
+    assert r._spill is None
 
 
 def test_a_spill_file_that_fails_to_write_decodes_what_it_held_and_goes_on_without_it(tmp_path, monkeypatch):

@@ -5,11 +5,12 @@ Data path (no Python call per event): BPF programs fill a per-CPU batch of
 reader thread copies records out every 20 ms, up to four 1 MiB decoding steps
 (the ring buffer holds the rest); every 0.2 s, or as soon as that much waits,
 the main thread appends them to an unnamed spill file with that period's
-watermark (decoding while recording took CPU from the workload). At stop it
-decodes them with numpy (tracer/events.py) a step at a time, splits them by
-kind, and writes the rows older than each period's watermark as one chunk per
-table, sorted by (ts, seq): the chunks decoding while recording would have
-written (it still does without a spill file). Interval rows (holds, waits, syscalls,
+watermark, and decodes spilled periods, oldest first, only while the host's
+CPUs had time to spare in the last period (decoding on a busy host took CPU
+from the workload); at stop it decodes the rest. Decoding is numpy
+(tracer/events.py), a step at a time: split by kind, the rows older than each
+period's watermark written as one chunk per table, sorted by (ts, seq) — the
+same chunks whenever it runs (and without a spill file, as records come). Interval rows (holds, waits, syscalls,
 bursts) are emitted when they end, so they are sorted within each chunk only.
 Memory stays bounded whatever the rate or the backlog (docs/RECORDING.md).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -57,6 +59,9 @@ POLL_S = 0.02
 # glibc keeps the heap pages the decoding freed (a page of it still holds a live object: no trim at its top);
 # malloc_trim gives the free pages in the middle back too. ~7 ms a call here: once a second.
 TRIM_EVERY_S = 1.0
+#: spilled records are decoded while recording only when the last write period left this many CPUs idle
+IDLE_CPUS_TO_DECODE = 0.5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are buffered in one table
 # Ring-buffer data decoded and written per step: a backlog (the recorder was starved of CPU, then catches up)
 # is decoded in steps of this size, so the decoding buffers (~5 copies of a step) stay bounded whatever it is.
@@ -114,6 +119,9 @@ class RecordOptions:
     probe_cost: bool = False  # time every probe (kernel BPF statistics, system-wide while recording)
     attach: str = "auto"  # auto | raw | classic: how tier-1 families attach (tracer.programs.plan)
     stacks: bool = True  # kernel stack of every lock wait (lock classes need it)
+    # when records are decoded: "idle" spills them to a file and decodes while the host has CPU to spare, the
+    # rest at stop (cheapest; SIGKILL loses what was not decoded); "live" as they come (SIGKILL keeps it all)
+    decode: str = "idle"
 
 
 @dataclass
@@ -363,7 +371,11 @@ class Recorder:
         self._spill: Any = None  # unnamed file the records go to while recording, decoded at stop (_unspill)
         self._spilled = 0  # bytes in it
         self._spill_marks: list[tuple[int, int]] = []  # (spilled bytes, watermark) at each write period
-        self._spill_events = 0  # events in it (the progress line)
+        self._spill_events = 0  # events in it not yet decoded (the progress line)
+        self._spill_pos = 0  # bytes of it decoded (the periods before the first of _spill_marks)
+        self._idle_prev: tuple[float, float, float] | None = None  # (monotonic s, idle CPU s, own CPU s)
+        self._decoded_live = False  # spilled periods decoded since the last heap trim
+        self._decoding: dict[str, Any] = {}  # the manifest's extra.decoding
         self._kallsyms: Any = None
         self._backup_fds: list[int] = []
         self._backup_attached: set[str] = set()
@@ -543,7 +555,10 @@ class Recorder:
 
     def _start_spill(self) -> None:
         """An unnamed file in the trace's directory (gone with the recorder, whatever ends it) for the records
-        copied while recording. Without one (a file system that has none), records are decoded as they come."""
+        copied while recording. Without one (a file system that has none, or --decode live), records are
+        decoded as they come."""
+        if self.opts.decode == "live":
+            return
         try:
             self._spill = tempfile.TemporaryFile(dir=self.opts.output, buffering=0)
         except OSError as e:
@@ -584,32 +599,66 @@ class Recorder:
             self._drain_and_write(watermark)
             return
         self._spill_marks.append((self._spilled, watermark))
+        # decode spilled periods now only with CPU nobody else wanted in the last period: a recorder killed
+        # by SIGKILL then loses only what waits in the spill file
+        if self._idle_cpus() >= IDLE_CPUS_TO_DECODE:
+            self._decode_spilled(time.monotonic() + WRITE_EVERY_S / 2)
+            self._decoded_live = True
 
-    def _unspill(self) -> None:
-        """Decode and write the spilled records as they would have been while recording: each write period's
-        records with its watermark, in bounded steps; records copied but not yet spilled come after them."""
+    def _idle_cpus(self) -> float:
+        """CPUs the host left idle since the previous call (this process's own CPU counted as idle: it is what
+        decoding may take); 0 when unknown, which keeps decoding for the stop."""
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = f.readline().split()
+            idle = (int(fields[4]) + int(fields[5])) / CLK_TCK  # idle + iowait
+        except (OSError, IndexError, ValueError):
+            return 0.0
+        t, own = time.monotonic(), sum(os.times()[:2])
+        prev, self._idle_prev = self._idle_prev, (t, idle, own)
+        if prev is None or t <= prev[0]:
+            return 0.0
+        return ((idle - prev[1]) + (own - prev[2])) / (t - prev[0])
+
+    def _decode_spilled(self, deadline: float | None) -> None:
+        """Decode spilled write periods, oldest first, each written with its watermark, until none is left or
+        the monotonic deadline has passed; the spilled bytes were already counted out of the reader's backlog."""
         if self._spill is None:
             return
-        spill, self._spill = self._spill, None
-        leftover, self._raw = self._raw, []
         step = max(1, DRAIN_STEP_BYTES // events.BATCH_SIZE) * events.BATCH_SIZE
-        pos = 0
+        fd = self._spill.fileno()
+        periods = 0
+        while self._spill_marks and (deadline is None or time.monotonic() < deadline):
+            end, watermark = self._spill_marks[0]
+            while self._spill_pos < end:
+                chunk = os.pread(fd, min(step, end - self._spill_pos), self._spill_pos)
+                if not chunk:
+                    raise OSError(errno.EIO, f"spill file ends at {self._spill_pos} of {end} bytes")
+                self._spill_pos += len(chunk)
+                t, seen = time.perf_counter(), self._events
+                self._absorb(chunk)
+                self._drain_s += time.perf_counter() - t
+                self._spill_events = max(0, self._spill_events - (self._events - seen))
+                self._write(watermark)
+            self._write(watermark)
+            del self._spill_marks[0]
+            periods += 1
+            if deadline is None and not periods % round(TRIM_EVERY_S / WRITE_EVERY_S):
+                trim_heap()  # as while recording: what a second of decoding freed goes back
+
+    def _unspill(self) -> None:
+        """Decode and write the spilled records not yet decoded, as they would have been while recording: each
+        write period's records with its watermark, in bounded steps, before any record copied but not spilled."""
+        if self._spill is None:
+            return
+        self._decoding["spilled_bytes"] = self._spilled
+        self._decoding["decoded_while_recording_bytes"] = self._spill_pos
         try:
-            for n, (end, watermark) in enumerate(self._spill_marks):
-                if n and not n % round(TRIM_EVERY_S / WRITE_EVERY_S):
-                    trim_heap()  # as while recording: what a second of decoding freed goes back
-                while pos < end:
-                    chunk = os.pread(spill.fileno(), min(step, end - pos), pos)
-                    if not chunk:
-                        break
-                    self._raw.append(chunk)
-                    pos += len(chunk)
-                self._drain_and_write(watermark)
+            self._decode_spilled(None)
         finally:
-            spill.close()
+            self._spill.close()
+            self._spill = None
             self._spill_marks = []
-            self._raw = leftover + self._raw
-            self._decoded_bytes = self._copied_bytes - sum(len(r) for r in self._raw)
 
     def _write(self, watermark: int | None) -> None:
         """Write pending rows with ts < watermark (all if None, or when a table holds CHUNK_ROWS), sorted, one
@@ -1039,8 +1088,9 @@ class Recorder:
                 self._spill_or_write(min(now, self._copied_until_ns) - WATERMARK_LAG_NS)
                 next_write = time.monotonic() + WRITE_EVERY_S
                 if next_write >= next_trim:
-                    if self._spill is None:  # spilling allocates nothing worth a trim (~7 ms a call)
+                    if self._spill is None or self._decoded_live:  # spilling alone frees nothing (~7 ms a trim)
                         trim_heap()
+                        self._decoded_live = False
                     next_trim = next_write + TRIM_EVERY_S
             if o.progress and time.monotonic() >= next_progress:
                 t = time.monotonic()
@@ -1127,6 +1177,7 @@ class Recorder:
             for p in probes:
                 w.add_probe(p)
             w.manifest.extra["stop_reason"] = self._stop_reason
+            w.manifest.extra["decoding"] = {"mode": self.opts.decode, **self._decoding}
             if self.notes.changes:
                 w.manifest.extra["host_changes"] = list(self.notes.changes)
             m = w.close(start_ns=self._start_ns, end_ns=stop_ns)

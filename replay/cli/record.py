@@ -72,6 +72,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "by twice the size")
     p.add_argument("--no-stacks", action="store_true",
                    help="no kernel stack walk per lock wait (cheaper; lock waits are then classed 'other')")
+    p.add_argument("--decode", choices=("idle", "live"), default="idle",
+                   help="when the recorded events are decoded into the tables: idle (the default) keeps them in a "
+                   "spill file in the trace directory and decodes them while the host's CPUs have time to spare, "
+                   "the rest at stop, so a busy workload keeps its CPUs (a recorder killed by SIGKILL loses what "
+                   "was not decoded); live decodes them as they come (costs the workload CPU on a busy host; "
+                   "killed, every chunk written stays for 'mmreplay repair')")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: run and record this command")
     return p
 
@@ -120,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         attach=args.attach,
         stacks=not args.no_stacks,
         rb_pages=rb_pages,
+        decode=args.decode,
     )
     r = record(opts)
     print(f"recorded {r.duration_s:.2f} s into {r.path}: {r.events:,} rows from BPF, {r.lost} lost "
