@@ -81,10 +81,11 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
     flattened workload, if already built)."""
     from replay.sim import simulate
 
-    result = simulate(workload, config_of(spec, settings), progress=progress, program=program)
+    result = simulate(workload, config_of(spec, settings), progress=progress, program=program,
+                      tables=settings.keep_tables)  # without them the engine keeps only what the metrics read
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
-    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables) if settings.keep_tables else {})
+    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables))
 
 
 def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> None:
@@ -114,6 +115,8 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
     fill("sim_ops", "kind", "dur", "op_latency")
     # the longest preempt-off section per cause (spinlock, gather, ...): what the longest one is made of
     poff = tables.get("sim_preempt_off")
+    if any(k.startswith("preempt_off_max_ns:") for k in metrics):  # simulate() computed them
+        return
     if poff is not None and poff.num_rows:
         codes, names = column_codes(poff.column("cause"))
         durs = np.asarray(poff.column("dur").to_numpy(), dtype=float)
