@@ -96,28 +96,23 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
         t = tables.get(table)
         if t is None or t.num_rows == 0:
             return
+        if any(k.startswith(f"{prefix}_p50_ns:") for k in metrics):
+            return  # simulate() computed them for every group (not even the groups again: millions of strings)
         codes, names = column_codes(t.column(group))
-        values = None
+        values = np.asarray(t.column(column).to_numpy(), dtype=float)
         for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
             g = names[code]
-            keys = (f"{prefix}_p50_ns:{g}", f"{prefix}_p99_ns:{g}", f"{prefix}_max_ns:{g}")
-            if all(k in metrics for k in keys):  # simulate() computed them: not again (percentiles of millions)
-                continue
-            if values is None:
-                values = np.asarray(t.column(column).to_numpy(), dtype=float)
             v = values[codes == code]
-            metrics.setdefault(keys[0], float(np.percentile(v, 50)))
-            metrics.setdefault(keys[1], float(np.percentile(v, 99)))
-            metrics.setdefault(keys[2], float(v.max()))
+            metrics.setdefault(f"{prefix}_p50_ns:{g}", float(np.percentile(v, 50)))
+            metrics.setdefault(f"{prefix}_p99_ns:{g}", float(np.percentile(v, 99)))
+            metrics.setdefault(f"{prefix}_max_ns:{g}", float(v.max()))
 
     fill("sim_lock_holds", "lock_class", "wait", "wait")
     fill("sim_lock_holds", "lock_class", "dur", "hold")
     fill("sim_ops", "kind", "dur", "op_latency")
     # the longest preempt-off section per cause (spinlock, gather, ...): what the longest one is made of
     poff = tables.get("sim_preempt_off")
-    if any(k.startswith("preempt_off_max_ns:") for k in metrics):  # simulate() computed them
-        return
-    if poff is not None and poff.num_rows:
+    if poff is not None and poff.num_rows and not any(k.startswith("preempt_off_max_ns:") for k in metrics):
         codes, names = column_codes(poff.column("cause"))
         durs = np.asarray(poff.column("dur").to_numpy(), dtype=float)
         for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
