@@ -131,10 +131,33 @@ def _init(workload: Workload | None, settings: Settings | None) -> None:
     _WORKER = (workload, settings) if workload is not None and settings is not None else None
 
 
-def _work(spec: RunSpec) -> Run:
+def _work(spec: RunSpec, spill: str | None = None) -> Run:
     """A run that flattens its own program (the only run of its program)."""
     assert _WORKER is not None
-    return run_one(_WORKER[0], spec, _WORKER[1])
+    return _spilled(run_one(_WORKER[0], spec, _WORKER[1]), spill)
+
+
+def _spilled(run: Run, spill: str | None) -> Run:
+    """A worker's run with its tables written as Arrow files into the directory ``spill`` (under the
+    batch's temporary directory) instead of pickled to the parent (_unspill maps them back)."""
+    if spill is None or not run.tables:
+        return run
+    Path(spill).mkdir()
+    for name in list(run.tables):
+        table = run.tables.pop(name)  # each let go once written
+        with pa.OSFile(str(Path(spill, f"{name}.arrow")), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+            w.write_table(table)
+        del table
+    return run
+
+
+def _unspill(run: Run, spill: str | None) -> Run:
+    """The tables _spilled wrote, memory-mapped (no copy: pages read when written out, and the files may
+    be removed while mapped)."""
+    if spill is not None and Path(spill).is_dir():
+        run.tables = {path.stem: pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+                      for path in sorted(Path(spill).glob("*.arrow"))}
+    return run
 
 
 def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
@@ -207,10 +230,10 @@ def _flatten_shared(workload: Workload, configs: list, directories: list[Path], 
     return out
 
 
-def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
+def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str], spill: str | None = None) -> Run:
     """A run of a program another task flattened."""
     assert _WORKER is not None
-    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds))
+    return _spilled(run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds)), spill)
 
 
 def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
@@ -309,11 +332,15 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
             # The workload's objects go to the permanent generation: the workers' garbage collections
             # then leave their headers alone, and the pages stay shared instead of being copied.
             gc.freeze()
+        # a run's tables come back as Arrow files, mapped here, not pickled: a copy less in the worker and
+        # none in the parent, which holds every run's tables until they are written
+        spills = {i: str(shared / f"run{i}") if settings.keep_tables else None for i, _ in tasks}
         with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
                                  initargs=init[1]) as pool:
-            futures = {pool.submit(*task): i for i, task in sorted(tasks)}
+            futures = {pool.submit(*task, spill=spills[i]): i for i, task in sorted(tasks)}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                i = futures[fut]
+                results[i] = _unspill(fut.result(), spills[i])
                 if progress:
                     progress.update(len(results), 0.0)
     finally:
