@@ -76,13 +76,24 @@ def config_of(spec: RunSpec, settings: Settings):
 
 
 def run_one(workload: Workload, spec: RunSpec, settings: Settings,
-            progress: Callable[[float], None] | None = None, program: Program | None = None) -> Run:
+            progress: Callable[[float], None] | None = None, program: Program | None = None,
+            spill: str | None = None) -> Run:
     """Simulate one (set, seed) pair and return its metrics and event tables (``program``: its
-    flattened workload, if already built)."""
+    flattened workload, if already built). ``spill``: a directory to create, where each table is written
+    as an Arrow file as soon as it is made and let go (_unspill maps them back), instead of returned."""
     from replay.sim import simulate
 
+    sink = None
+    if spill is not None and settings.keep_tables:
+        Path(spill).mkdir()
+
+        def sink(name: str, table: pa.Table) -> None:
+            with pa.OSFile(str(Path(spill, f"{name}.arrow")), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+                w.write_table(table)
+
     result = simulate(workload, config_of(spec, settings), progress=progress, program=program,
-                      tables=settings.keep_tables)  # without them the engine keeps only what the metrics read
+                      tables=settings.keep_tables, sink=sink)  # without tables the engine keeps only what
+    # the metrics read
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
     return Run(spec.policy_set, spec.seed, metrics, dict(result.tables))
@@ -134,26 +145,12 @@ def _init(workload: Workload | None, settings: Settings | None) -> None:
 def _work(spec: RunSpec, spill: str | None = None) -> Run:
     """A run that flattens its own program (the only run of its program)."""
     assert _WORKER is not None
-    return _spilled(run_one(_WORKER[0], spec, _WORKER[1]), spill)
-
-
-def _spilled(run: Run, spill: str | None) -> Run:
-    """A worker's run with its tables written as Arrow files into the directory ``spill`` (under the
-    batch's temporary directory) instead of pickled to the parent (_unspill maps them back)."""
-    if spill is None or not run.tables:
-        return run
-    Path(spill).mkdir()
-    for name in list(run.tables):
-        table = run.tables.pop(name)  # each let go once written
-        with pa.OSFile(str(Path(spill, f"{name}.arrow")), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
-            w.write_table(table)
-        del table
-    return run
+    return run_one(_WORKER[0], spec, _WORKER[1], spill=spill)
 
 
 def _unspill(run: Run, spill: str | None) -> Run:
-    """The tables _spilled wrote, memory-mapped (no copy: pages read when written out, and the files may
-    be removed while mapped)."""
+    """The tables run_one wrote into ``spill``, memory-mapped (no copy: pages read when written out, and
+    the files may be removed while mapped)."""
     if spill is not None and Path(spill).is_dir():
         run.tables = {path.stem: pa.ipc.open_file(pa.memory_map(str(path))).read_all()
                       for path in sorted(Path(spill).glob("*.arrow"))}
@@ -233,7 +230,7 @@ def _flatten_shared(workload: Workload, configs: list, directories: list[Path], 
 def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str], spill: str | None = None) -> Run:
     """A run of a program another task flattened."""
     assert _WORKER is not None
-    return _spilled(run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds)), spill)
+    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds), spill=spill)
 
 
 def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:

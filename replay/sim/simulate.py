@@ -89,10 +89,12 @@ def program_key(config: SimConfig) -> tuple:
 
 
 def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None,
-             program: Program | None = None, tables: bool = True) -> SimResult:
+             program: Program | None = None, tables: bool = True,
+             sink: Callable[[str, pa.Table], None] | None = None) -> SimResult:
     """Replay ``workload`` once under ``config``; the same config gives the same result.
     ``program``: program_for(workload, config) (or one with the same program_key) computed before.
-    ``tables``: False for the metrics alone (the engine then keeps only the log columns they read)."""
+    ``tables``: False for the metrics alone (the engine then keeps only the log columns they read).
+    ``sink``: each table is handed to it as soon as it is made and not kept (SimResult.tables empty)."""
     if program is None:
         program = program_for(workload, config)
     args = (program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
@@ -131,7 +133,12 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
     out = {}
     if tables:
         for name in SIM_TABLE_NAMES:  # each log's columns let go as they go into its table
-            out[name] = logtables.table(name, logs.pop(name), program, config.policy.name, config.seed)
+            table = logtables.table(name, logs.pop(name), program, config.policy.name, config.seed)
+            if sink is None:
+                out[name] = table
+            else:
+                sink(name, table)
+            del table
     return SimResult(out, metrics)
 
 
