@@ -91,9 +91,9 @@ def run_one(workload: Workload, spec: RunSpec, settings: Settings,
             with pa.OSFile(str(Path(spill, f"{name}.arrow")), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
                 w.write_table(table)
 
+    # without tables (no -o) the engine keeps only the log columns the metrics read
     result = simulate(workload, config_of(spec, settings), progress=progress, program=program,
-                      tables=settings.keep_tables, sink=sink)  # without tables the engine keeps only what
-    # the metrics read
+                      tables=settings.keep_tables, sink=sink)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
     return Run(spec.policy_set, spec.seed, metrics, dict(result.tables))

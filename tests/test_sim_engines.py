@@ -254,8 +254,7 @@ def test_the_c_engines_log_columns_are_the_python_engines_rows_and_outlive_it():
     py = Engine(*args)
     py.run()
     want = {name: logtables.from_rows(name, rows) for name, rows in py.logs().items()}
-    eng = cengine.CEngine(*args)
-    eng.keep()
+    eng = cengine.CEngine(*args)  # every column unless keep() says otherwise
     eng.run()
     got = eng.columns()
     with pytest.raises(RuntimeError, match="handed over"):

@@ -253,6 +253,7 @@ class CEngine:
         self.contended = [False] * len(LOCK_CLASSES)
         self._kept: dict[str, tuple[str, ...]] | None = None
         self._taken = False
+        self.keep()  # every column in its LOG_TYPES type (engine.c's default is int64), until told otherwise
         self._stats()
 
     def __del__(self) -> None:
