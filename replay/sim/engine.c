@@ -1769,9 +1769,9 @@ void mmr_engine_stats(const Engine *e, struct mmr_stats *s, i64 *wait_area, i64 
  * a type is unknown or rows were logged already. */
 int mmr_engine_log_types(Engine *e, int k, const i64 *types)
 {
-	Log *l = &e->logs[k];
-	if (k < 0 || k >= NLOGS || l->n || l->pending)
+	if (k < 0 || k >= NLOGS || e->logs[k].n || e->logs[k].pending)
 		return -1;
+	Log *l = &e->logs[k];
 	for (int j = 0; j < l->w; j++)
 		if (types[j] < 0 || types[j] >= NCTYPES)
 			return -1;
@@ -1780,9 +1780,11 @@ int mmr_engine_log_types(Engine *e, int k, const i64 *types)
 	return 0;
 }
 
-/* The number of rows of log k (-12 if the last one could not be stored). */
+/* The number of rows of log k (-12 if the last one could not be stored, -1 if there is no log k). */
 i64 mmr_engine_log_rows(Engine *e, int k)
 {
+	if (k < 0 || k >= NLOGS)
+		return -1;
 	if (log_flush(e, k))
 		return ERR_NOMEM;
 	return e->logs[k].n;
@@ -1793,8 +1795,10 @@ i64 mmr_engine_log_rows(Engine *e, int k)
  * handed over before). */
 void *mmr_engine_log_column(Engine *e, int k, int j)
 {
+	if (k < 0 || k >= NLOGS || log_flush(e, k))
+		return NULL;
 	Log *l = &e->logs[k];
-	if (log_flush(e, k) || j < 0 || j >= l->w || !l->col[j])
+	if (j < 0 || j >= l->w || !l->col[j])
 		return NULL;
 	void *v = l->col[j];
 	l->col[j] = NULL;
