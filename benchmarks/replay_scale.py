@@ -11,7 +11,8 @@ or synthesized (``mmreplay synth W --tasks 4 --cpus 2 --seconds S``) into
 
 * stages, in a fresh interpreter each repetition: open + reconstruct, flatten
   (one policy set, compiled walk), engine run (one seed, the C engine: events
-  per CPU second), simulate() with that program (engine, tables, metrics);
+  per CPU second), simulate() with that program (engine and metrics: what a
+  replay without -o does; tables too on a checkout without simulate(tables=));
   the wall and CPU time of each and the process's peak RSS after it
   (ru_maxrss, so cumulative);
 * the command a user runs, ``mmreplay replay T --compare 2.6.39 current --seeds 2
@@ -124,9 +125,11 @@ def stage_child(trace: str) -> None:
     del eng
     c0[0] = time.process_time()
     t0 = time.perf_counter()
-    result = simulate(w, config, program=program)
+    # what a replay without -o does: the metrics alone (a checkout before: the tables too)
+    alone = "tables" in inspect.signature(simulate).parameters
+    result = simulate(w, config, program=program, tables=False) if alone else simulate(w, config, program=program)
     complete_metrics(result.tables, dict(result.metrics))
-    stage("simulate() with that program (engine + tables + metrics)", t0)
+    stage("simulate() with that program (engine + metrics" + ("" if alone else " + tables") + ")", t0)
     print(json.dumps(out))
 
 

@@ -76,15 +76,27 @@ def config_of(spec: RunSpec, settings: Settings):
 
 
 def run_one(workload: Workload, spec: RunSpec, settings: Settings,
-            progress: Callable[[float], None] | None = None, program: Program | None = None) -> Run:
+            progress: Callable[[float], None] | None = None, program: Program | None = None,
+            spill: str | None = None) -> Run:
     """Simulate one (set, seed) pair and return its metrics and event tables (``program``: its
-    flattened workload, if already built)."""
+    flattened workload, if already built). ``spill``: a directory to create, where each table is written
+    as an Arrow file as soon as it is made and let go (_unspill maps them back), instead of returned."""
     from replay.sim import simulate
 
-    result = simulate(workload, config_of(spec, settings), progress=progress, program=program)
+    sink = None
+    if spill is not None and settings.keep_tables:
+        Path(spill).mkdir()
+
+        def sink(name: str, table: pa.Table) -> None:
+            with pa.OSFile(str(Path(spill, f"{name}.arrow")), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+                w.write_table(table)
+
+    # without tables (no -o) the engine keeps only the log columns the metrics read
+    result = simulate(workload, config_of(spec, settings), progress=progress, program=program,
+                      tables=settings.keep_tables, sink=sink)
     metrics = dict(result.metrics)
     complete_metrics(result.tables, metrics)
-    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables) if settings.keep_tables else {})
+    return Run(spec.policy_set, spec.seed, metrics, dict(result.tables))
 
 
 def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> None:
@@ -95,26 +107,23 @@ def complete_metrics(tables: dict[str, pa.Table], metrics: dict[str, float]) -> 
         t = tables.get(table)
         if t is None or t.num_rows == 0:
             return
+        if any(k.startswith(f"{prefix}_p50_ns:") for k in metrics):
+            return  # simulate() computed them for every group (not even the groups again: millions of strings)
         codes, names = column_codes(t.column(group))
-        values = None
+        values = np.asarray(t.column(column).to_numpy(), dtype=float)
         for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
             g = names[code]
-            keys = (f"{prefix}_p50_ns:{g}", f"{prefix}_p99_ns:{g}", f"{prefix}_max_ns:{g}")
-            if all(k in metrics for k in keys):  # simulate() computed them: not again (percentiles of millions)
-                continue
-            if values is None:
-                values = np.asarray(t.column(column).to_numpy(), dtype=float)
             v = values[codes == code]
-            metrics.setdefault(keys[0], float(np.percentile(v, 50)))
-            metrics.setdefault(keys[1], float(np.percentile(v, 99)))
-            metrics.setdefault(keys[2], float(v.max()))
+            metrics.setdefault(f"{prefix}_p50_ns:{g}", float(np.percentile(v, 50)))
+            metrics.setdefault(f"{prefix}_p99_ns:{g}", float(np.percentile(v, 99)))
+            metrics.setdefault(f"{prefix}_max_ns:{g}", float(v.max()))
 
     fill("sim_lock_holds", "lock_class", "wait", "wait")
     fill("sim_lock_holds", "lock_class", "dur", "hold")
     fill("sim_ops", "kind", "dur", "op_latency")
     # the longest preempt-off section per cause (spinlock, gather, ...): what the longest one is made of
     poff = tables.get("sim_preempt_off")
-    if poff is not None and poff.num_rows:
+    if poff is not None and poff.num_rows and not any(k.startswith("preempt_off_max_ns:") for k in metrics):
         codes, names = column_codes(poff.column("cause"))
         durs = np.asarray(poff.column("dur").to_numpy(), dtype=float)
         for code in sorted(np.unique(codes).tolist(), key=names.__getitem__):
@@ -133,10 +142,19 @@ def _init(workload: Workload | None, settings: Settings | None) -> None:
     _WORKER = (workload, settings) if workload is not None and settings is not None else None
 
 
-def _work(spec: RunSpec) -> Run:
+def _work(spec: RunSpec, spill: str | None = None) -> Run:
     """A run that flattens its own program (the only run of its program)."""
     assert _WORKER is not None
-    return run_one(_WORKER[0], spec, _WORKER[1])
+    return run_one(_WORKER[0], spec, _WORKER[1], spill=spill)
+
+
+def _unspill(run: Run, spill: str | None) -> Run:
+    """The tables run_one wrote into ``spill``, memory-mapped (no copy: pages read when written out, and
+    the files may be removed while mapped)."""
+    if spill is not None and Path(spill).is_dir():
+        run.tables = {path.stem: pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+                      for path in sorted(Path(spill).glob("*.arrow"))}
+    return run
 
 
 def _save(program: Program, directory: Path) -> tuple[list, list[str]]:
@@ -209,10 +227,10 @@ def _flatten_shared(workload: Workload, configs: list, directories: list[Path], 
     return out
 
 
-def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str]) -> Run:
+def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str], spill: str | None = None) -> Run:
     """A run of a program another task flattened."""
     assert _WORKER is not None
-    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds))
+    return run_one(_WORKER[0], spec, _WORKER[1], program=_mapped(directory, locks, kinds), spill=spill)
 
 
 def groups(specs: Sequence[RunSpec], settings: Settings) -> list[list[int]]:
@@ -311,11 +329,15 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
             # The workload's objects go to the permanent generation: the workers' garbage collections
             # then leave their headers alone, and the pages stay shared instead of being copied.
             gc.freeze()
+        # a run's tables come back as Arrow files, mapped here, not pickled: a copy less in the worker and
+        # none in the parent, which holds every run's tables until they are written
+        spills = {i: str(shared / f"run{i}") if settings.keep_tables else None for i, _ in tasks}
         with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=ctx, initializer=init[0],
                                  initargs=init[1]) as pool:
-            futures = {pool.submit(*task): i for i, task in sorted(tasks)}
+            futures = {pool.submit(*task, spill=spills[i]): i for i, task in sorted(tasks)}
             for fut in as_completed(futures):
-                results[futures[fut]] = fut.result()
+                i = futures[fut]
+                results[i] = _unspill(fut.result(), spills[i])
                 if progress:
                     progress.update(len(results), 0.0)
     finally:

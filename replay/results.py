@@ -94,12 +94,14 @@ def write_results(
     extra: dict[str, Any] | None = None,
     force: bool = False,
 ) -> Manifest:
-    """Write the RESULTS directory; returns its manifest. Runs are written in (set, seed) order."""
+    """Write the RESULTS directory; returns its manifest. Runs are written in (set, seed) order. Each
+    run's tables leave it as they are written (``run.tables`` is empty afterwards): the last reference to
+    millions of rows goes once they are on disk."""
     with TraceWriter(path, kind="results", source="simulated", host=replace(host), command=command, force=force,
                      extra=extra) as w:
         for run in runs:
             for name in sorted(run.tables):
-                w.write(name, _with_run_columns(name, run.tables[name], run))
+                w.write(name, _with_run_columns(name, run.tables.pop(name), run))
         w.write("sim_summary", _typed("sim_summary", summary_rows(runs, dependent)))
         w.write("sim_comparison", _typed("sim_comparison", comparison_rows(comparisons)))
         return w.close()

@@ -143,7 +143,7 @@ def run_cell(cell: Cell, settings: SweepSettings) -> dict[str, Any]:
             program = program_for(workload, config)
             if settings.perturb == 0:  # seed-independent: the next seeds of this set reuse it
                 _cache.programs = {pkey: program}
-        result = simulate(workload, config, program=program)
+        result = simulate(workload, config, program=program, tables=False)  # the metrics alone
         metrics = dict(result.metrics)
         complete_metrics(result.tables, metrics)
         row.update(threads=len(workload.threads), preempt=preempt, cpus_run=workload.cpus, metrics=metrics)

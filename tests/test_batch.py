@@ -91,3 +91,19 @@ def test_the_shared_programs_are_removed_after_the_batch_also_when_a_run_fails(m
     with pytest.raises(MmreplayError, match="deadlocked"):
         run_all(stuck, [RunSpec("i_mmap_rwsem=spinlock", s) for s in range(3)], settings, jobs=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_spilled_to_arrow_files_maps_back_the_tables_it_would_return(tmp_path):
+    """--jobs N with -o: a worker writes each table as it is made and the parent maps the files; the
+    tables are the ones the run returns otherwise, and write_results lets each go once written."""
+    from replay.results import write_results
+    from replay.trace.manifest import Host
+
+    w, spec, settings = _workload(), RunSpec("current", 1), _settings()
+    kept = batch.run_one(w, spec, settings)
+    spilled = batch.run_one(w, spec, settings, spill=str(tmp_path / "run"))
+    assert spilled.tables == {} and spilled.metrics == kept.metrics
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(f"{k}.arrow" for k in kept.tables)
+    _same([batch._unspill(spilled, str(tmp_path / "run"))], [kept])
+    write_results(tmp_path / "res", [spilled], [], dependent=frozenset(), host=Host(cpus=3))
+    assert spilled.tables == {}

@@ -100,7 +100,13 @@ def assert_identical(py, c) -> None:
 @SETTINGS
 @given(w=workloads, cfg=configs)
 def test_the_c_engine_gives_the_python_engines_results_bit_for_bit(w, cfg):
-    assert_identical(*run_both(w, cfg))
+    py, c = run_both(w, cfg)
+    assert_identical(py, c)
+    if isinstance(py, str):
+        return
+    for engine in ("python", "c"):  # the metrics alone (the C engine keeps only the columns they read)
+        alone = simulate(w, replace(cfg, engine=engine), tables=False)
+        assert list(alone.metrics.items()) == list(py.metrics.items()) and alone.tables == {}
 
 
 @needs_c
@@ -228,9 +234,7 @@ def test_both_engines_agree_on_writers_spinning_on_readers(seed):
     assert any(r["mode"] == "write" and r["spun_ns"] > 0 and r["slept"] for r in waits)
 
 
-def test_the_c_engines_logs_are_copies_its_free_cannot_touch():
-    """simulate() frees the C engine once its logs are copied; a log of one row is a copy too (a
-    contiguous one-row transpose would have been a view of the engine's memory)."""
+def _two_writers():
     from replay.sim.simulate import program_for
 
     lock = LockRef("mmap_lock", 1)
@@ -238,16 +242,57 @@ def test_the_c_engines_logs_are_copies_its_free_cannot_touch():
                   Thread(2, 1, [Think(120), Critical(lock, "write", 40)])], cpus=2)
     cfg = SimConfig(cpus=2, policy=resolve("current"), preempt="voluntary", seed=1, engine="c")
     program = program_for(w, cfg)
-    eng = cengine.CEngine(program, w, cfg.cpus, cfg.preempt, cfg.policy.gather, cfg.seed, cfg.costs, cfg.probe,
-                          cfg.probe_period_ns)
+    args = (program, w, cfg.cpus, cfg.preempt, cfg.policy.gather, cfg.seed, cfg.costs, cfg.probe, cfg.probe_period_ns)
+    return args
+
+
+@needs_c
+def test_the_c_engines_log_columns_are_the_python_engines_rows_and_outlive_it():
+    """The C engine hands its log columns over (its own memory, no copy): they are the Python engine's
+    rows cut into the typed columns, and stay valid after the engine is freed."""
+    from replay.sim import logtables
+    from replay.sim.engine import Engine
+
+    args = _two_writers()
+    py = Engine(*args)
+    py.run()
+    want = {name: logtables.from_rows(name, rows) for name, rows in py.logs().items()}
+    eng = cengine.CEngine(*args)  # every column unless keep() says otherwise
     eng.run()
-    logs = eng.logs()
-    assert any(len(a) == 1 for a in logs.values())
-    for name, a in logs.items():
-        owner = a if a.base is None else a.base
-        assert isinstance(owner, np.ndarray) and owner.flags.owndata, name
-    before = {k: a.copy() for k, a in logs.items()}
+    got = eng.columns()
+    with pytest.raises(RuntimeError, match="handed over"):
+        eng.columns()
     eng.free()
     with pytest.raises(RuntimeError, match="freed"):
-        eng.logs()
-    assert all(np.array_equal(before[k], logs[k]) for k in logs)
+        eng.columns()
+    assert any(log.rows == 1 for log in got.values())
+    for name, log in got.items():
+        assert log.rows == want[name].rows and log.columns.keys() == want[name].columns.keys(), name
+        for col, a in log.columns.items():
+            b = want[name].columns[col]
+            assert a.dtype == b.dtype and np.array_equal(a, b), (name, col)
+
+
+@needs_c
+def test_the_c_engine_keeps_only_the_columns_asked_for():
+    """keep(): the other columns are not logged, the row counts are the same."""
+    from replay.sim import logtables
+
+    args = _two_writers()
+    full = cengine.CEngine(*args)
+    full.keep()
+    full.run()
+    every = full.columns()
+    eng = cengine.CEngine(*args)
+    eng.keep(logtables.METRIC_COLUMNS)
+    eng.run()
+    got = eng.columns()
+    for name, log in got.items():
+        assert log.rows == every[name].rows
+        assert set(log.columns) == set(logtables.METRIC_COLUMNS[name])
+        for col, a in log.columns.items():
+            assert np.array_equal(a, every[name].columns[col])
+    eng2 = cengine.CEngine(*args)
+    eng2.run()
+    with pytest.raises(RuntimeError, match="before it runs"):
+        eng2.keep({})

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from replay.errors import MmreplayError
 from replay.sim.cbuild import EngineUnavailable, locate
@@ -41,6 +42,7 @@ from replay.sim.engine import (
     R_PROBE_END,
     R_SLEEP_LOCK,
 )
+from replay.sim.logtables import DTYPES, LOG_TYPES, Log
 from replay.sim.ops import Workload
 from replay.sim.program import SLEEPING_CLASSES, Program
 from replay.trace.schema import LOCK_CLASSES
@@ -123,8 +125,14 @@ def load() -> ctypes.CDLL:
         lib.mmr_engine_run.argtypes = [ctypes.c_void_p, _I64]
         lib.mmr_engine_stats.restype = None
         lib.mmr_engine_stats.argtypes = [ctypes.c_void_p, ctypes.POINTER(Stats), _P64, _P64]
-        lib.mmr_engine_log.restype = _I64
-        lib.mmr_engine_log.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_P64)]
+        lib.mmr_engine_log_types.restype = ctypes.c_int
+        lib.mmr_engine_log_types.argtypes = [ctypes.c_void_p, ctypes.c_int, _P64]
+        lib.mmr_engine_log_rows.restype = _I64
+        lib.mmr_engine_log_rows.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.mmr_engine_log_column.restype = ctypes.c_void_p
+        lib.mmr_engine_log_column.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.mmr_free.restype = None
+        lib.mmr_free.argtypes = [ctypes.c_void_p]
         lib.mmr_engine_thread_states.restype = None
         lib.mmr_engine_thread_states.argtypes = [ctypes.c_void_p, _P64]
         lib.mmr_engine_error.restype = ctypes.c_char_p
@@ -146,7 +154,8 @@ def _ptr(a: np.ndarray, ctype: type) -> ctypes._Pointer:
 
 
 class CEngine:
-    """engine.Engine's interface (``run()``, ``logs()`` and the counters) over the C engine."""
+    """engine.Engine's interface (``run()`` and the counters) over the C engine; its logs are kept a
+    column at a time and handed over as they are (``keep()``, ``columns()``: replay/sim/logtables.py)."""
 
     def __init__(self, program: Program, workload: Workload, cpus: int, preempt: str, gather: str, seed: int,
                  costs: Costs, probe: bool, probe_period_ns: int,
@@ -246,6 +255,9 @@ class CEngine:
             raise MemoryError("the C engine could not allocate its state")
         self.wait_area = [0] * len(LOCK_CLASSES)
         self.contended = [False] * len(LOCK_CLASSES)
+        self._kept: dict[str, tuple[str, ...]] | None = None
+        self._taken = False
+        self.keep()  # every column in its LOG_TYPES type (engine.c's default is int64), until told otherwise
         self._stats()
 
     def __del__(self) -> None:
@@ -307,38 +319,62 @@ class CEngine:
                 "a thread slept holding a spinlock while spinners took every CPU; use more CPUs or another policy"
             )
 
-    def logs(self) -> dict[str, np.ndarray]:
-        """The event logs (copies, column-major), int64 rows with columns as in engine.LOG_COLUMNS."""
+    def keep(self, wanted: dict[str, tuple[str, ...]] | None = None) -> None:
+        """Log the columns ``wanted`` (by log, as named in engine.LOG_COLUMNS; default: all), each in its
+        logtables.LOG_TYPES type, and no other: before run()."""
         if not self._eng:
             raise RuntimeError("the C engine was freed")
+        for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
+            types = np.array([_CTYPES[t] if wanted is None or c in wanted.get(name, ()) else 0
+                              for c, t in zip(cols, LOG_TYPES[name], strict=True)], dtype=np.int64)
+            if self._lib.mmr_engine_log_types(self._eng, k, _ptr(types, ctypes.c_int64)):
+                raise RuntimeError("the C engine's log columns are set before it runs")
+        self._kept = wanted
+
+    def columns(self) -> dict[str, Log]:
+        """The logs' kept columns (keep()), handed over: numpy arrays over the memory the engine wrote
+        them in (no copy), each freed when its last reference goes, whatever becomes of the engine.
+        Once: the engine keeps none of them afterwards."""
+        if not self._eng:
+            raise RuntimeError("the C engine was freed")
+        if self._taken:
+            raise RuntimeError("the C engine's logs were handed over already")
+        self._taken = True
         out = {}
         for k, (name, cols) in enumerate(LOG_COLUMNS.items()):
-            rows = _P64()
-            n = self._lib.mmr_engine_log(self._eng, k, ctypes.byref(rows))
-            w = len(cols)
-            if n:
-                # copied column by column (Fortran order): simulate._table's transpose is then a view, not a
-                # second copy of logs that run to millions of rows. Always a copy (ascontiguousarray of one
-                # row would be a view of the engine's memory, which free() releases)
-                out[name] = column_major(np.ctypeslib.as_array(rows, shape=(n * w,)).reshape(n, w))
-            else:
-                out[name] = np.zeros((0, w), dtype=np.int64)
+            n = self._lib.mmr_engine_log_rows(self._eng, k)
+            if n < 0:
+                raise MemoryError("the C engine ran out of memory")
+            kept = {}
+            for j, (col, t) in enumerate(zip(cols, LOG_TYPES[name], strict=True)):
+                if self._kept is not None and col not in self._kept.get(name, ()):
+                    continue
+                dtype = np.dtype(DTYPES[t])
+                ptr = self._lib.mmr_engine_log_column(self._eng, k, j)
+                if not ptr:
+                    kept[col] = np.zeros(0, dtype)
+                    continue
+                owner = _Block(self._lib, ptr)
+                kept[col] = np.frombuffer(pa.foreign_buffer(ptr, n * dtype.itemsize, base=owner), dtype=dtype)
+            out[name] = Log(int(n), kept)
         return out
 
 
-#: rows of a log transposed at a time (column_major): a block of 8-column rows fits in the L2 cache
-TRANSPOSE_ROWS = 1 << 12
+#: logtables.LOG_TYPES to engine.c's column types (C_I64 ... C_BIT0)
+_CTYPES = {"i8": 1, "i4": 2, "i2": 3, "bool": 4, "bit0": 5}
 
 
-def column_major(rows: np.ndarray) -> np.ndarray:
-    """A copy of the C-ordered 2-D array ``rows`` in Fortran order, transposed a block of rows at a time:
-    the whole-array copy(order="F") walks the source once per column (measured: 0.26-0.39 s against
-    0.18-0.21 s for 6 M rows of 8 columns)."""
-    n, w = rows.shape
-    out = np.empty((w, n), rows.dtype)
-    for lo in range(0, n, TRANSPOSE_ROWS):
-        out[:, lo:lo + TRANSPOSE_ROWS] = rows[lo:lo + TRANSPOSE_ROWS].T
-    return out.T
+class _Block:
+    """A block of memory the C engine handed over (a log column): freed with the last reference."""
+
+    __slots__ = ("free", "ptr")
+
+    def __init__(self, lib: ctypes.CDLL, ptr: int):
+        self.free = lib.mmr_free
+        self.ptr = ptr
+
+    def __del__(self) -> None:
+        self.free(self.ptr)
 
 
 def available() -> bool:

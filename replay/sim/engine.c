@@ -32,9 +32,14 @@ enum { L_SPIN, L_MUTEX, L_RWSEM, L_RECORDED, L_RWSEM_CLASSIC, L_MUTEX_CLASSIC };
 #define IDLE_TID (-1)
 #define PROBE_TID (-2)
 
-/* event logs: engine.LOG_COLUMNS */
+/* event logs: engine.LOG_COLUMNS, kept a column at a time (mmr_engine_log_column) */
 enum { LOG_WAITS, LOG_HOLDS, LOG_OPS, LOG_POFF, LOG_PROBE, LOG_SCHED, NLOGS };
 static const int log_width[NLOGS] = {8, 9, 5, 7, 5, 6};
+#define LOG_MAXW 9
+/* How a log column is kept (mmr_engine_log_types; int64 unless told): not at all, int64, int32 or int16
+ * (truncated, as numpy's astype), one byte of value != 0, one byte of the low bit (value & 1). */
+enum { C_SKIP, C_I64, C_I32, C_I16, C_BOOL, C_BIT0, NCTYPES };
+static const size_t ctype_size[NCTYPES] = {0, 8, 4, 2, 1, 1};
 
 #define ERR_NOMEM (-12)
 #define ERR_ASSERT (-1)
@@ -150,7 +155,10 @@ static int dq_remove(Deque *d, int x) /* the first occurrence; 0 if found */
 }
 
 typedef struct {
-	i64 *v;
+	void *col[LOG_MAXW]; /* column j: n values of type[j] (NULL: skipped, empty or handed over) */
+	int type[LOG_MAXW];
+	i64 row[LOG_MAXW];   /* the row log_row handed out: stored at the next log_row or log_flush */
+	int pending;
 	i64 n, cap; /* in rows */
 	int w;
 } Log;
@@ -365,12 +373,55 @@ static Event pop(Engine *e)
 	return top;
 }
 
+/* The pending row of log l into its columns (growing each by doubling, from 1024 rows). */
+static int log_store(Engine *e, Log *l)
+{
+	if (l->n == l->cap) {
+		i64 c = l->cap ? l->cap * 2 : 1024;
+		for (int j = 0; j < l->w; j++) {
+			size_t size = ctype_size[l->type[j]];
+			if (!size)
+				continue;
+			void *p = realloc(l->col[j], size * c);
+			if (!p) {
+				e->err = ERR_NOMEM;
+				return -1;
+			}
+			l->col[j] = p;
+		}
+		l->cap = c;
+	}
+	i64 n = l->n++;
+	for (int j = 0; j < l->w; j++) {
+		i64 v = l->row[j];
+		switch (l->type[j]) {
+		case C_I64: ((i64 *)l->col[j])[n] = v; break;
+		case C_I32: ((int32_t *)l->col[j])[n] = (int32_t)v; break;
+		case C_I16: ((int16_t *)l->col[j])[n] = (int16_t)v; break;
+		case C_BOOL: ((uint8_t *)l->col[j])[n] = v != 0; break;
+		case C_BIT0: ((uint8_t *)l->col[j])[n] = (uint8_t)(v & 1); break;
+		default: break;
+		}
+	}
+	l->pending = 0;
+	return 0;
+}
+
+/* Room for a row of log k (filled by the caller, stored when the next one is asked for or at
+ * log_flush); NULL with e->err set when memory runs out. */
 static i64 *log_row(Engine *e, int k)
 {
 	Log *l = &e->logs[k];
-	if (reserve(e, (void **)&l->v, l->n, &l->cap, sizeof(i64) * l->w, 1024))
+	if (l->pending && log_store(e, l))
 		return NULL;
-	return l->v + l->w * l->n++;
+	l->pending = 1;
+	return l->row;
+}
+
+static int log_flush(Engine *e, int k)
+{
+	Log *l = &e->logs[k];
+	return l->pending ? log_store(e, l) : 0;
 }
 
 static void log6(Engine *e, int k, i64 a, i64 b, i64 c, i64 d, i64 f, i64 g)
@@ -1654,7 +1705,8 @@ void mmr_engine_free(Engine *e)
 		}
 	}
 	for (int k = 0; k < NLOGS; k++)
-		free(e->logs[k].v);
+		for (int j = 0; j < LOG_MAXW; j++)
+			free(e->logs[k].col[j]);
 	free(e->heap);
 	free(e->th);
 	free(e->locks);
@@ -1708,8 +1760,11 @@ Engine *mmr_engine_new(const struct mmr_params *p)
 		mmr_engine_free(e);
 		return NULL;
 	}
-	for (int k = 0; k < NLOGS; k++)
+	for (int k = 0; k < NLOGS; k++) {
 		e->logs[k].w = log_width[k];
+		for (int j = 0; j < log_width[k]; j++)
+			e->logs[k].type[j] = C_I64;
+	}
 	for (i64 i = 0; i < p->nlocks; i++) {
 		Lock *lk = &e->locks[i];
 		lk->kind = (int)p->lock_kind[i];
@@ -1772,11 +1827,54 @@ void mmr_engine_stats(const Engine *e, struct mmr_stats *s, i64 *wait_area, i64 
 	}
 }
 
-/* Log k: its rows (row-major, log_width[k] int64 each) and their number. */
-i64 mmr_engine_log(const Engine *e, int k, const i64 **rows)
+/* How each column of log k is kept (C_SKIP ... C_BIT0, log_width[k] of them): before the run; -1 if
+ * a type is unknown or rows were logged already. */
+int mmr_engine_log_types(Engine *e, int k, const i64 *types)
 {
-	*rows = e->logs[k].v;
+	if (k < 0 || k >= NLOGS || e->logs[k].n || e->logs[k].pending)
+		return -1;
+	Log *l = &e->logs[k];
+	for (int j = 0; j < l->w; j++)
+		if (types[j] < 0 || types[j] >= NCTYPES)
+			return -1;
+	for (int j = 0; j < l->w; j++)
+		l->type[j] = (int)types[j];
+	return 0;
+}
+
+/* The number of rows of log k (-12 if the last one could not be stored, -1 if there is no log k). */
+i64 mmr_engine_log_rows(Engine *e, int k)
+{
+	if (k < 0 || k >= NLOGS)
+		return -1;
+	if (log_flush(e, k))
+		return ERR_NOMEM;
 	return e->logs[k].n;
+}
+
+/* Column j of log k, handed over: its mmr_engine_log_rows values (shrunk to them), which the caller
+ * frees with mmr_free, whatever becomes of the engine; NULL if it is kept no more (skipped, empty,
+ * handed over before). */
+void *mmr_engine_log_column(Engine *e, int k, int j)
+{
+	if (k < 0 || k >= NLOGS || log_flush(e, k))
+		return NULL;
+	Log *l = &e->logs[k];
+	if (j < 0 || j >= l->w || !l->col[j])
+		return NULL;
+	void *v = l->col[j];
+	l->col[j] = NULL;
+	if (!l->n) {
+		free(v);
+		return NULL;
+	}
+	void *p = realloc(v, ctype_size[l->type[j]] * l->n); /* in place (mremap for the large ones) */
+	return p ? p : v;
+}
+
+void mmr_free(void *p)
+{
+	free(p);
 }
 
 void mmr_engine_thread_states(const Engine *e, i64 *out)

@@ -12,13 +12,14 @@ import pyarrow as pa
 
 from replay.errors import InconsistencyError, UsageError
 from replay.policies.sets import PolicySet
+from replay.sim import logtables
 from replay.sim.cbuild import EngineUnavailable, warn_fallback
 from replay.sim.cengine import CEngine
 from replay.sim.costs import Costs
-from replay.sim.engine import LOG_COLUMNS, Engine
+from replay.sim.engine import Engine
 from replay.sim.ops import Workload
 from replay.sim.program import Program, flatten
-from replay.trace.schema import LOCK_CLASSES, SIM_TABLES, TABLES_BY_NAME
+from replay.trace.schema import SIM_TABLES
 
 PREEMPT_MODELS = ("none", "voluntary", "full")
 MODES = ("closed", "open")
@@ -88,9 +89,12 @@ def program_key(config: SimConfig) -> tuple:
 
 
 def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], None] | None = None,
-             program: Program | None = None) -> SimResult:
+             program: Program | None = None, tables: bool = True,
+             sink: Callable[[str, pa.Table], None] | None = None) -> SimResult:
     """Replay ``workload`` once under ``config``; the same config gives the same result.
-    ``program``: program_for(workload, config) (or one with the same program_key) computed before."""
+    ``program``: program_for(workload, config) (or one with the same program_key) computed before.
+    ``tables``: False for the metrics alone (the engine then keeps only the log columns they read).
+    ``sink``: each table is handed to it as soon as it is made and not kept (SimResult.tables empty)."""
     if program is None:
         program = program_for(workload, config)
     args = (program, workload, config.cpus, config.preempt, config.policy.gather, config.seed, config.costs,
@@ -106,6 +110,9 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
         except EngineUnavailable as e:
             warn_fallback(str(e), "using the Python engine (about 10x slower)")
             eng = Engine(*args)
+    wanted = None if tables else logtables.METRIC_COLUMNS
+    if isinstance(eng, CEngine):
+        eng.keep(wanted)
     try:
         eng.run()
     except AssertionError as e:  # the engines' words for a state the model cannot reach
@@ -115,14 +122,24 @@ def simulate(workload: Workload, config: SimConfig, progress: Callable[[float], 
     if progress is not None:
         progress(1.0)
     _drop_pages(program)  # the engine has run: the instructions are read no more
-    logs = eng.logs()
     if isinstance(eng, CEngine):
-        eng.free()  # its own copy of the logs, before the tables are made of ours
+        logs = eng.columns()  # the engine's own memory, handed over: no copy
+        eng.free()  # the rest of its state
         _trim()
-    tables = {}
-    for name in SIM_TABLE_NAMES:  # each log let go once its table is made (a column the table does not share)
-        tables[name] = _table(name, logs.pop(name), program, config)
-    return SimResult(tables, _metrics(eng, tables))
+    else:
+        logs = {name: logtables.from_rows(name, rows, None if wanted is None else wanted[name])
+                for name, rows in eng.logs().items()}
+    metrics = logtables.metrics(eng, logs, program)
+    out = {}
+    if tables:
+        for name in SIM_TABLE_NAMES:  # each log's columns let go as they go into its table
+            table = logtables.table(name, logs.pop(name), program, config.policy.name, config.seed)
+            if sink is None:
+                out[name] = table
+            else:
+                sink(name, table)
+            del table
+    return SimResult(out, metrics)
 
 
 def _trim() -> None:
@@ -147,108 +164,12 @@ def _drop_pages(program: Program) -> None:
 SIM_TABLE_NAMES = tuple(t.name for t in SIM_TABLES)
 
 
-def _table(name: str, log: np.ndarray, program: Program, config: SimConfig) -> pa.Table:
-    """An engine log (int64 rows, columns as engine.LOG_COLUMNS) to an Arrow table of exactly the results schema."""
-    table = TABLES_BY_NAME[name]
-    cols = dict(zip(LOG_COLUMNS[name], np.ascontiguousarray(log.T), strict=True))  # one transpose, then views
-    n = len(log)
-    if "lid" in cols:  # a lock index: its address and class
-        lid = cols.pop("lid")
-        cols["lock_addr"] = np.asarray([lk.addr for lk in program.locks], dtype=np.uint64)[lid]
-        cols["lock_class"] = np.asarray([LOCK_CLASSES.index(lk.lock_class) for lk in program.locks],
-                                        dtype=np.int16)[lid]
-        cols["mode"] = cols.pop("write")
-    if "derived" in cols:  # the ACQ flags the holds carry: the derived bit (program.ACQ_DERIVED)
-        cols["derived"] = cols["derived"] & 1
-    arrays = []
-    for col in table.columns:
-        if col.name == "policy_set":
-            arrays.append(pa.repeat(pa.scalar(config.policy.name, pa.string()), n))
-        elif col.name == "seed":
-            arrays.append(pa.array(np.full(n, config.seed, dtype=np.int32)))
-        elif col.name == "kind" and name == "sim_ops":
-            arrays.append(pa.array(program.kinds, pa.string()).take(pa.array(cols["kind"])))
-        elif col.is_enum:
-            codes = cols[col.name].astype(np.int16)
-            mask = codes < 0 if col.nullable else None
-            arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes, mask=mask),
-                                                         pa.array(col.values, pa.string())))
-        else:
-            arrays.append(pa.array(cols[col.name].astype(col.type.to_pandas_dtype(), copy=False)))
-    return pa.Table.from_arrays(arrays, schema=table.schema)
-
-
 def column_codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
     """Integer codes and their names for a string or dictionary column."""
     arr = col.combine_chunks()
     if not pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_encode()
     return arr.indices.to_numpy(zero_copy_only=False), arr.dictionary.to_pylist()
-
-
-def _pct(values: np.ndarray, q: float) -> float:
-    return float(np.percentile(values, q)) if len(values) else 0.0
-
-
-def _metrics(eng: Engine | CEngine, tables: dict[str, pa.Table]) -> dict[str, float]:
-    m: dict[str, float] = {
-        "makespan_ns": float(max(0, eng.end - eng.t0)),
-        "events": float(eng.events),
-        "instructions": float(eng.instr),
-        "work_cpu_ns": float(eng.work_ns),
-        "overhead_cpu_ns": float(eng.overhead_ns),
-        "spin_cpu_ns": float(eng.spin_ns),
-        "probe_cpu_ns": float(eng.probe_cpu_ns),
-        "context_switches": float(eng.switches),
-        "tlb_flushes": float(eng.tlb_flushes),
-        "ipis": float(eng.ipis),
-        "atomic_sleeps": float(eng.atomic_sleeps),
-        "probe_overruns": float(eng.probe_overruns),
-    }
-    probe = np.asarray(tables["sim_probe"].column("latency").to_numpy(), dtype=float)
-    m["probe_samples"] = float(len(probe))
-    m["probe_latency_p50_ns"] = _pct(probe, 50)
-    m["probe_latency_p99_ns"] = _pct(probe, 99)
-    m["probe_latency_max_ns"] = float(probe.max()) if len(probe) else 0.0
-    poff = tables["sim_preempt_off"].column("dur").to_numpy()
-    m["preempt_off_max_ns"] = float(poff.max()) if len(poff) else 0.0
-    m["preempt_off_p99_ns"] = _pct(poff, 99)
-    holds = tables["sim_lock_holds"]
-    if holds.num_rows:
-        cls, names = column_codes(holds.column("lock_class"))
-        wait = holds.column("wait").to_numpy()
-        dur = holds.column("dur").to_numpy()
-        for code in np.unique(cls):
-            name = names[code]
-            sel = cls == code
-            w, d = wait[sel], dur[sel]  # each selected once (millions of rows), not once per figure
-            m[f"acquisitions:{name}"] = float(sel.sum())
-            m[f"wait_mean_ns:{name}"] = float(w.mean())
-            m[f"wait_p50_ns:{name}"] = _pct(w, 50)
-            m[f"wait_p99_ns:{name}"] = _pct(w, 99)
-            m[f"wait_max_ns:{name}"] = float(w.max())
-            m[f"hold_mean_ns:{name}"] = float(d.mean())
-            m[f"hold_p50_ns:{name}"] = _pct(d, 50)
-            m[f"hold_p99_ns:{name}"] = _pct(d, 99)
-            m[f"hold_max_ns:{name}"] = float(d.max())
-    span = max(1, eng.end - eng.t0)
-    m["runq_mean"] = eng.rq_area / span  # time-average run-queue length
-    for k, name in enumerate(LOCK_CLASSES):
-        if eng.contended[k]:
-            m[f"waiters_mean:{name}"] = eng.wait_area[k] / span  # time-average number of waiters (Little's L)
-    ops = tables["sim_ops"]
-    if ops.num_rows:
-        kinds, names = column_codes(ops.column("kind"))
-        dur = ops.column("dur").to_numpy()
-        for code in np.unique(kinds):
-            k = names[code]
-            sel = kinds == code
-            d = dur[sel]
-            m[f"op_count:{k}"] = float(sel.sum())
-            m[f"op_latency_p50_ns:{k}"] = _pct(d, 50)
-            m[f"op_latency_p99_ns:{k}"] = _pct(d, 99)
-            m[f"op_latency_max_ns:{k}"] = float(d.max())
-    return m
 
 
 __all__ = ["SIM_TABLES", "SimConfig", "SimResult", "program_for", "program_key", "simulate"]
