@@ -30,6 +30,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -360,10 +361,11 @@ def _segment_first(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new, np.arange(n), 0))
 
 
-def build_threads(trace: Trace, emit: bool = False
+def build_threads(trace: Trace, emit: bool = False, spool: Path | None = None
                   ) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
     """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them
-    (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py)."""
+    (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py; ``spool``: a
+    private directory their rows are written to, mapped from there: neutral.NeutralWriter)."""
     load = _Load(trace)
     rec, cols = load.run()
     derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
@@ -373,7 +375,7 @@ def build_threads(trace: Trace, emit: bool = False
     sleeps_known = trace.has("sched_switch")
     out = []
     for t in sorted(rec.threads.values(), key=lambda t: t.tid):
-        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit))
+        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit, spool))
     return out, derived_classes, rec, sources, notes
 
 
@@ -410,8 +412,9 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
 
 
 def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes: Counter[str],
-            sleeps_known: bool, emit: bool = False) -> Thread:
-    """The thread's ops; ``emit``: its fast segments as Emitted pieces (replay/sim/neutral.py), no op object."""
+            sleeps_known: bool, emit: bool = False, spool: Path | None = None) -> Thread:
+    """The thread's ops; ``emit``: its fast segments as Emitted pieces (replay/sim/neutral.py), no op object
+    (``spool``: their rows written to files there, mapped)."""
     mm = rec.mm_of_pid.get(t.pid, t.pid)
     derived = t.intervals  # derive_holds moved the waits here
     nm = 0 if c is None else len(c.start)
@@ -642,7 +645,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             return emit_rows.thread_ops(
                 t0, t1, fast, roots_of, compose_run, gops, off_starts, off_ends, locks, span_kinds, sleeps_known,
                 is_root=is_root, first=first, seg_id=seg_id, is_span=kind == SPAN, is_crit=kind == CRITICAL,
-                mode=mode_s, code=code_s, start=start, cbody=cbody, end=end)
+                mode=mode_s, code=code_s, start=start, cbody=cbody, end=end, spool=spool, name=str(t.tid))
     good = np.repeat(~seg_bad, np.diff(np.append(firsts_a, n))) if n else np.empty(0, bool)
     firsts = lo_start + list(t.instants)
     lasts = hi_end + list(t.instants)
