@@ -301,5 +301,5 @@ def test_emitted_reconstruction_is_the_op_objects_on_a_fresh_recording(fresh, na
 def test_a_fresh_recording_reconstructed_in_tiny_windows_spooled_is_the_op_objects(fresh, name, tmp_path,
                                                                                   monkeypatch):
     r = reconstruct(Trace.open(fresh[name]))
-    e = windowed(fresh[name], tmp_path / "spool", monkeypatch, 5, 7)
+    e = windowed(fresh[name], tmp_path / "spool", monkeypatch, 61, 4099)
     assert_same(e, r, configs(r, engines=("c",), noise=(0.0,)))

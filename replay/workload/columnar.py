@@ -420,25 +420,32 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     nm = 0 if c is None else len(c.start)
     if not nm and not derived and not t.instants:
         return Thread(t.tid, t.pid, [], mm=mm, comm=t.comm, prio=t.prio)
-    empty = np.empty(0, np.int64)
-    d_start = np.asarray([w.start for w in derived], np.int64)
-    d_end = np.asarray([w.end for w in derived], np.int64)
-    d_body = np.asarray([w.body_start for w in derived], np.int64)
-    d_seq = np.asarray([w.seq for w in derived], np.int64)
-    kind = np.concatenate([c.kind if c is not None else empty.astype(np.int8),
-                           np.full(len(derived), CRITICAL, np.int8)])
-    start = np.concatenate([c.start if c is not None else empty, d_start])
-    end = np.concatenate([c.end if c is not None else empty, d_end])
-    body = np.concatenate([c.body if c is not None else empty, d_body])
-    seq = np.concatenate([c.seq if c is not None else empty, d_seq])
+    nd = len(derived)
+
+    def col(name: str, d: list | np.ndarray, dtype) -> np.ndarray:
+        """The measured intervals' column ``name`` then the derived holds' ``d``; c lets its own go (a long
+        thread's columns are most of the memory here: each goes once sorted)."""
+        x = getattr(c, name) if c is not None else np.empty(0, dtype)
+        if c is not None:
+            setattr(c, name, None)
+        return np.concatenate([x, np.asarray(d, dtype)]) if nd else x
+
+    kind = col("kind", np.full(nd, CRITICAL, np.int8), np.int8)
+    start = col("start", [w.start for w in derived], np.int64)
+    end = col("end", [w.end for w in derived], np.int64)
+    seq = col("seq", [w.seq for w in derived], np.int64)
     n = len(start)
     order = np.lexsort((np.arange(n), seq, kind, -end, start))
-    kind, start, end, body, seq = kind[order], start[order], end[order], body[order], seq[order]
-    if emit:  # lock / span kind index and mode in nesting order (derived holds: 0, never in a fast segment)
-        pad = np.zeros(len(derived), np.int64)
-        code_s = np.concatenate([c.code if c is not None else empty, pad])[order]
-        mode_s = np.concatenate([c.mode.astype(np.int64) if c is not None else empty, pad])[order]
+    kind, start, end, seq = kind[order], start[order], end[order], seq[order]
+    body = col("body", [w.body_start for w in derived], np.int64)[order]
+    # lock / span kind / gather index, mode, wait or recorded time in nesting order (derived holds: 0; they
+    # are read from ``derived``)
+    code_s = col("code", np.zeros(nd, np.int64), np.int64)[order]
+    mode_s = col("mode", np.zeros(nd, np.int8), np.int8)[order]
+    extra_s = col("extra", np.zeros(nd, np.int64), np.int64)[order]
     is_derived = order >= nm
+    derived_at = dict(zip(np.flatnonzero(is_derived).tolist(), (order[is_derived] - nm).tolist(), strict=True))
+    del order
     first = _segment_first(start, end)
     is_root = first == np.arange(n)
     # a fast segment: its root and every other member measured, not gathers; the others inside the
@@ -474,25 +481,22 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     # the columns as Python ints: whole lists when every segment becomes op objects; read one at a time when
     # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
     ints = _Ints if emit else _list
-    src = ints(order)
     kinds = ints(kind)
     starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
-    codes = ints(c.code) if c is not None else []
-    modes = ints(c.mode) if c is not None else []
-    extras = ints(c.extra) if c is not None else []
+    codes, modes, extras = ints(code_s), ints(mode_s), ints(extra_s)
     locks, span_kinds = load.locks, load.span_kinds
 
     def leaf(i: int) -> tuple[tuple, Op]:
         """The op of measured interval i (order position) with nothing inside, and its descriptor."""
         k, s, b, e = kinds[i], starts[i], cbodies[i], ends[i]
-        j = src[i]
+        j = i
         if k == SPAN:
             return ("span", "", None, s, b, e), Span(span_kinds[codes[j]], tuple(gap(b, e)), s, e - s)
         return critical(i, gap(b, e))
 
     def critical(i: int, body_ops: list[Op]) -> tuple[tuple, Op]:
         s, b, e = starts[i], cbodies[i], ends[i]
-        j = src[i]
+        j = i
         lock = locks[codes[j]]
         mode = "write" if modes[j] else "read"
         slept = None
@@ -557,7 +561,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
         a, z = seg_first[si], seg_first[si + 1]
         if not bad_seg and clean_segs[si]:
             s, b, e = starts[a], cbodies[a], ends[a]
-            ja = src[a]
+            ja = a
             if z == a + 1:  # one measured interval alone: a system call, a fault, a lock section
                 if kinds[a] == SPAN:
                     roots.append((("span", "", None, s, b, e),
@@ -575,7 +579,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             last_write = None  # (lock, end) of the previous leaf when it is a write section
             for i in range(a + 1, z):
                 cs, cb, ce = starts[i], cbodies[i], ends[i]
-                cj = src[i]
+                cj = i
                 if kinds[i] == SPAN:
                     op = Span(span_kinds[codes[cj]], (Think(ce - cb, cb),) if ce > cb else (), cs, ce - cs)
                     if cs > cur:
@@ -618,12 +622,12 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                 ops = compose(cbodies[a], ends[a], children)
                 s, e = starts[a], ends[a]
                 roots.append((("span", "", None, s, cbodies[a], e),
-                              Span(span_kinds[codes[src[a]]], tuple(ops), s, e - s)))
+                              Span(span_kinds[codes[a]], tuple(ops), s, e - s)))
             else:
                 roots.append(critical(a, compose(cbodies[a], ends[a], children)))
             return roots
-        ivs = [derived[src[i] - nm] if src[i] >= nm else _interval(i, src[i], kinds, starts, bodies, ends, seq, codes,
-                                                                     modes, extras, load)
+        ivs = [derived[derived_at[i]] if i in derived_at else _interval(i, i, kinds, starts, bodies, ends, seq, codes,
+                                                                          modes, extras, load)
                for i in range(a, z)]
         for iv, op in build(nest(ivs, notes), gaps, notes, sleeps_known):
             roots.append(((iv.kind, iv.mode, iv.lock, iv.start, iv.body_start, iv.end), op))
