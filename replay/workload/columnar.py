@@ -139,21 +139,24 @@ class _Load:
         failed = int((~holds["success"]).sum())
         if failed:
             notes["failed trylocks skipped"] += failed
-        holds = holds.filter(pl.col("success"))
-        pairs = holds.select(pl.col("lock_class").cast(pl.String), "lock_addr").unique(maintain_order=True)
-        for cls, addr in pairs.iter_rows():
+            holds = holds.filter(pl.col("success"))  # (a copy of the whole table: only when some failed)
+        # lock ids in order of first appearance, joined on the class's physical code (a string per row of
+        # millions otherwise)
+        pairs = holds.select("lock_class", "lock_addr").unique(maintain_order=True).select(
+            pl.col("lock_class").to_physical().alias("p"), pl.col("lock_class").cast(pl.String).alias("c"),
+            pl.col("lock_addr").alias("a"))
+        for _, cls, addr in pairs.iter_rows():
             self.lock_index(cls, addr)
-        key = holds.select(pl.col("lock_class").cast(pl.String).alias("c"), pl.col("lock_addr").alias("a"))
-        table = pl.DataFrame({"c": [c for c, _ in self.lock_ids], "a": [a for _, a in self.lock_ids],
-                              "i": list(self.lock_ids.values())},
-                             schema={"c": pl.String, "a": pl.UInt64, "i": pl.Int64})
-        lock_idx = key.join(table, on=["c", "a"], how="left", maintain_order="left")["i"].to_numpy()
+        table = pairs.select("p", "a", pl.Series("i", [self.lock_ids[(c, a)] for _, c, a in pairs.iter_rows()],
+                                                 pl.Int64))
+        key = holds.select(pl.col("lock_class").to_physical().alias("p"), pl.col("lock_addr").alias("a"))
+        lock_idx = key.join(table, on=["p", "a"], how="left", maintain_order="left")["i"].to_numpy()
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
         self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
                  seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int64),
-                 mode=(holds["mode"].cast(pl.String) == "write").to_numpy().astype(np.int8), extra=wait)
+                 mode=(holds["mode"] == "write").to_numpy().astype(np.int8), extra=wait)
         del holds, key, table, lock_idx, ts, dur, wait
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
@@ -205,6 +208,7 @@ class _Load:
                        gather_source, notes)
         cols = {tid: self._cols(parts) for tid, parts in self.parts.items()}
         self.parts = {}
+        self.sys_by_tid = {}  # the faults and the tier-1 gathers were its readers
         return rec, cols
 
     def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
