@@ -82,11 +82,19 @@ def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.
     return lf.select(cols).sort([c for c in ("tid", "ts", "seq") if c in cols]).collect()
 
 
+def _firsts(tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct tids, the row of each one's first) of a table sorted by tid: np.unique(tid, return_index=True)
+    without its sort (of millions of rows)."""
+    first = np.flatnonzero(tid[1:] != tid[:-1]) + 1 if len(tid) else np.empty(0, np.int64)
+    first = np.concatenate([np.zeros(min(len(tid), 1), np.int64), first])
+    return tid[first], first
+
+
 def _by_tid(tid: np.ndarray) -> dict[int, tuple[int, int]]:
     """tid → (lo, hi) rows of a table sorted by tid."""
     if len(tid) == 0:
         return {}
-    tids, first = np.unique(tid, return_index=True)
+    tids, first = _firsts(tid)
     bounds = [*first.tolist(), len(tid)]
     return {t: (bounds[i], bounds[i + 1]) for i, t in enumerate(tids.tolist())}
 
@@ -115,7 +123,7 @@ class _Load:
     def create(self, tid: np.ndarray, pid: np.ndarray) -> None:
         """Create the threads of a table sorted by tid, in the reference's order, with the first row's pid."""
         if len(tid):
-            tids, first = np.unique(tid, return_index=True)
+            tids, first = _firsts(tid)
             for t, p in zip(tids.tolist(), pid[first].tolist(), strict=True):
                 self.thread(t, p)
 
@@ -206,8 +214,7 @@ class _Load:
         rec = Recorded(self.threads, hold_classes, {pid: mm.get(pid, pid) for pid in {t.pid for t in
                                                                                      self.threads.values()}},
                        gather_source, notes)
-        cols = {tid: self._cols(parts) for tid, parts in self.parts.items()}
-        self.parts = {}
+        cols = self._cols()
         self.sys_by_tid = {}  # the faults and the tier-1 gathers were its readers
         return rec, cols
 
@@ -308,8 +315,16 @@ class _Load:
                 ft.intervals = []
                 self.threads[t] = ft
 
-    def _cols(self, parts: list[dict[str, np.ndarray]]) -> _Cols:
-        return _Cols(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    def _cols(self) -> dict[int, _Cols]:
+        """Each thread's parts as one _Cols, a column at a time: the parts' pieces of a column (views of
+        whole-table arrays) go once it is concatenated, so the tables and the threads' columns are not all
+        held at once."""
+        parts, self.parts = self.parts, {}
+        out: dict[int, dict[str, np.ndarray]] = {tid: {} for tid in parts}
+        for k in _Cols.__dataclass_fields__:
+            for tid, ps in parts.items():
+                out[tid][k] = np.concatenate([p.pop(k) for p in ps])
+        return {tid: _Cols(**c) for tid, c in out.items()}
 
 
 def _brackets_of(cols: dict[int, _Cols]):
