@@ -38,6 +38,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from statistics import median
@@ -100,8 +101,15 @@ def stage_child(trace: str) -> None:
     tr = Trace.open(trace)
     rows = sum(tr.rows(t) for t in tr.tables)
     # what replay does: the common segments emitted as policy-neutral instructions (a checkout before: ops)
-    emit = "emit" in inspect.signature(reconstruct).parameters
-    w = reconstruct(tr, emit=True) if emit else reconstruct(tr)
+    # (and, where reconstruct takes a spool directory, their rows written to files and mapped, as replay does)
+    params = inspect.signature(reconstruct).parameters
+    emit = "emit" in params
+    spool = tempfile.mkdtemp(prefix="mmreplay-bench-neutral-") if "spool" in params else None
+    try:
+        w = reconstruct(tr, emit=True, **({"spool": spool} if spool else {})) if emit else reconstruct(tr)
+    finally:
+        if spool:
+            shutil.rmtree(spool, ignore_errors=True)
     stage("open + reconstruct", t0, rows=rows, threads=len(w.threads), emitted=emit)
     settings = Settings(cpus=w.cpus, preempt=preempt_default(tr.manifest.host.preempt_model)[0], mode="closed",
                         costs=Costs(), keep_tables=False)

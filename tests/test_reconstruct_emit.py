@@ -30,11 +30,12 @@ from hypothesis import strategies as st
 from replay import batch
 from replay.compare import census
 from replay.policies import resolve
-from replay.sim import SimConfig
+from replay.sim import SimConfig, neutral
 from replay.sim.neutral import Emitted
 from replay.sim.ops import Workload
 from replay.sim.simulate import program_for
 from replay.trace.reader import Trace
+from replay.workload import emit as emit_rows
 from replay.workload import reconstruct
 from tests.live import record_workloads
 from tests.test_reconstruct_columnar import assert_same_results
@@ -129,6 +130,57 @@ def test_a_write_then_read_section_at_top_level_stays_one_downgraded_section(tmp
     assert sum(1 for op in r.threads[0].ops if getattr(op, "downgrade", None) is not None) == 3
 
 
+# -- windows and spool -----------------------------------------------------------------------
+
+def windowed(trace: Path, spool: Path, monkeypatch, chunk: int = 97, window: int = 1001) -> Workload:
+    """The emitted workload of ``trace`` made ``chunk`` intervals at a time (emit.CHUNK: whole segments, so
+    a little more), its rows written to files in ``spool`` and read ``window`` rows at a time
+    (neutral.WINDOW, left patched). Windows of a few rows are for small traces: each costs Python calls."""
+    spool.mkdir()
+    with monkeypatch.context() as m:
+        m.setattr(emit_rows, "CHUNK", chunk)
+        w = reconstruct(Trace.open(trace), emit=True, spool=spool)
+    assert list(spool.iterdir()) == []  # the files are unlinked once mapped
+    monkeypatch.setattr(neutral, "WINDOW", window)
+    return w
+
+
+def assert_spooled(w: Workload) -> None:
+    ncs = {id(op.neutral): op.neutral for t in w.threads for op in t.ops if type(op) is Emitted}
+    assert ncs and all(nc.maps for nc in ncs.values() if len(nc))
+
+
+@pytest.mark.parametrize("trace", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_a_reconstruction_in_tiny_windows_spooled_to_files_is_the_whole_one(trace, tmp_path, monkeypatch):
+    """Rows made a hundred intervals at a time (whole segments: a window never cuts one), written to files
+    and mapped, read a thousand rows at a time: the same census, programs (every model, noise), streamed
+    files and results as the reference's op objects. (The random traces below take windows of 2 and 4.)"""
+    r = reconstruct(Trace.open(trace))
+    e = windowed(trace, tmp_path / "spool", monkeypatch)
+    if any(type(op) is Emitted for t in e.threads for op in t.ops):
+        assert_spooled(e)
+    assert_same(e, r, configs(r, engines=("c",)))
+    assert_same_results(e, r, ("current",))
+    cfgs = [SimConfig(cpus=r.cpus, policy=resolve(s), preempt=p, seed=1, mode=m) for s, p, m in MODELS]
+    dirs = [tmp_path / str(i) for i in range(len(cfgs))]
+    tables = batch._flatten_shared(e, cfgs, dirs, release=True)
+    for cfg, d, (locks, kinds) in zip(cfgs, dirs, tables, strict=True):
+        want, got = program_for(r, cfg), batch._mapped(str(d), locks, kinds)
+        for name in batch.PROGRAM_ARRAYS:
+            assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
+
+
+def test_a_spooled_workload_pickles_as_arrays(tmp_path, monkeypatch):
+    """A spawned worker gets the workload pickled: a spooled NeutralCode goes as its arrays, not its maps."""
+    import pickle
+
+    e = windowed(ROOT / "sample_traces" / "mmap1_threads", tmp_path / "spool", monkeypatch, 1 << 18, 1 << 20)
+    assert_spooled(e)
+    back = pickle.loads(pickle.dumps(e))
+    r = reconstruct(Trace.open(ROOT / "sample_traces" / "mmap1_threads"))
+    assert_same(back, r, configs(r, engines=("c",), noise=(0.0,)))
+
+
 # -- random traces ---------------------------------------------------------------------------
 
 _step = st.one_of(
@@ -197,8 +249,14 @@ def test_emitted_reconstruction_is_the_op_objects_on_random_traces(tmp_path_fact
         t = b.thread(100 + i, pid=100 if shared else 100 + i)
         for step in program:
             _play(t, step)
-    e, r = both(b.write(tmp_path_factory.mktemp("t") / "t"))
+    trace = b.write(tmp_path_factory.mktemp("t") / "t")
+    e, r = both(trace)
     assert_same(e, r, configs(r, engines=("c", "python"), noise=(0.0, 0.3)))
+    with pytest.MonkeyPatch.context() as mp:  # the same made two intervals at a time, spooled, read in fours
+        mp.setattr(emit_rows, "CHUNK", 2)
+        mp.setattr(neutral, "WINDOW", 4)
+        e = reconstruct(Trace.open(trace), emit=True, spool=tmp_path_factory.mktemp("spool"))
+        assert_same(e, r, configs(r, engines=("c",), noise=(0.0, 0.3)))
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -236,3 +294,12 @@ def test_emitted_reconstruction_is_the_op_objects_on_a_fresh_recording(fresh, na
     assert r.threads, f"{name}: nothing reconstructed"
     assert_same(e, r, configs(r, engines=("c",)))
     assert_same_results(e, r, ("current",))
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("name", LIVE)
+def test_a_fresh_recording_reconstructed_in_tiny_windows_spooled_is_the_op_objects(fresh, name, tmp_path,
+                                                                                  monkeypatch):
+    r = reconstruct(Trace.open(fresh[name]))
+    e = windowed(fresh[name], tmp_path / "spool", monkeypatch, 61, 4099)
+    assert_same(e, r, configs(r, engines=("c",), noise=(0.0,)))

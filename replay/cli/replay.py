@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -301,7 +303,14 @@ def run(args: argparse.Namespace) -> int:
         costs, calibration = cal.costs, cal.notes
     # the common segments as policy-neutral instructions, not op objects, unless something below walks the
     # ops themselves (more tasks copy them, --interference places other jobs' time between them)
-    recon = reconstruct(trace, cpus=opts.cpus, emit=emit)
+    # (their rows are written to files in a private directory as they are made and mapped from there, unlinked
+    # at once: a long recording's instructions stay in the page cache, not in this process's memory)
+    spool = tempfile.mkdtemp(prefix="mmreplay-neutral-") if emit else None
+    try:
+        recon = reconstruct(trace, cpus=opts.cpus, emit=emit, spool=spool)
+    finally:
+        if spool is not None:
+            shutil.rmtree(spool, ignore_errors=True)
     options.check_tasks(len(recon.threads), opts.scale_tasks)  # before scale_tasks allocates them
     workload = scale_tasks(recon, opts.scale_tasks)
     del recon  # the workload is all that is kept: run_all frees its ops once flattened (release)

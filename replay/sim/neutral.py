@@ -22,8 +22,11 @@ order.
 
 from __future__ import annotations
 
+import mmap
+import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +47,10 @@ class NeutralCode:
     layout), with ACQ/REL/DOWNGRADE's lock an index into ``locks`` and SPAN_B/E's kind an index into
     ``kinds``; operand 3 is only ever ACQ's recorded wait: ``wait`` holds it, one per ACQ row, in order.
     UNTIL's on-CPU operand is the flattening's own (left 0 here).
+
+    The columns are in memory, or (NeutralWriter with a spool directory) read-only maps of files:
+    ``maps`` holds those maps, whose pages every pass here drops from the resident set once read
+    (``drop_pages``), so a long thread's rows cost page cache, not the process's memory.
     """
 
     op: np.ndarray  # uint8
@@ -54,9 +61,68 @@ class NeutralCode:
     wait: np.ndarray  # int64, per ACQ row
     locks: list[LockRef]
     kinds: list[str]
+    maps: tuple = field(default=())  # the mmap.mmap objects behind spooled columns
 
     def __len__(self) -> int:
         return len(self.op)
+
+    def __reduce__(self):  # a spooled one travels as arrays (pickle copies them), never as its maps
+        return NeutralCode, (self.op, self.a, self.b, self.d, self.pclass, self.wait, self.locks, self.kinds)
+
+    def drop_pages(self) -> None:
+        """Drop the spooled columns' pages from the resident set (read again from the page cache if needed)."""
+        for m in self.maps:
+            m.madvise(mmap.MADV_DONTNEED)
+
+
+#: (column, element type) of a NeutralCode, in the order NeutralWriter.add takes them
+COLUMNS = (("op", np.uint8), ("a", np.int64), ("b", np.uint8), ("d", np.uint8), ("pclass", np.uint8),
+           ("wait", np.int64))
+
+
+class NeutralWriter:
+    """A thread's NeutralCode written a block of rows at a time: kept in memory, or with ``spool`` (a
+    private directory) appended to files there, which ``finish`` maps read-only and unlinks at once
+    (the maps keep the data; nothing is left to clean up, also when the replay fails). Reconstruction
+    of a long recording then holds one block of rows at a time instead of every thread's rows."""
+
+    def __init__(self, spool: Path | None, name: str):
+        self.spool = spool
+        self.blocks: list[list[np.ndarray]] = [[] for _ in COLUMNS]
+        self.files = []
+        if spool is not None:
+            self.paths = [Path(spool, f"{name}.{col}") for col, _ in COLUMNS]
+            self.files = [open(p, "x+b") for p in self.paths]  # noqa: SIM115 (closed by finish)
+
+    def add(self, *cols: np.ndarray) -> None:
+        for k, ((_, dtype), x) in enumerate(zip(COLUMNS, cols, strict=True)):
+            x = np.ascontiguousarray(x, dtype=dtype)
+            if self.files:
+                self.files[k].write(memoryview(x).cast("B"))
+            else:
+                self.blocks[k].append(x)
+
+    def finish(self, locks: list[LockRef], kinds: list[str]) -> NeutralCode:
+        if not self.files:
+            return NeutralCode(*(np.concatenate(b) if b else np.empty(0, dtype)
+                                 for b, (_, dtype) in zip(self.blocks, COLUMNS, strict=True)), locks, kinds)
+        arrays, maps = [], []
+        try:
+            for f, (_, dtype) in zip(self.files, COLUMNS, strict=True):
+                f.flush()
+                size = f.tell()
+                if size:
+                    m = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
+                    maps.append(m)
+                    arrays.append(np.frombuffer(m, dtype=dtype))
+                else:
+                    arrays.append(np.empty(0, dtype))
+        finally:
+            for f, p in zip(self.files, self.paths, strict=True):
+                f.close()
+                os.unlink(p)
+            self.files = []
+        return NeutralCode(*arrays, locks, kinds, maps=tuple(maps))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -76,16 +142,33 @@ def emitted(th: Thread) -> NeutralCode | None:
     return None
 
 
-def _first_seen(col: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """(sorted distinct values of col[rows], [(row of first sight, value)] in order of first sight)."""
-    vals = col[rows]
-    u, first = np.unique(vals, return_index=True)
-    order = np.argsort(first, kind="stable")
-    return u, list(zip(rows[first[order]].tolist(), u[order].tolist(), strict=True))
-
-
-#: rows of a NeutralCode made into instructions at a time (bounds the temporary arrays)
+#: rows of a NeutralCode read at a time (bounds the temporary arrays and, spooled, the resident pages)
 WINDOW = 1 << 20
+
+
+def _windows(nc: NeutralCode) -> Iterator[tuple[int, int]]:
+    """(lo, hi) of consecutive windows of ``nc``'s rows; a spooled one's pages are dropped after each."""
+    for lo in range(0, len(nc), WINDOW):
+        yield lo, min(lo + WINDOW, len(nc))
+        nc.drop_pages()
+
+
+def _first_seen(nc: NeutralCode) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray, list[tuple[int, int]]]:
+    """For the lock operands (ACQ, REL, DOWNGRADE rows) and the kind operands (SPAN_B, SPAN_E rows) of ``nc``:
+    (sorted distinct values, [(row of first sight, value)] in order of first sight), a window at a time."""
+    seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
+    for lo, hi in _windows(nc):
+        op, a = nc.op[lo:hi], nc.a[lo:hi]
+        for into, rows in zip(seen, (np.flatnonzero((op == ACQ) | (op == REL) | (op == DOWNGRADE)),
+                                     np.flatnonzero((op == SPAN_B) | (op == SPAN_E))), strict=True):
+            if len(rows):
+                u, first = np.unique(a[rows], return_index=True)
+                for v, r in zip(u.tolist(), (rows[first] + lo).tolist(), strict=True):
+                    into.setdefault(v, r)
+    out: list = []
+    for into in seen:
+        out += [np.asarray(sorted(into), np.int64), sorted((r, v) for v, r in into.items())]
+    return tuple(out)
 
 
 def walk_thread(f, th: Thread, walk_ops: Callable) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -97,16 +180,13 @@ def walk_thread(f, th: Thread, walk_ops: Callable) -> Iterator[tuple[np.ndarray,
         yield code, points
         return
     op = nc.op
-    lock_rows = np.flatnonzero((op == ACQ) | (op == REL) | (op == DOWNGRADE))
-    kind_rows = np.flatnonzero((op == SPAN_B) | (op == SPAN_E))
-    lu, lfirst = _first_seen(nc.a, lock_rows)
-    ku, kfirst = _first_seen(nc.a, kind_rows)
-    del lock_rows, kind_rows
+    lu, lfirst, ku, kfirst = _first_seen(nc)
     lid_of = np.zeros(len(lu), np.int64)
     kid_of = np.zeros(len(ku), np.int64)
     li = ki = 0
     work_rows = np.flatnonzero((op == USER) | (op == KERN)) if f.perturbing else None
     scaled = nc.a.copy() if f.perturbing else None
+    nc.drop_pages()
     wi = 0
     parts: list[object] = []  # Emitted pieces and (code, points) of op runs, in walk order
     pending: list[object] = []
@@ -151,6 +231,7 @@ def walk_thread(f, th: Thread, walk_ops: Callable) -> Iterator[tuple[np.ndarray,
         for lo in range(part.lo, part.hi, WINDOW):
             hi = min(lo + WINDOW, part.hi)
             code, points, acqs = _window(f, nc, lo, hi, scaled, lu, lid_of, ku, kid_of, sleeping, acq_before)
+            nc.drop_pages()
             acq_before += acqs
             yield code, points
     yield np.asarray([[END, 0, 0, 0, 0]], np.int64), np.ones(1, np.uint8)
@@ -202,18 +283,20 @@ def _window(f, nc: NeutralCode, lo: int, hi: int, scaled: np.ndarray | None, lu:
 def counts(nc: NeutralCode) -> tuple[dict[str, int], dict[str, int]]:
     """(sections per lock class, spans per kind) of a NeutralCode, as compare.census counts op objects:
     a downgraded section counts twice (its write and its read part)."""
-    op = nc.op
+    by_lock: dict[int, int] = {}
+    by_kind: dict[int, int] = {}
+    for lo, hi in _windows(nc):
+        op, a = nc.op[lo:hi], nc.a[lo:hi]
+        for into, rows in ((by_lock, (op == ACQ) | (op == DOWNGRADE)), (by_kind, op == SPAN_B)):
+            if rows.any():
+                u, c = np.unique(a[rows], return_counts=True)
+                for v, k in zip(u.tolist(), c.tolist(), strict=True):
+                    into[v] = into.get(v, 0) + k
     acq: dict[str, int] = {}
-    rows = (op == ACQ) | (op == DOWNGRADE)
-    if rows.any():
-        u, c = np.unique(nc.a[rows], return_counts=True)
-        for lk, k in zip(u.tolist(), c.tolist(), strict=True):
-            cls = nc.locks[lk].lock_class
-            acq[cls] = acq.get(cls, 0) + k
+    for lk, k in sorted(by_lock.items()):
+        cls = nc.locks[lk].lock_class
+        acq[cls] = acq.get(cls, 0) + k
     spans: dict[str, int] = {}
-    rows = op == SPAN_B
-    if rows.any():
-        u, c = np.unique(nc.a[rows], return_counts=True)
-        for kd, k in zip(u.tolist(), c.tolist(), strict=True):
-            spans[nc.kinds[kd]] = spans.get(nc.kinds[kd], 0) + k
+    for kd, k in sorted(by_kind.items()):
+        spans[nc.kinds[kd]] = spans.get(nc.kinds[kd], 0) + k
     return acq, spans

@@ -30,6 +30,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -81,11 +82,19 @@ def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.
     return lf.select(cols).sort([c for c in ("tid", "ts", "seq") if c in cols]).collect()
 
 
+def _firsts(tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct tids, the row of each one's first) of a table sorted by tid: np.unique(tid, return_index=True)
+    without its sort (of millions of rows)."""
+    first = np.flatnonzero(tid[1:] != tid[:-1]) + 1 if len(tid) else np.empty(0, np.int64)
+    first = np.concatenate([np.zeros(min(len(tid), 1), np.int64), first])
+    return tid[first], first
+
+
 def _by_tid(tid: np.ndarray) -> dict[int, tuple[int, int]]:
     """tid → (lo, hi) rows of a table sorted by tid."""
     if len(tid) == 0:
         return {}
-    tids, first = np.unique(tid, return_index=True)
+    tids, first = _firsts(tid)
     bounds = [*first.tolist(), len(tid)]
     return {t: (bounds[i], bounds[i + 1]) for i, t in enumerate(tids.tolist())}
 
@@ -114,7 +123,7 @@ class _Load:
     def create(self, tid: np.ndarray, pid: np.ndarray) -> None:
         """Create the threads of a table sorted by tid, in the reference's order, with the first row's pid."""
         if len(tid):
-            tids, first = np.unique(tid, return_index=True)
+            tids, first = _firsts(tid)
             for t, p in zip(tids.tolist(), pid[first].tolist(), strict=True):
                 self.thread(t, p)
 
@@ -138,21 +147,24 @@ class _Load:
         failed = int((~holds["success"]).sum())
         if failed:
             notes["failed trylocks skipped"] += failed
-        holds = holds.filter(pl.col("success"))
-        pairs = holds.select(pl.col("lock_class").cast(pl.String), "lock_addr").unique(maintain_order=True)
-        for cls, addr in pairs.iter_rows():
+            holds = holds.filter(pl.col("success"))  # (a copy of the whole table: only when some failed)
+        # lock ids in order of first appearance, joined on the class's physical code (a string per row of
+        # millions otherwise)
+        pairs = holds.select("lock_class", "lock_addr").unique(maintain_order=True).select(
+            pl.col("lock_class").to_physical().alias("p"), pl.col("lock_class").cast(pl.String).alias("c"),
+            pl.col("lock_addr").alias("a"))
+        for _, cls, addr in pairs.iter_rows():
             self.lock_index(cls, addr)
-        key = holds.select(pl.col("lock_class").cast(pl.String).alias("c"), pl.col("lock_addr").alias("a"))
-        table = pl.DataFrame({"c": [c for c, _ in self.lock_ids], "a": [a for _, a in self.lock_ids],
-                              "i": list(self.lock_ids.values())},
-                             schema={"c": pl.String, "a": pl.UInt64, "i": pl.Int64})
-        lock_idx = key.join(table, on=["c", "a"], how="left", maintain_order="left")["i"].to_numpy()
+        table = pairs.select("p", "a", pl.Series("i", [self.lock_ids[(c, a)] for _, c, a in pairs.iter_rows()],
+                                                 pl.Int64))
+        key = holds.select(pl.col("lock_class").to_physical().alias("p"), pl.col("lock_addr").alias("a"))
+        lock_idx = key.join(table, on=["p", "a"], how="left", maintain_order="left")["i"].to_numpy()
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
         self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
                  seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int64),
-                 mode=(holds["mode"].cast(pl.String) == "write").to_numpy().astype(np.int8), extra=wait)
+                 mode=(holds["mode"] == "write").to_numpy().astype(np.int8), extra=wait)
         del holds, key, table, lock_idx, ts, dur, wait
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
@@ -202,8 +214,8 @@ class _Load:
         rec = Recorded(self.threads, hold_classes, {pid: mm.get(pid, pid) for pid in {t.pid for t in
                                                                                      self.threads.values()}},
                        gather_source, notes)
-        cols = {tid: self._cols(parts) for tid, parts in self.parts.items()}
-        self.parts = {}
+        cols = self._cols()
+        self.sys_by_tid = {}  # the faults and the tier-1 gathers were its readers
         return rec, cols
 
     def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
@@ -303,8 +315,16 @@ class _Load:
                 ft.intervals = []
                 self.threads[t] = ft
 
-    def _cols(self, parts: list[dict[str, np.ndarray]]) -> _Cols:
-        return _Cols(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    def _cols(self) -> dict[int, _Cols]:
+        """Each thread's parts as one _Cols, a column at a time: the parts' pieces of a column (views of
+        whole-table arrays) go once it is concatenated, so the tables and the threads' columns are not all
+        held at once."""
+        parts, self.parts = self.parts, {}
+        out: dict[int, dict[str, np.ndarray]] = {tid: {} for tid in parts}
+        for k in _Cols.__dataclass_fields__:
+            for tid, ps in parts.items():
+                out[tid][k] = np.concatenate([p.pop(k) for p in ps])
+        return {tid: _Cols(**c) for tid, c in out.items()}
 
 
 def _brackets_of(cols: dict[int, _Cols]):
@@ -360,10 +380,11 @@ def _segment_first(start: np.ndarray, end: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new, np.arange(n), 0))
 
 
-def build_threads(trace: Trace, emit: bool = False
+def build_threads(trace: Trace, emit: bool = False, spool: Path | None = None
                   ) -> tuple[list[Thread], frozenset[str], Recorded, Counter[str], Counter[str]]:
     """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them
-    (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py)."""
+    (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py; ``spool``: a
+    private directory their rows are written to, mapped from there: neutral.NeutralWriter)."""
     load = _Load(trace)
     rec, cols = load.run()
     derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
@@ -373,7 +394,7 @@ def build_threads(trace: Trace, emit: bool = False
     sleeps_known = trace.has("sched_switch")
     out = []
     for t in sorted(rec.threads.values(), key=lambda t: t.tid):
-        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit))
+        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit, spool))
     return out, derived_classes, rec, sources, notes
 
 
@@ -410,32 +431,40 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
 
 
 def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes: Counter[str],
-            sleeps_known: bool, emit: bool = False) -> Thread:
-    """The thread's ops; ``emit``: its fast segments as Emitted pieces (replay/sim/neutral.py), no op object."""
+            sleeps_known: bool, emit: bool = False, spool: Path | None = None) -> Thread:
+    """The thread's ops; ``emit``: its fast segments as Emitted pieces (replay/sim/neutral.py), no op object
+    (``spool``: their rows written to files there, mapped)."""
     mm = rec.mm_of_pid.get(t.pid, t.pid)
     derived = t.intervals  # derive_holds moved the waits here
     nm = 0 if c is None else len(c.start)
     if not nm and not derived and not t.instants:
         return Thread(t.tid, t.pid, [], mm=mm, comm=t.comm, prio=t.prio)
-    empty = np.empty(0, np.int64)
-    d_start = np.asarray([w.start for w in derived], np.int64)
-    d_end = np.asarray([w.end for w in derived], np.int64)
-    d_body = np.asarray([w.body_start for w in derived], np.int64)
-    d_seq = np.asarray([w.seq for w in derived], np.int64)
-    kind = np.concatenate([c.kind if c is not None else empty.astype(np.int8),
-                           np.full(len(derived), CRITICAL, np.int8)])
-    start = np.concatenate([c.start if c is not None else empty, d_start])
-    end = np.concatenate([c.end if c is not None else empty, d_end])
-    body = np.concatenate([c.body if c is not None else empty, d_body])
-    seq = np.concatenate([c.seq if c is not None else empty, d_seq])
+    nd = len(derived)
+
+    def col(name: str, d: list | np.ndarray, dtype) -> np.ndarray:
+        """The measured intervals' column ``name`` then the derived holds' ``d``; c lets its own go (a long
+        thread's columns are most of the memory here: each goes once sorted)."""
+        x = getattr(c, name) if c is not None else np.empty(0, dtype)
+        if c is not None:
+            setattr(c, name, None)
+        return np.concatenate([x, np.asarray(d, dtype)]) if nd else x
+
+    kind = col("kind", np.full(nd, CRITICAL, np.int8), np.int8)
+    start = col("start", [w.start for w in derived], np.int64)
+    end = col("end", [w.end for w in derived], np.int64)
+    seq = col("seq", [w.seq for w in derived], np.int64)
     n = len(start)
     order = np.lexsort((np.arange(n), seq, kind, -end, start))
-    kind, start, end, body, seq = kind[order], start[order], end[order], body[order], seq[order]
-    if emit:  # lock / span kind index and mode in nesting order (derived holds: 0, never in a fast segment)
-        pad = np.zeros(len(derived), np.int64)
-        code_s = np.concatenate([c.code if c is not None else empty, pad])[order]
-        mode_s = np.concatenate([c.mode.astype(np.int64) if c is not None else empty, pad])[order]
+    kind, start, end, seq = kind[order], start[order], end[order], seq[order]
+    body = col("body", [w.body_start for w in derived], np.int64)[order]
+    # lock / span kind / gather index, mode, wait or recorded time in nesting order (derived holds: 0; they
+    # are read from ``derived``)
+    code_s = col("code", np.zeros(nd, np.int64), np.int64)[order]
+    mode_s = col("mode", np.zeros(nd, np.int8), np.int8)[order]
+    extra_s = col("extra", np.zeros(nd, np.int64), np.int64)[order]
     is_derived = order >= nm
+    derived_at = dict(zip(np.flatnonzero(is_derived).tolist(), (order[is_derived] - nm).tolist(), strict=True))
+    del order
     first = _segment_first(start, end)
     is_root = first == np.arange(n)
     # a fast segment: its root and every other member measured, not gathers; the others inside the
@@ -471,25 +500,22 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     # the columns as Python ints: whole lists when every segment becomes op objects; read one at a time when
     # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
     ints = _Ints if emit else _list
-    src = ints(order)
     kinds = ints(kind)
     starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
-    codes = ints(c.code) if c is not None else []
-    modes = ints(c.mode) if c is not None else []
-    extras = ints(c.extra) if c is not None else []
+    codes, modes, extras = ints(code_s), ints(mode_s), ints(extra_s)
     locks, span_kinds = load.locks, load.span_kinds
 
     def leaf(i: int) -> tuple[tuple, Op]:
         """The op of measured interval i (order position) with nothing inside, and its descriptor."""
         k, s, b, e = kinds[i], starts[i], cbodies[i], ends[i]
-        j = src[i]
+        j = i
         if k == SPAN:
             return ("span", "", None, s, b, e), Span(span_kinds[codes[j]], tuple(gap(b, e)), s, e - s)
         return critical(i, gap(b, e))
 
     def critical(i: int, body_ops: list[Op]) -> tuple[tuple, Op]:
         s, b, e = starts[i], cbodies[i], ends[i]
-        j = src[i]
+        j = i
         lock = locks[codes[j]]
         mode = "write" if modes[j] else "read"
         slept = None
@@ -554,7 +580,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
         a, z = seg_first[si], seg_first[si + 1]
         if not bad_seg and clean_segs[si]:
             s, b, e = starts[a], cbodies[a], ends[a]
-            ja = src[a]
+            ja = a
             if z == a + 1:  # one measured interval alone: a system call, a fault, a lock section
                 if kinds[a] == SPAN:
                     roots.append((("span", "", None, s, b, e),
@@ -572,7 +598,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             last_write = None  # (lock, end) of the previous leaf when it is a write section
             for i in range(a + 1, z):
                 cs, cb, ce = starts[i], cbodies[i], ends[i]
-                cj = src[i]
+                cj = i
                 if kinds[i] == SPAN:
                     op = Span(span_kinds[codes[cj]], (Think(ce - cb, cb),) if ce > cb else (), cs, ce - cs)
                     if cs > cur:
@@ -615,12 +641,12 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
                 ops = compose(cbodies[a], ends[a], children)
                 s, e = starts[a], ends[a]
                 roots.append((("span", "", None, s, cbodies[a], e),
-                              Span(span_kinds[codes[src[a]]], tuple(ops), s, e - s)))
+                              Span(span_kinds[codes[a]], tuple(ops), s, e - s)))
             else:
                 roots.append(critical(a, compose(cbodies[a], ends[a], children)))
             return roots
-        ivs = [derived[src[i] - nm] if src[i] >= nm else _interval(i, src[i], kinds, starts, bodies, ends, seq, codes,
-                                                                     modes, extras, load)
+        ivs = [derived[derived_at[i]] if i in derived_at else _interval(i, i, kinds, starts, bodies, ends, seq, codes,
+                                                                          modes, extras, load)
                for i in range(a, z)]
         for iv, op in build(nest(ivs, notes), gaps, notes, sleeps_known):
             roots.append(((iv.kind, iv.mode, iv.lock, iv.start, iv.body_start, iv.end), op))
@@ -642,7 +668,7 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
             return emit_rows.thread_ops(
                 t0, t1, fast, roots_of, compose_run, gops, off_starts, off_ends, locks, span_kinds, sleeps_known,
                 is_root=is_root, first=first, seg_id=seg_id, is_span=kind == SPAN, is_crit=kind == CRITICAL,
-                mode=mode_s, code=code_s, start=start, cbody=cbody, end=end)
+                mode=mode_s, code=code_s, start=start, cbody=cbody, end=end, spool=spool, name=str(t.tid))
     good = np.repeat(~seg_bad, np.diff(np.append(firsts_a, n))) if n else np.empty(0, bool)
     firsts = lo_start + list(t.instants)
     lasts = hi_end + list(t.instants)

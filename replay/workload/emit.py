@@ -28,10 +28,11 @@ slot  root (top level)                    leaf (inside the root)
 from __future__ import annotations
 
 from bisect import bisect_left
+from pathlib import Path
 
 import numpy as np
 
-from replay.sim.neutral import P_ACQ, P_FULL, P_TRUE, P_UNTIL, Emitted, NeutralCode
+from replay.sim.neutral import P_ACQ, P_FULL, P_TRUE, P_UNTIL, Emitted, NeutralWriter
 from replay.sim.program import ACQ, ACQ_SPUN, DOWNGRADE, KERN, REL, SPAN_B, SPAN_E, UNTIL, USER
 
 SLOTS = 8
@@ -142,11 +143,13 @@ def fast_segments(slow: np.ndarray, root_crit: np.ndarray, root_write: np.ndarra
 def thread_ops(t0: int, t1: int, fast: np.ndarray, roots_of: dict, compose_run, gops, off_starts: list[int],
                off_ends: list[int], locks: list, kinds: list[str], spun: bool, *, is_root: np.ndarray,
                first: np.ndarray, seg_id: np.ndarray, is_span: np.ndarray, is_crit: np.ndarray, mode: np.ndarray,
-               code: np.ndarray, start: np.ndarray, cbody: np.ndarray, end: np.ndarray) -> list:
+               code: np.ndarray, start: np.ndarray, cbody: np.ndarray, end: np.ndarray, spool: Path | None = None,
+               name: str = "") -> list:
     """A thread's ops from ``t0`` to ``t1``: its fast segments (and the gaps on CPU between them) as
     Emitted pieces of one NeutralCode, the others (``roots_of``: segment → its (descriptor, op) roots;
     ``compose_run``: columnar's reconstruct._body) and gaps with off-CPU stretches as op objects, in order.
-    The arrays are per interval in nesting order (columnar._thread's)."""
+    The arrays are per interval in nesting order (columnar._thread's). The rows are made a window of
+    whole segments at a time and go to a NeutralWriter (``spool``: into files there, named after ``name``)."""
     n = len(start)
     nseg = len(fast)
     firsts = np.flatnonzero(is_root)
@@ -173,58 +176,87 @@ def thread_ops(t0: int, t1: int, fast: np.ndarray, roots_of: dict, compose_run, 
         cur_before[1:] = np.maximum(np.maximum.accumulate(seg_exit)[:-1], t0)
     final = max(t0, int(seg_exit.max())) if nseg else t0
 
-    idx = np.flatnonzero(fast[seg_id]) if n else np.empty(0, np.int64)
-    last = np.ones(n, bool)
-    last[:-1] = is_root[1:]
-    prev_end = np.zeros(n, np.int64)
-    merged = np.zeros(n, bool)
-    if n > 1:
-        prev_end[1:] = np.where(is_root[:-1], cbody[:-1], end[:-1])
-        merged[1:] = (is_crit[1:] & (mode[1:] == 0) & ~is_root[1:] & ~is_root[:-1] & is_crit[:-1] & (mode[:-1] == 1)
-                      & (code[1:] == code[:-1]) & (end[:-1] == start[1:]) & (cbody[1:] == start[1:]))
-    down_next = np.zeros(n, bool)
-    down_next[:-1] = merged[1:]
-    r = first[idx]
-    seg = seg_id[idx]
-    isr = is_root[idx]
-    s = start[idx]
-    gap_from = cur_before[seg]
-    gap_rows = np.ones(len(idx), bool)
-    if off_starts and len(idx):  # a top-level gap an off-CPU stretch overlaps: Think/Block ops
-        os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
-        j = np.searchsorted(os_, s, side="left") - 1
-        dirty = isr & (s > gap_from) & (j >= 0) & (oe_[np.maximum(j, 0)] > gap_from)
-        gap_rows = ~dirty
-        for i in np.flatnonzero(dirty).tolist():
-            breaks.append((int(seg[i]), gops(int(gap_from[i]), int(s[i]))))
-    op, a, b, d, pc, wait, per = rows(
-        is_root=isr, last=last[idx], is_span=is_span[idx], mode=mode[idx], code=code[idx], start=s,
-        cbody=cbody[idx], end=end[idx], gap_from=gap_from, gap_rows=gap_rows, prev_end=prev_end[idx],
-        merged=merged[idx], down_next=down_next[idx], root_is_span=is_span[r], root_mode=mode[r], root_code=code[r],
-        root_end=end[r], spun=spun)
+    # the rows, a window of whole segments (about CHUNK intervals) at a time, handed to the writer as made
+    writer = NeutralWriter(spool, name)
+    seg_rows = np.zeros(nseg, np.int64)
+    os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
+    bounds = np.append(firsts, n)  # each segment's first interval; n after the last
+    s0 = 0
+    while s0 < nseg:
+        s1 = max(s0 + 1, int(np.searchsorted(bounds, bounds[s0] + CHUNK, side="left")))
+        s1 = min(s1, nseg)
+        lo, hi = int(bounds[s0]), int(bounds[s1])
+        _window_rows(writer, seg_rows, s0, s1, lo, hi, fast, cur_before, os_, oe_, gops, breaks, spun,
+                     is_root, first, seg_id, is_span, is_crit, mode, code, start, cbody, end)
+        s0 = s1
     tail: list = []
     if t1 > final:  # the gap after the last segment
         j = bisect_left(off_starts, t1) - 1
         if j >= 0 and off_ends[j] > final:
             tail = gops(final, t1)
         else:
-            op = np.concatenate([op, np.asarray([UNTIL, USER], np.uint8)])
-            a = np.concatenate([a, np.asarray([final, t1 - final], np.int64)])
-            b = np.concatenate([b, np.zeros(2, np.uint8)])
-            d = np.concatenate([d, np.zeros(2, np.uint8)])
-            pc = np.concatenate([pc, np.asarray([P_UNTIL, P_TRUE], np.uint8)])
-    nc = NeutralCode(op, a, b, d, pc, wait, locks, kinds)
-    seg_rows = np.bincount(seg, weights=per, minlength=nseg).astype(np.int64) if nseg else np.empty(0, np.int64)
-    row_at = np.concatenate([[0], np.cumsum(seg_rows)]).tolist()
+            writer.add(np.asarray([UNTIL, USER], np.uint8), np.asarray([final, t1 - final], np.int64),
+                       np.zeros(2, np.uint8), np.zeros(2, np.uint8), np.asarray([P_UNTIL, P_TRUE], np.uint8),
+                       np.empty(0, np.int64))
+    nc = writer.finish(locks, kinds)
+    row_at = np.zeros(nseg + 1, np.int64)
+    np.cumsum(seg_rows, out=row_at[1:])
     items: list = []
     pos = 0
     for si, ops in sorted(breaks, key=lambda x: x[0]):  # a slow run and a dirty gap never share a segment
-        at = row_at[si]
+        at = int(row_at[si])
         if at > pos:
             items.append(Emitted(nc, pos, at))
             pos = at
         items.extend(ops)
-    if len(op) > pos:
-        items.append(Emitted(nc, pos, len(op)))
+    if len(nc) > pos:
+        items.append(Emitted(nc, pos, len(nc)))
     items.extend(tail)
     return items
+
+
+def _window_rows(writer: NeutralWriter, seg_rows: np.ndarray, s0: int, s1: int, lo: int, hi: int, fast, cur_before,
+                 os_, oe_, gops, breaks: list, spun: bool, is_root, first, seg_id, is_span, is_crit, mode, code,
+                 start, cbody, end) -> None:
+    """The rows of segments ``s0:s1`` (intervals ``lo:hi``) to ``writer``, their count per segment into
+    ``seg_rows``; the top-level gaps an off-CPU stretch overlaps as op objects into ``breaks``.
+
+    What an interval's rows depend on lies inside its segment (its root, its neighbours inside the root)
+    or in the per-segment arrays (``cur_before``): a window of whole segments gives the rows the whole
+    thread would."""
+    m = hi - lo
+    isr_w = is_root[lo:hi]
+    last = np.ones(m, bool)  # the segment's last interval (the window ends where a segment does)
+    last[:-1] = isr_w[1:]
+    prev_end = np.zeros(m, np.int64)  # read for leaves only: the interval before is in the same segment
+    merged = np.zeros(m, bool)
+    if m > 1:
+        crit_w, mode_w, code_w = is_crit[lo:hi], mode[lo:hi], code[lo:hi]
+        start_w, cbody_w, end_w = start[lo:hi], cbody[lo:hi], end[lo:hi]
+        prev_end[1:] = np.where(isr_w[:-1], cbody_w[:-1], end_w[:-1])
+        merged[1:] = (crit_w[1:] & (mode_w[1:] == 0) & ~isr_w[1:] & ~isr_w[:-1] & crit_w[:-1] & (mode_w[:-1] == 1)
+                      & (code_w[1:] == code_w[:-1]) & (end_w[:-1] == start_w[1:]) & (cbody_w[1:] == start_w[1:]))
+    down_next = np.zeros(m, bool)
+    down_next[:-1] = merged[1:]
+    loc = np.flatnonzero(fast[seg_id[lo:hi]])
+    idx = loc + lo
+    r = first[idx]
+    seg = seg_id[idx]
+    isr = is_root[idx]
+    s = start[idx]
+    gap_from = cur_before[seg]
+    gap_rows = np.ones(len(idx), bool)
+    if len(os_) and len(idx):  # a top-level gap an off-CPU stretch overlaps: Think/Block ops
+        j = np.searchsorted(os_, s, side="left") - 1
+        dirty = isr & (s > gap_from) & (j >= 0) & (oe_[np.maximum(j, 0)] > gap_from)
+        gap_rows = ~dirty
+        for i in np.flatnonzero(dirty).tolist():
+            breaks.append((int(seg[i]), gops(int(gap_from[i]), int(s[i]))))
+    op, a, b, d, pc, wait, per = rows(
+        is_root=isr, last=last[loc], is_span=is_span[idx], mode=mode[idx], code=code[idx], start=s,
+        cbody=cbody[idx], end=end[idx], gap_from=gap_from, gap_rows=gap_rows, prev_end=prev_end[loc],
+        merged=merged[loc], down_next=down_next[loc], root_is_span=is_span[r], root_mode=mode[r], root_code=code[r],
+        root_end=end[r], spun=spun)
+    writer.add(op, a, b, d, pc, wait)
+    if len(seg):
+        seg_rows[s0:s1] = np.bincount(seg - s0, weights=per, minlength=s1 - s0).astype(np.int64)

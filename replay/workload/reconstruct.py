@@ -26,6 +26,7 @@ import os
 from bisect import bisect_left
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 from replay.errors import UsageError
 from replay.gcpause import paused_gc
@@ -38,13 +39,16 @@ from replay.workload.intervals import Interval, OffCpu, Recorded, ThreadRecord, 
 PATH_ENV = "MMREPLAY_RECONSTRUCT"
 
 
-def reconstruct(trace: Trace, *, cpus: int | None = None, emit: bool = False) -> Workload:
+def reconstruct(trace: Trace, *, cpus: int | None = None, emit: bool = False, spool: str | Path | None = None
+                ) -> Workload:
     """Build the Workload the trace recorded; ``cpus`` overrides the recorded host CPU count.
 
     ``emit``: the common segments come as policy-neutral instructions (replay/sim/neutral.py's Emitted
     pieces in the threads' ops) instead of op objects, on the columnar path: what flattening, simulate()
     and compare.census read gives the same results; whatever else walks the op objects needs
-    ``emit=False`` (the default)."""
+    ``emit=False`` (the default). ``spool``: a private directory (the caller's, e.g. a mkdtemp) the
+    emitted instructions are written to as they are made and mapped from (the files are unlinked at
+    once: the directory is left empty), so a long recording's instructions are not held in memory."""
     if cpus is None:
         cpus = trace.manifest.host.cpus
         if cpus <= 0:
@@ -57,7 +61,8 @@ def reconstruct(trace: Trace, *, cpus: int | None = None, emit: bool = False) ->
         else:
             from replay.workload.columnar import build_threads
 
-            threads, derived_classes, rec, sources, notes = build_threads(trace, emit)
+            threads, derived_classes, rec, sources, notes = build_threads(
+                trace, emit, Path(spool) if spool is not None and emit else None)
         # the workload lives as long as the replay and makes no cycles: keep the collector's full pass
         # that re-enabling it would start (seconds on millions of ops) off it
         gc.freeze()
