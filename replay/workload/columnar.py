@@ -51,6 +51,7 @@ from replay.workload.intervals import (
     _off_cpu,
     _rows,
     _tier1_gathers,
+    exit_group_ends,
     load_contended_waits,
     lock_holds_table,
     syscall_table,
@@ -80,6 +81,39 @@ def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.
     for f in filters:
         lf = lf.filter(f)
     return lf.select(cols).sort([c for c in ("tid", "ts", "seq") if c in cols]).collect()
+
+
+def _syscall_columns(trace: Trace) -> tuple[np.ndarray, ...]:
+    """intervals.syscall_table as numpy columns (tid, ts, seq, pid, dur, name code as int64, the names):
+    the stretched exit_group durations written into ``dur`` by searchsorted instead of polars' left join of
+    the whole table (a second wide copy of millions of rows)."""
+    cols = ["tid", "ts", "seq", "pid", "dur", "name"]
+    sc = trace.scan("syscalls").select(cols).sort("tid", "ts", "seq").collect()
+    ends = exit_group_ends(trace, sc)
+    if ends is not None and ends.select("tid", "ts").is_duplicated().any():
+        # a join on a repeated key repeats rows: polars' own join then
+        sc = syscall_table(trace)
+        ends = None
+    dtype = sc["name"].dtype
+    names = dtype.categories.to_list() if hasattr(dtype, "categories") else None
+    tid, ts, seq, pid = (sc[c].to_numpy() for c in ("tid", "ts", "seq", "pid"))
+    dur = sc["dur"].to_numpy()
+    code = sc["name"].to_physical().to_numpy().astype(np.int64)
+    del sc
+    if ends is not None:
+        exit_code = names.index("exit_group")
+        dur = dur.copy()
+        rows = _by_tid(tid)
+        for t, x, new_end in ends.select("tid", "ts", "new_end").iter_rows():
+            if new_end is None or t not in rows:
+                continue
+            lo, hi = rows[t]
+            a = lo + int(np.searchsorted(ts[lo:hi], x, side="left"))
+            b = lo + int(np.searchsorted(ts[lo:hi], x, side="right"))
+            for i in range(a, b):
+                if code[i] == exit_code:
+                    dur[i] = new_end - x
+    return tid, ts, seq, pid, dur, code, names
 
 
 def _firsts(tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,17 +205,16 @@ class _Load:
 
         sys_by_tid: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if trace.has("syscalls"):
-            sc = syscall_table(trace)  # exit_group stretched over the exit's mm teardown (intervals.py)
-            names = sc["name"].dtype.categories.to_list() if hasattr(sc["name"].dtype, "categories") else None
+            tid, ts, seq, pid, dur, code, names = _syscall_columns(trace)
             self.span_kinds = [SPAN_KIND.get(n, n) for n in names]
-            tid, ts, dur = sc["tid"].to_numpy(), sc["ts"].to_numpy(), sc["dur"].to_numpy()
-            self.create(tid, sc["pid"].to_numpy())
-            code = sc["name"].to_physical().to_numpy().astype(np.int64)
-            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=ts + dur,
-                     seq=sc["seq"].to_numpy(), code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
+            self.create(tid, pid)
+            del pid
+            end = ts + dur
+            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=end,
+                     seq=seq, code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
             for t, (lo, hi) in _by_tid(tid).items():
-                sys_by_tid[t] = (ts[lo:hi], ts[lo:hi] + dur[lo:hi], code[lo:hi])
-            del sc
+                sys_by_tid[t] = (ts[lo:hi], end[lo:hi], code[lo:hi])
+            del tid, ts, seq, dur, code, end
         else:
             notes["no syscalls table: mmap/munmap latencies not reported"] += 1
         self.sys_by_tid = sys_by_tid

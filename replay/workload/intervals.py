@@ -238,10 +238,22 @@ def syscall_table(trace: Trace) -> pl.DataFrame:
     exit's; the span ends at the last of them (unchanged on kernels that trace the exit after exit_mm)."""
     cols = ["tid", "ts", "seq", "pid", "dur", "name"]
     sc = trace.scan("syscalls").select(cols).sort("tid", "ts", "seq").collect()
+    ends = exit_group_ends(trace, sc)
+    if ends is None:
+        return sc
+    return (sc.join(ends, on=["tid", "ts"], how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("new_end").is_not_null() & (pl.col("name").cast(pl.String) == "exit_group"))
+                          .then(pl.col("new_end") - pl.col("ts")).otherwise(pl.col("dur")).alias("dur"))
+            .select(cols))
+
+
+def exit_group_ends(trace: Trace, sc: pl.DataFrame) -> pl.DataFrame | None:
+    """syscall_table's stretched exit_group ends: (tid, ts, new_end) for the exit_group rows of ``sc`` (the
+    syscalls table sorted by tid, ts, seq), None when nothing is stretched."""
     exits = sc.filter(pl.col("name").cast(pl.String) == "exit_group").select(
         "tid", pl.col("ts").alias("x_ts"), (pl.col("ts") + pl.col("dur")).alias("x_end"))
     if exits.is_empty():
-        return sc
+        return None
     xl = exits.lazy()
     if trace.has("sched_switch"):  # the task's death: its first final switch-out after the exit
         dead = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
@@ -258,16 +270,12 @@ def syscall_table(trace: Trace) -> pl.DataFrame:
         if trace.has(name):
             parts.append(trace.scan(name).select("tid", start.alias("s"), end.alias("e")))
     if not parts:
-        return sc
+        return None
     after = (pl.concat(parts).join(xl, on="tid")
              .filter((pl.col("s") >= pl.col("x_ts")) & (pl.col("d_ts").is_null() | (pl.col("e") <= pl.col("d_ts"))))
              .group_by("tid", "x_ts").agg(pl.col("e").max().alias("m_end")))
-    ends = exits.lazy().join(after, on=["tid", "x_ts"], how="left").select(
+    return exits.lazy().join(after, on=["tid", "x_ts"], how="left").select(
         "tid", pl.col("x_ts").alias("ts"), pl.max_horizontal("x_end", "m_end").alias("new_end")).collect()
-    return (sc.join(ends, on=["tid", "ts"], how="left", maintain_order="left")
-            .with_columns(pl.when(pl.col("new_end").is_not_null() & (pl.col("name").cast(pl.String) == "exit_group"))
-                          .then(pl.col("new_end") - pl.col("ts")).otherwise(pl.col("dur")).alias("dur"))
-            .select(cols))
 
 
 def _mm_of_pid(trace: Trace, holds: pl.DataFrame | None = None) -> dict[int, int]:
