@@ -189,17 +189,14 @@ class _Load:
             pl.col("lock_addr").alias("a"))
         for _, cls, addr in pairs.iter_rows():
             self.lock_index(cls, addr)
-        table = pairs.select("p", "a", pl.Series("i", [self.lock_ids[(c, a)] for _, c, a in pairs.iter_rows()],
-                                                 pl.Int64))
-        key = holds.select(pl.col("lock_class").to_physical().alias("p"), pl.col("lock_addr").alias("a"))
-        lock_idx = key.join(table, on=["p", "a"], how="left", maintain_order="left")["i"].to_numpy()
+        lock_idx = self._lock_idx(holds, pairs)
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
         self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
-                 seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int64),
+                 seq=holds["seq"].to_numpy(), code=lock_idx,
                  mode=(holds["mode"] == "write").to_numpy().astype(np.int8), extra=wait)
-        del holds, key, table, lock_idx, ts, dur, wait
+        del holds, lock_idx, ts, dur, wait
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
 
@@ -250,6 +247,24 @@ class _Load:
         cols = self._cols()
         self.sys_by_tid = {}  # the faults and the tier-1 gathers were its readers
         return rec, cols
+
+    def _lock_idx(self, holds: pl.DataFrame, pairs: pl.DataFrame) -> np.ndarray:
+        """Each hold's lock index (int64): per class, its address looked up by searchsorted in the class's
+        sorted addresses (a polars join materialised the key columns and the joined frame of every row)."""
+        p = holds["lock_class"].to_physical().to_numpy()
+        a = holds["lock_addr"].to_numpy()
+        lock_idx = np.full(len(a), -1, np.int64)
+        by_class: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for code, cls, addr in pairs.iter_rows():
+            by_class[code][0].append(addr)
+            by_class[code][1].append(self.lock_ids[(cls, addr)])
+        for code, (addrs, ids) in by_class.items():
+            addrs_a = np.asarray(addrs, a.dtype)
+            o = np.argsort(addrs_a, kind="stable")
+            rows = np.flatnonzero(p == code)
+            lock_idx[rows] = np.asarray(ids, np.int64)[o][np.searchsorted(addrs_a[o], a[rows])]
+            del rows
+        return lock_idx
 
     def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
         gi = len(self.gathers)

@@ -264,11 +264,13 @@ def exit_group_ends(trace: Trace, sc: pl.DataFrame) -> pl.DataFrame | None:
     else:
         xl = xl.with_columns(pl.lit(None, pl.Int64).alias("d_ts"))
     parts = []
+    # only the exiting tasks' rows (the join below keeps no other): filtered first, not millions concatenated
+    exiting = pl.col("tid").is_in(exits["tid"].unique().implode())
     for name, start, end in (("lock_holds", pl.col("ts") - pl.col("wait"), pl.col("ts") + pl.col("dur")),
                              ("page_free_batches", pl.col("ts"), pl.col("ts") + pl.col("dur")),
                              ("tlb_flushes", pl.col("ts"), pl.col("ts"))):
         if trace.has(name):
-            parts.append(trace.scan(name).select("tid", start.alias("s"), end.alias("e")))
+            parts.append(trace.scan(name).filter(exiting).select("tid", start.alias("s"), end.alias("e")))
     if not parts:
         return None
     after = (pl.concat(parts).join(xl, on="tid")
