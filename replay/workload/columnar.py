@@ -88,21 +88,29 @@ def _syscall_columns(trace: Trace) -> tuple[np.ndarray, ...]:
     the stretched exit_group durations written into ``dur`` by searchsorted instead of polars' left join of
     the whole table (a second wide copy of millions of rows)."""
     cols = ["tid", "ts", "seq", "pid", "dur", "name"]
-    sc = trace.scan("syscalls").select(cols).sort("tid", "ts", "seq").collect()
-    ends = exit_group_ends(trace, sc)
-    if ends is not None and ends.select("tid", "ts").is_duplicated().any():
-        # a join on a repeated key repeats rows: polars' own join then
-        sc = syscall_table(trace)
-        ends = None
+    sc = trace.scan("syscalls").select(cols).collect()  # in file order: sorted below a column at a time
+    ends = exit_group_ends(trace, sc)  # (its rows' order is not used)
     dtype = sc["name"].dtype
     names = dtype.categories.to_list() if hasattr(dtype, "categories") else None
-    tid, ts, seq, pid = (sc[c].to_numpy() for c in ("tid", "ts", "seq", "pid"))
-    dur = sc["dur"].to_numpy()
-    code = sc["name"].to_physical().to_numpy().astype(np.int64)
-    del sc
+    tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+    order = np.lexsort((seq, ts, tid))
+    tid, ts, seq = tid[order], ts[order], seq[order]
+    tie = (tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
+    if tie.any() or (ends is not None and ends.select("tid", "ts").is_duplicated().any()):
+        # rows equal in the sort key (their order is polars' sort's) or a join on a repeated key (it repeats
+        # rows): syscall_table itself then
+        del sc, order, tid, ts, seq, tie
+        sc = syscall_table(trace)
+        ends = None
+        tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+        order = np.arange(len(tid))
+    del tie
+    pid = sc["pid"].to_numpy()[order]
+    dur = sc["dur"].to_numpy()[order]
+    code = sc["name"].to_physical().to_numpy()[order].astype(np.int64)
+    del sc, order
     if ends is not None:
         exit_code = names.index("exit_group")
-        dur = dur.copy()
         rows = _by_tid(tid)
         for t, x, new_end in ends.select("tid", "ts", "new_end").iter_rows():
             if new_end is None or t not in rows:
