@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
+import numpy as np
 import polars as pl
 
 from replay.sim.ops import LockRef
@@ -197,12 +198,36 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.Laz
     return m.join(runs, on=["lock_addr", "run"]).select("row", "life")
 
 
+def sorted_by_tid_ts_seq(lf: pl.LazyFrame) -> pl.DataFrame:
+    """``lf`` collected and sorted by tid, ts, seq: the order by numpy's lexsort of the three keys, then the
+    frame gathered a column at a time, each source column dropped once gathered (polars' sort of a wide
+    frame of millions of rows holds it twice and more); polars' own sort when some keys are null or tie."""
+    df = lf.collect()
+    keys = ("tid", "ts", "seq")
+    if any(df[k].null_count() for k in keys):
+        return df.sort(*keys)
+    tid, ts, seq = (df[k].to_numpy() for k in keys)
+    order = np.lexsort((seq, ts, tid))
+    tid, ts, seq = tid[order], ts[order], seq[order]
+    tie = bool(np.any((tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])))
+    del tid, ts, seq
+    if tie:
+        return df.sort(*keys)
+    idx = pl.Series(order)
+    del order
+    cols = {}
+    for c in df.columns:
+        cols[c] = df[c].gather(idx)
+        df = df.drop(c)
+    return pl.DataFrame(cols)
+
+
 def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
     """lock_holds' ``columns`` (rows sorted by tid, ts, seq), an mmap_lock's ``lock_addr`` made the id of the
     mm's life (_mmap_lock_incarnations): the address itself for the first, its top bits XOR the life
     number from INCARNATION_SHIFT up for the next ones."""
     need = sorted({*columns, "ts", "pid", "lock_addr", "lock_class", "tid", "seq"})
-    df = trace.scan("lock_holds").select(need).sort("tid", "ts", "seq").collect().with_row_index("row")
+    df = sorted_by_tid_ts_seq(trace.scan("lock_holds").select(need)).with_row_index("row")
     lives = _LIVES.get(trace)
     if lives is None:
         shared = (df.lazy().filter(pl.col("lock_class").cast(pl.String) == "mmap_lock")  # taken by two processes
