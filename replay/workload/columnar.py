@@ -51,6 +51,7 @@ from replay.workload.intervals import (
     _off_cpu,
     _rows,
     _tier1_gathers,
+    exit_group_ends,
     load_contended_waits,
     lock_holds_table,
     syscall_table,
@@ -80,6 +81,47 @@ def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.
     for f in filters:
         lf = lf.filter(f)
     return lf.select(cols).sort([c for c in ("tid", "ts", "seq") if c in cols]).collect()
+
+
+def _syscall_columns(trace: Trace) -> tuple[np.ndarray, ...]:
+    """intervals.syscall_table as numpy columns (tid, ts, seq, pid, dur, name code as int64, the names):
+    the stretched exit_group durations written into ``dur`` by searchsorted instead of polars' left join of
+    the whole table (a second wide copy of millions of rows)."""
+    cols = ["tid", "ts", "seq", "pid", "dur", "name"]
+    sc = trace.scan("syscalls").select(cols).collect()  # in file order: sorted below a column at a time
+    ends = exit_group_ends(trace, sc)  # (its rows' order is not used)
+    dtype = sc["name"].dtype
+    names = dtype.categories.to_list() if hasattr(dtype, "categories") else None
+    tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+    order = np.lexsort((seq, ts, tid))
+    tid, ts, seq = tid[order], ts[order], seq[order]
+    tie = (tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
+    if tie.any() or (ends is not None and ends.select("tid", "ts").is_duplicated().any()):
+        # rows equal in the sort key (their order is polars' sort's) or a join on a repeated key (it repeats
+        # rows): syscall_table itself then
+        del sc, order, tid, ts, seq, tie
+        sc = syscall_table(trace)
+        ends = None
+        tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+        order = np.arange(len(tid))
+    del tie
+    pid = sc["pid"].to_numpy()[order]
+    dur = sc["dur"].to_numpy()[order]
+    code = sc["name"].to_physical().to_numpy()[order].astype(np.int64)
+    del sc, order
+    if ends is not None:
+        exit_code = names.index("exit_group")
+        rows = _by_tid(tid)
+        for t, x, new_end in ends.select("tid", "ts", "new_end").iter_rows():
+            if new_end is None or t not in rows:
+                continue
+            lo, hi = rows[t]
+            a = lo + int(np.searchsorted(ts[lo:hi], x, side="left"))
+            b = lo + int(np.searchsorted(ts[lo:hi], x, side="right"))
+            for i in range(a, b):
+                if code[i] == exit_code:
+                    dur[i] = new_end - x
+    return tid, ts, seq, pid, dur, code, names
 
 
 def _firsts(tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,33 +197,29 @@ class _Load:
             pl.col("lock_addr").alias("a"))
         for _, cls, addr in pairs.iter_rows():
             self.lock_index(cls, addr)
-        table = pairs.select("p", "a", pl.Series("i", [self.lock_ids[(c, a)] for _, c, a in pairs.iter_rows()],
-                                                 pl.Int64))
-        key = holds.select(pl.col("lock_class").to_physical().alias("p"), pl.col("lock_addr").alias("a"))
-        lock_idx = key.join(table, on=["p", "a"], how="left", maintain_order="left")["i"].to_numpy()
+        lock_idx = self._lock_idx(holds, pairs)
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
         self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
-                 seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int64),
+                 seq=holds["seq"].to_numpy(), code=lock_idx,
                  mode=(holds["mode"] == "write").to_numpy().astype(np.int8), extra=wait)
-        del holds, key, table, lock_idx, ts, dur, wait
+        del holds, lock_idx, ts, dur, wait
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
 
         sys_by_tid: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         if trace.has("syscalls"):
-            sc = syscall_table(trace)  # exit_group stretched over the exit's mm teardown (intervals.py)
-            names = sc["name"].dtype.categories.to_list() if hasattr(sc["name"].dtype, "categories") else None
+            tid, ts, seq, pid, dur, code, names = _syscall_columns(trace)
             self.span_kinds = [SPAN_KIND.get(n, n) for n in names]
-            tid, ts, dur = sc["tid"].to_numpy(), sc["ts"].to_numpy(), sc["dur"].to_numpy()
-            self.create(tid, sc["pid"].to_numpy())
-            code = sc["name"].to_physical().to_numpy().astype(np.int64)
-            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=ts + dur,
-                     seq=sc["seq"].to_numpy(), code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
+            self.create(tid, pid)
+            del pid
+            end = ts + dur
+            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=end,
+                     seq=seq, code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
             for t, (lo, hi) in _by_tid(tid).items():
-                sys_by_tid[t] = (ts[lo:hi], ts[lo:hi] + dur[lo:hi], code[lo:hi])
-            del sc
+                sys_by_tid[t] = (ts[lo:hi], end[lo:hi], code[lo:hi])
+            del tid, ts, seq, dur, code, end
         else:
             notes["no syscalls table: mmap/munmap latencies not reported"] += 1
         self.sys_by_tid = sys_by_tid
@@ -217,6 +255,24 @@ class _Load:
         cols = self._cols()
         self.sys_by_tid = {}  # the faults and the tier-1 gathers were its readers
         return rec, cols
+
+    def _lock_idx(self, holds: pl.DataFrame, pairs: pl.DataFrame) -> np.ndarray:
+        """Each hold's lock index (int64): per class, its address looked up by searchsorted in the class's
+        sorted addresses (a polars join materialised the key columns and the joined frame of every row)."""
+        p = holds["lock_class"].to_physical().to_numpy()
+        a = holds["lock_addr"].to_numpy()
+        lock_idx = np.full(len(a), -1, np.int64)
+        by_class: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+        for code, cls, addr in pairs.iter_rows():
+            by_class[code][0].append(addr)
+            by_class[code][1].append(self.lock_ids[(cls, addr)])
+        for code, (addrs, ids) in by_class.items():
+            addrs_a = np.asarray(addrs, a.dtype)
+            o = np.argsort(addrs_a, kind="stable")
+            rows = np.flatnonzero(p == code)
+            lock_idx[rows] = np.asarray(ids, np.int64)[o][np.searchsorted(addrs_a[o], a[rows])]
+            del rows
+        return lock_idx
 
     def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
         gi = len(self.gathers)

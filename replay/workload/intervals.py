@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
+import numpy as np
 import polars as pl
 
 from replay.sim.ops import LockRef
@@ -197,12 +198,36 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.Laz
     return m.join(runs, on=["lock_addr", "run"]).select("row", "life")
 
 
+def sorted_by_tid_ts_seq(lf: pl.LazyFrame) -> pl.DataFrame:
+    """``lf`` collected and sorted by tid, ts, seq: the order by numpy's lexsort of the three keys, then the
+    frame gathered a column at a time, each source column dropped once gathered (polars' sort of a wide
+    frame of millions of rows holds it twice and more); polars' own sort when some keys are null or tie."""
+    df = lf.collect()
+    keys = ("tid", "ts", "seq")
+    if any(df[k].null_count() for k in keys):
+        return df.sort(*keys)
+    tid, ts, seq = (df[k].to_numpy() for k in keys)
+    order = np.lexsort((seq, ts, tid))
+    tid, ts, seq = tid[order], ts[order], seq[order]
+    tie = bool(np.any((tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])))
+    del tid, ts, seq
+    if tie:
+        return df.sort(*keys)
+    idx = pl.Series(order)
+    del order
+    cols = {}
+    for c in df.columns:
+        cols[c] = df[c].gather(idx)
+        df = df.drop(c)
+    return pl.DataFrame(cols)
+
+
 def lock_holds_table(trace: Trace, columns: list[str]) -> pl.DataFrame:
     """lock_holds' ``columns`` (rows sorted by tid, ts, seq), an mmap_lock's ``lock_addr`` made the id of the
     mm's life (_mmap_lock_incarnations): the address itself for the first, its top bits XOR the life
     number from INCARNATION_SHIFT up for the next ones."""
     need = sorted({*columns, "ts", "pid", "lock_addr", "lock_class", "tid", "seq"})
-    df = trace.scan("lock_holds").select(need).sort("tid", "ts", "seq").collect().with_row_index("row")
+    df = sorted_by_tid_ts_seq(trace.scan("lock_holds").select(need)).with_row_index("row")
     lives = _LIVES.get(trace)
     if lives is None:
         shared = (df.lazy().filter(pl.col("lock_class").cast(pl.String) == "mmap_lock")  # taken by two processes
@@ -238,10 +263,22 @@ def syscall_table(trace: Trace) -> pl.DataFrame:
     exit's; the span ends at the last of them (unchanged on kernels that trace the exit after exit_mm)."""
     cols = ["tid", "ts", "seq", "pid", "dur", "name"]
     sc = trace.scan("syscalls").select(cols).sort("tid", "ts", "seq").collect()
+    ends = exit_group_ends(trace, sc)
+    if ends is None:
+        return sc
+    return (sc.join(ends, on=["tid", "ts"], how="left", maintain_order="left")
+            .with_columns(pl.when(pl.col("new_end").is_not_null() & (pl.col("name").cast(pl.String) == "exit_group"))
+                          .then(pl.col("new_end") - pl.col("ts")).otherwise(pl.col("dur")).alias("dur"))
+            .select(cols))
+
+
+def exit_group_ends(trace: Trace, sc: pl.DataFrame) -> pl.DataFrame | None:
+    """syscall_table's stretched exit_group ends: (tid, ts, new_end) for the exit_group rows of ``sc`` (the
+    syscalls table sorted by tid, ts, seq), None when nothing is stretched."""
     exits = sc.filter(pl.col("name").cast(pl.String) == "exit_group").select(
         "tid", pl.col("ts").alias("x_ts"), (pl.col("ts") + pl.col("dur")).alias("x_end"))
     if exits.is_empty():
-        return sc
+        return None
     xl = exits.lazy()
     if trace.has("sched_switch"):  # the task's death: its first final switch-out after the exit
         dead = (trace.scan("sched_switch").filter((pl.col("prev_state") & EXIT_STATES) != 0)
@@ -252,22 +289,20 @@ def syscall_table(trace: Trace) -> pl.DataFrame:
     else:
         xl = xl.with_columns(pl.lit(None, pl.Int64).alias("d_ts"))
     parts = []
+    # only the exiting tasks' rows (the join below keeps no other): filtered first, not millions concatenated
+    exiting = pl.col("tid").is_in(exits["tid"].unique().implode())
     for name, start, end in (("lock_holds", pl.col("ts") - pl.col("wait"), pl.col("ts") + pl.col("dur")),
                              ("page_free_batches", pl.col("ts"), pl.col("ts") + pl.col("dur")),
                              ("tlb_flushes", pl.col("ts"), pl.col("ts"))):
         if trace.has(name):
-            parts.append(trace.scan(name).select("tid", start.alias("s"), end.alias("e")))
+            parts.append(trace.scan(name).filter(exiting).select("tid", start.alias("s"), end.alias("e")))
     if not parts:
-        return sc
+        return None
     after = (pl.concat(parts).join(xl, on="tid")
              .filter((pl.col("s") >= pl.col("x_ts")) & (pl.col("d_ts").is_null() | (pl.col("e") <= pl.col("d_ts"))))
              .group_by("tid", "x_ts").agg(pl.col("e").max().alias("m_end")))
-    ends = exits.lazy().join(after, on=["tid", "x_ts"], how="left").select(
+    return exits.lazy().join(after, on=["tid", "x_ts"], how="left").select(
         "tid", pl.col("x_ts").alias("ts"), pl.max_horizontal("x_end", "m_end").alias("new_end")).collect()
-    return (sc.join(ends, on=["tid", "ts"], how="left", maintain_order="left")
-            .with_columns(pl.when(pl.col("new_end").is_not_null() & (pl.col("name").cast(pl.String) == "exit_group"))
-                          .then(pl.col("new_end") - pl.col("ts")).otherwise(pl.col("dur")).alias("dur"))
-            .select(cols))
 
 
 def _mm_of_pid(trace: Trace, holds: pl.DataFrame | None = None) -> dict[int, int]:
