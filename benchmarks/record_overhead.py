@@ -31,6 +31,10 @@ detection compiles in a child process, tracer.tier2.plan_in_child, whose memory 
 --reader S records mmap1_threads for S seconds, RUNS times, and prints what the recorder's own process costs
 while the workload runs (its threads' CPU from /proc/PID/task/*/schedstat at the workload's start and exit:
 the compilation and the stop left out), per recorded row, its context switches, and how long the stop took.
+--dispatch runs the page-fault case (bare, the workload alone: no recorder) with EMPTY raw-tracepoint programs
+attached to its per-page tracepoints (1, 2 and 3 on kmem:mm_page_free, 1 on kmem:mm_page_free_batched, 1 on
+exceptions:page_fault_user, and the recorder's layout 3 + 1 + 1), interleaved with bare runs: what the kernel's
+dispatch of a program costs per page, before any program body runs (the BPF statistics cannot show it).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -344,6 +348,49 @@ def reader(tmp: Path, seconds: float) -> dict[str, float]:
             "stop_s": stop_s}
 
 
+#: --dispatch: name -> empty raw programs per tracepoint of the page-fault case (one hit each per page)
+DISPATCH = (("1 on mm_page_free", (("mm_page_free", 1),)),
+            ("2 on mm_page_free", (("mm_page_free", 2),)),
+            ("3 on mm_page_free", (("mm_page_free", 3),)),
+            ("1 on mm_page_free_batched", (("mm_page_free_batched", 1),)),
+            ("1 on page_fault_user", (("page_fault_user", 1),)),
+            ("3 + 1 + 1 (the recorder's layout)", (("mm_page_free", 3), ("mm_page_free_batched", 1),
+                                                   ("page_fault_user", 1))))
+
+
+def dispatch(argv: list[str], runs: int, pages: int) -> list[dict]:
+    """The page-fault case with empty raw-tracepoint programs attached (DISPATCH), rounds interleaved with bare
+    runs: the workload's CPU per page added by the kernel's dispatch alone (no filter, no body)."""
+    from tracer.kernel_env import import_bcc
+
+    bcc = import_bcc()
+    most = max(sum(n for _, n in tps) for _, tps in DISPATCH)
+    b = bcc.BPF(text="\n".join(f"int mmr_empty{i}(struct bpf_raw_tracepoint_args *ctx) {{ return 0; }}"
+                                for i in range(most)).encode())
+    fns = [b.load_func(f"mmr_empty{i}".encode(), bcc.BPF.RAW_TRACEPOINT) for i in range(most)]
+    cpu: dict[str, list[float]] = {"bare": [], **{name: [] for name, _ in DISPATCH}}
+    for _ in range(runs):
+        for name in cpu:
+            fds = []
+            try:
+                progs = iter(fns)
+                for tp, n in dict(DISPATCH).get(name, ()):
+                    for _ in range(n):
+                        fd = bcc.libbcc.lib.bpf_attach_raw_tracepoint(next(progs).fd, tp.encode())
+                        if fd < 0:
+                            raise SystemExit(f"record_overhead: cannot attach a raw program to {tp}: {-fd}")
+                        fds.append(fd)
+                cpu[name].append(cpu_per_iteration("page_fault", run_bare(argv)))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    b.cleanup()
+    bare = statistics.median(cpu["bare"])
+    return [{"programs": name, "cpu_ns": statistics.median(v), "cpu_ratio": statistics.median(v) / bare,
+             "added_ns_per_page": (statistics.median(v) - bare) / pages, "all_cpu_ns": v}
+            for name, v in cpu.items()]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
@@ -360,6 +407,8 @@ def main() -> int:
                     help="with --rss: each recording detects tier 2 from an empty cache, as a boot's first does")
     ap.add_argument("--reader", type=float, metavar="S",
                     help="the recorder's CPU per recorded row over a recording of mmap1_threads of S seconds")
+    ap.add_argument("--dispatch", action="store_true",
+                    help="the page-fault case with empty raw programs attached: the kernel's dispatch cost per page")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -388,6 +437,8 @@ def main() -> int:
             result["truth"] = truth(tmp, exe)
         if args.rss:
             result["rss_mib"] = rss_runs(tmp, args.rss, args.runs, args.rss_cold)
+        if args.dispatch:
+            result["dispatch"] = dispatch(pf_argv, args.runs, args.threads * args.iterations * args.pages)
         if args.reader:
             result["reader"] = [reader(tmp, args.reader) for _ in range(args.runs)]
     result["loadavg_after"] = loadavg()
@@ -426,6 +477,13 @@ def main() -> int:
             ratio = f"{r['ratio'] * 100:7.2f} %" if r["ratio"] is not None else "      -"
             print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
                   f"lost {r['lost']}  recorder {r['recorder']}")
+    if "dispatch" in result:
+        print("the page-fault case with empty raw programs attached (no recorder): the workload's CPU against bare, "
+              "and what it adds per page")
+        for r in result["dispatch"]:
+            runs = ", ".join(f"{x / 1e9:.3f}" for x in r["all_cpu_ns"])
+            print(f"  {r['programs']:<36} CPU {r['cpu_ns'] / 1e9:6.3f} s {r['cpu_ratio']:5.2f}x  "
+                  f"+{r['added_ns_per_page']:4.0f} ns/page   (runs: {runs})")
     if "rss_mib" in result:
         r = result["rss_mib"]
         cold = " (tier 2 detected from an empty cache each time)" if args.rss_cold else ""
