@@ -115,9 +115,10 @@ def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> str:
     return subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True).stdout
 
 
-def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str) -> tuple[str, Trace]:
+def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str,
+                 env_extra: dict[str, str] | None = None) -> tuple[str, Trace]:
     out = tmp / "trace"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     opts = ["--probes", ",".join(probes)] if probes else []
     r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
                         *opts, *extra, "--", *argv], capture_output=True, text=True, env=env)
@@ -140,11 +141,18 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
+#: --no-recovery-too: the series of a recorder whose page_free program runs alone (bpf/page_free.c MMR_PF_RECOVER)
+NO_RECOVERY = "mmreplay, page_free recovery off"
+
+
+def case_rounds(case: str, argv: list[str], tmp: Path, runs: int, no_recovery: bool = False) -> dict:
     """Interleaved bare/perf/mmreplay rounds of one case: medians, ratios, mmreplay's loss."""
     series: dict[str, list[float]] = {"bare": [], "perf": [], "mmreplay": []}
+    if no_recovery:
+        series[NO_RECOVERY] = []
     cpu: dict[str, list[float]] = {k: [] for k in series}
     stats = []
+    stats_nr = []
     if case != "page_fault":
         argv = [*CPU_WRAP, *argv]
     for _ in range(runs):
@@ -153,6 +161,9 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
                 out = run_bare(argv)
             elif k == "perf":
                 out = run_perf(argv, tmp, None)
+            elif k == NO_RECOVERY:
+                out, trace = run_mmreplay(argv, tmp, None, env_extra={"MMREPLAY_PAGE_FREE_RECOVERY": "off"})
+                stats_nr.append(trace_stats(trace))
             else:
                 out, trace = run_mmreplay(argv, tmp, None)
                 stats.append(trace_stats(trace))
@@ -162,9 +173,13 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
     med = {k: statistics.median(v) for k, v in series.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     # a ratio > 1 is a slowdown for page_fault (time) and a throughput fraction for mmap1_threads
-    ratio = {k: med[k] / med["bare"] for k in ("perf", "mmreplay")}
-    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in ("perf", "mmreplay")}
-    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
+    ratio = {k: med[k] / med["bare"] for k in series if k != "bare"}
+    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in series if k != "bare"}
+    extra = {}
+    if stats_nr:
+        extra = {"no_recovery": {"lost": [s["lost"] for s in stats_nr], "lost_by_probe": [s["lost_by_probe"]
+                                                                                            for s in stats_nr]}}
+    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio, **extra,
             "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
             "lost_by_probe": [s["lost_by_probe"] for s in stats],
@@ -407,6 +422,8 @@ def main() -> int:
                     help="with --rss: each recording detects tier 2 from an empty cache, as a boot's first does")
     ap.add_argument("--reader", type=float, metavar="S",
                     help="the recorder's CPU per recorded row over a recording of mmap1_threads of S seconds")
+    ap.add_argument("--no-recovery-too", action="store_true",
+                    help="each round also records with page_free's recovery programs off (MMREPLAY_PAGE_FREE_RECOVERY)")
     ap.add_argument("--dispatch", action="store_true",
                     help="the page-fault case with empty raw programs attached: the kernel's dispatch cost per page")
     ap.add_argument("--json", action="store_true")
@@ -428,7 +445,7 @@ def main() -> int:
         m1_argv = command("mmap1_threads", 2, args.seconds)
         cases = {"page_fault": pf_argv, "mmap1_threads": m1_argv}
         chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
-        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
+        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs, args.no_recovery_too) for c in chosen]
         if args.per_probe:
             result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
         if args.subsets:
@@ -451,12 +468,14 @@ def main() -> int:
         med, unit = c["median"], "s (workload wall time)" if c["case"] == "page_fault" else "iterations/s"
         what = "slowdown" if c["case"] == "page_fault" else "throughput"
         print(f"{c['case']}: {c['runs']} rounds, {unit}")
-        for k in ("bare", "perf", "mmreplay"):
+        for k in med:
             ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
             print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
                   f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
         print(f"  mmreplay lost {c['lost']} (of which the ring buffer refused {c['ring_buffer_refused']}), caused by "
               f"the recorder {c['recorder']}; attach {c['attach']}")
+        if "no_recovery" in c:
+            print(f"  {NO_RECOVERY}: lost {c['no_recovery']['lost']} ({c['no_recovery']['lost_by_probe']})")
     if "per_probe" in result:
         print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
               "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
