@@ -31,6 +31,10 @@ detection compiles in a child process, tracer.tier2.plan_in_child, whose memory 
 --reader S records mmap1_threads for S seconds, RUNS times, and prints what the recorder's own process costs
 while the workload runs (its threads' CPU from /proc/PID/task/*/schedstat at the workload's start and exit:
 the compilation and the stop left out), per recorded row, its context switches, and how long the stop took.
+--dispatch runs the page-fault case (bare, the workload alone: no recorder) with EMPTY raw-tracepoint programs
+attached to its per-page tracepoints (1, 2 and 3 on kmem:mm_page_free, 1 on kmem:mm_page_free_batched, 1 on
+exceptions:page_fault_user, and the recorder's layout 3 + 1 + 1), interleaved with bare runs: what the kernel's
+dispatch of a program costs per page, before any program body runs (the BPF statistics cannot show it).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
 and after: a loaded machine stretches every median. Usage:
@@ -111,9 +115,10 @@ def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> str:
     return subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True).stdout
 
 
-def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str) -> tuple[str, Trace]:
+def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str,
+                 env_extra: dict[str, str] | None = None) -> tuple[str, Trace]:
     out = tmp / "trace"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
     opts = ["--probes", ",".join(probes)] if probes else []
     r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
                         *opts, *extra, "--", *argv], capture_output=True, text=True, env=env)
@@ -136,11 +141,18 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
+#: --no-recovery-too: the series of a recorder whose page_free program runs alone (bpf/page_free.c MMR_PF_RECOVER)
+NO_RECOVERY = "mmreplay, page_free recovery off"
+
+
+def case_rounds(case: str, argv: list[str], tmp: Path, runs: int, no_recovery: bool = False) -> dict:
     """Interleaved bare/perf/mmreplay rounds of one case: medians, ratios, mmreplay's loss."""
     series: dict[str, list[float]] = {"bare": [], "perf": [], "mmreplay": []}
+    if no_recovery:
+        series[NO_RECOVERY] = []
     cpu: dict[str, list[float]] = {k: [] for k in series}
     stats = []
+    stats_nr = []
     if case != "page_fault":
         argv = [*CPU_WRAP, *argv]
     for _ in range(runs):
@@ -149,6 +161,9 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
                 out = run_bare(argv)
             elif k == "perf":
                 out = run_perf(argv, tmp, None)
+            elif k == NO_RECOVERY:
+                out, trace = run_mmreplay(argv, tmp, None, env_extra={"MMREPLAY_PAGE_FREE_RECOVERY": "off"})
+                stats_nr.append(trace_stats(trace))
             else:
                 out, trace = run_mmreplay(argv, tmp, None)
                 stats.append(trace_stats(trace))
@@ -158,9 +173,13 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int) -> dict:
     med = {k: statistics.median(v) for k, v in series.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     # a ratio > 1 is a slowdown for page_fault (time) and a throughput fraction for mmap1_threads
-    ratio = {k: med[k] / med["bare"] for k in ("perf", "mmreplay")}
-    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in ("perf", "mmreplay")}
-    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio,
+    ratio = {k: med[k] / med["bare"] for k in series if k != "bare"}
+    cpu_ratio = {k: med_cpu[k] / med_cpu["bare"] for k in series if k != "bare"}
+    extra = {}
+    if stats_nr:
+        extra = {"no_recovery": {"lost": [s["lost"] for s in stats_nr], "lost_by_probe": [s["lost_by_probe"]
+                                                                                            for s in stats_nr]}}
+    return {"case": case, "runs": runs, "median": med, "all": series, "ratio": ratio, **extra,
             "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
             "lost_by_probe": [s["lost_by_probe"] for s in stats],
@@ -344,6 +363,49 @@ def reader(tmp: Path, seconds: float) -> dict[str, float]:
             "stop_s": stop_s}
 
 
+#: --dispatch: name -> empty raw programs per tracepoint of the page-fault case (one hit each per page)
+DISPATCH = (("1 on mm_page_free", (("mm_page_free", 1),)),
+            ("2 on mm_page_free", (("mm_page_free", 2),)),
+            ("3 on mm_page_free", (("mm_page_free", 3),)),
+            ("1 on mm_page_free_batched", (("mm_page_free_batched", 1),)),
+            ("1 on page_fault_user", (("page_fault_user", 1),)),
+            ("3 + 1 + 1 (the recorder's layout)", (("mm_page_free", 3), ("mm_page_free_batched", 1),
+                                                   ("page_fault_user", 1))))
+
+
+def dispatch(argv: list[str], runs: int, pages: int) -> list[dict]:
+    """The page-fault case with empty raw-tracepoint programs attached (DISPATCH), rounds interleaved with bare
+    runs: the workload's CPU per page added by the kernel's dispatch alone (no filter, no body)."""
+    from tracer.kernel_env import import_bcc
+
+    bcc = import_bcc()
+    most = max(sum(n for _, n in tps) for _, tps in DISPATCH)
+    b = bcc.BPF(text="\n".join(f"int mmr_empty{i}(struct bpf_raw_tracepoint_args *ctx) {{ return 0; }}"
+                                for i in range(most)).encode())
+    fns = [b.load_func(f"mmr_empty{i}".encode(), bcc.BPF.RAW_TRACEPOINT) for i in range(most)]
+    cpu: dict[str, list[float]] = {"bare": [], **{name: [] for name, _ in DISPATCH}}
+    for _ in range(runs):
+        for name in cpu:
+            fds = []
+            try:
+                progs = iter(fns)
+                for tp, n in dict(DISPATCH).get(name, ()):
+                    for _ in range(n):
+                        fd = bcc.libbcc.lib.bpf_attach_raw_tracepoint(next(progs).fd, tp.encode())
+                        if fd < 0:
+                            raise SystemExit(f"record_overhead: cannot attach a raw program to {tp}: {-fd}")
+                        fds.append(fd)
+                cpu[name].append(cpu_per_iteration("page_fault", run_bare(argv)))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    b.cleanup()
+    bare = statistics.median(cpu["bare"])
+    return [{"programs": name, "cpu_ns": statistics.median(v), "cpu_ratio": statistics.median(v) / bare,
+             "added_ns_per_page": (statistics.median(v) - bare) / pages, "all_cpu_ns": v}
+            for name, v in cpu.items()]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", choices=("page_fault", "mmap1_threads", "both", "none"), default="both")
@@ -360,6 +422,10 @@ def main() -> int:
                     help="with --rss: each recording detects tier 2 from an empty cache, as a boot's first does")
     ap.add_argument("--reader", type=float, metavar="S",
                     help="the recorder's CPU per recorded row over a recording of mmap1_threads of S seconds")
+    ap.add_argument("--no-recovery-too", action="store_true",
+                    help="each round also records with page_free's recovery programs off (MMREPLAY_PAGE_FREE_RECOVERY)")
+    ap.add_argument("--dispatch", action="store_true",
+                    help="the page-fault case with empty raw programs attached: the kernel's dispatch cost per page")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     for tool in ("gcc", "perf"):
@@ -379,7 +445,7 @@ def main() -> int:
         m1_argv = command("mmap1_threads", 2, args.seconds)
         cases = {"page_fault": pf_argv, "mmap1_threads": m1_argv}
         chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
-        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs) for c in chosen]
+        result["cases"] = [case_rounds(c, cases[c], tmp, args.runs, args.no_recovery_too) for c in chosen]
         if args.per_probe:
             result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
         if args.subsets:
@@ -388,6 +454,8 @@ def main() -> int:
             result["truth"] = truth(tmp, exe)
         if args.rss:
             result["rss_mib"] = rss_runs(tmp, args.rss, args.runs, args.rss_cold)
+        if args.dispatch:
+            result["dispatch"] = dispatch(pf_argv, args.runs, args.threads * args.iterations * args.pages)
         if args.reader:
             result["reader"] = [reader(tmp, args.reader) for _ in range(args.runs)]
     result["loadavg_after"] = loadavg()
@@ -400,12 +468,14 @@ def main() -> int:
         med, unit = c["median"], "s (workload wall time)" if c["case"] == "page_fault" else "iterations/s"
         what = "slowdown" if c["case"] == "page_fault" else "throughput"
         print(f"{c['case']}: {c['runs']} rounds, {unit}")
-        for k in ("bare", "perf", "mmreplay"):
+        for k in med:
             ratio = "" if k == "bare" else f"  {what} {c['ratio'][k]:.2f}x, CPU {c['cpu_ratio'][k]:.2f}x bare"
             print(f"  {k:<9} {med[k]:12,.3f}  CPU {c['median_cpu_ns'][k]:12,.0f} ns{ratio}   "
                   f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
         print(f"  mmreplay lost {c['lost']} (of which the ring buffer refused {c['ring_buffer_refused']}), caused by "
               f"the recorder {c['recorder']}; attach {c['attach']}")
+        if "no_recovery" in c:
+            print(f"  {NO_RECOVERY}: lost {c['no_recovery']['lost']} ({c['no_recovery']['lost_by_probe']})")
     if "per_probe" in result:
         print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
               "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
@@ -426,6 +496,13 @@ def main() -> int:
             ratio = f"{r['ratio'] * 100:7.2f} %" if r["ratio"] is not None else "      -"
             print(f"  {r['tracepoint']:<28} perf {r['perf']:>9,}  recorded {r['recorded']:>9,}  {ratio}  "
                   f"lost {r['lost']}  recorder {r['recorder']}")
+    if "dispatch" in result:
+        print("the page-fault case with empty raw programs attached (no recorder): the workload's CPU against bare, "
+              "and what it adds per page")
+        for r in result["dispatch"]:
+            runs = ", ".join(f"{x / 1e9:.3f}" for x in r["all_cpu_ns"])
+            print(f"  {r['programs']:<36} CPU {r['cpu_ns'] / 1e9:6.3f} s {r['cpu_ratio']:5.2f}x  "
+                  f"+{r['added_ns_per_page']:4.0f} ns/page   (runs: {runs})")
     if "rss_mib" in result:
         r = result["rss_mib"]
         cold = " (tier 2 detected from an empty cache each time)" if args.rss_cold else ""

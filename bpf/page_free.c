@@ -135,6 +135,13 @@ static __always_inline int mmr_pf_batched(void)
  * can find that page unmarked on top only if this program never ran for it.
  * A slot is one u64, page | mark (struct page is 64-byte aligned): read and
  * written in one access, whatever interrupts in between. */
+/* MMR_PF_RECOVER 0 (MMREPLAY_PAGE_FREE_RECOVERY=off, tracer/recorder.py): this program alone on the tracepoint
+ * (the other two are not attached), and it keeps no stack: the kernel calls a tracepoint's only probe
+ * directly, two or more through a loop of indirect calls, ~60-100 ns more per page free measured
+ * (benchmarks/record_overhead.py --dispatch); the skipped hits are then counted as lost, none recovered. */
+#ifndef MMR_PF_RECOVER
+#define MMR_PF_RECOVER 1
+#endif
 #include "mmr_pf_stack.h"
 BPF_PERCPU_ARRAY(mmr_pf_stack, struct mmr_pf_stack, 1);
 /* The backup's recoveries (any task: the kernel's misses are counted for any task too). */
@@ -166,6 +173,7 @@ int mmr_pf_pre(struct bpf_raw_tracepoint_args *ctx)
 
 RAW_TRACEPOINT_PROBE(mm_page_free)
 {
+#if MMR_PF_RECOVER
 	int zero = 0;
 	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
 	if (st) {
@@ -175,6 +183,7 @@ RAW_TRACEPOINT_PROBE(mm_page_free)
 		if (how == 2)
 			mmr_pf_bk_count(MMR_PF_BK_RESETS);
 	}
+#endif
 	return mmr_pf_add((u32)ctx->args[1]);
 }
 

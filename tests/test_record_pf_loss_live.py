@@ -75,3 +75,32 @@ def test_info_headline_is_zero_for_a_page_fault_recording(trace, capsys):
     assert main(["info", str(trace.path)]) == 0
     headline = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("lost "))
     assert headline.split()[1] == "0", headline
+
+
+@pytest.fixture(scope="module")
+def trace_without_recovery(tmp_path_factory):
+    """MMREPLAY_PAGE_FREE_RECOVERY=off: page_free's program alone on its tracepoint (cheaper per page)."""
+    exe = mm_workload(tmp_path_factory, "mmrpfoff")
+    out = exe.parent / "trace"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MMREPLAY_PAGE_FREE_RECOVERY="off")
+    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check", "--",
+                        str(exe), "1", "2100", "256"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    t = Trace.open(out)
+    if t.manifest.extra.get("attach", {}).get("page_free") != "raw":
+        pytest.skip("page_free records from classic tracepoints here (no backup programs)")
+    return t
+
+
+def test_without_recovery_every_skipped_page_free_is_counted_as_lost(trace_without_recovery):
+    """No first or last program beside page_free's: nothing is recovered, and each hit the kernel skipped is
+    in page_free's lost (an upper bound: the kernel counts every task's skips), never hidden."""
+    m = trace_without_recovery.manifest
+    assert m.extra.get("page_free_recovery") == "off"
+    assert "page_free" not in m.extra.get("backup_programs", {})
+    assert "page_free" not in m.extra.get("recursion_recovered", {})
+    p = next(p for p in m.probes if p.name == "page_free")
+    assert p.status == "recorded" and p.events > 500_000
+    misses = m.extra.get("recursion_misses", {}).get("kmem:mm_page_free", 0)
+    assert m.extra["lost_breakdown"]["bpf_recursion_skipped"]["page_free"] == misses
+    assert p.lost >= misses  # and what the ring buffer refused, if anything

@@ -107,6 +107,17 @@ def test_comm_filters_that_cannot_be_compiled_in_are_refused():
     assert '-DMMR_COMM="a-very-long-tas"' in flags  # the kernel keeps 15 characters
 
 
+def test_page_free_recovery_is_on_unless_the_environment_turns_it_off():
+    from tracer.recorder import pf_recovery_from_env
+
+    assert pf_recovery_from_env({}) is True
+    assert pf_recovery_from_env({"MMREPLAY_PAGE_FREE_RECOVERY": "on"}) is True
+    for off in ("off", "OFF", "0", "no", "false", " off "):
+        assert pf_recovery_from_env({"MMREPLAY_PAGE_FREE_RECOVERY": off}) is False
+    assert "-DMMR_PF_RECOVER=1" in programs.cflags(programs.Filter())
+    assert "-DMMR_PF_RECOVER=0" in programs.cflags(programs.Filter(), pf_recover=False)
+
+
 def test_probe_selection_keeps_load_order():
     names = [f.name for f in programs.select(["tlb_flush", "page_free"])]
     assert names == ["page_free", "tlb_flush"]  # a TLB flush closes the page-free burst: page_free first

@@ -270,13 +270,14 @@ def pid_max() -> int:
 
 
 def cflags(flt: Filter, *, rb_pages: int = 2048, pf_gap_ns: int = 10_000, self_tgid: int | None = None,
-           attach: Plan = CLASSIC, stacks: bool = True) -> list[str]:
+           attach: Plan = CLASSIC, stacks: bool = True, pf_recover: bool = True) -> list[str]:
     flags = [
         f"-I{BPF_DIR}",
         f"-DMMR_SELF_TGID={os.getpid() if self_tgid is None else self_tgid}",
         f"-DMMR_RB_PAGES={rb_pages}",
         f"-DMMR_PF_GAP_NS={pf_gap_ns}",
         f"-DMMR_STACKS={int(stacks)}",
+        f"-DMMR_PF_RECOVER={int(pf_recover)}",
         "-Wno-macro-redefined",
     ]
     flags += [f"-D{f.macro}=1" for f in (*FAMILIES, TASKS) if f.name in attach.raw]

@@ -122,6 +122,15 @@ class RecordOptions:
     # when records are decoded: "idle" spills them to a file and decodes while the host has CPU to spare, the
     # rest at stop (cheapest; SIGKILL loses what was not decoded); "live" as they come (SIGKILL keeps it all)
     decode: str = "idle"
+    # page_free's skipped hits recovered by a first and a last program beside its own (bpf/page_free.c); off
+    # (MMREPLAY_PAGE_FREE_RECOVERY=off): its program alone on kmem:mm_page_free, cheaper per page freed, and
+    # the hits the kernel skipped for it counted as lost instead
+    pf_recover: bool = field(default_factory=lambda: pf_recovery_from_env(os.environ))
+
+
+def pf_recovery_from_env(env: dict[str, str] | os._Environ) -> bool:
+    """MMREPLAY_PAGE_FREE_RECOVERY: "off" (or 0, no, false) turns page_free's recovery programs off; unset: on."""
+    return env.get("MMREPLAY_PAGE_FREE_RECOVERY", "on").strip().lower() not in ("off", "0", "no", "false")
 
 
 @dataclass
@@ -408,7 +417,7 @@ class Recorder:
                 raise kernel_env.EnvironmentProblem(
                     "raw tracepoints", f"{bad[0][0]}: {bad[0][1]}", "record with --attach auto (classic fallback)")
         kw = {"rb_pages": self.opts.rb_pages, "pf_gap_ns": self.opts.pf_gap_ns, "attach": self._plan,
-              "stacks": self.opts.stacks}
+              "stacks": self.opts.stacks, "pf_recover": self.opts.pf_recover}
         t2_kw: dict[str, Any] = {}
         if self._t2:
             from tracer import tier2
@@ -981,6 +990,8 @@ class Recorder:
         release_compiler_memory()  # before the kallsyms parse below adds its own peak
         b = self._bpf
         for fam, tp, fn, _, pre, _ in BACKUPS:
+            if fam == "page_free" and not o.pf_recover:
+                continue  # its skipped hits stay counted as lost (_recursion_misses)
             if self._plan.mode(fam) == "raw" and any(f.name == fam for f in self._families):
                 if pre is not None:
                     self._attach_first(fam, tp, pre)
@@ -1018,7 +1029,8 @@ class Recorder:
                                           "filter": {"tids": sorted(tids), "comm": o.comm,
                                                      "system_wide": not tids and o.comm is None},
                                           "page_free_gap_ns": o.pf_gap_ns,
-                                          "ring_buffer_bytes": o.rb_pages * os.sysconf("SC_PAGE_SIZE")})
+                                          "ring_buffer_bytes": o.rb_pages * os.sysconf("SC_PAGE_SIZE"),
+                                          **({} if o.pf_recover else {"page_free_recovery": "off"})})
         for fam in self._families:
             self._writer.declare(fam.table)
         self._start_spill()
