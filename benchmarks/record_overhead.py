@@ -115,10 +115,9 @@ def run_perf(argv: list[str], tmp: Path, probes: list[str] | None) -> str:
     return subprocess.run(cmd + ["--", *argv], check=True, capture_output=True, text=True).stdout
 
 
-def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str,
-                 env_extra: dict[str, str] | None = None) -> tuple[str, Trace]:
+def run_mmreplay(argv: list[str], tmp: Path, probes: list[str] | None, *extra: str) -> tuple[str, Trace]:
     out = tmp / "trace"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env_extra or {}))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     opts = ["--probes", ",".join(probes)] if probes else []
     r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--force", "--no-tier2-check",
                         *opts, *extra, "--", *argv], capture_output=True, text=True, env=env)
@@ -162,7 +161,7 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int, no_recovery: b
             elif k == "perf":
                 out = run_perf(argv, tmp, None)
             elif k == NO_RECOVERY:
-                out, trace = run_mmreplay(argv, tmp, None, env_extra={"MMREPLAY_PAGE_FREE_RECOVERY": "off"})
+                out, trace = run_mmreplay(argv, tmp, None, "--no-page-free-recovery")
                 stats_nr.append(trace_stats(trace))
             else:
                 out, trace = run_mmreplay(argv, tmp, None)
@@ -423,7 +422,7 @@ def main() -> int:
     ap.add_argument("--reader", type=float, metavar="S",
                     help="the recorder's CPU per recorded row over a recording of mmap1_threads of S seconds")
     ap.add_argument("--no-recovery-too", action="store_true",
-                    help="each round also records with page_free's recovery programs off (MMREPLAY_PAGE_FREE_RECOVERY)")
+                    help="each round also records with --no-page-free-recovery (page_free's program alone)")
     ap.add_argument("--dispatch", action="store_true",
                     help="the page-fault case with empty raw programs attached: the kernel's dispatch cost per page")
     ap.add_argument("--json", action="store_true")

@@ -79,11 +79,12 @@ def test_info_headline_is_zero_for_a_page_fault_recording(trace, capsys):
 
 @pytest.fixture(scope="module")
 def trace_without_recovery(tmp_path_factory):
-    """MMREPLAY_PAGE_FREE_RECOVERY=off: page_free's program alone on its tracepoint (cheaper per page)."""
+    """record --no-page-free-recovery: page_free's program alone on its tracepoint (cheaper per page)."""
     exe = mm_workload(tmp_path_factory, "mmrpfoff")
     out = exe.parent / "trace"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MMREPLAY_PAGE_FREE_RECOVERY="off")
-    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check", "--",
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check",
+                        "--no-page-free-recovery", "--",
                         str(exe), "1", "2100", "256"], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     t = Trace.open(out)

@@ -107,13 +107,17 @@ def test_comm_filters_that_cannot_be_compiled_in_are_refused():
     assert '-DMMR_COMM="a-very-long-tas"' in flags  # the kernel keeps 15 characters
 
 
-def test_page_free_recovery_is_on_unless_the_environment_turns_it_off():
-    from tracer.recorder import pf_recovery_from_env
+def test_page_free_recovery_is_on_unless_record_is_told_otherwise(monkeypatch):
+    from replay.cli import record as record_cli
+    from replay.cli.main import build_parser
 
-    assert pf_recovery_from_env({}) is True
-    assert pf_recovery_from_env({"MMREPLAY_PAGE_FREE_RECOVERY": "on"}) is True
-    for off in ("off", "OFF", "0", "no", "false", " off "):
-        assert pf_recovery_from_env({"MMREPLAY_PAGE_FREE_RECOVERY": off}) is False
+    seen = []
+    monkeypatch.setattr("tracer.recorder.record", lambda opts: seen.append(opts) or (_ for _ in ()).throw(SystemExit))
+    for argv, want in ((["record", "-o", "t", "--", "true"], True),
+                       (["record", "-o", "t", "--no-page-free-recovery", "--", "true"], False)):
+        with pytest.raises(SystemExit):
+            record_cli.run(build_parser().parse_args(argv))
+        assert seen.pop().pf_recover is want
     assert "-DMMR_PF_RECOVER=1" in programs.cflags(programs.Filter())
     assert "-DMMR_PF_RECOVER=0" in programs.cflags(programs.Filter(), pf_recover=False)
 

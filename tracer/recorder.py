@@ -123,14 +123,9 @@ class RecordOptions:
     # rest at stop (cheapest; SIGKILL loses what was not decoded); "live" as they come (SIGKILL keeps it all)
     decode: str = "idle"
     # page_free's skipped hits recovered by a first and a last program beside its own (bpf/page_free.c); off
-    # (MMREPLAY_PAGE_FREE_RECOVERY=off): its program alone on kmem:mm_page_free, cheaper per page freed, and
+    # (record --no-page-free-recovery): its program alone on kmem:mm_page_free, cheaper per page freed, and
     # the hits the kernel skipped for it counted as lost instead
-    pf_recover: bool = field(default_factory=lambda: pf_recovery_from_env(os.environ))
-
-
-def pf_recovery_from_env(env: dict[str, str] | os._Environ) -> bool:
-    """MMREPLAY_PAGE_FREE_RECOVERY: "off" (or 0, no, false) turns page_free's recovery programs off; unset: on."""
-    return env.get("MMREPLAY_PAGE_FREE_RECOVERY", "on").strip().lower() not in ("off", "0", "no", "false")
+    pf_recover: bool = True
 
 
 @dataclass
