@@ -809,14 +809,17 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 				lk->nonspinnable = 0;
 				return 1;
 			}
-			if (!classic && !need_resched(e, th, now)) {
+			/* a woken writer that finds the lock taken sleeps again without spinning, unless it has
+			 * waited handoff_after (handoff_set: it spins on a running writer owner, never on readers) */
+			int retry = th->retrying;
+			if (!classic && !need_resched(e, th, now) && !(retry && now - th->wait_start < lk->handoff_after)) {
 				if (lk->owner >= 0 && e->th[lk->owner].oncpu) { /* spin while the owning writer runs */
 					if (dq_push(&lk->q, th->idx))
 						e->err = ERR_NOMEM;
 					spin(e, th, now, 0);
 					return 0;
 				}
-				if (lk->owner < 0 && !lk->nonspinnable) { /* spin on the readers, for a while */
+				if (lk->owner < 0 && !lk->nonspinnable && !retry) { /* spin on the readers, for a while */
 					if (dq_push(&lk->q, th->idx))
 						e->err = ERR_NOMEM;
 					spin(e, th, now, 0);

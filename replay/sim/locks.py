@@ -252,12 +252,17 @@ class RWSem:
                 self.nonspinnable = False
                 return True
             w = self.writer
-            if not self.classic and not self.eng.need_resched(th, now):
+            # a woken writer that finds the lock taken goes back to sleep without spinning (the optimistic
+            # spin is before queueing, rwsem_down_write_slowpath; its wait loop only retries the lock), unless
+            # it has waited handoff_after (handoff_set: it spins on a running writer owner, never on readers)
+            retry = th.retrying
+            if not self.classic and not self.eng.need_resched(th, now) and not (
+                    retry and now - th.wait_start < self.handoff_after):
                 if w is not None and w.oncpu:  # spin while the owning writer runs
                     self.spinners.append(th)
                     self.eng.spin(th, now, False)
                     return False
-                if w is None and not self.nonspinnable:  # spin on the readers, for a while
+                if w is None and not self.nonspinnable and not retry:  # spin on the readers, for a while
                     self.spinners.append(th)
                     self.eng.spin(th, now, False)
                     self.eng.spin_limit(th, now + (20 + min(self.readers, 30)) * 500)  # rwsem_rspin_threshold
