@@ -199,14 +199,15 @@ def _behind_a_blocked_writer(lock, *waiters):
 def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_classic_rwsem():
     """T1 blocks holding the lock for write; writer T2 sleeps on it from 1 000. T1 unlocks at 6 100.
     Today the unlock wakes T2 to retry (it runs at 7 100) and reader T3, trying at 6 200, steals
-    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned, spins on the
-    reader and takes it when T3 leaves (9 200). The classic rwsem grants T2 the lock at the unlock,
+    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned and sleeps again
+    (a woken writer does not spin: rwsem_down_write_slowpath's wait loop only retries the lock), T3's
+    unlock at 9 200 wakes it and it runs at 10 200. The classic rwsem grants T2 the lock at the unlock,
     and T3 queues behind it."""
     lock = LockRef("mmap_lock", 1)
     threads = [*_behind_a_blocked_writer(lock, ("write", 100)),
                Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200)]
     today = _holds(threads, "mmap_lock=rwsem")
-    assert today[3] == (6_200, 0) and today[2] == (9_200, 8_200)
+    assert today[3] == (6_200, 0) and today[2] == (10_200, 9_200)
     classic = _holds(threads, "mmap_lock=rwsem-classic")
     assert classic[2] == (7_100, 6_100) and classic[3] == (8_200, 2_000)
 
