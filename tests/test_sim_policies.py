@@ -427,9 +427,10 @@ def test_hand_offs_across_sockets_cost_the_remote_line_transfer():
 def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_first(policy, knob):
     """T1 blocks holding the lock, so T2 sleeps on it from 1 000. T1 unlocks at 6 100 and wakes T2,
     which needs 1 000 ns to run; T3 tries at 6 200 and takes the free lock at once (the kernel's
-    wake-and-retry, no convoy). T2 retries at 7 100, loses, spins on the running T3 and gets the lock
-    at 9 200: one wait, logged once, from its first attempt. A waiter past the hand-off time is
-    handed the lock at the unlock instead, and then T3 waits."""
+    wake-and-retry, no convoy). T2 retries at 7 100 and loses: a mutex waiter spins on the running T3
+    and gets the lock at 9 200; an rwsem writer sleeps again (its wait loop does not spin), T3's unlock
+    at 9 200 wakes it and it runs at 10 200. One wait, logged once, from its first attempt. A waiter
+    past the hand-off time is handed the lock at the unlock instead, and then T3 waits."""
     lock = LockRef("i_mmap_rwsem", 1)
     threads = [
         Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
@@ -447,9 +448,14 @@ def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_fir
     holds, waits = run(10**12)
     assert holds[1]["ts"] + holds[1]["dur"] == 6_100
     assert (holds[3]["ts"], holds[3]["wait"]) == (6_200, 0)  # the running task took the lock first
-    assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)  # after T3, its whole wait logged
-    assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
-        (2, 1_000, 8_200, 2_100, True)]
+    if knob == "mutex_handoff_after_ns":
+        assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)  # after T3, its whole wait logged
+        assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
+            (2, 1_000, 8_200, 2_100, True)]
+    else:
+        assert (holds[2]["ts"], holds[2]["wait"]) == (10_200, 9_200)
+        assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
+            (2, 1_000, 9_200, 0, True)]
 
     holds, waits = run(0)  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
     assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
