@@ -25,21 +25,23 @@ MMAP = LockRef("mmap_lock", 0x100)
 ENGINES = ["python", pytest.param("c", marks=needs_c)]
 
 
-def _steal(block_ns: int) -> Workload:
+def _steal(block_ns: int, steal_hold_ns: int = 20_000) -> Workload:
     """Writer 10 takes mmap_lock and sleeps ``block_ns`` holding it, so writer 11, asking 500 ns later, sleeps
     (its owner is off its CPU). At 10's release 11 is woken to retry; writer 12, running all along, takes the
-    free lock 1 µs after the release, before 11 runs (5 µs wake-up), and holds it 20 µs on its CPU."""
+    free lock 1 µs after the release, before 11 runs (5 µs wake-up), and holds it ``steal_hold_ns`` on its CPU."""
     holder = Thread(10, 10, [Span("munmap", (Critical(MMAP, "write", 1_000, body=(Block(block_ns),)),))],
                     start_ns=0)
     waiter = Thread(11, 10, [Think(500), Span("mmap", (Critical(MMAP, "write", 100),))], start_ns=0)
     release = block_ns + 6_000  # the holder's wake-up (5 µs) and its 1-µs hold after the block
-    thief = Thread(12, 10, [Think(release + 1_000), Span("mmap", (Critical(MMAP, "write", 20_000),))], start_ns=0)
+    thief = Thread(12, 10, [Think(release + 1_000), Span("mmap", (Critical(MMAP, "write", steal_hold_ns),))],
+                   start_ns=0)
     return Workload([holder, waiter, thief], cpus=3)
 
 
-def _cfg(engine: str, handoff: int = 4_000_000, **kw) -> SimConfig:
+def _cfg(engine: str, handoff: int = 4_000_000, window: int = 0, **kw) -> SimConfig:
     return SimConfig(cpus=3, policy=resolve("current"), preempt="none", probe=False, engine=engine,
-                     costs=replace(Costs.zero(), wakeup_ns=5_000, rwsem_handoff_after_ns=handoff), **kw)
+                     costs=replace(Costs.zero(), wakeup_ns=5_000, rwsem_handoff_after_ns=handoff,
+                                   lock_sleep_window_ns=window), **kw)
 
 
 def _waiter(res) -> tuple[int, int, int]:
@@ -68,6 +70,19 @@ def test_a_writer_that_waited_for_the_handoff_spins_on_a_running_writer(engine):
     # release (119 µs) without sleeping again
     res = simulate(_steal(92_000), _cfg(engine, handoff=100_000))
     assert _waiter(res) == (1, 118_500, 119_000)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_woken_writer_that_lost_goes_back_to_sleep_without_the_way_to_sleep(engine):
+    """The way to sleep (``lock_sleep_window_ns``, 12 µs here) is a new wait's: ``contention_begin`` and the
+    recorder's program, then ``schedule()``. A woken writer that loses its retry has neither and sleeps at
+    once; a wake during its short way back does not keep it on its CPU (on the fresh mmap1_threads recording
+    196 of 350 such re-sleeps were woken between their switch-in and switch-out and slept all the same)."""
+    res = simulate(_steal(10_000, steal_hold_ns=8_000), _cfg(engine, window=12_000))
+    # 11 asks at 0.5 µs, its way to sleep ends at 12.5 µs (the release is at 16 µs): it sleeps; woken at 16 µs,
+    # it runs at 21 µs and finds 12 holding the lock (17-25 µs): it sleeps at once, is woken at 25 µs and runs
+    # at 30 µs (on the code before: it stayed on its CPU 21-33 µs and retried there at 12's release, 25 µs)
+    assert _waiter(res) == (2, 29_500, 30_000)
 
 
 @needs_c

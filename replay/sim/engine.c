@@ -586,9 +586,8 @@ static void begin_window(Engine *e, Thread *th, i64 now)
 static void sleep_on_lock(Engine *e, Thread *th, i64 now)
 {
 	th->state = SLEEP;
-	if (e->p.sleep_window) {
-		if (!th->retrying)
-			th->slept = 0;
+	if (e->p.sleep_window && !th->retrying) { /* a new wait; a woken waiter that lost sleeps at once */
+		th->slept = 0;
 		begin_window(e, th, now);
 		return;
 	}
@@ -602,7 +601,7 @@ static void spin_to_sleep(Engine *e, Thread *th, i64 now)
 	th->spun += d;
 	e->s.spin_ns += d;
 	th->state = SLEEP;
-	if (e->p.sleep_window) {
+	if (e->p.sleep_window && !th->retrying) {
 		begin_window(e, th, now);
 		return;
 	}

@@ -415,11 +415,12 @@ class Engine:
 
     def sleep_on_lock(self, th: SimThread, now: int) -> None:
         th.state = SLEEP
-        if self.sleep_window:
-            if not th.retrying:  # a new wait: it has not slept yet (a retry keeps its earlier sleep)
-                th.slept = False
+        if self.sleep_window and not th.retrying:  # a new wait: it has not slept yet
+            th.slept = False
             self.begin_window(th, now)
             return
+        # a woken waiter that lost its retry goes back to sleep at once: its way back (no contention_begin,
+        # no recorder's program) is short, and a wake on it does not keep it on its CPU (issue #16 item 2)
         th.slept = True
         self.leave_cpu(th, now, R_SLEEP_LOCK)
 
@@ -428,7 +429,7 @@ class Engine:
         th.spun += d
         self.spin_ns += d
         th.state = SLEEP
-        if self.sleep_window:
+        if self.sleep_window and not th.retrying:
             self.begin_window(th, now)
             return
         th.slept = True
