@@ -583,11 +583,13 @@ static void begin_window(Engine *e, Thread *th, i64 now)
 	push(e, now + e->p.sleep_window, E_PSLEEP, th->idx, th->spins);
 }
 
-static void sleep_on_lock(Engine *e, Thread *th, i64 now)
+/* engine.py sleep_on_lock: through the way to sleep unless again (an rwsem writer woken to retry that lost) */
+static void sleep_on_lock(Engine *e, Thread *th, i64 now, int again)
 {
 	th->state = SLEEP;
-	if (e->p.sleep_window && !th->retrying) { /* a new wait; a woken waiter that lost sleeps at once */
-		th->slept = 0;
+	if (e->p.sleep_window && !again) {
+		if (!th->retrying)
+			th->slept = 0;
 		begin_window(e, th, now);
 		return;
 	}
@@ -595,13 +597,13 @@ static void sleep_on_lock(Engine *e, Thread *th, i64 now)
 	leave_cpu(e, th, now, e->p.r_sleep_lock);
 }
 
-static void spin_to_sleep(Engine *e, Thread *th, i64 now)
+static void spin_to_sleep(Engine *e, Thread *th, i64 now, int again)
 {
 	i64 d = now - th->spin_start;
 	th->spun += d;
 	e->s.spin_ns += d;
 	th->state = SLEEP;
-	if (e->p.sleep_window && !th->retrying) {
+	if (e->p.sleep_window && !again) {
 		begin_window(e, th, now);
 		return;
 	}
@@ -708,7 +710,7 @@ static void mutex_spinners_sleep(Engine *e, Lock *lk, i64 now)
 	while (lk->q.n) {
 		Thread *s = &e->th[dq_pop(&lk->q)];
 		sleepers_queue(e, &lk->sleepers, s, s->idx);
-		spin_to_sleep(e, s, now);
+		spin_to_sleep(e, s, now, 0);
 	}
 }
 
@@ -717,7 +719,7 @@ static void rwsem_spinners_sleep(Engine *e, Lock *lk, i64 now)
 	while (lk->q.n) {
 		Thread *s = &e->th[dq_pop(&lk->q)];
 		sleepers_queue(e, &lk->sleepers, s, s->idx * 2 + 1);
-		spin_to_sleep(e, s, now);
+		spin_to_sleep(e, s, now, s->retrying);
 	}
 }
 
@@ -794,7 +796,7 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			spin(e, th, now, 0);
 		} else {
 			sleepers_queue(e, &lk->sleepers, th, th->idx);
-			sleep_on_lock(e, th, now);
+			sleep_on_lock(e, th, now, 0);
 		}
 		return 0;
 	case L_RWSEM:
@@ -844,7 +846,7 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			}
 		}
 		sleepers_queue(e, &lk->sleepers, th, th->idx * 2 + (write ? 1 : 0));
-		sleep_on_lock(e, th, now);
+		sleep_on_lock(e, th, now, th->retrying); /* a woken writer that lost: back to sleep at once */
 		return 0;
 	}
 	default: /* L_RECORDED */ {
@@ -973,7 +975,7 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 		return;
 	}
 	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
-	spin_to_sleep(e, th, now);
+	spin_to_sleep(e, th, now, lk->kind == L_RWSEM && th->retrying);
 }
 
 /* Lock.downgrade: downgrade_write on an rwsem (others cannot share: the hold stays exclusive) */

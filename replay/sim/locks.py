@@ -281,7 +281,7 @@ class RWSem:
                     self._wake_readers(now)
                 return True
         self._queue(th, write)
-        self.eng.sleep_on_lock(th, now)
+        self.eng.sleep_on_lock(th, now, th.retrying)  # a woken writer that lost: back to sleep at once
         return False
 
     def _queue(self, th: SimThread, write: bool) -> None:
@@ -350,7 +350,7 @@ class RWSem:
         while self.spinners:
             s = self.spinners.popleft()
             self._queue(s, True)
-            self.eng.spin_to_sleep(s, now)
+            self.eng.spin_to_sleep(s, now, s.retrying)
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
         if self.writer is th and self.spinners:
@@ -361,7 +361,7 @@ class RWSem:
             raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th, True)
-        self.eng.spin_to_sleep(th, now)
+        self.eng.spin_to_sleep(th, now, th.retrying)
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0
