@@ -430,7 +430,9 @@ def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_fir
     wake-and-retry, no convoy). T2 retries at 7 100 and loses: a mutex waiter spins on the running T3
     and gets the lock at 9 200; an rwsem writer sleeps again (its wait loop does not spin), T3's unlock
     at 9 200 wakes it and it runs at 10 200. One wait, logged once, from its first attempt. A waiter
-    past the hand-off time is handed the lock at the unlock instead, and then T3 waits."""
+    past the hand-off time is handed the lock at the unlock instead, and then T3 waits -- an rwsem writer only
+    once it has been woken and found the lock taken (it sets RWSEM_FLAG_HANDOFF itself): T2, asleep since
+    it queued, is woken, T3 takes the lock, and T2, now flagged, spins on T3 and gets it at 9 200."""
     lock = LockRef("i_mmap_rwsem", 1)
     threads = [
         Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
@@ -457,10 +459,14 @@ def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_fir
         assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
             (2, 1_000, 9_200, 0, True)]
 
-    holds, waits = run(0)  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
-    assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
-    assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
-    assert sorted(r["tid"] for r in waits) == [2, 3]
+    holds, waits = run(0)
+    if knob == "mutex_handoff_after_ns":  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
+        assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
+        assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
+        assert sorted(r["tid"] for r in waits) == [2, 3]
+    else:  # an rwsem writer sets the hand-off flag itself once woken: T3 takes the lock first, T2 spins on it
+        assert (holds[3]["ts"], holds[3]["wait"]) == (6_200, 0)
+        assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)
 
 
 def test_the_3_0_mutex_spinners_race_for_the_lock_at_a_ticket_lock_cost():

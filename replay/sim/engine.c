@@ -860,6 +860,13 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 	}
 }
 
+/* RWSem._handoff: RWSEM_FLAG_HANDOFF for the head writer at a release no spinner takes -- it has waited
+ * handoff_after and has been woken and found the lock taken since (it sets the flag itself, rwsem_try_write_lock) */
+static int rwsem_handoff(const Lock *lk, const Thread *head, i64 now)
+{
+	return now - head->wait_start >= lk->handoff_after && head->retrying;
+}
+
 static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 {
 	switch (lk->kind) {
@@ -935,7 +942,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		} else if (sl->n) {
 			if (dq_front(sl) & 1) {
 				Thread *nxt = &e->th[dq_pop(sl) >> 1];
-				if (lk->kind == L_RWSEM_CLASSIC || now - nxt->wait_start >= lk->handoff_after) {
+				if (lk->kind == L_RWSEM_CLASSIC || rwsem_handoff(lk, nxt, now)) {
 					lk->owner = nxt->idx;
 					lk->nonspinnable = 0;
 					grant_sleeper(e, nxt, now);

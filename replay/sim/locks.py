@@ -326,6 +326,8 @@ class RWSem:
                 self.eng.grant_spin(th, nxt, now)
             return
         sleepers, spinners = self.sleepers, self.spinners
+        # a spinner does not steal from a sleeper that has waited handoff_after (the replay's spinners do not wake
+        # it at each release, as the kernel's up_write does: the time alone stands for its flag there)
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
             self.writer = nxt
@@ -334,7 +336,7 @@ class RWSem:
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
-                if self.classic or now - nxt.wait_start >= self.handoff_after:
+                if self.classic or self._handoff(nxt, now):
                     self.writer = nxt
                     self.nonspinnable = False
                     self.eng.grant_sleeper(nxt, now)
@@ -345,6 +347,13 @@ class RWSem:
             else:
                 self._wake_readers(now)
             self._spinners_sleep(now)
+
+    def _handoff(self, th: SimThread, now: int) -> bool:
+        """RWSEM_FLAG_HANDOFF for the head writer at a release no spinner takes: it has waited ``handoff_after`` and
+        has been woken and found the lock taken since -- a writer sets the flag itself, in the trylock of its wait
+        loop (rwsem_try_write_lock), so one asleep since it queued (behind a reader's long hold, which wakes
+        nobody until it ends) has not, and a running task may still take the lock first at the release."""
+        return now - th.wait_start >= self.handoff_after and th.retrying
 
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
