@@ -220,6 +220,18 @@ def _place(ops: Sequence[Op], ivs: list[tuple[int, int, bool]], overhead_ns: int
         elif sleeping:
             # a task preempted holding a sleeping lock: the others wait for it, as they did (a section with no
             # nested op gets it before its hold time: the offset inside a hold is not recorded)
+            dg = op.downgrade
+            if dg is not None and dg.at_ns is not None:
+                # after mmap_write_downgrade the task held the lock for read: an interval that began there goes
+                # into the read part (placed in the write part, it held the lock for write: other readers waited)
+                later = [iv for iv in here if iv[0] >= dg.at_ns]
+                here = [iv for iv in here if iv[0] < dg.at_ns]
+                if later:
+                    (dg,) = _place((dg,), later, overhead_ns, count)
+                    op = replace(op, downgrade=dg)
+            if not here:
+                out.append(op)
+                continue
             if op.body:
                 body = _place(op.body, here, overhead_ns, count)
             else:

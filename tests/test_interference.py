@@ -143,6 +143,23 @@ def test_preempted_inside_a_hold_with_no_nested_op_the_block_is_under_the_lock()
     assert out.workload.threads[0].ops[1].body == (replace(crit, body=(Block(5_000, 2_000),)),)
 
 
+def test_preempted_after_mmap_write_downgrade_the_block_is_under_the_read_lock():
+    """munmap holds mmap_lock for write, then for read after mmap_write_downgrade (the zap, ms long for a large
+    region): a preemption that began in the read part is placed there, where the others' readers could share the
+    lock, not at the end of the write part (as it was: on a page_fault1_threads recording its two preemptions in a
+    20.6-ms read part made the replayed write hold 785 µs instead of 31 µs, docs/VALIDATION.md §e item 11)."""
+    lock = LockRef("mmap_lock", 1)
+    read = Critical(lock, "read", 0, (Think(6_000, 3_000),), 3_000)
+    write = Critical(lock, "write", 0, (Think(2_000, 1_000),), 1_000, downgrade=read)
+    ops = [Think(1_000, 0), Span("munmap", (write,), 1_000, 8_000), Think(1_000, 9_000)]
+    out = apply(Workload([Thread(7, 7, ops)], cpus=1, contiguous=True),
+                Interference({7: [(1_500, 1_000), (5_000, 4_000)]}), overhead_ns=0)
+    assert (out.placed, out.moved) == (2, 0)
+    (got,) = out.workload.threads[0].ops[1].body
+    assert got.body == (Think(500, 1_000), Block(1_000, 1_500), Think(1_500, 2_500))  # the write part's own
+    assert got.downgrade.body == (Think(2_000, 3_000), Block(4_000, 5_000), Think(4_000, 9_000))
+
+
 def _woken_trace(path, cpus: int, other_runs: bool):
     """Task 100 sleeps 40 µs in a contended mmap_lock wait, the last 30 µs of it woken and waiting for its CPU
     (another job had it), then sleeps 20 µs outside any wait, woken 15 µs before it runs."""

@@ -199,14 +199,15 @@ def _behind_a_blocked_writer(lock, *waiters):
 def test_a_reader_steals_a_free_rwsem_from_a_woken_writer_today_but_not_in_the_classic_rwsem():
     """T1 blocks holding the lock for write; writer T2 sleeps on it from 1 000. T1 unlocks at 6 100.
     Today the unlock wakes T2 to retry (it runs at 7 100) and reader T3, trying at 6 200, steals
-    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned, spins on the
-    reader and takes it when T3 leaves (9 200). The classic rwsem grants T2 the lock at the unlock,
+    the free lock (reader optimistic lock stealing, 5.11+); T2 finds it reader-owned and sleeps again
+    (a woken writer does not spin: rwsem_down_write_slowpath's wait loop only retries the lock), T3's
+    unlock at 9 200 wakes it and it runs at 10 200. The classic rwsem grants T2 the lock at the unlock,
     and T3 queues behind it."""
     lock = LockRef("mmap_lock", 1)
     threads = [*_behind_a_blocked_writer(lock, ("write", 100)),
                Thread(tid=3, pid=1, ops=[Critical(lock, "read", 3_000)], start_ns=6_200)]
     today = _holds(threads, "mmap_lock=rwsem")
-    assert today[3] == (6_200, 0) and today[2] == (9_200, 8_200)
+    assert today[3] == (6_200, 0) and today[2] == (10_200, 9_200)
     classic = _holds(threads, "mmap_lock=rwsem-classic")
     assert classic[2] == (7_100, 6_100) and classic[3] == (8_200, 2_000)
 
@@ -426,9 +427,12 @@ def test_hand_offs_across_sockets_cost_the_remote_line_transfer():
 def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_first(policy, knob):
     """T1 blocks holding the lock, so T2 sleeps on it from 1 000. T1 unlocks at 6 100 and wakes T2,
     which needs 1 000 ns to run; T3 tries at 6 200 and takes the free lock at once (the kernel's
-    wake-and-retry, no convoy). T2 retries at 7 100, loses, spins on the running T3 and gets the lock
-    at 9 200: one wait, logged once, from its first attempt. A waiter past the hand-off time is
-    handed the lock at the unlock instead, and then T3 waits."""
+    wake-and-retry, no convoy). T2 retries at 7 100 and loses: a mutex waiter spins on the running T3
+    and gets the lock at 9 200; an rwsem writer sleeps again (its wait loop does not spin), T3's unlock
+    at 9 200 wakes it and it runs at 10 200. One wait, logged once, from its first attempt. A waiter
+    past the hand-off time is handed the lock at the unlock instead, and then T3 waits -- an rwsem writer only
+    once it has been woken and found the lock taken (it sets RWSEM_FLAG_HANDOFF itself): T2, asleep since
+    it queued, is woken, T3 takes the lock, and T2, now flagged, spins on T3 and gets it at 9 200."""
     lock = LockRef("i_mmap_rwsem", 1)
     threads = [
         Thread(tid=1, pid=1, ops=[Critical(lock, "write", 100, (Block(5_000),))]),
@@ -446,14 +450,23 @@ def test_unlock_wakes_the_sleeper_to_retry_and_a_running_task_takes_the_lock_fir
     holds, waits = run(10**12)
     assert holds[1]["ts"] + holds[1]["dur"] == 6_100
     assert (holds[3]["ts"], holds[3]["wait"]) == (6_200, 0)  # the running task took the lock first
-    assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)  # after T3, its whole wait logged
-    assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
-        (2, 1_000, 8_200, 2_100, True)]
+    if knob == "mutex_handoff_after_ns":
+        assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)  # after T3, its whole wait logged
+        assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
+            (2, 1_000, 8_200, 2_100, True)]
+    else:
+        assert (holds[2]["ts"], holds[2]["wait"]) == (10_200, 9_200)
+        assert [(r["tid"], r["ts"], r["dur"], r["spun_ns"], r["slept"]) for r in waits] == [
+            (2, 1_000, 9_200, 0, True)]
 
-    holds, waits = run(0)  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
-    assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
-    assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
-    assert sorted(r["tid"] for r in waits) == [2, 3]
+    holds, waits = run(0)
+    if knob == "mutex_handoff_after_ns":  # hand-off: the lock goes to T2 at the unlock, T3 waits for it
+        assert (holds[2]["ts"], holds[2]["wait"]) == (7_100, 6_100)
+        assert (holds[3]["ts"], holds[3]["wait"]) == (8_200, 2_000)  # slept on the off-CPU owner, woken at 7 200
+        assert sorted(r["tid"] for r in waits) == [2, 3]
+    else:  # an rwsem writer sets the hand-off flag itself once woken: T3 takes the lock first, T2 spins on it
+        assert (holds[3]["ts"], holds[3]["wait"]) == (6_200, 0)
+        assert (holds[2]["ts"], holds[2]["wait"]) == (9_200, 8_200)
 
 
 def test_the_3_0_mutex_spinners_race_for_the_lock_at_a_ticket_lock_cost():

@@ -583,10 +583,11 @@ static void begin_window(Engine *e, Thread *th, i64 now)
 	push(e, now + e->p.sleep_window, E_PSLEEP, th->idx, th->spins);
 }
 
-static void sleep_on_lock(Engine *e, Thread *th, i64 now)
+/* engine.py sleep_on_lock: through the way to sleep unless again (an rwsem writer woken to retry that lost) */
+static void sleep_on_lock(Engine *e, Thread *th, i64 now, int again)
 {
 	th->state = SLEEP;
-	if (e->p.sleep_window) {
+	if (e->p.sleep_window && !again) {
 		if (!th->retrying)
 			th->slept = 0;
 		begin_window(e, th, now);
@@ -596,13 +597,13 @@ static void sleep_on_lock(Engine *e, Thread *th, i64 now)
 	leave_cpu(e, th, now, e->p.r_sleep_lock);
 }
 
-static void spin_to_sleep(Engine *e, Thread *th, i64 now)
+static void spin_to_sleep(Engine *e, Thread *th, i64 now, int again)
 {
 	i64 d = now - th->spin_start;
 	th->spun += d;
 	e->s.spin_ns += d;
 	th->state = SLEEP;
-	if (e->p.sleep_window) {
+	if (e->p.sleep_window && !again) {
 		begin_window(e, th, now);
 		return;
 	}
@@ -709,7 +710,7 @@ static void mutex_spinners_sleep(Engine *e, Lock *lk, i64 now)
 	while (lk->q.n) {
 		Thread *s = &e->th[dq_pop(&lk->q)];
 		sleepers_queue(e, &lk->sleepers, s, s->idx);
-		spin_to_sleep(e, s, now);
+		spin_to_sleep(e, s, now, 0);
 	}
 }
 
@@ -718,7 +719,7 @@ static void rwsem_spinners_sleep(Engine *e, Lock *lk, i64 now)
 	while (lk->q.n) {
 		Thread *s = &e->th[dq_pop(&lk->q)];
 		sleepers_queue(e, &lk->sleepers, s, s->idx * 2 + 1);
-		spin_to_sleep(e, s, now);
+		spin_to_sleep(e, s, now, s->retrying);
 	}
 }
 
@@ -795,7 +796,7 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			spin(e, th, now, 0);
 		} else {
 			sleepers_queue(e, &lk->sleepers, th, th->idx);
-			sleep_on_lock(e, th, now);
+			sleep_on_lock(e, th, now, 0);
 		}
 		return 0;
 	case L_RWSEM:
@@ -809,14 +810,17 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 				lk->nonspinnable = 0;
 				return 1;
 			}
-			if (!classic && !need_resched(e, th, now)) {
+			/* a woken writer that finds the lock taken sleeps again without spinning, unless it has
+			 * waited handoff_after (handoff_set: it spins on a running writer owner, never on readers) */
+			int retry = th->retrying;
+			if (!classic && !need_resched(e, th, now) && !(retry && now - th->wait_start < lk->handoff_after)) {
 				if (lk->owner >= 0 && e->th[lk->owner].oncpu) { /* spin while the owning writer runs */
 					if (dq_push(&lk->q, th->idx))
 						e->err = ERR_NOMEM;
 					spin(e, th, now, 0);
 					return 0;
 				}
-				if (lk->owner < 0 && !lk->nonspinnable) { /* spin on the readers, for a while */
+				if (lk->owner < 0 && !lk->nonspinnable && !retry) { /* spin on the readers, for a while */
 					if (dq_push(&lk->q, th->idx))
 						e->err = ERR_NOMEM;
 					spin(e, th, now, 0);
@@ -842,7 +846,7 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 			}
 		}
 		sleepers_queue(e, &lk->sleepers, th, th->idx * 2 + (write ? 1 : 0));
-		sleep_on_lock(e, th, now);
+		sleep_on_lock(e, th, now, th->retrying); /* a woken writer that lost: back to sleep at once */
 		return 0;
 	}
 	default: /* L_RECORDED */ {
@@ -854,6 +858,13 @@ static int lock_acquire(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		return 0;
 	}
 	}
+}
+
+/* RWSem._handoff: RWSEM_FLAG_HANDOFF for the head writer at a release no spinner takes -- it has waited
+ * handoff_after and has been woken and found the lock taken since (it sets the flag itself, rwsem_try_write_lock) */
+static int rwsem_handoff(const Lock *lk, const Thread *head, i64 now)
+{
+	return now - head->wait_start >= lk->handoff_after && head->retrying;
 }
 
 static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
@@ -931,7 +942,7 @@ static void lock_release(Engine *e, Lock *lk, Thread *th, i64 now, int write)
 		} else if (sl->n) {
 			if (dq_front(sl) & 1) {
 				Thread *nxt = &e->th[dq_pop(sl) >> 1];
-				if (lk->kind == L_RWSEM_CLASSIC || now - nxt->wait_start >= lk->handoff_after) {
+				if (lk->kind == L_RWSEM_CLASSIC || rwsem_handoff(lk, nxt, now)) {
 					lk->owner = nxt->idx;
 					lk->nonspinnable = 0;
 					grant_sleeper(e, nxt, now);
@@ -971,7 +982,7 @@ static void lock_abort_spin(Engine *e, Lock *lk, Thread *th, i64 now)
 		return;
 	}
 	sleepers_queue(e, &lk->sleepers, th, lk->kind == L_RWSEM ? th->idx * 2 + 1 : th->idx);
-	spin_to_sleep(e, th, now);
+	spin_to_sleep(e, th, now, lk->kind == L_RWSEM && th->retrying);
 }
 
 /* Lock.downgrade: downgrade_write on an rwsem (others cannot share: the hold stays exclusive) */

@@ -413,9 +413,13 @@ class Engine:
                 th.poff_class = self.lock_cls[th.code[th.pc][1]]
             th.pcount += 1
 
-    def sleep_on_lock(self, th: SimThread, now: int) -> None:
+    def sleep_on_lock(self, th: SimThread, now: int, again: bool = False) -> None:
+        """``th`` sleeps on its lock, through the way to sleep (``lock_sleep_window_ns``) unless ``again``: an
+        rwsem writer woken to retry that lost goes back to sleep at once -- its way back has no contention_begin
+        and no recorder's program, and a wake on it does not keep it on its CPU (issue #16 item 2; a mutex
+        waiter's retry fires contention_begin again and keeps the window)."""
         th.state = SLEEP
-        if self.sleep_window:
+        if self.sleep_window and not again:
             if not th.retrying:  # a new wait: it has not slept yet (a retry keeps its earlier sleep)
                 th.slept = False
             self.begin_window(th, now)
@@ -423,12 +427,12 @@ class Engine:
         th.slept = True
         self.leave_cpu(th, now, R_SLEEP_LOCK)
 
-    def spin_to_sleep(self, th: SimThread, now: int) -> None:
+    def spin_to_sleep(self, th: SimThread, now: int, again: bool = False) -> None:
         d = now - th.spin_start
         th.spun += d
         self.spin_ns += d
         th.state = SLEEP
-        if self.sleep_window:
+        if self.sleep_window and not again:
             self.begin_window(th, now)
             return
         th.slept = True

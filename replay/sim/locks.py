@@ -252,12 +252,17 @@ class RWSem:
                 self.nonspinnable = False
                 return True
             w = self.writer
-            if not self.classic and not self.eng.need_resched(th, now):
+            # a woken writer that finds the lock taken goes back to sleep without spinning (the optimistic
+            # spin is before queueing, rwsem_down_write_slowpath; its wait loop only retries the lock), unless
+            # it has waited handoff_after (handoff_set: it spins on a running writer owner, never on readers)
+            retry = th.retrying
+            if not self.classic and not self.eng.need_resched(th, now) and not (
+                    retry and now - th.wait_start < self.handoff_after):
                 if w is not None and w.oncpu:  # spin while the owning writer runs
                     self.spinners.append(th)
                     self.eng.spin(th, now, False)
                     return False
-                if w is None and not self.nonspinnable:  # spin on the readers, for a while
+                if w is None and not self.nonspinnable and not retry:  # spin on the readers, for a while
                     self.spinners.append(th)
                     self.eng.spin(th, now, False)
                     self.eng.spin_limit(th, now + (20 + min(self.readers, 30)) * 500)  # rwsem_rspin_threshold
@@ -276,7 +281,7 @@ class RWSem:
                     self._wake_readers(now)
                 return True
         self._queue(th, write)
-        self.eng.sleep_on_lock(th, now)
+        self.eng.sleep_on_lock(th, now, th.retrying)  # a woken writer that lost: back to sleep at once
         return False
 
     def _queue(self, th: SimThread, write: bool) -> None:
@@ -321,6 +326,8 @@ class RWSem:
                 self.eng.grant_spin(th, nxt, now)
             return
         sleepers, spinners = self.sleepers, self.spinners
+        # a spinner does not steal from a sleeper that has waited handoff_after (the replay's spinners do not wake
+        # it at each release, as the kernel's up_write does: the time alone stands for its flag there)
         if spinners and not (sleepers and now - sleepers[0][0].wait_start >= self.handoff_after):
             nxt = spinners.popleft()
             self.writer = nxt
@@ -329,7 +336,7 @@ class RWSem:
         elif sleepers:
             if sleepers[0][1]:
                 nxt = sleepers.popleft()[0]
-                if self.classic or now - nxt.wait_start >= self.handoff_after:
+                if self.classic or self._handoff(nxt, now):
                     self.writer = nxt
                     self.nonspinnable = False
                     self.eng.grant_sleeper(nxt, now)
@@ -341,11 +348,18 @@ class RWSem:
                 self._wake_readers(now)
             self._spinners_sleep(now)
 
+    def _handoff(self, th: SimThread, now: int) -> bool:
+        """RWSEM_FLAG_HANDOFF for the head writer at a release no spinner takes: it has waited ``handoff_after`` and
+        has been woken and found the lock taken since -- a writer sets the flag itself, in the trylock of its wait
+        loop (rwsem_try_write_lock), so one asleep since it queued (behind a reader's long hold, which wakes
+        nobody until it ends) has not, and a running task may still take the lock first at the release."""
+        return now - th.wait_start >= self.handoff_after and th.retrying
+
     def _spinners_sleep(self, now: int) -> None:
         while self.spinners:
             s = self.spinners.popleft()
             self._queue(s, True)
-            self.eng.spin_to_sleep(s, now)
+            self.eng.spin_to_sleep(s, now, s.retrying)
 
     def owner_off_cpu(self, th: SimThread, now: int) -> None:
         if self.writer is th and self.spinners:
@@ -356,7 +370,7 @@ class RWSem:
             raise self.eng.inconsistent(th, now, "a waiter that cannot abort its spin was asked to")
         self.spinners.remove(th)
         self._queue(th, True)
-        self.eng.spin_to_sleep(th, now)
+        self.eng.spin_to_sleep(th, now, th.retrying)
 
     def release_wait(self, now: int) -> int:  # releases at once
         return 0
