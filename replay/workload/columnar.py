@@ -564,6 +564,10 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     # root's body (after its clipped acquisition), one after the other (a temporary at a time: a long
     # thread's per-interval arrays are the memory here)
     cbody = np.minimum(body, end)
+    # the body starts as recorded (read by the rare segments' Intervals): the clipped ones where they differ
+    over = np.flatnonzero(body != cbody)
+    body_over = dict(zip(over.tolist(), body[over].tolist(), strict=True))
+    del body, over
     r = first
     bad = is_derived | (kind == GATHER)
     del is_derived
@@ -597,7 +601,8 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
     ints = _Ints if emit else _list
     kinds = ints(kind)
-    starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
+    starts, ends, cbodies = ints(start), ints(end), ints(cbody)
+    bodies = _Bodies(cbodies, body_over) if body_over else cbodies
     codes, modes = ints(code_s), ints(mode_s)
     extras = ints(extra_s) if extra_s is not None else _Extras(kinds, starts, bodies, ends)
     locks, span_kinds = load.locks, load.span_kinds
@@ -800,6 +805,19 @@ class _Ints:
 
     def __len__(self) -> int:
         return len(self.a)
+
+
+class _Bodies:
+    """The recorded body starts in nesting order: the clipped ones but where ``over`` says otherwise."""
+
+    __slots__ = ("cbodies", "over")
+
+    def __init__(self, cbodies, over: dict[int, int]):
+        self.cbodies, self.over = cbodies, over
+
+    def __getitem__(self, i: int) -> int:
+        b = self.over.get(i)
+        return self.cbodies[i] if b is None else b
 
 
 class _Extras:
