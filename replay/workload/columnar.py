@@ -97,27 +97,34 @@ def _syscall_columns(trace: Trace) -> tuple[np.ndarray, ...]:
     the stretched exit_group durations written into ``dur`` by searchsorted instead of polars' left join of
     the whole table (a second wide copy of millions of rows)."""
     cols = ["tid", "ts", "seq", "pid", "dur", "name"]
-    sc = trace.scan("syscalls").select(cols).collect()  # in file order: sorted below a column at a time
-    ends = exit_group_ends(trace, sc)  # (its rows' order is not used)
-    dtype = sc["name"].dtype
+    lf = trace.scan("syscalls").select(cols)
+    frame: pl.DataFrame | None = None  # syscall_table's, when it is taken instead
+
+    def column(c: str) -> pl.Series:  # read a column at a time: polars' collect of the whole frame peaks at
+        return lf.select(c).collect().to_series() if frame is None else frame[c]  # twice its size
+
+    # only the exit_group rows are read by exit_group_ends (its rows' order is not used)
+    ends = exit_group_ends(trace, lf.filter(pl.col("name").cast(pl.String) == "exit_group").collect())
+    dtype = lf.collect_schema()["name"]
     names = dtype.categories.to_list() if hasattr(dtype, "categories") else None
-    tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+    tid, ts, seq = (column(c).to_numpy() for c in ("tid", "ts", "seq"))
     order = np.lexsort((seq, ts, tid))
     tid, ts, seq = tid[order], ts[order], seq[order]
     tie = (tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
     if tie.any() or (ends is not None and ends.select("tid", "ts").is_duplicated().any()):
         # rows equal in the sort key (their order is polars' sort's) or a join on a repeated key (it repeats
         # rows): syscall_table itself then
-        del sc, order, tid, ts, seq, tie
-        sc = syscall_table(trace)
+        del order, tid, ts, seq, tie
+        frame = syscall_table(trace)
         ends = None
-        tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+        tid, ts, seq = (frame[c].to_numpy() for c in ("tid", "ts", "seq"))
         order = np.arange(len(tid))
     del tie
-    pid = sc["pid"].to_numpy()[order]
-    dur = sc["dur"].to_numpy()[order]
-    code = sc["name"].to_physical().to_numpy()[order].astype(np.int64)
-    del sc, order
+    pid = column("pid").to_numpy()[order]
+    dur = column("dur").to_numpy()[order]
+    code = column("name").to_physical().to_numpy()[order].astype(np.int64)
+    frame = None
+    del order
     if ends is not None:
         exit_code = names.index("exit_group")
         rows = _by_tid(tid)
