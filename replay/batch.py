@@ -186,12 +186,19 @@ def _mapped(directory: str, locks: list, kinds: list[str]) -> Program:
     return Program(locks=locks, kinds=kinds, **arrays)
 
 
-def _flatten_shared(workload: Workload, configs: list, directories: list[Path], release: bool) -> list[tuple]:
+def _flatten_shared(workload: Workload, configs: list, directories: list[Path], release: bool,
+                    jobs: int = 1) -> list[tuple]:
     """Flatten ``workload`` for every config into its directory (_mapped's files), thread by thread
     (program.flatten_streamed); ``release``: each thread's ops are emptied once every config has walked
-    it. The programs are those program_for gives, byte for byte. Returns each one's (locks, kinds)."""
+    it. The programs are those program_for gives, byte for byte. Returns each one's (locks, kinds).
+
+    ``jobs`` above 1 (Linux): the configs are shared out between this process and up to ``jobs - 1``
+    forked ones, which flatten theirs at the same time (each config's walk is its own: its own
+    Flattener, lock and kind tables and noise; the same bytes). The forked ones read the ops and the
+    spooled instructions the parent holds (inherited, shared pages); this process releases its copy."""
+    global _FLATTEN
     from replay.sim.cbuild import EngineUnavailable, warn_fallback
-    from replay.sim.program import FlattenSpec, flatten_streamed
+    from replay.sim.program import FlattenSpec
 
     compiled = any(c.engine != "python" for c in configs)
     if compiled:
@@ -204,27 +211,63 @@ def _flatten_shared(workload: Workload, configs: list, directories: list[Path], 
             compiled = False
     specs = [FlattenSpec(c.policy.lock_policy, c.policy.gather, c.preempt, c.mode == "open", c.costs, c.perturb,
                          c.seed, compiled and c.engine != "python") for c in configs]
+    for d in directories:
+        d.mkdir()
+    parts = min(jobs, len(specs)) if sys.platform == "linux" else 1
+    shares = [list(range(k, len(specs), parts)) for k in range(parts)]  # config k to share k % parts
+    rest: dict[int, tuple] = {}
+    if parts > 1:
+        _FLATTEN = (workload, specs, directories)
+        pool = ProcessPoolExecutor(max_workers=parts - 1, mp_context=multiprocessing.get_context("fork"))
+        try:
+            # forked at submit, before this process walks (and releases) its own share
+            futures = [pool.submit(_flatten_part, share) for share in shares[1:]]
+            rest.update(zip(shares[0], _flatten_part(shares[0], release), strict=True))
+            for share, fut in zip(shares[1:], futures, strict=True):
+                rest.update(zip(share, fut.result(), strict=True))
+        finally:
+            _FLATTEN = None
+            pool.shutdown(cancel_futures=True)
+    else:
+        _FLATTEN = (workload, specs, directories)
+        try:
+            rest.update(zip(shares[0], _flatten_part(shares[0], release), strict=True))
+        finally:
+            _FLATTEN = None
+    out = []
+    for k, d in enumerate(directories):
+        start, floats, locks, kinds = rest[k]
+        np.save(d / "start.npy", start, allow_pickle=False)
+        np.save(d / "floats.npy", floats, allow_pickle=False)
+        out.append((locks, kinds))
+    return out
+
+
+#: (workload, flatten specs, directories) of the _flatten_shared under way, for the processes it forks
+_FLATTEN: tuple | None = None
+
+
+def _flatten_part(share: list[int], release: bool = False) -> list[tuple]:
+    """Flatten the configs ``share`` of the _flatten_shared under way into their directories' raw files;
+    their (start, floats, locks, kinds)."""
+    from replay.sim.program import flatten_streamed
+
+    assert _FLATTEN is not None
+    workload, specs, directories = _FLATTEN
     files = []
     try:
-        for d in directories:
-            d.mkdir()
-            files.append({name: open(d / f"{name}.bin", "xb") for name in _RAW})  # noqa: SIM115 (closed below)
+        for k in share:
+            files.append({name: open(directories[k] / f"{name}.bin", "xb") for name in _RAW})  # noqa: SIM115
 
         def sink(k: int, code: np.ndarray, points: np.ndarray) -> None:
             files[k]["code"].write(memoryview(np.ascontiguousarray(code, dtype=np.int64)).cast("B"))
             files[k]["points"].write(memoryview(np.ascontiguousarray(points, dtype=np.uint8)).cast("B"))
 
-        rest = flatten_streamed(workload, specs, sink, release=release)
+        return flatten_streamed(workload, [specs[k] for k in share], sink, release=release)
     finally:
         for f in files:
             for fh in f.values():
                 fh.close()
-    out = []
-    for d, (start, floats, locks, kinds) in zip(directories, rest, strict=True):
-        np.save(d / "start.npy", start, allow_pickle=False)
-        np.save(d / "floats.npy", floats, allow_pickle=False)
-        out.append((locks, kinds))
-    return out
 
 
 def _work_shared(spec: RunSpec, directory: str, locks: list, kinds: list[str], spill: str | None = None) -> Run:
@@ -304,7 +347,8 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
             # every set at once, a thread at a time, written as it goes; each thread's ops freed once
             # walked: the op objects leave while the programs are written (release_ops for the rest)
             dirs = [shared / str(g) for g in range(len(all_groups))]
-            tables = _flatten_shared(workload, [config_of(specs[g[0]], settings) for g in all_groups], dirs, True)
+            tables = _flatten_shared(workload, [config_of(specs[g[0]], settings) for g in all_groups], dirs, True,
+                                     jobs if parallel else 1)
             release_ops(workload)
             for group, d, (locks, kinds) in zip(all_groups, dirs, tables, strict=True):
                 tasks += [(i, (_work_shared, specs[i], str(d), locks, kinds)) for i in group]

@@ -75,9 +75,10 @@ SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest
 SETS = ("2.6.39", "current", "3.0")
 
 
-def _streamed_is(w: Workload, configs: list, expected: list, dirs: list[Path]) -> None:
-    """_flatten_shared (released) writes each config's expected Program, byte for byte, and empties the ops."""
-    tables = batch._flatten_shared(w, configs, dirs, release=True)
+def _streamed_is(w: Workload, configs: list, expected: list, dirs: list[Path], jobs: int = 1) -> None:
+    """_flatten_shared (released) writes each config's expected Program, byte for byte, and empties the ops
+    (``jobs``: shared out between this process and forked ones)."""
+    tables = batch._flatten_shared(w, configs, dirs, release=True, jobs=jobs)
     assert all(t.ops == [] for t in w.threads)
     for want, d, (locks, kinds) in zip(expected, dirs, tables, strict=True):
         got = batch._mapped(str(d), locks, kinds)
@@ -88,16 +89,17 @@ def _streamed_is(w: Workload, configs: list, expected: list, dirs: list[Path]) -
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
-@pytest.mark.parametrize("engine", ["c", "python"])
-def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sample, engine, tmp_path):
+@pytest.mark.parametrize(("engine", "jobs"), [("c", 1), ("python", 1), ("c", 3)])
+def test_streamed_flattening_writes_the_programs_flatten_gives_byte_for_byte(sample, engine, jobs, tmp_path):
     """Every set flattened thread by thread into files (what --jobs and release use) is program_for's
-    Program: code, points, start, floats, locks and kinds; also for open replay and with noise."""
+    Program: code, points, start, floats, locks and kinds; also for open replay and with noise, and
+    with the sets shared out between processes (--jobs 3)."""
     w = reconstruct(Trace.open(sample))
     models = (("voluntary", "closed", 0.0), ("full", "open", 0.0), ("none", "closed", 0.2))
     configs = [SimConfig(policy=resolve(s), cpus=w.cpus, preempt=p, mode=m, perturb=x, seed=3, engine=engine)
                for s in SETS for p, m, x in (models if engine == "c" else models[1:2])]  # Python: slow
     expected = [program_for(w, c) for c in configs]
-    _streamed_is(w, configs, expected, [tmp_path / str(i) for i in range(len(configs))])
+    _streamed_is(w, configs, expected, [tmp_path / str(i) for i in range(len(configs))], jobs)
 
 
 @SETTINGS

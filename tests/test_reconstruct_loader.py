@@ -7,7 +7,7 @@ import numpy as np
 
 from replay.trace.reader import Trace
 from replay.workload import columnar
-from replay.workload.intervals import syscall_table
+from replay.workload.intervals import lock_holds_table, syscall_table
 from tests.test_reconstruct_exit_teardown import cow_then_exit
 from tests.tracebuilder import TraceBuilder
 
@@ -50,3 +50,14 @@ def test_without_an_exit_the_columns_are_the_sorted_table(tmp_path):
     b = TraceBuilder(cpus=2)
     interleaved(b)
     same_as_syscall_table(Trace.open(b.write(tmp_path / "t")))
+
+
+def test_lock_holds_read_a_column_at_a_time_are_polars_sort_of_the_table(tmp_path):
+    """lock_holds_table reads and gathers a column at a time: the frame polars' collect and sort give."""
+    b = TraceBuilder(cpus=2)
+    interleaved(b)
+    trace = Trace.open(b.write(tmp_path / "t"))
+    cols = ["tid", "ts", "seq", "pid", "dur", "wait", "lock_addr", "lock_class", "mode", "success"]
+    raw = trace.scan("lock_holds").select(cols).collect()
+    assert not np.all(np.diff(raw["tid"].to_numpy()) >= 0)  # the file is not sorted by tid
+    assert lock_holds_table(trace, cols).equals(raw.sort("tid", "ts", "seq"))

@@ -71,9 +71,18 @@ class _Cols:
     body: np.ndarray  # body_start
     end: np.ndarray
     seq: np.ndarray
-    code: np.ndarray  # span kind index | lock index | gather index
+    code: np.ndarray  # span kind index | lock index | gather index (int32)
     mode: np.ndarray  # 1 write, 0 read (criticals)
-    extra: np.ndarray  # criticals: wait; spans: recorded_ns
+    #: criticals: the recorded wait; spans and gathers: the recorded time. None while it is what start, body
+    #: and end say (body - start for a critical, end - start for the others): until the fit moves a
+    #: thread's holds (_fit_measured_holds keeps it then), so a long trace's loaded columns carry no copy of it
+    extra: np.ndarray | None = None
+
+    def extras(self) -> np.ndarray:
+        """``extra``, made from start, body and end when not kept."""
+        if self.extra is not None:
+            return self.extra
+        return np.where(self.kind == CRITICAL, self.body - self.start, self.end - self.start)
 
 
 def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.DataFrame:
@@ -88,27 +97,34 @@ def _syscall_columns(trace: Trace) -> tuple[np.ndarray, ...]:
     the stretched exit_group durations written into ``dur`` by searchsorted instead of polars' left join of
     the whole table (a second wide copy of millions of rows)."""
     cols = ["tid", "ts", "seq", "pid", "dur", "name"]
-    sc = trace.scan("syscalls").select(cols).collect()  # in file order: sorted below a column at a time
-    ends = exit_group_ends(trace, sc)  # (its rows' order is not used)
-    dtype = sc["name"].dtype
+    lf = trace.scan("syscalls").select(cols)
+    frame: pl.DataFrame | None = None  # syscall_table's, when it is taken instead
+
+    def column(c: str) -> pl.Series:  # read a column at a time: polars' collect of the whole frame peaks at
+        return lf.select(c).collect().to_series() if frame is None else frame[c]  # twice its size
+
+    # only the exit_group rows are read by exit_group_ends (its rows' order is not used)
+    ends = exit_group_ends(trace, lf.filter(pl.col("name").cast(pl.String) == "exit_group").collect())
+    dtype = lf.collect_schema()["name"]
     names = dtype.categories.to_list() if hasattr(dtype, "categories") else None
-    tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+    tid, ts, seq = (column(c).to_numpy() for c in ("tid", "ts", "seq"))
     order = np.lexsort((seq, ts, tid))
     tid, ts, seq = tid[order], ts[order], seq[order]
     tie = (tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])
     if tie.any() or (ends is not None and ends.select("tid", "ts").is_duplicated().any()):
         # rows equal in the sort key (their order is polars' sort's) or a join on a repeated key (it repeats
         # rows): syscall_table itself then
-        del sc, order, tid, ts, seq, tie
-        sc = syscall_table(trace)
+        del order, tid, ts, seq, tie
+        frame = syscall_table(trace)
         ends = None
-        tid, ts, seq = (sc[c].to_numpy() for c in ("tid", "ts", "seq"))
+        tid, ts, seq = (frame[c].to_numpy() for c in ("tid", "ts", "seq"))
         order = np.arange(len(tid))
     del tie
-    pid = sc["pid"].to_numpy()[order]
-    dur = sc["dur"].to_numpy()[order]
-    code = sc["name"].to_physical().to_numpy()[order].astype(np.int64)
-    del sc, order
+    pid = column("pid").to_numpy()[order]
+    dur = column("dur").to_numpy()[order]
+    code = column("name").to_physical().to_numpy()[order].astype(np.int64)
+    frame = None
+    del order
     if ends is not None:
         exit_code = names.index("exit_group")
         rows = _by_tid(tid)
@@ -202,8 +218,8 @@ class _Load:
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
         self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
-                 seq=holds["seq"].to_numpy(), code=lock_idx,
-                 mode=(holds["mode"] == "write").to_numpy().astype(np.int8), extra=wait)
+                 seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int32),
+                 mode=(holds["mode"] == "write").to_numpy().astype(np.int8))
         del holds, lock_idx, ts, dur, wait
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
@@ -216,7 +232,7 @@ class _Load:
             del pid
             end = ts + dur
             self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=end,
-                     seq=seq, code=code, mode=np.zeros(len(ts), np.int8), extra=dur)
+                     seq=seq, code=code.astype(np.int32), mode=np.zeros(len(ts), np.int8))
             for t, (lo, hi) in _by_tid(tid).items():
                 sys_by_tid[t] = (ts[lo:hi], end[lo:hi], code[lo:hi])
             del tid, ts, seq, dur, code, end
@@ -280,7 +296,7 @@ class _Load:
         one = np.ones(1, np.int64)
         self.parts.setdefault(tid, []).append(dict(
             kind=np.full(1, GATHER, np.int8), start=one * start, body=one * start, end=one * end, seq=one * seq,
-            code=one * gi, mode=np.zeros(1, np.int8), extra=one * (end - start)))
+            code=np.full(1, gi, np.int32), mode=np.zeros(1, np.int8)))
 
     def _faults(self) -> None:
         """intervals._fault_extents on columns: a fault ends with the last lock hold chained to its entry."""
@@ -328,7 +344,7 @@ class _Load:
                 s, e = fts[m], ends_a[m]
                 self.parts.setdefault(t, []).append(dict(
                     kind=np.full(len(s), SPAN, np.int8), start=s, body=s, end=e, seq=seq[lo:hi][m],
-                    code=np.full(len(s), fk, np.int64), mode=np.zeros(len(s), np.int8), extra=e - s))
+                    code=np.full(len(s), fk, np.int32), mode=np.zeros(len(s), np.int8)))
 
     def _hold_extents(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the thread's measured lock holds, stably sorted by start."""
@@ -378,6 +394,8 @@ class _Load:
         parts, self.parts = self.parts, {}
         out: dict[int, dict[str, np.ndarray]] = {tid: {} for tid in parts}
         for k in _Cols.__dataclass_fields__:
+            if k == "extra":  # never loaded: made from start, body and end (_Cols.extras)
+                continue
             for tid, ps in parts.items():
                 out[tid][k] = np.concatenate([p.pop(k) for p in ps])
         return {tid: _Cols(**c) for tid, c in out.items()}
@@ -392,29 +410,34 @@ def _brackets_of(cols: dict[int, _Cols]):
             return out
         c = cols.get(t.tid)
         if c is not None:
-            order = np.lexsort((np.arange(len(c.start)), c.seq, c.kind, -c.end, c.start))
-            ms, mb, me = c.start[order], c.body[order], c.end[order]
+            order = np.lexsort((c.seq, c.kind, -c.end, c.start))  # stable, as _thread's
+            ms, me = c.start[order], c.end[order]
         else:
-            ms = mb = me = np.empty(0, np.int64)
-        seg_first = _segment_first(ms, me)
-        # ms is sorted (lexsort's last key): a stable sort (timsort) of it and the few waits is one merge
-        starts = np.sort(np.concatenate([ms, np.asarray([w.start for w in t.waits], np.int64)]), kind="stable")
+            order = ms = me = np.empty(0, np.int64)
+        # each segment's first interval (_segment_first's, kept only where a segment starts: a long thread's
+        # per-interval arrays are the memory here)
+        seg_starts = _segment_starts(ms, me)
+        # the next interval or wait start after a wait's body: ms is sorted (lexsort's last key), so is ws
+        ws = np.sort(np.asarray([w.start for w in t.waits], np.int64))
         sleeps = sorted(o.start for o in t.off_cpu if o.blocked)
         for w in t.waits:
             n = int(np.searchsorted(ms, w.start, side="right"))
             parent = None
             if n:
                 stack: list[int] = []
-                for i in range(int(seg_first[n - 1]), n):
+                for i in range(int(seg_starts[np.searchsorted(seg_starts, n - 1, side="right") - 1]), n):
                     while stack and me[stack[-1]] <= ms[i]:
                         stack.pop()
                     stack.append(i)
                 for p in reversed(stack):
-                    if mb[p] <= w.start and me[p] >= w.body_start:
+                    if c.body[order[p]] <= w.start and me[p] >= w.body_start:
                         parent = int(me[p])
                         break
-            k = int(np.searchsorted(starts, w.body_start, side="right"))
-            nxt = int(starts[k]) if k < len(starts) else None
+            nxt = None
+            for xs in (ms, ws):
+                k = int(np.searchsorted(xs, w.body_start, side="right"))
+                if k < len(xs) and (nxt is None or int(xs[k]) < nxt):
+                    nxt = int(xs[k])
             k = bisect_right(sleeps, w.body_start)
             sleep = sleeps[k] if k < len(sleeps) else None
             if w.lock.lock_class in SPIN_CLASSES and sleep is not None and (nxt is None or sleep < nxt):
@@ -425,15 +448,31 @@ def _brackets_of(cols: dict[int, _Cols]):
     return brackets
 
 
-def _segment_first(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """For intervals in nesting order: the index of the first interval of each one's segment."""
-    n = len(start)
-    if n == 0:
+def _segment_starts(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """For intervals in nesting order: the index of each segment's first interval, ascending (the distinct
+    values of _segment_first)."""
+    if len(start) == 0:
         return np.empty(0, np.int64)
-    cm = np.maximum.accumulate(end)
-    new = np.ones(n, bool)
-    new[1:] = start[1:] >= cm[:-1]
-    return np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    cm = np.maximum.accumulate(end[:-1])
+    out = np.flatnonzero(start[1:] >= cm)
+    del cm
+    out += 1
+    return np.concatenate([np.zeros(1, np.int64), out])
+
+
+def _segments(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For intervals in nesting order: (_segment_first, whether each one is its segment's first), the
+    indexes int32 when they fit."""
+    n = len(start)
+    is_root = np.ones(n, bool)
+    if n > 1:
+        cm = np.maximum.accumulate(end[:-1])
+        np.greater_equal(start[1:], cm, out=is_root[1:])
+        del cm
+    first = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    first *= is_root
+    np.maximum.accumulate(first, out=first)
+    return first, is_root
 
 
 def build_threads(trace: Trace, emit: bool = False, spool: Path | None = None
@@ -482,6 +521,7 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
             c.start[m].tolist(), c.body[m].tolist(), c.end[m].tolist(), c.seq[m].tolist(), c.code[m].tolist(),
             strict=True)]
         fit_thread_holds(rec.threads[tid], held, index, rec.notes)
+        c.extra = c.extras()  # the recorded waits and times, before start and end move
         c.start[m] = [iv.start for iv in held]
         c.end[m] = [iv.end for iv in held]
 
@@ -510,35 +550,46 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     end = col("end", [w.end for w in derived], np.int64)
     seq = col("seq", [w.seq for w in derived], np.int64)
     n = len(start)
-    order = np.lexsort((np.arange(n), seq, kind, -end, start))
-    kind, start, end, seq = kind[order], start[order], end[order], seq[order]
+    order = np.lexsort((seq, kind, -end, start))  # stable: ties keep their index order
+    kind = kind[order]
+    start = start[order]
+    end = end[order]
+    seq = seq[order]
     body = col("body", [w.body_start for w in derived], np.int64)[order]
     # lock / span kind / gather index, mode, wait or recorded time in nesting order (derived holds: 0; they
     # are read from ``derived``)
-    code_s = col("code", np.zeros(nd, np.int64), np.int64)[order]
+    code_s = col("code", np.zeros(nd, np.int32), np.int32)[order]
     mode_s = col("mode", np.zeros(nd, np.int8), np.int8)[order]
-    extra_s = col("extra", np.zeros(nd, np.int64), np.int64)[order]
+    # the recorded waits and times: kept by the fit, else made from start, body and end where read (_Extras)
+    extra_s = col("extra", np.zeros(nd, np.int64), np.int64)[order] if c is not None and c.extra is not None \
+        else None
     is_derived = order >= nm
     derived_at = dict(zip(np.flatnonzero(is_derived).tolist(), (order[is_derived] - nm).tolist(), strict=True))
     del order
-    first = _segment_first(start, end)
-    is_root = first == np.arange(n)
+    first, is_root = _segments(start, end)
     # a fast segment: its root and every other member measured, not gathers; the others inside the
-    # root's body (after its clipped acquisition), one after the other
+    # root's body (after its clipped acquisition), one after the other (a temporary at a time: a long
+    # thread's per-interval arrays are the memory here)
     cbody = np.minimum(body, end)
+    # the body starts as recorded (read by the rare segments' Intervals): the clipped ones where they differ
+    over = np.flatnonzero(body != cbody)
+    body_over = dict(zip(over.tolist(), body[over].tolist(), strict=True))
+    del body, over
     r = first
     bad = is_derived | (kind == GATHER)
-    prev_end = np.empty(n, np.int64)
-    if n:
-        prev_end[0] = 0
-        prev_end[1:] = end[:-1]
-    prev_is_root = np.zeros(n, bool)
-    if n:
-        prev_is_root[1:] = is_root[:-1]
-    child_bad = (start < cbody[r]) | (end > end[r]) | (~prev_is_root & (start < prev_end))
-    bad |= ~is_root & child_bad
-    seg_id = np.cumsum(is_root) - 1
-    seg_bad = np.bincount(seg_id, weights=bad) > 0 if n else np.empty(0, bool)
+    del is_derived
+    child_bad = start < cbody[r]
+    child_bad |= end > end[r]
+    if n:  # an interval not right after its root starts before the end of the one before it
+        child_bad[0] |= start[0] < 0
+        child_bad[1:] |= ~is_root[:-1] & (start[1:] < end[:-1])
+    child_bad &= ~is_root
+    bad |= child_bad
+    del child_bad
+    seg_id = np.cumsum(is_root, dtype=np.int32 if n < 2**31 else np.int64)
+    seg_id -= 1
+    seg_bad = np.bincount(seg_id[bad], minlength=int(seg_id[-1]) + 1) > 0 if n else np.empty(0, bool)
+    del bad
 
     gaps = _Gaps(t.off_cpu, notes)
     off_starts = [o.start for o in t.off_cpu]
@@ -557,8 +608,10 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     # only the rare ones do (emit: lists of a million ints each are most of the memory otherwise)
     ints = _Ints if emit else _list
     kinds = ints(kind)
-    starts, ends, bodies, cbodies = ints(start), ints(end), ints(body), ints(cbody)
-    codes, modes, extras = ints(code_s), ints(mode_s), ints(extra_s)
+    starts, ends, cbodies = ints(start), ints(end), ints(cbody)
+    bodies = _Bodies(cbodies, body_over) if body_over else cbodies
+    codes, modes = ints(code_s), ints(mode_s)
+    extras = ints(extra_s) if extra_s is not None else _Extras(kinds, starts, bodies, ends)
     locks, span_kinds = load.locks, load.span_kinds
 
     def leaf(i: int) -> tuple[tuple, Op]:
@@ -729,8 +782,9 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
     firsts = lo_start + list(t.instants)
     lasts = hi_end + list(t.instants)
     if good.any():
-        firsts.append(int(start[good].min()))
-        lasts.append(int(end[good].max()))
+        i64 = np.iinfo(np.int64)
+        firsts.append(int(np.min(start, where=good, initial=i64.max)))  # no copy of the selection
+        lasts.append(int(np.max(end, where=good, initial=i64.min)))
     if t.first_sched is not None:
         firsts.append(t.first_sched)
     if t.last_out is not None:
@@ -758,6 +812,31 @@ class _Ints:
 
     def __len__(self) -> int:
         return len(self.a)
+
+
+class _Bodies:
+    """The recorded body starts in nesting order: the clipped ones but where ``over`` says otherwise."""
+
+    __slots__ = ("cbodies", "over")
+
+    def __init__(self, cbodies, over: dict[int, int]):
+        self.cbodies, self.over = cbodies, over
+
+    def __getitem__(self, i: int) -> int:
+        b = self.over.get(i)
+        return self.cbodies[i] if b is None else b
+
+
+class _Extras:
+    """_Cols.extra of the intervals in nesting order, made from start, body and end when read."""
+
+    __slots__ = ("kinds", "starts", "bodies", "ends")
+
+    def __init__(self, kinds, starts, bodies, ends):
+        self.kinds, self.starts, self.bodies, self.ends = kinds, starts, bodies, ends
+
+    def __getitem__(self, i: int) -> int:
+        return (self.bodies[i] if self.kinds[i] == CRITICAL else self.ends[i]) - self.starts[i]
 
 
 def _interval(i: int, j: int, kinds, starts, bodies, ends, seqs, codes, modes, extras, load: _Load) -> Interval:

@@ -36,8 +36,9 @@ from replay.sim.neutral import P_ACQ, P_FULL, P_TRUE, P_UNTIL, Emitted, NeutralW
 from replay.sim.program import ACQ, ACQ_SPUN, DOWNGRADE, KERN, REL, SPAN_B, SPAN_E, UNTIL, USER
 
 SLOTS = 8
-#: intervals per block of candidate rows (bounds the temporary arrays: SLOTS rows each)
-CHUNK = 1 << 18
+#: intervals per block of candidate rows (bounds the temporary arrays: SLOTS rows each, some 50 bytes a row;
+#: a 60-s recording's thread has 11 M intervals)
+CHUNK = 1 << 16
 
 
 def rows(*, is_root: np.ndarray, last: np.ndarray, is_span: np.ndarray, mode: np.ndarray, code: np.ndarray,
@@ -171,16 +172,20 @@ def thread_ops(t0: int, t1: int, fast: np.ndarray, roots_of: dict, compose_run, 
         prev = compose_run(cur, [r for si in range(fs, ls + 1) for r in roots_of[si]], ops)
         seg_exit[ls] = prev
         breaks.append((fs, ops))
+    del pm
     cur_before = np.full(nseg, t0, np.int64)
     if nseg > 1:
-        cur_before[1:] = np.maximum(np.maximum.accumulate(seg_exit)[:-1], t0)
-    final = max(t0, int(seg_exit.max())) if nseg else t0
+        np.maximum.accumulate(seg_exit, out=seg_exit)
+        np.maximum(seg_exit[:-1], t0, out=cur_before[1:])
+    final = max(t0, int(seg_exit[-1])) if nseg else t0  # (accumulated: its last is its maximum)
+    del seg_exit
 
     # the rows, a window of whole segments (about CHUNK intervals) at a time, handed to the writer as made
     writer = NeutralWriter(spool, name)
     seg_rows = np.zeros(nseg, np.int64)
     os_, oe_ = np.asarray(off_starts, np.int64), np.asarray(off_ends, np.int64)
     bounds = np.append(firsts, n)  # each segment's first interval; n after the last
+    del firsts
     s0 = 0
     while s0 < nseg:
         s1 = max(s0 + 1, int(np.searchsorted(bounds, bounds[s0] + CHUNK, side="left")))

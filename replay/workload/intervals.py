@@ -198,27 +198,34 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.Laz
     return m.join(runs, on=["lock_addr", "run"]).select("row", "life")
 
 
+def collect_by_column(lf: pl.LazyFrame) -> pl.DataFrame:
+    """``lf`` collected a column at a time: the same frame, without the twice-its-size peak of polars' collect of
+    a wide table of millions of rows (it reads the file's record batches, then concatenates them)."""
+    return pl.DataFrame({c: lf.select(c).collect().to_series() for c in lf.collect_schema().names()})
+
+
 def sorted_by_tid_ts_seq(lf: pl.LazyFrame) -> pl.DataFrame:
     """``lf`` collected and sorted by tid, ts, seq: the order by numpy's lexsort of the three keys, then the
-    frame gathered a column at a time, each source column dropped once gathered (polars' sort of a wide
-    frame of millions of rows holds it twice and more); polars' own sort when some keys are null or tie."""
-    df = lf.collect()
+    frame read and gathered a column at a time (polars' sort of a wide frame of millions of rows holds it
+    twice and more, and so does its collect); polars' own sort when some keys are null or tie."""
     keys = ("tid", "ts", "seq")
-    if any(df[k].null_count() for k in keys):
-        return df.sort(*keys)
-    tid, ts, seq = (df[k].to_numpy() for k in keys)
+    names = lf.collect_schema().names()
+    kf = lf.select(*keys).collect()
+    if any(kf[k].null_count() for k in keys):
+        del kf
+        return lf.collect().sort(*keys)
+    tid, ts, seq = (kf[k].to_numpy() for k in keys)
     order = np.lexsort((seq, ts, tid))
     tid, ts, seq = tid[order], ts[order], seq[order]
     tie = bool(np.any((tid[1:] == tid[:-1]) & (ts[1:] == ts[:-1]) & (seq[1:] == seq[:-1])))
-    del tid, ts, seq
+    del tid, ts, seq, kf
     if tie:
-        return df.sort(*keys)
+        return lf.collect().sort(*keys)
     idx = pl.Series(order)
     del order
     cols = {}
-    for c in df.columns:
-        cols[c] = df[c].gather(idx)
-        df = df.drop(c)
+    for c in names:  # read a column at a time: polars' collect of the whole frame peaks at twice its size
+        cols[c] = lf.select(c).collect().to_series().gather(idx)
     return pl.DataFrame(cols)
 
 
