@@ -362,16 +362,31 @@ class _Load:
         syscalls: dict[int, list[Interval]] = {}
         tids = set(self.trace.scan("page_free_batches").filter(pl.col("batched")).select("tid").unique()
                    .collect()["tid"].to_list())
+        at = self._tier1_times(tids)
+        exit_code = self.span_kinds.index("exit") if "exit" in self.span_kinds else -1
         for t in tids:
             real = self.threads.get(t)
             ft = fake[t] = ThreadRecord(t, real.pid) if real is not None else None
             if ft is None:
                 continue
+            # _tier1_gathers only bisects these lists at the times of the thread's free bursts and flushes
+            # (at[t]): the first hold starting at or after such a time, the last system call starting at or
+            # before it and the exits answer each of its questions as the whole lists would; an object per
+            # hold and call of a process-mode recording (every worker frees at exit) was 0.4 KiB a row
+            x = at.get(t, np.empty(0, np.int64))
             hs, _ = self._hold_extents(t)
+            k = np.unique(np.searchsorted(hs, x, side="left"))
+            hs = hs[k[k < len(hs)]]
             ft.intervals = [Interval("critical", s, s, s, 0) for s in hs.tolist()]
             ft.waits = real.waits
             if t in self.sys_by_tid:
                 s, e, code = self.sys_by_tid[t]
+                o = np.argsort(s, kind="stable")
+                k = np.searchsorted(s[o], x, side="right") - 1
+                keep = np.zeros(len(s), bool)
+                keep[o[k[k >= 0]]] = True
+                keep |= code == exit_code
+                s, e, code = s[keep], e[keep], code[keep]  # (in the calls' own order, as the reference's)
                 syscalls[t] = [Interval("span", a, a, b, 0, span_kind=self.span_kinds[c])
                                for a, b, c in zip(s.tolist(), e.tolist(), code.tolist(), strict=True)]
         fake = {t: r for t, r in fake.items() if r is not None}
@@ -386,6 +401,21 @@ class _Load:
             if t not in before:  # a thread only the free bursts show, created in the reference's order
                 ft.intervals = []
                 self.threads[t] = ft
+
+    def _tier1_times(self, tids: set[int]) -> dict[int, np.ndarray]:
+        """Per thread, every time _tier1_gathers may look a lock start or a system call up at: the starts
+        and ends of its free bursts and its flushes' times (all of them, a superset of what it asks)."""
+        parts: dict[int, list[np.ndarray]] = defaultdict(list)
+        f = _columns(self.trace, "page_free_batches", ["tid", "ts", "dur"], pl.col("tid").is_in(list(tids)))
+        tid, ts, dur = (f[c].to_numpy() for c in ("tid", "ts", "dur"))
+        for t, (lo, hi) in _by_tid(tid).items():
+            parts[t] += [ts[lo:hi], ts[lo:hi] + dur[lo:hi]]
+        if self.trace.has("tlb_flushes"):
+            f = _columns(self.trace, "tlb_flushes", ["tid", "ts"], pl.col("tid").is_in(list(tids)))
+            tid, ts = f["tid"].to_numpy(), f["ts"].to_numpy()
+            for t, (lo, hi) in _by_tid(tid).items():
+                parts[t].append(ts[lo:hi])
+        return {t: np.concatenate(p).astype(np.int64) for t, p in parts.items()}
 
     def _cols(self) -> dict[int, _Cols]:
         """Each thread's parts as one _Cols, a column at a time: the parts' pieces of a column (views of
