@@ -538,13 +538,8 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
                 nested.append((tid, m))
     if not nested:
         return
-    holders: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
-    for tid, c in cols.items():
-        m = c.kind == CRITICAL
-        for lid, b, e in zip(c.code[m].tolist(), c.body[m].tolist(), c.end[m].tolist(), strict=True):
-            lk = locks[lid]
-            holders[(lk.lock_class, lk.addr)].append((b, e, tid))
-    index = MeasuredHolders(holders)
+    index = _ColumnHolders(cols, locks, {(locks[lid].lock_class, locks[lid].addr)
+                                          for tid, m in nested for lid in np.unique(cols[tid].code[m]).tolist()})
     for tid, m in nested:
         c = cols[tid]
         held = [Interval("critical", a, b, e, q, lock=locks[lid]) for a, b, e, q, lid in zip(
@@ -827,6 +822,46 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
 
 def _list(a: np.ndarray) -> list:
     return a.tolist()
+
+
+class _ColumnHolders(MeasuredHolders):
+    """MeasuredHolders of the locks ``keys`` (the ones fit_thread_holds asks about: the nested threads'),
+    from the columns: per lock, every thread's holds sorted as the tuples (acquired, released, tid) sort,
+    kept as arrays and read an item at a time (a tuple per hold of every thread was 0.2 KiB a hold)."""
+
+    def __init__(self, cols: dict[int, _Cols], locks: list[LockRef], keys: set[tuple[str, int]]):
+        self.index = {}
+        lids: dict[tuple[str, int], list[int]] = defaultdict(list)
+        for lid, lk in enumerate(locks):
+            if (lk.lock_class, lk.addr) in keys:
+                lids[(lk.lock_class, lk.addr)].append(lid)
+        for key, ids in lids.items():
+            bs, es, ts = [], [], []
+            for tid, c in cols.items():
+                m = (c.kind == CRITICAL) & np.isin(c.code, ids)
+                bs.append(c.body[m].astype(np.int64))  # copies: fit_thread_holds moves the columns later
+                es.append(c.end[m].astype(np.int64))
+                ts.append(np.full(int(m.sum()), tid, np.int64))
+            b, e, t = np.concatenate(bs), np.concatenate(es), np.concatenate(ts)
+            o = np.lexsort((t, e, b))
+            b, e, t = b[o], e[o], t[o]
+            reach = np.maximum.accumulate(np.maximum(e, -1)) if len(e) else e
+            self.index[key] = (_Ints(b), _Triples(b, e, t), _Ints(reach))
+
+
+class _Triples:
+    """Three arrays' items as (int, int, int), converted when read."""
+
+    __slots__ = ("a", "b", "c")
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+        self.a, self.b, self.c = a, b, c
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        return self.a[i].item(), self.b[i].item(), self.c[i].item()
+
+    def __len__(self) -> int:
+        return len(self.a)
 
 
 class _Ints:
