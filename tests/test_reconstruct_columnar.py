@@ -33,7 +33,7 @@ from replay.trace.reader import Trace
 from replay.workload import columnar
 from tests.live import record_workloads
 from tests.test_reconstruct_exit_teardown import cow_then_exit, walk
-from tests.tracebuilder import TraceBuilder
+from tests.tracebuilder import TraceBuilder, mm_addr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest.json").exists())
@@ -183,6 +183,9 @@ def processes_that_free(b: TraceBuilder, rounds: int = 120) -> None:
             if i % 50 == 7:
                 t.gather(pages=5)  # outside a system call
                 t.run(100)
+            if tid == 500 and i == 60:  # a fork: the child's mmap_lock nested in the parent's, waited for
+                with t.mmap_lock("write"), t.lock("mmap_lock", mm_addr(600), "write", wait=300):
+                    t.run(500)
         cow_then_exit(b, tid + 1, cpu=cpu)
 
 
@@ -204,8 +207,20 @@ def test_tier1_gathers_get_a_few_holds_and_calls_per_free_not_every_row(tmp_path
             seen.append((len(t.intervals) + len(syscalls.get(tid, ())), times))
         return real(trace, threads, syscalls, mm_of, notes)
 
+    indexed: list[int] = []  # holds in the measured-holders index, per nested thread
+
+    def fit(t, held, holders, notes):
+        indexed.append(sum(len(v[0]) for v in holders.index.values()))
+        return real_fit(t, held, holders, notes)
+
+    real_fit = columnar.fit_thread_holds
     monkeypatch.setattr(columnar, "_tier1_gathers", spy)
+    monkeypatch.setattr(columnar, "fit_thread_holds", fit)
     c, r = both(path, monkeypatch)
+    # thread 500 nests: only the holds of its two locks (its and 600's mmap_lock: all of 500's and 600's holds)
+    # are indexed, not those of the children's mm too, as an index of every lock of every thread has them
+    holds = Trace.open(path).scan("lock_holds").collect()
+    assert indexed == [holds.filter(pl.col("tid").is_in([500, 600])).height]
     assert len(seen) >= 4 and all(n for n, _ in seen)
     # at most one hold and one call per time, and the exit
     assert all(n <= 2 * k + 1 for n, k in seen), seen
