@@ -831,22 +831,26 @@ class _ColumnHolders(MeasuredHolders):
 
     def __init__(self, cols: dict[int, _Cols], locks: list[LockRef], keys: set[tuple[str, int]]):
         self.index = {}
-        lids: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for lid, lk in enumerate(locks):
-            if (lk.lock_class, lk.addr) in keys:
-                lids[(lk.lock_class, lk.addr)].append(lid)
-        for key, ids in lids.items():
-            bs, es, ts = [], [], []
-            for tid, c in cols.items():
-                m = (c.kind == CRITICAL) & np.isin(c.code, ids)
-                bs.append(c.body[m].astype(np.int64))  # copies: fit_thread_holds moves the columns later
-                es.append(c.end[m].astype(np.int64))
-                ts.append(np.full(int(m.sum()), tid, np.int64))
-            b, e, t = np.concatenate(bs), np.concatenate(es), np.concatenate(ts)
-            o = np.lexsort((t, e, b))
-            b, e, t = b[o], e[o], t[o]
-            reach = np.maximum.accumulate(np.maximum(e, -1)) if len(e) else e
-            self.index[key] = (_Ints(b), _Triples(b, e, t), _Ints(reach))
+        key_ids = {k: i for i, k in enumerate(sorted(keys))}
+        key_of = np.asarray([key_ids.get((lk.lock_class, lk.addr), -1) for lk in locks] or [-1], np.int64)
+        ks, bs, es, ts = [], [], [], []
+        for tid, c in cols.items():  # one pass over the threads (a fork-heavy trace has thousands, each a key)
+            m = np.flatnonzero(c.kind == CRITICAL)
+            k = key_of[c.code[m]]
+            m, k = m[k >= 0], k[k >= 0]
+            ks.append(k)
+            bs.append(c.body[m].astype(np.int64))  # copies: fit_thread_holds moves the columns later
+            es.append(c.end[m].astype(np.int64))
+            ts.append(np.full(len(m), tid, np.int64))
+        k, b, e, t = (np.concatenate(x) if x else np.empty(0, np.int64) for x in (ks, bs, es, ts))
+        o = np.lexsort((t, e, b, k))
+        k, b, e, t = k[o], b[o], e[o], t[o]
+        cut = np.searchsorted(k, np.arange(len(key_ids) + 1), side="left")
+        for key, i in key_ids.items():
+            lo, hi = int(cut[i]), int(cut[i + 1])
+            be, ee, te = b[lo:hi], e[lo:hi], t[lo:hi]
+            reach = np.maximum.accumulate(np.maximum(ee, -1)) if hi > lo else ee
+            self.index[key] = (_Ints(be), _Triples(be, ee, te), _Ints(reach))
 
 
 class _Triples:
