@@ -22,14 +22,18 @@ import dataclasses
 import importlib
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from replay.policies import resolve
 from replay.sim import SimConfig, simulate
-from replay.sim.ops import Critical, Span, Workload
+from replay.sim.ops import Critical, Gather, Span, Workload
 from replay.sim.simulate import program_for
 from replay.trace.reader import Trace
+from replay.workload import columnar
 from tests.live import record_workloads
+from tests.test_reconstruct_exit_teardown import cow_then_exit, walk
+from tests.tracebuilder import TraceBuilder, mm_addr
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted(p for p in (ROOT / "sample_traces").iterdir() if (p / "manifest.json").exists())
@@ -159,3 +163,70 @@ def test_columnar_reconstruction_equals_the_reference_on_a_fresh_recording(fresh
     assert_same_workload(c, r)
     assert_same_engine_input(c, r)
     assert_same_results(c, r, ("current",))
+
+
+def processes_that_free(b: TraceBuilder, rounds: int = 120) -> None:
+    """Two processes (no lock shared) of many mmap_lock sections whose few gathers sit inside munmaps, between
+    them, split by a lock section inside one call, with a second free batch; each ends with a fault and exit."""
+    for tid, cpu in ((500, 0), (600, 1)):
+        t = b.thread(tid, pid=tid, comm="proc", cpu=cpu)
+        for i in range(rounds):
+            with t.syscall("munmap" if i % 2 else "mmap"):
+                with t.mmap_lock("write"):
+                    t.run(800 + 7 * i)
+                if i % 40 == 3:
+                    t.gather(pages=40, flushes=2)
+                    with t.mmap_lock("read"):
+                        t.run(300)
+                    t.gather(pages=8)
+            t.run(400)
+            if i % 50 == 7:
+                t.gather(pages=5)  # outside a system call
+                t.run(100)
+            if tid == 500 and i == 60:  # a fork: the child's mmap_lock nested in the parent's, waited for
+                with t.mmap_lock("write"), t.lock("mmap_lock", mm_addr(600), "write", wait=300):
+                    t.run(500)
+        cow_then_exit(b, tid + 1, cpu=cpu)
+
+
+def test_tier1_gathers_get_a_few_holds_and_calls_per_free_not_every_row(tmp_path, monkeypatch):
+    """A process-mode recording: every worker frees, so every thread goes to _tier1_gathers, which only
+    bisects its holds and calls at the frees' and flushes' times. Handing it one object per row was most
+    of the reconstruction's memory (mmap1_processes: 906 MiB peak for 1.9 M rows); the workload is the
+    reference's either way."""
+    b = TraceBuilder(cpus=2)
+    processes_that_free(b)
+    path = b.write(tmp_path / "t")
+    seen: list[tuple[int, int]] = []  # (stand-ins, event times) per thread
+    real = columnar._tier1_gathers
+
+    def spy(trace, threads, syscalls, mm_of, notes):
+        for tid, t in threads.items():
+            times = (2 * trace.scan("page_free_batches").filter(pl.col("tid") == tid).collect().height
+                     + trace.scan("tlb_flushes").filter(pl.col("tid") == tid).collect().height)
+            seen.append((len(t.intervals) + len(syscalls.get(tid, ())), times))
+        return real(trace, threads, syscalls, mm_of, notes)
+
+    indexed: list[int] = []  # holds in the measured-holders index, per nested thread
+
+    def fit(t, held, holders, notes):
+        indexed.append(sum(len(v[0]) for v in holders.index.values()))
+        return real_fit(t, held, holders, notes)
+
+    real_fit = columnar.fit_thread_holds
+    monkeypatch.setattr(columnar, "_tier1_gathers", spy)
+    monkeypatch.setattr(columnar, "fit_thread_holds", fit)
+    c, r = both(path, monkeypatch)
+    # thread 500 nests: only the holds of its two locks (its and 600's mmap_lock: all of 500's and 600's holds)
+    # are indexed, not those of the children's mm too, as an index of every lock of every thread has them
+    holds = Trace.open(path).scan("lock_holds").collect()
+    assert indexed == [holds.filter(pl.col("tid").is_in([500, 600])).height]
+    assert len(seen) >= 4 and all(n for n, _ in seen)
+    # at most one hold and one call per time, and the exit
+    assert all(n <= 2 * k + 1 for n, k in seen), seen
+    monkeypatch.undo()
+    c, r = both(path, monkeypatch)
+    assert sum(isinstance(op, Gather) for th in r.threads for op, _ in walk(th.ops)) >= 10
+    assert_same_workload(c, r)
+    assert_same_engine_input(c, r)
+    assert_same_results(c, r, ("2.6.39", "current"))

@@ -362,16 +362,31 @@ class _Load:
         syscalls: dict[int, list[Interval]] = {}
         tids = set(self.trace.scan("page_free_batches").filter(pl.col("batched")).select("tid").unique()
                    .collect()["tid"].to_list())
+        at = self._tier1_times(tids)
+        exit_code = self.span_kinds.index("exit") if "exit" in self.span_kinds else -1
         for t in tids:
             real = self.threads.get(t)
             ft = fake[t] = ThreadRecord(t, real.pid) if real is not None else None
             if ft is None:
                 continue
+            # _tier1_gathers only bisects these lists at the times of the thread's free bursts and flushes
+            # (at[t]): the first hold starting at or after such a time, the last system call starting at or
+            # before it and the exits answer each of its questions as the whole lists would; an object per
+            # hold and call of a process-mode recording (every worker frees at exit) was 0.4 KiB a row
+            x = at.get(t, np.empty(0, np.int64))
             hs, _ = self._hold_extents(t)
+            k = np.unique(np.searchsorted(hs, x, side="left"))
+            hs = hs[k[k < len(hs)]]
             ft.intervals = [Interval("critical", s, s, s, 0) for s in hs.tolist()]
             ft.waits = real.waits
             if t in self.sys_by_tid:
                 s, e, code = self.sys_by_tid[t]
+                o = np.argsort(s, kind="stable")
+                k = np.searchsorted(s[o], x, side="right") - 1
+                keep = np.zeros(len(s), bool)
+                keep[o[k[k >= 0]]] = True
+                keep |= code == exit_code
+                s, e, code = s[keep], e[keep], code[keep]  # (in the calls' own order, as the reference's)
                 syscalls[t] = [Interval("span", a, a, b, 0, span_kind=self.span_kinds[c])
                                for a, b, c in zip(s.tolist(), e.tolist(), code.tolist(), strict=True)]
         fake = {t: r for t, r in fake.items() if r is not None}
@@ -386,6 +401,21 @@ class _Load:
             if t not in before:  # a thread only the free bursts show, created in the reference's order
                 ft.intervals = []
                 self.threads[t] = ft
+
+    def _tier1_times(self, tids: set[int]) -> dict[int, np.ndarray]:
+        """Per thread, every time _tier1_gathers may look a lock start or a system call up at: the starts
+        and ends of its free bursts and its flushes' times (all of them, a superset of what it asks)."""
+        parts: dict[int, list[np.ndarray]] = defaultdict(list)
+        f = _columns(self.trace, "page_free_batches", ["tid", "ts", "dur"], pl.col("tid").is_in(list(tids)))
+        tid, ts, dur = (f[c].to_numpy() for c in ("tid", "ts", "dur"))
+        for t, (lo, hi) in _by_tid(tid).items():
+            parts[t] += [ts[lo:hi], ts[lo:hi] + dur[lo:hi]]
+        if self.trace.has("tlb_flushes"):
+            f = _columns(self.trace, "tlb_flushes", ["tid", "ts"], pl.col("tid").is_in(list(tids)))
+            tid, ts = f["tid"].to_numpy(), f["ts"].to_numpy()
+            for t, (lo, hi) in _by_tid(tid).items():
+                parts[t].append(ts[lo:hi])
+        return {t: np.concatenate(p).astype(np.int64) for t, p in parts.items()}
 
     def _cols(self) -> dict[int, _Cols]:
         """Each thread's parts as one _Cols, a column at a time: the parts' pieces of a column (views of
@@ -508,13 +538,8 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
                 nested.append((tid, m))
     if not nested:
         return
-    holders: dict[tuple[str, int], list[tuple[int, int, int]]] = defaultdict(list)
-    for tid, c in cols.items():
-        m = c.kind == CRITICAL
-        for lid, b, e in zip(c.code[m].tolist(), c.body[m].tolist(), c.end[m].tolist(), strict=True):
-            lk = locks[lid]
-            holders[(lk.lock_class, lk.addr)].append((b, e, tid))
-    index = MeasuredHolders(holders)
+    index = _ColumnHolders(cols, locks, {(locks[lid].lock_class, locks[lid].addr)
+                                          for tid, m in nested for lid in np.unique(cols[tid].code[m]).tolist()})
     for tid, m in nested:
         c = cols[tid]
         held = [Interval("critical", a, b, e, q, lock=locks[lid]) for a, b, e, q, lid in zip(
@@ -797,6 +822,50 @@ def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes:
 
 def _list(a: np.ndarray) -> list:
     return a.tolist()
+
+
+class _ColumnHolders(MeasuredHolders):
+    """MeasuredHolders of the locks ``keys`` (the ones fit_thread_holds asks about: the nested threads'),
+    from the columns: per lock, every thread's holds sorted as the tuples (acquired, released, tid) sort,
+    kept as arrays and read an item at a time (a tuple per hold of every thread was 0.2 KiB a hold)."""
+
+    def __init__(self, cols: dict[int, _Cols], locks: list[LockRef], keys: set[tuple[str, int]]):
+        self.index = {}
+        key_ids = {k: i for i, k in enumerate(sorted(keys))}
+        key_of = np.asarray([key_ids.get((lk.lock_class, lk.addr), -1) for lk in locks] or [-1], np.int64)
+        ks, bs, es, ts = [], [], [], []
+        for tid, c in cols.items():  # one pass over the threads (a fork-heavy trace has thousands, each a key)
+            m = np.flatnonzero(c.kind == CRITICAL)
+            k = key_of[c.code[m]]
+            m, k = m[k >= 0], k[k >= 0]
+            ks.append(k)
+            bs.append(c.body[m].astype(np.int64))  # copies: fit_thread_holds moves the columns later
+            es.append(c.end[m].astype(np.int64))
+            ts.append(np.full(len(m), tid, np.int64))
+        k, b, e, t = (np.concatenate(x) if x else np.empty(0, np.int64) for x in (ks, bs, es, ts))
+        o = np.lexsort((t, e, b, k))
+        k, b, e, t = k[o], b[o], e[o], t[o]
+        cut = np.searchsorted(k, np.arange(len(key_ids) + 1), side="left")
+        for key, i in key_ids.items():
+            lo, hi = int(cut[i]), int(cut[i + 1])
+            be, ee, te = b[lo:hi], e[lo:hi], t[lo:hi]
+            reach = np.maximum.accumulate(np.maximum(ee, -1)) if hi > lo else ee
+            self.index[key] = (_Ints(be), _Triples(be, ee, te), _Ints(reach))
+
+
+class _Triples:
+    """Three arrays' items as (int, int, int), converted when read."""
+
+    __slots__ = ("a", "b", "c")
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray):
+        self.a, self.b, self.c = a, b, c
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        return self.a[i].item(), self.b[i].item(), self.c[i].item()
+
+    def __len__(self) -> int:
+        return len(self.a)
 
 
 class _Ints:
