@@ -161,9 +161,10 @@ def check_options(args: argparse.Namespace) -> Options:
 #: peaked at 3 792 MiB of proportional set size for the process tree, 1 293 B per row; rounded up by a
 #: sixth for recordings with more nesting per row (docs/SCALING.md, "Memory limit").
 REPLAY_BYTES_PER_ROW = 1536
-#: The same when the common segments are emitted from the columns (every other replay): 1 685 MiB of
-#: tree PSS for 3.05 M rows with the same command, 512 B per row above the base; rounded up by a sixth.
-REPLAY_BYTES_PER_ROW_EMITTED = 600
+#: The same when the common segments are emitted from the columns (every other replay), measured 2026-12-07
+#: 19:56 on nine recordings (0.87-22.3 M rows: the six workloads of benchmarks/fidelity.py, mmap1_threads
+#: of 5, 10 and 60 s): 34-129 B of tree PSS per row above the base, the most for fork-exit; rounded up.
+REPLAY_BYTES_PER_ROW_EMITTED = 160
 #: what a replay needs whatever the trace: the interpreter, polars, numpy, pyarrow (measured: ~160 MiB)
 REPLAY_BASE_BYTES = 192 << 20
 def available_memory() -> tuple[int, str] | None:
