@@ -33,18 +33,24 @@ pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def trace(tmp_path_factory):
-    exe = mm_workload(tmp_path_factory, "mmrpf")
+def _record_page_faults(tmp_path_factory, name: str, pages_rounds: str, *options: str) -> Trace:
+    """A recording of mm_workload touching and freeing 256 pages ``pages_rounds`` times, with ``options``."""
+    exe = mm_workload(tmp_path_factory, name)
     out = exe.parent / "trace"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check", "--",
-                        str(exe), "1", "6300", "256"], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check", *options,
+                        "--", str(exe), "1", pages_rounds, "256"], env=env, capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     t = Trace.open(out)
     if t.manifest.extra.get("attach", {}).get("page_free") != "raw":
         pytest.skip("page_free records from classic tracepoints here (no backup programs)")
     return t
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory):
+    return _record_page_faults(tmp_path_factory, "mmrpf", "6300")
 
 
 def test_the_page_free_backup_and_its_first_program_are_attached(trace):
@@ -80,17 +86,7 @@ def test_info_headline_is_zero_for_a_page_fault_recording(trace, capsys):
 @pytest.fixture(scope="module")
 def trace_without_recovery(tmp_path_factory):
     """record --no-page-free-recovery: page_free's program alone on its tracepoint (cheaper per page)."""
-    exe = mm_workload(tmp_path_factory, "mmrpfoff")
-    out = exe.parent / "trace"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "replay", "record", "-o", str(out), "--no-tier2-check",
-                        "--no-page-free-recovery", "--",
-                        str(exe), "1", "2100", "256"], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    t = Trace.open(out)
-    if t.manifest.extra.get("attach", {}).get("page_free") != "raw":
-        pytest.skip("page_free records from classic tracepoints here (no backup programs)")
-    return t
+    return _record_page_faults(tmp_path_factory, "mmrpfoff", "2100", "--no-page-free-recovery")
 
 
 def test_without_recovery_every_skipped_page_free_is_counted_as_lost(trace_without_recovery):
