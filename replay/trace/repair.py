@@ -205,10 +205,11 @@ def _salvage(buf: pa.Buffer, spec: Table) -> Salvaged | str:
         if not _schema_ok(spec, schema):
             return "its schema is not the table's"
         if any(pa.types.is_dictionary(f.type) for f in schema):
-            try:  # the file's dictionaries come with its first batch
+            try:  # the file's dictionaries come with its first batch; a damaged one is not read from
                 first = reader.read_next_batch()
+                first.validate(full=True)
             except (StopIteration, pa.ArrowException, OSError, ValueError, MemoryError):
-                pass
+                first = None
     try:
         decoder = _Decoder(spec, schema if schema is not None else spec.schema, first)
     except ValueError as e:
