@@ -216,24 +216,19 @@ def _flatten_shared(workload: Workload, configs: list, directories: list[Path], 
     parts = min(jobs, len(specs)) if sys.platform == "linux" else 1
     shares = [list(range(k, len(specs), parts)) for k in range(parts)]  # config k to share k % parts
     rest: dict[int, tuple] = {}
-    if parts > 1:
-        _FLATTEN = (workload, specs, directories)
-        pool = ProcessPoolExecutor(max_workers=parts - 1, mp_context=multiprocessing.get_context("fork"))
-        try:
-            # forked at submit, before this process walks (and releases) its own share
-            futures = [pool.submit(_flatten_part, share) for share in shares[1:]]
-            rest.update(zip(shares[0], _flatten_part(shares[0], release), strict=True))
-            for share, fut in zip(shares[1:], futures, strict=True):
-                rest.update(zip(share, fut.result(), strict=True))
-        finally:
-            _FLATTEN = None
+    pool = (ProcessPoolExecutor(max_workers=parts - 1, mp_context=multiprocessing.get_context("fork"))
+            if parts > 1 else None)
+    _FLATTEN = (workload, specs, directories)
+    try:
+        # the others forked at submit, before this process walks (and releases) its own share
+        futures = [pool.submit(_flatten_part, share) for share in shares[1:]] if pool else []
+        rest.update(zip(shares[0], _flatten_part(shares[0], release), strict=True))
+        for share, fut in zip(shares[1:], futures, strict=True):
+            rest.update(zip(share, fut.result(), strict=True))
+    finally:
+        _FLATTEN = None
+        if pool:
             pool.shutdown(cancel_futures=True)
-    else:
-        _FLATTEN = (workload, specs, directories)
-        try:
-            rest.update(zip(shares[0], _flatten_part(shares[0], release), strict=True))
-        finally:
-            _FLATTEN = None
     out = []
     for k, d in enumerate(directories):
         start, floats, locks, kinds = rest[k]

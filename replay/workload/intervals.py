@@ -198,12 +198,6 @@ def _mmap_lock_incarnations(holds: pl.LazyFrame, exited: pl.LazyFrame) -> pl.Laz
     return m.join(runs, on=["lock_addr", "run"]).select("row", "life")
 
 
-def collect_by_column(lf: pl.LazyFrame) -> pl.DataFrame:
-    """``lf`` collected a column at a time: the same frame, without the twice-its-size peak of polars' collect of
-    a wide table of millions of rows (it reads the file's record batches, then concatenates them)."""
-    return pl.DataFrame({c: lf.select(c).collect().to_series() for c in lf.collect_schema().names()})
-
-
 def sorted_by_tid_ts_seq(lf: pl.LazyFrame) -> pl.DataFrame:
     """``lf`` collected and sorted by tid, ts, seq: the order by numpy's lexsort of the three keys, then the
     frame read and gathered a column at a time (polars' sort of a wide frame of millions of rows holds it
