@@ -213,3 +213,39 @@ def test_info_says_what_was_skipped_and_the_manifest_keeps_it(written, tmp_path,
     assert f"corrupt, skipped: {size} bytes at offset {offset}" in out
     assert main(["query", str(dst), "--sql", "SELECT count(*) AS n FROM lock_holds"]) == 0
     assert f"{r.rows:,}" in capsys.readouterr().out
+
+
+def _dictionary_offsets(raw: bytes, column: str) -> tuple[int, int]:
+    """Where in the file the string offsets of ``column``'s dictionary lie: (start, count)."""
+    first = pa.ipc.open_stream(pa.py_buffer(raw[8:])).read_next_batch()
+    words = first.column(column).dictionary.to_pylist()
+    ends = [0]
+    for w in words:
+        ends.append(ends[-1] + len(w.encode()))
+    pattern = b"".join(e.to_bytes(4, "little") for e in ends)
+    assert raw.count(pattern) == 1, "the dictionary's offsets are not uniquely findable"
+    return raw.index(pattern), len(ends)
+
+
+def test_a_damaged_first_dictionary_falls_back_to_the_vocabulary(written, tmp_path):
+    """The dictionary message before the first batch has a string offset ~2 GB past its data. Reading that
+    dictionary's words (to compare them with the table's vocabulary) read out of bounds and killed the
+    process (SIGSEGV, seen in CI); the first batch is now validated first, a damaged one is not read from,
+    and every chunk comes back decoded with the vocabulary TraceWriter stores."""
+    dst = tmp_path / "t"
+    shutil.copytree(written[False, None], dst)
+    f = dst / "lock_holds.arrow"
+    raw = bytearray(f.read_bytes())
+    at, n = _dictionary_offsets(bytes(raw), "lock_class")
+    raw[at + 4 * (n - 1):at + 4 * n] = (0x7FFF_FFF0).to_bytes(4, "little")
+    f.write_bytes(bytes(raw))
+    code = ("import sys; from replay.trace.repair import repair; "
+            "r = {x.table: x for x in repair(sys.argv[1])}; print(r['lock_holds'].rows)")
+    done = subprocess.run([sys.executable, "-c", code, str(dst)], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    src = pa.ipc.open_file(pa.memory_map(f"{ROOT / SOURCES['lock_holds']}/lock_holds.arrow")).read_all()
+    got = Trace.open(dst).read("lock_holds")
+    assert int(done.stdout) == got.height == src.num_rows
+    assert got["seq"].to_list() == src.column("seq").to_pylist()
+    assert got["lock_class"].cast(str).to_list() == src.column("lock_class").cast(pa.string()).to_pylist()
