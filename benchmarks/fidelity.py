@@ -215,7 +215,7 @@ def with_interference(w: Workload, trace: Trace, mode: str) -> Workload:
     inf = derive_interference(trace, [t.tid for t in w.threads], w.cpus)
     c = cal.costs
     return apply_interference(w, inf, c.wakeup_ns + c.wake_jitter_ns + c.context_switch_ns,
-                              woken=mode == "closed").workload
+                              woken=mode == "closed", exact=bool(c.blocks_hold_wakeup)).workload
 
 
 def replay_figures(w: Workload, trace: Trace, mode: str, seeds: int) -> list[dict[str, float]]:

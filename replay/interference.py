@@ -18,7 +18,8 @@ parts of each wait to run after a sleep (``sched_wakeup`` to the switch-in:
 woken, runnable, another job on the CPU; ``Interference.woken``). ``apply`` hands them to
 the simulator as ``Block`` ops at the recorded point of the task's work: the task
 leaves its CPU for the recorded time (less the wake-up and switch the engine
-adds to every block) and comes back, as it did. It is an input of the replay
+adds to a block, unless the costs' ``blocks_hold_wakeup`` has it end the block at
+its length) and comes back, as it did. It is an input of the replay
 like the recorded work, not a model of the other jobs: it answers "this
 workload on this host as loaded as it was", which is what a replay is compared
 with when its recording is the reference.
@@ -247,9 +248,12 @@ def _place(ops: Sequence[Op], ivs: list[tuple[int, int, bool]], overhead_ns: int
     return out
 
 
-def apply(workload: Workload, interference: Interference, overhead_ns: int, *, woken: bool = True) -> Applied:
+def apply(workload: Workload, interference: Interference, overhead_ns: int, *, woken: bool = True,
+          exact: bool = False) -> Applied:
     """``workload`` with each task's intervals as ``Block`` ops at their recorded points; each block is
-    ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch).
+    ``overhead_ns`` shorter (what the engine adds to a block: a wake-up and a context switch), or, with ``exact``
+    (the costs' ``blocks_hold_wakeup``: the engine ends a block at its length, docs/VALIDATION.md §e item 12), as
+    long as recorded. Either way a wait to run after a wake-up no longer than ``overhead_ns`` is the engine's.
 
     ``woken``: place the waits to run after a wake-up too. For closed replay only: in open replay the task's next
     operation waits for its recorded start, which holds that wait already (never under a lock, it delays no other
@@ -267,7 +271,7 @@ def apply(workload: Workload, interference: Interference, overhead_ns: int, *, w
             threads.append(th)
             skipped += sum(not iv[2] for iv in ivs)
             continue
-        threads.append(replace(th, ops=_place(th.ops, ivs, overhead_ns, count)))
+        threads.append(replace(th, ops=_place(th.ops, ivs, 0 if exact else overhead_ns, count)))
     placed, moved, n_woken = count
     meta = dict(workload.meta)
     meta["interference"] = (f"as recorded: {placed} intervals ({n_woken} of them waits to run after a wake-up), "

@@ -325,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
 
         inf = derive(trace, [t.tid for t in workload.threads], workload.cpus)
         workload = apply(workload, inf, costs.wakeup_ns + costs.wake_jitter_ns + costs.context_switch_ns,
-                         woken=opts.mode == "closed").workload
+                         woken=opts.mode == "closed", exact=bool(costs.blocks_hold_wakeup)).workload
     found = census(workload)  # one walk over the ops for the notes and the derived flags
     notes = check_tables(trace, sets, workload, found) + workload_notes(workload, found)
     if "as-recorded" in opts.sets and (opts.scale_tasks != 1 or workload.cpus != trace.manifest.host.cpus):

@@ -21,6 +21,10 @@ wakeup→run latencies and flush sizes". What a trace can measure:
   asleep inside that wait: ``lock_sleep_window_ns`` = the median; a grant inside
   it is taken on the CPU (5.9/7.9/13.2 µs p10/p50/p90 on a quiet tlb_flush2
   recording here, where 71 read waits were granted 3.1–6.6 µs in without a switch).
+* a sleep's wake-up: a trace's off-CPU intervals (reconstruction's ``Block``
+  ops, switch-out → switch-in) hold their wake-up and switch already:
+  ``blocks_hold_wakeup`` = 1 with a ``sched_switch`` table (the engine adds none
+  to a block; docs/VALIDATION.md §e item 12).
 * page freeing: ``page_free_batches`` bursts freed through the gather path:
   ``free_page_ns`` = median of ``dur / (pages − 1)`` over bursts of ≥ 16 pages.
 * zapping (tier 2 ``gathers``): per-page gather time minus the freeing and the
@@ -254,6 +258,14 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
             notes.append(f"lock_sleep_window_ns: 0 ({len(win)} lock waits that slept, need {MIN_SAMPLES})")
     else:
         notes.append("lock_sleep_window_ns: 0 (no lock_waits or sched_switch table)")
+
+    if trace.has("sched_switch"):
+        # reconstruction's blocks are the trace's off-CPU intervals, switch-out to switch-in: their wake-up is inside
+        changes["blocks_hold_wakeup"] = 1
+        notes.append("blocks_hold_wakeup = 1: the trace's sleeps (switch-out → switch-in) hold their wake-up and "
+                     "switch")
+    else:
+        notes.append("blocks_hold_wakeup: 0 (no sched_switch table: no recorded sleeps)")
 
     free_ns = costs.free_page_ns
     if trace.has("page_free_batches"):

@@ -87,6 +87,7 @@ class Params(ctypes.Structure):
         ("handoffs", _P64), ("nhandoffs", _I64),  # issue #16: engine.py's handoffs
         ("lock_wakes", _P64), ("nlock_wakes", _I64),  # issue #16: engine.py's lock_wakes
         ("sleep_window", _I64),  # issue #16: engine.py's sleep_window
+        ("block_exact", _I64),  # issue #16: engine.py's block_exact
     ]
 
 
@@ -228,6 +229,7 @@ class CEngine:
             ipi_handler=c.ipi_handler_ns, shootdown=c.shootdown_ns, mutex_waker=c.mutex_waker_ns,
             lazy_leave=c.lazy_leave_ns, nhandoffs=len(c.line_transfer_samples_ns),
             nlock_wakes=len(c.lock_wake_samples_ns), sleep_window=c.lock_sleep_window_ns,
+            block_exact=c.blocks_hold_wakeup,
             batch_alloc_fail_p=c.batch_alloc_fail_p,
             r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
             r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,

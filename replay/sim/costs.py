@@ -49,6 +49,13 @@ class Costs:
     #: grant or a wake to retry inside it is taken on the CPU, without a switch or a wake-up. 0 (the default):
     #: it leaves at once. --calibrate measures it (lock_waits -> sched_switch, docs/VALIDATION.md §e item 10).
     lock_sleep_window_ns: int = 0
+    #: 1: a Block's length holds its wake-up, as a recorded off-CPU interval does (sched_switch out to the next
+    #: switch-in: reconstruction's sleeps, the interference's intervals): the engine makes the task runnable at
+    #: the block's end less the context switch its dispatch then costs, and draws no wake-up for it. 0 (the
+    #: default): a block sleeps its length, then takes a wake-up (wakeup_ns + jitter) and the switch, which a
+    #: recorded block then replays on top of the recorded ones (page_fault1_threads: +8.3 µs median, +17 µs mean
+    #: per sleep). --calibrate sets 1 (docs/VALIDATION.md §e item 12).
+    blocks_hold_wakeup: int = 0
     #: CPUs per socket (CPU c is on socket c // cpus_per_socket); 0: all CPUs on one socket.
     #: A lock hand-off between CPUs of different sockets costs line_transfer_remote_ns.
     cpus_per_socket: int = 0
@@ -141,6 +148,8 @@ class Costs:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise UsageError(f"cost {f.name} must be a non-negative number, not {v!r}")
+        if self.blocks_hold_wakeup not in (0, 1):
+            raise UsageError(f"cost blocks_hold_wakeup must be 0 or 1, not {self.blocks_hold_wakeup}")
         if self.batch_alloc_fail_p > 1:
             raise UsageError(f"cost batch_alloc_fail_p must be a probability, not {self.batch_alloc_fail_p}")
         for name in ("zap_block_preempt_pages", "zap_block_nopreempt_pages", "ptl_chunk_pages",

@@ -79,6 +79,8 @@ struct mmr_params {
 	i64 nlock_wakes;
 	/* issue #16: a lock waiter that must sleep leaves its CPU this much later (engine.py sleep_window) */
 	i64 sleep_window;
+	/* issue #16: a Block's length holds its wake-up (engine.py block_exact, Costs.blocks_hold_wakeup) */
+	i64 block_exact;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -1550,7 +1552,10 @@ int mmr_engine_run(Engine *e, i64 report_every)
 							d = cut;
 					}
 				} else { /* BLOCK, or UNTIL asleep (a workload that is not contiguous: its gaps are idle) */
-					i64 until = op == BLOCK ? now + ins[1] : ins[1];
+					i64 until = ins[1];
+					if (op == BLOCK) /* as recorded: its wake-up inside it, the dispatch's switch ends it */
+						until = now + (p->block_exact ? (ins[1] > p->context_switch ? ins[1] - p->context_switch : 0)
+								    : ins[1]);
 					th->pc = pc + 1;
 					th->fresh = 1;
 					if (op == UNTIL && until <= now)
@@ -1565,7 +1570,7 @@ int mmr_engine_run(Engine *e, i64 report_every)
 						e->idle[e->nidle++] = c;
 						log_sched(e, now, c, th->tid, IDLE_TID, p->r_block, 0);
 					}
-					push(e, until + (op == BLOCK ? wake_cost(e) : 0), E_WAKE, th->idx, th->gen);
+					push(e, until + (op == BLOCK && !p->block_exact ? wake_cost(e) : 0), E_WAKE, th->idx, th->gen);
 					e->s.instr += n;
 					e->s.events += n;
 					break;

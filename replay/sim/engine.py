@@ -182,6 +182,8 @@ class Engine:
         self.lock_wakes = costs.lock_wake_samples_ns
         #: a lock waiter that must sleep leaves its CPU this much later (Costs.lock_sleep_window_ns)
         self.sleep_window = costs.lock_sleep_window_ns
+        #: a Block's length holds its wake-up (Costs.blocks_hold_wakeup): runnable at its end less the switch
+        self.block_exact = bool(costs.blocks_hold_wakeup)
         self.full = preempt == "full"
         self.percpu = gather == "percpu"
         self.rng = random.Random(seed)
@@ -1009,7 +1011,12 @@ class Engine:
                         self.leave_cpu(th, now, R_EXIT)
                         break
                     else:  # BLOCK, or UNTIL asleep (the gaps of a workload that is not contiguous are idle)
-                        until = now + ins[1] if op == BLOCK else ins[1]
+                        if op != BLOCK:
+                            until = ins[1]
+                        elif self.block_exact:  # as recorded: its wake-up inside it, the dispatch's switch ends it
+                            until = now + max(0, ins[1] - self.c.context_switch_ns)
+                        else:
+                            until = now + ins[1]
                         th.pc = pc + 1
                         th.fresh = True
                         if op == UNTIL and until <= now:
@@ -1024,8 +1031,8 @@ class Engine:
                             idle.append(c)
                             rows_sched.append((now, c, th.tid, IDLE_TID, R_BLOCK, 0))
                         self.seq += 1
-                        push(heap, (until + (self.wake_cost() if op == BLOCK else 0), self.seq, E_WAKE, th.idx,
-                                    th.gen))
+                        push(heap, (until + (self.wake_cost() if op == BLOCK and not self.block_exact else 0),
+                                    self.seq, E_WAKE, th.idx, th.gen))
                         self.instr += n
                         events += n
                         break
