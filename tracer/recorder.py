@@ -677,8 +677,8 @@ class Recorder:
         return ((idle - prev[1]) + (own - prev[2])) / (t - prev[0])
 
     def _decode_spilled(self, deadline: float | None) -> None:
-        """Decode spilled write periods, oldest first, each written with its watermark, until none is left or
-        the monotonic deadline has passed."""
+        """Decode spilled write periods, oldest first, each written with its watermark, a step at a time, until
+        none is left or the monotonic deadline has passed."""
         if self._spill is None:
             return
         step = max(1, DRAIN_STEP_BYTES // events.BATCH_SIZE) * events.BATCH_SIZE
@@ -696,6 +696,10 @@ class Recorder:
                 self._drain_s += time.perf_counter() - t
                 self._unspilled_events += self._events - seen
                 self._write(watermark)
+                if deadline is not None and self._spill_pos < end and time.monotonic() >= deadline:
+                    # the rest of the period at the next call, with the same watermark (the same chunks): the
+                    # GIL is held a step past the deadline, not a period (the reader's callbacks need it)
+                    return
             self._write(watermark)
             del self._spill_marks[0]
             periods += 1
