@@ -637,10 +637,11 @@ class Recorder:
             self._spill = None
 
     def _spill_or_write(self, watermark: int) -> None:
-        """While recording: append the copied records to the spill file, to be decoded at stop with this
-        watermark; it is one write system call a period, where decoding was ~400 ns of CPU per recorded row
-        taken from the workload's CPUs (docs/RECORDING.md, "The reader"). Without a spill file (or after a
-        write failed), decode and write now."""
+        """While recording: mark the end of this period's records in the spill file (the reader appended them;
+        what it copied but had not yet spilled goes now), to be decoded at stop with this watermark: a few
+        write system calls a period, where decoding was ~400 ns of CPU per recorded row taken from the
+        workload's CPUs (docs/RECORDING.md, "The reader"). Without a spill file (or after a write failed),
+        decode and write now."""
         if self._spill is None:
             self._drain_and_write(watermark)
             return
