@@ -2,12 +2,12 @@
 
 Data path (no Python call per event): BPF programs fill a per-CPU batch of
 256 slots and submit it as one ring-buffer record without waking anyone; a
-reader thread copies records out every 20 ms, up to four 1 MiB decoding steps
-(the ring buffer holds the rest); every 0.2 s, or as soon as that much waits,
-the main thread appends them to an unnamed spill file with that period's
-watermark, and decodes spilled periods, oldest first, only while the host's
-CPUs had time to spare in the last period (decoding on a busy host took CPU
-from the workload); at stop it decodes the rest. Decoding is numpy
+reader thread empties the ring buffer every 20 ms and appends the records to
+an unnamed spill file itself (it waits for no other thread: the ring buffer
+holds ~0.1-0.2 s of a fast workload); every 0.2 s the main thread notes that
+period's watermark, and decodes spilled periods, oldest first, only while the
+host's CPUs had time to spare in the last period (decoding on a busy host took
+CPU from the workload); at stop it decodes the rest. Decoding is numpy
 (tracer/events.py), a step at a time: split by kind, the rows older than each
 period's watermark written as one chunk per table, sorted by (ts, seq) — the
 same chunks whenever it runs (and without a spill file, as records come). Interval rows (holds, waits, syscalls,
@@ -68,9 +68,11 @@ CHUNK_ROWS = 1 << 18  # force a write when this many rows (16 MiB of slots) are 
 # 1 MiB (16k events): the copies of a 4-MiB step (~21 MiB, tracemalloc) were the largest part of the RSS the
 # recording adds; smaller steps cost nothing measurable in drain rate (docs/RECORDING.md, "Memory").
 DRAIN_STEP_BYTES = 1 << 20
-# Copied out but not yet decoded: the reader stops copying at this much (four decoding steps). The ring buffer
-# holds the rest: its pages are resident anyway, a copy of them would count twice. Not one step: while the
-# reader is held back the watermark cannot pass what it has not copied, and rows wait (up to CHUNK_ROWS).
+# Copied out but neither spilled nor decoded: the reader stops copying at this much (four decoding steps). With a
+# spill file it spills it and goes on, so this bounds its copies only; without one (--decode live, or after the
+# file failed) it waits for the main thread's decoding, and the ring buffer holds the rest: its pages are resident
+# anyway, a copy of them would count twice. Not one step: while the reader is held back the watermark cannot
+# pass what it has not copied, and rows wait (up to CHUNK_ROWS).
 MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
 #: (family, tracepoint, last program, its recovery counter, first program, its counters map): the programs
@@ -110,9 +112,12 @@ class RecordOptions:
     progress: bool = False
     system_wide: bool = False  # with a command: record every task, not just the command's
     pf_gap_ns: int = 10_000
-    # 8 MiB: 128k events, ~0.5 s of mmap1_threads' rate (260k events/s), 0.13 s of a page-fault loop's 1M/s;
-    # the reader empties it every 20 ms (at most a 1-MiB decoding step behind). The kernel maps the data area
-    # twice into the reader: 16 MiB of RSS (16 MiB ring: 32). What it refuses is counted (ring_buffer_refused).
+    # 8 MiB: ~130k events (509 batches of 256), 0.11-0.19 s of mmap1_threads' 0.7-1.2M events/s here (2 tasks,
+    # ~5 events an iteration), 0.13 s of a page-fault loop's 1M/s: a reader off its CPU that long loses events
+    # (the reader empties it every 20 ms and waits for no other thread; the longest stretch measured between two
+    # of its polls was 108 ms in ~4,600, the next 52 ms: docs/RECORDING.md, "Ring-buffer refusals"). The kernel
+    # maps the data area twice into the reader: 16 MiB of RSS (16 MiB ring: 32). What it refuses is counted
+    # (ring_buffer_refused).
     rb_pages: int = 2048  # record --buffer-size: a power of two (BPF_MAP_TYPE_RINGBUF)
     vmlinux: Path | None = None
     check_tier2: bool = True  # detect tier 2 (cached per boot) and record the families that work
@@ -351,7 +356,9 @@ class Recorder:
         self.opts = opts
         self.notes = kernel_env.Notes([])
         self._raw: list[bytes] = []
-        self._copied_bytes = self._decoded_bytes = 0  # their difference: the backlog
+        # copied out (consumer thread), decoded (main thread), spilled (either, under _spill_lock): the backlog is
+        # copied - decoded - spilled
+        self._copied_bytes = self._decoded_bytes = 0
         self._backlog_full = False
         self._pending: dict[int, list[np.ndarray]] = {}
         self._alive_at_start: np.ndarray | None = None  # tids alive once recording started (lock waits)
@@ -375,7 +382,10 @@ class Recorder:
         self._spill: Any = None  # unnamed file the records go to while recording, decoded at stop (_unspill)
         self._spilled = 0  # bytes in it
         self._spill_marks: list[tuple[int, int]] = []  # (spilled bytes, watermark) at each write period
-        self._spill_events = 0  # events in it not yet decoded (the progress line)
+        self._spill_lock = threading.RLock()  # one writer of the spill file at a time: the reader or the main thread
+        self._spill_failed: str | None = None  # why records can no longer be spilled ("" for no note)
+        self._spilled_events = 0  # events spilled (under _spill_lock) ...
+        self._unspilled_events = 0  # ... and decoded from the spill file (main thread): the progress line
         self._spill_pos = 0  # bytes of it decoded (the periods before the first of _spill_marks)
         self._idle_prev: tuple[float, float, float] | None = None  # (monotonic s, idle CPU s, own CPU s)
         self._decoded_live = False  # spilled periods decoded since the last heap trim
@@ -484,9 +494,18 @@ class Recorder:
         self._raw.append(ctypes.string_at(data, size))
         self._copied_bytes += size  # written by the consumer thread only
         # A full backlog stops this consume (libbpf has consumed this record: it is kept); the rest stays in
-        # the ring buffer until the main thread has decoded a step.
-        self._backlog_full = self._copied_bytes - self._decoded_bytes >= MAX_BACKLOG_BYTES
+        # the ring buffer until a step is spilled (the reader, next) or decoded (the main thread).
+        self._backlog_full = self._backlog() >= MAX_BACKLOG_BYTES
         return -1 if self._backlog_full else 0
+
+    def _backlog(self) -> int:
+        """Bytes copied out of the ring buffer and still in memory (neither decoded nor spilled)."""
+        return self._copied_bytes - self._decoded_bytes - self._spilled
+
+    @property
+    def _spill_events(self) -> int:
+        """Events in the spill file not yet decoded (the progress line)."""
+        return max(0, self._spilled_events - self._unspilled_events)
 
     def _absorb(self, raw: bytes | np.ndarray) -> None:
         """Decode ring-buffer records (or per-CPU batch snapshots) into pending per-kind arrays."""
@@ -517,19 +536,67 @@ class Recorder:
         self._events += len(rec)
 
     def _consume_loop(self) -> None:
-        """Consumer thread: copy ring-buffer records out every few ms, so that decoding and writing
-        (main thread) never leave the ring buffer to fill up. ctypes drops the GIL while polling."""
+        """Consumer thread: every POLL_S, copy the ring-buffer records out and append them to the spill file
+        (if any) itself, until the ring buffer is empty; the main thread only marks each write period's
+        watermark and decodes. The reader waits for nobody but the kernel: before, the main thread spilled
+        every 0.2 s and the reader stopped at MAX_BACKLOG_BYTES copied, so the main thread late by
+        ~0.1 s (decoding spilled periods, or starved of a CPU) filled the ring buffer (docs/RECORDING.md,
+        "Ring-buffer refusals"). ctypes drops the GIL while polling, os.writev while writing. Without a spill file
+        (--decode live, or after it failed), the main thread decodes what is copied: when MAX_BACKLOG_BYTES
+        wait, the kernel ring buffer holds (and, if full, counts) the rest."""
         while not self._consumer_stop.is_set():
-            # when decoding is behind, the kernel ring buffer holds (and, if full, counts) the rest
-            if self._copied_bytes - self._decoded_bytes < MAX_BACKLOG_BYTES:
-                t = time.monotonic_ns()
-                self._backlog_full = False
-                self._bpf.ring_buffer_consume()
-                if not self._backlog_full:  # the ring buffer was emptied: every batch submitted before t is here
-                    self._copied_until_ns = t
-            if self._backlog_full:  # a step's worth waits: decode it now, not at the next write period
-                self._backlog_ready.set()
+            self._consume_once()
             self._consumer_stop.wait(POLL_S)
+
+    def _consume_once(self) -> None:
+        t = time.monotonic_ns()
+        while self._backlog() < MAX_BACKLOG_BYTES:
+            self._backlog_full = False
+            self._bpf.ring_buffer_consume()
+            self._spill_copied(wait=False)
+            if not self._backlog_full:  # the ring buffer was emptied: every batch submitted before t is here
+                self._copied_until_ns = t
+                return
+        # a step's worth waits for the main thread (no spill file, or it is spilling): decode or spill it now,
+        # not at the next write period
+        self._backlog_ready.set()
+
+    def _spill_copied(self, wait: bool = True) -> bool:
+        """Append the copied records to the spill file, in the order copied; True if they all went (or none
+        waited). False without a spill file, after it failed (_spill_failed says why; the main thread then
+        decodes it and what comes next), or, with wait=False (the reader), while the main thread is spilling:
+        the records wait in memory for the next poll."""
+        if self._spill is None or self._spill_failed is not None:
+            return False
+        if not self._spill_lock.acquire(blocking=wait):
+            return False
+        try:
+            if self._spill is None or self._spill_failed is not None:
+                return False
+            n = len(self._raw)  # the consumer thread only appends
+            recs = self._raw[:n]
+            if any(len(r) != events.BATCH_SIZE for r in recs):  # not a batch: nothing to spill it as
+                self._spill_failed = ""
+                return False
+            try:
+                for i in range(0, n, 512):  # IOV_MAX is 1024
+                    part = recs[i:i + 512]
+                    size = len(part) * events.BATCH_SIZE
+                    done = os.writev(self._spill.fileno(), part)
+                    if done != size:  # short write: the rest, joined
+                        rest = b"".join(part)[done:]
+                        while rest:
+                            rest = rest[os.write(self._spill.fileno(), rest):]
+                    self._spilled_events += sum(int.from_bytes(r[4:8], "little") for r in part)
+                    del self._raw[:len(part)]
+                    self._spilled += size  # out of memory: the reader may copy more
+            except OSError as e:  # a full disk: what was spilled is decoded now, the rest as it comes
+                self._spill_failed = f"records decoded while recording from {self._spilled} bytes on " \
+                                     f"(spill file: {e.strerror})"
+                return False
+            return True
+        finally:
+            self._spill_lock.release()
 
     def _drain(self) -> bool:
         """Decode the oldest copied records, up to DRAIN_STEP_BYTES of them (at least one); True if more wait."""
@@ -570,39 +637,25 @@ class Recorder:
             self._spill = None
 
     def _spill_or_write(self, watermark: int) -> None:
-        """While recording: append the copied records to the spill file, to be decoded at stop with this
-        watermark; it is one write system call a period, where decoding was ~400 ns of CPU per recorded row
-        taken from the workload's CPUs (docs/RECORDING.md, "The reader"). Without a spill file (or after a
-        write failed), decode and write now."""
+        """While recording: mark the end of this period's records in the spill file (the reader appended them;
+        what it copied but had not yet spilled goes now), to be decoded at stop with this watermark: a few
+        write system calls a period, where decoding was ~400 ns of CPU per recorded row taken from the
+        workload's CPUs (docs/RECORDING.md, "The reader"). Without a spill file (or after a write failed),
+        decode and write now."""
         if self._spill is None:
             self._drain_and_write(watermark)
             return
-        n = len(self._raw)  # the consumer thread only appends
-        recs = self._raw[:n]
-        if any(len(r) != events.BATCH_SIZE for r in recs):  # not a batch: nothing to spill it as
-            self._unspill()
-            self._drain_and_write(watermark)
-            return
-        try:
-            for i in range(0, n, 512):  # IOV_MAX is 1024
-                part = recs[i:i + 512]
-                size = len(part) * events.BATCH_SIZE
-                done = os.writev(self._spill.fileno(), part)
-                if done != size:  # short write: the rest, joined
-                    rest = b"".join(part)[done:]
-                    while rest:
-                        rest = rest[os.write(self._spill.fileno(), rest):]
-                self._spilled += size
-                del self._raw[:len(part)]
-                self._decoded_bytes += size  # out of memory: the reader may copy more
-                self._spill_events += sum(int.from_bytes(r[4:8], "little") for r in part)
-        except OSError as e:  # a full disk: what was spilled is decoded now, the rest as it comes
-            self.notes.say(f"records decoded while recording from {self._spilled} bytes on (spill file: {e.strerror})")
+        # what the reader copied before the watermark's time is in the file already (it spills before it moves
+        # _copied_until_ns); the rest copied so far goes now, under the lock, so that the mark follows it
+        with self._spill_lock:
+            self._spill_copied()
             self._spill_marks.append((self._spilled, watermark))
+        if self._spill_failed is not None:
+            if self._spill_failed:
+                self.notes.say(self._spill_failed)
             self._unspill()
             self._drain_and_write(watermark)
             return
-        self._spill_marks.append((self._spilled, watermark))
         # decode spilled periods now only with CPU nobody else wanted in the last period: a recorder killed
         # by SIGKILL then loses only what waits in the spill file
         if self._idle_cpus() >= IDLE_CPUS_TO_DECODE:
@@ -625,8 +678,8 @@ class Recorder:
         return ((idle - prev[1]) + (own - prev[2])) / (t - prev[0])
 
     def _decode_spilled(self, deadline: float | None) -> None:
-        """Decode spilled write periods, oldest first, each written with its watermark, until none is left or
-        the monotonic deadline has passed; the spilled bytes were already counted out of the reader's backlog."""
+        """Decode spilled write periods, oldest first, each written with its watermark, a step at a time, until
+        none is left or the monotonic deadline has passed."""
         if self._spill is None:
             return
         step = max(1, DRAIN_STEP_BYTES // events.BATCH_SIZE) * events.BATCH_SIZE
@@ -642,19 +695,28 @@ class Recorder:
                 t, seen = time.perf_counter(), self._events
                 self._absorb(chunk)
                 self._drain_s += time.perf_counter() - t
-                self._spill_events = max(0, self._spill_events - (self._events - seen))
+                self._unspilled_events += self._events - seen
                 self._write(watermark)
+                if deadline is not None and self._spill_pos < end and time.monotonic() >= deadline:
+                    # the rest of the period at the next call, with the same watermark (the same chunks): the
+                    # GIL is held a step past the deadline, not a period (the reader's callbacks need it)
+                    return
             self._write(watermark)
             del self._spill_marks[0]
             periods += 1
             if deadline is None and not periods % round(TRIM_EVERY_S / WRITE_EVERY_S):
                 trim_heap()  # as while recording: what a second of decoding freed goes back
 
-    def _unspill(self) -> None:
+    def _unspill(self, watermark: int | None = None) -> None:
         """Decode and write the spilled records not yet decoded, as they would have been while recording: each
-        write period's records with its watermark, in bounded steps, before any record copied but not spilled."""
+        write period's records with its watermark, in bounded steps, before any record copied but not spilled.
+        What the reader spilled after the last period is decoded with `watermark` (at stop: the stop's; by
+        default the last period's, its younger rows kept for the next write)."""
         if self._spill is None:
             return
+        last = self._spill_marks[-1] if self._spill_marks else (self._spill_pos, 0)
+        if self._spilled > last[0]:
+            self._spill_marks.append((self._spilled, last[1] if watermark is None else watermark))
         self._decoding["spilled_bytes"] = self._spilled
         self._decoding["decoded_while_recording_bytes"] = self._spill_pos
         try:
@@ -1122,7 +1184,8 @@ class Recorder:
         try:
             # everything in the ring buffer, a backlog at a time; the last rows wait for the partly filled
             # batches (up to a flush period older) to be sorted with them
-            self._unspill()  # what was recorded, decoded now that the workload no longer competes for the CPUs
+            # what was recorded, decoded now that the workload no longer competes for the CPUs
+            self._unspill(stop_ns - WATERMARK_LAG_NS)
             self._backlog_full = True
             while self._backlog_full:
                 self._backlog_full = False
