@@ -215,6 +215,8 @@ def main() -> None:
     ap.add_argument("--reference", action="store_true",
                     help="also run every stage and command with the reference (object per row) reconstruction, "
                          "MMREPLAY_RECONSTRUCT=reference: the before of the columnar path, in the same session")
+    ap.add_argument("--no-stages", action="store_true",
+                    help="only the end-to-end command (the stages reconstruct in one process: minutes on a 60-s trace)")
     ap.add_argument("--stage-child", metavar="TRACE", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stage_child:
@@ -241,7 +243,7 @@ def main() -> None:
             e2e: dict[str, list[dict]] = {}
             paths = ["columnar", "reference"] if a.reference else ["columnar"]
             for _ in range(a.repeat):
-                for path in paths:
+                for path in [] if a.no_stages else paths:
                     res = subprocess.run([sys.executable, __file__, "--stage-child", str(trace)],
                                          env=_env(ROOT, path), capture_output=True, text=True)
                     if res.returncode:
