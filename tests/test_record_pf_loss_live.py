@@ -78,6 +78,15 @@ def test_the_backup_recorded_no_hit_the_main_program_recorded(trace):
     assert helpers["recovered_recorded_tasks"] <= recovered <= misses + helpers["deferred"]
 
 
+def test_the_backup_runs_after_the_main_program(trace):
+    """Attached the other way round, the backup would see each hit's slot still holding the page of the
+    hit before it (a slot left behind, released: `stale_released`) and record every hit the main program
+    records too. A slot is left behind only by a hit whose backup the kernel skipped, or before the start
+    (at most MMR_BK_SLOTS = 8 per CPU)."""
+    helpers = trace.manifest.extra["backup_programs"]["page_free"]
+    assert helpers["stale_released"] <= helpers["backup_skipped"] + 8 * os.cpu_count(), helpers
+
+
 def test_info_headline_is_zero_for_a_page_fault_recording(trace, capsys):
     from replay.cli.main import main
 

@@ -1254,7 +1254,7 @@ class Recorder:
             # page_free hit the main program left to the last program counts as lost until recorded
             out = records() if stop else {}
             for fam, _tp, _fn, _table, _pre, bk in BACKUPS:
-                if fam in self._backup_attached:
+                if f"backup:{fam}" in self._helper_progs:
                     table = self._bpf[bk]
                     for i, name in enumerate(BACKUP_COUNTERS[fam]):
                         out[f"recovered:bk:{fam}:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
