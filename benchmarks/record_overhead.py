@@ -33,7 +33,8 @@ while the workload runs (its threads' CPU from /proc/PID/task/*/schedstat at the
 the compilation and the stop left out), per recorded row, its context switches, and how long the stop took.
 --dispatch runs the page-fault case (bare, the workload alone: no recorder) with EMPTY raw-tracepoint programs
 attached to its per-page tracepoints (1, 2 and 3 on kmem:mm_page_free, 1 on kmem:mm_page_free_batched, 1 on
-exceptions:page_fault_user, and the recorder's layout 3 + 1 + 1), interleaved with bare runs: what the kernel's
+exceptions:page_fault_user, and the layouts 3 + 1 + 1 (the recorder's before page_free's first program was
+dropped), 2 + 1 + 1 (now) and 1 + 1 + 1 (--no-page-free-recovery)), interleaved with bare runs: what the kernel's
 dispatch of a program costs per page, before any program body runs (the BPF statistics cannot show it).
 
 Needs root, bcc, perf and gcc. The machine's load average is printed before
@@ -133,6 +134,10 @@ def trace_stats(trace: Trace) -> dict:
             "lost_by_probe": {p.name: p.lost for p in m.probes if p.lost},
             "ring_buffer_refused": sum(m.extra.get("lost_breakdown", {}).get("ring_buffer_refused", {}).values()),
             "events": {p.name: p.events for p in m.probes if p.status == "recorded"},
+            # kmem:mm_page_free hits the kernel skipped for page_free's main program (any task's) and the hits
+            # its backup recorded (those skips and the ones the main program left to it)
+            "pf_skipped": m.extra.get("recursion_misses", {}).get("kmem:mm_page_free", 0),
+            "pf_recovered": m.extra.get("recursion_recovered", {}).get("page_free", 0),
             "attach": m.extra.get("attach", {}), "probe_cost": m.extra.get("probe_cost", {})}
 
 
@@ -182,6 +187,7 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int, no_recovery: b
             "median_cpu_ns": med_cpu, "all_cpu_ns": cpu, "cpu_ratio": cpu_ratio,
             "lost": [s["lost"] for s in stats], "recorder": [s["recorder"] for s in stats],
             "lost_by_probe": [s["lost_by_probe"] for s in stats],
+            "pf_skipped_recovered": [(s["pf_skipped"], s["pf_recovered"]) for s in stats],
             "ring_buffer_refused": [s["ring_buffer_refused"] for s in stats], "attach": stats[-1]["attach"]}
 
 
@@ -368,8 +374,12 @@ DISPATCH = (("1 on mm_page_free", (("mm_page_free", 1),)),
             ("3 on mm_page_free", (("mm_page_free", 3),)),
             ("1 on mm_page_free_batched", (("mm_page_free_batched", 1),)),
             ("1 on page_fault_user", (("page_fault_user", 1),)),
-            ("3 + 1 + 1 (the recorder's layout)", (("mm_page_free", 3), ("mm_page_free_batched", 1),
-                                                   ("page_fault_user", 1))))
+            ("3 + 1 + 1 (the recorder's former layout)", (("mm_page_free", 3), ("mm_page_free_batched", 1),
+                                                          ("page_fault_user", 1))),
+            ("2 + 1 + 1 (the recorder's layout)", (("mm_page_free", 2), ("mm_page_free_batched", 1),
+                                                   ("page_fault_user", 1))),
+            ("1 + 1 + 1 (--no-page-free-recovery)", (("mm_page_free", 1), ("mm_page_free_batched", 1),
+                                                      ("page_fault_user", 1))))
 
 
 def dispatch(argv: list[str], runs: int, pages: int) -> list[dict]:
@@ -473,6 +483,8 @@ def main() -> int:
                   f"(runs: {', '.join(f'{x:,.3f}' for x in c['all'][k])})")
         print(f"  mmreplay lost {c['lost']} (of which the ring buffer refused {c['ring_buffer_refused']}), caused by "
               f"the recorder {c['recorder']}; attach {c['attach']}")
+        print("  mmreplay page_free hits skipped by the kernel / recorded by the backup (any task's): "
+              + ", ".join(f"{a}/{b}" for a, b in c["pf_skipped_recovered"]))
         if "no_recovery" in c:
             print(f"  {NO_RECOVERY}: lost {c['no_recovery']['lost']} ({c['no_recovery']['lost_by_probe']})")
     if "per_probe" in result:

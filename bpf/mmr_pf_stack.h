@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The per-CPU stack of page frees in flight that lets kmem:mm_page_free's
- * backup program record exactly the hits the kernel skipped for the main one
- * (bpf/page_free.c says why and how), in plain C so that
- * tests/test_pf_backup_nesting.py can compile it with gcc and drive it with
- * hits nested at every point, the kernel's raw-tracepoint dispatch included.
+ * The per-CPU stack of hits in flight that lets tlb:tlb_flush's backup
+ * program record exactly the hits the kernel skipped for the main one
+ * (bpf/tlb_flush.c; three programs: a first one pushes, the main one marks,
+ * the backup pops), in plain C so that tests/test_pf_backup_nesting.py can
+ * compile it with gcc and drive it with hits nested at every point, the
+ * kernel's raw-tracepoint dispatch included. kmem:mm_page_free used it too,
+ * until two programs and a slot per hit in flight (bpf/mmr_bk_slots.h) did
+ * the same with one dispatch fewer per page freed.
  *
  * A slot is one u64, the hit's key | mark. The key is the page pointer
  * (64-byte aligned: bit 0 is the mark; bpf/tlb_flush.c passes its raw

@@ -108,49 +108,44 @@ static __always_inline int mmr_pf_batched(void)
  * counter to after its last instruction (__bpf_trace_run: the counter, the run
  * context, rcu_read_lock; then the same undone), not only while its body runs.
  *
- * Three programs on kmem:mm_page_free, run in attach order (the kernel's
+ * Two programs on kmem:mm_page_free, run in attach order (the kernel's
  * tracepoint keeps probes of equal priority in the order they were added;
- * tracer/recorder.py attaches them so, and mmr_pf_bk[MISSING] measures it):
- *   mmr_pf_pre   pushes the hit's page onto this CPU's stack of hits in flight;
- *   this program marks the top slot if it holds the page (its hit), or pushes a
- *                marked slot of its own when it does not (mmr_pf_pre was skipped,
- *                or the stack was reset);
- *   mmr_pf_backup pops the top slot if it holds the page, and records the hit only
- *                if it is not marked: then the kernel skipped this program for it.
- * A hit that lands in any part of this program's window (dispatch included)
- * runs the other two, so it is recorded by exactly one of the two recording
- * programs. What can go wrong ends as a counted miss, never a duplicate:
- *   - a hit in mmr_pf_pre's window is not pushed; this program runs for it and
- *     pushes a marked slot, which the backup pops (no record);
- *   - a hit in mmr_pf_backup's window leaves its slot behind (stale); if this
- *     program was skipped too, nothing records it: a miss of both, counted by
- *     the kernel (this program's recursion_misses) and not recovered;
- *   - stale slots sit under the live ones; at MMR_PF_STACK slots the stack is
- *     reset (mmr_pf_bk[RESETS]): a live hit whose slot it drops and that this
- *     program skipped is a counted miss.
- * Why never a duplicate: after this program ran for a hit, the top slot holding
- * that page is marked (its own slot, or the one it pushed); nested hits push
- * slots of other pages (a page being freed is freed once), pop only slots of
- * their own page, and a reset leaves only slots pushed after it, so the backup
- * can find that page unmarked on top only if this program never ran for it.
- * A slot is one u64, page | mark (struct page is 64-byte aligned): read and
- * written in one access, whatever interrupts in between. */
+ * bcc attaches this one at load, tracer/recorder.py the backup after it):
+ *   this program claims a per-CPU slot keyed by the hit's raw context's address
+ *                (unique among the hits in flight on a CPU, the same for both
+ *                programs of a hit), writes the page there, and records the hit;
+ *   mmr_pf_backup finds its key's slot holding its page (this program ran for
+ *                the hit: release the slot) or not (the kernel skipped this
+ *                program for it: record the hit).
+ * bpf/mmr_bk_slots.h says why no hit is recorded twice and why a skip of this
+ * program is recovered unless the backup was skipped too (a hit two windows
+ * deep: task, softirq and hardirq all freeing pages) or a slot an earlier hit
+ * left behind holds the same page (counted, never hidden); tests/
+ * test_pf_backup_nesting.py drives it with hits nested at every point. It
+ * replaced a three-program design (a first program pushing each hit onto a
+ * stack, bpf/mmr_pf_stack.h, which bpf/tlb_flush.c still runs): one dispatch
+ * fewer per page freed (benchmarks/record_overhead.py --dispatch).
+ *
+ * A slot is keyed by the pointer itself: the verifier lets a program that may
+ * leak pointers (CAP_PERFMON, which recording needs) compare it and store it
+ * in a map, and the key is only ever compared. */
 /* MMR_PF_RECOVER 0 (MMREPLAY_PAGE_FREE_RECOVERY=off, tracer/recorder.py): this program alone on the tracepoint
- * (the other two are not attached), and it keeps no stack: the kernel calls a tracepoint's only probe
- * directly, two or more through a loop of indirect calls, ~60-100 ns more per page free measured
- * (benchmarks/record_overhead.py --dispatch); the skipped hits are then counted as lost, none recovered. */
+ * (the backup is not attached), and it keeps no slot: the kernel calls a tracepoint's only probe directly, two
+ * or more through a loop of indirect calls (benchmarks/record_overhead.py --dispatch); the skipped hits are then
+ * counted as lost, none recovered. */
 #ifndef MMR_PF_RECOVER
 #define MMR_PF_RECOVER 1
 #endif
-#include "mmr_pf_stack.h"
-BPF_PERCPU_ARRAY(mmr_pf_stack, struct mmr_pf_stack, 1);
-/* The backup's recoveries (any task: the kernel's misses are counted for any task too). */
+#include "mmr_bk_slots.h"
+BPF_PERCPU_ARRAY(mmr_pf_slots, struct mmr_bk_slots, 1);
+/* The backup's records (any task: the kernel's misses are counted for any task too, and so are the main
+ * program's deferrals). */
 BPF_PERCPU_ARRAY(mmr_pf_recovered, u64, 1);
-/* [0] recoveries of recorded tasks (recorded rows), [1] hits the main program found not pushed (the first
- * program skipped for them, or not running first), [2] stack resets */
+/* [0] the backup's records of recorded tasks (recorded rows), [1] hits the main program left to the backup
+ * (no free slot), [2] slots of earlier hits the backup released (their own backup was skipped) */
 #define MMR_PF_BK_MINE 0
-#define MMR_PF_BK_MISSING 1
-#define MMR_PF_BK_RESETS 2
+#define MMR_PF_BK_DEFERRED 1
+#define MMR_PF_BK_STALE 2
 BPF_PERCPU_ARRAY(mmr_pf_bk, u64, 3);
 
 static __always_inline void mmr_pf_bk_count(int what)
@@ -160,28 +155,16 @@ static __always_inline void mmr_pf_bk_count(int what)
 		(*n)++;
 }
 
-/* TP_PROTO(struct page *page, unsigned int order): attached before the main program. Every task's hits:
- * the kernel's misses are counted for every task, and so are the backup's recoveries. */
-int mmr_pf_pre(struct bpf_raw_tracepoint_args *ctx)
-{
-	int zero = 0;
-	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
-	if (st && mmr_pf_stack_push(st, ctx->args[0], 0) == 1)
-		mmr_pf_bk_count(MMR_PF_BK_RESETS);
-	return 0;
-}
-
+/* TP_PROTO(struct page *page, unsigned int order): every task's hits claim a slot (the kernel's misses are
+ * counted for every task, and so are the backup's records). */
 RAW_TRACEPOINT_PROBE(mm_page_free)
 {
 #if MMR_PF_RECOVER
 	int zero = 0;
-	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
-	if (st) {
-		int how = mmr_pf_stack_mark(st, ctx->args[0]);
-		if (how)
-			mmr_pf_bk_count(MMR_PF_BK_MISSING);
-		if (how == 2)
-			mmr_pf_bk_count(MMR_PF_BK_RESETS);
+	struct mmr_bk_slots *sl = mmr_pf_slots.lookup(&zero);
+	if (!sl || mmr_bk_claim(sl, (u64)ctx, ctx->args[0])) {
+		mmr_pf_bk_count(MMR_PF_BK_DEFERRED);
+		return MMR_PASS; /* the backup records it */
 	}
 #endif
 	return mmr_pf_add((u32)ctx->args[1]);
@@ -191,9 +174,12 @@ RAW_TRACEPOINT_PROBE(mm_page_free)
 int mmr_pf_backup(struct bpf_raw_tracepoint_args *ctx)
 {
 	int zero = 0;
-	struct mmr_pf_stack *st = mmr_pf_stack.lookup(&zero);
-	if (!st || !mmr_pf_stack_pop(st, ctx->args[0]))
-		return 0; /* the main program ran for this hit, or nothing is known of it */
+	struct mmr_bk_slots *sl = mmr_pf_slots.lookup(&zero);
+	int how = sl ? mmr_bk_release(sl, (u64)ctx, ctx->args[0]) : 1;
+	if (!how)
+		return 0; /* the main program ran for this hit */
+	if (how == 2)
+		mmr_pf_bk_count(MMR_PF_BK_STALE);
 	/* counted whatever mmr_ctl says, as the kernel counts the miss: user space takes both at the
 	 * recording's start and stop; what is recorded is filtered (and stopped) as the main program's */
 	u64 *n = mmr_pf_recovered.lookup(&zero);

@@ -25,9 +25,9 @@ static __always_inline int mmr_tlb_flush(s32 reason, s64 pages)
 #if MMR_RAW_TLB_FLUSH
 /* A TLB-shootdown IPI that arrives while this program runs (its dispatch
  * included) flushes, and hits the tracepoint, in the middle of it: the kernel
- * skips this program for that hit. As kmem:mm_page_free's (bpf/page_free.c),
- * a first program pushes each hit onto a per-CPU stack, this one marks it, and
- * the backup records an unmarked one. A hit's key is its raw-tracepoint
+ * skips this program for that hit. A first program pushes each hit onto a
+ * per-CPU stack (bpf/mmr_pf_stack.h), this one marks it, and the backup
+ * records an unmarked one. A hit's key is its raw-tracepoint
  * context's address (the argument array on the dispatch's stack: the same for
  * the three programs of one hit, different for a hit nested in it), since its
  * arguments (reason, pages) may repeat among nested hits. */

@@ -431,16 +431,16 @@ def test_a_written_code_mapping_keeps_its_pages(tmp_path) -> None:
     assert bytes(m[:4]) == b"\xcc\xcc\xcc\xcc"  # with MADV_DONTNEED it would read the file's 0x90 again
 
 
-def test_page_free_loss_is_the_main_programs_skips_less_the_last_programs_recoveries(monkeypatch):
-    """page_free's three programs (bpf/page_free.c): the main program's skips the last one recorded are not
-    lost; the first and last programs' own skips and the stack's counters are reported apart
-    (extra.backup_programs), never added to the loss."""
+def test_page_free_loss_is_the_main_programs_skips_and_deferrals_less_the_last_programs_records(monkeypatch):
+    """page_free's two programs (bpf/page_free.c): the main program's skips, and the hits it left to the last
+    program (no free slot), that the last one recorded are not lost; the last program's own skips and the
+    slots' counters are reported apart (extra.backup_programs), never added to the loss."""
     from types import SimpleNamespace as NS
 
     import tracer.recorder as rec_mod
 
     pf = next(f for f in programs.FAMILIES if f.name == "page_free")
-    k = {"main": 0, "pre": 0, "backup": 0, "recovered": 0, "mine": 0, "not_pushed": 0, "resets": 0}
+    k = {"main": 0, "backup": 0, "recovered": 0, "mine": 0, "deferred": 0, "stale": 0}
 
     class PerCpu:
         def __init__(self, *keys):
@@ -451,26 +451,25 @@ def test_page_free_loss_is_the_main_programs_skips_less_the_last_programs_recove
 
     r = Recorder(RecordOptions(output="unused"))
     r._families, r._backup_attached = [pf], {"page_free"}
-    r._helper_progs = {"pre:page_free": 11, "backup:page_free": 12}
-    r._bpf = {"mmr_pf_recovered": PerCpu("recovered"), "mmr_pf_bk": PerCpu("mine", "not_pushed", "resets")}
+    r._helper_progs = {"backup:page_free": 12}
+    r._bpf = {"mmr_pf_recovered": PerCpu("recovered"), "mmr_pf_bk": PerCpu("mine", "deferred", "stale")}
     monkeypatch.setattr(r, "_prog_fds", lambda fam: {"kmem:mm_page_free": 10})
-    monkeypatch.setattr(rec_mod, "prog_recursion_misses", lambda fd: k[{10: "main", 11: "pre", 12: "backup"}[fd]])
+    monkeypatch.setattr(rec_mod, "prog_recursion_misses", lambda fd: k[{10: "main", 12: "backup"}[fd]])
 
     k.update(main=4, recovered=4)  # before the recording
     start = r._misses_at_start = r._misses_now()
     k["main"] += 30
-    k["recovered"] += 29  # one skipped hit nested in the last program's window too: lost
-    k["mine"] += 25  # of the 29, 25 were the recorded tasks' (rows); the rest other tasks' (filtered out)
-    k["pre"] += 6
-    k["not_pushed"] += 6  # the main program pushed a marked slot for each hit the first one skipped
+    k["deferred"] += 3  # three hits found every slot held: the last program records them
+    k["recovered"] += 32  # one skipped hit nested in the last program's window too: lost
+    k["mine"] += 25  # of the 32, 25 were the recorded tasks' (rows); the rest other tasks' (filtered out)
     k["backup"] += 9
-    k["resets"] += 1
+    k["stale"] += 1
     stop = r._misses_at_stop = r._misses_now(stop=True)
     loss = r._loss({})
     assert loss["page_free"]["bpf_recursion_skipped"] == 1
-    assert r._recovered["page_free"] == 29
+    assert r._recovered["page_free"] == 32
     assert rec_mod.backup_programs(start, stop) == {"page_free": {
-        "recovered_recorded_tasks": 25, "not_pushed": 6, "stack_resets": 1, "pre_skipped": 6, "backup_skipped": 9}}
+        "recovered_recorded_tasks": 25, "deferred": 3, "stale_released": 1, "backup_skipped": 9}}
 
 
 def _fault_batches(nbatches: int, counts: list[int] | None = None) -> tuple[list[bytes], np.ndarray]:

@@ -75,16 +75,21 @@ DRAIN_STEP_BYTES = 1 << 20
 # pass what it has not copied, and rows wait (up to CHUNK_ROWS).
 MAX_BACKLOG_BYTES = 4 * DRAIN_STEP_BYTES
 CTL_RECORDING, CTL_STOPPED = 1, 2  # mmr_ctl[0] (bpf/mmr_common.h); 0: not started yet
-#: (family, tracepoint, last program, its recovery counter, first program, its counters map): the programs
-#: that record the hits the kernel skipped because the family's program was running on the CPU (an
-#: interrupt's page free or TLB flush in its middle, its dispatch included). The first, attached before the
-#: family's program, pushes each hit; the family's marks it; the last records an unmarked one
-#: (bpf/mmr_pf_stack.h, bpf/page_free.c).
-BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", b"mmr_pf_pre", "mmr_pf_bk"),
+#: (family, tracepoint, last program, its recovery counter, first program or None, its counters map): the
+#: programs that record the hits the kernel skipped because the family's program was running on the CPU (an
+#: interrupt's page free or TLB flush in its middle, its dispatch included). page_free: two programs, the
+#: family's claims a per-CPU slot for each hit, the last records a hit whose slot it does not find
+#: (bpf/mmr_bk_slots.h, bpf/page_free.c); tlb_flush: three, a first program, attached before the family's,
+#: pushes each hit, the family's marks it, the last records an unmarked one (bpf/mmr_pf_stack.h).
+BACKUPS = (("page_free", b"mm_page_free", b"mmr_pf_backup", "mmr_pf_recovered", None, "mmr_pf_bk"),
            ("tlb_flush", b"tlb_flush", b"mmr_tlb_backup", "mmr_tlb_recovered", b"mmr_tlb_pre", "mmr_tlb_bk"))
-#: the counters map of each: the last program's recoveries of recorded tasks, hits the family's program
-#: found not pushed (the first program skipped for them, or not running first), stacks emptied when full
-BACKUP_COUNTERS = ("recovered_recorded_tasks", "not_pushed", "stack_resets")
+#: the counters map of each. page_free: the last program's records of recorded tasks, hits the family's
+#: program left to it (no free slot: counted with the kernel's skips, since the last program records them),
+#: slots of earlier hits the last program released (their own last program skipped). tlb_flush: the last
+#: program's recoveries of recorded tasks, hits the family's program found not pushed (the first program
+#: skipped for them, or not running first), stacks emptied when full.
+BACKUP_COUNTERS = {"page_free": ("recovered_recorded_tasks", "deferred", "stale_released"),
+                   "tlb_flush": ("recovered_recorded_tasks", "not_pushed", "stack_resets")}
 #: Frames of a BPF program and its raw-tracepoint dispatch, at the top of its stacks.
 PROBE_FRAMES = ("bpf_prog_", "bpf_trace_run", "__bpf_trace_", "__bpf_prog_run")
 #: Why a recorded task's event is missing from the trace (Probe.lost, the headline of `info`) ...
@@ -1053,6 +1058,10 @@ class Recorder:
                 if pre is not None:
                     self._attach_first(fam, tp, pre)
                 self._attach_backup(fam, tp, fn)
+        if "page_free" in self._backup_attached:
+            # the main program claimed slots from load to now, alone: empty them before the start
+            # (bpf/mmr_bk_slots.h). A hit in flight now is then recorded by the backup, before the start.
+            b["mmr_pf_slots"].clear()
         self._kinds = {f.kind for f in self._families}
         if self._t2:
             self._tier2_attach()
@@ -1299,24 +1308,31 @@ class Recorder:
         def misses() -> dict[str, int]:
             return {tp: prog_recursion_misses(fd) for fam in self._families for tp, fd in self._prog_fds(fam).items()}
 
-        def recovered() -> dict[str, int]:
-            out = {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
-                   for fam, _tp, _fn, table, _pre, _bk in BACKUPS if fam in self._backup_attached}
+        def recovered(stop: bool) -> dict[str, int]:
+            def records() -> dict[str, int]:
+                return {f"recovered:{fam}": sum(int(getattr(v, "value", v)) for v in self._bpf[table][0])
+                        for fam, _tp, _fn, table, _pre, _bk in BACKUPS if fam in self._backup_attached}
+
+            # the last program's records after the counters at the stop, before them at the start: a
+            # page_free hit the main program left to the last program counts as lost until recorded
+            out = records() if stop else {}
             for fam, _tp, _fn, _table, _pre, bk in BACKUPS:
-                if f"pre:{fam}" in self._helper_progs:
+                if f"backup:{fam}" in self._helper_progs:
                     table = self._bpf[bk]
-                    for i, name in enumerate(BACKUP_COUNTERS):
+                    for i, name in enumerate(BACKUP_COUNTERS[fam]):
                         out[f"recovered:bk:{fam}:{name}"] = sum(int(getattr(v, "value", v)) for v in table[i])
+            if not stop:
+                out.update(records())
             # the helper programs' own skips: a hit in the first program's window is not pushed (the main
             # program then pushes it marked), one in the backup's window leaves a slot behind
             out.update({f"recovered:skips:{k}": prog_recursion_misses(fd) for k, fd in self._helper_progs.items()})
             return out
 
         if stop:
-            seen = recovered()
+            seen = recovered(True)
             return {**seen, **misses()}
         first = misses()
-        return {**first, **recovered()}
+        return {**first, **recovered(False)}
 
     def _loss(self, stats: dict[int, tuple[int, int, int, int]]) -> dict[str, dict[str, int]]:
         """Per family: what was lost (LOST_REASONS) and what the recorder caused and dropped (RECORDER_REASONS).
@@ -1336,8 +1352,12 @@ class Recorder:
                 # the backup program recorded the skipped hits it saw; its own skips are hits the main
                 # program took (they come while the backup runs, after the main one has finished)
                 key = f"recovered:{fam.name}"
-                start = getattr(self, "_misses_at_start", {})
-                recovered = max(0, getattr(self, "_misses_at_stop", {}).get(key, 0) - start.get(key, 0))
+                start, stop = getattr(self, "_misses_at_start", {}), getattr(self, "_misses_at_stop", {})
+                recovered = max(0, stop.get(key, 0) - start.get(key, 0))
+                # page_free's main program leaves a hit to the last program when it finds no free slot
+                # (bpf/mmr_bk_slots.h): the last program records those too
+                deferred = f"recovered:bk:{fam.name}:deferred"
+                misses += max(0, stop.get(deferred, 0) - start.get(deferred, 0))
                 misses = max(0, misses - recovered)
                 self._recovered[fam.name] = recovered
             own = fam.name == "lock_contention"
