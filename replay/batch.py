@@ -302,13 +302,15 @@ def run_all(workload: Workload, specs: Sequence[RunSpec], settings: Settings, *,
 
     ``release``: the caller needs the workload's ops no more (only its thread list): every set is
     flattened up front, a thread at a time, into files the runs map, and the ops are emptied
-    (release_ops) before the first run or the workers' fork. A set of one run too: flattened in memory
-    beside the op objects, one seed's replay of a 10-s recording (7.5 M rows) peaked at 2.4 GB where
-    two seeds' took 0.56 GB.
+    (release_ops) before the first run or the workers' fork. A set of one run (one seed) too: flattened
+    in memory beside the op objects, one seed's replay of a 10-s recording (7.5 M rows) peaked at 2.4 GB
+    where two seeds' took 0.56 GB. Not when seeds have programs of their own (--perturb): that would be a
+    program file per run at once, each as large as the trace's instructions; each run flattens its own.
     """
     from replay.sim.simulate import program_for
 
     all_groups = groups(specs, settings)
+    release = release and len(all_groups) <= len({s.policy_set for s in specs})
     if (jobs <= 1 or len(specs) <= 1) and not release:
         out: dict[int, Run] = {}
         for group in all_groups:
