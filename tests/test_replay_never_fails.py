@@ -20,6 +20,7 @@ from tests.test_sim_engines import assert_identical, run_both
 from tests.tracebuilder import ANON_VMA_ROOT, TraceBuilder
 
 simulate_module = importlib.import_module("replay.sim.simulate")
+batch_module = importlib.import_module("replay.batch")
 
 needs_c = pytest.mark.skipif(not cengine.available(), reason="no C compiler: the C engine cannot be built")
 SAMPLE = "sample_traces/mmap1_threads"
@@ -51,13 +52,15 @@ def test_both_engines_agree_on_a_recorded_wait_after_a_spin():
 
 
 def _bad_opcode(monkeypatch):
-    """Make flatten() emit an opcode no engine knows at thread 2's second instruction."""
-    def broken(*args, **kwargs):
-        p = flatten(*args, **kwargs)
+    """Make every program a run gets (flattened in memory, or flattened ahead into files and mapped, as the
+    CLI does) hold an opcode no engine knows at thread 2's second instruction."""
+    def corrupt(p):
         code = p.code.copy()
         code[int(p.start[1]) + 1, 0] = 99
         return replace(p, code=code)
-    monkeypatch.setattr(simulate_module, "flatten", broken)
+    monkeypatch.setattr(simulate_module, "flatten", lambda *a, **k: corrupt(flatten(*a, **k)))
+    mapped = batch_module._mapped
+    monkeypatch.setattr(batch_module, "_mapped", lambda *a, **k: corrupt(mapped(*a, **k)))
 
 
 @pytest.mark.parametrize("engine", ["python", pytest.param("c", marks=needs_c)])
@@ -73,9 +76,10 @@ def test_an_inconsistency_names_the_thread_and_the_time(monkeypatch, engine):
     assert e.value.exit_status == 3
 
 
-def test_the_cli_reports_an_inconsistency_in_one_line_with_exit_status_3(monkeypatch, capsys):
+@pytest.mark.parametrize("seeds", ["1", "2"])
+def test_the_cli_reports_an_inconsistency_in_one_line_with_exit_status_3(monkeypatch, capsys, seeds):
     _bad_opcode(monkeypatch)
-    assert main(["replay", SAMPLE, "--seeds", "1", "--engine", "python", "--compare", "current"]) == 3
+    assert main(["replay", SAMPLE, "--seeds", seeds, "--engine", "python", "--compare", "current"]) == 3
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert err.startswith(f"mmreplay: error: {SAMPLE}: tid ") and "s into the replay: bad opcode" in err
