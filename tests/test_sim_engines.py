@@ -28,15 +28,17 @@ from tests.test_sim_invariants import COSTS, SETTINGS, workloads
 # allocations, hand-offs after short waits, unlocks of mutex-classic spinning on wait_lock, the tracer's time at
 # mmap_lock acquisitions (and after release and downgrade stamps), lock data that follows the lock between CPUs,
 # recorded hand-offs drawn per grant to a spinner, recorded waker -> activation delays drawn per woken lock sleeper,
-# a lock sleeper's way to sleep (grants and wakes to retry inside it), blocks that hold their wake-up
+# a lock sleeper's way to sleep (grants and wakes to retry inside it), blocks that hold their wake-up, recorded
+# release -> switch-in delays drawn per lock sleeper woken after a long sleep
 cost_variants = st.builds(
-    lambda cs, jitter, per_socket, fail, mh, rh, ticket, waker, tracer, lines, handoffs, wakes, window, exact: replace(
+    lambda cs, jitter, per_socket, fail, mh, rh, ticket, waker, tracer, lines, handoffs, wakes, window, exact, longs,
+    long_after: replace(
         COSTS, timeslice_ns=40_000, context_switch_ns=cs, wake_jitter_ns=jitter, cpus_per_socket=per_socket,
         batch_alloc_fail_p=fail, mutex_handoff_after_ns=mh, rwsem_handoff_after_ns=rh,
         ticket_handoff_per_waiter=ticket, mutex_waker_ns=waker, mmap_lock_tracer_ns=tracer, lock_data_lines=lines,
         mmap_lock_release_tail_ns=tracer // 5, mmap_lock_downgrade_tail_ns=tracer // 4,  # the tracer's, at release
         line_transfer_samples_ns=handoffs, lock_wake_samples_ns=wakes, lock_sleep_window_ns=window,
-        blocks_hold_wakeup=exact),
+        blocks_hold_wakeup=exact, lock_wake_long_samples_ns=longs, lock_wake_long_after_ns=long_after),
     st.sampled_from([0, 1_700]), st.sampled_from([0, 1_000]), st.sampled_from([0, 1, 2]),
     st.sampled_from([0.0, 0.5]), st.sampled_from([2_000, 1_000_000]), st.sampled_from([3_000, 4_000_000]),
     st.sampled_from([0.5, 0.37]), st.sampled_from([0, 2_000]), st.sampled_from([0, 500]), st.sampled_from([0, 3]),
@@ -44,6 +46,8 @@ cost_variants = st.builds(
     st.sampled_from([(), (2_400, 17_000, 40_000), tuple(range(1_000, 30_000, 700))]),
     st.sampled_from([0, 300, 8_000]),
     st.sampled_from([0, 1]),
+    st.sampled_from([(), (900, 26_000, 45_000)]),
+    st.sampled_from([0, 5_000, 200_000]),
 )
 configs = st.builds(
     lambda cpus, pol, pre, seed, period, mode, costs, perturb, probe: SimConfig(

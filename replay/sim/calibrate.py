@@ -175,6 +175,51 @@ def _lock_wake_delays(trace: Trace) -> pl.Series:
     return pairs.filter(inside).select((pl.col("ts") - pl.col("waking")).alias("delay")).collect()["delay"]
 
 
+def _lock_wake_long(trace: Trace, long_after: int, tail: int) -> pl.Series:
+    """Release -> switch-in delay of each lock sleeper woken onto another CPU than its waker's after a long sleep:
+    ``sched_waking`` inside a recorded lock wait of the woken task (as ``_lock_wake_delays``) whose task had
+    left its CPU (its last ``sched_switch`` out) ``long_after`` ns or more before, to its next switch-in, on
+    another CPU than the waking's (the waker's), within 1 ms. The delay starts at the waker's last mmap_lock
+    release stamp (lock_holds' end) plus ``tail`` (the tracer's time after it, which the engine replays before
+    the release) if that is within 50 µs before the waking -- the engine wakes at the release, and the kernel's
+    up_read/up_write -> rwsem_wake -> try_to_wake_up takes 2-6 µs before ``sched_waking`` fires -- else at the
+    waking."""
+    wk = trace.scan("sched_wakeup").filter(pl.col("kind") == "waking")
+    waking = wk.select(pl.col("ts").alias("waking"), "tid", pl.col("cpu").alias("wcpu"),
+                       pl.col("waker_tid").alias("waker")).sort("waking")
+    sw = trace.scan("sched_switch")
+    ins = sw.select(pl.col("ts").alias("run"), pl.col("next_tid").alias("tid"), pl.col("cpu").alias("rcpu")).sort("run")
+    outs = sw.select(pl.col("ts").alias("out"), pl.col("prev_tid").alias("tid")).sort("out")
+    pairs = (waking.join_asof(ins, left_on="waking", right_on="run", by="tid", strategy="forward",
+                              check_sortedness=False)
+             .join_asof(outs, left_on="waking", right_on="out", by="tid", strategy="backward", check_sortedness=False)
+             .filter(pl.col("run").is_not_null() & pl.col("out").is_not_null()
+                     & (pl.col("run") - pl.col("waking") < MAX_WAKE_NS) & (pl.col("rcpu") != pl.col("wcpu"))
+                     & (pl.col("waking") - pl.col("out") >= long_after)))
+    waits = []
+    if trace.has("lock_holds"):
+        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
+                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
+    if trace.has("lock_waits"):
+        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
+                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
+    inside = pl.lit(False)
+    for i, wt in enumerate(waits):
+        wt = wt.rename({"w0": f"w0_{i}", "w1": f"w1_{i}"}).sort(f"w0_{i}")
+        pairs = pairs.join_asof(wt, left_on="waking", right_on=f"w0_{i}", by="tid", strategy="backward",
+                                check_sortedness=False)
+        inside = inside | (pl.col(f"w1_{i}").is_not_null() & (pl.col("waking") <= pl.col(f"w1_{i}")))
+    start = pl.col("waking")
+    if trace.has("lock_holds"):
+        rel = (trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("lock_class") == "mmap_lock"))
+               .select(pl.col("tid").alias("waker"), (pl.col("ts") + pl.col("dur")).alias("rel")).sort("rel"))
+        pairs = pairs.sort("waking").join_asof(rel, left_on="waking", right_on="rel", by="waker", strategy="backward",
+                                               check_sortedness=False)
+        start = (pl.when(pl.col("rel").is_not_null() & (pl.col("waking") - pl.col("rel") <= 50_000))
+                 .then(pl.min_horizontal(pl.col("rel") + tail, pl.col("waking"))).otherwise(pl.col("waking")))
+    return pairs.filter(inside).select((pl.col("run") - start).alias("delay")).collect()["delay"]
+
+
 def _lock_sleep_windows(trace: Trace) -> pl.Series:
     """A lock sleeper's way to sleep: from its ``contention_begin`` (lock_waits' ts; a sleeping lock's slowpath
     fires it right before schedule()) to its switch-out asleep (``sched_switch`` with ``prev_state`` ≠ 0) inside
@@ -187,6 +232,10 @@ def _lock_sleep_windows(trace: Trace) -> pl.Series:
             .filter(pl.col("out").is_not_null() & (pl.col("out") <= pl.col("end")))
             .select((pl.col("out") - pl.col("ts")).alias("window")).collect()["window"])
 
+
+#: lock sleepers woken after a long sleep a recording must hold for lock_wake_long_samples_ns: they are few (one per
+#: munmap-sized wait), and each is a measured delay, so a handful stands (page_fault1_threads, 1.5 s: 8)
+MIN_LONG_WAKES = 5
 
 #: quantiles of the recorded lock wake-up delays kept (Costs.lock_wake_samples_ns)
 LOCK_WAKE_QUANTILES = 1_000
@@ -334,6 +383,22 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
                          "replayed at each acquisition up to its recorded wait")
         else:
             notes.append(f"mmap_lock_tracer_ns: 0 ({len(tw)} uncontended mmap_lock acquisitions, need {MIN_SAMPLES})")
+
+    if trace.has("sched_wakeup") and trace.has("sched_switch") and (trace.has("lock_holds") or trace.has("lock_waits")):
+        lw = _lock_wake_long(trace, costs.lock_wake_long_after_ns, tails.get("mmap_lock_release_tail_ns", 0))
+        if len(lw) >= MIN_LONG_WAKES:
+            n = min(LOCK_WAKE_QUANTILES, len(lw))
+            qs = np.quantile(lw.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
+            changes["lock_wake_long_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
+            notes.append(f"lock_wake_long_samples_ns: {len(lw)} lock sleepers woken onto another CPU after "
+                         f"{costs.lock_wake_long_after_ns} ns or more off it, release → switch-in (median "
+                         f"{float(lw.median()):.0f} ns, min {float(lw.min()):.0f} ns), one drawn per wake-up of such a "
+                         "sleeper instead of the wake-up latency")
+        else:
+            notes.append(f"lock_wake_long_samples_ns: none ({len(lw)} lock sleepers woken after a long sleep, need "
+                         f"{MIN_LONG_WAKES})")
+    else:
+        notes.append("lock_wake_long_samples_ns: none (no sched_wakeup, sched_switch or lock tables)")
 
     notes.append("context switch, lock fast paths, TLB flush and IPI costs: defaults (no tracepoint times them)")
     return Calibration(replace(costs, **changes), tuple(notes))

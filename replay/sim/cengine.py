@@ -88,6 +88,7 @@ class Params(ctypes.Structure):
         ("lock_wakes", _P64), ("nlock_wakes", _I64),  # issue #16: engine.py's lock_wakes
         ("sleep_window", _I64),  # issue #16: engine.py's sleep_window
         ("block_exact", _I64),  # issue #16: engine.py's block_exact
+        ("long_wakes", _P64), ("nlong_wakes", _I64), ("long_after", _I64),  # issue #16: engine.py's long_wakes
     ]
 
 
@@ -212,6 +213,7 @@ class CEngine:
                                     and lk.policy != "as-recorded" else 0 for lk in locks] or [0], dtype=np.int64),
             "handoffs": np.array(c.line_transfer_samples_ns or [0], dtype=np.int64),
             "lock_wakes": np.array(c.lock_wake_samples_ns or [0], dtype=np.int64),
+            "long_wakes": np.array(c.lock_wake_long_samples_ns or [0], dtype=np.int64),
         }
         arrays["lock_cost"][arrays["lock_tracer"] > 0] = 0
         unknown = {lk.policy for lk in locks} - LOCK_KINDS.keys()
@@ -230,6 +232,7 @@ class CEngine:
             lazy_leave=c.lazy_leave_ns, nhandoffs=len(c.line_transfer_samples_ns),
             nlock_wakes=len(c.lock_wake_samples_ns), sleep_window=c.lock_sleep_window_ns,
             block_exact=c.blocks_hold_wakeup,
+            nlong_wakes=len(c.lock_wake_long_samples_ns), long_after=c.lock_wake_long_after_ns,
             batch_alloc_fail_p=c.batch_alloc_fail_p,
             r_dispatch=R_DISPATCH, r_preempt=R_PREEMPT, r_block=R_BLOCK, r_sleep_lock=R_SLEEP_LOCK, r_exit=R_EXIT,
             r_probe_end=R_PROBE_END, p_spinlock=P_SPINLOCK, p_spin_wait=P_SPIN_WAIT, p_gather=P_GATHER, p_ptl=P_PTL,
@@ -240,7 +243,7 @@ class CEngine:
             p.probe_cause_of[i] = q
         for name in ("code", "start", "lock_kind", "lock_handoff", "lock_sleeping", "lock_cls", "lock_cost",
                      "lock_lines", "tid", "mm", "start_ns", "probe_at", "lock_tracer", "lock_tail", "lock_dtail",
-                     "handoffs", "lock_wakes"):
+                     "handoffs", "lock_wakes", "long_wakes"):
             setattr(p, name, _ptr(arrays[name], ctypes.c_int64))
         p.points = _ptr(arrays["points"], ctypes.c_uint8)
         p.floats = _ptr(arrays["floats"], ctypes.c_double)

@@ -17,7 +17,7 @@ from pathlib import Path
 from replay.errors import UsageError
 
 #: the costs that are lists of recorded samples (ns) rather than one figure
-SAMPLE_COSTS = ("line_transfer_samples_ns", "lock_wake_samples_ns")
+SAMPLE_COSTS = ("line_transfer_samples_ns", "lock_wake_samples_ns", "lock_wake_long_samples_ns")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,17 @@ class Costs:
     #: this 2-vCPU guest, 2.4-3.8 µs on the waker's own CPU (docs/VALIDATION.md §e item 10). Empty (the
     #: default): no such delay; --calibrate measures it from sched_wakeup.
     lock_wake_samples_ns: tuple[int, ...] = ()
+    #: the recorded delays from a lock releaser's release to the switch-in of the lock sleeper it woke onto another
+    #: CPU, for sleepers that had been off their CPU lock_wake_long_after_ns or more, as equally likely values: such
+    #: a woken sleeper takes one (drawn) instead of the wake-up latency and lock_wake_samples_ns, whole: runnable
+    #: that much after the release less the context switch its dispatch costs. A vCPU that idled that long is off
+    #: its host CPU and slow to come back (page_fault1_threads here: 26-44 µs, against 10-39 µs after a short
+    #: sleep), so the sleeper's waker, still on its CPU, takes the lock again first (docs/VALIDATION.md §e item
+    #: 13). Empty (the default): not modelled; --calibrate measures it from sched_wakeup and sched_switch.
+    lock_wake_long_samples_ns: tuple[int, ...] = ()
+    #: how long off its CPU a woken lock sleeper must have been to take lock_wake_long_samples_ns (KVM's
+    #: halt_poll_ns default: a vCPU halted that long is scheduled out on the host)
+    lock_wake_long_after_ns: int = 200_000
     #: a lock waiter that must sleep leaves its CPU this long after it queued (the kernel's way from
     #: contention_begin through schedule() to the switch: the recorder's program, newly-idle balancing); a
     #: grant or a wake to retry inside it is taken on the CPU, without a switch or a wake-up. 0 (the default):

@@ -81,6 +81,10 @@ struct mmr_params {
 	i64 sleep_window;
 	/* issue #16: a Block's length holds its wake-up (engine.py block_exact, Costs.blocks_hold_wakeup) */
 	i64 block_exact;
+	/* issue #16: recorded release -> switch-in delays of lock sleepers woken after a long sleep, and how long
+	 * is long (engine.py long_wakes, long_after) */
+	const i64 *long_wakes;
+	i64 nlong_wakes, long_after;
 };
 
 /* Mirrored by cengine.Stats. */
@@ -214,6 +218,7 @@ typedef struct {
 	i64 tail_at; /* issue #16: the recorded release's (downgrade's) time while the tracer's runs, -1: none */
 	i64 credit;  /* tracer time replayed at releases, taken back from the next work (which contains it) */
 	int presleep; /* on its way to sleep on a lock: still on its CPU, queued (engine.py presleep) */
+	i64 off_at;   /* when it last left its CPU (engine.py off_at) */
 } Thread;
 
 typedef struct {
@@ -550,6 +555,7 @@ static void leave_cpu(Engine *e, Thread *th, i64 now, i64 reason)
 	e->cur[c] = -1;
 	th->oncpu = 0;
 	th->cpu = -1;
+	th->off_at = now;
 	for (int i = 0; i < th->nheld; i++)
 		lock_owner_off_cpu(e, th->held[i].lid, th, now);
 	if (th->pcount > 0) {
@@ -641,9 +647,14 @@ static void grant_spin(Engine *e, Thread *frm, Thread *th, i64 now, int scaled, 
 	push(e, at, E_GRANT, th->idx, th->gen);
 }
 
-/* engine.py lock_wake_cost: the wake-up latency, then a recorded waker -> activation delay (drawn second) */
-static i64 lock_wake_cost(Engine *e)
+/* engine.py lock_wake_cost: the wake-up latency, then a recorded waker -> activation delay (drawn second); a
+ * sleeper off its CPU for long_after or more: one recorded release -> switch-in delay, whole, less the switch */
+static i64 lock_wake_cost(Engine *e, const Thread *th, i64 now)
 {
+	if (e->p.nlong_wakes && now - th->off_at >= e->p.long_after) {
+		i64 w = e->p.long_wakes[(i64)(rnd(e) * (double)e->p.nlong_wakes)] - e->p.context_switch;
+		return w > 0 ? w : 0;
+	}
 	i64 w = wake_cost(e);
 	if (e->p.nlock_wakes)
 		w += e->p.lock_wakes[(i64)(rnd(e) * (double)e->p.nlock_wakes)];
@@ -662,7 +673,7 @@ static void wake_retry(Engine *e, Thread *th, i64 now, i64 delay)
 		return;
 	}
 	th->state = READY;
-	push(e, now + delay + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + delay + lock_wake_cost(e, th, now), E_WAKE, th->idx, th->gen);
 }
 
 static void grant_sleeper(Engine *e, Thread *th, i64 now)
@@ -677,7 +688,7 @@ static void grant_sleeper(Engine *e, Thread *th, i64 now)
 		return;
 	}
 	th->state = READY;
-	push(e, now + lock_wake_cost(e), E_WAKE, th->idx, th->gen);
+	push(e, now + lock_wake_cost(e, th, now), E_WAKE, th->idx, th->gen);
 }
 
 static void timed_wait(Engine *e, Thread *th, i64 now, i64 wait, int sleeping, int preempt_off)

@@ -111,6 +111,8 @@ class SimThread:
         "tail_at", "credit",
         # on its way to sleep on a lock: still on its CPU, queued (Costs.lock_sleep_window_ns)
         "presleep",
+        # when it last left its CPU (a woken lock sleeper's delay depends on how long it slept: issue #16)
+        "off_at",
     )
 
     def __init__(self, idx: int, tid: int, mm: int, code: list[tuple], points: list[bool]):
@@ -161,6 +163,7 @@ class SimThread:
         #: tracer time replayed at releases and downgrades, taken back from the next work (which contains it)
         self.credit = 0
         self.presleep = False
+        self.off_at = 0
 
 
 class Engine:
@@ -180,6 +183,10 @@ class Engine:
         #: recorded waker -> activation delays of woken lock sleepers, one drawn per such wake-up
         #: (Costs.lock_wake_samples_ns; the C engine draws the same)
         self.lock_wakes = costs.lock_wake_samples_ns
+        #: recorded release -> switch-in delays of lock sleepers woken after a long sleep, and how long is long
+        #: (Costs.lock_wake_long_samples_ns, lock_wake_long_after_ns; the C engine draws the same)
+        self.long_wakes = costs.lock_wake_long_samples_ns
+        self.long_after = costs.lock_wake_long_after_ns
         #: a lock waiter that must sleep leaves its CPU this much later (Costs.lock_sleep_window_ns)
         self.sleep_window = costs.lock_sleep_window_ns
         #: a Block's length holds its wake-up (Costs.blocks_hold_wakeup): runnable at its end less the switch
@@ -318,10 +325,16 @@ class Engine:
         j = self.c.wake_jitter_ns
         return self.c.wakeup_ns + (round(self.rng.expovariate(1.0 / j)) if j else 0)
 
-    def lock_wake_cost(self) -> int:
+    def lock_wake_cost(self, th: SimThread, now: int) -> int:
         """A woken lock sleeper's delay before it runs: the recorded waker -> activation delay (an IPI to an idle
         CPU and its exit from idle: Costs.lock_wake_samples_ns, drawn after the wake-up latency), then the
-        wake-up latency (issue #16)."""
+        wake-up latency (issue #16). A sleeper off its CPU for ``lock_wake_long_after_ns`` or more takes instead
+        one recorded release -> switch-in delay of such a sleeper (Costs.lock_wake_long_samples_ns: a vCPU idle
+        that long has left its host CPU and is slow to come back), whole: runnable that much after the release
+        less the switch its dispatch costs, no wake-up latency drawn (docs/VALIDATION.md §e item 13)."""
+        if self.long_wakes and now - th.off_at >= self.long_after:
+            w = self.long_wakes[int(self.rng.random() * len(self.long_wakes))] - self.c.context_switch_ns
+            return w if w > 0 else 0
         w = self.wake_cost()
         if self.lock_wakes:
             w += self.lock_wakes[int(self.rng.random() * len(self.lock_wakes))]
@@ -355,6 +368,7 @@ class Engine:
         self.cur[c] = None
         th.oncpu = False
         th.cpu = -1
+        th.off_at = now
         for h in th.held:
             self.locks[h[0]].owner_off_cpu(th, now)
         if th.pcount > 0:  # slept in atomic context (e.g. Block under a spinlock): close the section
@@ -490,7 +504,7 @@ class Engine:
             self.push(now + delay, E_RESUME, th.idx, th.gen)
             return
         th.state = READY
-        self.push(now + delay + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + delay + self.lock_wake_cost(th, now), E_WAKE, th.idx, th.gen)
 
     def grant_sleeper(self, th: SimThread, now: int) -> None:
         th.waiting_lock = None
@@ -502,7 +516,7 @@ class Engine:
             self.push(now, E_GRANT, th.idx, th.gen)
             return
         th.state = READY
-        self.push(now + self.lock_wake_cost(), E_WAKE, th.idx, th.gen)
+        self.push(now + self.lock_wake_cost(th, now), E_WAKE, th.idx, th.gen)
 
     def timed_wait(self, th: SimThread, now: int, wait: int, sleeping: bool, preempt_off: bool) -> None:
         """as-recorded: wait ``wait`` ns asleep or on the CPU (preemption off for a spinning class)."""
