@@ -132,8 +132,10 @@ def flatten(workload: Workload, lock_policy: Callable[[str], str], gather: str, 
     EngineUnavailable if it cannot be built) instead of the Python walk below.
     """
     from replay.sim.neutral import emitted, walk_thread
+    from replay.workload.holds import replayed_policy
 
-    f = Flattener(lock_policy, gather, preempt, open_mode, costs, perturb, seed)
+    f = Flattener(replayed_policy(lock_policy, workload.derived_classes), gather, preempt, open_mode, costs,
+                  perturb, seed)
     f.until_on_cpu = 1 if workload.contiguous else 0
     if compiled:
         from replay.sim.cflatten import walk
@@ -183,9 +185,12 @@ def flatten_streamed(workload: Workload, specs: list[FlattenSpec],
     written instead of after (the peak is then about the workload's, not workload + a program).
     Returns per spec (start, floats, locks, kinds), the rest of its Program.
     """
+    from replay.workload.holds import replayed_policy
+
     fs = []
     for sp in specs:
-        f = Flattener(sp.lock_policy, sp.gather, sp.preempt, sp.open_mode, sp.costs, sp.perturb, sp.seed)
+        f = Flattener(replayed_policy(sp.lock_policy, workload.derived_classes), sp.gather, sp.preempt, sp.open_mode,
+                      sp.costs, sp.perturb, sp.seed)
         f.until_on_cpu = 1 if workload.contiguous else 0
         fs.append(f)
     walks: list[Callable[[Flattener, list[Thread]], tuple[np.ndarray, np.ndarray, np.ndarray]]] = []

@@ -72,6 +72,37 @@ MIN_SAMPLES = 10
 SPIN_CLASSES = frozenset({"page_table_lock", "zone_lock", "runqueue_lock"})
 
 
+#: lock policies that keep a spinning class spinning (the recorded kernel's spinlocks are queued spinlocks; the
+#: named sets call them ``spinlock``): a set that gives a SPIN_CLASSES class one of these keeps its type
+SPINNING_POLICIES = frozenset({"spinlock", "qspinlock"})
+
+
+def replayed_policy(lock_policy: Callable[[str], str], derived_classes: frozenset[str] | set[str]
+                    ) -> Callable[[str], str]:
+    """``lock_policy`` as the engines replay a workload whose ``derived_classes`` the trace saw waiting only.
+
+    A spinning class (SPIN_CLASSES) whose holds are all derived and whose policy keeps it spinning is
+    replayed ``as-recorded``: each contended wait is the recorded wait, spun on the waiter's CPU with
+    preemption off (the engines' as-recorded lock for a class that does not sleep), and its derived hold
+    runs with preemption off but excludes nobody. The holds the recorded waits waited for were mostly
+    uncontended acquisitions, which tier 1 does not record: the derived holds (one per recorded wait) almost
+    never meet one another, so replayed as a spinlock the waits vanished (docs/VALIDATION.md §e items 11
+    and 14; docs/SIMULATOR.md, "What the model cannot see"). A policy that changes the class (a mutex, an
+    rwsem) still gets the derived holds. The sleeping classes (i_mmap_rwsem, anon_vma) keep their model
+    even where the set keeps the recorded rwsem: 2.6.39 and 3.0 change them, and a projection against
+    ``current`` must compare one model with the same model, not a model with the recording.
+    """
+    kept = frozenset(derived_classes) & SPIN_CLASSES
+    if not kept:
+        return lock_policy
+
+    def policy(lock_class: str) -> str:
+        p = lock_policy(lock_class)
+        return "as-recorded" if lock_class in kept and p in SPINNING_POLICIES else p
+
+    return policy
+
+
 def _handoff_ends(rec: Recorded) -> dict[int, int]:
     """id(wait) → acquisition time of the next waiter that was queued on the same lock when it acquired."""
     by_lock: dict[tuple[str, int], list[tuple[int, int, int, Interval]]] = defaultdict(list)
