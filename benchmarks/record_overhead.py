@@ -13,13 +13,15 @@ so that drifting machine load hits all alike; medians and ratios are printed:
   perf      `perf record -e <every tier-1 tracepoint>` of the workload's tasks
   mmreplay  `mmreplay record` with every tier-1 probe (the command's tasks)
 
---per-probe adds, on the mmap1_threads case, one `mmreplay record --probes F`
-per family F per round (and lock_contention without stack walks), and one
-all-probes recording with the kernel's BPF statistics on: per family the hits
-per iteration, the throughput against bare, the time each hit adds to the
-workload (end to end: tracepoint dispatch + program + ring buffer + the
-recorder's share of the CPUs) and the program's own run time per run (BPF
-statistics, which count every task's hits, not only the workload's).
+--per-probe adds, on each chosen case (--case), one `mmreplay record --probes F`
+per family F per round (and lock_contention without stack walks, page_free
+without its backup program), and one all-probes recording with the kernel's BPF
+statistics on: per family the hits per iteration (page_fault: per run), the
+throughput against bare, the time each hit adds to the workload (end to end:
+tracepoint dispatch + program + ring buffer + the recorder's share of the CPUs)
+and the programs' own run time per hit (BPF statistics, which count every task's
+hits, not only the workload's; the backup and first programs beside a family's
+own included; each run is also charged two clock reads of the statistics).
 
 --truth runs `mmreplay record -- perf stat -e <tracepoints> -- mm_workload`
 and compares perf's counts with the rows recorded for the workload's tasks.
@@ -191,34 +193,54 @@ def case_rounds(case: str, argv: list[str], tmp: Path, runs: int, no_recovery: b
             "ring_buffer_refused": [s["ring_buffer_refused"] for s in stats], "attach": stats[-1]["attach"]}
 
 
-def hits_per_iteration(argv: list[str], tmp: Path) -> dict[str, float]:
-    """How often the workload's own tasks hit each tier-1 tracepoint per iteration (perf stat, bare run)."""
+def hits_per_iteration(case: str, argv: list[str], tmp: Path) -> dict[str, float]:
+    """How often the workload's own tasks hit each tier-1 tracepoint per iteration (perf stat, bare run;
+    page_fault: per run)."""
     csv = tmp / "hits.csv"
     cmd = ["perf", "stat", "-x,", "-o", str(csv)]
     for tp in tracepoints(None):
         cmd += ["-e", tp]
     out = subprocess.run([*cmd, "--", *argv], check=True, capture_output=True, text=True).stdout
-    iters = max(1, _summary(out).iterations)
+    iters = 1 if case == "page_fault" else max(1, _summary(out).iterations)
     return {tp: n / iters for tp, n in parse_perf_stat_csv(csv.read_text()).items()}
 
 
-def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
-    """Per family: mmap1_threads recorded with that family alone, rounds interleaved with bare runs.
+#: --per-probe: (row name, family, extra record options) besides one row per family alone
+PER_PROBE_EXTRA = (("lock_contention --no-stacks", "lock_contention", ("--no-stacks",)),
+                   ("page_free --no-page-free-recovery", "page_free", ("--no-page-free-recovery",)))
+
+
+def family_program_cost(cost: dict, fam: programs.Family) -> float | None:
+    """ns of BPF run time per hit of a family's tracepoints: its own programs' and those of the first and
+    backup programs beside them (the recorder names them "<tracepoint> (first)" and "(backup)"), over the
+    runs of its own programs (every task's hits; None when the kernel timed none)."""
+    # the recorder names a raw program by the classic tracepoint it stands for, else raw_syscalls:<event>
+    timed = {*fam.tracepoints, *(f"raw_syscalls:{ev}" for ev, _ in fam.raw)}
+    runs = sum(cost.get(tp, {}).get("runs", 0) for tp in timed)
+    run_ns = sum(v.get("run_ns", 0) for k, v in cost.items() if k.split(" (", 1)[0] in timed)
+    return run_ns / runs if runs else None
+
+
+def per_probe(case: str, argv: list[str], tmp: Path, runs: int) -> list[dict]:
+    """Per family: the case recorded with that family alone, rounds interleaved with bare runs.
 
     ns/hit = (CPU per iteration recorded - bare) / the family's hits per iteration (perf stat): what one
-    hit costs the workload's own CPU time, tracepoint dispatch included."""
-    argv = [*CPU_WRAP, *argv]
-    hits = hits_per_iteration(argv, tmp)
+    hit costs the workload's own CPU time, tracepoint dispatch included (page_fault: per run)."""
+    if case != "page_fault":
+        argv = [*CPU_WRAP, *argv]
+    hits = hits_per_iteration(case, argv, tmp)
     variants = [(f.name, [f.name], ()) for f in programs.FAMILIES]
-    variants.insert(2, ("lock_contention --no-stacks", ["lock_contention"], ("--no-stacks",)))
+    for name, fam, extra in PER_PROBE_EXTRA:
+        at = next(i for i, v in enumerate(variants) if v[0] == fam) + 1
+        variants.insert(at, (name, [fam], extra))
     bare: list[tuple[float, float]] = []
     got: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in variants}
     for _ in range(runs):
         out = run_bare(argv)
-        bare.append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+        bare.append((score(case, out), cpu_per_iteration(case, out)))
         for name, probes, extra in variants:
             out, _ = run_mmreplay(argv, tmp, probes, *extra)
-            got[name].append((score("mmap1_threads", out), cpu_per_iteration("mmap1_threads", out)))
+            got[name].append((score(case, out), cpu_per_iteration(case, out)))
     _, cost_trace = run_mmreplay(argv, tmp, None, "--probe-cost")
     cost = trace_stats(cost_trace)["probe_cost"]
     b_ps, b_cpu = statistics.median(x[0] for x in bare), statistics.median(x[1] for x in bare)
@@ -227,13 +249,10 @@ def per_probe(argv: list[str], tmp: Path, runs: int) -> list[dict]:
         ps, cpu = statistics.median(x[0] for x in got[name]), statistics.median(x[1] for x in got[name])
         fam = programs.FAMILIES_BY_NAME[probes[0]]
         per_iter = sum(hits.get(tp, 0.0) for tp in fam.tracepoints)
-        # the recorder names a raw program by the classic tracepoint it stands for, else raw_syscalls:<event>
-        timed = {*fam.tracepoints, *(f"raw_syscalls:{ev}" for ev, _ in fam.raw)}
-        runs_ = sum(cost.get(tp, {}).get("runs", 0) for tp in timed)
-        run_ns = sum(cost.get(tp, {}).get("run_ns", 0) for tp in timed)
+        prog = family_program_cost(cost, fam)
         rows.append({"probe": name, "hits_per_iteration": per_iter, "ratio": ps / b_ps, "cpu_ratio": cpu / b_cpu,
                      "added_ns_per_hit": (cpu - b_cpu) / per_iter if per_iter > 0.05 else None,
-                     "program_ns_per_run": run_ns / runs_ if runs_ and "--no-stacks" not in name else None})
+                     "program_ns_per_run": prog if name == fam.name else None})
     return rows
 
 
@@ -423,7 +442,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=2100, help="page_fault: per thread, each touches --pages pages")
     ap.add_argument("--pages", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=3.0, help="mmap1_threads: seconds per run")
-    ap.add_argument("--per-probe", action="store_true", help="the per-family cost table (mmap1_threads)")
+    ap.add_argument("--per-probe", action="store_true", help="the per-family cost table of each chosen case")
     ap.add_argument("--truth", action="store_true", help="perf stat's counts against the recorded rows")
     ap.add_argument("--subsets", action="store_true", help="mmap1_threads with the hottest families left out")
     ap.add_argument("--rss", type=float, metavar="S", help="peak RSS of a recording of mmap1_threads of S seconds")
@@ -456,7 +475,7 @@ def main() -> int:
         chosen = list(cases) if args.case == "both" else [] if args.case == "none" else [args.case]
         result["cases"] = [case_rounds(c, cases[c], tmp, args.runs, args.no_recovery_too) for c in chosen]
         if args.per_probe:
-            result["per_probe"] = per_probe(m1_argv, tmp, args.runs)
+            result["per_probe"] = {c: per_probe(c, cases[c], tmp, args.runs) for c in chosen}
         if args.subsets:
             result["subsets"] = subsets(m1_argv, tmp, args.runs)
         if args.truth:
@@ -487,14 +506,16 @@ def main() -> int:
               + ", ".join(f"{a}/{b}" for a, b in c["pf_skipped_recovered"]))
         if "no_recovery" in c:
             print(f"  {NO_RECOVERY}: lost {c['no_recovery']['lost']} ({c['no_recovery']['lost_by_probe']})")
-    if "per_probe" in result:
-        print("per probe (mmap1_threads, that family alone, against bare; ns/hit: added CPU per iteration / hits "
-              "per iteration (perf stat); program: kernel BPF statistics over all tasks' hits)")
-        print(f"  {'probe':<28} {'hits/iter':>9} {'throughput':>10} {'CPU/iter':>9} {'ns/hit':>7} {'program ns':>10}")
-        for r in result["per_probe"]:
+    for case, rows in result.get("per_probe", {}).items():
+        per, what = ("run", "wall time") if case == "page_fault" else ("iter", "throughput")
+        print(f"per probe ({case}, that family alone, against bare; ns/hit: added CPU per {per} / hits per {per} "
+              "(perf stat); program: kernel BPF statistics per hit over all tasks' hits, its backup/first programs "
+              "included)")
+        print(f"  {'probe':<34} {'hits/' + per:>10} {what:>10} {'CPU/' + per:>9} {'ns/hit':>7} {'program ns':>10}")
+        for r in rows:
             ns = f"{r['added_ns_per_hit']:7.0f}" if r["added_ns_per_hit"] is not None else f"{'-':>7}"
             prog = f"{r['program_ns_per_run']:10.0f}" if r["program_ns_per_run"] else f"{'-':>10}"
-            print(f"  {r['probe']:<28} {r['hits_per_iteration']:9.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
+            print(f"  {r['probe']:<34} {r['hits_per_iteration']:10.3f} {r['ratio']:9.2f}x {r['cpu_ratio']:8.2f}x "
                   f"{ns} {prog}")
     if "subsets" in result:
         print("mmap1_threads with families left out (throughput and CPU per iteration against bare)")
