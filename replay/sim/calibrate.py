@@ -147,6 +147,19 @@ def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
     return tuple(max(0, round(float(q)) - tail) for q in qs)
 
 
+def _recorded_lock_waits(trace: Trace) -> list[pl.LazyFrame]:
+    """The recorded lock waits as (tid, w0, w1) spans: lock_holds' waits before their acquisitions and lock_waits
+    (not the run queue's), each table that the trace has."""
+    waits = []
+    if trace.has("lock_holds"):
+        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
+                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
+    if trace.has("lock_waits"):
+        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
+                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
+    return waits
+
+
 def _lock_wake_delays(trace: Trace) -> pl.Series:
     """Waker -> activation delay of each woken lock sleeper: from ``sched_waking`` (fired in the waker's
     try_to_wake_up, where the engine's wake-up begins) to the same task's next ``sched_wakeup`` (fired where it
@@ -158,15 +171,8 @@ def _lock_wake_delays(trace: Trace) -> pl.Series:
              .join_asof(waking, left_on="ts", right_on="waking", by="tid", strategy="backward",
                         check_sortedness=False)
              .filter(pl.col("waking").is_not_null() & (pl.col("ts") - pl.col("waking") < 1_000_000)))
-    waits = []
-    if trace.has("lock_holds"):
-        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
-                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
-    if trace.has("lock_waits"):
-        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
-                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
     inside = pl.lit(False)
-    for i, wt in enumerate(waits):
+    for i, wt in enumerate(_recorded_lock_waits(trace)):
         wt = wt.rename({"w0": f"w0_{i}", "w1": f"w1_{i}"}).sort(f"w0_{i}")
         pairs = pairs.join_asof(wt, left_on="ts", right_on=f"w0_{i}", by="tid", strategy="backward",
                                 check_sortedness=False)
@@ -196,15 +202,8 @@ def _lock_wake_long(trace: Trace, long_after: int, tail: int) -> pl.Series:
              .filter(pl.col("run").is_not_null() & pl.col("out").is_not_null()
                      & (pl.col("run") - pl.col("waking") < MAX_WAKE_NS) & (pl.col("rcpu") != pl.col("wcpu"))
                      & (pl.col("waking") - pl.col("out") >= long_after)))
-    waits = []
-    if trace.has("lock_holds"):
-        waits.append(trace.scan("lock_holds").filter(~pl.col("incomplete") & (pl.col("wait") > 0))
-                     .select("tid", (pl.col("ts") - pl.col("wait")).alias("w0"), pl.col("ts").alias("w1")))
-    if trace.has("lock_waits"):
-        waits.append(trace.scan("lock_waits").filter(~pl.col("incomplete") & (pl.col("lock_class") != "runqueue_lock"))
-                     .select("tid", pl.col("ts").alias("w0"), (pl.col("ts") + pl.col("dur")).alias("w1")))
     inside = pl.lit(False)
-    for i, wt in enumerate(waits):
+    for i, wt in enumerate(_recorded_lock_waits(trace)):
         wt = wt.rename({"w0": f"w0_{i}", "w1": f"w1_{i}"}).sort(f"w0_{i}")
         pairs = pairs.join_asof(wt, left_on="waking", right_on=f"w0_{i}", by="tid", strategy="backward",
                                 check_sortedness=False)
