@@ -20,7 +20,8 @@ or synthesized (``mmreplay synth W --tasks 4 --cpus 2 --seconds S``) into
   workers included), the largest single
   process's peak RSS (wait4's ru_maxrss) and the peak of the whole process
   tree's proportional set size (PSS, sampled every 50 ms from
-  /proc/PID/smaps_rollup: shared pages counted once).
+  /proc/PID/smaps_rollup: shared pages counted once) and the md5 of the report it prints (the
+  same for every run of every checkout, or a result changed).
 
 Medians of --repeat runs. On a shared machine wall time follows the load; CPU
 time and memory do not: quote those, and ratios from one session.
@@ -31,6 +32,7 @@ time and memory do not: quote those, and ratios from one session.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import os
@@ -178,10 +180,11 @@ def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str], recons
     """Run ``mmreplay replay`` once: wall s, largest process's peak RSS, peak tree PSS (or its error)."""
     cmd = [sys.executable, "-m", "replay", "replay", str(trace), "--compare", *sets, "--seeds", "2",
            "--jobs", str(jobs)]
+    report = tempfile.TemporaryFile()  # the printed report, for its md5 (a file: a pipe could fill and block)
     t0 = time.perf_counter()
     # cwd too: ``python3 -m replay`` puts the working directory before PYTHONPATH, so run from this
     # checkout's root, or --compare-with would time this checkout twice
-    proc = subprocess.Popen(cmd, env=_env(pythonpath, reconstruct), cwd=pythonpath, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, env=_env(pythonpath, reconstruct), cwd=pythonpath, stdout=report,
                             stderr=subprocess.PIPE)
     peak_pss = 0
     while True:
@@ -195,8 +198,11 @@ def end_to_end(trace: Path, jobs: int, pythonpath: Path, sets: list[str], recons
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         return {"error": (err.strip().splitlines() or ["no output"])[-1]}
+    report.seek(0)
+    md5 = hashlib.md5(report.read()).hexdigest()
+    report.close()
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_mib": ru.ru_maxrss / 1024,
-            "peak_pss_mib": peak_pss / 1024}
+            "peak_pss_mib": peak_pss / 1024, "md5": md5}
 
 
 def main() -> None:
@@ -277,7 +283,8 @@ def main() -> None:
                       f"{median(r['wall_s'] for r in runs):6.2f} s  CPU {median(r['cpu_s'] for r in runs):6.2f} s  "
                       f"max RSS {median(r['max_rss_mib'] for r in runs):6.0f} MiB  tree PSS "
                       f"{median(r['peak_pss_mib'] for r in runs):6.0f} MiB  (walls: "
-                      + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + ")")
+                      + ", ".join(f"{r['wall_s']:.1f}" for r in runs) + "; report md5 "
+                      + ", ".join(sorted({r["md5"][:12] for r in runs})) + ")")
 
 if __name__ == "__main__":
     main()

@@ -46,9 +46,14 @@ def check_values(trace: Trace, tables: Iterable[str] | None = None) -> None:
         has_ts = "ts" in cols
         if not durs and not has_ts:
             continue
+        # one pass: whether an interval runs outside the span is read along (on ts clipped to the span, so
+        # that hi - ts and ts - lo cannot overflow; it is used only once ts is known to lie within it)
+        ts = pl.col("ts").clip(lo, hi)
+        outside = [(pl.col(c) > (ts - lo) if c in BEFORE_TS else pl.col(c) > (hi - ts)).any().alias(f"out:{c}")
+                   for c in durs] if span and has_ts else []
         stats = lf.select(*[pl.col(c).min().alias(c) for c in durs],
                           *([pl.col("ts").min().alias("ts_min"), pl.col("ts").max().alias("ts_max")]
-                            if has_ts else [])).collect().row(0, named=True)
+                            if has_ts else []), *outside).collect().row(0, named=True)
         where = trace.info(name).path
         for c in durs:
             if stats[c] is not None and stats[c] < 0:
@@ -59,10 +64,8 @@ def check_values(trace: Trace, tables: Iterable[str] | None = None) -> None:
             if not lo <= v <= hi:
                 raise TraceError(where, f"an event at {v} ns lies outside the recorded span {m.start_ns} .. "
                                  f"{m.end_ns} ns: corrupt, or the manifest is not this trace's")
-        # ts is within [lo, hi] now: hi - ts and ts - lo cannot overflow
-        bad = [c for c in durs if lf.select(
-            (pl.col(c) > (pl.col("ts") - lo) if c in BEFORE_TS else pl.col(c) > (hi - pl.col("ts"))).any()
-        ).collect().item()]
+        # ts is within [lo, hi] now: the clipped ts was ts
+        bad = [c for c in durs if stats[f"out:{c}"]]
         if bad:
             raise TraceError(where, f"column {bad[0]!r} holds an interval that runs outside the recorded span "
                              f"{m.start_ns} .. {m.end_ns} ns: corrupt")
