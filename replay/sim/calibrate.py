@@ -138,13 +138,18 @@ def _handoffs(trace: Trace) -> pl.Series:
 HANDOFF_QUANTILES = 10_000
 
 
+def _quantile_samples(values: pl.Series, most: int, less: int = 0) -> tuple[int, ...]:
+    """``values`` as up to ``most`` equally likely values, the (i + 1/2)/n quantiles, each less ``less`` (floored
+    at 0): drawing one per event gives the recorded distribution, its mean and its tail."""
+    n = min(most, len(values))
+    qs = np.quantile(values.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
+    return tuple(max(0, round(float(q)) - less) for q in qs)
+
+
 def _handoff_samples(ho: pl.Series, tail: int) -> tuple[int, ...]:
-    """The recorded hand-offs as up to HANDOFF_QUANTILES equally likely values, the (i + 1/2)/n quantiles, less the
-    release tail the engine replays before each release: drawing one per hand-off gives the recorded
-    distribution, its mean and its tail, where one median gave every hand-off the same length."""
-    n = min(HANDOFF_QUANTILES, len(ho))
-    qs = np.quantile(ho.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
-    return tuple(max(0, round(float(q)) - tail) for q in qs)
+    """The recorded hand-offs as up to HANDOFF_QUANTILES equally likely values less the release tail the engine
+    replays before each release, where one median gave every hand-off the same length."""
+    return _quantile_samples(ho, HANDOFF_QUANTILES, tail)
 
 
 def _recorded_lock_waits(trace: Trace) -> list[pl.LazyFrame]:
@@ -285,9 +290,8 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
     if trace.has("sched_wakeup") and (trace.has("lock_holds") or trace.has("lock_waits")):
         dl = _lock_wake_delays(trace)
         if len(dl) >= MIN_SAMPLES:
-            n = min(LOCK_WAKE_QUANTILES, len(dl))
-            qs = np.quantile(dl.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
-            changes["lock_wake_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
+            changes["lock_wake_samples_ns"] = _quantile_samples(dl, LOCK_WAKE_QUANTILES)
+            n = len(changes["lock_wake_samples_ns"])
             notes.append(f"lock_wake_samples_ns: {len(dl)} woken lock sleepers' waker → activation delays "
                          f"(sched_waking → sched_wakeup) as {n} quantiles (median {float(dl.median()):.0f} ns, mean "
                          f"{float(dl.mean()):.0f} ns), one drawn per wake-up of a lock sleeper")
@@ -386,9 +390,7 @@ def calibrate(trace: Trace, base: Costs | None = None) -> Calibration:
     if trace.has("sched_wakeup") and trace.has("sched_switch") and (trace.has("lock_holds") or trace.has("lock_waits")):
         lw = _lock_wake_long(trace, costs.lock_wake_long_after_ns, tails.get("mmap_lock_release_tail_ns", 0))
         if len(lw) >= MIN_LONG_WAKES:
-            n = min(LOCK_WAKE_QUANTILES, len(lw))
-            qs = np.quantile(lw.to_numpy().astype(np.float64), (np.arange(n) + 0.5) / n)
-            changes["lock_wake_long_samples_ns"] = tuple(max(0, round(float(q))) for q in qs)
+            changes["lock_wake_long_samples_ns"] = _quantile_samples(lw, LOCK_WAKE_QUANTILES)
             notes.append(f"lock_wake_long_samples_ns: {len(lw)} lock sleepers woken onto another CPU after "
                          f"{costs.lock_wake_long_after_ns} ns or more off it, release → switch-in (median "
                          f"{float(lw.median()):.0f} ns, min {float(lw.min()):.0f} ns), one drawn per wake-up of such a "
