@@ -27,6 +27,7 @@ Workload and the same engine input, byte for byte.
 
 from __future__ import annotations
 
+import tempfile
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -83,6 +84,50 @@ class _Cols:
         if self.extra is not None:
             return self.extra
         return np.where(self.kind == CRITICAL, self.body - self.start, self.end - self.start)
+
+
+#: measured rows (lock holds and system calls) from which _Load writes each thread's columns to files as it reads
+#: the tables and the cross-thread steps and the builder read them back a thread at a time (_Spooled): every
+#: thread's columns held at once were the 60-s replay's peak (60 M rows x 34 B, 2 GB); below it they stay in memory
+SPOOL_ROWS = 8 << 20
+_DTYPES = dict(kind=np.int8, start=np.int64, body=np.int64, end=np.int64, seq=np.int64, code=np.int32, mode=np.int8,
+               extra=np.int64)
+
+
+class _Spooled:
+    """One thread's _Cols in files (a raw file per column, the parts appended in the order _Load adds them),
+    each column read when first asked for and kept until ``release``: the cross-thread steps and the builder
+    hold one thread's columns at a time."""
+
+    def __init__(self, root: Path, tid: int):
+        object.__setattr__(self, "_path", root / str(tid))
+
+    def __getattr__(self, name: str):  # a column not read yet (or released)
+        dtype = _DTYPES.get(name)
+        if dtype is None:
+            raise AttributeError(name)
+        path = Path(f"{self._path}.{name}")
+        value = np.fromfile(path, dtype) if name != "extra" or path.exists() else None
+        object.__setattr__(self, name, value)
+        return value
+
+    def extras(self) -> np.ndarray:
+        return _Cols.extras(self)
+
+    def keep(self, *names: str) -> None:
+        """Write the columns ``names`` (changed in memory) back to their files."""
+        for name in names:
+            getattr(self, name).astype(_DTYPES[name], copy=False).tofile(f"{self._path}.{name}")
+
+    def release(self) -> None:
+        for name in _DTYPES:
+            self.__dict__.pop(name, None)
+
+
+def _release(c) -> None:
+    """Let a spooled thread's columns go (in-memory _Cols: nothing)."""
+    if type(c) is _Spooled:
+        c.release()
 
 
 def _columns(trace: Trace, name: str, cols: list[str], *filters: pl.Expr) -> pl.DataFrame:
@@ -160,7 +205,7 @@ def _by_tid(tid: np.ndarray) -> dict[int, tuple[int, int]]:
 class _Load:
     """The reference intervals.load, with the large tables as columns."""
 
-    def __init__(self, trace: Trace):
+    def __init__(self, trace: Trace, spool: Path | None = None):
         trace.require("lock_holds", needed_for="work reconstruction (mmap_lock holds and page-fault durations)")
         self.trace = trace
         self.notes: Counter[str] = Counter()
@@ -171,6 +216,9 @@ class _Load:
         self.span_kinds: list[str] = []
         self.gathers: list[tuple] = []  # (pages, flushes, fullmm, mm, recorded_ns) by gather index
         self.parts: dict[int, list[dict[str, np.ndarray]]] = {}
+        #: where each thread's columns are written (SPOOL_ROWS), None to keep them in ``parts``
+        self.spool = spool
+        self.spooled: dict[int, int] = {}  # tid -> its rows of lock holds (the first rows of its files), in order
 
     def thread(self, tid: int, pid: int) -> ThreadRecord:
         t = self.threads.get(tid)
@@ -187,7 +235,19 @@ class _Load:
 
     def add(self, tid: np.ndarray, **cols: np.ndarray) -> None:
         for t, (lo, hi) in _by_tid(tid).items():
-            self.parts.setdefault(t, []).append({k: v[lo:hi] for k, v in cols.items()})
+            self._part(t, {k: v[lo:hi] for k, v in cols.items()})
+
+    def _part(self, tid: int, part: dict[str, np.ndarray]) -> None:
+        """One more piece of the thread's columns: kept in ``parts``, or appended to its files."""
+        if self.spool is None:
+            self.parts.setdefault(tid, []).append(part)
+            return
+        n = self.spooled.setdefault(tid, 0)
+        if part["kind"][0] == CRITICAL:  # the lock holds: read first, the only criticals
+            self.spooled[tid] = n + len(part["kind"])
+        for k, v in part.items():
+            with open(self.spool / f"{tid}.{k}", "ab") as f:
+                np.asarray(v, _DTYPES[k]).tofile(f)
 
     def lock_index(self, cls: str, addr: int) -> int:
         lid = self.lock_ids.get((cls, addr))
@@ -224,10 +284,14 @@ class _Load:
         tid, pid = holds["tid"].to_numpy(), holds["pid"].to_numpy()
         self.create(tid, pid)
         ts, dur, wait = holds["ts"].to_numpy(), holds["dur"].to_numpy(), holds["wait"].to_numpy()
-        self.add(tid, kind=np.full(len(ts), CRITICAL, np.int8), start=ts - wait, body=ts, end=ts + dur,
-                 seq=holds["seq"].to_numpy(), code=lock_idx.astype(np.int32),
-                 mode=(holds["mode"] == "write").to_numpy().astype(np.int8))
-        del holds, lock_idx, ts, dur, wait
+        seq, mode = holds["seq"].to_numpy(), (holds["mode"] == "write").to_numpy().astype(np.int8)
+        x = None
+        for t, (lo, hi) in _by_tid(tid).items():  # a thread at a time: no whole-table start, end or code
+            x = ts[lo:hi]
+            self._part(t, dict(kind=np.full(hi - lo, CRITICAL, np.int8), start=x - wait[lo:hi], body=x,
+                               end=x + dur[lo:hi], seq=seq[lo:hi], code=lock_idx[lo:hi].astype(np.int32),
+                               mode=mode[lo:hi]))
+        del holds, lock_idx, ts, dur, wait, seq, mode, x
 
         load_contended_waits(trace, hold_classes, self.thread, notes)
 
@@ -237,12 +301,13 @@ class _Load:
             self.span_kinds = [SPAN_KIND.get(n, n) for n in names]
             self.create(tid, pid)
             del pid
-            end = ts + dur
-            self.add(tid, kind=np.full(len(ts), SPAN, np.int8), start=ts, body=ts, end=end,
-                     seq=seq, code=code.astype(np.int32), mode=np.zeros(len(ts), np.int8))
+            x = end = None
             for t, (lo, hi) in _by_tid(tid).items():
-                sys_by_tid[t] = (ts[lo:hi], end[lo:hi], code[lo:hi])
-            del tid, ts, seq, dur, code, end
+                x, end = ts[lo:hi], ts[lo:hi] + dur[lo:hi]
+                self._part(t, dict(kind=np.full(hi - lo, SPAN, np.int8), start=x, body=x, end=end, seq=seq[lo:hi],
+                                   code=code[lo:hi].astype(np.int32), mode=np.zeros(hi - lo, np.int8)))
+                sys_by_tid[t] = (x, end, code[lo:hi])
+            del tid, ts, seq, dur, code, x, end
         else:
             notes["no syscalls table: mmap/munmap latencies not reported"] += 1
         self.sys_by_tid = sys_by_tid
@@ -282,28 +347,34 @@ class _Load:
         return rec, cols
 
     def _lock_idx(self, holds: pl.DataFrame, pairs: pl.DataFrame) -> np.ndarray:
-        """Each hold's lock index (int64): per class, its address looked up by searchsorted in the class's
+        """Each hold's lock index (int32): per class, its address looked up by searchsorted in the class's
         sorted addresses (a polars join materialised the key columns and the joined frame of every row)."""
         p = holds["lock_class"].to_physical().to_numpy()
         a = holds["lock_addr"].to_numpy()
-        lock_idx = np.full(len(a), -1, np.int64)
+        lock_idx = np.full(len(a), -1, np.int32)
         by_class: dict[int, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
         for code, cls, addr in pairs.iter_rows():
             by_class[code][0].append(addr)
             by_class[code][1].append(self.lock_ids[(cls, addr)])
+        tables = []
         for code, (addrs, ids) in by_class.items():
             addrs_a = np.asarray(addrs, a.dtype)
             o = np.argsort(addrs_a, kind="stable")
-            rows = np.flatnonzero(p == code)
-            lock_idx[rows] = np.asarray(ids, np.int64)[o][np.searchsorted(addrs_a[o], a[rows])]
-            del rows
+            tables.append((code, addrs_a[o], np.asarray(ids, np.int64)[o]))
+        # a window of rows at a time: the row numbers, addresses and lookups of the whole table (36 M rows of
+        # a 60-s recording: 0.9 GB beside the holds frame) were that stage's peak
+        for lo in range(0, len(a), 1 << 20):
+            pw, aw, out = p[lo:lo + (1 << 20)], a[lo:lo + (1 << 20)], lock_idx[lo:lo + (1 << 20)]
+            for code, addrs_s, ids_s in tables:
+                rows = np.flatnonzero(pw == code)
+                out[rows] = ids_s[np.searchsorted(addrs_s, aw[rows])]
         return lock_idx
 
     def _gather(self, tid: int, start: int, end: int, seq: int, pages: int, flushes, fullmm: bool, mm: int) -> None:
         gi = len(self.gathers)
         self.gathers.append((pages, flushes, fullmm, mm, end - start))
         one = np.ones(1, np.int64)
-        self.parts.setdefault(tid, []).append(dict(
+        self._part(tid, dict(
             kind=np.full(1, GATHER, np.int8), start=one * start, body=one * start, end=one * end, seq=one * seq,
             code=np.full(1, gi, np.int32), mode=np.zeros(1, np.int8)))
 
@@ -351,12 +422,20 @@ class _Load:
                     self.span_kinds.append("fault")
                 fk = self.span_kinds.index("fault")
                 s, e = fts[m], ends_a[m]
-                self.parts.setdefault(t, []).append(dict(
+                self._part(t, dict(
                     kind=np.full(len(s), SPAN, np.int8), start=s, body=s, end=e, seq=seq[lo:hi][m],
                     code=np.full(len(s), fk, np.int32), mode=np.zeros(len(s), np.int8)))
 
     def _hold_extents(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the thread's measured lock holds, stably sorted by start."""
+        if self.spool is not None:
+            n = self.spooled.get(tid, 0)
+            if not n:
+                return np.empty(0, np.int64), np.empty(0, np.int64)
+            s = np.fromfile(self.spool / f"{tid}.start", np.int64, count=n)
+            e = np.fromfile(self.spool / f"{tid}.end", np.int64, count=n)
+            o = np.argsort(s, kind="stable")
+            return s[o], e[o]
         parts = [p for p in self.parts.get(tid, ()) if p["kind"][0] == CRITICAL] if tid in self.parts else []
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -429,7 +508,9 @@ class _Load:
     def _cols(self) -> dict[int, _Cols]:
         """Each thread's parts as one _Cols, a column at a time: the parts' pieces of a column (views of
         whole-table arrays) go once it is concatenated, so the tables and the threads' columns are not all
-        held at once."""
+        held at once. Spooled: each thread's files, read a thread at a time (_Spooled)."""
+        if self.spool is not None:
+            return {tid: _Spooled(self.spool, tid) for tid in self.spooled}
         parts, self.parts = self.parts, {}
         out: dict[int, dict[str, np.ndarray]] = {tid: {} for tid in parts}
         # the sequence numbers as int32 when they all fit (they only order ties): 4 bytes a row of every
@@ -491,6 +572,7 @@ def _brackets_of(cols: dict[int, _Cols]):
             if w.lock.lock_class in SPIN_CLASSES and sleep is not None and (nxt is None or sleep < nxt):
                 nxt = sleep
             out[id(w)] = (parent, nxt, sleep)
+        _release(c)
         return out
 
     return brackets
@@ -546,16 +628,18 @@ def build_threads(trace: Trace, emit: bool = False, spool: Path | None = None
     """(threads, derived classes, the Recorded facts, derived-hold sources, notes) as the reference gives them
     (``emit``: each thread's fast segments as Emitted pieces instead of op objects: emit.py; ``spool``: a
     private directory their rows are written to, mapped from there: neutral.NeutralWriter)."""
-    load = _Load(trace)
-    rec, cols = load.run()
-    derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
-    _fit_measured_holds(rec, cols, load.locks)
-    sources = derive_holds(rec, brackets_of=_brackets_of(cols))
-    notes: Counter[str] = Counter(rec.notes)
-    sleeps_known = trace.has("sched_switch")
-    out = []
-    for t in sorted(rec.threads.values(), key=lambda t: t.tid):
-        out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit, spool))
+    rows = sum(trace.scan(n).select(pl.len()).collect().item() for n in ("lock_holds", "syscalls") if trace.has(n))
+    with tempfile.TemporaryDirectory(prefix="mmreplay-cols-", dir=spool) as tmp:
+        load = _Load(trace, Path(tmp) if rows >= SPOOL_ROWS else None)
+        rec, cols = load.run()
+        derived_classes = frozenset(w.lock.lock_class for t in rec.threads.values() for w in t.waits)
+        _fit_measured_holds(rec, cols, load.locks)
+        sources = derive_holds(rec, brackets_of=_brackets_of(cols))
+        notes: Counter[str] = Counter(rec.notes)
+        sleeps_known = trace.has("sched_switch")
+        out = []
+        for t in sorted(rec.threads.values(), key=lambda t: t.tid):
+            out.append(_thread(t, cols.pop(t.tid, None), load, rec, notes, sleeps_known, emit, spool))
     return out, derived_classes, rec, sources, notes
 
 
@@ -572,10 +656,11 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
             o = m[np.lexsort((m, c.seq[m], -c.end[m], c.start[m]))]
             if np.any(c.start[o[1:]] < np.maximum.accumulate(c.end[o[:-1]])):
                 nested.append((tid, m))
+        _release(c)
     if not nested:
         return
     index = _ColumnHolders(cols, locks, {(locks[lid].lock_class, locks[lid].addr)
-                                          for tid, m in nested for lid in np.unique(cols[tid].code[m]).tolist()})
+                                          for tid, m in nested for lid in _codes(cols[tid], m)})
     for tid, m in nested:
         c = cols[tid]
         held = [Interval("critical", a, b, e, q, lock=locks[lid]) for a, b, e, q, lid in zip(
@@ -585,6 +670,15 @@ def _fit_measured_holds(rec: Recorded, cols: dict[int, _Cols], locks: list[LockR
         c.extra = c.extras()  # the recorded waits and times, before start and end move
         c.start[m] = [iv.start for iv in held]
         c.end[m] = [iv.end for iv in held]
+        if type(c) is _Spooled:
+            c.keep("extra", "start", "end")
+            c.release()
+
+
+def _codes(c, m: np.ndarray) -> list[int]:
+    out = np.unique(c.code[m]).tolist()
+    _release(c)
+    return out
 
 
 def _thread(t: ThreadRecord, c: _Cols | None, load: _Load, rec: Recorded, notes: Counter[str],
@@ -878,6 +972,7 @@ class _ColumnHolders(MeasuredHolders):
             bs.append(c.body[m].astype(np.int64))  # copies: fit_thread_holds moves the columns later
             es.append(c.end[m].astype(np.int64))
             ts.append(np.full(len(m), tid, np.int64))
+            _release(c)
         k, b, e, t = (np.concatenate(x) if x else np.empty(0, np.int64) for x in (ks, bs, es, ts))
         o = np.lexsort((t, e, b, k))
         k, b, e, t = k[o], b[o], e[o], t[o]
